@@ -1,0 +1,40 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Both create .venv when it is missing and install the package with its extras.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.supervision_demo
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict snakepit tests
+
+# Random order (pytest-randomly) and in parallel (xdist); prints the suite's wall time.
+pytest: $(STAMP)
+	@start=$$(date +%s%N); \
+	$(BIN)/python -m pytest -p randomly -n auto -q tests; rc=$$?; \
+	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
+	echo "suite wall time: $$((ms / 1000)).$$((ms % 1000 / 100)) s"; exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/otp_call.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.venv-triotp

@@ -1,0 +1,39 @@
+"""snakepit: supervised pools of Python worker processes, and the harness to test them.
+
+The public API is re-exported here; the OTP core lives in :mod:`snakepit.otp`.
+"""
+
+from snakepit.errors import CallTimeout as CallTimeout
+from snakepit.errors import ChildNotFound as ChildNotFound
+from snakepit.errors import ChildStartError as ChildStartError
+from snakepit.errors import ConfigError as ConfigError
+from snakepit.errors import DuplicateChild as DuplicateChild
+from snakepit.errors import InvalidChildSpec as InvalidChildSpec
+from snakepit.errors import MaxChildrenReached as MaxChildrenReached
+from snakepit.errors import NameNotFound as NameNotFound
+from snakepit.errors import NameTaken as NameTaken
+from snakepit.errors import OTPError as OTPError
+from snakepit.errors import ReachedMaxRestartIntensity as ReachedMaxRestartIntensity
+from snakepit.errors import ServerExited as ServerExited
+from snakepit.errors import SnakepitError as SnakepitError
+from snakepit.errors import WaitTimeout as WaitTimeout
+
+__version__ = "0.1.0.dev0"
+
+__all__ = (
+    "CallTimeout",
+    "ChildNotFound",
+    "ChildStartError",
+    "ConfigError",
+    "DuplicateChild",
+    "InvalidChildSpec",
+    "MaxChildrenReached",
+    "NameNotFound",
+    "NameTaken",
+    "OTPError",
+    "ReachedMaxRestartIntensity",
+    "ServerExited",
+    "SnakepitError",
+    "WaitTimeout",
+    "__version__",
+)

@@ -1,0 +1,187 @@
+"""Every exception snakepit raises, in one tree.
+
+::
+
+    SnakepitError
+    ├── ConfigError (also ValueError)       bad input, caught where it is given
+    │   └── InvalidChildSpec                 a child spec field is wrong
+    └── OTPError                             the supervision core (snakepit.otp)
+        ├── CallTimeout (also TimeoutError)  no reply within the call's timeout
+        ├── WaitTimeout (also TimeoutError)  a wait (rebound, stable) ran out of time
+        ├── ServerExited                     the server is dead or died during a call
+        ├── NameTaken                        a registered name is already held
+        ├── NameNotFound (also LookupError)  no live server holds that name
+        ├── DuplicateChild                   a child id is already in a supervisor
+        ├── ChildNotFound (also LookupError) no such child id or ref in a supervisor
+        ├── MaxChildrenReached               a DynamicSupervisor is full
+        ├── ChildStartError                  a child's ``init`` failed (cause chained)
+        └── ReachedMaxRestartIntensity       too many restarts in the window
+
+Closed versus broken, as trio separates them: using something you stopped
+yourself, or giving bad input, is a :class:`ConfigError` or a
+:class:`ServerExited` whose reason is ``"normal"``/``"shutdown"``; a peer that
+died abnormally is a :class:`ServerExited` whose ``reason`` is the exception
+that ended it (also chained as ``__cause__``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from snakepit.otp._reasons import ExitReason
+
+__all__ = (
+    "CallTimeout",
+    "ChildNotFound",
+    "ChildStartError",
+    "ConfigError",
+    "DuplicateChild",
+    "InvalidChildSpec",
+    "MaxChildrenReached",
+    "NameNotFound",
+    "NameTaken",
+    "OTPError",
+    "ReachedMaxRestartIntensity",
+    "ServerExited",
+    "SnakepitError",
+    "WaitTimeout",
+)
+
+
+class SnakepitError(Exception):
+    """Base class of every error snakepit raises on purpose."""
+
+
+class ConfigError(SnakepitError, ValueError):
+    """An argument, option or spec is invalid; the message names the field.
+
+    Raised where the mistake is made (a constructor, ``start``, ``call``),
+    before anything is started.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        #: The name of the offending field or argument.
+        self.field = field
+        #: What is wrong with it.
+        self.problem = problem
+
+
+class InvalidChildSpec(ConfigError):
+    """A :class:`~snakepit.otp.ChildSpec` field is invalid."""
+
+
+class OTPError(SnakepitError):
+    """Base class of the errors of the supervision core (:mod:`snakepit.otp`)."""
+
+
+class CallTimeout(OTPError, TimeoutError):
+    """A ``call`` got no reply within its timeout.
+
+    The request may still be handled later; its reply is then dropped and never
+    reaches another call.
+    """
+
+
+class WaitTimeout(OTPError, TimeoutError):
+    """A wait for a state (a name re-registered, a supervisor stable) ran out of time."""
+
+
+class ServerExited(OTPError):
+    """The server is not alive: it was dead before the call, or died during it.
+
+    ``reason`` is the exit reason: ``"normal"``, ``"shutdown"``, ``"killed"`` or
+    the exception that ended the server (also set as ``__cause__``).
+    """
+
+    def __init__(self, server: object, reason: ExitReason) -> None:
+        super().__init__(f"{server!r} exited: {_describe(reason)}")
+        #: The :class:`~snakepit.otp.ServerRef` of the dead server.
+        self.server = server
+        #: Its exit reason.
+        self.reason: ExitReason = reason
+
+
+class NameTaken(OTPError):
+    """A name given to ``start`` or ``Registry.register`` is held by a live server."""
+
+    def __init__(self, name: str, holder: object) -> None:
+        super().__init__(f"name {name!r} is already registered to {holder!r}")
+        #: The name asked for.
+        self.name = name
+        #: The live server that holds it.
+        self.holder = holder
+
+
+class NameNotFound(OTPError, LookupError):
+    """No live server is registered under the name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no live server is registered as {name!r}")
+        #: The name looked up.
+        self.name = name
+
+
+class DuplicateChild(OTPError):
+    """A supervisor already has a child with this id."""
+
+    def __init__(self, child_id: Any) -> None:
+        super().__init__(f"a child with id {child_id!r} already exists")
+        #: The duplicated id.
+        self.child_id = child_id
+
+
+class ChildNotFound(OTPError, LookupError):
+    """A supervisor has no child with this id (or this ref)."""
+
+    def __init__(self, child: Any) -> None:
+        super().__init__(f"no child {child!r} in this supervisor")
+        #: The id or ref asked for.
+        self.child = child
+
+
+class MaxChildrenReached(OTPError):
+    """A :class:`~snakepit.otp.DynamicSupervisor` already runs ``max_children``."""
+
+    def __init__(self, max_children: int) -> None:
+        super().__init__(f"max_children={max_children} reached")
+        #: The configured limit.
+        self.max_children = max_children
+
+
+class ChildStartError(OTPError):
+    """A child's ``init`` raised while a supervisor started it; the cause is chained."""
+
+    def __init__(self, child_id: Any, cause: BaseException) -> None:
+        super().__init__(f"child {child_id!r} failed to start: {_describe(cause)}")
+        #: The id of the child that failed.
+        self.child_id = child_id
+        #: The exception ``init`` raised.
+        self.cause = cause
+
+
+class ReachedMaxRestartIntensity(OTPError):
+    """A supervisor restarted more than ``max_restarts`` times in ``max_seconds``.
+
+    It is the exit reason of that supervisor, which stops its children first;
+    its own parent handles it like any other child exit.
+    """
+
+    def __init__(self, supervisor: object, max_restarts: int, max_seconds: float) -> None:
+        super().__init__(
+            f"{supervisor!r} reached max restart intensity "
+            f"({max_restarts} restarts in {max_seconds:g}s)"
+        )
+        #: The supervisor that gave up.
+        self.supervisor = supervisor
+        #: Its ``max_restarts``.
+        self.max_restarts = max_restarts
+        #: Its ``max_seconds``.
+        self.max_seconds = max_seconds
+
+
+def _describe(reason: object) -> str:
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+    return str(reason)

@@ -1,0 +1,111 @@
+"""The OTP core: GenServer, Supervisor, DynamicSupervisor, Registry, monitors.
+
+Built on anyio task groups; runs on asyncio and on trio. Knows nothing of
+gRPC or pools. The vocabulary is Erlang/OTP's, and so are the semantics
+(see each class); where Python differs, the docstrings say so.
+"""
+
+from snakepit.errors import (
+    CallTimeout as CallTimeout,
+)
+from snakepit.errors import (
+    ChildNotFound as ChildNotFound,
+)
+from snakepit.errors import (
+    ChildStartError as ChildStartError,
+)
+from snakepit.errors import (
+    DuplicateChild as DuplicateChild,
+)
+from snakepit.errors import (
+    MaxChildrenReached as MaxChildrenReached,
+)
+from snakepit.errors import (
+    NameNotFound as NameNotFound,
+)
+from snakepit.errors import (
+    NameTaken as NameTaken,
+)
+from snakepit.errors import (
+    OTPError as OTPError,
+)
+from snakepit.errors import (
+    ReachedMaxRestartIntensity as ReachedMaxRestartIntensity,
+)
+from snakepit.errors import (
+    ServerExited as ServerExited,
+)
+from snakepit.errors import (
+    WaitTimeout as WaitTimeout,
+)
+
+from ._dynamic import DynamicSupervisor as DynamicSupervisor
+from ._events import ChildExited as ChildExited
+from ._events import ChildStarted as ChildStarted
+from ._events import ChildStartFailed as ChildStartFailed
+from ._events import ChildTerminated as ChildTerminated
+from ._events import RestartIntensityReached as RestartIntensityReached
+from ._events import SupervisorEvent as SupervisorEvent
+from ._monitor import Monitor as Monitor
+from ._monitor import monitor as monitor
+from ._reasons import ExitReason as ExitReason
+from ._reasons import is_abnormal as is_abnormal
+from ._registry import Registry as Registry
+from ._server import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._server import GenServer as GenServer
+from ._server import MailboxStats as MailboxStats
+from ._server import ServerRef as ServerRef
+from ._server import Stop as Stop
+from ._spec import ChildSpec as ChildSpec
+from ._spec import ChildType as ChildType
+from ._spec import DynamicSupervisorSpec as DynamicSupervisorSpec
+from ._spec import Restart as Restart
+from ._spec import Shutdown as Shutdown
+from ._spec import Strategy as Strategy
+from ._spec import SupervisorSpec as SupervisorSpec
+from ._supervisor import ChildCounts as ChildCounts
+from ._supervisor import ChildInfo as ChildInfo
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorRef as SupervisorRef
+
+__all__ = (
+    "DEFAULT_TIMEOUT",
+    "CallTimeout",
+    "ChildCounts",
+    "ChildExited",
+    "ChildInfo",
+    "ChildNotFound",
+    "ChildSpec",
+    "ChildStartError",
+    "ChildStartFailed",
+    "ChildStarted",
+    "ChildTerminated",
+    "ChildType",
+    "DuplicateChild",
+    "DynamicSupervisor",
+    "DynamicSupervisorSpec",
+    "ExitReason",
+    "GenServer",
+    "MailboxStats",
+    "MaxChildrenReached",
+    "Monitor",
+    "NameNotFound",
+    "NameTaken",
+    "OTPError",
+    "ReachedMaxRestartIntensity",
+    "Registry",
+    "Restart",
+    "RestartIntensityReached",
+    "ServerExited",
+    "ServerRef",
+    "Shutdown",
+    "Stop",
+    "Strategy",
+    "Supervisor",
+    "SupervisorEvent",
+    "SupervisorRef",
+    "SupervisorSpec",
+    "WaitTimeout",
+    "is_abnormal",
+    "monitor",
+)
