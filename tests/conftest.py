@@ -1,18 +1,57 @@
-"""Shared fixtures: every async test runs on asyncio and on trio unless it says otherwise."""
+"""Shared fixtures.
+
+Every ``@pytest.mark.anyio`` test runs on asyncio and on trio, except a test
+that asks for ``mock_clock``: it runs on trio only, with a ``MockClock`` that
+jumps ahead whenever every task is blocked, so timers and restart windows run
+in virtual time. A test that parametrizes ``anyio_backend`` itself is left alone.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from trio.testing import MockClock
+
+BACKENDS = ("asyncio", "trio")
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("asyncio", id="asyncio"),
-        pytest.param("trio", id="trio"),
-    ]
-)
+def _parametrizes_backend(metafunc: pytest.Metafunc) -> bool:
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", "")
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        if "anyio_backend" in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    fixtures = metafunc.fixturenames
+    if "anyio_backend" not in fixtures or _parametrizes_backend(metafunc):
+        return
+    if "mock_clock" in fixtures:
+        metafunc.parametrize("anyio_backend", ["trio-mockclock"], indirect=True)
+    else:
+        metafunc.parametrize("anyio_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    """A trio MockClock with ``autojump_threshold=0``; the test runs on trio only."""
+    return MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def trio_mock_backend(mock_clock: MockClock) -> Any:
+    """An ``anyio_backend`` value running trio on :func:`mock_clock`."""
+    return ("trio", {"clock": mock_clock})
+
+
+@pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    """Run each ``@pytest.mark.anyio`` test on both backends."""
-    return request.param
+    """The backend of this test run (see the module docstring)."""
+    param = getattr(request, "param", "asyncio")
+    if param == "trio-mockclock":
+        return request.getfixturevalue("trio_mock_backend")
+    return param

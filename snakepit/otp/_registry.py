@@ -18,8 +18,9 @@ class Registry:
     """Unique names for live servers.
 
     A server started with ``name=`` and ``registry=`` (directly or as a
-    supervisor's child) is registered before its ``init`` runs and
-    unregistered when it exits, so after a restart the name maps to the
+    supervisor's child) holds the name from before its ``init`` runs (so a
+    duplicate fails at once) until it exits; the ``wait_*`` methods wake
+    once the holder has finished ``init``, so after a restart the name maps to the
     replacement: callers by name reach the current instance. Not global: each
     pool or test makes its own.
     """
@@ -55,6 +56,11 @@ class Registry:
                 del self._names[name]
 
         ref._links.append(unregister_on_exit)
+        if ref._started:
+            self._announce(name)
+
+    def _announce(self, name: str) -> None:
+        # Wake the waiters on ``name`` once its holder has finished ``init``.
         for event in self._waiters.pop(name, ()):
             event.set()
 
@@ -128,7 +134,7 @@ class Registry:
         with anyio.move_on_after(timeout if timeout is not None else float("inf")):
             while True:
                 ref = self.whereis(name)
-                if ref is not None and ref is not old_ref:
+                if ref is not None and ref is not old_ref and ref._started:
                     return ref
                 event = anyio.Event()
                 self._waiters.setdefault(name, []).append(event)

@@ -453,7 +453,6 @@ class GenServer(Generic[Request, Reply, State]):
                 ref._scope = scope
                 async with self._lifespan():
                     state = await self.init(arg)
-                    ref._started = True
                     task_status.started(ref)
                     reason = await self._loop(ref, state, cancelled)
         except cancelled:
@@ -560,4 +559,7 @@ async def start_server(
     if link is not None:
         ref._links.append(link)
     started: ServerRef[Request, Reply] = await tg.start(server._run, ref, arg)
+    ref._started = True  # only now has the starter got the ref
+    if registry is not None and name is not None and ref.alive:
+        registry._announce(name)
     return started
