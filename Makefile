@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.supervision_demo
+	$(BIN)/python examples/supervision_demo.py
 
 test: $(STAMP) lint typecheck pytest
 

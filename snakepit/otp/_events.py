@@ -32,7 +32,12 @@ class ChildStarted:
 
 @dataclass(frozen=True, slots=True)
 class ChildExited:
-    """A child exited on its own (crash, kill, normal return); ``restarting`` says what follows."""
+    """A child exited on its own (crash, kill, normal return).
+
+    ``restarting`` is True when a restart follows: the restart type asks for
+    one and the restart intensity allows it (when it does not, a
+    :class:`RestartIntensityReached` follows instead).
+    """
 
     supervisor: ServerRef[Any, Any]
     child_id: Hashable

@@ -103,7 +103,9 @@ class ServerRef(Generic[Request, Reply]):
         "_current",
         "_done",
         "_exit_reason",
+        "_exiting",
         "_high_water",
+        "_idle",
         "_killed",
         "_links",
         "_mailbox",
@@ -143,6 +145,8 @@ class ServerRef(Generic[Request, Reply]):
         self._alive = True
         self._started = False
         self._killed = False
+        self._exiting = False  # left its loop: terminate runs, the exit follows
+        self._idle = False  # parked on an empty mailbox
         self._exit_reason: ExitReason | None = None
         self._stop_reason: ExitReason | None = None
         self._current: Slot | None = None
@@ -168,6 +172,16 @@ class ServerRef(Generic[Request, Reply]):
     def exit_reason(self) -> ExitReason | None:
         """Why the server exited, or None while it is alive."""
         return self._exit_reason
+
+    @property
+    def exiting(self) -> bool:
+        """True once the server is on its way out (stopping, crashed, killed) or dead."""
+        return self._exiting or self._killed or not self._alive
+
+    @property
+    def idle(self) -> bool:
+        """True while the server waits on an empty mailbox (handles nothing)."""
+        return self._idle and self._alive and not self._mailbox
 
     @property
     def server(self) -> GenServer[Request, Reply, Any]:
@@ -481,7 +495,9 @@ class GenServer(Generic[Request, Reply, State]):
                     break
                 if not mailbox:
                     burst = 0
+                    ref._idle = True
                     await park()
+                    ref._idle = False
                     continue
                 tag, payload, slot = popleft()
                 try:
@@ -517,10 +533,13 @@ class GenServer(Generic[Request, Reply, State]):
                     burst = 0
                     await anyio.lowlevel.checkpoint()
         except cancelled:
+            ref._exiting = True
+            ref._idle = False
             if not ref._killed:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.terminate_timeout):
                     await self._terminate(ref, "shutdown", state)
             raise
+        ref._exiting = True
         await self._terminate(ref, reason, state)
         return reason
 

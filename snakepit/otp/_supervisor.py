@@ -20,6 +20,7 @@ from snakepit.errors import (
     DuplicateChild,
     MaxChildrenReached,
     ReachedMaxRestartIntensity,
+    ServerExited,
     WaitTimeout,
 )
 
@@ -191,29 +192,41 @@ class SupervisorRef(ServerRef[Any, Any]):
         await self.call((_DELETE, child_id), timeout=timeout)
 
     async def wait_stable(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        """Wait until this supervisor and every supervisor below it are idle.
+        """Wait until this supervisor and every supervisor below it are stable.
 
-        Idle means: every exit it has been told of is handled (restarts done),
-        nothing is queued. Event-driven: each round is a :meth:`sync` through
-        the mailbox; no polling. Use it after you have seen a child die (a
-        monitor's DOWN): by then the supervisor has been told.
+        Stable means: the supervisor waits on an empty mailbox (every exit it
+        was told of is handled, restarts done), no child is on its way out
+        (crashed or stopping but not yet reported), and each child supervisor
+        is stable too. Event-driven: each round waits on a :meth:`sync` through
+        the mailbox or on a dying child's exit; nothing polls.
 
-        :raises WaitTimeout: still busy after ``timeout`` seconds.
-        :raises ServerExited: the supervisor itself exited (e.g. intensity).
+        :raises WaitTimeout: not stable after ``timeout`` seconds.
+        :raises ServerExited: this supervisor exited (e.g. restart intensity).
         """
         check_timeout(timeout)
         with anyio.move_on_after(timeout if timeout is not None else math.inf):
-            while True:
-                await self.sync(timeout=None)
-                if self._mailbox:
-                    continue
-                for child in self._sup._children:
-                    ref = child.ref
-                    if isinstance(ref, SupervisorRef) and ref.alive:
-                        await ref.wait_stable(timeout=None)
-                if not self._mailbox:
-                    return
+            while not await self._settle():
+                pass
+            return
         raise WaitTimeout(f"{self!r} was not stable within {timeout}s")
+
+    async def _settle(self) -> bool:
+        """Do one round of :meth:`wait_stable`; True if nothing was pending."""
+        await self.sync(timeout=None)
+        for child in self._sup._children:
+            ref = child.ref
+            if ref is None:
+                continue
+            if ref.exiting:
+                await ref.wait()  # its exit is posted to us before wait() returns
+                return False
+            if isinstance(ref, SupervisorRef):
+                try:
+                    if not await ref._settle():
+                        return False
+                except ServerExited:
+                    return False
+        return self.idle
 
     def subscribe(self) -> MemoryObjectReceiveStream[SupervisorEvent]:
         """Return a stream of this supervisor's events from now on.
@@ -489,14 +502,16 @@ class Supervisor(GenServer[Any, Any, None]):
             return  # an instance we already stopped or replaced
         child.ref = None
         restart = child.spec.restart
-        restarting = restart == "permanent" or (restart == "transient" and is_abnormal(reason))
+        wanted = restart == "permanent" or (restart == "transient" and is_abnormal(reason))
+        exceeded = wanted and not self._add_restart()
+        restarting = wanted and not exceeded
         self._emit(ChildExited(self.ref, child.id, ref, reason, restarting, anyio.current_time()))
+        if exceeded:
+            raise self._give_up()
         if not restarting:
             if restart == "temporary":
                 self._children.remove(child)
             return
-        if not self._add_restart():
-            raise self._give_up()
         index = self._children.index(child)
         if self._strategy == "one_for_one":
             group = [child]
