@@ -65,6 +65,19 @@ class Backend(Protocol):
     new_parker: Callable[[], Parker]
 
 
+_COMPACT_AT: Final = 1024
+
+
+class _Group:
+    """The pending deadlines of one timeout length, oldest first."""
+
+    __slots__ = ("entries", "limit")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, Slot]] = deque()
+        self.limit = _COMPACT_AT
+
+
 class Deadlines:
     """The timeouts of the calls waiting on one event loop.
 
@@ -80,16 +93,23 @@ class Deadlines:
         self._clock = clock
         self._arm = arm
         self._armed_at = math.inf
-        self._groups: dict[float, deque[tuple[float, Slot]]] = {}
+        self._groups: dict[float, _Group] = {}
 
     def add(self, timeout: float, slot: Slot) -> None:
         deadline = self._clock() + timeout
         group = self._groups.get(timeout)
         if group is None:
-            group = self._groups[timeout] = deque()
-        while group and group[0][1].done():
-            group.popleft()
-        group.append((deadline, slot))
+            group = self._groups[timeout] = _Group()
+        entries = group.entries
+        while entries and entries[0][1].done():
+            entries.popleft()
+        entries.append((deadline, slot))
+        if len(entries) > group.limit:
+            # A slow call at the front pins the answered ones behind it: drop
+            # those now and then (amortized O(1): the limit doubles with the
+            # live count).
+            group.entries = entries = deque(e for e in entries if not e[1].done())
+            group.limit = max(_COMPACT_AT, 2 * len(entries))
         if deadline < self._armed_at:
             self._armed_at = deadline
             self._arm(deadline)
@@ -99,17 +119,18 @@ class Deadlines:
         now = self._clock()
         earliest = math.inf
         for timeout, group in list(self._groups.items()):
-            while group:
-                deadline, slot = group[0]
+            entries = group.entries
+            while entries:
+                deadline, slot = entries[0]
                 if slot.done():
-                    group.popleft()
+                    entries.popleft()
                 elif deadline <= now:
-                    group.popleft()
+                    entries.popleft()
                     slot.set(TIMED_OUT)
                 else:
                     earliest = min(earliest, deadline)
                     break
-            if not group:
+            if not entries:
                 del self._groups[timeout]
         self._armed_at = earliest
         if earliest < math.inf:

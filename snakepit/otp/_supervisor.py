@@ -318,14 +318,24 @@ class Supervisor(GenServer[Any, Any, None]):
 
     @asynccontextmanager
     async def _children_group(self) -> AsyncIterator[None]:
+        # Children never raise into this group (they catch their own errors),
+        # so a group leaving it holds only the supervisor's own exception
+        # (from init or the loop): raise that one as it is, not wrapped.
+        own: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 yield
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) != 1:
+                raise
+            own = group.exceptions[0]
         finally:
             for send in self._subscribers:
                 send.close()
             self._subscribers.clear()
+        if own is not None:
+            raise own
 
     async def init(self, arg: Any) -> None:
         """Validate the spec and start the children in order."""
