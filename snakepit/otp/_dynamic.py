@@ -18,8 +18,10 @@ class DynamicSupervisor(Supervisor):
     Its argument is a :class:`DynamicSupervisorSpec`. Children are added with
     :meth:`SupervisorRef.start_child` and removed with
     :meth:`SupervisorRef.terminate_child` (by ref or id); ids need not be
-    unique, so terminate by ref when they are not. The strategy is always
-    ``one_for_one``; restart intensity applies as for :class:`Supervisor`.
+    unique, so terminate by ref when they are not. A child that exits and is
+    not restarted (temporary, or transient after a normal exit) is removed and
+    frees its ``max_children`` place. The strategy is always ``one_for_one``;
+    restart intensity applies as for :class:`Supervisor`.
     """
 
     def __init__(self) -> None:
@@ -41,5 +43,5 @@ class DynamicSupervisor(Supervisor):
         if limit is not None and len(self._children) >= limit:
             raise MaxChildrenReached(limit)
 
-    def _keeps_terminated(self, child: _Child) -> bool:
-        return False
+    def _keeps_stopped(self, child: _Child) -> bool:
+        return False  # as Elixir's: a child that is not restarted is gone

@@ -405,6 +405,7 @@ class Supervisor(GenServer[Any, Any, None]):
                 send.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers.remove(send)
+                send.close()
 
     def _find(self, key: Hashable | ServerRef[Any, Any]) -> _Child:
         if isinstance(key, ServerRef):
@@ -448,8 +449,11 @@ class Supervisor(GenServer[Any, Any, None]):
         if any(c.id == spec.id for c in self._children):
             raise DuplicateChild(spec.id)
 
-    def _keeps_terminated(self, child: _Child) -> bool:
-        """Whether ``terminate_child`` keeps the spec (OTP: all but temporary ones)."""
+    def _keeps_stopped(self, child: _Child) -> bool:
+        """Whether a child that stopped for good keeps its spec (OTP: all but temporary ones).
+
+        Asked after ``terminate_child`` and after an exit that is not restarted.
+        """
         return child.spec.restart != "temporary"
 
     async def _start_new(self, spec: ChildSpec) -> ServerRef[Any, Any]:
@@ -467,7 +471,7 @@ class Supervisor(GenServer[Any, Any, None]):
     async def _terminate_child(self, key: Hashable | ServerRef[Any, Any]) -> None:
         child = self._find(key)
         await self._stop(child)
-        if not self._keeps_terminated(child):
+        if not self._keeps_stopped(child):
             self._children.remove(child)
 
     async def _stop(self, child: _Child) -> None:
@@ -493,7 +497,7 @@ class Supervisor(GenServer[Any, Any, None]):
         now = anyio.current_time()
         restarts = self._restarts
         restarts.append(now)
-        while restarts and restarts[0] <= now - self._max_seconds:
+        while restarts and restarts[0] < now - self._max_seconds:  # OTP keeps R >= Now - Period
             restarts.popleft()
         return len(restarts) <= self._max_restarts
 
@@ -519,7 +523,7 @@ class Supervisor(GenServer[Any, Any, None]):
         if exceeded:
             raise self._give_up()
         if not restarting:
-            if restart == "temporary":
+            if not self._keeps_stopped(child):
                 self._children.remove(child)
             return
         index = self._children.index(child)

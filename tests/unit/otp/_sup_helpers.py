@@ -190,8 +190,8 @@ def single_leaf(exc: BaseException) -> BaseException:
 class Subscriptions:
     """Subscribes to supervisors and closes every stream at the end of the test.
 
-    The streams stay open until the supervisors have exited, so no test depends on
-    how a supervisor treats a reader that went away early (see the xfail test on that).
+    The streams stay open until the supervisors have exited, so the tests read
+    every event (test_a_subscriber_may_leave_early covers a reader that leaves).
     """
 
     def __init__(self) -> None:

@@ -380,11 +380,6 @@ class TestRestarts:
                     assert live(sup) == [other]
                     assert [i.id for i in sup.which_children()] == ["other"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a transient dynamic child that exits normally stays in the "
-        "DynamicSupervisor (ref None) and keeps its max_children slot",
-    )
     @pytest.mark.parametrize("how", ["stop_normal", "stop_shutdown"])
     async def test_a_transient_child_exiting_normally_is_removed(self, how: str) -> None:
         with anyio.fail_after(5):

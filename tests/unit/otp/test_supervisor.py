@@ -1173,11 +1173,6 @@ class TestEvents:
             assert summary(got) == [("terminated", "a")]
             assert ended
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: Supervisor._emit drops the send stream of a subscriber that closed its "
-        "end without closing it: 'ResourceWarning: Unclosed MemoryObjectSendStream'",
-    )
     async def test_a_subscriber_may_leave_early(self) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -82,13 +82,11 @@ MAX_CHILDREN: Final = 6
 STEP_TIMEOUT: Final = 5.0
 #: On asyncio the real clock runs: a window no run comes near, so it never slides.
 REAL_CLOCK_WINDOW: Final = 3600.0
-#: On trio, the restart windows and the clock steps. Whole-second steps and
-#: half-second windows never put a restart exactly max_seconds before another:
-#: at that boundary snakepit drops the old restart where OTP still counts it
-#: (supervisor.erl keeps R >= Now - Period; see
-#: test_restart_exactly_max_seconds_old_still_counts). Everywhere else the
-#: model is OTP's, boundary included.
-MOCK_WINDOWS: Final = (0.5, 1.5, 2.5, 4.5)
+#: On trio, the restart windows and the clock steps. Whole seconds on both, so
+#: runs land exactly on the window's boundary too, where a restart
+#: max_seconds old still counts (supervisor.erl keeps R >= Now - Period; see
+#: test_restart_exactly_max_seconds_old_still_counts).
+MOCK_WINDOWS: Final = (0.5, 1.0, 2.0, 3.0, 4.5)
 MOCK_JUMPS: Final = (1.0, 2.0, 3.0)
 #: The MockClock jumps to the next deadline only after this many real seconds
 #: with every task blocked, i.e. only when a step hangs (it then times out
@@ -650,12 +648,6 @@ def test_supervisor_follows_the_otp_model(machine: type[SupervisorMachine]) -> N
     run_state_machine_as_test(machine, settings=SETTINGS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="snakepit drops a restart exactly max_seconds old (restarts[0] <= now - max_seconds);"
-    " OTP's add_restart keeps R >= Now - Period. When fixed, drop this marker and let"
-    " MOCK_WINDOWS above be whole seconds again.",
-)
 @pytest.mark.anyio
 async def test_restart_exactly_max_seconds_old_still_counts(mock_clock: MockClock) -> None:
     spec = SupervisorSpec([ChildSpec("a", Worker)], max_restarts=1, max_seconds=1.0)
