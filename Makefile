@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck check-proto proto pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/supervision_demo.py
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) lint typecheck check-proto pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -25,6 +25,13 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict snakepit tests
+
+# snakepit/_proto is generated from protos/ and committed; the check fails on any drift.
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
+
+check-proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py --check
 
 # Random order (pytest-randomly) and in parallel (xdist); prints the suite's wall time.
 pytest: $(STAMP)
