@@ -1,0 +1,503 @@
+"""The payload codec shared by the host and the worker: values to ``Payload`` messages and back.
+
+This module runs on both sides of the wire, so it imports only the standard library, the
+generated :mod:`snakepit._proto`, and (optionally) ``orjson``; its :class:`CodecError` is mapped
+to the public error tree by the host.
+
+Wire format of the ``"json"`` codec (the default)
+-------------------------------------------------
+``Payload.data`` is one strict RFC 8259 JSON text in UTF-8: no ``NaN``/``Infinity`` literals,
+no lone surrogates, integers only in ``[-2**63, 2**64)``, so any JSON parser reads it. JSON
+semantics apply: tuples (namedtuples too) arrive as lists, enum members as their value, UUIDs
+as their string, subclasses of str, int, float, list and dict as the base type. Dict keys are
+strings: ``int``/``float``/``bool``/``None`` keys are converted as :func:`json.dumps` converts
+them (``1 -> "1"``, ``True -> "true"``, ``None -> "null"``, ``nan -> "NaN"``), and when two
+keys convert to the same string the last one wins.
+
+What JSON cannot carry travels as a *marker*: a JSON object holding the key ``"__snakepit__"``,
+whose value names the kind::
+
+    {"__snakepit__": "bytes", "index": 0}       a bytes value: Payload.blobs[0], out of band
+    {"__snakepit__": "float", "value": "nan"}   a non-finite float: "nan", "inf" or "-inf"
+    {"__snakepit__": "int", "hex": "-0x1f..."}  an int outside [-2**63, 2**64)
+    {"__snakepit__": "str", "index": 1}         a str with lone surrogates: Payload.blobs[1]
+                                                is its UTF-8 encoding with "surrogatepass"
+    {"__snakepit__": "unserializable",          a value JSON cannot carry (a set, a socket,
+     "type": "socket.socket", "repr": "..."}    a function, a dataclass, a datetime...);
+                                                decodes to Unserializable
+    {"__snakepit__": "dict", "items": [[k, v]]} a dict that needs escaping: one of its keys is
+                                                "__snakepit__" itself, has lone surrogates, or
+                                                is of a type JSON keys cannot be
+
+``bytes``, ``bytearray`` and ``memoryview`` values all decode as ``bytes``. In an escaped dict,
+keys and values are encoded values themselves (a key of an unsupported type becomes an
+unserializable marker, which decodes to a hashable :class:`Unserializable`). ``has_markers`` is
+true when ``data`` holds at least one marker; when it is false, :func:`decode` returns the
+parsed JSON without walking it.
+
+Encoding runs :mod:`json`'s C encoder with ``allow_nan=False`` and a ``default=`` hook that
+writes the bytes and unserializable markers, and falls back to a Python walk of the value only
+when that fails or cannot be trusted (a non-finite float, a key json cannot write, a key named
+``"__snakepit__"``, a possibly huge int, a cycle): plain data pays for one C-level encode
+and, unless ``has_markers``, one C-level parse. ``orjson``, when installed, parses payloads and
+writes the walked (tuple-free, acyclic) tree, but never sees user values: orjson 3.13 does not
+count nested tuples against its recursion limit and crashes the process on a deep or cyclic
+tuple, where json raises. Either way the wire means the same, and a payload written with one
+engine reads with the other.
+
+The ``"pickle"`` codec
+----------------------
+``Payload.data`` is a pickle (protocol 5) and ``Payload.blobs`` its out-of-band buffers. It
+carries any picklable object, and runs arbitrary code when loaded: :func:`decode` refuses it
+unless ``allow_pickle=True``, for workers and hosts that trust each other.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import json
+import pickle
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final
+
+from snakepit._proto.snakepit.v1 import worker_pb2
+
+#: The default codec: strict JSON, with markers for what JSON cannot carry.
+JSON: Final = "json"
+#: The opt-in codec for trusted peers: any picklable value.
+PICKLE: Final = "pickle"
+
+try:  # An optional extra (snakepit[orjson]); tests switch it off by setting this to None.
+    _orjson: Any = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+_KEY: Final = "__snakepit__"
+_KEY_BYTES: Final = b'"__snakepit__"'
+_MAX_REPR: Final = 200
+_INT_MIN: Final = -(2**63)
+_INT_END: Final = 2**64
+# An int outside [-2**63, 2**64) has 20 digits, or 19 and a minus sign (orjson reads those as
+# floats, so they travel as markers). A float or a string may match too: the walk decides.
+_MAYBE_HUGE_INT: Final = re.compile(rb"[0-9]{20}|-[0-9]{19}")
+# The same search on long texts: re tries every position (~20 ns a byte), translate and two
+# substring searches run at ~1 ns a byte.
+_DIGITS_ONLY: Final = bytes(48 if 48 <= b <= 57 else 45 if b == 45 else 32 for b in range(256))
+_DIGITS_20: Final = b"0" * 20
+_MINUS_DIGITS_19: Final = b"-" + b"0" * 19
+_NON_FINITE: Final = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+_BINARY: Final = (bytes, bytearray, memoryview)
+
+
+class CodecError(ValueError):
+    """A value cannot be encoded, or a payload cannot be decoded; the message says why.
+
+    Encoding raises it for a cycle, a structure nested too deeply, an unknown codec, or (with
+    ``strict=True``) a value JSON cannot carry, naming its type and its path (``$.a[2]``).
+    Decoding raises it for malformed data, an unknown codec, or a refused pickle payload.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Unserializable:
+    """Stands in, after decoding, for a value the sender could not encode as JSON.
+
+    Encoding an :class:`Unserializable` produces the same marker again, so a relayed value keeps
+    its meaning. Instances are hashable (they may be dict keys).
+    """
+
+    #: The qualified name of the value's type: ``"set"``, ``"socket.socket"``, ``"mod.Thing"``.
+    type_name: str
+    #: ``repr()`` of the value, truncated to 200 characters.
+    repr: str
+
+
+class _Fallback(Exception):
+    """Raised by an encoder hook to abandon a fast path for the next, slower one."""
+
+
+def _needs_hook(value: object) -> object:
+    raise _Fallback
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_PLAIN_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_needs_hook
+)
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _short_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the encode
+        text = f"<{_type_name(value)} object; repr() raised {type(exc).__name__}>"
+    if len(text) > _MAX_REPR:
+        text = text[: _MAX_REPR - 3] + "..."
+    return _clean(text)
+
+
+def _clean(text: str) -> str:
+    # Names and reprs go on the wire as they are: lone surrogates become escapes.
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _format_path(path: list[object]) -> str:
+    parts = ["$"]
+    for step in path:
+        if isinstance(step, tuple):  # a dict key
+            key = step[0]
+            parts.append(f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]")
+        else:
+            parts.append(f"[{step}]")
+    return "".join(parts)
+
+
+class _Encoding:
+    """The state of one encode: blobs gathered, markers emitted, and the walk's path."""
+
+    __slots__ = ("blobs", "markers", "path", "strict")
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.blobs: list[bytes] = []
+        self.markers = 0
+        self.path: list[object] = []
+
+    def _blob(self, kind: str, data: bytes) -> dict[str, object]:
+        self.blobs.append(data)
+        self.markers += 1
+        return {_KEY: kind, "index": len(self.blobs) - 1}
+
+    def _unserializable(self, value: object) -> dict[str, object]:
+        self.markers += 1
+        if isinstance(value, Unserializable):
+            type_name, text = _clean(value.type_name), _clean(value.repr)
+        else:
+            type_name, text = _clean(_type_name(value)), _short_repr(value)
+        return {_KEY: "unserializable", "type": type_name, "repr": text}
+
+    def _float(self, value: float) -> dict[str, object]:
+        self.markers += 1
+        return {_KEY: "float", "value": "nan" if value != value else repr(float(value))}
+
+    def hook(self, value: object) -> object:
+        """``default=`` of the JSON encoders: what they cannot encode themselves."""
+        if isinstance(value, _BINARY):
+            return self._blob("bytes", bytes(value))
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, enum.Enum):
+            return value.value
+        if self.strict and not isinstance(value, Unserializable):
+            raise _Fallback  # the walk names the path
+        return self._unserializable(value)
+
+    def walk(self, value: object, active: set[int]) -> object:
+        """Return a JSON-ready copy of ``value``, with markers in place of what needs them."""
+        # A subclass (IntEnum, StrEnum, numpy.float64...) becomes its plain type, as json writes it.
+        if isinstance(value, str):
+            text = str.__str__(value)
+            if not text.isascii():
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    return self._blob("str", text.encode("utf-8", "surrogatepass"))
+            return text
+        if value is None or value is True or value is False:
+            return value
+        if isinstance(value, int):
+            integer = int.__index__(value)
+            if _INT_MIN <= integer < _INT_END:
+                return integer
+            self.markers += 1
+            return {_KEY: "int", "hex": hex(integer)}
+        if isinstance(value, float):
+            number = float.__float__(value)
+            return number if number - number == 0 else self._float(number)
+        if isinstance(value, list | tuple | dict):
+            if id(value) in active:
+                raise CodecError(
+                    f"cannot encode {_type_name(value)} at {_format_path(self.path)}: "
+                    "it contains itself (a cycle)"
+                )
+            active.add(id(value))
+            try:
+                if isinstance(value, dict):
+                    return self._walk_dict(value, active)
+                out = []
+                for index, item in enumerate(value):
+                    self.path.append(index)
+                    out.append(self.walk(item, active))
+                    self.path.pop()
+                return out
+            finally:
+                active.discard(id(value))
+        if isinstance(value, _BINARY):
+            return self._blob("bytes", bytes(value))
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, enum.Enum):
+            return self.walk(value.value, active)
+        if self.strict and not isinstance(value, Unserializable):
+            raise CodecError(
+                f"cannot encode {_type_name(value)} at {_format_path(self.path)} "
+                "as JSON (strict mode)"
+            )
+        return self._unserializable(value)
+
+    def _walk_dict(self, value: dict[Any, Any], active: set[int]) -> object:
+        escape = False
+        items: list[tuple[object, object]] = []
+        for key, item in value.items():
+            self.path.append((key,))
+            new_key = self._key(key, active)
+            if not isinstance(new_key, str) or new_key == _KEY:
+                escape = True
+            items.append((new_key, self.walk(item, active)))
+            self.path.pop()
+        if escape:
+            self.markers += 1
+            return {_KEY: "dict", "items": [list(pair) for pair in items]}
+        return dict(items)
+
+    def _key(self, key: object, active: set[int]) -> object:
+        # As json.dumps converts keys; anything else goes in an escaped dict as a marker.
+        if isinstance(key, str):
+            return self.walk(key, active)  # a str, or a marker for lone surrogates
+        if key is None or key is True or key is False:
+            return json.dumps(key)
+        if isinstance(key, int):
+            try:
+                return int.__repr__(key)
+            except ValueError:  # more digits than int-to-str conversion allows
+                pass
+        elif isinstance(key, float):
+            if key - key == 0:
+                return float.__repr__(key)
+            return "NaN" if key != key else ("Infinity" if key > 0 else "-Infinity")
+        elif isinstance(key, uuid.UUID):
+            return str(key)
+        elif isinstance(key, enum.Enum):
+            return self._key(key.value, active)
+        if self.strict and not isinstance(key, Unserializable):
+            raise CodecError(
+                f"cannot encode a dict key of type {_type_name(key)} at "
+                f"{_format_path(self.path[:-1])} as JSON (strict mode)"
+            )
+        return self._unserializable(key)
+
+
+def _dumps_tree(tree: object) -> bytes:
+    # The tree holds only what JSON carries (str keys, finite floats, no tuples, no cycles), so
+    # orjson is safe here, and its only failure is depth (more than 254 levels): json takes over.
+    orjson = _orjson
+    if orjson is not None:
+        try:
+            data: bytes = orjson.dumps(tree)
+        except TypeError:
+            pass
+        else:
+            return data
+    return json.dumps(tree, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _maybe_huge_int(data: bytes) -> bool:
+    if len(data) < 512:
+        return _MAYBE_HUGE_INT.search(data) is not None
+    digits = data.translate(_DIGITS_ONLY)
+    return _DIGITS_20 in digits or _MINUS_DIGITS_19 in digits
+
+
+def _encode_json(value: object, strict: bool) -> tuple[bytes, list[bytes], bool]:
+    if type(value) is bytes:
+        return b'{"__snakepit__":"bytes","index":0}', [value], True
+    encoding = None
+    try:
+        try:
+            text = _PLAIN_ENCODER.encode(value)
+        except _Fallback:  # bytes or an unserializable value: encode again, with the hook
+            encoding = _Encoding(strict)
+            text = json.JSONEncoder(
+                ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=encoding.hook
+            ).encode(value)
+        data = text.encode()
+    except Exception:  # NaN, a cycle, surrogates, a key json refuses, strict mode: walk it
+        pass
+    else:
+        # A user's "__snakepit__" key or a huge int needs the walk too.
+        if encoding is None:
+            if _KEY_BYTES not in data and not _maybe_huge_int(data):
+                return data, [], False
+        elif data.count(_KEY_BYTES) == encoding.markers and not _maybe_huge_int(data):
+            return data, encoding.blobs, encoding.markers > 0
+    encoding = _Encoding(strict)
+    try:
+        tree = encoding.walk(value, set())
+        return _dumps_tree(tree), encoding.blobs, encoding.markers > 0
+    except CodecError:
+        raise
+    except RecursionError as exc:
+        raise CodecError(f"cannot encode {_type_name(value)}: nested too deeply") from exc
+    except Exception as exc:  # a container whose own code raised while it was read
+        raise CodecError(f"cannot encode {_type_name(value)}: {exc!r}") from exc
+
+
+def encode_into(
+    payload: worker_pb2.Payload, value: object, *, codec: str = JSON, strict: bool = False
+) -> None:
+    """Encode ``value`` into ``payload``, an existing (sub)message, replacing its fields.
+
+    Filling a field of the request or response in place spares a ``CopyFrom``. On error,
+    ``payload`` is left unchanged.
+
+    :param payload: the message to fill (its codec, data, blobs and has_markers are replaced).
+    :param value: the value to encode.
+    :param codec: :data:`JSON` (the default) or :data:`PICKLE`.
+    :param strict: with JSON, raise instead of writing an unserializable marker.
+    :raises CodecError: unknown codec; a cycle or too deep a structure; with ``strict``, a
+        value JSON cannot carry (the message names its type and path); with pickle, a value
+        that cannot be pickled.
+    """
+    if codec == JSON:
+        data, blobs, has_markers = _encode_json(value, strict)
+    elif codec == PICKLE:
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            blobs = [buffer.raw().tobytes() for buffer in buffers]
+        except Exception as exc:
+            raise CodecError(f"cannot pickle {_type_name(value)}: {exc!r}") from exc
+        has_markers = False
+    else:
+        raise CodecError(f"unknown codec {codec!r} (expected {JSON!r} or {PICKLE!r})")
+    payload.codec = codec
+    payload.data = data
+    if payload.blobs:
+        del payload.blobs[:]
+    if blobs:
+        payload.blobs.extend(blobs)
+    payload.has_markers = has_markers
+
+
+def encode(value: object, *, codec: str = JSON, strict: bool = False) -> worker_pb2.Payload:
+    """Encode ``value`` as a new ``Payload``; see :func:`encode_into`, which this wraps.
+
+    :raises CodecError: as :func:`encode_into` does.
+    """
+    payload = worker_pb2.Payload()
+    encode_into(payload, value, codec=codec, strict=strict)
+    return payload
+
+
+def _loads(data: bytes) -> Any:
+    orjson = _orjson
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except ValueError:  # json reads a few things orjson refuses (deep nesting): ask it
+            pass
+    try:
+        return _DECODER.decode(data.decode())
+    except (ValueError, RecursionError) as exc:
+        raise CodecError(f"malformed JSON payload: {exc}") from exc
+
+
+def _restore(node: Any, blobs: Any) -> Any:
+    # Walks dicts and lists only: scalars are left where they are.
+    if type(node) is dict:
+        if _KEY in node:
+            return _from_marker(node, blobs)
+        for key, item in node.items():
+            if type(item) is dict or type(item) is list:
+                node[key] = _restore(item, blobs)
+    elif type(node) is list:
+        for index, item in enumerate(node):
+            if type(item) is dict or type(item) is list:
+                node[index] = _restore(item, blobs)
+    return node
+
+
+def _from_marker(marker: dict[str, Any], blobs: Any) -> Any:
+    kind = marker[_KEY]
+    try:
+        if kind == "bytes":
+            return bytes(blobs[_index(marker, blobs)])
+        if kind == "float":
+            return _NON_FINITE[marker["value"]]
+        if kind == "int":
+            digits = marker["hex"]
+            if not isinstance(digits, str):
+                raise TypeError("hex is not a string")
+            return int(digits, 16)
+        if kind == "str":
+            return bytes(blobs[_index(marker, blobs)]).decode("utf-8", "surrogatepass")
+        if kind == "unserializable":
+            type_name, text = marker["type"], marker["repr"]
+            if not isinstance(type_name, str) or not isinstance(text, str):
+                raise TypeError("type and repr must be strings")
+            return Unserializable(type_name, text)
+        if kind == "dict":
+            return {_restore(key, blobs): _restore(item, blobs) for key, item in marker["items"]}
+    except CodecError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise CodecError(f"malformed {kind!r} marker in payload: {exc!r}") from exc
+    raise CodecError(f"unknown marker kind {kind!r} in payload")
+
+
+def _index(marker: dict[str, Any], blobs: Any) -> int:
+    index = marker["index"]
+    if type(index) is not int or not 0 <= index < len(blobs):
+        raise IndexError(f"no blob {index!r} (the payload has {len(blobs)})")
+    return index
+
+
+def decode(payload: worker_pb2.Payload, *, allow_pickle: bool = False) -> Any:
+    """Decode a ``Payload`` made by :func:`encode` back into a value.
+
+    JSON payloads decode with JSON semantics (see the module docstring): markers become
+    ``bytes``, non-finite floats, big ints and :class:`Unserializable` placeholders again.
+    An empty ``codec`` field is read as JSON.
+
+    :param payload: the message to decode.
+    :param allow_pickle: accept the pickle codec; only for a trusted peer, as loading a pickle
+        can run any code.
+    :raises CodecError: malformed data; an unknown codec; a pickle payload without
+        ``allow_pickle``.
+    """
+    codec = payload.codec
+    if codec == JSON or not codec:
+        value = _loads(payload.data)
+        if payload.has_markers:
+            try:
+                value = _restore(value, payload.blobs)
+            except RecursionError as exc:
+                raise CodecError("malformed JSON payload: nested too deeply") from exc
+        return value
+    if codec == PICKLE:
+        if not allow_pickle:
+            raise CodecError(
+                "refusing to decode a pickle payload: loading a pickle can run any code; "
+                "pass allow_pickle=True only for a trusted peer"
+            )
+        try:
+            return pickle.loads(payload.data, buffers=list(payload.blobs))
+        except Exception as exc:
+            raise CodecError(f"malformed pickle payload: {exc!r}") from exc
+    raise CodecError(f"unknown codec {codec!r} (expected {JSON!r} or {PICKLE!r})")
