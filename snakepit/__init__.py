@@ -8,15 +8,24 @@ from snakepit.errors import ChildNotFound as ChildNotFound
 from snakepit.errors import ChildStartError as ChildStartError
 from snakepit.errors import ConfigError as ConfigError
 from snakepit.errors import DuplicateChild as DuplicateChild
+from snakepit.errors import ExecutionTimeout as ExecutionTimeout
+from snakepit.errors import InvalidArguments as InvalidArguments
 from snakepit.errors import InvalidChildSpec as InvalidChildSpec
 from snakepit.errors import MaxChildrenReached as MaxChildrenReached
 from snakepit.errors import NameNotFound as NameNotFound
 from snakepit.errors import NameTaken as NameTaken
 from snakepit.errors import OTPError as OTPError
+from snakepit.errors import PayloadError as PayloadError
+from snakepit.errors import PayloadTooLarge as PayloadTooLarge
 from snakepit.errors import ReachedMaxRestartIntensity as ReachedMaxRestartIntensity
+from snakepit.errors import RemoteError as RemoteError
 from snakepit.errors import ServerExited as ServerExited
 from snakepit.errors import SnakepitError as SnakepitError
+from snakepit.errors import ToolNotFound as ToolNotFound
 from snakepit.errors import WaitTimeout as WaitTimeout
+from snakepit.errors import WorkerError as WorkerError
+from snakepit.errors import WorkerStartError as WorkerStartError
+from snakepit.errors import WorkerUnavailable as WorkerUnavailable
 
 __version__ = "0.1.0.dev0"
 
@@ -26,14 +35,23 @@ __all__ = (
     "ChildStartError",
     "ConfigError",
     "DuplicateChild",
+    "ExecutionTimeout",
+    "InvalidArguments",
     "InvalidChildSpec",
     "MaxChildrenReached",
     "NameNotFound",
     "NameTaken",
     "OTPError",
+    "PayloadError",
+    "PayloadTooLarge",
     "ReachedMaxRestartIntensity",
+    "RemoteError",
     "ServerExited",
     "SnakepitError",
+    "ToolNotFound",
     "WaitTimeout",
+    "WorkerError",
+    "WorkerStartError",
+    "WorkerUnavailable",
     "__version__",
 )

@@ -16,6 +16,17 @@
         ├── MaxChildrenReached               a DynamicSupervisor is full
         ├── ChildStartError                  a child's ``init`` failed (cause chained)
         └── ReachedMaxRestartIntensity       too many restarts in the window
+    WorkerError                              a worker process, or a call to it, failed
+    ├── WorkerStartError                     exited or timed out before its ready line
+    ├── WorkerUnavailable                    the connection to the worker broke, or it is stopping
+    ├── ExecutionTimeout (also TimeoutError) the call's timeout passed
+    ├── PayloadTooLarge                      a message over the size limit (connection unharmed)
+    ├── PayloadError (also ValueError)       arguments or result cannot be encoded or decoded
+    └── RemoteError                          the tool raised: remote type, message, traceback
+        ├── ToolNotFound                     no tool of that name
+        └── InvalidArguments                 the arguments do not fit the tool's signature
+
+(``WorkerError`` is also a direct subclass of ``SnakepitError``.)
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -37,15 +48,24 @@ __all__ = (
     "ChildStartError",
     "ConfigError",
     "DuplicateChild",
+    "ExecutionTimeout",
+    "InvalidArguments",
     "InvalidChildSpec",
     "MaxChildrenReached",
     "NameNotFound",
     "NameTaken",
     "OTPError",
+    "PayloadError",
+    "PayloadTooLarge",
     "ReachedMaxRestartIntensity",
+    "RemoteError",
     "ServerExited",
     "SnakepitError",
+    "ToolNotFound",
     "WaitTimeout",
+    "WorkerError",
+    "WorkerStartError",
+    "WorkerUnavailable",
 )
 
 
@@ -179,6 +199,70 @@ class ReachedMaxRestartIntensity(OTPError):
         self.max_restarts = max_restarts
         #: Its ``max_seconds``.
         self.max_seconds = max_seconds
+
+
+class WorkerError(SnakepitError):
+    """A worker process, or a call to it, failed."""
+
+
+class WorkerStartError(WorkerError):
+    """A worker exited, or timed out, before it reported ready.
+
+    The message names the worker and the cause; ``stderr_tail`` holds the
+    last lines it wrote (an import error, ``setup()``'s traceback).
+    """
+
+    def __init__(
+        self, worker_id: str, cause: str, *, returncode: int | None, stderr_tail: str
+    ) -> None:
+        tail = f"\n--- stderr (last lines) ---\n{stderr_tail}" if stderr_tail else ""
+        super().__init__(f"worker {worker_id!r} failed to start: {cause}{tail}")
+        #: The worker's id.
+        self.worker_id = worker_id
+        #: Its exit code (negative: killed by that signal), or None if still running.
+        self.returncode = returncode
+        #: The last lines of its stderr.
+        self.stderr_tail = stderr_tail
+
+
+class WorkerUnavailable(WorkerError):
+    """The connection to the worker broke, or the worker is shutting down."""
+
+
+class ExecutionTimeout(WorkerError, TimeoutError):
+    """A call's timeout passed before its result came back."""
+
+
+class PayloadTooLarge(WorkerError):
+    """A request or result is over the message size limit; the connection stays usable."""
+
+
+class PayloadError(WorkerError, ValueError):
+    """Arguments or a result cannot be encoded or decoded."""
+
+
+class RemoteError(WorkerError):
+    """The tool raised in the worker; the remote type, message and traceback are kept."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if type_name else message)
+        #: The remote exception's type, qualified (``module.Name``) unless builtin.
+        self.type_name = type_name
+        #: Its message.
+        self.message = message
+        #: The remote traceback, formatted.
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.message, self.traceback))
+
+
+class ToolNotFound(RemoteError):
+    """The worker has no tool of that name."""
+
+
+class InvalidArguments(RemoteError):
+    """The arguments do not fit the tool's signature (checked before the call)."""
 
 
 def _describe(reason: object) -> str:

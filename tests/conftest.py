@@ -3,7 +3,9 @@
 Every ``@pytest.mark.anyio`` test runs on asyncio and on trio, except a test
 that asks for ``mock_clock``: it runs on trio only, with a ``MockClock`` that
 jumps ahead whenever every task is blocked, so timers and restart windows run
-in virtual time. A test that parametrizes ``anyio_backend`` itself is left alone.
+in virtual time. A module can narrow the backends with a module-level
+``anyio_backends = ("asyncio",)`` (grpc.aio runs on asyncio only). A test that
+parametrizes ``anyio_backend`` itself is left alone.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mock_clock" in fixtures:
         metafunc.parametrize("anyio_backend", ["trio-mockclock"], indirect=True)
     else:
-        metafunc.parametrize("anyio_backend", BACKENDS, indirect=True)
+        backends = getattr(metafunc.module, "anyio_backends", BACKENDS)
+        metafunc.parametrize("anyio_backend", backends, indirect=True)
 
 
 @pytest.fixture

@@ -1,0 +1,455 @@
+"""The host's connection to one worker: unary, streaming and multiplexed calls.
+
+Every lower-layer failure is mapped here, in one place, to the most specific
+public error (:func:`error_from_info`, :func:`error_from_rpc`): no bare
+``grpc.RpcError`` reaches a user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from snakepit._codec import CodecError, decode, encode_into
+from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit.errors import (
+    ConfigError,
+    ExecutionTimeout,
+    InvalidArguments,
+    PayloadError,
+    PayloadTooLarge,
+    RemoteError,
+    ToolNotFound,
+    WorkerError,
+    WorkerUnavailable,
+)
+
+__all__ = ("Multiplexer", "WorkerClient", "error_from_info", "error_from_rpc")
+
+Kind = worker_pb2.ErrorInfo.Kind
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+_ENVELOPE: Final = 1024
+_TIMED_OUT: Final = object()
+
+
+def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
+    """The public error for an ErrorInfo a worker sent back."""
+    kind = info.kind
+    if kind == Kind.REMOTE:
+        return RemoteError(info.type, info.message, info.traceback)
+    if kind == Kind.TOOL_NOT_FOUND:
+        return ToolNotFound("ToolNotFound", info.message)
+    if kind == Kind.INVALID_ARGUMENTS:
+        return InvalidArguments("InvalidArguments", info.message)
+    if kind == Kind.PAYLOAD_TOO_LARGE:
+        return PayloadTooLarge(info.message)
+    if kind == Kind.DEADLINE_EXCEEDED:
+        return ExecutionTimeout(f"{tool}: the worker's deadline passed")
+    if kind == Kind.UNAVAILABLE:
+        return WorkerUnavailable(f"{tool}: {info.message}")
+    if kind == Kind.CODEC:
+        return PayloadError(f"{tool}: {info.message}")
+    return WorkerError(f"{tool}: {info.type or 'error'}: {info.message}")
+
+
+def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
+    """The public error for a failed gRPC call (the transport, not the tool)."""
+    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+    details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        error: WorkerError = PayloadTooLarge(f"{tool}: {details}")
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        error = ExecutionTimeout(f"{tool}: no reply in time")
+    else:
+        error = WorkerUnavailable(f"{tool}: the connection to the worker failed: {details}")
+    error.__cause__ = exc
+    return error
+
+
+async def _finish(call: Any) -> Any:
+    """Await a unary grpc.aio call so that cancellation stays the caller's own.
+
+    grpc.aio turns a cancelled await into a fresh ``CancelledError()`` of its
+    own, which anyio's cancel scopes do not recognise as theirs (it escapes
+    ``move_on_after``). Waiting on a future of ours keeps the caller's
+    cancellation intact; the RPC is cancelled on the way out.
+    """
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(_call: object) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    call.add_done_callback(wake)
+    try:
+        await done
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+    return await call
+
+
+def _result(response: worker_pb2.ExecuteResponse, tool: str) -> Any:
+    if response.WhichOneof("outcome") == "error":
+        raise error_from_info(response.error, tool)
+    try:
+        return decode(response.result)
+    except CodecError as exc:
+        raise PayloadError(f"{tool}: cannot decode the result: {exc}") from exc
+
+
+def _fill(
+    request: worker_pb2.ExecuteRequest,
+    rid: int,
+    tool: str,
+    args: Any,
+    timeout: float | None,
+    session_id: str,
+    limit: int,
+) -> None:
+    if timeout is not None and not timeout > 0:
+        raise ConfigError("timeout", f"must be None or > 0, got {timeout!r}")
+    request.request_id = rid
+    request.tool = tool
+    request.session_id = session_id
+    request.timeout = timeout or 0.0
+    try:
+        encode_into(request.args, {} if args is None else args)
+    except CodecError as exc:
+        raise PayloadError(f"{tool}: cannot encode the arguments: {exc}") from exc
+    size = request.ByteSize()
+    if size > limit - _ENVELOPE:
+        raise PayloadTooLarge(
+            f"{tool}: the arguments are {size} bytes, over the {limit}-byte message limit"
+        )
+
+
+class WorkerClient:
+    """A gRPC connection to one worker process.
+
+    :param address: as the worker's ready line gives it (``unix:PATH`` or
+        ``tcp:HOST:PORT``).
+    :param max_message_bytes: the message size limit (match the worker's).
+    """
+
+    def __init__(self, address: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        target = address[4:] if address.startswith("tcp:") else address
+        self._limit = max_message_bytes
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        # The generated stubs are untyped; the call sites below are typed.
+        self._stub: Any = worker_pb2_grpc.WorkerServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> WorkerClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (calls in flight fail with WorkerUnavailable)."""
+        await self._channel.close()
+
+    async def execute(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        session_id: str = "",
+    ) -> Any:
+        """Call ``tool`` with ``args`` over a unary ``Execute`` and return its result.
+
+        :raises RemoteError: the tool raised (``ToolNotFound``,
+            ``InvalidArguments`` for bad calls).
+        :raises ExecutionTimeout: ``timeout`` passed (the remote call is cancelled).
+        :raises PayloadTooLarge, PayloadError, WorkerUnavailable: see :mod:`snakepit.errors`.
+        """
+        request = worker_pb2.ExecuteRequest()
+        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit)
+        try:
+            response = await _finish(self._stub.Execute(request, timeout=timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, tool) from None
+        return _result(response, tool)
+
+    async def stream(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        session_id: str = "",
+    ) -> AsyncIterator[Any]:
+        """Call a streaming ``tool`` and yield its items in order.
+
+        Closing the iterator early (``aclose()``, ``break``) cancels the remote side.
+
+        :raises RemoteError, ExecutionTimeout, WorkerUnavailable: as :meth:`execute`.
+        """
+        request = worker_pb2.ExecuteRequest()
+        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit)
+        call = self._stub.ExecuteStream(request, timeout=timeout)
+        try:
+            async for chunk in call:
+                item = chunk.WhichOneof("item")
+                if item == "chunk":
+                    yield decode(chunk.chunk)
+                elif item == "error":
+                    raise error_from_info(chunk.error, tool)
+                else:
+                    return
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, tool) from None
+        except CodecError as exc:
+            raise PayloadError(f"{tool}: cannot decode a chunk: {exc}") from exc
+        finally:
+            call.cancel()
+        raise WorkerUnavailable(f"{tool}: the stream ended without its end marker")
+
+    async def describe(self, *, timeout: float | None = 10.0) -> worker_pb2.DescribeResponse:
+        """The worker's adapter, protocol version and tool specs."""
+        try:
+            described: worker_pb2.DescribeResponse = await _finish(
+                self._stub.Describe(worker_pb2.DescribeRequest(), timeout=timeout)
+            )
+            return described
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, "Describe") from None
+
+    async def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
+        """The ``grpc.health.v1`` status of ``service`` (``"SERVING"`` when all is well)."""
+        try:
+            response = await _finish(
+                self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, "Health.Check") from None
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    def multiplexer(self) -> Multiplexer:
+        """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC."""
+        return Multiplexer(self._stub, self._limit)
+
+
+class Multiplexer:
+    """Many calls on one long-lived bidirectional ``Channel`` stream (the hot path).
+
+    Requests that wait while a frame is being written go together in the next
+    frame, and the worker batches its replies the same way, so 64 callers in
+    flight cost a handful of messages, not 128 RPCs. Close it with
+    :meth:`aclose`; if the stream breaks, every pending call fails with
+    :class:`~snakepit.errors.WorkerUnavailable`.
+    """
+
+    def __init__(self, stub: Any, limit: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._limit = limit
+        self._call = stub.Channel()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._streams: dict[int, asyncio.Queue[worker_pb2.StreamChunk | None]] = {}
+        self._frames = [worker_pb2.ClientFrame()]
+        self._frame_size = 0
+        self._wake = asyncio.Event()
+        self._broken: WorkerError | None = None
+        self._closed = False
+        self._writer = self._loop.create_task(self._write_loop())
+        self._reader = self._loop.create_task(self._read_loop())
+
+    # -- calls -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise WorkerUnavailable(str(self._broken)) from self._broken
+        if self._closed:
+            raise WorkerUnavailable("the channel is closed")
+
+    def _queue(
+        self, kind: str, tool: str, args: Any, timeout: float | None, session_id: str
+    ) -> int:
+        # The request is built in place inside the frame being filled (no copy);
+        # a request that would push the frame over the size limit opens the next.
+        rid = next(self._ids)
+        field = getattr(self._frames[-1], kind)
+        request = field.add()
+        try:
+            _fill(request, rid, tool, args, timeout, session_id, self._limit)
+        except BaseException:
+            del field[-1]
+            raise
+        size = request.ByteSize() + 8
+        if self._frame_size and self._frame_size + size > self._limit - _ENVELOPE:
+            del field[-1]
+            self._frames.append(worker_pb2.ClientFrame())
+            self._frame_size = 0
+            _fill(
+                getattr(self._frames[-1], kind).add(),
+                rid,
+                tool,
+                args,
+                timeout,
+                session_id,
+                self._limit,
+            )
+        self._frame_size += size
+        self._wake.set()
+        return rid
+
+    async def execute(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        session_id: str = "",
+    ) -> Any:
+        """Call ``tool`` over the channel; semantics as :meth:`WorkerClient.execute`.
+
+        Cancelling the awaiting task cancels the remote call.
+        """
+        self._check()
+        rid = self._queue("execute", tool, args, timeout, session_id)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[rid] = future
+        timer = self._loop.call_later(timeout, _expire, future) if timeout is not None else None
+        try:
+            response = await future
+        except asyncio.CancelledError:
+            self._cancel(rid)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._pending.pop(rid, None)
+        if response is _TIMED_OUT:
+            self._cancel(rid)
+            raise ExecutionTimeout(f"{tool}: no reply within {timeout:g}s")
+        return _result(response, tool)
+
+    async def stream(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        session_id: str = "",
+    ) -> AsyncIterator[Any]:
+        """Call a streaming ``tool`` over the channel; ``aclose()`` cancels it remotely."""
+        self._check()
+        rid = self._queue("stream", tool, args, timeout, session_id)
+        queue: asyncio.Queue[worker_pb2.StreamChunk | None] = asyncio.Queue()
+        self._streams[rid] = queue
+        finished = False
+        try:
+            while True:
+                if timeout is None:
+                    chunk = await queue.get()
+                else:
+                    try:
+                        chunk = await asyncio.wait_for(queue.get(), timeout)
+                    except TimeoutError:
+                        raise ExecutionTimeout(f"{tool}: no chunk within {timeout:g}s") from None
+                if chunk is None:
+                    self._check()
+                    raise WorkerUnavailable(f"{tool}: the channel closed mid-stream")
+                item = chunk.WhichOneof("item")
+                if item == "chunk":
+                    try:
+                        value = decode(chunk.chunk)
+                    except CodecError as exc:
+                        raise PayloadError(f"{tool}: cannot decode a chunk: {exc}") from exc
+                    yield value
+                elif item == "error":
+                    finished = True
+                    raise error_from_info(chunk.error, tool)
+                else:
+                    finished = True
+                    return
+        finally:
+            self._streams.pop(rid, None)
+            if not finished:
+                self._cancel(rid)
+
+    def _cancel(self, rid: int) -> None:
+        if self._broken is None and not self._closed:
+            self._frames[-1].cancel.append(rid)
+            self._wake.set()
+
+    # -- the two loops -----------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                frames, self._frames = self._frames, [worker_pb2.ClientFrame()]
+                self._frame_size = 0
+                for frame in frames:
+                    if frame.execute or frame.stream or frame.cancel:
+                        await self._call.write(frame)
+        except asyncio.CancelledError:
+            raise
+        except grpc.RpcError as exc:
+            self._fail(error_from_rpc(exc, "Channel"))
+        except Exception as exc:  # the call was closed under us
+            self._fail(WorkerUnavailable(f"the channel broke: {exc!r}"))
+
+    async def _read_loop(self) -> None:
+        pending = self._pending
+        streams = self._streams
+        try:
+            while True:
+                frame = await self._call.read()
+                if frame is grpc.aio.EOF:
+                    break
+                for response in frame.responses:
+                    future = pending.get(response.request_id)
+                    if future is not None and not future.done():
+                        future.set_result(response)
+                for chunk in frame.chunks:
+                    queue = streams.get(chunk.request_id)
+                    if queue is not None:
+                        queue.put_nowait(chunk)
+            self._fail(WorkerUnavailable("the worker closed the channel"))
+        except asyncio.CancelledError:
+            raise
+        except grpc.RpcError as exc:
+            self._fail(error_from_rpc(exc, "Channel"))
+
+    def _fail(self, error: WorkerError) -> None:
+        if self._broken is None:
+            self._broken = error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerUnavailable(str(error)))
+        for queue in self._streams.values():
+            queue.put_nowait(None)
+
+    async def aclose(self) -> None:
+        """Close the stream; pending calls fail with WorkerUnavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        self._fail(WorkerUnavailable("the channel was closed"))
+        self._writer.cancel()
+        self._reader.cancel()
+        self._call.cancel()
+        await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(_TIMED_OUT)

@@ -1,0 +1,181 @@
+"""Start a worker subprocess, read its ready line, stop and reap it.
+
+The host side of ``python -m snakepit.worker``. Each worker is started by
+exec (never a bare fork of a host that has grpc's threads running) in its own
+session and process group, with a pipe on stdin whose EOF tells it the host
+is gone; it is stopped as trio stops processes: SIGTERM to the group, a grace
+period, SIGKILL, reap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snakepit.errors import ConfigError, WorkerStartError
+
+__all__ = ("WorkerProcess", "spawn_worker")
+
+#: How many stderr lines a worker keeps for error messages.
+STDERR_LINES = 200
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """A running worker subprocess (its own process group), ready to be called."""
+
+    #: The id given with ``--worker-id``.
+    worker_id: str
+    #: The address it listens on (``unix:PATH`` or ``tcp:HOST:PORT``).
+    address: str
+    #: Its pid (also its process group id).
+    pid: int
+    #: The ready line it printed, parsed.
+    ready: dict[str, Any]
+    _proc: asyncio.subprocess.Process = field(repr=False)
+    _stderr: deque[str] = field(repr=False)
+    _pump: asyncio.Task[None] = field(repr=False)
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once reaped (negative: the signal that killed it), else None."""
+        return self._proc.returncode
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines it wrote to stderr."""
+        return "\n".join(list(self._stderr)[-lines:])
+
+    async def wait(self) -> int:
+        """Wait for the process to exit and return its exit code (it is reaped)."""
+        code = await self._proc.wait()
+        await asyncio.gather(self._pump, return_exceptions=True)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL its whole process group now (``wait()`` reaps it)."""
+        _signal_group(self.pid, signal.SIGKILL)
+
+    async def aclose(self, grace: float = 5.0) -> int:
+        """Stop it: SIGTERM to the group, ``grace`` seconds, then SIGKILL; reap.
+
+        Safe to call more than once; returns the exit code.
+        """
+        if self._proc.returncode is None:
+            _signal_group(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+            except TimeoutError:
+                _signal_group(self.pid, signal.SIGKILL)
+        # A group member that outlived the leader goes too.
+        _signal_group(self.pid, signal.SIGKILL)
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        return await self.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+async def _pump_stderr(stream: asyncio.StreamReader, sink: deque[str]) -> None:
+    while line := await stream.readline():
+        sink.append(line.decode(errors="replace").rstrip("\n"))
+
+
+async def spawn_worker(
+    adapter: str,
+    listen: str,
+    *,
+    worker_id: str = "worker",
+    run_id: str = "",
+    max_concurrency: int = 1,
+    python: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    ready_timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
+) -> WorkerProcess:
+    """Start ``python -m snakepit.worker`` and return once it printed its ready line.
+
+    :param adapter: ``package.module:Class``.
+    :param listen: ``unix:PATH`` (its directory is created 0700) or ``tcp:HOST:PORT``.
+    :param env: the worker's whole environment (default: the host's).
+    :raises WorkerStartError: it exited or printed no ready line within
+        ``ready_timeout``; the message has its exit code and stderr tail.
+        Nothing is left running.
+    :raises ConfigError: an invalid argument.
+    """
+    if ready_timeout <= 0:
+        raise ConfigError("ready_timeout", f"must be > 0, got {ready_timeout!r}")
+    argv = [
+        python or sys.executable,
+        "-m",
+        "snakepit.worker",
+        "--adapter",
+        adapter,
+        "--listen",
+        listen,
+        "--worker-id",
+        worker_id,
+        "--run-id",
+        run_id,
+        "--max-concurrency",
+        str(max_concurrency),
+        "--parent-pid",
+        str(os.getpid()),
+        *extra_args,
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    stderr: deque[str] = deque(maxlen=STDERR_LINES)
+    pump = asyncio.get_running_loop().create_task(_pump_stderr(proc.stderr, stderr))
+    worker = WorkerProcess(worker_id, "", proc.pid, {}, proc, stderr, pump)
+    try:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
+        except TimeoutError:
+            raise await _failed(worker, f"no ready line within {ready_timeout:g}s") from None
+        if not line:
+            raise await _failed(worker, "it exited before its ready line")
+        try:
+            ready = json.loads(line)
+            address = ready["address"]
+        except (ValueError, KeyError, TypeError):
+            raise await _failed(worker, f"unreadable ready line {line[:200]!r}") from None
+    except BaseException:
+        await worker.aclose(grace=0)
+        raise
+    worker.ready = ready
+    worker.address = address
+    return worker
+
+
+async def _failed(worker: WorkerProcess, cause: str) -> WorkerStartError:
+    await worker.aclose(grace=0.5)
+    code = worker.returncode
+    if code is not None and code < 0:
+        cause += f" (killed by {signal.Signals(-code).name})"
+    elif code is not None:
+        cause += f" (exit code {code})"
+    return WorkerStartError(
+        worker.worker_id, cause, returncode=code, stderr_tail=worker.stderr_tail()
+    )

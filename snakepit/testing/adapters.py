@@ -1,0 +1,191 @@
+"""Ready-made adapters for tests: start them with ``--adapter snakepit.testing.adapters:Echo``.
+
+They run inside worker processes. None of them sleeps to pass time: what must
+block waits on an event that is never set (or on the call's cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import random
+import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from snakepit.worker import Adapter, Context, tool
+
+__all__ = ("Crash", "Echo", "FaultInjecting", "Gated", "Hang", "SlowStart")
+
+
+class Echo(Adapter):
+    """Answers at once: echo, ping, arithmetic, streams, errors, large payloads."""
+
+    @tool
+    def ping(self) -> dict[str, str]:
+        """Reply ``{"status": "pong"}``."""
+        return {"status": "pong"}
+
+    @tool
+    async def noop(self) -> None:
+        """Do nothing, on the event loop (the cheapest call there is)."""
+
+    @tool
+    def noop_sync(self) -> None:
+        """Do nothing, in a worker thread."""
+
+    @tool
+    def echo(self, value: Any = None) -> Any:
+        """Return ``value`` unchanged."""
+        return value
+
+    @tool
+    async def aecho(self, value: Any = None) -> Any:
+        """Return ``value`` unchanged, from an async tool."""
+        return value
+
+    @tool
+    def add(self, a: float, b: float) -> float:
+        """Return ``a + b``."""
+        return a + b
+
+    @tool
+    def count(self, n: int) -> Iterator[int]:
+        """Yield 0 .. n-1 (a sync streaming tool)."""
+        yield from range(n)
+
+    @tool
+    async def acount(self, n: int) -> AsyncIterator[int]:
+        """Yield 0 .. n-1 (an async streaming tool)."""
+        for i in range(n):
+            yield i
+
+    @tool
+    def fail(self, message: str = "requested failure") -> None:
+        """Raise ``ValueError(message)``."""
+        raise ValueError(message)
+
+    @tool
+    def fail_midstream(self, after: int) -> Iterator[int]:
+        """Yield ``after`` items, then raise ``RuntimeError``."""
+        yield from range(after)
+        raise RuntimeError(f"failed after {after} items")
+
+    @tool
+    def blob(self, size: int) -> bytes:
+        """Return ``size`` bytes."""
+        return b"x" * size
+
+    @tool
+    def unserializable(self) -> object:
+        """Return a value JSON cannot carry (a set)."""
+        return {1, 2, 3}
+
+    @tool
+    def info(self, ctx: Context) -> dict[str, Any]:
+        """Return the call's context and the worker's pid."""
+        return {
+            "request_id": ctx.request_id,
+            "session_id": ctx.session_id,
+            "has_deadline": ctx.deadline is not None,
+            "pid": os.getpid(),
+        }
+
+
+class Hang(Echo):
+    """Echo, plus tools that never return until cancelled."""
+
+    @tool
+    async def hang(self) -> None:
+        """Wait on an event that is never set (an async tool: cancellable)."""
+        await asyncio.Event().wait()
+
+    @tool
+    def hang_sync(self, ctx: Context) -> str:
+        """Block a worker thread until the call is cancelled; return "cancelled"."""
+        ctx.cancel_event.wait()
+        return "cancelled"
+
+    @tool
+    async def hang_stream(self) -> AsyncIterator[int]:
+        """Yield one item, then wait forever."""
+        yield 0
+        await asyncio.Event().wait()
+
+
+class Crash(Echo):
+    """Echo, plus tools that end the worker process abruptly."""
+
+    @tool
+    def exit(self, code: int = 1) -> None:
+        """``os._exit(code)``: no cleanup, no reply."""
+        os._exit(code)
+
+    @tool
+    def kill_self(self, signum: int = int(signal.SIGKILL)) -> None:
+        """Send ``signum`` to this process (SIGKILL by default)."""
+        os.kill(os.getpid(), signum)
+
+    @tool
+    def segfault(self) -> None:
+        """Dereference a null pointer."""
+        ctypes.string_at(0)
+
+
+class SlowStart(Echo):
+    """Echo whose ``setup()`` blocks until a gate opens.
+
+    The gate is the FIFO named by the ``SNAKEPIT_SLOWSTART_GATE`` environment
+    variable: setup blocks opening it until the test opens the other end (no
+    timer involved). Without the variable it starts at once.
+    """
+
+    def setup(self) -> None:
+        """Block until the gate FIFO is opened for writing."""
+        gate = os.environ.get("SNAKEPIT_SLOWSTART_GATE")
+        if gate:
+            with open(gate, "rb") as fifo:
+                fifo.read()
+
+
+class FaultInjecting(Echo):
+    """Echo whose calls fail at random, reproducibly.
+
+    ``SNAKEPIT_FAULT_RATE`` (0..1, default 0.5) is the chance a call of
+    :meth:`maybe_fail` raises; ``SNAKEPIT_FAULT_SEED`` seeds the generator.
+    """
+
+    def setup(self) -> None:
+        """Read the rate and seed from the environment."""
+        self.rate = float(os.environ.get("SNAKEPIT_FAULT_RATE", "0.5"))
+        self.rng = random.Random(os.environ.get("SNAKEPIT_FAULT_SEED", "0"))
+
+    @tool
+    def maybe_fail(self, value: Any = None) -> Any:
+        """Return ``value``, or raise ``RuntimeError`` with probability ``rate``."""
+        if self.rng.random() < self.rate:
+            raise RuntimeError("injected fault")
+        return value
+
+
+class Gated(Echo):
+    """Echo, plus a tool that runs until the test opens a FIFO gate.
+
+    ``wait_gate(path)`` opens the FIFO at ``path`` for reading: the test's
+    ``open(path, "wb")`` returns exactly when the tool is running (a readiness
+    signal without a timer), and closing it lets the tool return.
+    """
+
+    @tool
+    def wait_gate(self, path: str) -> str:
+        """Block until the writer of the FIFO ``path`` closes it; return "opened"."""
+        with open(path, "rb") as fifo:
+            fifo.read()
+        return "opened"
+
+    def teardown(self) -> None:
+        """Say so on stderr, so a test can see that teardown ran."""
+        import sys
+
+        print("snakepit-test: teardown ran", file=sys.stderr, flush=True)

@@ -1,0 +1,39 @@
+"""The code that runs inside a worker subprocess: Adapter, @tool, Context.
+
+Write an adapter::
+
+    from snakepit.worker import Adapter, Context, tool
+
+    class Greeter(Adapter):
+        @tool
+        def greet(self, name: str, ctx: Context) -> str:
+            "Say hello."
+            return f"hello {name} (request {ctx.request_id})"
+
+and serve it with ``python -m snakepit.worker --adapter mymod:Greeter
+--listen unix:/run/me/w.sock``: the worker binds, prints one JSON ready line
+on stdout, and serves ``snakepit.v1.WorkerService`` plus ``grpc.health.v1``.
+It exits on SIGTERM (after finishing calls in flight and ``teardown()``) and
+when its stdin closes (its host is gone). This package imports nothing from
+the host side of snakepit.
+"""
+
+from ._adapter import Adapter as Adapter
+from ._adapter import ToolInfo as ToolInfo
+from ._adapter import ToolParam as ToolParam
+from ._adapter import tool as tool
+from ._context import Context as Context
+from ._main import main as main
+from ._main import run as run
+from ._service import PROTOCOL_VERSION as PROTOCOL_VERSION
+
+__all__ = (
+    "PROTOCOL_VERSION",
+    "Adapter",
+    "Context",
+    "ToolInfo",
+    "ToolParam",
+    "main",
+    "run",
+    "tool",
+)

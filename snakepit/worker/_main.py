@@ -1,0 +1,296 @@
+"""``python -m snakepit.worker``: load an adapter, serve it over gRPC, report ready."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import importlib
+import inspect
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from snakepit._proto.snakepit.v1 import worker_pb2_grpc
+
+from ._adapter import Adapter
+from ._service import PROTOCOL_VERSION, WorkerService
+
+__all__ = ("main", "run")
+
+logger = logging.getLogger("snakepit.worker")
+
+#: Exit codes: 2 for a bad command line or adapter, 3 when setup() raised,
+#: 4 when the address cannot be bound.
+EXIT_USAGE, EXIT_SETUP, EXIT_BIND = 2, 3, 4
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerStartupError(Exception):
+    """The worker cannot start; ``str()`` is the one line printed on stderr."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_listen(listen: str) -> tuple[str, Path | None]:
+    """Turn ``unix:PATH`` or ``tcp:HOST:PORT`` into a gRPC address (and the socket path).
+
+    :raises WorkerStartupError: any other form.
+    """
+    if listen.startswith("unix:"):
+        path = Path(listen[5:])
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        return f"unix:{path}", path
+    if listen.startswith("tcp:"):
+        hostport = listen[4:]
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise WorkerStartupError(
+                f"--listen {listen!r}: expected tcp:HOST:PORT (port 0 allowed)"
+            )
+        return hostport, None
+    raise WorkerStartupError(f"--listen {listen!r}: expected unix:PATH or tcp:HOST:PORT")
+
+
+def load_adapter(spec: str) -> type[Adapter]:
+    """Import ``pkg.module:Class`` and check that it is an :class:`Adapter` subclass.
+
+    :raises WorkerStartupError: naming what is wrong (format, module, class, type).
+    """
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise WorkerStartupError(f"--adapter {spec!r}: expected 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise WorkerStartupError(
+            f"--adapter {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in class_name.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise WorkerStartupError(
+                f"--adapter {spec!r}: module {module_name!r} has no attribute {class_name!r}"
+            )
+    if not (inspect.isclass(obj) and issubclass(obj, Adapter)):
+        raise WorkerStartupError(
+            f"--adapter {spec!r}: {class_name} is not a subclass of snakepit.worker.Adapter"
+        )
+    return obj
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m snakepit.worker",
+        description="Serve a snakepit Adapter over gRPC; print one JSON ready line on stdout.",
+    )
+    parser.add_argument("--adapter", required=True, help="package.module:ClassName")
+    parser.add_argument("--listen", required=True, help="unix:PATH or tcp:HOST:PORT (port 0 ok)")
+    parser.add_argument("--worker-id", default="worker", help="reported in the ready line")
+    parser.add_argument("--run-id", default="", help="the host's run id (orphan cleanup)")
+    parser.add_argument("--max-concurrency", type=int, default=1, help="calls run at once")
+    parser.add_argument("--bridge", default="", help="the host's bridge address (sessions)")
+    parser.add_argument("--parent-pid", type=int, default=0, help="exit if this pid goes away")
+    parser.add_argument("--max-message-mb", type=float, default=64.0, help="gRPC message limit")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds to finish on SIGTERM")
+    parser.add_argument("--allow-pickle", action="store_true", help="accept pickle payloads")
+    parser.add_argument("--no-stdin-watch", action="store_true", help="do not exit on EOF of stdin")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # Linux: a signal when the parent dies; checked once after, for the race
+    # where the parent died before prctl took effect.
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            logger.warning("prctl(PR_SET_PDEATHSIG) unavailable; relying on stdin EOF")
+    if parent_pid and os.getppid() != parent_pid:
+        raise WorkerStartupError(f"parent process {parent_pid} is already gone")
+
+
+def _prepare_socket(path: Path) -> None:
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o077:
+        raise WorkerStartupError(
+            f"--listen unix:{path}: directory {directory} is open to other users "
+            f"(mode {mode:o}); use a private (0700) directory",
+            EXIT_BIND,
+        )
+    if path.is_socket():
+        path.unlink()  # left by a dead worker of an earlier run
+
+
+async def _maybe_await(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Load, set up and serve the adapter until SIGTERM or EOF on stdin; return the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason: list[str] = []
+
+    def request_stop(why: str) -> None:
+        if not reason:
+            reason.append(why)
+        stop.set()
+
+    for signum, why in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
+        loop.add_signal_handler(signum, request_stop, why)
+    if not args.no_stdin_watch:
+        _watch_stdin(loop, request_stop)
+
+    adapter_cls = load_adapter(args.adapter)
+    address, socket_path = parse_listen(args.listen)
+    if args.max_concurrency < 1:
+        raise WorkerStartupError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
+    try:
+        adapter = adapter_cls()
+        await _maybe_await(adapter.setup())
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        raise WorkerStartupError(
+            f"--adapter {args.adapter!r}: setup() raised {type(exc).__name__}: {exc}", EXIT_SETUP
+        ) from exc
+
+    limit = int(args.max_message_mb * 1024 * 1024)
+    service = WorkerService(
+        adapter,
+        adapter_path=args.adapter,
+        worker_id=args.worker_id,
+        max_concurrency=args.max_concurrency,
+        max_message_bytes=limit,
+        allow_pickle=args.allow_pickle,
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if socket_path is not None:
+        _prepare_socket(socket_path)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise WorkerStartupError(
+            f"--listen {args.listen!r}: cannot bind: {exc}", EXIT_BIND
+        ) from exc
+    await server.start()
+    if socket_path is not None:
+        os.chmod(socket_path, 0o600)
+        bound = address
+    else:
+        bound = f"{address.rpartition(':')[0]}:{port}"
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set("snakepit.v1.WorkerService", health_pb2.HealthCheckResponse.SERVING)
+    _report_ready(args, bound, sorted(adapter_cls.tools))
+
+    await stop.wait()
+    why = reason[0] if reason else "stop"
+    grace = 0.0 if why == "stdin closed" else args.grace
+    logger.info("stopping (%s); finishing calls in flight for up to %gs", why, grace)
+    service.stop_accepting()
+    await health.enter_graceful_shutdown()
+    try:
+        await asyncio.wait_for(service.wait_idle(), grace)
+    except TimeoutError:
+        logger.warning("calls still running after %gs; cancelling them", grace)
+    await server.stop(0)
+    service.close()
+    try:
+        await asyncio.wait_for(_maybe_await(adapter.teardown()), max(grace, 1.0))
+    except Exception:
+        logger.exception("teardown() failed")
+        return 1
+    if socket_path is not None:
+        socket_path.unlink(missing_ok=True)
+    return 0
+
+
+def _report_ready(args: argparse.Namespace, address: str, tools: list[str]) -> None:
+    line = json.dumps(
+        {
+            "event": "ready",
+            "address": address if address.startswith("unix:") else f"tcp:{address}",
+            "pid": os.getpid(),
+            "worker_id": args.worker_id,
+            "run_id": args.run_id,
+            "protocol_version": PROTOCOL_VERSION,
+            "tools": tools,
+        }
+    )
+    os.write(1, (line + "\n").encode())
+    # From now on stdout is the tools' to print on: send it to stderr, so a
+    # host that stops reading the ready pipe never blocks a chatty tool.
+    os.dup2(2, 1)
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, request_stop: Any) -> None:
+    def wait_for_eof() -> None:
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        loop.call_soon_threadsafe(request_stop, "stdin closed")
+
+    threading.Thread(target=wait_for_eof, name="snakepit-stdin-watch", daemon=True).start()
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Run the worker process and exit it, without waiting for stuck tool threads.
+
+    A sync tool that never returns cannot be interrupted; once the grace
+    period is over the process leaves anyway (``os._exit``) instead of
+    joining that thread, so a worker whose host is gone never lingers.
+    """
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker until it stops; return its exit code (see :func:`run`)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s [{args.worker_id}] %(name)s: %(message)s",
+    )
+    try:
+        _watch_parent(args.parent_pid)
+        return asyncio.run(serve(args))
+    except WorkerStartupError as exc:
+        print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
+        return exc.code

@@ -1,0 +1,85 @@
+"""Fixtures that start real worker processes and check that each one is reaped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snakepit._client import WorkerClient
+from snakepit._launch import WorkerProcess, spawn_worker
+
+ROOT = Path(__file__).resolve().parents[3]
+
+Spawn = Callable[..., Awaitable[WorkerProcess]]
+
+
+def gone(pid: int) -> bool:
+    """True once no process has this pid (reaped, not even a zombie of ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def exited(pid: int) -> bool:
+    """True once ``pid`` has exited: gone, or a zombie waiting for its (new) parent.
+
+    An orphan is reparented to pid 1 (or a subreaper), which reaps it when it
+    gets to it; in some containers pid 1 never does, so a zombie counts.
+    """
+    if gone(pid):
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A private (0700) directory with a short path (unix socket paths are limited)."""
+    path = Path(tempfile.mkdtemp(prefix="sp-"))
+    path.chmod(0o700)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def spawn(sock_dir: Path) -> AsyncIterator[Spawn]:
+    """Start workers (cwd = the repo, so ``tests.*`` adapters import); reap them all after."""
+    started: list[WorkerProcess] = []
+    counter = iter(range(1000))
+
+    async def start(
+        adapter: str = "snakepit.testing.adapters:Echo", **kwargs: Any
+    ) -> WorkerProcess:
+        n = next(counter)
+        kwargs.setdefault("listen", f"unix:{sock_dir}/w{n}.sock")
+        kwargs.setdefault("worker_id", f"w{n}")
+        kwargs.setdefault("cwd", ROOT)
+        listen = kwargs.pop("listen")
+        worker = await spawn_worker(adapter, listen, **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        await worker.aclose(grace=2.0)
+        assert worker.returncode is not None
+        assert gone(worker.pid), f"worker {worker.worker_id} (pid {worker.pid}) was not reaped"
+
+
+@pytest.fixture
+async def echo(spawn: Spawn) -> AsyncIterator[tuple[WorkerProcess, WorkerClient]]:
+    """A worker with every test tool (Echo, Hang, Crash, Gated) and a client to it."""
+    worker = await spawn("tests.unit.grpc._adapters:All")
+    async with WorkerClient(worker.address) as client:
+        yield worker, client

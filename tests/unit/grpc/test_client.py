@@ -1,0 +1,264 @@
+"""The host's client: unary calls, the multiplexed Channel, error mapping."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import grpc
+import pytest
+
+from snakepit._client import WorkerClient, error_from_info, error_from_rpc
+from snakepit._launch import WorkerProcess, spawn_worker
+from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit.errors import (
+    ConfigError,
+    ExecutionTimeout,
+    InvalidArguments,
+    PayloadError,
+    PayloadTooLarge,
+    RemoteError,
+    ToolNotFound,
+    WorkerError,
+    WorkerStartError,
+    WorkerUnavailable,
+)
+
+from .conftest import Spawn, gone
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # grpc.aio
+
+Echo = tuple[WorkerProcess, WorkerClient]
+Kind = worker_pb2.ErrorInfo.Kind
+
+
+class TestChannel:
+    async def test_many_concurrent_calls_each_get_their_own_result(self, echo: Echo) -> None:
+        _, client = echo
+        mux = client.multiplexer()
+        results: dict[int, Any] = {}
+
+        async def call(i: int) -> None:
+            results[i] = await mux.execute("echo", {"value": i})
+
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(call, i)
+        assert results == {i: i for i in range(200)}
+        await mux.aclose()
+
+    async def test_errors_travel_per_call(self, echo: Echo) -> None:
+        _, client = echo
+        mux = client.multiplexer()
+        with pytest.raises(RemoteError, match="boom"):
+            await mux.execute("fail", {"message": "boom"})
+        with pytest.raises(ToolNotFound):
+            await mux.execute("nope")
+        with pytest.raises(InvalidArguments):
+            await mux.execute("add", {"a": 1})
+        assert await mux.execute("ping") == {"status": "pong"}
+        await mux.aclose()
+
+    async def test_streams_over_the_channel(self, echo: Echo) -> None:
+        _, client = echo
+        mux = client.multiplexer()
+        assert [x async for x in mux.stream("count", {"n": 4})] == [0, 1, 2, 3]
+        with pytest.raises(RemoteError):
+            async for _ in mux.stream("fail_midstream", {"after": 1}):
+                pass
+        stream = mux.stream("hang_stream")
+        assert await stream.__anext__() == 0
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert await mux.execute("ping") == {"status": "pong"}
+        await mux.aclose()
+
+    async def test_timeout_cancels_the_remote_call(self, echo: Echo) -> None:
+        _, client = echo
+        mux = client.multiplexer()
+        with pytest.raises(ExecutionTimeout):
+            await mux.execute("hang", timeout=0.05)
+        with pytest.raises(ExecutionTimeout):
+            await mux.execute("hang_sync", timeout=0.05)
+        # the sync tool saw ctx.cancelled and freed the worker's only slot
+        with anyio.fail_after(10):
+            assert await mux.execute("noop_sync") is None
+        await mux.aclose()
+
+    async def test_cancelling_the_caller_cancels_the_remote_call(self, echo: Echo) -> None:
+        _, client = echo
+        mux = client.multiplexer()
+        with anyio.move_on_after(0.05):
+            await mux.execute("hang_sync")
+        with anyio.fail_after(10):
+            assert await mux.execute("noop_sync") is None
+        await mux.aclose()
+
+    async def test_oversize_stays_a_per_call_error(self, spawn: Spawn) -> None:
+        worker = await spawn(extra_args=["--max-message-mb", "1"])
+        async with WorkerClient(worker.address, max_message_bytes=1024 * 1024) as client:
+            mux = client.multiplexer()
+            with pytest.raises(PayloadTooLarge):
+                await mux.execute("echo", {"value": b"x" * (2 * 1024 * 1024)})
+            with pytest.raises(PayloadTooLarge):
+                await mux.execute("blob", {"size": 2 * 1024 * 1024})
+            # several large-but-legal results at once are split over frames
+            async with anyio.create_task_group() as tg:
+                sizes: list[int] = []
+
+                async def big() -> None:
+                    sizes.append(len(await mux.execute("blob", {"size": 400 * 1024})))
+
+                for _ in range(6):
+                    tg.start_soon(big)
+            assert sizes == [400 * 1024] * 6
+            assert await mux.execute("ping") == {"status": "pong"}
+            await mux.aclose()
+
+    async def test_worker_death_fails_pending_calls_at_once(self, echo: Echo) -> None:
+        worker, client = echo
+        mux = client.multiplexer()
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await mux.execute("hang")
+            except WorkerUnavailable as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            assert await mux.execute("ping") == {"status": "pong"}  # the channel is up
+            os.killpg(worker.pid, signal.SIGKILL)
+        assert len(errors) == 1
+        with pytest.raises(WorkerUnavailable):
+            await mux.execute("ping")
+        await worker.wait()
+        await mux.aclose()
+
+    async def test_closed_channel_refuses_calls(self, echo: Echo) -> None:
+        _, client = echo
+        mux = client.multiplexer()
+        await mux.aclose()
+        await mux.aclose()
+        with pytest.raises(WorkerUnavailable, match="closed"):
+            await mux.execute("ping")
+
+
+class TestUnary:
+    async def test_bad_timeout(self, echo: Echo) -> None:
+        _, client = echo
+        for bad in (0, -1.0):
+            with pytest.raises(ConfigError):
+                await client.execute("ping", timeout=bad)
+
+    async def test_unencodable_arguments_are_reported_on_the_client(self, echo: Echo) -> None:
+        _, client = echo
+        cyclic: list[Any] = []
+        cyclic.append(cyclic)
+        with pytest.raises(PayloadError):
+            await client.execute("echo", {"value": cyclic})
+        assert await client.execute("ping") == {"status": "pong"}
+
+    async def test_timeout(self, echo: Echo) -> None:
+        _, client = echo
+        with pytest.raises(ExecutionTimeout):
+            await client.execute("hang", timeout=0.05)
+
+    async def test_unreachable_worker(self, sock_dir: Path) -> None:
+        async with WorkerClient(f"unix:{sock_dir}/nobody.sock") as client:
+            with pytest.raises(WorkerUnavailable):
+                await client.execute("ping", timeout=2)
+
+
+class TestLaunch:
+    async def test_aclose_reaps_and_is_idempotent(self, sock_dir: Path) -> None:
+        worker = await spawn_worker("snakepit.testing.adapters:Echo", f"unix:{sock_dir}/a.sock")
+        assert await worker.aclose() == 0
+        assert await worker.aclose() == 0
+        assert gone(worker.pid)
+
+    async def test_ready_timeout_kills_the_worker(self, sock_dir: Path) -> None:
+        fifo = sock_dir / "gate"
+        os.mkfifo(fifo)
+        env = {**os.environ, "SNAKEPIT_SLOWSTART_GATE": str(fifo)}
+        with pytest.raises(WorkerStartError, match="no ready line within") as info:
+            await spawn_worker(
+                "snakepit.testing.adapters:SlowStart",
+                f"unix:{sock_dir}/s.sock",
+                env=env,
+                ready_timeout=0.5,
+            )
+        assert info.value.returncode is not None  # killed and reaped
+
+    async def test_slow_start_proceeds_when_the_gate_opens(self, sock_dir: Path) -> None:
+        fifo = sock_dir / "gate"
+        os.mkfifo(fifo)
+        env = {**os.environ, "SNAKEPIT_SLOWSTART_GATE": str(fifo)}
+        async with anyio.create_task_group() as tg:
+            workers: list[WorkerProcess] = []
+
+            async def start() -> None:
+                workers.append(
+                    await spawn_worker(
+                        "snakepit.testing.adapters:SlowStart", f"unix:{sock_dir}/s.sock", env=env
+                    )
+                )
+
+            tg.start_soon(start)
+            writer = await anyio.to_thread.run_sync(open, fifo, "wb")  # setup() is waiting
+            writer.close()
+        (worker,) = workers
+        await worker.aclose()
+        assert gone(worker.pid)
+
+    async def test_bad_ready_timeout(self) -> None:
+        with pytest.raises(ConfigError):
+            await spawn_worker("x:Y", "unix:/nonexistent/x.sock", ready_timeout=0)
+
+
+class TestErrorMapping:
+    @pytest.mark.parametrize(
+        ("kind", "expected"),
+        [
+            (Kind.REMOTE, RemoteError),
+            (Kind.TOOL_NOT_FOUND, ToolNotFound),
+            (Kind.INVALID_ARGUMENTS, InvalidArguments),
+            (Kind.PAYLOAD_TOO_LARGE, PayloadTooLarge),
+            (Kind.DEADLINE_EXCEEDED, ExecutionTimeout),
+            (Kind.UNAVAILABLE, WorkerUnavailable),
+            (Kind.CODEC, PayloadError),
+            (Kind.KIND_UNSPECIFIED, WorkerError),
+        ],
+    )
+    def test_error_info(self, kind: Any, expected: type[WorkerError]) -> None:
+        info = worker_pb2.ErrorInfo(kind=kind, type="mod.E", message="m", traceback="tb")
+        error = error_from_info(info, "tool")
+        assert type(error) is expected
+
+    def test_remote_error_keeps_its_fields_and_pickles(self) -> None:
+        import pickle
+
+        error = error_from_info(
+            worker_pb2.ErrorInfo(kind=Kind.REMOTE, type="mod.E", message="m", traceback="tb"), "t"
+        )
+        assert isinstance(error, RemoteError)
+        copy = pickle.loads(pickle.dumps(error))
+        assert (copy.type_name, copy.message, copy.traceback) == ("mod.E", "m", "tb")
+
+    def test_rpc_errors(self) -> None:
+        def rpc(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+            return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "d")
+
+        assert isinstance(
+            error_from_rpc(rpc(grpc.StatusCode.RESOURCE_EXHAUSTED), "t"), PayloadTooLarge
+        )
+        assert isinstance(
+            error_from_rpc(rpc(grpc.StatusCode.DEADLINE_EXCEEDED), "t"), ExecutionTimeout
+        )
+        error = error_from_rpc(rpc(grpc.StatusCode.UNAVAILABLE), "t")
+        assert isinstance(error, WorkerUnavailable)
+        assert isinstance(error.__cause__, grpc.RpcError)
