@@ -161,6 +161,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     for signum, why in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
         loop.add_signal_handler(signum, request_stop, why)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_state)
     if not args.no_stdin_watch:
         _watch_stdin(loop, request_stop)
 
@@ -234,6 +235,19 @@ async def serve(args: argparse.Namespace) -> int:
     if socket_path is not None:
         socket_path.unlink(missing_ok=True)
     return 0
+
+
+def _dump_state() -> None:
+    """On SIGUSR1: write every asyncio task's and thread's stack to stderr (diagnostics)."""
+    import faulthandler
+
+    print("snakepit.worker: SIGUSR1 state dump", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        print(f"task {task.get_name()}: {task!r}", file=sys.stderr)
+        for frame in task.get_stack():
+            code = frame.f_code
+            print(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}", file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
 
 
 def _report_ready(args: argparse.Namespace, address: str, tools: list[str]) -> None:

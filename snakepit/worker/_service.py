@@ -17,6 +17,7 @@ from snakepit._codec import CodecError, decode, encode_into
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter, ArgumentError, ToolInfo
+from ._channel import ChannelSession
 from ._context import Context
 
 __all__ = ("PROTOCOL_VERSION",)
@@ -26,9 +27,6 @@ PROTOCOL_VERSION = 1
 
 Kind = worker_pb2.ErrorInfo.Kind
 logger = logging.getLogger("snakepit.worker")
-
-# Room left in a message for everything but the payload (ids, field tags).
-_ENVELOPE = 1024
 
 
 class _Refused(Exception):
@@ -82,7 +80,8 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self._adapter_path = adapter_path
         self._worker_id = worker_id
         self._max_concurrency = max_concurrency
-        self._limit = max_message_bytes
+        #: The message size limit; larger results become PAYLOAD_TOO_LARGE errors.
+        self.max_message_bytes = max_message_bytes
         self._allow_pickle = allow_pickle
         self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="snakepit-tool")
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -164,13 +163,13 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             async with self._slots:
                 result = await self._call(info, kwargs, ctx)
             encode_into(response.result, result)
-            if response.ByteSize() > self._limit:
+            if response.ByteSize() > self.max_message_bytes:
                 size = response.ByteSize()
                 response.error.CopyFrom(
                     _refusal(
                         Kind.PAYLOAD_TOO_LARGE,
                         f"{info.name}: the result is {size} bytes, over the "
-                        f"{self._limit}-byte message limit",
+                        f"{self.max_message_bytes}-byte message limit",
                     )
                 )
         except _Refused as exc:
@@ -220,11 +219,11 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                     async for item in self._items(info, kwargs, ctx):
                         chunk = worker_pb2.StreamChunk(request_id=rid)
                         encode_into(chunk.chunk, item)
-                        if chunk.ByteSize() > self._limit:
+                        if chunk.ByteSize() > self.max_message_bytes:
                             raise _Refused(
                                 Kind.PAYLOAD_TOO_LARGE,
                                 f"{info.name}: a chunk is {chunk.ByteSize()} bytes, over the "
-                                f"{self._limit}-byte message limit",
+                                f"{self.max_message_bytes}-byte message limit",
                             )
                         yield chunk
                 except asyncio.CancelledError:
@@ -313,97 +312,6 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self,
         request_iterator: AsyncIterator[worker_pb2.ClientFrame],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[worker_pb2.ServerFrame]:
-        """Many calls multiplexed on one stream; replies batched into frames."""
-        channel = _ChannelSession(self)
-        reader = asyncio.create_task(channel.read(request_iterator))
-        try:
-            async for frame in channel.frames():
-                yield frame
-        finally:
-            reader.cancel()
-            await channel.aclose()
-
-
-class _ChannelSession:
-    """One Channel stream: runs each request as a task, batches what is ready."""
-
-    def __init__(self, service: WorkerService) -> None:
-        self._service = service
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._responses: list[worker_pb2.ExecuteResponse] = []
-        self._chunks: list[worker_pb2.StreamChunk] = []
-        self._ready = asyncio.Event()
-        self._closed = False
-
-    async def read(self, frames: AsyncIterator[worker_pb2.ClientFrame]) -> None:
-        try:
-            async for frame in frames:
-                for request in frame.execute:
-                    self._spawn(request.request_id, self._run(request))
-                for request in frame.stream:
-                    self._spawn(request.request_id, self._run_stream(request))
-                for rid in frame.cancel:
-                    task = self._tasks.get(rid)
-                    if task is not None:
-                        task.cancel()
-        finally:
-            # The client closed its side: let the writer drain and finish.
-            self._closed = True
-            self._ready.set()
-
-    def _spawn(self, rid: int, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks[rid] = task
-        task.add_done_callback(functools.partial(self._forget, rid))
-
-    def _forget(self, rid: int, _task: object) -> None:
-        self._tasks.pop(rid, None)
-
-    async def _run(self, request: worker_pb2.ExecuteRequest) -> None:
-        response = await self._service.execute(request)
-        self._responses.append(response)
-        self._ready.set()
-
-    async def _run_stream(self, request: worker_pb2.ExecuteRequest) -> None:
-        async for chunk in self._service.stream(request):
-            self._chunks.append(chunk)
-            self._ready.set()
-
-    async def frames(self) -> AsyncIterator[worker_pb2.ServerFrame]:
-        limit = self._service._limit
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            if not self._responses and not self._chunks:
-                if self._closed and not self._tasks:
-                    return
-                continue
-            responses, self._responses = self._responses, []
-            chunks, self._chunks = self._chunks, []
-            # Each item fits the limit (checked where it was made); frames are
-            # split so that no frame exceeds it either.
-            frame = worker_pb2.ServerFrame()
-            size = 0
-            for response in responses:
-                item_size = response.ByteSize() + 8
-                if size and size + item_size > limit - _ENVELOPE:
-                    yield frame
-                    frame, size = worker_pb2.ServerFrame(), 0
-                frame.responses.append(response)
-                size += item_size
-            for chunk in chunks:  # in order: a stream's chunks never overtake each other
-                item_size = chunk.ByteSize() + 8
-                if size and size + item_size > limit - _ENVELOPE:
-                    yield frame
-                    frame, size = worker_pb2.ServerFrame(), 0
-                frame.chunks.append(chunk)
-                size += item_size
-            yield frame
-
-    async def aclose(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+    ) -> None:
+        """Many calls multiplexed on one stream; replies coalesced into frames."""
+        await ChannelSession(self, context).run(request_iterator)

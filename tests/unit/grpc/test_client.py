@@ -88,6 +88,19 @@ class TestChannel:
             assert await mux.execute("noop_sync") is None
         await mux.aclose()
 
+    async def test_deadlines_in_the_worker_leave_the_channel_working(self, echo: Echo) -> None:
+        # The worker enforces the timeout too (asyncio.timeout around an async
+        # tool); whichever side fires first, the channel must keep flowing.
+        _, client = echo
+        mux = client.multiplexer()
+        for _ in range(10):
+            for tool in ("hang", "hang_sync"):
+                with pytest.raises(ExecutionTimeout):
+                    await mux.execute(tool, timeout=0.02)
+            with anyio.fail_after(10):
+                assert await mux.execute("noop_sync") is None
+        await mux.aclose()
+
     async def test_cancelling_the_caller_cancels_the_remote_call(self, echo: Echo) -> None:
         _, client = echo
         mux = client.multiplexer()
