@@ -8,7 +8,6 @@ import logging
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -19,6 +18,7 @@ from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from ._adapter import Adapter, ArgumentError, ToolInfo
 from ._channel import ChannelSession
 from ._context import Context
+from ._slots import Slots
 
 __all__ = ("PROTOCOL_VERSION",)
 
@@ -52,6 +52,12 @@ def error_info(
     )
 
 
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    # Closing a generator that is still running in its thread raises there; nobody waits.
+    if not future.cancelled():
+        future.exception()
+
+
 def _refusal(kind: worker_pb2.ErrorInfo.Kind, message: str) -> worker_pb2.ErrorInfo:
     return worker_pb2.ErrorInfo(kind=kind, type="", message=message)
 
@@ -83,8 +89,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         #: The message size limit; larger results become PAYLOAD_TOO_LARGE errors.
         self.max_message_bytes = max_message_bytes
         self._allow_pickle = allow_pickle
-        self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="snakepit-tool")
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = Slots(max_concurrency, asyncio.get_running_loop())
         self._accepting = True
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -102,7 +107,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
 
     def close(self) -> None:
         """Release the tool threads (does not wait for a stuck sync tool)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._slots.close()
 
     # -- one call -------------------------------------------------------------------
 
@@ -160,8 +165,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self._begin()
         try:
             info, kwargs, ctx = self._prepare(request, streaming=False)
-            async with self._slots:
-                result = await self._call(info, kwargs, ctx)
+            result = await self._call(info, kwargs, ctx)
             encode_into(response.result, result)
             if response.ByteSize() > self.max_message_bytes:
                 size = response.ByteSize()
@@ -186,18 +190,17 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
 
     async def _call(self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context) -> Any:
         func = getattr(self._adapter, info.attr)
-        remaining = ctx.time_remaining()
+        slots = self._slots
         try:
-            if info.kind == "async":
-                if remaining is None:
+            async with asyncio.timeout(ctx.time_remaining()):
+                if info.kind != "async":
+                    # The slot is taken and given back on the tool thread.
+                    return await slots.call(functools.partial(func, **kwargs), ctx.cancel_event)
+                await slots.acquire()
+                try:
                     return await func(**kwargs)
-                async with asyncio.timeout(remaining):
-                    return await func(**kwargs)
-            loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._executor, functools.partial(func, **kwargs))
-            if remaining is None:
-                return await asyncio.shield(work)
-            return await asyncio.wait_for(asyncio.shield(work), remaining)
+                finally:
+                    slots.release()
         except (asyncio.CancelledError, TimeoutError):
             ctx.cancel_event.set()  # a sync tool sees it; an async one is already cancelled
             raise
@@ -214,7 +217,8 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             except _Refused as exc:
                 yield worker_pb2.StreamChunk(request_id=rid, error=_refusal(exc.kind, str(exc)))
                 return
-            async with self._slots:
+            await self._slots.acquire()
+            try:
                 try:
                     async for item in self._items(info, kwargs, ctx):
                         chunk = worker_pb2.StreamChunk(request_id=rid)
@@ -238,6 +242,8 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 except Exception as exc:
                     yield worker_pb2.StreamChunk(request_id=rid, error=error_info(exc))
                     return
+            finally:
+                self._slots.release()
             yield worker_pb2.StreamChunk(request_id=rid, end=True)
         finally:
             self._end()
@@ -254,20 +260,19 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             finally:
                 await agen.aclose()
             return
-        loop = asyncio.get_running_loop()
-        gen: Iterator[Any] = await loop.run_in_executor(
-            self._executor, functools.partial(func, **kwargs)
-        )
+        run = self._slots.run  # this stream holds a slot already
+        gen: Iterator[Any] = await run(functools.partial(func, **kwargs))
         done = object()
         try:
             while True:
-                item = await loop.run_in_executor(self._executor, next, gen, done)
+                item = await run(functools.partial(next, gen, done))
                 if item is done:
                     return
                 yield item
         finally:
             ctx.cancel_event.set()
-            loop.run_in_executor(self._executor, gen.close)  # type: ignore[attr-defined]
+            closing = run(gen.close)  # type: ignore[attr-defined]
+            closing.add_done_callback(_ignore_outcome)
 
     # -- RPCs --------------------------------------------------------------------------
 
