@@ -15,7 +15,7 @@ from typing import Any, Final
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from snakepit._codec import CodecError, decode, encode_into
+from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import (
     ConfigError,
@@ -94,11 +94,11 @@ async def _finish(call: Any) -> Any:
     return await call
 
 
-def _result(response: worker_pb2.ExecuteResponse, tool: str) -> Any:
+def _result(response: worker_pb2.ExecuteResponse, tool: str, codec: str) -> Any:
     if response.WhichOneof("outcome") == "error":
         raise error_from_info(response.error, tool)
     try:
-        return decode(response.result)
+        return decode(response.result, allow_pickle=codec == PICKLE)
     except CodecError as exc:
         raise PayloadError(f"{tool}: cannot decode the result: {exc}") from exc
 
@@ -111,6 +111,7 @@ def _fill(
     timeout: float | None,
     session_id: str,
     limit: int,
+    codec: str,
 ) -> None:
     if timeout is not None and not timeout > 0:
         raise ConfigError("timeout", f"must be None or > 0, got {timeout!r}")
@@ -119,7 +120,7 @@ def _fill(
     request.session_id = session_id
     request.timeout = timeout or 0.0
     try:
-        encode_into(request.args, {} if args is None else args)
+        encode_into(request.args, {} if args is None else args, codec=codec)
     except CodecError as exc:
         raise PayloadError(f"{tool}: cannot encode the arguments: {exc}") from exc
     size = request.ByteSize()
@@ -135,9 +136,21 @@ class WorkerClient:
     :param address: as the worker's ready line gives it (``unix:PATH`` or
         ``tcp:HOST:PORT``).
     :param max_message_bytes: the message size limit (match the worker's).
+    :param codec: ``"json"`` (the default) or ``"pickle"``, for trusted workers
+        started with ``--allow-pickle``; results come back in the same codec.
+    :raises ConfigError: an unknown codec.
     """
 
-    def __init__(self, address: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        codec: str = JSON,
+    ) -> None:
+        if codec not in (JSON, PICKLE):
+            raise ConfigError("codec", f"must be 'json' or 'pickle', got {codec!r}")
+        self._codec = codec
         target = address[4:] if address.startswith("tcp:") else address
         self._limit = max_message_bytes
         self._channel = grpc.aio.insecure_channel(
@@ -178,12 +191,12 @@ class WorkerClient:
         :raises PayloadTooLarge, PayloadError, WorkerUnavailable: see :mod:`snakepit.errors`.
         """
         request = worker_pb2.ExecuteRequest()
-        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit)
+        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
         try:
             response = await _finish(self._stub.Execute(request, timeout=timeout))
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, tool) from None
-        return _result(response, tool)
+        return _result(response, tool, self._codec)
 
     async def stream(
         self,
@@ -200,13 +213,13 @@ class WorkerClient:
         :raises RemoteError, ExecutionTimeout, WorkerUnavailable: as :meth:`execute`.
         """
         request = worker_pb2.ExecuteRequest()
-        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit)
+        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
         call = self._stub.ExecuteStream(request, timeout=timeout)
         try:
             async for chunk in call:
                 item = chunk.WhichOneof("item")
                 if item == "chunk":
-                    yield decode(chunk.chunk)
+                    yield decode(chunk.chunk, allow_pickle=self._codec == PICKLE)
                 elif item == "error":
                     raise error_from_info(chunk.error, tool)
                 else:
@@ -241,7 +254,7 @@ class WorkerClient:
 
     def multiplexer(self) -> Multiplexer:
         """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC."""
-        return Multiplexer(self._stub, self._limit)
+        return Multiplexer(self._stub, self._limit, self._codec)
 
 
 class Multiplexer:
@@ -254,7 +267,8 @@ class Multiplexer:
     :class:`~snakepit.errors.WorkerUnavailable`.
     """
 
-    def __init__(self, stub: Any, limit: int) -> None:
+    def __init__(self, stub: Any, limit: int, codec: str = JSON) -> None:
+        self._codec = codec
         self._loop = asyncio.get_running_loop()
         self._limit = limit
         self._call = stub.Channel()
@@ -286,7 +300,7 @@ class Multiplexer:
         field = getattr(self._frames[-1], kind)
         request = field.add()
         try:
-            _fill(request, rid, tool, args, timeout, session_id, self._limit)
+            _fill(request, rid, tool, args, timeout, session_id, self._limit, self._codec)
         except BaseException:
             del field[-1]
             raise
@@ -303,6 +317,7 @@ class Multiplexer:
                 timeout,
                 session_id,
                 self._limit,
+                self._codec,
             )
         self._frame_size += size
         self._wake.set()
@@ -337,7 +352,7 @@ class Multiplexer:
         if response is _TIMED_OUT:
             self._cancel(rid)
             raise ExecutionTimeout(f"{tool}: no reply within {timeout:g}s")
-        return _result(response, tool)
+        return _result(response, tool, self._codec)
 
     async def stream(
         self,
@@ -368,7 +383,7 @@ class Multiplexer:
                 item = chunk.WhichOneof("item")
                 if item == "chunk":
                     try:
-                        value = decode(chunk.chunk)
+                        value = decode(chunk.chunk, allow_pickle=self._codec == PICKLE)
                     except CodecError as exc:
                         raise PayloadError(f"{tool}: cannot decode a chunk: {exc}") from exc
                     yield value

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from snakepit._codec import CodecError, decode, encode_into
+from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter, ArgumentError, ToolInfo
@@ -50,6 +50,11 @@ def error_info(
         message=str(exc),
         traceback="".join(traceback.format_exception(exc)),
     )
+
+
+def _reply_codec(request: worker_pb2.ExecuteRequest) -> str:
+    # Answer in the caller's codec: pickle only got this far if the worker allows it.
+    return PICKLE if request.args.codec == PICKLE else JSON
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:
@@ -166,7 +171,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         try:
             info, kwargs, ctx = self._prepare(request, streaming=False)
             result = await self._call(info, kwargs, ctx)
-            encode_into(response.result, result)
+            encode_into(response.result, result, codec=_reply_codec(request))
             if response.ByteSize() > self.max_message_bytes:
                 size = response.ByteSize()
                 response.error.CopyFrom(
@@ -222,7 +227,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 try:
                     async for item in self._items(info, kwargs, ctx):
                         chunk = worker_pb2.StreamChunk(request_id=rid)
-                        encode_into(chunk.chunk, item)
+                        encode_into(chunk.chunk, item, codec=_reply_codec(request))
                         if chunk.ByteSize() > self.max_message_bytes:
                             raise _Refused(
                                 Kind.PAYLOAD_TOO_LARGE,

@@ -275,3 +275,24 @@ class TestErrorMapping:
         error = error_from_rpc(rpc(grpc.StatusCode.UNAVAILABLE), "t")
         assert isinstance(error, WorkerUnavailable)
         assert isinstance(error.__cause__, grpc.RpcError)
+
+
+class TestPickle:
+    async def test_pickle_round_trip_with_a_trusting_worker(self, spawn: Spawn) -> None:
+        worker = await spawn(extra_args=["--allow-pickle"])
+        async with WorkerClient(worker.address, codec="pickle") as client:
+            value = {"a": (1, 2), "s": {3, 4}, "b": b"\x00"}
+            assert await client.execute("echo", {"value": value}) == value  # tuples, sets kept
+            mux = client.multiplexer()
+            assert await mux.execute("echo", {"value": (1, "x")}) == (1, "x")
+            await mux.aclose()
+
+    async def test_a_worker_refuses_pickle_unless_allowed(self, echo: Echo) -> None:
+        worker, _ = echo
+        async with WorkerClient(worker.address, codec="pickle") as client:
+            with pytest.raises(PayloadError, match="pickle"):
+                await client.execute("echo", {"value": 1})
+
+    def test_unknown_codec(self) -> None:
+        with pytest.raises(ConfigError, match="codec"):
+            WorkerClient("unix:/nonexistent", codec="yaml")
