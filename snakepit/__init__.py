@@ -1,7 +1,17 @@
 """snakepit: supervised pools of Python worker processes, and the harness to test them.
 
 The public API is re-exported here; the OTP core lives in :mod:`snakepit.otp`.
+
+grpc logs at INFO to stderr by default (e.g. "Got goaway" whenever a worker
+stops while a host is connected): routine for a pool, noise to its users. This
+package runs before any of its modules imports grpc, and sets
+``GRPC_VERBOSITY=ERROR`` unless the user set it (no effect if grpc was
+imported first).
 """
+
+import os as _os
+
+_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from snakepit.errors import CallTimeout as CallTimeout
 from snakepit.errors import ChildNotFound as ChildNotFound

@@ -158,6 +158,9 @@ class WorkerClient:
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
+                # Its own subchannel pool: one connection per worker, released
+                # with this client instead of living on in grpc's global pool.
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
         # The generated stubs are untyped; the call sites below are typed.
