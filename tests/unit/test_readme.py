@@ -1,0 +1,49 @@
+"""The README's code examples run as shown."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from snakepit._client import WorkerClient
+from snakepit._launch import spawn_worker
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_readme_has_its_examples() -> None:
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.anyio
+async def test_the_otp_tour_runs(anyio_backend: Any) -> None:
+    namespace: dict[str, Any] = {}
+    exec(BLOCKS[0].replace("anyio.run(main)", ""), namespace)
+    await namespace["main"]()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_adapter_example_serves(tmp_path: Path, anyio_backend: str) -> None:
+    (tmp_path / "readme_model.py").write_text(BLOCKS[1])
+    sock = Path(tmp_path / "s")
+    sock.mkdir(mode=0o700)
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    worker = await spawn_worker(
+        "readme_model:Model", f"unix:{sock}/w.sock", env=env, python=sys.executable
+    )
+    try:
+        async with WorkerClient(worker.address) as client:
+            assert await client.execute("predict", {"x": 21}) == 42.0
+            assert [t async for t in client.stream("tokens", {"text": "a b c"})] == ["a", "b", "c"]
+            with anyio.fail_after(10):
+                (spec,) = [t for t in (await client.describe()).tools if t.name == "predict"]
+            assert spec.doc == "Score one input."
+    finally:
+        await worker.aclose()
