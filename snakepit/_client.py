@@ -35,6 +35,7 @@ Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 _ENVELOPE: Final = 1024
 _TIMED_OUT: Final = object()
+_END: Final = object()
 
 
 def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
@@ -101,6 +102,19 @@ def _result(response: worker_pb2.ExecuteResponse, tool: str, codec: str) -> Any:
         return decode(response.result, allow_pickle=codec == PICKLE)
     except CodecError as exc:
         raise PayloadError(f"{tool}: cannot decode the result: {exc}") from exc
+
+
+def _chunk_value(chunk: worker_pb2.StreamChunk, tool: str, codec: str) -> Any:
+    """A stream chunk's value, :data:`_END` for the end marker; raises the error one carries."""
+    item = chunk.WhichOneof("item")
+    if item == "error":
+        raise error_from_info(chunk.error, tool)
+    if item != "chunk":
+        return _END
+    try:
+        return decode(chunk.chunk, allow_pickle=codec == PICKLE)
+    except CodecError as exc:
+        raise PayloadError(f"{tool}: cannot decode a chunk: {exc}") from exc
 
 
 def _fill(
@@ -220,17 +234,12 @@ class WorkerClient:
         call = self._stub.ExecuteStream(request, timeout=timeout)
         try:
             async for chunk in call:
-                item = chunk.WhichOneof("item")
-                if item == "chunk":
-                    yield decode(chunk.chunk, allow_pickle=self._codec == PICKLE)
-                elif item == "error":
-                    raise error_from_info(chunk.error, tool)
-                else:
+                value = _chunk_value(chunk, tool, self._codec)
+                if value is _END:
                     return
+                yield value
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, tool) from None
-        except CodecError as exc:
-            raise PayloadError(f"{tool}: cannot decode a chunk: {exc}") from exc
         finally:
             call.cancel()
         raise WorkerUnavailable(f"{tool}: the stream ended without its end marker")
@@ -383,19 +392,11 @@ class Multiplexer:
                 if chunk is None:
                     self._check()
                     raise WorkerUnavailable(f"{tool}: the channel closed mid-stream")
-                item = chunk.WhichOneof("item")
-                if item == "chunk":
-                    try:
-                        value = decode(chunk.chunk, allow_pickle=self._codec == PICKLE)
-                    except CodecError as exc:
-                        raise PayloadError(f"{tool}: cannot decode a chunk: {exc}") from exc
-                    yield value
-                elif item == "error":
-                    finished = True
-                    raise error_from_info(chunk.error, tool)
-                else:
-                    finished = True
+                finished = chunk.WhichOneof("item") != "chunk"  # end or error: nothing to cancel
+                value = _chunk_value(chunk, tool, self._codec)
+                if value is _END:
                     return
+                yield value
         finally:
             self._streams.pop(rid, None)
             if not finished:

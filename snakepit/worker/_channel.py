@@ -125,18 +125,13 @@ class ChannelSession:
         chunks, self._chunks = self._chunks, []
         frames = [worker_pb2.ServerFrame()]
         size = 0
-        for response in responses:
-            item = response.ByteSize() + 8
-            if size and size + item > limit:
+        items: list[tuple[str, Any]] = [("responses", r) for r in responses]
+        items += [("chunks", c) for c in chunks]
+        for field, item in items:
+            item_size = item.ByteSize() + 8
+            if size and size + item_size > limit:
                 frames.append(worker_pb2.ServerFrame())
                 size = 0
-            frames[-1].responses.append(response)
-            size += item
-        for chunk in chunks:
-            item = chunk.ByteSize() + 8
-            if size and size + item > limit:
-                frames.append(worker_pb2.ServerFrame())
-                size = 0
-            frames[-1].chunks.append(chunk)
-            size += item
+            getattr(frames[-1], field).append(item)
+            size += item_size
         return frames
