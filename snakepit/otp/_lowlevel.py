@@ -63,6 +63,8 @@ class Backend(Protocol):
     name: str
     new_slot: Callable[[], Slot]
     new_parker: Callable[[], Parker]
+    #: The running task, as the event loop knows it (cheap; for identity checks).
+    current_task: Callable[[], object]
 
 
 _COMPACT_AT: Final = 1024
@@ -199,6 +201,7 @@ class _AsyncioBackend:
         deadlines = Deadlines(lambda: running_loop().time(), arm)
         self.new_slot: Callable[[], Slot] = lambda: _AsyncioSlot(running_loop(), deadlines)
         self.new_parker: Callable[[], Parker] = lambda: _AsyncioParker(running_loop())
+        self.current_task: Callable[[], object] = asyncio.current_task
 
 
 _asyncio_backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncioBackend] = (
@@ -276,6 +279,7 @@ def _make_trio_backend_factory() -> Callable[[], Backend]:
     class TrioBackend:
         name = "trio"
         new_parker: Callable[[], Parker] = TrioParker
+        current_task: Callable[[], object] = staticmethod(lowlevel.current_task)
 
         def __init__(self) -> None:
             self._scope: trio.CancelScope | None = None

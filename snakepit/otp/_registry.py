@@ -137,8 +137,15 @@ class Registry:
                 if ref is not None and ref is not old_ref and ref._started:
                     return ref
                 event = anyio.Event()
-                self._waiters.setdefault(name, []).append(event)
-                await event.wait()
+                waiters = self._waiters.setdefault(name, [])
+                waiters.append(event)
+                try:
+                    await event.wait()
+                finally:
+                    if not event.is_set():  # timed out or cancelled: leave no trace
+                        waiters.remove(event)
+                        if not waiters:
+                            del self._waiters[name]
         current = self.whereis(name)
         raise WaitTimeout(
             f"name {name!r} was not re-registered within {timeout}s (still {current!r})"

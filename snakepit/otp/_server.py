@@ -116,7 +116,7 @@ class ServerRef(Generic[Request, Reply]):
         "_server",
         "_started",
         "_stop_reason",
-        "_task_id",
+        "_task",
         "generation",
         "id",
         "name",
@@ -154,7 +154,7 @@ class ServerRef(Generic[Request, Reply]):
         self._monitors: list[Monitor] = []
         self._done = anyio.Event()
         self._scope: anyio.CancelScope | None = None
-        self._task_id: int | None = None
+        self._task: object = None  # the server's task, once it runs
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name is not None else ""
@@ -203,6 +203,9 @@ class ServerRef(Generic[Request, Reply]):
     async def _request(self, tag: int, payload: Any, timeout: float | None) -> Any:
         if not self._alive:
             raise self._exited()
+        if self._backend.current_task() is self._task:
+            # It would wait on its own mailbox forever (OTP: calling_self).
+            raise ConfigError("server", f"{self!r} cannot call itself from its own task")
         if timeout is not None and not timeout >= 0:
             check_timeout(timeout)
         slot = self._backend.new_slot()
@@ -299,8 +302,8 @@ class ServerRef(Generic[Request, Reply]):
             return
         self._killed = True
         if self._scope is not None:
-            self._scope.cancel()
-        if self._task_id is not None and anyio.get_current_task().id == self._task_id:
+            self._scope.cancel()  # not yet running: _run cancels it on entry
+        if self._backend.current_task() is self._task:
             return
         with anyio.CancelScope(shield=True):
             await self._done.wait()
@@ -312,7 +315,7 @@ class ServerRef(Generic[Request, Reply]):
         return self._exit_reason
 
     def _check_not_self(self, what: str) -> None:
-        if self._task_id is not None and anyio.get_current_task().id == self._task_id:
+        if self._backend.current_task() is self._task:
             raise ConfigError(
                 what, f"{self!r} cannot {what} itself this way; raise Stop(...) in a handler"
             )
@@ -438,7 +441,7 @@ class GenServer(Generic[Request, Reply, State]):
 
         On exit the server is stopped with reason ``"shutdown"``.
         """
-        async with anyio.create_task_group() as tg:
+        async with unwrapped_task_group() as tg:
             ref = await start_server(cls(), tg, arg, name=name, registry=registry)
             try:
                 yield ref
@@ -461,10 +464,12 @@ class GenServer(Generic[Request, Reply, State]):
     ) -> None:
         cancelled = anyio.get_cancelled_exc_class()
         reason: ExitReason = "killed"
-        ref._task_id = anyio.get_current_task().id
+        ref._task = ref._backend.current_task()
         try:
             with anyio.CancelScope() as scope:
                 ref._scope = scope
+                if ref._killed:  # kill() came before this task ran
+                    scope.cancel()
                 async with self._lifespan():
                     state = await self.init(arg)
                     task_status.started(ref)
@@ -554,6 +559,26 @@ class GenServer(Generic[Request, Reply, State]):
             logger.exception("%r: terminate() raised", ref)
 
 
+@asynccontextmanager
+async def unwrapped_task_group() -> AsyncIterator[TaskGroup]:
+    """A task group whose one exception comes out as itself, not in an ExceptionGroup.
+
+    For groups whose tasks never raise (servers catch their own errors): the
+    only exception that can leave is the body's, and callers of ``running()``
+    and ``start()`` are promised that exception, plain.
+    """
+    own: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        own = group.exceptions[0]
+    if own is not None:
+        raise own
+
+
 def _exc_info(reason: ExitReason) -> BaseException | None:
     return reason if isinstance(reason, BaseException) else None
 
@@ -577,7 +602,18 @@ async def start_server(
         registry.register(name, ref)
     if link is not None:
         ref._links.append(link)
-    started: ServerRef[Request, Reply] = await tg.start(server._run, ref, arg)
+    try:
+        started: ServerRef[Request, Reply] = await tg.start(server._run, ref, arg)
+    except BaseException as exc:
+        if ref.alive:  # it never ran (an inactive task group): release its name
+            ref._exit(exc)
+            raise
+        if ref.exit_reason is exc:  # init raised it: the caller gets it as is
+            raise
+        if isinstance(exc, RuntimeError):
+            # "exited without calling task_status.started()": killed or stopped in init
+            raise ref._exited() from None
+        raise
     ref._started = True  # only now has the starter got the ref
     if registry is not None and name is not None and ref.alive:
         registry._announce(name)

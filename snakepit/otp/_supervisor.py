@@ -35,7 +35,14 @@ from ._events import (
 from ._lowlevel import Failure
 from ._reasons import ExitReason, is_abnormal
 from ._registry import Registry
-from ._server import DEFAULT_TIMEOUT, GenServer, ServerRef, check_timeout, start_server
+from ._server import (
+    DEFAULT_TIMEOUT,
+    GenServer,
+    ServerRef,
+    check_timeout,
+    start_server,
+    unwrapped_task_group,
+)
 from ._spec import ChildSpec, ChildType, Restart, Strategy, SupervisorSpec
 
 __all__ = ("ChildCounts", "ChildInfo", "Supervisor", "SupervisorRef")
@@ -303,7 +310,7 @@ class Supervisor(GenServer[Any, Any, None]):
         registry: Registry | None = None,
     ) -> AsyncIterator[SupervisorRef]:
         """Run a supervisor for an ``async with`` block; its tree is stopped on exit."""
-        async with anyio.create_task_group() as tg:
+        async with unwrapped_task_group() as tg:
             ref = await cls.start(tg, arg, name=name, registry=registry)
             try:
                 yield ref
@@ -318,24 +325,16 @@ class Supervisor(GenServer[Any, Any, None]):
 
     @asynccontextmanager
     async def _children_group(self) -> AsyncIterator[None]:
-        # Children never raise into this group (they catch their own errors),
-        # so a group leaving it holds only the supervisor's own exception
-        # (from init or the loop): raise that one as it is, not wrapped.
-        own: BaseException | None = None
+        # Children never raise into this group (they catch their own errors), so
+        # what leaves it is the supervisor's own exception, unwrapped.
         try:
-            async with anyio.create_task_group() as tg:
+            async with unwrapped_task_group() as tg:
                 self._tg = tg
                 yield
-        except BaseExceptionGroup as group:
-            if len(group.exceptions) != 1:
-                raise
-            own = group.exceptions[0]
         finally:
             for send in self._subscribers:
                 send.close()
             self._subscribers.clear()
-        if own is not None:
-            raise own
 
     async def init(self, arg: Any) -> None:
         """Validate the spec and start the children in order."""

@@ -439,3 +439,55 @@ class TestLifecycle:
             ref = await Echo.start(tg)
             tg.start_soon(ref.stop, "shutdown")
             assert await ref.wait() == "shutdown"
+
+
+class BlockedInit(GenServer[Any, Any, None]):
+    async def init(self, arg: Any) -> None:
+        await anyio.Event().wait()
+
+
+class TestReviewedEdges:
+    async def test_running_raises_the_body_exception_plain(self) -> None:
+        with pytest.raises(KeyError, match="from the body"):
+            async with Echo.running() as ref:
+                assert await ref.call("x") == "x"
+                raise KeyError("from the body")
+
+    async def test_running_raises_the_init_exception_plain(self) -> None:
+        class BadInit(GenServer[Any, Any, None]):
+            async def init(self, arg: Any) -> None:
+                raise RuntimeError("init failed")
+
+        with pytest.raises(RuntimeError, match="init failed"):
+            async with BadInit.running():
+                pass
+
+    async def test_a_call_to_itself_fails_at_once(self) -> None:
+        class Selfish(GenServer[str, Any, None]):
+            async def handle_call(self, request: str, state: None) -> tuple[Any, None]:
+                if request == "outer":
+                    try:
+                        await self.ref.call("inner", timeout=None)
+                    except ConfigError as exc:
+                        return exc.field, state
+                return "inner", state
+
+        async with Selfish.running() as ref:
+            with anyio.fail_after(5):
+                assert await ref.call("outer") == "server"
+
+    async def test_killed_during_init_start_raises_server_exited(self) -> None:
+        from snakepit.otp import Registry
+
+        registry = Registry()
+        async with anyio.create_task_group() as tg:
+
+            async def killer() -> None:
+                await anyio.wait_all_tasks_blocked()  # init is blocked
+                await registry.lookup("slow").kill()
+
+            tg.start_soon(killer)
+            with pytest.raises(ServerExited) as info:
+                await BlockedInit.start(tg, name="slow", registry=registry)
+            assert info.value.reason == "killed"
+        assert registry.whereis("slow") is None

@@ -127,3 +127,13 @@ async def test_wait_rebound_times_out_in_virtual_time(mock_clock: Any) -> None:
         with pytest.raises(WaitTimeout):
             await registry.wait_rebound("stuck", ref, timeout=1800)
         assert anyio.current_time() - start == pytest.approx(1800)
+
+
+async def test_timed_out_waiters_leave_nothing_behind() -> None:
+    registry = Registry()
+    for _ in range(50):
+        with pytest.raises(WaitTimeout):
+            await registry.wait_registered("never", timeout=0)
+    with anyio.move_on_after(0):
+        await registry.wait_registered("never", timeout=None)
+    assert registry._waiters == {}
