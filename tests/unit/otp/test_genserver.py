@@ -448,10 +448,13 @@ class BlockedInit(GenServer[Any, Any, None]):
 
 class TestReviewedEdges:
     async def test_running_raises_the_body_exception_plain(self) -> None:
-        with pytest.raises(KeyError, match="from the body"):
+        async def body() -> None:
             async with Echo.running() as ref:
                 assert await ref.call("x") == "x"
                 raise KeyError("from the body")
+
+        with pytest.raises(KeyError, match="from the body"):
+            await body()
 
     async def test_running_raises_the_init_exception_plain(self) -> None:
         class BadInit(GenServer[Any, Any, None]):
