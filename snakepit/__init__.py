@@ -10,6 +10,7 @@ imported first).
 """
 
 import os as _os
+from typing import TYPE_CHECKING, Any
 
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
@@ -27,17 +28,41 @@ from snakepit.errors import NameTaken as NameTaken
 from snakepit.errors import OTPError as OTPError
 from snakepit.errors import PayloadError as PayloadError
 from snakepit.errors import PayloadTooLarge as PayloadTooLarge
+from snakepit.errors import PoolClosed as PoolClosed
+from snakepit.errors import PoolError as PoolError
+from snakepit.errors import PoolStartError as PoolStartError
+from snakepit.errors import QueueFull as QueueFull
+from snakepit.errors import QueueTimeout as QueueTimeout
 from snakepit.errors import ReachedMaxRestartIntensity as ReachedMaxRestartIntensity
 from snakepit.errors import RemoteError as RemoteError
 from snakepit.errors import ServerExited as ServerExited
 from snakepit.errors import SnakepitError as SnakepitError
 from snakepit.errors import ToolNotFound as ToolNotFound
 from snakepit.errors import WaitTimeout as WaitTimeout
+from snakepit.errors import WorkerCrashed as WorkerCrashed
 from snakepit.errors import WorkerError as WorkerError
 from snakepit.errors import WorkerStartError as WorkerStartError
 from snakepit.errors import WorkerUnavailable as WorkerUnavailable
 
+if TYPE_CHECKING:
+    from snakepit.pool import Pool as Pool
+    from snakepit.pool import PoolConfig as PoolConfig
+    from snakepit.pool import PoolStats as PoolStats
+
 __version__ = "0.1.0.dev0"
+
+# The pool is host-side (grpc client, processes): imported on first use, so
+# that a worker process, which imports snakepit.worker, never loads it.
+_LAZY = {"Pool", "PoolConfig", "PoolStats"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import snakepit.pool
+
+        return getattr(snakepit.pool, name)
+    raise AttributeError(f"module 'snakepit' has no attribute {name!r}")
+
 
 __all__ = (
     "CallTimeout",
@@ -54,12 +79,21 @@ __all__ = (
     "OTPError",
     "PayloadError",
     "PayloadTooLarge",
+    "Pool",
+    "PoolClosed",
+    "PoolConfig",
+    "PoolError",
+    "PoolStartError",
+    "PoolStats",
+    "QueueFull",
+    "QueueTimeout",
     "ReachedMaxRestartIntensity",
     "RemoteError",
     "ServerExited",
     "SnakepitError",
     "ToolNotFound",
     "WaitTimeout",
+    "WorkerCrashed",
     "WorkerError",
     "WorkerStartError",
     "WorkerUnavailable",

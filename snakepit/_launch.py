@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from snakepit.errors import ConfigError, WorkerStartError
 
 __all__ = ("WorkerProcess", "spawn_worker")
@@ -162,7 +164,8 @@ async def spawn_worker(
         except (ValueError, KeyError, TypeError):
             raise await _failed(worker, f"unreadable ready line {line[:200]!r}") from None
     except BaseException:
-        await worker.aclose(grace=0)
+        with anyio.CancelScope(shield=True):  # reap it even when we were cancelled
+            await worker.aclose(grace=0)
         raise
     worker.ready = ready
     worker.address = address

@@ -18,6 +18,7 @@
         └── ReachedMaxRestartIntensity       too many restarts in the window
     WorkerError                              a worker process, or a call to it, failed
     ├── WorkerStartError                     exited or timed out before its ready line
+    ├── WorkerCrashed                        the process died with the call in flight
     ├── WorkerUnavailable                    the connection to the worker broke, or it is stopping
     ├── ExecutionTimeout (also TimeoutError) the call's timeout passed
     ├── PayloadTooLarge                      a message over the size limit (connection unharmed)
@@ -25,8 +26,13 @@
     └── RemoteError                          the tool raised: remote type, message, traceback
         ├── ToolNotFound                     no tool of that name
         └── InvalidArguments                 the arguments do not fit the tool's signature
+    PoolError                                the pool as a whole
+    ├── PoolStartError                       a worker failed to start; nothing is left running
+    ├── PoolClosed                           the pool is not running (not entered, or left)
+    ├── QueueFull                            max_queue calls are already waiting
+    └── QueueTimeout (also TimeoutError)     no worker became free within queue_timeout
 
-(``WorkerError`` is also a direct subclass of ``SnakepitError``.)
+(``WorkerError`` and ``PoolError`` are direct subclasses of ``SnakepitError``.)
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -57,12 +63,18 @@ __all__ = (
     "OTPError",
     "PayloadError",
     "PayloadTooLarge",
+    "PoolClosed",
+    "PoolError",
+    "PoolStartError",
+    "QueueFull",
+    "QueueTimeout",
     "ReachedMaxRestartIntensity",
     "RemoteError",
     "ServerExited",
     "SnakepitError",
     "ToolNotFound",
     "WaitTimeout",
+    "WorkerCrashed",
     "WorkerError",
     "WorkerStartError",
     "WorkerUnavailable",
@@ -225,6 +237,37 @@ class WorkerStartError(WorkerError):
         self.stderr_tail = stderr_tail
 
 
+class WorkerCrashed(WorkerError):
+    """The worker process died while the call was in flight.
+
+    Never retried silently: ``retries=`` is opt-in per call, for idempotent tools.
+    """
+
+    def __init__(
+        self, worker_id: str, *, pid: int | None, returncode: int | None, stderr_tail: str
+    ) -> None:
+        if returncode is None:
+            cause = "its connection broke"
+        elif returncode < 0:
+            import signal
+
+            name = signal.Signals(-returncode).name
+            hint = " (a possible out-of-memory kill)" if name == "SIGKILL" else ""
+            cause = f"killed by {name}{hint}"
+        else:
+            cause = f"exit code {returncode}"
+        tail = f"\n--- stderr (last lines) ---\n{stderr_tail}" if stderr_tail else ""
+        super().__init__(f"worker {worker_id!r} (pid {pid}) crashed: {cause}{tail}")
+        #: The worker's id.
+        self.worker_id = worker_id
+        #: Its process id.
+        self.pid = pid
+        #: Its exit code (negative: the signal that killed it), None if unknown.
+        self.returncode = returncode
+        #: The last lines of its stderr.
+        self.stderr_tail = stderr_tail
+
+
 class WorkerUnavailable(WorkerError):
     """The connection to the worker broke, or the worker is shutting down."""
 
@@ -263,6 +306,30 @@ class ToolNotFound(RemoteError):
 
 class InvalidArguments(RemoteError):
     """The arguments do not fit the tool's signature (checked before the call)."""
+
+
+class PoolError(SnakepitError):
+    """The pool as a whole failed or refused a call."""
+
+
+class PoolStartError(PoolError):
+    """A worker failed to start while the pool started; everything was stopped again.
+
+    The message names the worker and carries its stderr tail (``__cause__`` is
+    the :class:`WorkerStartError`).
+    """
+
+
+class PoolClosed(PoolError):
+    """The pool is not running: not entered yet, or already left."""
+
+
+class QueueFull(PoolError):
+    """``max_queue`` calls are already waiting for a worker."""
+
+
+class QueueTimeout(PoolError, TimeoutError):
+    """No worker became free within ``queue_timeout``."""
 
 
 def _describe(reason: object) -> str:

@@ -408,6 +408,13 @@ class GenServer(Generic[Request, Reply, State]):
     async def terminate(self, reason: ExitReason, state: State) -> None:
         """Clean up before exit; not called after :meth:`ServerRef.kill`."""
 
+    def log_crash(self, reason: ExitReason) -> None:
+        """Report an abnormal exit (default: an ERROR record with the traceback).
+
+        Override to report an expected kind of exit more quietly.
+        """
+        logger.error("%r crashed", self.ref, exc_info=_exc_info(reason))
+
     # -- starting -------------------------------------------------------------------
 
     @classmethod
@@ -552,7 +559,7 @@ class GenServer(Generic[Request, Reply, State]):
         self, ref: ServerRef[Request, Reply], reason: ExitReason, state: State
     ) -> None:
         if is_abnormal(reason):
-            logger.error("%r crashed", ref, exc_info=_exc_info(reason))
+            self.log_crash(reason)
         try:
             await self.terminate(reason, state)
         except Exception:

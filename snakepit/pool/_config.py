@@ -1,0 +1,125 @@
+"""PoolConfig: every option of a pool, validated at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from snakepit.errors import ConfigError
+
+__all__ = ("PoolConfig",)
+
+#: Set to "1" in each worker unless configured, so that N workers running
+#: BLAS/OpenMP code do not each start a thread per core.
+THREAD_CAP_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def _positive(name: str, value: object, *, allow_none: bool = False, integer: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if integer:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        kind = "an int >= 1"
+    else:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+        kind = "a number > 0"
+    if not ok:
+        raise ConfigError(name, f"must be {kind}{' or None' if allow_none else ''}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolConfig:
+    """How a :class:`~snakepit.Pool` starts, runs and stops its workers.
+
+    Every field is checked when the config is made; a bad one raises
+    :class:`~snakepit.errors.ConfigError` naming it, before any process starts.
+    """
+
+    #: ``package.module:Class`` of the :class:`~snakepit.worker.Adapter`.
+    adapter: str
+    #: Worker processes.
+    size: int = 4
+    #: Calls one worker runs at once.
+    max_concurrency: int = 1
+    #: Calls that may wait for a free worker; one more raises ``QueueFull``.
+    max_queue: int = 10_000
+    #: Seconds a call may wait for a free worker (None: no limit) -> ``QueueTimeout``.
+    queue_timeout: float | None = None
+    #: Seconds a worker may take to report ready.
+    startup_timeout: float = 30.0
+    #: Seconds between SIGTERM and SIGKILL when a worker is stopped.
+    shutdown_timeout: float = 5.0
+    #: Worker restarts allowed in ``max_seconds`` before the pool gives up on them.
+    max_restarts: int = 10
+    max_seconds: float = 5.0
+    #: The Python that runs the workers (default: the host's).
+    python: str | None = None
+    #: Extra environment for the workers (added to the host's).
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: The workers' working directory (default: the host's).
+    cwd: str | None = None
+    #: Set the BLAS/OpenMP thread variables to 1 unless ``env`` sets them.
+    cap_threads: bool = True
+    #: The gRPC message size limit, in MiB, both ways.
+    max_message_mb: float = 64.0
+
+    def __post_init__(self) -> None:
+        module, sep, cls = (
+            self.adapter.partition(":") if isinstance(self.adapter, str) else ("",) * 3
+        )
+        if not (sep and module and cls):
+            raise ConfigError(
+                "adapter", f"must be 'package.module:ClassName', got {self.adapter!r}"
+            )
+        for name in ("size", "max_concurrency", "max_queue"):
+            _positive(name, getattr(self, name), integer=True)
+        if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise ConfigError("max_restarts", f"must be an int >= 0, got {self.max_restarts!r}")
+        for name in ("startup_timeout", "shutdown_timeout", "max_seconds", "max_message_mb"):
+            _positive(name, getattr(self, name))
+        _positive("queue_timeout", self.queue_timeout, allow_none=True)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.env).items()):
+            raise ConfigError("env", "keys and values must be strings")
+        object.__setattr__(self, "env", dict(self.env))
+
+    @classmethod
+    def from_options(cls, adapter: str | None, options: Mapping[str, Any]) -> PoolConfig:
+        """Build a config from keyword options, naming any unknown one.
+
+        :raises ConfigError: an unknown option, or a bad value.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                unknown[0], f"unknown pool option (known: {', '.join(sorted(known))})"
+            )
+        if adapter is None and "adapter" not in options:
+            raise ConfigError("adapter", "is required ('package.module:ClassName')")
+        merged = dict(options)
+        if adapter is not None:
+            merged["adapter"] = adapter
+        return cls(**merged)
+
+    def worker_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment of a worker: ``base``, thread caps where unset, then ``env``."""
+        env = dict(base)
+        if self.cap_threads:
+            for name in THREAD_CAP_VARIABLES:
+                env.setdefault(name, "1")
+        env.update(self.env)
+        return env
+
+    @property
+    def max_message_bytes(self) -> int:
+        """``max_message_mb`` in bytes."""
+        return int(self.max_message_mb * 1024 * 1024)

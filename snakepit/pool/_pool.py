@@ -1,0 +1,338 @@
+"""Pool: supervised worker processes behind execute() and stream()."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit.errors import (
+    ConfigError,
+    ExecutionTimeout,
+    PoolClosed,
+    PoolStartError,
+    QueueTimeout,
+    WorkerUnavailable,
+)
+from snakepit.otp import (
+    ChildSpec,
+    DynamicSupervisor,
+    DynamicSupervisorSpec,
+    Supervisor,
+    SupervisorRef,
+    SupervisorSpec,
+)
+
+from ._config import PoolConfig
+from ._launcher import Launcher, LocalLauncher
+from ._scheduler import Scheduler
+from ._worker import Worker, WorkerArgs
+
+__all__ = ("Pool", "PoolStats")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool, from :meth:`Pool.stats`."""
+
+    #: Configured worker processes.
+    size: int
+    #: Workers ready to take calls now.
+    ready: int
+    #: Free call slots now.
+    idle: int
+    #: Calls waiting for a slot now.
+    queued: int
+    #: Calls started, and how many ended in an error, a timeout or a crash.
+    requests: int
+    errors: int
+    timeouts: int
+    crashes: int
+    #: Worker processes started to replace others.
+    restarts: int
+
+
+class _Startup:
+    """Waits for the first ``size`` workers: all ready, or the first failure."""
+
+    def __init__(self, size: int) -> None:
+        self.waiting = size
+        self.failure: tuple[str, BaseException] | None = None
+        self.done = anyio.Event()
+
+    def ready(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.done.set()
+
+    def failed(self, worker_id: str, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = (worker_id, error)
+        self.done.set()
+
+
+class Pool:
+    """A supervised pool of worker processes running one adapter.
+
+    ::
+
+        async with Pool(adapter="myapp.adapters:Model", size=4) as pool:
+            result = await pool.execute("predict", {"x": 1})
+
+    Entering starts ``size`` workers in parallel and returns when all are
+    ready, or raises :class:`~snakepit.errors.PoolStartError` naming the
+    worker that failed, with its stderr tail (nothing is left running).
+    Leaving stops them: SIGTERM, ``shutdown_timeout``, SIGKILL, every process
+    reaped. Options are those of :class:`PoolConfig` (or pass ``config=``).
+
+    The tree: a Supervisor (``pool.supervisor``) over a DynamicSupervisor of
+    :class:`~snakepit.pool.Worker` servers, one per process; a crashed
+    process's Worker exits and is replaced. Calls take a free slot from the
+    scheduler and go straight to the worker's multiplexed channel from the
+    caller's task.
+    """
+
+    def __init__(
+        self,
+        adapter: str | None = None,
+        *,
+        config: PoolConfig | None = None,
+        launcher: Launcher | None = None,
+        **options: Any,
+    ) -> None:
+        if config is not None and (adapter is not None or options):
+            raise ConfigError("config", "pass either config= or adapter and options, not both")
+        self.config = config if config is not None else PoolConfig.from_options(adapter, options)
+        self._launcher = launcher
+        self._state = "new"
+        self._scheduler: Scheduler[Worker] = Scheduler(
+            max_queue=self.config.max_queue, queue_timeout=self.config.queue_timeout
+        )
+        self._stack: AsyncExitStack | None = None
+        self._supervisor: SupervisorRef | None = None
+        self._workers: dict[str, Worker] = {}
+        self._startup: _Startup | None = None
+        self._ids = itertools.count()
+        self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
+        self._requests = self._errors = self._timeouts = self._crashes = self._restarts = 0
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.config.adapter} size={self.config.size} {self._state}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Pool:
+        if self._state != "new":
+            raise PoolClosed(f"{self!r}: a Pool is entered once")
+        self._state = "starting"
+        config = self.config
+        run_id = uuid.uuid4().hex[:12]
+        launcher = self._launcher or LocalLauncher()
+        self._startup = startup = _Startup(config.size)
+        self._ready_changed = anyio.Event()
+        stack = AsyncExitStack()
+        if self._launcher is None:
+            stack.callback(launcher.close)
+        stack.callback(self._scheduler.close)
+        try:
+            workers_spec = DynamicSupervisorSpec(
+                max_restarts=config.max_restarts, max_seconds=config.max_seconds
+            )
+            spec = SupervisorSpec(
+                [ChildSpec("workers", DynamicSupervisor, workers_spec)], max_restarts=0
+            )
+            self._supervisor = await stack.enter_async_context(
+                Supervisor.running(spec, name="pool")
+            )
+            workers = self._supervisor.child("workers")
+            assert isinstance(workers, SupervisorRef)
+            for _ in range(config.size):
+                n = next(self._ids)
+                args = WorkerArgs(
+                    config, launcher, f"w{n}", run_id, self._on_ready, self._on_failed
+                )
+                await workers.start_child(
+                    ChildSpec(f"w{n}", Worker, args, shutdown=config.shutdown_timeout + 1.0)
+                )
+            with anyio.move_on_after(config.startup_timeout + 5.0):
+                await startup.done.wait()
+            if startup.failure is not None:
+                _, error = startup.failure
+                raise PoolStartError(f"{self!r} did not start: {error}") from error
+            if startup.waiting:
+                raise PoolStartError(f"{self!r}: workers not ready after the startup timeout")
+        except BaseException:
+            self._state = "closed"
+            await stack.aclose()  # the tree's own stop is shielded
+            raise
+        self._startup = None
+        self._stack = stack
+        self._state = "running"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every worker (SIGTERM, ``shutdown_timeout``, SIGKILL) and reap it."""
+        stack, self._stack = self._stack, None
+        self._state = "closed"
+        if stack is not None:
+            await stack.aclose()  # the tree's own stop is shielded
+
+    def _on_ready(self, worker: Worker) -> None:
+        self._workers[worker.worker_id] = worker
+        if self._ready_changed is not None:
+            self._ready_changed.set()
+        self._ready_changed = anyio.Event()
+        if worker.ref.generation > 0:
+            self._restarts += 1
+        self._scheduler.add(worker, self.config.max_concurrency)
+        if self._startup is not None:
+            self._startup.ready()
+
+    def _on_failed(self, worker: Worker, error: BaseException) -> None:
+        if self._startup is not None:
+            self._startup.failed(worker.worker_id, error)
+
+    async def wait_ready(self, *, timeout: float | None = 30.0) -> None:
+        """Wait until all ``size`` workers are ready (after crashes: replaced).
+
+        Event-driven: wakes each time a worker becomes ready.
+
+        :raises QueueTimeout: not all ready within ``timeout``.
+        """
+        self._running()
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+            while self.stats().ready < self.config.size:
+                assert self._ready_changed is not None
+                await self._ready_changed.wait()
+            return
+        raise QueueTimeout(f"{self!r}: only {self.stats().ready} workers ready after {timeout}s")
+
+    @property
+    def supervisor(self) -> SupervisorRef:
+        """The pool's supervision tree (for inspection and the testing harness).
+
+        :raises PoolClosed: the pool is not running.
+        """
+        if self._supervisor is None or self._state != "running":
+            raise PoolClosed(f"{self!r} is not running")
+        return self._supervisor
+
+    def _running(self) -> Scheduler[Worker]:
+        if self._state != "running":
+            raise PoolClosed(f"{self!r} is not running")
+        return self._scheduler
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        session_id: str = "",
+    ) -> Any:
+        """Run ``tool`` with ``args`` on a free worker and return its result.
+
+        :param timeout: seconds; when it passes the call raises
+            :class:`~snakepit.errors.ExecutionTimeout` and the worker is
+            killed and replaced (it may be stuck in a sync tool).
+        :raises RemoteError: the tool raised (``ToolNotFound``, ``InvalidArguments``).
+        :raises WorkerCrashed: the worker died with the call in flight (not retried).
+        :raises QueueFull, QueueTimeout, PoolClosed: no worker to run it.
+        """
+        scheduler = self._running()
+        worker = await scheduler.checkout()
+        self._requests += 1
+        try:
+            mux = worker.mux
+            if mux is None:
+                raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
+            return await mux.execute(tool, args, timeout=timeout, session_id=session_id)
+        except WorkerUnavailable as exc:
+            self._crashes += 1
+            raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
+        except ExecutionTimeout:
+            self._timeouts += 1
+            worker.retire()
+            raise
+        except Exception:
+            self._errors += 1
+            raise
+        finally:
+            scheduler.checkin(worker)
+
+    async def stream(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        session_id: str = "",
+    ) -> AsyncIterator[Any]:
+        """Run a streaming ``tool`` and yield its items; ``aclose()`` cancels it remotely.
+
+        The worker's slot is held until the stream ends or is closed.
+
+        :raises RemoteError, WorkerCrashed, ExecutionTimeout: as :meth:`execute`.
+        """
+        scheduler = self._running()
+        worker = await scheduler.checkout()
+        self._requests += 1
+        try:
+            mux = worker.mux
+            if mux is None:
+                raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
+            async for item in mux.stream(tool, args, timeout=timeout, session_id=session_id):
+                yield item
+        except WorkerUnavailable as exc:
+            self._crashes += 1
+            raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
+        except ExecutionTimeout:
+            self._timeouts += 1
+            worker.retire()
+            raise
+        finally:
+            scheduler.checkin(worker)
+
+    async def describe(self) -> worker_pb2.DescribeResponse:
+        """The adapter's tools, as a worker describes them."""
+        scheduler = self._running()
+        worker = await scheduler.checkout()
+        try:
+            client = worker.client
+            if client is None:
+                raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
+            return await client.describe()
+        finally:
+            scheduler.checkin(worker)
+
+    def stats(self) -> PoolStats:
+        """Counters and the state of the workers, now."""
+        ready = sum(1 for w in self._workers.values() if w.usable)
+        return PoolStats(
+            size=self.config.size,
+            ready=ready,
+            idle=self._scheduler.idle,
+            queued=self._scheduler.queued,
+            requests=self._requests,
+            errors=self._errors,
+            timeouts=self._timeouts,
+            crashes=self._crashes,
+            restarts=self._restarts,
+        )

@@ -1,0 +1,109 @@
+"""Scheduler: hands worker slots to calls, with a bounded queue (the hot path)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, Protocol, TypeVar
+
+from snakepit.errors import PoolClosed, QueueFull, QueueTimeout
+
+__all__ = ("Scheduler",)
+
+
+class _Usable(Protocol):
+    @property
+    def usable(self) -> bool: ...
+
+
+W = TypeVar("W", bound=_Usable)
+
+
+class Scheduler(Generic[W]):
+    """Free slots of the pool's workers, and the calls waiting for one.
+
+    Each worker adds one slot per call it may run at once. :meth:`checkout`
+    takes a slot (no message to any server: a deque pop), or waits in order;
+    :meth:`checkin` hands the slot straight to the oldest waiter. A slot of a
+    worker that is no longer usable (crashed, retired) is dropped; its
+    replacement brings new ones.
+    """
+
+    def __init__(self, *, max_queue: int, queue_timeout: float | None) -> None:
+        self._max_queue = max_queue
+        self._queue_timeout = queue_timeout
+        self._idle: deque[W] = deque()
+        self._waiters: deque[asyncio.Future[W]] = deque()
+        self._closed = False
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a slot now."""
+        return len(self._waiters)
+
+    @property
+    def idle(self) -> int:
+        """Free slots of usable workers now."""
+        return sum(1 for w in self._idle if w.usable)
+
+    async def checkout(self) -> W:
+        """Take a free slot, waiting in order if there is none.
+
+        :raises QueueFull: ``max_queue`` calls already wait.
+        :raises QueueTimeout: none came free within ``queue_timeout``.
+        :raises PoolClosed: the pool stopped.
+        """
+        if self._closed:
+            raise PoolClosed("the pool is not running")
+        idle = self._idle
+        while idle:
+            worker = idle.popleft()
+            if worker.usable:
+                return worker
+        if len(self._waiters) >= self._max_queue:
+            raise QueueFull(f"{self._max_queue} calls are already waiting for a worker")
+        waiter: asyncio.Future[W] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                return await waiter
+        except TimeoutError:
+            self._give_up(waiter)
+            raise QueueTimeout(f"no worker came free within {self._queue_timeout:g}s") from None
+        except BaseException:  # cancelled, or PoolClosed
+            self._give_up(waiter)
+            raise
+
+    def _give_up(self, waiter: asyncio.Future[W]) -> None:
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self.checkin(waiter.result())  # handed over just as the caller gave up
+        else:
+            waiter.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def checkin(self, worker: W) -> None:
+        """Return a slot: to the oldest waiter, else to the free slots."""
+        if not worker.usable:
+            return
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(worker)
+                return
+        self._idle.append(worker)
+
+    def add(self, worker: W, slots: int) -> None:
+        """Offer ``slots`` slots of a worker that became ready."""
+        for _ in range(slots):
+            self.checkin(worker)
+
+    def close(self) -> None:
+        """Refuse new calls; waiting ones get :class:`PoolClosed`."""
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(PoolClosed("the pool stopped"))
+        self._idle.clear()

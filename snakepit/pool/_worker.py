@@ -1,0 +1,188 @@
+"""Worker: the host side of one worker process, as a supervised GenServer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from snakepit._client import Multiplexer, WorkerClient
+from snakepit.errors import WorkerCrashed, WorkerError, WorkerStartError
+from snakepit.otp import ExitReason, GenServer
+from snakepit.otp._server import unwrapped_task_group
+
+from ._config import PoolConfig
+from ._launcher import Launcher, WorkerHandle
+
+__all__ = ("Worker", "WorkerArgs")
+
+logger = logging.getLogger("snakepit.pool")
+
+#: How long a failed call waits for the process's exit status, to report it.
+CRASH_REPORT_WAIT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerArgs:
+    """What a :class:`Worker` needs: the pool's config, launcher and callbacks."""
+
+    config: PoolConfig
+    launcher: Launcher
+    worker_id: str
+    run_id: str
+    #: Called with the worker once its process is ready (it offers its slots).
+    on_ready: Callable[[Worker], None]
+    #: Called with the worker and the error when its process failed to start.
+    on_failed: Callable[[Worker, BaseException], None]
+
+
+class _ProcessExited(Exception):
+    """The worker's process exited on its own (the Worker's exit reason)."""
+
+
+class Worker(GenServer[Any, Any, None]):
+    """Owns one worker process: starts it, watches it, stops and reaps it.
+
+    ``init`` returns at once and the process boots in the background, so a
+    pool's workers start in parallel. When the process exits on its own, the
+    Worker exits with that as its reason and its supervisor starts a
+    replacement. Calls go straight to :attr:`mux` from the caller's task.
+    """
+
+    args: WorkerArgs
+    handle: WorkerHandle | None
+    process: WorkerHandle | None
+    client: WorkerClient | None
+    mux: Multiplexer | None
+
+    def __init__(self) -> None:
+        self.handle = None
+        self.client = None
+        self.mux = None
+        self.process: WorkerHandle | None = None  # kept after release, for crash reports
+        self._usable = False
+        self._retired = False
+        self._tg: TaskGroup | None = None
+
+    @property
+    def worker_id(self) -> str:
+        """The id of this worker (a restart gets a new one)."""
+        return self.args.worker_id
+
+    @property
+    def usable(self) -> bool:
+        """True while the process is ready and not retired, crashed or stopping."""
+        return self._usable and not self._retired
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _lifespan(self) -> AbstractAsyncContextManager[object]:
+        return self._owning()
+
+    @asynccontextmanager
+    async def _owning(self) -> AsyncIterator[None]:
+        async with unwrapped_task_group() as tg:
+            self._tg = tg
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._release(grace=0)  # killed: the process goes too
+                tg.cancel_scope.cancel()
+
+    async def init(self, arg: Any) -> None:
+        """Remember the args and start booting the process in the background."""
+        self.args = arg
+        assert self._tg is not None
+        self._tg.start_soon(self._boot)
+
+    async def _boot(self) -> None:
+        args = self.args
+        try:
+            self.handle = self.process = await args.launcher.start(
+                args.config, args.worker_id, args.run_id
+            )
+            self.client = WorkerClient(
+                self.handle.address, max_message_bytes=args.config.max_message_bytes
+            )
+            self.mux = self.client.multiplexer()
+        except Exception as exc:
+            args.on_failed(self, exc)
+            self.ref.send(("failed", exc))
+            return
+        self._usable = True
+        args.on_ready(self)
+        code = await self.handle.wait()
+        self._usable = False
+        self.ref.send(("exited", code))
+
+    async def handle_info(self, message: Any, state: None) -> None:
+        """React to the process: it failed to start, or exited."""
+        match message:
+            case ("failed", exc):
+                raise exc
+            case ("exited", code):
+                if not self._retired:
+                    raise _ProcessExited(f"worker {self.worker_id!r} exited with {code}")
+                raise _ProcessExited(f"worker {self.worker_id!r} retired")
+        return await super().handle_info(message, state)
+
+    def log_crash(self, reason: ExitReason) -> None:
+        """A process that exited is routine for a pool: one warning line, no traceback."""
+        if isinstance(reason, _ProcessExited | WorkerStartError):
+            logger.warning("%s; starting a replacement", str(reason).splitlines()[0])
+        else:
+            super().log_crash(reason)
+
+    async def terminate(self, reason: ExitReason, state: None) -> None:
+        """Stop the process: SIGTERM, the shutdown timeout, then SIGKILL."""
+        await self._release(grace=self.args.config.shutdown_timeout)
+
+    async def _release(self, grace: float) -> None:
+        # Idempotent, and complete when repeated: a graceful release cut short by
+        # a kill is finished by the shielded one in _owning.
+        self._usable = False
+        if self.mux is not None:
+            await self.mux.aclose()
+        if self.client is not None:
+            await self.client.aclose()
+        if self.handle is not None:
+            await self.handle.aclose(grace=grace)
+
+    # -- used by the pool -------------------------------------------------------------------
+
+    def retire(self) -> None:
+        """Take it out of service and kill its process (a timeout: it may be stuck).
+
+        The process exit ends this Worker; its supervisor starts a replacement.
+        """
+        self._retired = True
+        if self.handle is not None:
+            self.handle.kill()
+
+    async def crash_error(self, error: WorkerError) -> WorkerError:
+        """The error for a call that failed because the connection broke.
+
+        Waits briefly for the process's exit status: if it died, a
+        :class:`WorkerCrashed` with the exit code or signal and the stderr tail.
+        """
+        handle = self.process
+        if handle is None:
+            return error
+        with anyio.move_on_after(CRASH_REPORT_WAIT):
+            await handle.wait()
+        if handle.returncode is None:
+            return error
+        crashed = WorkerCrashed(
+            self.worker_id,
+            pid=handle.pid,
+            returncode=handle.returncode,
+            stderr_tail=handle.stderr_tail(),
+        )
+        crashed.__cause__ = error
+        return crashed
