@@ -29,6 +29,7 @@ from snakepit.errors import OTPError as OTPError
 from snakepit.errors import PayloadError as PayloadError
 from snakepit.errors import PayloadTooLarge as PayloadTooLarge
 from snakepit.errors import PoolClosed as PoolClosed
+from snakepit.errors import PoolDegraded as PoolDegraded
 from snakepit.errors import PoolError as PoolError
 from snakepit.errors import PoolStartError as PoolStartError
 from snakepit.errors import QueueFull as QueueFull
@@ -82,6 +83,7 @@ __all__ = (
     "Pool",
     "PoolClosed",
     "PoolConfig",
+    "PoolDegraded",
     "PoolError",
     "PoolStartError",
     "PoolStats",

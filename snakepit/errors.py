@@ -29,6 +29,7 @@
     PoolError                                the pool as a whole
     ├── PoolStartError                       a worker failed to start; nothing is left running
     ├── PoolClosed                           the pool is not running (not entered, or left)
+    ├── PoolDegraded                         workers kept crashing: the pool gave up
     ├── QueueFull                            max_queue calls are already waiting
     └── QueueTimeout (also TimeoutError)     no worker became free within queue_timeout
 
@@ -64,6 +65,7 @@ __all__ = (
     "PayloadError",
     "PayloadTooLarge",
     "PoolClosed",
+    "PoolDegraded",
     "PoolError",
     "PoolStartError",
     "QueueFull",
@@ -244,9 +246,17 @@ class WorkerCrashed(WorkerError):
     """
 
     def __init__(
-        self, worker_id: str, *, pid: int | None, returncode: int | None, stderr_tail: str
+        self,
+        worker_id: str,
+        *,
+        pid: int | None,
+        returncode: int | None,
+        stderr_tail: str,
+        reason: str | None = None,
     ) -> None:
-        if returncode is None:
+        if reason is not None:
+            cause = reason
+        elif returncode is None:
             cause = "its connection broke"
         elif returncode < 0:
             import signal
@@ -266,6 +276,8 @@ class WorkerCrashed(WorkerError):
         self.returncode = returncode
         #: The last lines of its stderr.
         self.stderr_tail = stderr_tail
+        #: Why the pool killed it (e.g. missed health checks), if it did.
+        self.reason = reason
 
 
 class WorkerUnavailable(WorkerError):
@@ -322,6 +334,18 @@ class PoolStartError(PoolError):
 
 class PoolClosed(PoolError):
     """The pool is not running: not entered yet, or already left."""
+
+
+class PoolDegraded(PoolError):
+    """The workers kept crashing (restart intensity reached): the pool takes no calls.
+
+    ``reason`` is the supervisor's exit reason; ``stats().degraded`` says it too.
+    """
+
+    def __init__(self, message: str, reason: object) -> None:
+        super().__init__(message)
+        #: Why the worker supervision gave up.
+        self.reason = reason
 
 
 class QueueFull(PoolError):

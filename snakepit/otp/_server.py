@@ -260,6 +260,18 @@ class ServerRef(Generic[Request, Reply]):
         """
         return await self._request(_STATE, None, timeout)
 
+    def link(self, callback: ExitCallback) -> None:
+        """Call ``callback(ref, reason)`` when the server exits (at once if it has).
+
+        Runs synchronously in the exiting server's task, before monitors fire:
+        keep it short and non-blocking (set a flag, queue a message).
+        """
+        if self._alive:
+            self._links.append(callback)
+        else:
+            assert self._exit_reason is not None
+            callback(self, self._exit_reason)
+
     def mailbox_stats(self) -> MailboxStats:
         """Return exact mailbox counters (queued now, high-water mark, received)."""
         return MailboxStats(len(self._mailbox), self._high_water, self._received)

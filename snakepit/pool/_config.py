@@ -71,6 +71,12 @@ class PoolConfig:
     cap_threads: bool = True
     #: The gRPC message size limit, in MiB, both ways.
     max_message_mb: float = 64.0
+    #: Seconds between health checks of each worker (None: no checks).
+    health_interval: float | None = 5.0
+    #: Seconds a health check may take.
+    health_timeout: float = 2.0
+    #: Missed health checks in a row that get a worker killed and replaced.
+    max_missed_pings: int = 3
 
     def __post_init__(self) -> None:
         module, sep, cls = (
@@ -87,6 +93,9 @@ class PoolConfig:
         for name in ("startup_timeout", "shutdown_timeout", "max_seconds", "max_message_mb"):
             _positive(name, getattr(self, name))
         _positive("queue_timeout", self.queue_timeout, allow_none=True)
+        _positive("health_interval", self.health_interval, allow_none=True)
+        _positive("health_timeout", self.health_timeout)
+        _positive("max_missed_pings", self.max_missed_pings, integer=True)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.env).items()):
             raise ConfigError("env", "keys and values must be strings")
         object.__setattr__(self, "env", dict(self.env))

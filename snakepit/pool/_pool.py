@@ -17,17 +17,21 @@ from snakepit.errors import (
     ConfigError,
     ExecutionTimeout,
     PoolClosed,
+    PoolDegraded,
     PoolStartError,
     QueueTimeout,
+    WorkerCrashed,
     WorkerUnavailable,
 )
 from snakepit.otp import (
     ChildSpec,
     DynamicSupervisor,
     DynamicSupervisorSpec,
+    ExitReason,
     Supervisor,
     SupervisorRef,
     SupervisorSpec,
+    is_abnormal,
 )
 
 from ._config import PoolConfig
@@ -36,6 +40,9 @@ from ._scheduler import Scheduler
 from ._worker import Worker, WorkerArgs
 
 __all__ = ("Pool", "PoolStats")
+
+#: Seconds before the first retry of a crashed call; doubled for each next one.
+RETRY_BACKOFF = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,8 @@ class PoolStats:
     crashes: int
     #: Worker processes started to replace others.
     restarts: int
+    #: Why the pool gave up on its workers (restart intensity), or None.
+    degraded: str | None
 
 
 class _Startup:
@@ -122,6 +131,8 @@ class Pool:
         self._ids = itertools.count()
         self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
         self._requests = self._errors = self._timeouts = self._crashes = self._restarts = 0
+        self._degraded: BaseException | None = None
+        self._last_failure: str = ""
 
     def __repr__(self) -> str:
         return f"<Pool {self.config.adapter} size={self.config.size} {self._state}>"
@@ -151,6 +162,7 @@ class Pool:
             self._supervisor = await stack.enter_async_context(
                 Supervisor.running(spec, name="pool")
             )
+            self._supervisor.link(self._on_tree_exit)
             workers = self._supervisor.child("workers")
             assert isinstance(workers, SupervisorRef)
             for _ in range(config.size):
@@ -204,8 +216,20 @@ class Pool:
             self._startup.ready()
 
     def _on_failed(self, worker: Worker, error: BaseException) -> None:
+        self._last_failure = str(error)
         if self._startup is not None:
             self._startup.failed(worker.worker_id, error)
+
+    def _on_tree_exit(self, ref: object, reason: ExitReason) -> None:
+        # The supervision tree gave up (workers kept crashing): stop taking calls.
+        if self._state != "running" or not is_abnormal(reason):
+            return
+        self._state = "degraded"
+        self._degraded = reason if isinstance(reason, BaseException) else RuntimeError(reason)
+        last = f"; last start failure: {self._last_failure}" if self._last_failure else ""
+        self._scheduler.close(
+            PoolDegraded(f"{self!r}: its workers kept crashing ({reason}){last}", reason)
+        )
 
     async def wait_ready(self, *, timeout: float | None = 30.0) -> None:
         """Wait until all ``size`` workers are ready (after crashes: replaced).
@@ -226,13 +250,17 @@ class Pool:
     def supervisor(self) -> SupervisorRef:
         """The pool's supervision tree (for inspection and the testing harness).
 
+        Still there (dead) once the pool is degraded, for its exit reason.
+
         :raises PoolClosed: the pool is not running.
         """
-        if self._supervisor is None or self._state != "running":
+        if self._supervisor is None or self._state not in ("running", "degraded"):
             raise PoolClosed(f"{self!r} is not running")
         return self._supervisor
 
     def _running(self) -> Scheduler[Worker]:
+        if self._state == "degraded":
+            raise PoolDegraded(f"{self!r}: its workers kept crashing", self._degraded)
         if self._state != "running":
             raise PoolClosed(f"{self!r} is not running")
         return self._scheduler
@@ -246,16 +274,35 @@ class Pool:
         *,
         timeout: float | None = None,
         session_id: str = "",
+        retries: int = 0,
     ) -> Any:
         """Run ``tool`` with ``args`` on a free worker and return its result.
 
         :param timeout: seconds; when it passes the call raises
             :class:`~snakepit.errors.ExecutionTimeout` and the worker is
             killed and replaced (it may be stuck in a sync tool).
+        :param retries: for idempotent tools only: how many times a call whose
+            worker crashed is tried again on another worker, with backoff.
+            0 by default: a crash is never retried silently.
         :raises RemoteError: the tool raised (``ToolNotFound``, ``InvalidArguments``).
-        :raises WorkerCrashed: the worker died with the call in flight (not retried).
-        :raises QueueFull, QueueTimeout, PoolClosed: no worker to run it.
+        :raises WorkerCrashed: the worker died with the call in flight.
+        :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: no worker to run it.
         """
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigError("retries", f"must be an int >= 0, got {retries!r}")
+        attempt = 0
+        while True:
+            try:
+                return await self._execute_once(tool, args, timeout, session_id)
+            except (WorkerCrashed, WorkerUnavailable):
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                await anyio.sleep(min(RETRY_BACKOFF * 2 ** (attempt - 1), 1.0))
+
+    async def _execute_once(
+        self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
+    ) -> Any:
         scheduler = self._running()
         worker = await scheduler.checkout()
         self._requests += 1
@@ -269,7 +316,7 @@ class Pool:
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
         except ExecutionTimeout:
             self._timeouts += 1
-            worker.retire()
+            worker.retire(f"a call to {tool!r} timed out")
             raise
         except Exception:
             self._errors += 1
@@ -305,7 +352,7 @@ class Pool:
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
         except ExecutionTimeout:
             self._timeouts += 1
-            worker.retire()
+            worker.retire(f"a call to {tool!r} timed out")
             raise
         finally:
             scheduler.checkin(worker)
@@ -335,4 +382,5 @@ class Pool:
             timeouts=self._timeouts,
             crashes=self._crashes,
             restarts=self._restarts,
+            degraded=None if self._degraded is None else str(self._degraded),
         )

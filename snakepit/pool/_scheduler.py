@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from typing import Generic, Protocol, TypeVar
 
-from snakepit.errors import PoolClosed, QueueFull, QueueTimeout
+from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
 
 __all__ = ("Scheduler",)
 
@@ -34,7 +34,7 @@ class Scheduler(Generic[W]):
         self._queue_timeout = queue_timeout
         self._idle: deque[W] = deque()
         self._waiters: deque[asyncio.Future[W]] = deque()
-        self._closed = False
+        self._closed: PoolError | None = None
 
     @property
     def queued(self) -> int:
@@ -53,8 +53,8 @@ class Scheduler(Generic[W]):
         :raises QueueTimeout: none came free within ``queue_timeout``.
         :raises PoolClosed: the pool stopped.
         """
-        if self._closed:
-            raise PoolClosed("the pool is not running")
+        if self._closed is not None:
+            raise self._closed
         idle = self._idle
         while idle:
             worker = idle.popleft()
@@ -99,11 +99,11 @@ class Scheduler(Generic[W]):
         for _ in range(slots):
             self.checkin(worker)
 
-    def close(self) -> None:
-        """Refuse new calls; waiting ones get :class:`PoolClosed`."""
-        self._closed = True
+    def close(self, error: PoolError | None = None) -> None:
+        """Refuse new calls with ``error`` (default :class:`PoolClosed`); fail waiting ones."""
+        self._closed = error if error is not None else PoolClosed("the pool stopped")
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(PoolClosed("the pool stopped"))
+                waiter.set_exception(self._closed)
         self._idle.clear()

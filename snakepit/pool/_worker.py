@@ -67,6 +67,7 @@ class Worker(GenServer[Any, Any, None]):
         self.process: WorkerHandle | None = None  # kept after release, for crash reports
         self._usable = False
         self._retired = False
+        self.retired_reason: str | None = None
         self._tg: TaskGroup | None = None
 
     @property
@@ -117,9 +118,29 @@ class Worker(GenServer[Any, Any, None]):
             return
         self._usable = True
         args.on_ready(self)
+        if args.config.health_interval is not None and self._tg is not None:
+            self._tg.start_soon(self._check_health)
         code = await self.handle.wait()
         self._usable = False
         self.ref.send(("exited", code))
+
+    async def _check_health(self) -> None:
+        # grpc.health.v1 on an interval; max_missed_pings misses in a row (a
+        # SIGSTOPped process, a blocked event loop) get the worker replaced.
+        config = self.args.config
+        assert config.health_interval is not None
+        missed = 0
+        while self.usable and self.client is not None:
+            await anyio.sleep(config.health_interval)
+            try:
+                with anyio.fail_after(config.health_timeout):
+                    status = await self.client.health(timeout=None)
+            except (TimeoutError, WorkerError):
+                status = "UNREACHABLE"
+            missed = 0 if status == "SERVING" else missed + 1
+            if missed >= config.max_missed_pings:
+                self.retire(f"missed {missed} health checks in a row ({status})")
+                return
 
     async def handle_info(self, message: Any, state: None) -> None:
         """React to the process: it failed to start, or exited."""
@@ -156,12 +177,17 @@ class Worker(GenServer[Any, Any, None]):
 
     # -- used by the pool -------------------------------------------------------------------
 
-    def retire(self) -> None:
+    def retire(self, reason: str) -> None:
         """Take it out of service and kill its process (a timeout: it may be stuck).
 
         The process exit ends this Worker; its supervisor starts a replacement.
+        Calls in flight on it fail with :class:`WorkerCrashed` naming ``reason``.
         """
+        if self._retired:
+            return
         self._retired = True
+        self.retired_reason = reason
+        logger.warning("retiring worker %r: %s", self.worker_id, reason)
         if self.handle is not None:
             self.handle.kill()
 
@@ -183,6 +209,7 @@ class Worker(GenServer[Any, Any, None]):
             pid=handle.pid,
             returncode=handle.returncode,
             stderr_tail=handle.stderr_tail(),
+            reason=self.retired_reason,
         )
         crashed.__cause__ = error
         return crashed

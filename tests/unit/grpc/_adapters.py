@@ -41,3 +41,24 @@ from snakepit.testing.adapters import Crash, Gated, Hang  # noqa: E402
 
 class All(Hang, Crash, Gated):
     """Every test tool in one adapter."""
+
+
+class FailsWhenFlagged(All):
+    """Starts normally until the file named by SNAKEPIT_TEST_FAIL_FLAG exists."""
+
+    def setup(self) -> None:
+        import os
+
+        flag = os.environ.get("SNAKEPIT_TEST_FAIL_FLAG", "")
+        if flag and os.path.exists(flag):
+            raise RuntimeError("flagged to fail at start")
+
+    @tool
+    def exit_once(self, flag: str) -> str:
+        """Crash this worker the first time (creating ``flag``); answer "ok" after."""
+        import os
+
+        if not os.path.exists(flag):
+            open(flag, "w").close()
+            os._exit(1)
+        return "ok"
