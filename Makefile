@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/supervision_demo.py
+	$(BIN)/python examples/pool_demo.py
 
 test: $(STAMP) lint typecheck check-proto pytest
 

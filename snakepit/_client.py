@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import grpc
@@ -222,7 +222,7 @@ class WorkerClient:
         *,
         timeout: float | None = None,
         session_id: str = "",
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Call a streaming ``tool`` and yield its items in order.
 
         Closing the iterator early (``aclose()``, ``break``) cancels the remote side.
@@ -373,7 +373,7 @@ class Multiplexer:
         *,
         timeout: float | None = None,
         session_id: str = "",
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Call a streaming ``tool`` over the channel; ``aclose()`` cancels it remotely."""
         self._check()
         rid = self._queue("stream", tool, args, timeout, session_id)

@@ -11,6 +11,7 @@ from ._launcher import LocalLauncher as LocalLauncher
 from ._launcher import WorkerHandle as WorkerHandle
 from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
+from ._pool import WorkerInfo as WorkerInfo
 from ._scheduler import Scheduler as Scheduler
 from ._worker import Worker as Worker
 from ._worker import WorkerArgs as WorkerArgs
@@ -25,4 +26,5 @@ __all__ = (
     "Worker",
     "WorkerArgs",
     "WorkerHandle",
+    "WorkerInfo",
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,7 +39,7 @@ from ._launcher import Launcher, LocalLauncher
 from ._scheduler import Scheduler
 from ._worker import Worker, WorkerArgs
 
-__all__ = ("Pool", "PoolStats")
+__all__ = ("Pool", "PoolStats", "WorkerInfo")
 
 #: Seconds before the first retry of a crashed call; doubled for each next one.
 RETRY_BACKOFF = 0.05
@@ -66,6 +66,21 @@ class PoolStats:
     restarts: int
     #: Why the pool gave up on its workers (restart intensity), or None.
     degraded: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One worker of a pool, from :meth:`Pool.workers`."""
+
+    worker_id: str
+    #: Its process id (None before its process started).
+    pid: int | None
+    #: 0 for the first process of this slot, +1 for each replacement.
+    generation: int
+    #: True while it takes calls.
+    ready: bool
+    #: Calls running on it now.
+    in_flight: int
 
 
 class _Startup:
@@ -306,6 +321,7 @@ class Pool:
         scheduler = self._running()
         worker = await scheduler.checkout()
         self._requests += 1
+        worker.in_flight += 1
         try:
             mux = worker.mux
             if mux is None:
@@ -322,6 +338,7 @@ class Pool:
             self._errors += 1
             raise
         finally:
+            worker.in_flight -= 1
             scheduler.checkin(worker)
 
     async def stream(
@@ -331,7 +348,7 @@ class Pool:
         *,
         timeout: float | None = None,
         session_id: str = "",
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Run a streaming ``tool`` and yield its items; ``aclose()`` cancels it remotely.
 
         The worker's slot is held until the stream ends or is closed.
@@ -341,6 +358,7 @@ class Pool:
         scheduler = self._running()
         worker = await scheduler.checkout()
         self._requests += 1
+        worker.in_flight += 1
         try:
             mux = worker.mux
             if mux is None:
@@ -355,6 +373,7 @@ class Pool:
             worker.retire(f"a call to {tool!r} timed out")
             raise
         finally:
+            worker.in_flight -= 1
             scheduler.checkin(worker)
 
     async def describe(self) -> worker_pb2.DescribeResponse:
@@ -368,6 +387,19 @@ class Pool:
             return await client.describe()
         finally:
             scheduler.checkin(worker)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The current worker of each slot, sorted by id."""
+        return [
+            WorkerInfo(
+                w.worker_id,
+                w.process.pid if w.process is not None else None,
+                w.ref.generation,
+                w.usable,
+                w.in_flight,
+            )
+            for _, w in sorted(self._workers.items())
+        ]
 
     def stats(self) -> PoolStats:
         """Counters and the state of the workers, now."""

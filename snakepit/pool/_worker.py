@@ -68,6 +68,8 @@ class Worker(GenServer[Any, Any, None]):
         self._usable = False
         self._retired = False
         self.retired_reason: str | None = None
+        #: Calls running on it now (kept by the pool).
+        self.in_flight = 0
         self._tg: TaskGroup | None = None
 
     @property

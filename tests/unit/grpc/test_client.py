@@ -72,7 +72,7 @@ class TestChannel:
                 pass
         stream = mux.stream("hang_stream")
         assert await stream.__anext__() == 0
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         assert await mux.execute("ping") == {"status": "pong"}
         await mux.aclose()
 

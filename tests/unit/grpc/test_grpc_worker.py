@@ -240,7 +240,7 @@ class TestTools:
         _, client = echo
         stream = client.stream("hang_stream")
         assert await stream.__anext__() == 0
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         assert await client.execute("ping") == {"status": "pong"}
 
     async def test_tool_exception_keeps_type_message_and_traceback(self, echo: Echo) -> None:
