@@ -154,7 +154,11 @@ async def serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     reason: list[str] = []
 
+    parent = os.getppid()
+
     def request_stop(why: str) -> None:
+        if why == "SIGTERM" and os.getppid() != parent:
+            why = "parent died"  # PR_SET_PDEATHSIG: nobody is left to answer
         if not reason:
             reason.append(why)
         stop.set()
@@ -217,7 +221,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     await stop.wait()
     why = reason[0] if reason else "stop"
-    grace = 0.0 if why == "stdin closed" else args.grace
+    grace = 0.0 if why in ("stdin closed", "parent died") else args.grace
     logger.info("stopping (%s); finishing calls in flight for up to %gs", why, grace)
     service.stop_accepting()
     await health.enter_graceful_shutdown()
