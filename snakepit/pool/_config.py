@@ -77,6 +77,12 @@ class PoolConfig:
     health_timeout: float = 2.0
     #: Missed health checks in a row that get a worker killed and replaced.
     max_missed_pings: int = 3
+    #: Recycle a worker after this many calls (None: never).
+    max_requests_per_worker: int | None = None
+    #: Recycle a worker once it has run this many seconds (None: never).
+    worker_ttl: float | None = None
+    #: Recycle a worker whose resident memory (RSS) passes this many MiB (None: never).
+    max_worker_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         module, sep, cls = (
@@ -96,6 +102,11 @@ class PoolConfig:
         _positive("health_interval", self.health_interval, allow_none=True)
         _positive("health_timeout", self.health_timeout)
         _positive("max_missed_pings", self.max_missed_pings, integer=True)
+        _positive(
+            "max_requests_per_worker", self.max_requests_per_worker, allow_none=True, integer=True
+        )
+        _positive("worker_ttl", self.worker_ttl, allow_none=True)
+        _positive("max_worker_memory_mb", self.max_worker_memory_mb, allow_none=True)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.env).items()):
             raise ConfigError("env", "keys and values must be strings")
         object.__setattr__(self, "env", dict(self.env))

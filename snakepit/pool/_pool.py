@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
@@ -11,15 +13,18 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from snakepit._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
+    ChildNotFound,
     ConfigError,
     ExecutionTimeout,
     PoolClosed,
     PoolDegraded,
     PoolStartError,
     QueueTimeout,
+    ServerExited,
     WorkerCrashed,
     WorkerUnavailable,
 )
@@ -44,6 +49,12 @@ __all__ = ("Pool", "PoolStats", "WorkerInfo")
 #: Seconds before the first retry of a crashed call; doubled for each next one.
 RETRY_BACKOFF = 0.05
 
+logger = logging.getLogger("snakepit.pool")
+
+
+def _needs_housekeeping(config: PoolConfig) -> bool:
+    return config.worker_ttl is not None or config.max_worker_memory_mb is not None
+
 
 @dataclass(frozen=True, slots=True)
 class PoolStats:
@@ -62,8 +73,9 @@ class PoolStats:
     errors: int
     timeouts: int
     crashes: int
-    #: Worker processes started to replace others.
+    #: Worker processes started to replace crashed ones, and recycled ones.
     restarts: int
+    recycled: int
     #: Why the pool gave up on its workers (restart intensity), or None.
     degraded: str | None
 
@@ -147,6 +159,9 @@ class Pool:
         self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
         self._requests = self._errors = self._timeouts = self._crashes = self._restarts = 0
         self._degraded: BaseException | None = None
+        self._size = self.config.size
+        self._recycled = 0
+        self._tg: TaskGroup | None = None
         self._last_failure: str = ""
 
     def __repr__(self) -> str:
@@ -180,14 +195,11 @@ class Pool:
             self._supervisor.link(self._on_tree_exit)
             workers = self._supervisor.child("workers")
             assert isinstance(workers, SupervisorRef)
+            self._workers_sup = workers
+            self._launcher_in_use = launcher
+            self._run_id = run_id
             for _ in range(config.size):
-                n = next(self._ids)
-                args = WorkerArgs(
-                    config, launcher, f"w{n}", run_id, self._on_ready, self._on_failed
-                )
-                await workers.start_child(
-                    ChildSpec(f"w{n}", Worker, args, shutdown=config.shutdown_timeout + 1.0)
-                )
+                await self._start_worker()
             with anyio.move_on_after(config.startup_timeout + 5.0):
                 await startup.done.wait()
             if startup.failure is not None:
@@ -200,6 +212,12 @@ class Pool:
             await stack.aclose()  # the tree's own stop is shielded
             raise
         self._startup = None
+        # Background work (recycling, housekeeping) lives in a task group closed
+        # before the tree; its tasks catch their own errors.
+        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(self._tg.cancel_scope.cancel)
+        if _needs_housekeeping(config):
+            self._tg.start_soon(self._housekeeping)
         self._stack = stack
         self._state = "running"
         return self
@@ -218,6 +236,97 @@ class Pool:
         self._state = "closed"
         if stack is not None:
             await stack.aclose()  # the tree's own stop is shielded
+
+    async def _start_worker(self) -> Worker:
+        """Add one worker to the tree; it boots in the background (see Worker)."""
+        config = self.config
+        n = next(self._ids)
+        args = WorkerArgs(
+            config, self._launcher_in_use, f"w{n}", self._run_id, self._on_ready, self._on_failed
+        )
+        ref = await self._workers_sup.start_child(
+            ChildSpec(f"w{n}", Worker, args, shutdown=config.shutdown_timeout + 1.0)
+        )
+        worker = ref.server
+        assert isinstance(worker, Worker)
+        return worker
+
+    async def _stop_worker(self, worker: Worker) -> None:
+        """Take a worker out (no new calls), let its calls finish, stop its process."""
+        worker.drain()
+        self._workers.pop(worker.worker_id, None)
+        with contextlib.suppress(ChildNotFound, ServerExited):
+            await self._workers_sup.terminate_child(worker.ref)
+
+    # -- recycling and scaling ------------------------------------------------------------
+
+    def _recycle_reason(self, worker: Worker) -> str | None:
+        config = self.config
+        limit = config.max_requests_per_worker
+        if limit is not None and worker.requests >= limit:
+            return f"it ran {worker.requests} calls (max_requests_per_worker={limit})"
+        ttl = config.worker_ttl
+        if ttl is not None and worker.ready_at is not None:
+            age = anyio.current_time() - worker.ready_at
+            if age >= ttl:
+                return f"it ran {age:.0f}s (worker_ttl={ttl:g})"
+        max_mb = config.max_worker_memory_mb
+        if max_mb is not None:
+            rss = worker.rss_mb()
+            if rss is not None and rss >= max_mb:
+                return f"it uses {rss:.0f} MiB (max_worker_memory_mb={max_mb:g})"
+        return None
+
+    def _check_recycle(self, worker: Worker) -> None:
+        if worker.recycling or not worker.usable or self._tg is None:
+            return
+        reason = self._recycle_reason(worker)
+        if reason is not None:
+            worker.recycling = True
+            self._tg.start_soon(self._recycle, worker, reason)
+
+    async def _recycle(self, old: Worker, reason: str) -> None:
+        # The replacement is ready before the old one stops: capacity never drops.
+        try:
+            logger.info("recycling worker %r: %s", old.worker_id, reason)
+            new = await self._start_worker()
+            await new.booted.wait()
+            await self._stop_worker(old)
+            self._recycled += 1
+        except Exception:
+            logger.exception("recycling worker %r failed", old.worker_id)
+
+    async def _housekeeping(self) -> None:
+        # worker_ttl and max_worker_memory_mb need a look now and then.
+        interval = min(
+            x for x in (self.config.health_interval, self.config.worker_ttl, 5.0) if x is not None
+        )
+        while True:
+            await anyio.sleep(interval)
+            for worker in list(self._workers.values()):
+                self._check_recycle(worker)
+
+    async def scale(self, size: int) -> None:
+        """Grow or shrink the pool to ``size`` workers; return when that is done.
+
+        Growing waits until the new workers are ready; shrinking takes idle
+        workers first and lets their calls in flight finish.
+
+        :raises ConfigError: ``size`` is not an int >= 1.
+        """
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError("size", f"must be an int >= 1, got {size!r}")
+        self._running()
+        delta = size - self._size
+        self._size = size
+        if delta > 0:
+            new = [await self._start_worker() for _ in range(delta)]
+            for worker in new:
+                await worker.booted.wait()
+        elif delta < 0:
+            victims = sorted(self._workers.values(), key=lambda w: (w.in_flight, w.worker_id))
+            for worker in victims[:-delta]:
+                await self._stop_worker(worker)
 
     def _on_ready(self, worker: Worker) -> None:
         self._workers[worker.worker_id] = worker
@@ -255,7 +364,7 @@ class Pool:
         """
         self._running()
         with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-            while self.stats().ready < self.config.size:
+            while self.stats().ready < self._size:
                 assert self._ready_changed is not None
                 await self._ready_changed.wait()
             return
@@ -321,7 +430,7 @@ class Pool:
         scheduler = self._running()
         worker = await scheduler.checkout()
         self._requests += 1
-        worker.in_flight += 1
+        worker.call_started()
         try:
             mux = worker.mux
             if mux is None:
@@ -338,8 +447,9 @@ class Pool:
             self._errors += 1
             raise
         finally:
-            worker.in_flight -= 1
+            worker.call_ended()
             scheduler.checkin(worker)
+            self._check_recycle(worker)
 
     async def stream(
         self,
@@ -358,7 +468,7 @@ class Pool:
         scheduler = self._running()
         worker = await scheduler.checkout()
         self._requests += 1
-        worker.in_flight += 1
+        worker.call_started()
         try:
             mux = worker.mux
             if mux is None:
@@ -373,8 +483,9 @@ class Pool:
             worker.retire(f"a call to {tool!r} timed out")
             raise
         finally:
-            worker.in_flight -= 1
+            worker.call_ended()
             scheduler.checkin(worker)
+            self._check_recycle(worker)
 
     async def describe(self) -> worker_pb2.DescribeResponse:
         """The adapter's tools, as a worker describes them."""
@@ -405,7 +516,7 @@ class Pool:
         """Counters and the state of the workers, now."""
         ready = sum(1 for w in self._workers.values() if w.usable)
         return PoolStats(
-            size=self.config.size,
+            size=self._size,
             ready=ready,
             idle=self._scheduler.idle,
             queued=self._scheduler.queued,
@@ -414,5 +525,6 @@ class Pool:
             timeouts=self._timeouts,
             crashes=self._crashes,
             restarts=self._restarts,
+            recycled=self._recycled,
             degraded=None if self._degraded is None else str(self._degraded),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -68,8 +69,15 @@ class Worker(GenServer[Any, Any, None]):
         self._usable = False
         self._retired = False
         self.retired_reason: str | None = None
-        #: Calls running on it now (kept by the pool).
+        #: Calls running on it now, and calls it ran (kept by the pool).
         self.in_flight = 0
+        self.requests = 0
+        #: ``anyio.current_time()`` when it became ready.
+        self.ready_at: float | None = None
+        #: Set once it is ready, or once its start failed.
+        self.booted = anyio.Event()
+        self.recycling = False
+        self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
 
     @property
@@ -116,9 +124,12 @@ class Worker(GenServer[Any, Any, None]):
             self.mux = self.client.multiplexer()
         except Exception as exc:
             args.on_failed(self, exc)
+            self.booted.set()
             self.ref.send(("failed", exc))
             return
         self._usable = True
+        self.ready_at = anyio.current_time()
+        self.booted.set()
         args.on_ready(self)
         if args.config.health_interval is not None and self._tg is not None:
             self._tg.start_soon(self._check_health)
@@ -163,8 +174,40 @@ class Worker(GenServer[Any, Any, None]):
             super().log_crash(reason)
 
     async def terminate(self, reason: ExitReason, state: None) -> None:
-        """Stop the process: SIGTERM, the shutdown timeout, then SIGKILL."""
-        await self._release(grace=self.args.config.shutdown_timeout)
+        """Let calls in flight finish, then stop the process: SIGTERM, the timeout, SIGKILL."""
+        self._retired = True  # no new calls
+        grace = self.args.config.shutdown_timeout
+        with anyio.move_on_after(grace):
+            while self.in_flight:
+                await self._idle.wait()
+        await self._release(grace=grace)
+
+    def drain(self) -> None:
+        """Take no new calls; the ones in flight go on (before a graceful stop)."""
+        self._retired = True
+
+    def call_started(self) -> None:
+        """The pool sent it a call."""
+        self.in_flight += 1
+        self.requests += 1
+
+    def call_ended(self) -> None:
+        """A call it ran ended (with any outcome)."""
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+            self._idle = anyio.Event()
+
+    def rss_mb(self) -> float | None:
+        """Its process's resident memory in MiB (Linux), or None if unknown."""
+        if self.process is None:
+            return None
+        try:
+            with open(f"/proc/{self.process.pid}/statm") as statm:
+                pages = int(statm.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
     async def _release(self, grace: float) -> None:
         # Idempotent, and complete when repeated: a graceful release cut short by
