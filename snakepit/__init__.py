@@ -43,6 +43,7 @@ from snakepit.errors import WaitTimeout as WaitTimeout
 from snakepit.errors import WorkerCrashed as WorkerCrashed
 from snakepit.errors import WorkerError as WorkerError
 from snakepit.errors import WorkerStartError as WorkerStartError
+from snakepit.errors import WorkerStopping as WorkerStopping
 from snakepit.errors import WorkerUnavailable as WorkerUnavailable
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ __all__ = (
     "WorkerCrashed",
     "WorkerError",
     "WorkerStartError",
+    "WorkerStopping",
     "WorkerUnavailable",
     "__version__",
 )

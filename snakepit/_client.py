@@ -26,6 +26,7 @@ from snakepit.errors import (
     RemoteError,
     ToolNotFound,
     WorkerError,
+    WorkerStopping,
     WorkerUnavailable,
 )
 
@@ -52,7 +53,7 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
     if kind == Kind.DEADLINE_EXCEEDED:
         return ExecutionTimeout(f"{tool}: the worker's deadline passed")
     if kind == Kind.UNAVAILABLE:
-        return WorkerUnavailable(f"{tool}: {info.message}")
+        return WorkerStopping(f"{tool}: {info.message}")
     if kind == Kind.CODEC:
         return PayloadError(f"{tool}: {info.message}")
     return WorkerError(f"{tool}: {info.type or 'error'}: {info.message}")

@@ -19,7 +19,8 @@
     WorkerError                              a worker process, or a call to it, failed
     ├── WorkerStartError                     exited or timed out before its ready line
     ├── WorkerCrashed                        the process died with the call in flight
-    ├── WorkerUnavailable                    the connection to the worker broke, or it is stopping
+    ├── WorkerUnavailable                    the connection to the worker broke
+    │   └── WorkerStopping                   the worker is stopping and refused the call unrun
     ├── ExecutionTimeout (also TimeoutError) the call's timeout passed
     ├── PayloadTooLarge                      a message over the size limit (connection unharmed)
     ├── PayloadError (also ValueError)       arguments or result cannot be encoded or decoded
@@ -79,6 +80,7 @@ __all__ = (
     "WorkerCrashed",
     "WorkerError",
     "WorkerStartError",
+    "WorkerStopping",
     "WorkerUnavailable",
 )
 
@@ -282,6 +284,13 @@ class WorkerCrashed(WorkerError):
 
 class WorkerUnavailable(WorkerError):
     """The connection to the worker broke, or the worker is shutting down."""
+
+
+class WorkerStopping(WorkerUnavailable):
+    """The worker is shutting down and refused the call: the tool did not run.
+
+    Safe to send elsewhere, which the pool does by itself.
+    """
 
 
 class ExecutionTimeout(WorkerError, TimeoutError):

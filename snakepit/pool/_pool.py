@@ -26,6 +26,7 @@ from snakepit.errors import (
     QueueTimeout,
     ServerExited,
     WorkerCrashed,
+    WorkerStopping,
     WorkerUnavailable,
 )
 from snakepit.otp import (
@@ -418,6 +419,8 @@ class Pool:
         while True:
             try:
                 return await self._execute_once(tool, args, timeout, session_id)
+            except WorkerStopping:
+                continue  # refused unrun by a stopping worker (now drained): go elsewhere
             except (WorkerCrashed, WorkerUnavailable):
                 if attempt >= retries:
                     raise
@@ -436,6 +439,9 @@ class Pool:
             if mux is None:
                 raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
             return await mux.execute(tool, args, timeout=timeout, session_id=session_id)
+        except WorkerStopping:
+            worker.drain()  # stopping on its own (an outside SIGTERM): no new calls
+            raise
         except WorkerUnavailable as exc:
             self._crashes += 1
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
@@ -475,6 +481,9 @@ class Pool:
                 raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
             async for item in mux.stream(tool, args, timeout=timeout, session_id=session_id):
                 yield item
+        except WorkerStopping:
+            worker.drain()
+            raise
         except WorkerUnavailable as exc:
             self._crashes += 1
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside

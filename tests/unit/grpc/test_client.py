@@ -24,6 +24,7 @@ from snakepit.errors import (
     ToolNotFound,
     WorkerError,
     WorkerStartError,
+    WorkerStopping,
     WorkerUnavailable,
 )
 
@@ -242,7 +243,7 @@ class TestErrorMapping:
             (Kind.INVALID_ARGUMENTS, InvalidArguments),
             (Kind.PAYLOAD_TOO_LARGE, PayloadTooLarge),
             (Kind.DEADLINE_EXCEEDED, ExecutionTimeout),
-            (Kind.UNAVAILABLE, WorkerUnavailable),
+            (Kind.UNAVAILABLE, WorkerStopping),
             (Kind.CODEC, PayloadError),
             (Kind.KIND_UNSPECIFIED, WorkerError),
         ],
