@@ -475,7 +475,13 @@ class Supervisor(GenServer[Any, Any, None]):
 
     async def _stop(self, child: _Child) -> None:
         ref, child.ref = child.ref, None  # its EXIT, when it comes, is stale
-        if ref is None or not ref.alive:
+        if ref is None:
+            return
+        if not ref.alive:  # it died on its own meanwhile: report it with its real reason
+            assert ref.exit_reason is not None
+            self._emit(
+                ChildTerminated(self.ref, child.id, ref, ref.exit_reason, anyio.current_time())
+            )
             return
         shutdown = child.spec.shutdown
         if shutdown == "brutal_kill":
