@@ -93,6 +93,8 @@ async def _finish(call: Any) -> Any:
     except asyncio.CancelledError:
         call.cancel()
         raise
+    if call.cancelled():  # the channel was closed under it: not our caller's cancellation
+        raise WorkerUnavailable("the connection was closed with the call in flight")
     return await call
 
 
@@ -214,6 +216,8 @@ class WorkerClient:
             response = await _finish(self._stub.Execute(request, timeout=timeout))
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, tool) from None
+        except grpc.aio.UsageError as exc:  # the channel is closed
+            raise WorkerUnavailable(f"{tool}: {exc}") from exc
         return _result(response, tool, self._codec)
 
     async def stream(
@@ -254,6 +258,8 @@ class WorkerClient:
             return described
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "Describe") from None
+        except grpc.aio.UsageError as exc:  # the channel is closed
+            raise WorkerUnavailable(f"Describe: {exc}") from exc
 
     async def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
         """The ``grpc.health.v1`` status of ``service`` (``"SERVING"`` when all is well)."""
@@ -263,6 +269,8 @@ class WorkerClient:
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "Health.Check") from None
+        except grpc.aio.UsageError as exc:  # the channel is closed
+            raise WorkerUnavailable(f"Health.Check: {exc}") from exc
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def multiplexer(self) -> Multiplexer:

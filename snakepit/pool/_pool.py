@@ -351,9 +351,14 @@ class Pool:
             return
         self._state = "degraded"
         self._degraded = reason if isinstance(reason, BaseException) else RuntimeError(reason)
+        config = self.config
         last = f"; last start failure: {self._last_failure}" if self._last_failure else ""
         self._scheduler.close(
-            PoolDegraded(f"{self!r}: its workers kept crashing ({reason}){last}", reason)
+            PoolDegraded(
+                f"{self!r}: its workers kept crashing (more than {config.max_restarts} "
+                f"restarts in {config.max_seconds:g}s){last}",
+                reason,
+            )
         )
 
     async def wait_ready(self, *, timeout: float | None = 30.0) -> None:
@@ -500,12 +505,14 @@ class Pool:
         """The adapter's tools, as a worker describes them."""
         scheduler = self._running()
         worker = await scheduler.checkout()
+        worker.call_started()
         try:
             client = worker.client
             if client is None:
                 raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
             return await client.describe()
         finally:
+            worker.call_ended()
             scheduler.checkin(worker)
 
     def workers(self) -> list[WorkerInfo]:

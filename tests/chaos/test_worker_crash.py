@@ -265,16 +265,6 @@ class TestKillMidCall:
             await self.check_serves(pool)
         assert child_pids() - before == set()
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason=(
-            "BUG: a Describe call in flight when the pool closes its worker's channel "
-            "raises a bare asyncio.CancelledError (grpc.aio's, for the call the closing "
-            "channel cancelled), not a snakepit error; in an anyio task group that "
-            "silently cancels the caller's whole group"
-        ),
-    )
     async def test_describe_in_flight_when_the_channel_closes(self) -> None:
         """Seen in a kill storm with describe() callers; made deterministic here.
 

@@ -33,7 +33,10 @@ def child_pids() -> set[int]:
     """Direct children of this process, from /proc (zombies included)."""
     pids: set[int] = set()
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
         pids.update(int(p) for p in text)
     return pids
 
