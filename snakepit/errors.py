@@ -3,38 +3,36 @@
 ::
 
     SnakepitError
-    ├── ConfigError (also ValueError)       bad input, caught where it is given
-    │   └── InvalidChildSpec                 a child spec field is wrong
-    └── OTPError                             the supervision core (snakepit.otp)
-        ├── CallTimeout (also TimeoutError)  no reply within the call's timeout
-        ├── WaitTimeout (also TimeoutError)  a wait (rebound, stable) ran out of time
-        ├── ServerExited                     the server is dead or died during a call
-        ├── NameTaken                        a registered name is already held
-        ├── NameNotFound (also LookupError)  no live server holds that name
-        ├── DuplicateChild                   a child id is already in a supervisor
-        ├── ChildNotFound (also LookupError) no such child id or ref in a supervisor
-        ├── MaxChildrenReached               a DynamicSupervisor is full
-        ├── ChildStartError                  a child's ``init`` failed (cause chained)
-        └── ReachedMaxRestartIntensity       too many restarts in the window
-    WorkerError                              a worker process, or a call to it, failed
-    ├── WorkerStartError                     exited or timed out before its ready line
-    ├── WorkerCrashed                        the process died with the call in flight
-    ├── WorkerUnavailable                    the connection to the worker broke
-    │   └── WorkerStopping                   the worker is stopping and refused the call unrun
-    ├── ExecutionTimeout (also TimeoutError) the call's timeout passed
-    ├── PayloadTooLarge                      a message over the size limit (connection unharmed)
-    ├── PayloadError (also ValueError)       arguments or result cannot be encoded or decoded
-    └── RemoteError                          the tool raised: remote type, message, traceback
-        ├── ToolNotFound                     no tool of that name
-        └── InvalidArguments                 the arguments do not fit the tool's signature
-    PoolError                                the pool as a whole
-    ├── PoolStartError                       a worker failed to start; nothing is left running
-    ├── PoolClosed                           the pool is not running (not entered, or left)
-    ├── PoolDegraded                         workers kept crashing: the pool gave up
-    ├── QueueFull                            max_queue calls are already waiting
-    └── QueueTimeout (also TimeoutError)     no worker became free within queue_timeout
-
-(``WorkerError`` and ``PoolError`` are direct subclasses of ``SnakepitError``.)
+    ├── ConfigError (also ValueError)           bad input, caught where it is given
+    │   └── InvalidChildSpec                     a child spec field is wrong
+    ├── OTPError                                 the supervision core (snakepit.otp)
+    │   ├── CallTimeout (also TimeoutError)      no reply within the call's timeout
+    │   ├── WaitTimeout (also TimeoutError)      a wait (rebound, stable) ran out of time
+    │   ├── ServerExited                         the server is dead or died during a call
+    │   ├── NameTaken                            a registered name is already held
+    │   ├── NameNotFound (also LookupError)      no live server holds that name
+    │   ├── DuplicateChild                       a child id is already in a supervisor
+    │   ├── ChildNotFound (also LookupError)     no such child id or ref in a supervisor
+    │   ├── MaxChildrenReached                   a DynamicSupervisor is full
+    │   ├── ChildStartError                      a child's ``init`` failed (cause chained)
+    │   └── ReachedMaxRestartIntensity           too many restarts in the window
+    ├── WorkerError                              a worker process, or a call to it, failed
+    │   ├── WorkerStartError                     exited or timed out before its ready line
+    │   ├── WorkerCrashed                        the process died with the call in flight
+    │   ├── WorkerUnavailable                    the connection to the worker broke
+    │   │   └── WorkerStopping                   it is stopping and refused the call unrun
+    │   ├── ExecutionTimeout (also TimeoutError) the call's timeout passed
+    │   ├── PayloadTooLarge                      over the size limit (connection unharmed)
+    │   ├── PayloadError (also ValueError)       arguments or result cannot be (de)coded
+    │   └── RemoteError                          the tool raised: type, message, traceback
+    │       ├── ToolNotFound                     no tool of that name
+    │       └── InvalidArguments                 the arguments do not fit the signature
+    └── PoolError                                the pool as a whole
+        ├── PoolStartError                       a worker failed to start; nothing left running
+        ├── PoolClosed                           the pool is not running (not entered, or left)
+        ├── PoolDegraded                         workers kept crashing: the pool gave up
+        ├── QueueFull                            max_queue calls are already waiting
+        └── QueueTimeout (also TimeoutError)     no worker came free within queue_timeout
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -312,10 +313,13 @@ class ServerRef(Generic[Request, Reply]):
         """
         if not self._alive:
             return
-        self._killed = True
-        if self._scope is not None:
-            self._scope.cancel()  # not yet running: _run cancels it on entry
+        was_cancelled = anyio.current_effective_deadline() == -math.inf
+        self._kill_nowait()
         if self._backend.current_task() is self._task:
+            return
+        if not was_cancelled and anyio.current_effective_deadline() == -math.inf:
+            # The kill cancelled us too: we run inside the server (a helper task it
+            # waits for), so it can only finish after we return. Don't wait for it.
             return
         with anyio.CancelScope(shield=True):
             await self._done.wait()
@@ -325,6 +329,11 @@ class ServerRef(Generic[Request, Reply]):
         await self._done.wait()
         assert self._exit_reason is not None
         return self._exit_reason
+
+    def _kill_nowait(self) -> None:
+        self._killed = True
+        if self._scope is not None:
+            self._scope.cancel()  # not yet running: _run cancels it on entry
 
     def _check_not_self(self, what: str) -> None:
         if self._backend.current_task() is self._task:
@@ -345,21 +354,27 @@ class ServerRef(Generic[Request, Reply]):
             return
         self._alive = False
         self._exit_reason = reason
-        failure = Failure(self._exited())
+        # One ServerExited per caller: raising a shared instance in many tasks
+        # would pile every caller's frames onto its __traceback__.
         if self._current is not None:
-            self._current.set(failure)
+            self._current.set(Failure(self._exited()))
             self._current = None
         mailbox = self._mailbox
         while mailbox:
             slot = mailbox.popleft()[2]
             if slot is not None:
-                slot.set(failure)
-        for link in self._links:
-            link(self, reason)
-        for mon in self._monitors:
-            mon._fire(reason)
-        self._monitors.clear()
-        self._done.set()
+                slot.set(Failure(self._exited()))
+        try:
+            for link in self._links:
+                try:
+                    link(self, reason)
+                except Exception:  # a broken callback must not break the exit
+                    logger.exception("%r: a link callback raised", self)
+            for mon in self._monitors:
+                mon._fire(reason)
+            self._monitors.clear()
+        finally:
+            self._done.set()
 
 
 class GenServer(Generic[Request, Reply, State]):
@@ -483,6 +498,7 @@ class GenServer(Generic[Request, Reply, State]):
     ) -> None:
         cancelled = anyio.get_cancelled_exc_class()
         reason: ExitReason = "killed"
+        started = False
         ref._task = ref._backend.current_task()
         try:
             with anyio.CancelScope() as scope:
@@ -492,10 +508,18 @@ class GenServer(Generic[Request, Reply, State]):
                 async with self._lifespan():
                     state = await self.init(arg)
                     task_status.started(ref)
+                    started = True
                     reason = await self._loop(ref, state, cancelled)
         except cancelled:
             reason = "killed" if ref._killed else "shutdown"
             raise
+        except Exception as exc:
+            reason = exc
+            if not started:
+                raise  # init's error: start() raises it
+            # A helper task of the server failed (its _lifespan group): that ends
+            # the server, as a handler's error does, never its owner's task group.
+            self.log_crash(exc)
         except BaseException as exc:
             reason = exc
             raise
@@ -591,9 +615,14 @@ async def unwrapped_task_group() -> AsyncIterator[TaskGroup]:
         async with anyio.create_task_group() as tg:
             yield tg
     except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
+        # trio reports the Cancelled of children that died in a cancellation next
+        # to the body's own error; the error is what leaves (anyio drops those
+        # Cancelled on asyncio). Kept, they make a BaseExceptionGroup that no
+        # `except Exception` catches and that crosses supervisors.
+        _, errors = group.split(anyio.get_cancelled_exc_class())
+        if errors is None or len(errors.exceptions) != 1:
             raise
-        own = group.exceptions[0]
+        own = errors.exceptions[0]
     if own is not None:
         raise own
 

@@ -269,12 +269,16 @@ class Supervisor(GenServer[Any, Any, None]):
     _child_type: Final = "supervisor"
     _ref_class = SupervisorRef
     ref: SupervisorRef
+    #: No limit: ``terminate`` stops the children in reverse order, each within
+    #: its own ``shutdown``, also when the supervisor is cancelled from outside.
+    terminate_timeout: float = math.inf
 
     def __init__(self) -> None:
         self._children: list[_Child] = []
         self._restarts: deque[float] = deque()
         self._subscribers: list[MemoryObjectSendStream[SupervisorEvent]] = []
         self._tg: TaskGroup | None = None
+        self._spawned: set[ServerRef[Any, Any]] = set()  # child tasks still running
         self._strategy: Strategy = "one_for_one"
         self._max_restarts = 3
         self._max_seconds = 5.0
@@ -330,7 +334,17 @@ class Supervisor(GenServer[Any, Any, None]):
         try:
             async with unwrapped_task_group() as tg:
                 self._tg = tg
-                yield
+                try:
+                    yield
+                finally:
+                    # The children do not see our cancellation (see _start): stop
+                    # those still running (init was cancelled) in order, unless we
+                    # were killed; then kill whatever is left.
+                    if not self.ref._killed:
+                        with anyio.CancelScope(shield=True):
+                            await self._stop_all()
+                    for ref in list(self._spawned):
+                        ref._kill_nowait()
         finally:
             for send in self._subscribers:
                 send.close()
@@ -375,6 +389,7 @@ class Supervisor(GenServer[Any, Any, None]):
             if op == _DELETE:
                 self._children.remove(child)
                 return None, None
+            raise ConfigError("request", f"unknown supervisor request {request!r}")
         except (
             ChildNotFound,
             ChildStartError,
@@ -383,7 +398,6 @@ class Supervisor(GenServer[Any, Any, None]):
             MaxChildrenReached,
         ) as exc:
             return Failure(exc), None
-        raise ConfigError("request", f"unknown supervisor request {request!r}")
 
     async def handle_info(self, message: Any, state: None) -> None:
         """Handle child exits; other messages are logged and ignored."""
@@ -419,6 +433,7 @@ class Supervisor(GenServer[Any, Any, None]):
 
     def _on_child_exit(self, ref: ServerRef[Any, Any], reason: ExitReason) -> None:
         # Runs in the dying child's task: only enqueue, the supervisor's task acts.
+        self._spawned.discard(ref)
         self.ref.send(_ChildExit(ref, reason))
 
     async def _start(self, child: _Child) -> ServerRef[Any, Any]:
@@ -440,6 +455,12 @@ class Supervisor(GenServer[Any, Any, None]):
             self._emit(ChildStartFailed(self.ref, spec.id, generation, exc, anyio.current_time()))
             raise ChildStartError(spec.id, exc) from exc
         child.ref = ref
+        if ref.alive and ref._scope is not None:
+            # From now on only we stop it (in order, per its shutdown), never a
+            # cancellation of our task group. Not before: tg.start() cancels a
+            # child that is not started yet and waits for it.
+            ref._scope.shield = True
+            self._spawned.add(ref)
         self._emit(ChildStarted(self.ref, spec.id, ref, generation, anyio.current_time()))
         return ref
 
