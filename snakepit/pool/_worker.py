@@ -102,9 +102,9 @@ class Worker(GenServer[Any, Any, None]):
             try:
                 yield
             finally:
+                tg.cancel_scope.cancel()  # the helpers first: none may use a closed channel
                 with anyio.CancelScope(shield=True):
                     await self._release(grace=0)  # killed: the process goes too
-                tg.cancel_scope.cancel()
 
     async def init(self, arg: Any) -> None:
         """Remember the args and start booting the process in the background."""
