@@ -57,7 +57,16 @@ class WorkerProcess:
         return "\n".join(list(self._stderr)[-lines:])
 
     async def wait(self) -> int:
-        """Wait for the process to exit and return its exit code (it is reaped)."""
+        """Wait for the process to exit and return its exit code (it is reaped).
+
+        The exit is seen from the process itself (a pidfd), not from its pipes
+        closing: asyncio's ``Process.wait`` waits for those, and a grandchild
+        that inherited them would hide the death. What is left of its process
+        group is killed then, which closes the pipes.
+        """
+        if self._proc.returncode is None:
+            await _exited(self.pid)
+            _signal_group(self.pid, signal.SIGKILL)
         code = await self._proc.wait()
         await asyncio.gather(self._pump, return_exceptions=True)
         return code
@@ -82,6 +91,27 @@ class WorkerProcess:
         if self._proc.stdin is not None:
             self._proc.stdin.close()
         return await self.wait()
+
+
+async def _exited(pid: int) -> None:
+    """Return once ``pid`` has exited (Linux pidfd; elsewhere at once)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, AttributeError, OSError):
+        return  # already gone, or no pidfd: fall back to the pipes
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -449,6 +449,7 @@ class Pool:
             raise
         except WorkerUnavailable as exc:
             self._crashes += 1
+            worker.retire("its connection broke", report=False)  # out of rotation, group killed
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
         except ExecutionTimeout:
             self._timeouts += 1
@@ -491,6 +492,7 @@ class Pool:
             raise
         except WorkerUnavailable as exc:
             self._crashes += 1
+            worker.retire("its connection broke", report=False)  # out of rotation, group killed
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
         except ExecutionTimeout:
             self._timeouts += 1

@@ -222,7 +222,7 @@ class Worker(GenServer[Any, Any, None]):
 
     # -- used by the pool -------------------------------------------------------------------
 
-    def retire(self, reason: str) -> None:
+    def retire(self, reason: str, *, report: bool = True) -> None:
         """Take it out of service and kill its process (a timeout: it may be stuck).
 
         The process exit ends this Worker; its supervisor starts a replacement.
@@ -231,8 +231,9 @@ class Worker(GenServer[Any, Any, None]):
         if self._retired:
             return
         self._retired = True
-        self.retired_reason = reason
-        logger.warning("retiring worker %r: %s", self.worker_id, reason)
+        if report:  # we kill it for this reason: that is the cause to report
+            self.retired_reason = reason
+            logger.warning("retiring worker %r: %s", self.worker_id, reason)
         if self.handle is not None:
             self.handle.kill()
 
