@@ -43,6 +43,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/otp_call.py
 	$(BIN)/python benchmarks/transport.py
+	$(BIN)/python benchmarks/pool_vs_peers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.venv-triotp
