@@ -6,8 +6,8 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncGenerator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from snakepit._client import Multiplexer
 from snakepit._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
     ChildNotFound,
@@ -432,18 +433,22 @@ class Pool:
                 attempt += 1
                 await anyio.sleep(min(RETRY_BACKOFF * 2 ** (attempt - 1), 1.0))
 
-    async def _execute_once(
-        self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
-    ) -> Any:
+    @asynccontextmanager
+    async def _call_on_a_worker(self, tool: str) -> AsyncIterator[Multiplexer]:
+        """Check a worker out for one call; map its failures; check it back in.
+
+        The one place a call's outcome is judged: a stopping worker is drained,
+        a broken connection is a crash (worker out of rotation, WorkerCrashed),
+        a timeout gets the worker killed and replaced.
+        """
         scheduler = self._running()
         worker = await scheduler.checkout()
         self._requests += 1
         worker.call_started()
         try:
-            mux = worker.mux
-            if mux is None:
+            if worker.mux is None:
                 raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
-            return await mux.execute(tool, args, timeout=timeout, session_id=session_id)
+            yield worker.mux
         except WorkerStopping:
             worker.drain()  # stopping on its own (an outside SIGTERM): no new calls
             raise
@@ -463,6 +468,12 @@ class Pool:
             scheduler.checkin(worker)
             self._check_recycle(worker)
 
+    async def _execute_once(
+        self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
+    ) -> Any:
+        async with self._call_on_a_worker(tool) as mux:
+            return await mux.execute(tool, args, timeout=timeout, session_id=session_id)
+
     async def stream(
         self,
         tool: str,
@@ -477,31 +488,9 @@ class Pool:
 
         :raises RemoteError, WorkerCrashed, ExecutionTimeout: as :meth:`execute`.
         """
-        scheduler = self._running()
-        worker = await scheduler.checkout()
-        self._requests += 1
-        worker.call_started()
-        try:
-            mux = worker.mux
-            if mux is None:
-                raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
+        async with self._call_on_a_worker(tool) as mux:
             async for item in mux.stream(tool, args, timeout=timeout, session_id=session_id):
                 yield item
-        except WorkerStopping:
-            worker.drain()
-            raise
-        except WorkerUnavailable as exc:
-            self._crashes += 1
-            worker.retire("its connection broke", report=False)  # out of rotation, group killed
-            raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
-        except ExecutionTimeout:
-            self._timeouts += 1
-            worker.retire(f"a call to {tool!r} timed out")
-            raise
-        finally:
-            worker.call_ended()
-            scheduler.checkin(worker)
-            self._check_recycle(worker)
 
     async def describe(self) -> worker_pb2.DescribeResponse:
         """The adapter's tools, as a worker describes them."""
