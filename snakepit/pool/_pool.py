@@ -293,8 +293,8 @@ class Pool:
             logger.info("recycling worker %r: %s", old.worker_id, reason)
             new = await self._start_worker()
             await new.booted.wait()
+            self._recycled += 1  # replaced: the old one takes no calls from here on
             await self._stop_worker(old)
-            self._recycled += 1
         except Exception:
             logger.exception("recycling worker %r failed", old.worker_id)
 
