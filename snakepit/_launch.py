@@ -46,6 +46,7 @@ class WorkerProcess:
     _proc: asyncio.subprocess.Process = field(repr=False)
     _stderr: deque[str] = field(repr=False)
     _pump: asyncio.Task[None] = field(repr=False)
+    _drains: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @property
     def returncode(self) -> int | None:
@@ -68,7 +69,11 @@ class WorkerProcess:
             await _exited(self.pid)
             _signal_group(self.pid, signal.SIGKILL)
         code = await self._proc.wait()
-        await asyncio.gather(self._pump, return_exceptions=True)
+        # Both pipes to their end, so their transports close (Process.wait
+        # returns without waiting for them when the process was reaped already).
+        await asyncio.gather(self._pump, *self._drains, return_exceptions=True)
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
         return code
 
     def kill(self) -> None:
@@ -122,6 +127,12 @@ def _signal_group(pgid: int, signum: int) -> None:
 async def _pump_stderr(stream: asyncio.StreamReader, sink: deque[str]) -> None:
     while line := await stream.readline():
         sink.append(line.decode(errors="replace").rstrip("\n"))
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    # After the ready line the worker sends its stdout to stderr; read to EOF.
+    while await stream.read(65536):
+        pass
 
 
 async def spawn_worker(
@@ -199,6 +210,7 @@ async def spawn_worker(
         raise
     worker.ready = ready
     worker.address = address
+    worker._drains.append(asyncio.get_running_loop().create_task(_drain(proc.stdout)))
     return worker
 
 

@@ -213,12 +213,16 @@ class Worker(GenServer[Any, Any, None]):
         # Idempotent, and complete when repeated: a graceful release cut short by
         # a kill is finished by the shielded one in _owning.
         self._usable = False
-        if self.mux is not None:
-            await self.mux.aclose()
-        if self.client is not None:
-            await self.client.aclose()
-        if self.handle is not None:
-            await self.handle.aclose(grace=grace)
+        try:
+            if self.mux is not None:
+                await self.mux.aclose()
+            if self.client is not None:
+                await self.client.aclose()
+        except Exception:
+            logger.exception("worker %r: closing its connection failed", self.worker_id)
+        finally:
+            if self.handle is not None:  # the process is stopped and reaped whatever happened
+                await self.handle.aclose(grace=grace)
 
     # -- used by the pool -------------------------------------------------------------------
 
