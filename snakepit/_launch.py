@@ -71,7 +71,11 @@ class WorkerProcess:
         code = await self._proc.wait()
         # Both pipes to their end, so their transports close (Process.wait
         # returns without waiting for them when the process was reaped already).
-        await asyncio.gather(self._pump, *self._drains, return_exceptions=True)
+        # asyncio.wait, not gather: a cancelled wait() must not cancel the pumps,
+        # or the pipes never reach EOF and their transports are left open.
+        pumps = [t for t in (self._pump, *self._drains) if not t.done()]
+        if pumps:
+            await asyncio.wait(pumps)
         if self._proc.stdin is not None:
             self._proc.stdin.close()
         return code
