@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+
+from tests._procs import wait_exit
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)
@@ -31,15 +32,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-async def wait_exit(pid: int, timeout: float) -> None:
-    fd = os.pidfd_open(pid)
-    try:
-        with anyio.fail_after(timeout):
-            await anyio.to_thread.run_sync(select.select, [fd], [], [])
-    finally:
-        os.close(fd)
 
 
 async def test_workers_exit_when_the_host_is_sigkilled_mid_call() -> None:

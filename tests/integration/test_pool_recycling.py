@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,13 @@ import pytest
 
 from snakepit.errors import ConfigError
 from snakepit.pool import Pool
+from tests._procs import wait_exit
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
 ROOT = str(Path(__file__).resolve().parents[2])
 ADAPTER = "tests.unit.grpc._adapters:All"
-
-
-async def exited(pid: int, timeout: float = 30) -> None:
-    """Wait (pidfd, no polling) until ``pid`` has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return  # already exited and reaped
-    try:
-        with anyio.fail_after(timeout):
-            await anyio.to_thread.run_sync(select.select, [fd], [], [])
-    finally:
-        os.close(fd)
 
 
 async def pid_of_call(pool: Pool) -> int:
@@ -43,7 +30,7 @@ async def test_recycled_after_max_requests_replacement_first() -> None:
         first = await pid_of_call(pool)
         assert await pid_of_call(pool) == first
         assert await pid_of_call(pool) == first  # the 3rd call: recycling starts
-        await exited(first)
+        await wait_exit(first)
         assert pool.stats().ready == 1  # the replacement was ready before the stop
         second = await pid_of_call(pool)
         assert second != first
@@ -53,14 +40,14 @@ async def test_recycled_after_max_requests_replacement_first() -> None:
 async def test_recycled_after_worker_ttl() -> None:
     async with Pool(ADAPTER, size=1, cwd=ROOT, worker_ttl=0.2) as pool:
         first = await pid_of_call(pool)
-        await exited(first)
+        await wait_exit(first)
         assert await pid_of_call(pool) != first
 
 
 async def test_recycled_over_the_memory_limit() -> None:
     async with Pool(ADAPTER, size=1, cwd=ROOT, max_worker_memory_mb=1, worker_ttl=None) as pool:
         first = await pid_of_call(pool)  # any Python process is over 1 MiB
-        await exited(first)
+        await wait_exit(first)
         assert await pid_of_call(pool) != first
 
 
@@ -75,7 +62,7 @@ async def test_scale_up_and_down() -> None:
         assert len(pool.workers()) == 1
         for pid in pids - {w.pid for w in pool.workers()}:
             assert pid is not None
-            await exited(pid)
+            await wait_exit(pid)
         assert await pool.execute("ping") == {"status": "pong"}
         with pytest.raises(ConfigError):
             await pool.scale(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import stat
 import subprocess
@@ -28,6 +27,7 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 from snakepit.worker import PROTOCOL_VERSION
+from tests._procs import wait_exit
 
 from .conftest import ROOT, Spawn, exited, gone
 
@@ -35,16 +35,6 @@ pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
 Echo = tuple[WorkerProcess, WorkerClient]
-
-
-async def wait_exit(pid: int, timeout: float) -> None:
-    """Wait until ``pid`` (any process, not only a child) has exited; event-driven (pidfd)."""
-    fd = os.pidfd_open(pid)
-    try:
-        with anyio.fail_after(timeout):
-            await anyio.to_thread.run_sync(select.select, [fd], [], [])
-    finally:
-        os.close(fd)
 
 
 def make_fifo(directory: Path, name: str = "gate") -> Path:
