@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import types
 import typing
 from collections.abc import Callable
@@ -47,6 +48,8 @@ class ToolInfo:
     params: tuple[ToolParam, ...]
     returns: str
     wants_ctx: bool
+    #: The logger a call's Context carries (made once per tool, not per call).
+    logger: logging.Logger
 
     @property
     def streaming(self) -> bool:
@@ -193,6 +196,7 @@ def _describe(cls: type, attr: str, name: str, func: Callable[..., Any]) -> Tool
         params=tuple(params),
         returns=_hint_text(returns),
         wants_ctx=wants_ctx,
+        logger=logging.getLogger(f"snakepit.tool.{name}"),
     )
 
 

@@ -149,7 +149,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             request_id=request.request_id,
             session_id=request.session_id,
             deadline=time.monotonic() + timeout if timeout > 0 else None,
-            logger=logging.getLogger(f"snakepit.tool.{info.name}"),
+            logger=info.logger,
         )
         if info.wants_ctx:
             kwargs = {**kwargs, "ctx": ctx}
