@@ -182,15 +182,19 @@ async def spawn_worker(
         str(os.getpid()),
         *extra_args,
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-    )
+    # Shielded: cancelled half way, asyncio kills the new process and waits for
+    # it, but an anyio cancel scope cancels that wait too and the process is
+    # left unreaped. Spawning takes milliseconds; a cancel lands just after.
+    with anyio.CancelScope(shield=True):
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
     assert proc.stdout is not None
     assert proc.stderr is not None
     stderr: deque[str] = deque(maxlen=STDERR_LINES)

@@ -10,6 +10,9 @@ parametrizes ``anyio_backend`` itself is left alone.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +61,37 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     if param == "trio-mockclock":
         return request.getfixturevalue("trio_mock_backend")
     return param
+
+
+def _children() -> dict[int, str]:
+    """This process's child processes that are still running: pid -> command line."""
+    found = {}
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != me:
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, IndexError, ValueError):
+            continue  # it exited while we looked
+        found[int(stat.parent.name)] = f"[{fields[0]}] {cmdline.decode(errors='replace')}"
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a child process behind, running or unreaped (Linux).
+
+    Every process a test starts must be stopped and reaped by the end of the
+    test: one that is not is found here, at its source, rather than as a
+    ResourceWarning in whichever later test the garbage collector runs in.
+    """
+    before = set(_children()) if os.path.isdir("/proc/self") else None
+    yield
+    if before is None:
+        return
+    left = {pid: cmd for pid, cmd in _children().items() if pid not in before}
+    if left:
+        listing = "\n".join(f"  {pid}: {cmd}" for pid, cmd in sorted(left.items()))
+        pytest.fail(f"{request.node.nodeid} left child processes:\n{listing}", pytrace=False)

@@ -17,9 +17,20 @@ __all__ = ("Launcher", "LocalLauncher", "WorkerHandle")
 class WorkerHandle(Protocol):
     """A started worker process, wherever it runs."""
 
-    worker_id: str
-    address: str
-    pid: int
+    @property
+    def worker_id(self) -> str:
+        """The id the pool gave it."""
+        ...
+
+    @property
+    def address(self) -> str:
+        """Where its server listens (``unix:PATH`` or ``tcp:HOST:PORT``)."""
+        ...
+
+    @property
+    def pid(self) -> int | None:
+        """Its process id, or None when it has no process of its own."""
+        ...
 
     @property
     def returncode(self) -> int | None:

@@ -15,7 +15,8 @@ and serve it with ``python -m snakepit.worker --adapter mymod:Greeter
 on stdout, and serves ``snakepit.v1.WorkerService`` plus ``grpc.health.v1``.
 It exits on SIGTERM (after finishing calls in flight and ``teardown()``) and
 when its stdin closes (its host is gone). This package imports nothing from
-the host side of snakepit.
+the host side of snakepit. :class:`WorkerServer` serves an adapter in the
+current event loop (what the pool's in-process launcher uses).
 """
 
 from ._adapter import Adapter as Adapter
@@ -26,6 +27,7 @@ from ._context import Context as Context
 from ._main import main as main
 from ._main import run as run
 from ._service import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._serving import WorkerServer as WorkerServer
 
 __all__ = (
     "PROTOCOL_VERSION",
@@ -33,6 +35,7 @@ __all__ = (
     "Context",
     "ToolInfo",
     "ToolParam",
+    "WorkerServer",
     "main",
     "run",
     "tool",

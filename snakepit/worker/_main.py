@@ -11,60 +11,27 @@ import json
 import logging
 import os
 import signal
-import stat
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
-
-from snakepit._proto.snakepit.v1 import worker_pb2_grpc
-
 from ._adapter import Adapter
-from ._service import PROTOCOL_VERSION, WorkerService
+from ._service import PROTOCOL_VERSION
+from ._serving import (
+    EXIT_SETUP,
+    WorkerServer,
+    WorkerStartupError,
+    maybe_await,
+    parse_listen,
+)
 
 __all__ = ("main", "run")
 
 logger = logging.getLogger("snakepit.worker")
 
-#: Exit codes: 2 for a bad command line or adapter, 3 when setup() raised,
-#: 4 when the address cannot be bound.
-EXIT_USAGE, EXIT_SETUP, EXIT_BIND = 2, 3, 4
 _PR_SET_PDEATHSIG = 1
-
-
-class WorkerStartupError(Exception):
-    """The worker cannot start; ``str()`` is the one line printed on stderr."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def parse_listen(listen: str) -> tuple[str, Path | None]:
-    """Turn ``unix:PATH`` or ``tcp:HOST:PORT`` into a gRPC address (and the socket path).
-
-    :raises WorkerStartupError: any other form.
-    """
-    if listen.startswith("unix:"):
-        path = Path(listen[5:])
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        return f"unix:{path}", path
-    if listen.startswith("tcp:"):
-        hostport = listen[4:]
-        host, sep, port = hostport.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise WorkerStartupError(
-                f"--listen {listen!r}: expected tcp:HOST:PORT (port 0 allowed)"
-            )
-        return hostport, None
-    raise WorkerStartupError(f"--listen {listen!r}: expected unix:PATH or tcp:HOST:PORT")
 
 
 def load_adapter(spec: str) -> type[Adapter]:
@@ -128,26 +95,6 @@ def _watch_parent(parent_pid: int) -> None:
         raise WorkerStartupError(f"parent process {parent_pid} is already gone")
 
 
-def _prepare_socket(path: Path) -> None:
-    directory = path.parent
-    if not directory.exists():
-        directory.mkdir(mode=0o700, parents=True)
-    mode = stat.S_IMODE(directory.stat().st_mode)
-    if mode & 0o077:
-        raise WorkerStartupError(
-            f"--listen unix:{path}: directory {directory} is open to other users "
-            f"(mode {mode:o}); use a private (0700) directory",
-            EXIT_BIND,
-        )
-    if path.is_socket():
-        path.unlink()  # left by a dead worker of an earlier run
-
-
-async def _maybe_await(value: Any) -> None:
-    if inspect.isawaitable(value):
-        await value
-
-
 async def serve(args: argparse.Namespace) -> int:
     """Load, set up and serve the adapter until SIGTERM or EOF on stdin; return the exit code."""
     loop = asyncio.get_running_loop()
@@ -170,74 +117,39 @@ async def serve(args: argparse.Namespace) -> int:
         _watch_stdin(loop, request_stop)
 
     adapter_cls = load_adapter(args.adapter)
-    address, socket_path = parse_listen(args.listen)
+    parse_listen(args.listen)  # a bad address fails before setup() runs
     if args.max_concurrency < 1:
         raise WorkerStartupError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
     try:
         adapter = adapter_cls()
-        await _maybe_await(adapter.setup())
+        await maybe_await(adapter.setup())
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         raise WorkerStartupError(
             f"--adapter {args.adapter!r}: setup() raised {type(exc).__name__}: {exc}", EXIT_SETUP
         ) from exc
 
-    limit = int(args.max_message_mb * 1024 * 1024)
-    service = WorkerService(
+    server = await WorkerServer.start(
         adapter,
+        listen=args.listen,
         adapter_path=args.adapter,
         worker_id=args.worker_id,
         max_concurrency=args.max_concurrency,
-        max_message_bytes=limit,
+        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         allow_pickle=args.allow_pickle,
     )
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_send_message_length", limit),
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    if socket_path is not None:
-        _prepare_socket(socket_path)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise WorkerStartupError(
-            f"--listen {args.listen!r}: cannot bind: {exc}", EXIT_BIND
-        ) from exc
-    await server.start()
-    if socket_path is not None:
-        os.chmod(socket_path, 0o600)
-        bound = address
-    else:
-        bound = f"{address.rpartition(':')[0]}:{port}"
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health.set("snakepit.v1.WorkerService", health_pb2.HealthCheckResponse.SERVING)
-    _report_ready(args, bound, sorted(adapter_cls.tools))
+    _report_ready(args, server.address, sorted(adapter_cls.tools))
 
     await stop.wait()
     why = reason[0] if reason else "stop"
     grace = 0.0 if why in ("stdin closed", "parent died") else args.grace
     logger.info("stopping (%s); finishing calls in flight for up to %gs", why, grace)
-    service.stop_accepting()
-    await health.enter_graceful_shutdown()
+    await server.stop(grace)
     try:
-        await asyncio.wait_for(service.wait_idle(), grace)
-    except TimeoutError:
-        logger.warning("calls still running after %gs; cancelling them", grace)
-    await server.stop(0)
-    service.close()
-    try:
-        await asyncio.wait_for(_maybe_await(adapter.teardown()), max(grace, 1.0))
+        await asyncio.wait_for(maybe_await(adapter.teardown()), max(grace, 1.0))
     except Exception:
         logger.exception("teardown() failed")
         return 1
-    if socket_path is not None:
-        socket_path.unlink(missing_ok=True)
     return 0
 
 
@@ -258,7 +170,7 @@ def _report_ready(args: argparse.Namespace, address: str, tools: list[str]) -> N
     line = json.dumps(
         {
             "event": "ready",
-            "address": address if address.startswith("unix:") else f"tcp:{address}",
+            "address": address,
             "pid": os.getpid(),
             "worker_id": args.worker_id,
             "run_id": args.run_id,

@@ -1,0 +1,133 @@
+"""InProcessLauncher: workers whose adapter runs inside the host, behind the same channel.
+
+The seam's second implementation (ARCHITECTURE.md, "Where workers run"): a
+pool's scheduling, supervision, recycling and telemetry can be tested in
+milliseconds, with the real gRPC channel between the pool and the adapter
+but no process to spawn. There is no crash isolation: it is for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snakepit.errors import WorkerStartError
+from snakepit.worker import Adapter, WorkerServer
+from snakepit.worker._main import load_adapter
+from snakepit.worker._serving import WorkerStartupError, maybe_await
+
+from ._config import PoolConfig
+
+__all__ = ("InProcessLauncher", "InProcessWorker")
+
+
+@dataclass(eq=False)
+class InProcessWorker:
+    """A worker served in this process (a :class:`~snakepit.pool.WorkerHandle`).
+
+    :meth:`kill` stops its server at once, so calls in flight fail as they
+    would when a process dies (exit code ``-SIGKILL``); :meth:`aclose` stops
+    it gracefully and runs the adapter's ``teardown()`` (exit code 0). A sync
+    tool's thread cannot be killed: it runs on to its end.
+    """
+
+    #: The id the pool gave it.
+    worker_id: str
+    #: The unix socket address its server listens on.
+    address: str
+    _server: WorkerServer = field(repr=False)
+    _adapter: Adapter = field(repr=False)
+    #: None: it has no process of its own.
+    pid: int | None = None
+    _returncode: int | None = field(default=None, repr=False)
+    _exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def returncode(self) -> int | None:
+        """0 after a graceful stop, ``-SIGKILL`` after :meth:`kill`, None while serving."""
+        return self._returncode
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """Always empty: it shares the host's stderr."""
+        return ""
+
+    async def wait(self) -> int:
+        """Wait until it stopped; return its exit code."""
+        await self._exited.wait()
+        assert self._returncode is not None
+        return self._returncode
+
+    def kill(self) -> None:
+        """Stop serving now: calls in flight fail as if its process had died."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(
+                self._stop(-signal.SIGKILL, grace=None)
+            )
+
+    async def aclose(self, grace: float = 5.0) -> int:
+        """Finish calls in flight for up to ``grace`` seconds, stop, run ``teardown()``."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._stop(0, grace=grace))
+        # Shielded: the stop finishes even when the caller is cancelled.
+        await asyncio.shield(self._stopping)
+        return await self.wait()
+
+    async def _stop(self, code: int, grace: float | None) -> None:
+        try:
+            if grace is None:
+                await self._server.abort()
+            else:
+                await self._server.stop(grace)
+                await maybe_await(self._adapter.teardown())
+        finally:
+            self._returncode = code
+            self._exited.set()
+
+
+class InProcessLauncher:
+    """Runs each worker's adapter in this process, served on a private unix socket.
+
+    ``Pool(adapter=..., launcher=InProcessLauncher())``: the pool works as with
+    subprocesses (same channel, same supervision) and a worker starts in
+    milliseconds. For tests of the pool's logic, not for production: a tool
+    that crashes or blocks takes the host with it, and ``pid`` is None.
+    """
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="snakepit-inproc-"))
+        self._dir.chmod(0o700)
+
+    async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> InProcessWorker:
+        """Load and set up ``config.adapter`` here and serve it; return when it serves.
+
+        :raises WorkerStartError: the adapter cannot be loaded, or ``setup()`` raised.
+        """
+        try:
+            adapter = load_adapter(config.adapter)()
+            await maybe_await(adapter.setup())
+        except (WorkerStartupError, Exception) as exc:
+            raise WorkerStartError(
+                worker_id,
+                str(exc),
+                returncode=None,
+                stderr_tail="".join(traceback.format_exception(exc)).rstrip(),
+            ) from exc
+        server = await WorkerServer.start(
+            adapter,
+            listen=f"unix:{self._dir}/{worker_id}.sock",
+            adapter_path=config.adapter,
+            worker_id=worker_id,
+            max_concurrency=config.max_concurrency,
+            max_message_bytes=config.max_message_bytes,
+        )
+        return InProcessWorker(worker_id, server.address, server, adapter)
+
+    def close(self) -> None:
+        """Remove the socket directory (the workers are stopped by then)."""
+        shutil.rmtree(self._dir, ignore_errors=True)

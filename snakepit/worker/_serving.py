@@ -1,0 +1,170 @@
+"""WorkerServer: one adapter served over gRPC on an address, started and stopped.
+
+The part of ``python -m snakepit.worker`` that does not care about being a
+process: ``serve()`` wraps it in signals, the ready line and exit codes, and
+a host can run it in its own event loop (the pool's in-process launcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from snakepit._proto.snakepit.v1 import worker_pb2_grpc
+
+from ._adapter import Adapter
+from ._service import WorkerService
+
+__all__ = ("WorkerServer",)
+
+logger = logging.getLogger("snakepit.worker")
+
+#: Exit codes: 2 for a bad command line or adapter, 3 when setup() raised,
+#: 4 when the address cannot be bound.
+EXIT_USAGE, EXIT_SETUP, EXIT_BIND = 2, 3, 4
+
+
+class WorkerStartupError(Exception):
+    """The worker cannot start; ``str()`` is the one line printed on stderr."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def maybe_await(value: Any) -> None:
+    """Await ``value`` if it is awaitable (``setup()`` and ``teardown()`` may be either)."""
+    if inspect.isawaitable(value):
+        await value
+
+
+def parse_listen(listen: str) -> tuple[str, Path | None]:
+    """Turn ``unix:PATH`` or ``tcp:HOST:PORT`` into a gRPC address (and the socket path).
+
+    :raises WorkerStartupError: any other form.
+    """
+    if listen.startswith("unix:"):
+        path = Path(listen[5:])
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        return f"unix:{path}", path
+    if listen.startswith("tcp:"):
+        hostport = listen[4:]
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise WorkerStartupError(
+                f"--listen {listen!r}: expected tcp:HOST:PORT (port 0 allowed)"
+            )
+        return hostport, None
+    raise WorkerStartupError(f"--listen {listen!r}: expected unix:PATH or tcp:HOST:PORT")
+
+
+def _prepare_socket(path: Path) -> None:
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o077:
+        raise WorkerStartupError(
+            f"--listen unix:{path}: directory {directory} is open to other users "
+            f"(mode {mode:o}); use a private (0700) directory",
+            EXIT_BIND,
+        )
+    if path.is_socket():
+        path.unlink()  # left by a dead worker of an earlier run
+
+
+@dataclass(eq=False)
+class WorkerServer:
+    """An adapter instance served on one address (``snakepit.v1.WorkerService`` and health).
+
+    ``await WorkerServer.start(adapter, listen=...)`` binds and starts
+    serving; :meth:`stop` finishes the calls in flight (up to a grace
+    period) and stops; :meth:`abort` stops at once, failing them.
+    """
+
+    #: The address it serves on: ``unix:PATH`` or ``tcp:HOST:PORT``.
+    address: str
+    service: WorkerService
+    _server: grpc.aio.Server = field(repr=False)
+    _health: health_aio.HealthServicer = field(repr=False)
+    _socket: Path | None = field(repr=False)
+
+    @classmethod
+    async def start(
+        cls,
+        adapter: Adapter,
+        *,
+        listen: str,
+        adapter_path: str,
+        worker_id: str,
+        max_concurrency: int = 1,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        allow_pickle: bool = False,
+    ) -> WorkerServer:
+        """Serve ``adapter`` (set up already) on ``listen`` and return once it serves.
+
+        :raises WorkerStartupError: the address is invalid or cannot be bound.
+        """
+        address, socket_path = parse_listen(listen)
+        service = WorkerService(
+            adapter,
+            adapter_path=adapter_path,
+            worker_id=worker_id,
+            max_concurrency=max_concurrency,
+            max_message_bytes=max_message_bytes,
+            allow_pickle=allow_pickle,
+        )
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        if socket_path is not None:
+            _prepare_socket(socket_path)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            service.close()
+            raise WorkerStartupError(f"--listen {listen!r}: cannot bind: {exc}", EXIT_BIND) from exc
+        await server.start()
+        if socket_path is not None:
+            os.chmod(socket_path, 0o600)
+            bound = address
+        else:
+            bound = f"tcp:{address.rpartition(':')[0]}:{port}"
+        for name in ("", "snakepit.v1.WorkerService"):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return cls(bound, service, server, health, socket_path)
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let those in flight finish for up to ``grace`` seconds, stop."""
+        self.service.stop_accepting()
+        await self._health.enter_graceful_shutdown()
+        try:
+            await asyncio.wait_for(self.service.wait_idle(), grace)
+        except TimeoutError:
+            logger.warning("calls still running after %gs; cancelling them", grace)
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Stop serving now: calls in flight fail, connections close. Idempotent."""
+        await self._server.stop(0)
+        self.service.close()
+        if self._socket is not None:
+            self._socket.unlink(missing_ok=True)
