@@ -3,10 +3,21 @@
 ``snakepit.Pool`` is the entry point; this package also holds its parts for
 those who extend or inspect a pool: the config, the Launcher seam (where
 workers run: ``LocalLauncher``, or ``InProcessLauncher`` for tests), the
-Worker server and the Scheduler.
+Worker server, the Scheduler, and the events of :meth:`Pool.subscribe`.
 """
 
 from ._config import PoolConfig as PoolConfig
+from ._events import PoolEvent as PoolEvent
+from ._events import PoolGaveUp as PoolGaveUp
+from ._events import RequestOutcome as RequestOutcome
+from ._events import RequestQueued as RequestQueued
+from ._events import RequestStarted as RequestStarted
+from ._events import RequestStopped as RequestStopped
+from ._events import WorkerExited as WorkerExited
+from ._events import WorkerReady as WorkerReady
+from ._events import WorkerRecycled as WorkerRecycled
+from ._events import WorkerStartFailed as WorkerStartFailed
+from ._events import WorkerStarting as WorkerStarting
 from ._inprocess import InProcessLauncher as InProcessLauncher
 from ._inprocess import InProcessWorker as InProcessWorker
 from ._launcher import Launcher as Launcher
@@ -26,10 +37,21 @@ __all__ = (
     "LocalLauncher",
     "Pool",
     "PoolConfig",
+    "PoolEvent",
+    "PoolGaveUp",
     "PoolStats",
+    "RequestOutcome",
+    "RequestQueued",
+    "RequestStarted",
+    "RequestStopped",
     "Scheduler",
     "Worker",
     "WorkerArgs",
+    "WorkerExited",
     "WorkerHandle",
     "WorkerInfo",
+    "WorkerReady",
+    "WorkerRecycled",
+    "WorkerStartFailed",
+    "WorkerStarting",
 )

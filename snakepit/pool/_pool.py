@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from snakepit._client import Multiplexer
 from snakepit._proto.snakepit.v1 import worker_pb2
@@ -42,6 +43,16 @@ from snakepit.otp import (
 )
 
 from ._config import PoolConfig
+from ._events import (
+    PoolEvent,
+    PoolGaveUp,
+    Publisher,
+    RequestOutcome,
+    RequestQueued,
+    RequestStarted,
+    RequestStopped,
+    WorkerRecycled,
+)
 from ._launcher import Launcher, LocalLauncher
 from ._scheduler import Scheduler
 from ._worker import Worker, WorkerArgs
@@ -165,6 +176,8 @@ class Pool:
         self._recycled = 0
         self._tg: TaskGroup | None = None
         self._last_failure: str = ""
+        self._events = Publisher()
+        self._request_ids = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"<Pool {self.config.adapter} size={self.config.size} {self._state}>"
@@ -181,6 +194,7 @@ class Pool:
         self._startup = startup = _Startup(config.size)
         self._ready_changed = anyio.Event()
         stack = AsyncExitStack()
+        stack.callback(self._events.close)  # last: the workers' exits are published
         if self._launcher is None:
             stack.callback(launcher.close)
         stack.callback(self._scheduler.close)
@@ -244,7 +258,13 @@ class Pool:
         config = self.config
         n = next(self._ids)
         args = WorkerArgs(
-            config, self._launcher_in_use, f"w{n}", self._run_id, self._on_ready, self._on_failed
+            config,
+            self._launcher_in_use,
+            f"w{n}",
+            self._run_id,
+            self._on_ready,
+            self._on_failed,
+            self._events,
         )
         ref = await self._workers_sup.start_child(
             ChildSpec(f"w{n}", Worker, args, shutdown=config.shutdown_timeout + 1.0)
@@ -294,6 +314,8 @@ class Pool:
             new = await self._start_worker()
             await new.booted.wait()
             self._recycled += 1  # replaced: the old one takes no calls from here on
+            if self._events.active:
+                self._events.publish(WorkerRecycled(old.worker_id, reason, anyio.current_time()))
             await self._stop_worker(old)
         except Exception:
             logger.exception("recycling worker %r failed", old.worker_id)
@@ -354,13 +376,14 @@ class Pool:
         self._degraded = reason if isinstance(reason, BaseException) else RuntimeError(reason)
         config = self.config
         last = f"; last start failure: {self._last_failure}" if self._last_failure else ""
-        self._scheduler.close(
-            PoolDegraded(
-                f"{self!r}: its workers kept crashing (more than {config.max_restarts} "
-                f"restarts in {config.max_seconds:g}s){last}",
-                reason,
-            )
+        error = PoolDegraded(
+            f"{self!r}: its workers kept crashing (more than {config.max_restarts} "
+            f"restarts in {config.max_seconds:g}s){last}",
+            reason,
         )
+        self._scheduler.close(error)
+        if self._events.active:
+            self._events.publish(PoolGaveUp(str(error), anyio.current_time()))
 
     async def wait_ready(self, *, timeout: float | None = 30.0) -> None:
         """Wait until all ``size`` workers are ready (after crashes: replaced).
@@ -376,6 +399,18 @@ class Pool:
                 await self._ready_changed.wait()
             return
         raise QueueTimeout(f"{self!r}: only {self.stats().ready} workers ready after {timeout}s")
+
+    def subscribe(self) -> MemoryObjectReceiveStream[PoolEvent]:
+        """Return a stream of this pool's events (its telemetry) from now on.
+
+        Workers starting, ready, failing to start, exiting (crashed or
+        stopped), recycled; each call queued, started and stopped (with its
+        outcome and duration); the pool giving up. Unbounded, so the pool
+        never waits for a slow reader; it ends when the pool has stopped.
+        Subscribe before entering the pool to see its workers start. Close
+        it (``async with``) when done. Costs nothing while nobody listens.
+        """
+        return self._events.subscribe()
 
     @property
     def supervisor(self) -> SupervisorRef:
@@ -442,31 +477,56 @@ class Pool:
         a timeout gets the worker killed and replaced.
         """
         scheduler = self._running()
+        events = self._events
+        request_id = 0  # > 0: this call is observed (somebody subscribed before it began)
+        if events.active:
+            request_id = next(self._request_ids)
+            queued_at = anyio.current_time()
+            if not scheduler.has_idle:
+                events.publish(RequestQueued(request_id, tool, scheduler.queued + 1, queued_at))
         worker = await scheduler.checkout()
         self._requests += 1
         worker.call_started()
+        if request_id:
+            started = anyio.current_time()
+            events.publish(
+                RequestStarted(request_id, tool, worker.worker_id, started - queued_at, started)
+            )
+        outcome: RequestOutcome = "cancelled"
         try:
             if worker.mux is None:
                 raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
             yield worker.mux
+            outcome = "ok"
         except WorkerStopping:
+            outcome = "refused"
             worker.drain()  # stopping on its own (an outside SIGTERM): no new calls
             raise
         except WorkerUnavailable as exc:
+            outcome = "crashed"
             self._crashes += 1
             worker.retire("its connection broke", report=False)  # out of rotation, group killed
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
         except ExecutionTimeout:
+            outcome = "timeout"
             self._timeouts += 1
             worker.retire(f"a call to {tool!r} timed out")
             raise
         except Exception:
+            outcome = "error"
             self._errors += 1
             raise
         finally:
             worker.call_ended()
             scheduler.checkin(worker)
             self._check_recycle(worker)
+            if request_id:
+                ended = anyio.current_time()
+                events.publish(
+                    RequestStopped(
+                        request_id, tool, worker.worker_id, outcome, ended - started, ended
+                    )
+                )
 
     async def _execute_once(
         self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str

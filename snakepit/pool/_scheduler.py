@@ -42,6 +42,11 @@ class Scheduler(Generic[W]):
         return len(self._waiters)
 
     @property
+    def has_idle(self) -> bool:
+        """True when a slot may be free (cheap; a dead worker's slot counts until taken)."""
+        return bool(self._idle)
+
+    @property
     def idle(self) -> int:
         """Free slots of usable workers now."""
         return sum(1 for w in self._idle if w.usable)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from snakepit.otp import ExitReason, GenServer
 from snakepit.otp._server import unwrapped_task_group
 
 from ._config import PoolConfig
+from ._events import Publisher, WorkerExited, WorkerReady, WorkerStartFailed, WorkerStarting
 from ._launcher import Launcher, WorkerHandle
 
 __all__ = ("Worker", "WorkerArgs")
@@ -40,6 +42,8 @@ class WorkerArgs:
     on_ready: Callable[[Worker], None]
     #: Called with the worker and the error when its process failed to start.
     on_failed: Callable[[Worker, BaseException], None]
+    #: Where its telemetry goes (the pool's subscribers).
+    events: Publisher
 
 
 class _ProcessExited(Exception):
@@ -79,6 +83,8 @@ class Worker(GenServer[Any, Any, None]):
         self.recycling = False
         self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
+        self._stopping = False  # the pool stops it: its exit is no crash
+        self._exit_reported = False
 
     @property
     def worker_id(self) -> str:
@@ -102,6 +108,7 @@ class Worker(GenServer[Any, Any, None]):
             try:
                 yield
             finally:
+                self._stopping = self._stopping or not self._retired
                 tg.cancel_scope.cancel()  # the helpers first: none may use a closed channel
                 with anyio.CancelScope(shield=True):
                     await self._release(grace=0)  # killed: the process goes too
@@ -114,6 +121,10 @@ class Worker(GenServer[Any, Any, None]):
 
     async def _boot(self) -> None:
         args = self.args
+        events = args.events
+        started = anyio.current_time()
+        if events.active:
+            events.publish(WorkerStarting(self.worker_id, self.ref.generation, started))
         try:
             self.handle = self.process = await args.launcher.start(
                 args.config, args.worker_id, args.run_id
@@ -123,19 +134,60 @@ class Worker(GenServer[Any, Any, None]):
             )
             self.mux = self.client.multiplexer()
         except Exception as exc:
+            if events.active:
+                events.publish(
+                    WorkerStartFailed(
+                        self.worker_id, self.ref.generation, exc, anyio.current_time()
+                    )
+                )
             args.on_failed(self, exc)
             self.booted.set()
             self.ref.send(("failed", exc))
             return
         self._usable = True
-        self.ready_at = anyio.current_time()
+        self.ready_at = now = anyio.current_time()
+        if events.active:
+            events.publish(
+                WorkerReady(
+                    self.worker_id, self.handle.pid, self.ref.generation, now - started, now
+                )
+            )
         self.booted.set()
         args.on_ready(self)
         if args.config.health_interval is not None and self._tg is not None:
             self._tg.start_soon(self._check_health)
         code = await self.handle.wait()
         self._usable = False
+        self._report_exit(code)
         self.ref.send(("exited", code))
+
+    def _report_exit(self, code: int | None) -> None:
+        # Once, from whichever saw the process go first: _boot or _release.
+        if self._exit_reported or self.process is None:
+            return
+        self._exit_reported = True
+        events = self.args.events
+        if not events.active:
+            return
+        if self._stopping:
+            reason = "stopped by the pool"
+        elif self.retired_reason is not None:
+            reason = self.retired_reason
+        elif code is not None and code < 0:
+            reason = f"killed by {_signal_name(-code)}"
+        else:
+            reason = f"exited with code {code}"
+        events.publish(
+            WorkerExited(
+                self.worker_id,
+                self.process.pid,
+                self.ref.generation,
+                code,
+                not self._stopping,
+                reason,
+                anyio.current_time(),
+            )
+        )
 
     async def _check_health(self) -> None:
         # grpc.health.v1 on an interval; max_missed_pings misses in a row (a
@@ -175,6 +227,7 @@ class Worker(GenServer[Any, Any, None]):
 
     async def terminate(self, reason: ExitReason, state: None) -> None:
         """Let calls in flight finish, then stop the process: SIGTERM, the timeout, SIGKILL."""
+        self._stopping = self._stopping or not self._retired or self.retired_reason is None
         self._retired = True  # no new calls
         grace = self.args.config.shutdown_timeout
         with anyio.move_on_after(grace):
@@ -222,7 +275,7 @@ class Worker(GenServer[Any, Any, None]):
             logger.exception("worker %r: closing its connection failed", self.worker_id)
         finally:
             if self.handle is not None:  # the process is stopped and reaped whatever happened
-                await self.handle.aclose(grace=grace)
+                self._report_exit(await self.handle.aclose(grace=grace))
 
     # -- used by the pool -------------------------------------------------------------------
 
@@ -263,3 +316,10 @@ class Worker(GenServer[Any, Any, None]):
         )
         crashed.__cause__ = error
         return crashed
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

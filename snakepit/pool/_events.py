@@ -1,0 +1,182 @@
+"""The events a pool publishes (see :meth:`Pool.subscribe`): its telemetry.
+
+Every event has ``at``, the time it happened on the event loop's clock
+(``anyio.current_time()``), so durations between events are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = (
+    "PoolEvent",
+    "PoolGaveUp",
+    "RequestOutcome",
+    "RequestQueued",
+    "RequestStarted",
+    "RequestStopped",
+    "WorkerExited",
+    "WorkerReady",
+    "WorkerRecycled",
+    "WorkerStartFailed",
+    "WorkerStarting",
+)
+
+#: How a call ended: a result, an error (raised by the tool, or a bad payload),
+#: its timeout, its worker's death, its caller's cancellation, or refused unrun
+#: by a stopping worker (it is tried on another one).
+RequestOutcome: TypeAlias = Literal["ok", "error", "timeout", "crashed", "cancelled", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStarting:
+    """A worker's process is being started; ``generation`` > 0: a replacement."""
+
+    worker_id: str
+    generation: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    """A worker reported ready and takes calls; ``startup`` is seconds since it was started."""
+
+    worker_id: str
+    pid: int | None
+    generation: int
+    startup: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStartFailed:
+    """A worker's process failed before it was ready (its supervisor retries)."""
+
+    worker_id: str
+    generation: int
+    error: BaseException
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExited:
+    """A worker's process is gone and reaped.
+
+    ``crashed`` is True when it died on its own or was killed for ``reason``
+    (a timeout, missed health checks); False when the pool stopped it
+    (shutdown, recycling, scaling down).
+    """
+
+    worker_id: str
+    pid: int | None
+    generation: int
+    returncode: int | None
+    crashed: bool
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecycled:
+    """A worker reached a recycling limit; its replacement is ready and it is being stopped."""
+
+    worker_id: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestQueued:
+    """A call found no free slot and waits; ``queue_depth`` counts it."""
+
+    request_id: int
+    tool: str
+    queue_depth: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStarted:
+    """A call got a worker; ``waited`` is the seconds it spent queued."""
+
+    request_id: int
+    tool: str
+    worker_id: str
+    waited: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStopped:
+    """A call ended; ``duration`` is the seconds since it got its worker."""
+
+    request_id: int
+    tool: str
+    worker_id: str
+    outcome: RequestOutcome
+    duration: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGaveUp:
+    """The pool's workers kept crashing (restart intensity): calls now raise ``PoolDegraded``."""
+
+    reason: str
+    at: float
+
+
+#: Any event a pool publishes.
+PoolEvent: TypeAlias = (
+    WorkerStarting
+    | WorkerReady
+    | WorkerStartFailed
+    | WorkerExited
+    | WorkerRecycled
+    | RequestQueued
+    | RequestStarted
+    | RequestStopped
+    | PoolGaveUp
+)
+
+
+class Publisher:
+    """Fans a pool's events out to its subscribers; costs nothing without one."""
+
+    def __init__(self) -> None:
+        self._streams: list[MemoryObjectSendStream[PoolEvent]] = []
+        self._closed = False
+
+    @property
+    def active(self) -> bool:
+        """True while somebody listens (build events only then)."""
+        return bool(self._streams)
+
+    def subscribe(self) -> MemoryObjectReceiveStream[PoolEvent]:
+        """A new unbounded stream of the events from now on; it ends at :meth:`close`."""
+        send, receive = anyio.create_memory_object_stream[PoolEvent](math.inf)
+        if self._closed:
+            send.close()
+        else:
+            self._streams.append(send)
+        return receive
+
+    def publish(self, event: PoolEvent) -> None:
+        """Send ``event`` to every subscriber (one that closed its end is dropped)."""
+        for stream in list(self._streams):
+            try:
+                stream.send_nowait(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._streams.remove(stream)
+
+    def close(self) -> None:
+        """End every subscriber's stream (the pool stopped)."""
+        self._closed = True
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()
