@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,12 +151,14 @@ async def spawn_worker(
     cwd: str | Path | None = None,
     ready_timeout: float = 30.0,
     extra_args: Sequence[str] = (),
+    on_spawn: Callable[[int], object] | None = None,
 ) -> WorkerProcess:
     """Start ``python -m snakepit.worker`` and return once it printed its ready line.
 
     :param adapter: ``package.module:Class``.
     :param listen: ``unix:PATH`` (its directory is created 0700) or ``tcp:HOST:PORT``.
     :param env: the worker's whole environment (default: the host's).
+    :param on_spawn: called with the pid as soon as the process exists.
     :raises WorkerStartError: it exited or printed no ready line within
         ``ready_timeout``; the message has its exit code and stderr tail.
         Nothing is left running.
@@ -197,6 +199,8 @@ async def spawn_worker(
         )
     assert proc.stdout is not None
     assert proc.stderr is not None
+    if on_spawn is not None:
+        on_spawn(proc.pid)
     stderr: deque[str] = deque(maxlen=STDERR_LINES)
     pump = asyncio.get_running_loop().create_task(_pump_stderr(proc.stderr, stderr))
     worker = WorkerProcess(worker_id, "", proc.pid, {}, proc, stderr, pump)

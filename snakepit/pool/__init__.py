@@ -26,6 +26,8 @@ from ._launcher import WorkerHandle as WorkerHandle
 from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
 from ._pool import WorkerInfo as WorkerInfo
+from ._rundir import RunDir as RunDir
+from ._rundir import default_run_base as default_run_base
 from ._scheduler import Scheduler as Scheduler
 from ._worker import Worker as Worker
 from ._worker import WorkerArgs as WorkerArgs
@@ -44,6 +46,7 @@ __all__ = (
     "RequestQueued",
     "RequestStarted",
     "RequestStopped",
+    "RunDir",
     "Scheduler",
     "Worker",
     "WorkerArgs",
@@ -54,4 +57,5 @@ __all__ = (
     "WorkerRecycled",
     "WorkerStartFailed",
     "WorkerStarting",
+    "default_run_base",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,10 @@ class PoolConfig:
     worker_ttl: float | None = None
     #: Recycle a worker whose resident memory (RSS) passes this many MiB (None: never).
     max_worker_memory_mb: float | None = None
+    #: The base directory of the workers' sockets and pid files (default: one per
+    #: user, ``$XDG_RUNTIME_DIR/snakepit`` or ``<tmp>/snakepit-<uid>``). A pool
+    #: starting here kills the workers a dead earlier run left under it.
+    run_dir: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         module, sep, cls = (
@@ -110,6 +115,10 @@ class PoolConfig:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.env).items()):
             raise ConfigError("env", "keys and values must be strings")
         object.__setattr__(self, "env", dict(self.env))
+        if self.run_dir is not None:
+            if not isinstance(self.run_dir, str | os.PathLike) or not os.fspath(self.run_dir):
+                raise ConfigError("run_dir", f"must be a path or None, got {self.run_dir!r}")
+            object.__setattr__(self, "run_dir", os.fspath(self.run_dir))
 
     @classmethod
     def from_options(cls, adapter: str | None, options: Mapping[str, Any]) -> PoolConfig:

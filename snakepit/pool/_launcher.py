@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Protocol
 
 from snakepit._launch import WorkerProcess, spawn_worker
 
 from ._config import PoolConfig
+from ._rundir import RunDir
 
 __all__ = ("Launcher", "LocalLauncher", "WorkerHandle")
 
@@ -72,31 +71,53 @@ class Launcher(Protocol):
 class LocalLauncher:
     """Workers as subprocesses of this host, each in its own process group, on unix sockets.
 
-    The sockets live in a private (0700) directory made for this launcher and
-    removed by :meth:`close`.
+    The sockets live in this run's private directory under ``run_dir``
+    (default: one base per user, see :func:`~snakepit.pool.default_run_base`),
+    with the workers' pids. The first start claims it: workers left by a
+    dead earlier run under the same base are killed and its files removed.
+    :meth:`close` removes this run's files.
     """
 
-    def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="snakepit-"))
-        self._dir.chmod(0o700)
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None) -> None:
+        self._base = run_dir
+        self._run: RunDir | None = None
+
+    @property
+    def run(self) -> RunDir | None:
+        """The run directory, once claimed (by :meth:`open` or the first start)."""
+        return self._run
+
+    def open(self, run_id: str) -> RunDir:
+        """Claim the run directory for ``run_id`` now (done by the first start otherwise).
+
+        :raises ConfigError: ``run_dir`` is unusable (not private, too long).
+        """
+        if self._run is None:
+            self._run = RunDir.claim(self._base, run_id)
+        return self._run
 
     async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> WorkerProcess:
-        """Spawn ``python -m snakepit.worker`` for ``config.adapter``; return when ready."""
+        """Spawn ``python -m snakepit.worker`` for ``config.adapter``; return when ready.
+
+        :raises ConfigError: ``run_dir`` is unusable (not private, too long).
+        :raises WorkerStartError: the worker failed before its ready line.
+        """
+        run = self.open(run_id)
         return await spawn_worker(
             config.adapter,
-            f"unix:{self._dir}/{worker_id}.sock",
+            f"unix:{run.socket(worker_id)}",
             worker_id=worker_id,
-            run_id=run_id,
+            run_id=run.run_id,
             max_concurrency=config.max_concurrency,
             python=config.python,
             env=config.worker_env(os.environ),
             cwd=config.cwd,
             ready_timeout=config.startup_timeout,
             extra_args=["--max-message-mb", str(config.max_message_mb)],
+            on_spawn=lambda pid: run.record(worker_id, pid),
         )
 
     def close(self) -> None:
-        """Remove the socket directory (the workers are stopped by then)."""
-        for path in self._dir.glob("*"):
-            path.unlink(missing_ok=True)
-        self._dir.rmdir()
+        """Remove this run's directory and release its lock (the workers are stopped by then)."""
+        if self._run is not None:
+            self._run.close()

@@ -190,7 +190,16 @@ class Pool:
         self._state = "starting"
         config = self.config
         run_id = uuid.uuid4().hex[:12]
-        launcher = self._launcher or LocalLauncher()
+        if self._launcher is None:
+            local = LocalLauncher(config.run_dir)
+            try:
+                local.open(run_id)  # sweeps dead runs; a bad run_dir fails before any start
+            except BaseException:
+                self._state = "closed"
+                raise
+            launcher: Launcher = local
+        else:
+            launcher = self._launcher
         self._startup = startup = _Startup(config.size)
         self._ready_changed = anyio.Event()
         stack = AsyncExitStack()

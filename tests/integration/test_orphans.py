@@ -1,0 +1,135 @@
+"""Orphan cleanup: a pool starting under a run directory kills what a dead run left there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from snakepit import Pool
+from snakepit.errors import ConfigError
+from tests._procs import wait_exit
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = "snakepit.testing.adapters:Echo"
+
+HOST = """
+import sys, anyio, snakepit
+
+async def main():
+    async with snakepit.Pool({adapter!r}, size=2, run_dir=sys.argv[1]) as pool:
+        print(" ".join(str(w.pid) for w in pool.workers()), flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)  # until killed
+
+anyio.run(main)
+"""
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A short private base directory (unix socket paths are limited to ~100 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="sp-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _runs(base: Path) -> set[str]:
+    return {p.name for p in base.iterdir() if p.is_dir()}
+
+
+async def test_workers_left_by_a_sigkilled_host_are_killed_by_the_next_pool(
+    run_dir: Path,
+) -> None:
+    # A host is SIGKILLed while its workers are stopped (SIGSTOP): they cannot
+    # notice its death, so they stay, as after any host crash they survive.
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST.format(adapter=ECHO), str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    assert host.stdin is not None
+    assert host.stdout is not None
+    try:
+        line = await anyio.to_thread.run_sync(host.stdout.readline)
+        orphans = [int(p) for p in line.split()]
+        assert len(orphans) == 2
+        for pid in orphans:
+            os.kill(pid, signal.SIGSTOP)
+        host.kill()
+        host.wait()
+        (dead_run,) = _runs(run_dir)
+        for pid in orphans:
+            os.kill(pid, 0)  # still there
+
+        async with Pool(ECHO, size=1, run_dir=run_dir) as pool:
+            for pid in orphans:
+                await wait_exit(pid, timeout=10)
+            assert dead_run not in _runs(run_dir)
+            assert not (run_dir / f"{dead_run}.lock").exists()
+            assert await pool.execute("ping") == {"status": "pong"}
+        assert _runs(run_dir) == set()  # its own run is removed at exit
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        host.stdin.close()
+        host.stdout.close()
+
+
+async def test_a_live_run_is_left_alone(run_dir: Path) -> None:
+    async with Pool(ECHO, size=1, run_dir=run_dir) as first:
+        (pid,) = [w.pid for w in first.workers()]
+        async with Pool(ECHO, size=1, run_dir=run_dir) as second:
+            assert len(_runs(run_dir)) == 2
+            assert await second.execute("ping") == {"status": "pong"}
+        assert [w.pid for w in first.workers()] == [pid]
+        assert await first.execute("ping") == {"status": "pong"}
+
+
+async def test_a_reused_pid_is_not_killed(run_dir: Path) -> None:
+    # A dead run's pid file names a process that is not its worker (the pid was reused).
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    assert bystander.stdin is not None
+    try:
+        (run_dir / "deadbeef0000.lock").touch()
+        (run_dir / "deadbeef0000").mkdir()
+        (run_dir / "deadbeef0000" / "w0.pid").write_text(f"{bystander.pid}\n")
+        async with Pool(ECHO, size=1, run_dir=run_dir):
+            assert "deadbeef0000" not in _runs(run_dir)
+        assert bystander.poll() is None
+    finally:
+        bystander.stdin.close()
+        bystander.wait()
+
+
+async def test_a_run_dir_open_to_others_is_a_config_error(run_dir: Path) -> None:
+    run_dir.chmod(0o755)
+    with pytest.raises(ConfigError, match="run_dir"):
+        async with Pool(ECHO, size=1, run_dir=run_dir):
+            pass
+
+
+async def test_a_run_dir_too_long_for_sockets_is_a_config_error(run_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"run_dir.*too long"):
+        async with Pool(ECHO, size=1, run_dir=run_dir / ("x" * 100)):
+            pass
+
+
+def test_run_dir_must_be_a_path() -> None:
+    with pytest.raises(ConfigError, match="run_dir"):
+        Pool(ECHO, run_dir=3)
