@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncGenerator
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into
+from snakepit._framing import FrameError, pack, read_frame
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import (
     ConfigError,
@@ -30,7 +31,13 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 
-__all__ = ("Multiplexer", "WorkerClient", "error_from_info", "error_from_rpc")
+__all__ = (
+    "Multiplexer",
+    "WorkerClient",
+    "error_from_info",
+    "error_from_rpc",
+    "open_frames_multiplexer",
+)
 
 Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
@@ -288,11 +295,14 @@ class Multiplexer:
     :class:`~snakepit.errors.WorkerUnavailable`.
     """
 
-    def __init__(self, stub: Any, limit: int, codec: str = JSON) -> None:
+    def __init__(self, transport: Any, limit: int, codec: str = JSON) -> None:
         self._codec = codec
         self._loop = asyncio.get_running_loop()
         self._limit = limit
-        self._call = stub.Channel()
+        # A gRPC stub (its Channel RPC carries the frames), or a _FramesTransport.
+        self._call: _Transport = (
+            transport if isinstance(transport, _FramesTransport) else _GrpcTransport(transport)
+        )
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, asyncio.Queue[worker_pb2.StreamChunk | None]] = {}
@@ -441,7 +451,7 @@ class Multiplexer:
         try:
             while True:
                 frame = await self._call.read()
-                if frame is grpc.aio.EOF:
+                if frame is None:
                     break
                 for response in frame.responses:
                     future = pending.get(response.request_id)
@@ -456,6 +466,8 @@ class Multiplexer:
             raise
         except grpc.RpcError as exc:
             self._fail(error_from_rpc(exc, "Channel"))
+        except (OSError, FrameError) as exc:
+            self._fail(WorkerUnavailable(f"the channel broke: {exc}"))
 
     def _fail(self, error: WorkerError) -> None:
         if self._broken is None:
@@ -476,6 +488,71 @@ class Multiplexer:
         self._reader.cancel()
         self._call.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+
+
+class _Transport(Protocol):
+    async def write(self, frame: worker_pb2.ClientFrame) -> None: ...
+    async def read(self) -> worker_pb2.ServerFrame | None: ...
+    def cancel(self) -> None: ...
+
+
+class _GrpcTransport:
+    """The ``Channel`` RPC as a frame transport."""
+
+    def __init__(self, stub: Any) -> None:
+        self._call = stub.Channel()
+
+    async def write(self, frame: worker_pb2.ClientFrame) -> None:
+        await self._call.write(frame)
+
+    async def read(self) -> worker_pb2.ServerFrame | None:
+        frame = await self._call.read()
+        return None if frame is grpc.aio.EOF else frame
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class _FramesTransport:
+    """Length-prefixed frames on a worker's frames socket (see ``snakepit._framing``)."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._limit = limit
+
+    async def write(self, frame: worker_pb2.ClientFrame) -> None:
+        self._writer.write(pack(frame))
+        await self._writer.drain()
+
+    async def read(self) -> worker_pb2.ServerFrame | None:
+        return await read_frame(self._reader, worker_pb2.ServerFrame, self._limit)
+
+    def cancel(self) -> None:
+        self._writer.close()
+
+
+async def open_frames_multiplexer(
+    address: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, codec: str = JSON
+) -> Multiplexer:
+    """Connect to a worker's frames socket (``unix:PATH``) and multiplex calls over it.
+
+    The same :class:`Multiplexer` as on the ``Channel`` RPC, at a fraction of
+    the cost per call.
+
+    :raises WorkerUnavailable: the socket cannot be reached.
+    """
+    if not address.startswith("unix:"):
+        raise ConfigError("address", f"a frames address is unix:PATH, got {address!r}")
+    try:
+        reader, writer = await asyncio.open_unix_connection(address[5:], limit=1024 * 1024)
+    except OSError as exc:
+        raise WorkerUnavailable(f"cannot connect to {address}: {exc}") from exc
+    return Multiplexer(
+        _FramesTransport(reader, writer, max_message_bytes), max_message_bytes, codec
+    )
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

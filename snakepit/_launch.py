@@ -49,6 +49,12 @@ class WorkerProcess:
     _drains: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @property
+    def frames_address(self) -> str | None:
+        """Its frames socket (``unix:PATH``) from the ready line, or None (tcp)."""
+        frames = self.ready.get("frames")
+        return frames if isinstance(frames, str) else None
+
+    @property
     def returncode(self) -> int | None:
         """Its exit code once reaped (negative: the signal that killed it), else None."""
         return self._proc.returncode

@@ -84,6 +84,9 @@ class PoolConfig:
     worker_ttl: float | None = None
     #: Recycle a worker whose resident memory (RSS) passes this many MiB (None: never).
     max_worker_memory_mb: float | None = None
+    #: How calls travel: "frames" (length-prefixed frames on a unix socket, the
+    #: fast path) or "grpc" (the ``Channel`` RPC). Health, describe: gRPC always.
+    transport: str = "frames"
     #: The base directory of the workers' sockets and pid files (default: one per
     #: user, ``$XDG_RUNTIME_DIR/snakepit`` or ``<tmp>/snakepit-<uid>``). A pool
     #: starting here kills the workers a dead earlier run left under it.
@@ -115,6 +118,8 @@ class PoolConfig:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.env).items()):
             raise ConfigError("env", "keys and values must be strings")
         object.__setattr__(self, "env", dict(self.env))
+        if self.transport not in ("frames", "grpc"):
+            raise ConfigError("transport", f"must be 'frames' or 'grpc', got {self.transport!r}")
         if self.run_dir is not None:
             if not isinstance(self.run_dir, str | os.PathLike) or not os.fspath(self.run_dir):
                 raise ConfigError("run_dir", f"must be a path or None, got {self.run_dir!r}")

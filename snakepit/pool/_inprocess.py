@@ -42,6 +42,8 @@ class InProcessWorker:
     address: str
     _server: WorkerServer = field(repr=False)
     _adapter: Adapter = field(repr=False)
+    #: Where it serves the channel's frames.
+    frames_address: str | None = None
     #: None: it has no process of its own.
     pid: int | None = None
     _returncode: int | None = field(default=None, repr=False)
@@ -126,7 +128,7 @@ class InProcessLauncher:
             max_concurrency=config.max_concurrency,
             max_message_bytes=config.max_message_bytes,
         )
-        return InProcessWorker(worker_id, server.address, server, adapter)
+        return InProcessWorker(worker_id, server.address, server, adapter, server.frames_address)
 
     def close(self) -> None:
         """Remove the socket directory (the workers are stopped by then)."""

@@ -27,6 +27,11 @@ class WorkerHandle(Protocol):
         ...
 
     @property
+    def frames_address(self) -> str | None:
+        """Where it serves the channel's frames (``unix:PATH``), or None: use gRPC."""
+        ...
+
+    @property
     def pid(self) -> int | None:
         """Its process id, or None when it has no process of its own."""
         ...

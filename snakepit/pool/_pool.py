@@ -557,8 +557,14 @@ class Pool:
 
         :raises RemoteError, WorkerCrashed, ExecutionTimeout: as :meth:`execute`.
         """
-        async with self._call_on_a_worker(tool) as mux:
-            async for item in mux.stream(tool, args, timeout=timeout, session_id=session_id):
+        async with (
+            self._call_on_a_worker(tool) as mux,
+            contextlib.aclosing(
+                mux.stream(tool, args, timeout=timeout, session_id=session_id)
+            ) as items,
+        ):
+            # Closed explicitly: the remote cancel is queued before the slot is returned.
+            async for item in items:
                 yield item
 
     async def describe(self) -> worker_pb2.DescribeResponse:

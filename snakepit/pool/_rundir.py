@@ -120,7 +120,7 @@ class RunDir:
         """
         root = Path(base) if base is not None else default_run_base()
         root = root.absolute()
-        longest = root / run_id / "w999999.sock"
+        longest = root / run_id / "w999999.sock.frames"
         if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
             raise ConfigError(
                 "run_dir",

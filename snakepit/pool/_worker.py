@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from snakepit._client import Multiplexer, WorkerClient
+from snakepit._client import Multiplexer, WorkerClient, open_frames_multiplexer
 from snakepit.errors import WorkerCrashed, WorkerError, WorkerStartError
 from snakepit.otp import ExitReason, GenServer
 from snakepit.otp._server import unwrapped_task_group
@@ -132,7 +132,13 @@ class Worker(GenServer[Any, Any, None]):
             self.client = WorkerClient(
                 self.handle.address, max_message_bytes=args.config.max_message_bytes
             )
-            self.mux = self.client.multiplexer()
+            frames = self.handle.frames_address
+            if frames is not None and args.config.transport == "frames":
+                self.mux = await open_frames_multiplexer(
+                    frames, max_message_bytes=args.config.max_message_bytes
+                )
+            else:
+                self.mux = self.client.multiplexer()
         except Exception as exc:
             if events.active:
                 events.publish(

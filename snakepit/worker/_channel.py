@@ -10,10 +10,8 @@ tried and dropped: a tool that captures ``current_task()``, as
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
-
-import grpc
 
 from snakepit._proto.snakepit.v1 import worker_pb2
 
@@ -25,11 +23,17 @@ _ENVELOPE = 1024
 
 
 class ChannelSession:
-    """Serves one ``Channel`` RPC: reads frames, runs calls, writes coalesced replies."""
+    """Serves one channel: reads frames, runs calls, writes coalesced replies.
 
-    def __init__(self, service: WorkerService, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    The transport is the caller's: ``write`` sends one frame (the ``Channel``
+    RPC's ``context.write``, or a length-prefixed write on a frames socket).
+    """
+
+    def __init__(
+        self, service: WorkerService, write: Callable[[worker_pb2.ServerFrame], Awaitable[Any]]
+    ) -> None:
         self._service = service
-        self._context = context
+        self._write = write
         self._loop = asyncio.get_running_loop()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._responses: list[worker_pb2.ExecuteResponse] = []
@@ -49,7 +53,7 @@ class ChannelSession:
                 self._ready.clear()
                 if self._responses or self._chunks:
                     for frame in self._frames():
-                        await self._context.write(frame)
+                        await self._write(frame)
                 elif reader.done() and not self._running:
                     reader.result()  # re-raise what ended the reading, if anything
                     return

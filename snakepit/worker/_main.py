@@ -138,7 +138,7 @@ async def serve(args: argparse.Namespace) -> int:
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         allow_pickle=args.allow_pickle,
     )
-    _report_ready(args, server.address, sorted(adapter_cls.tools))
+    _report_ready(args, server.address, server.frames_address, sorted(adapter_cls.tools))
 
     await stop.wait()
     why = reason[0] if reason else "stop"
@@ -166,11 +166,14 @@ def _dump_state() -> None:
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
 
 
-def _report_ready(args: argparse.Namespace, address: str, tools: list[str]) -> None:
+def _report_ready(
+    args: argparse.Namespace, address: str, frames: str | None, tools: list[str]
+) -> None:
     line = json.dumps(
         {
             "event": "ready",
             "address": address,
+            "frames": frames,
             "pid": os.getpid(),
             "worker_id": args.worker_id,
             "run_id": args.run_id,

@@ -324,4 +324,4 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         """Many calls multiplexed on one stream; replies coalesced into frames."""
-        await ChannelSession(self, context).run(request_iterator)
+        await ChannelSession(self, context.write).run(request_iterator)

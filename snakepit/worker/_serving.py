@@ -8,10 +8,12 @@ a host can run it in its own event loop (the pool's in-process launcher).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
 import stat
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from snakepit._proto.snakepit.v1 import worker_pb2_grpc
+from snakepit._framing import FrameError, frames_path, pack, read_frame
+from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
+from ._channel import ChannelSession
 from ._service import WorkerService
 
 __all__ = ("WorkerServer",)
@@ -95,10 +99,16 @@ class WorkerServer:
 
     #: The address it serves on: ``unix:PATH`` or ``tcp:HOST:PORT``.
     address: str
+    #: Where the channel's length-prefixed frames are served (``unix:PATH``;
+    #: None on tcp, where the ``Channel`` RPC carries them).
+    frames_address: str | None
+    #: The tools' service (shared by both transports).
     service: WorkerService
     _server: grpc.aio.Server = field(repr=False)
     _health: health_aio.HealthServicer = field(repr=False)
     _socket: Path | None = field(repr=False)
+    _frames_server: asyncio.Server | None = field(default=None, repr=False)
+    _frame_tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
 
     @classmethod
     async def start(
@@ -148,9 +158,45 @@ class WorkerServer:
             bound = address
         else:
             bound = f"tcp:{address.rpartition(':')[0]}:{port}"
+        frames = None
+        self = cls(bound, frames, service, server, health, socket_path)
+        if socket_path is not None:
+            frames_socket = frames_path(str(socket_path))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(frames_socket)  # left by a dead worker of an earlier run
+            self._frames_server = await asyncio.start_unix_server(
+                self._serve_frames, path=frames_socket, limit=1024 * 1024
+            )
+            os.chmod(frames_socket, 0o600)
+            self.frames_address = f"unix:{frames_socket}"
         for name in ("", "snakepit.v1.WorkerService"):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return cls(bound, service, server, health, socket_path)
+        return self
+
+    async def _serve_frames(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # One connection: a ChannelSession fed by length-prefixed frames.
+        task = asyncio.current_task()
+        assert task is not None
+        self._frame_tasks.add(task)
+        limit = self.service.max_message_bytes
+
+        async def write(frame: worker_pb2.ServerFrame) -> None:
+            writer.write(pack(frame))
+            await writer.drain()
+
+        async def frames() -> AsyncIterator[worker_pb2.ClientFrame]:
+            while (frame := await read_frame(reader, worker_pb2.ClientFrame, limit)) is not None:
+                yield frame
+
+        try:
+            await ChannelSession(self.service, write).run(frames())
+        except (FrameError, ConnectionError) as exc:
+            logger.warning("frames connection closed: %s", exc)
+        finally:
+            self._frame_tasks.discard(task)
+            writer.close()
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let those in flight finish for up to ``grace`` seconds, stop."""
@@ -164,7 +210,15 @@ class WorkerServer:
 
     async def abort(self) -> None:
         """Stop serving now: calls in flight fail, connections close. Idempotent."""
+        if self._frames_server is not None:
+            self._frames_server.close()
+            tasks = list(self._frame_tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.stop(0)
         self.service.close()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(frames_path(str(self._socket)))
