@@ -192,6 +192,11 @@ class WorkerClient:
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
         self._ids = itertools.count(1)
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The message size limit of this connection."""
+        return self._limit
+
     async def __aenter__(self) -> WorkerClient:
         return self
 

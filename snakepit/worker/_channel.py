@@ -41,10 +41,14 @@ class ChannelSession:
         self._running: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
 
-    async def run(self, frames: AsyncIterator[worker_pb2.ClientFrame]) -> None:
+    async def run(
+        self, frames: AsyncIterator[worker_pb2.ClientFrame], *, eof_is_gone: bool = False
+    ) -> None:
         """Serve until the client closes its side and every call is answered.
 
-        The calling task (the RPC's) writes; a reader task reads.
+        The calling task (the RPC's) writes; a reader task reads. With
+        ``eof_is_gone`` the end of the frames means the client is gone (a
+        socket that closed): the calls still running are cancelled at once.
         """
         reader = self._loop.create_task(self._read(frames))
         try:
@@ -54,7 +58,7 @@ class ChannelSession:
                 if self._responses or self._chunks:
                     for frame in self._frames():
                         await self._write(frame)
-                elif reader.done() and not self._running:
+                elif reader.done() and (eof_is_gone or not self._running):
                     reader.result()  # re-raise what ended the reading, if anything
                     return
         finally:

@@ -191,7 +191,7 @@ class WorkerServer:
                 yield frame
 
         try:
-            await ChannelSession(self.service, write).run(frames())
+            await ChannelSession(self.service, write).run(frames(), eof_is_gone=True)
         except (FrameError, ConnectionError) as exc:
             logger.warning("frames connection closed: %s", exc)
         finally:

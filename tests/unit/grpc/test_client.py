@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ import anyio
 import grpc
 import pytest
 
-from snakepit._client import WorkerClient, error_from_info, error_from_rpc
+from snakepit._client import (
+    Multiplexer,
+    WorkerClient,
+    error_from_info,
+    error_from_rpc,
+    open_frames_multiplexer,
+)
 from snakepit._launch import WorkerProcess, spawn_worker
 from snakepit._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
@@ -34,13 +41,33 @@ pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
 Echo = tuple[WorkerProcess, WorkerClient]
+OpenMux = Callable[[WorkerProcess, WorkerClient], Awaitable[Multiplexer]]
 Kind = worker_pb2.ErrorInfo.Kind
 
 
+@pytest.fixture(params=["grpc", "frames"])
+def open_mux(request: pytest.FixtureRequest) -> OpenMux:
+    """Opens a Multiplexer to a worker over the transport of this run."""
+
+    async def open_(worker: WorkerProcess, client: WorkerClient) -> Multiplexer:
+        if request.param == "grpc":
+            return client.multiplexer()
+        assert worker.frames_address is not None
+        return await open_frames_multiplexer(
+            worker.frames_address, max_message_bytes=client.max_message_bytes
+        )
+
+    return open_
+
+
 class TestChannel:
-    async def test_many_concurrent_calls_each_get_their_own_result(self, echo: Echo) -> None:
-        _, client = echo
-        mux = client.multiplexer()
+    """The Multiplexer, on each transport: the Channel RPC and the frames socket."""
+
+    async def test_many_concurrent_calls_each_get_their_own_result(
+        self, echo: Echo, open_mux: OpenMux
+    ) -> None:
+        worker, client = echo
+        mux = await open_mux(worker, client)
         results: dict[int, Any] = {}
 
         async def call(i: int) -> None:
@@ -52,9 +79,9 @@ class TestChannel:
         assert results == {i: i for i in range(200)}
         await mux.aclose()
 
-    async def test_errors_travel_per_call(self, echo: Echo) -> None:
-        _, client = echo
-        mux = client.multiplexer()
+    async def test_errors_travel_per_call(self, echo: Echo, open_mux: OpenMux) -> None:
+        worker, client = echo
+        mux = await open_mux(worker, client)
         with pytest.raises(RemoteError, match="boom"):
             await mux.execute("fail", {"message": "boom"})
         with pytest.raises(ToolNotFound):
@@ -64,9 +91,9 @@ class TestChannel:
         assert await mux.execute("ping") == {"status": "pong"}
         await mux.aclose()
 
-    async def test_streams_over_the_channel(self, echo: Echo) -> None:
-        _, client = echo
-        mux = client.multiplexer()
+    async def test_streams_over_the_channel(self, echo: Echo, open_mux: OpenMux) -> None:
+        worker, client = echo
+        mux = await open_mux(worker, client)
         assert [x async for x in mux.stream("count", {"n": 4})] == [0, 1, 2, 3]
         with pytest.raises(RemoteError):
             async for _ in mux.stream("fail_midstream", {"after": 1}):
@@ -77,9 +104,9 @@ class TestChannel:
         assert await mux.execute("ping") == {"status": "pong"}
         await mux.aclose()
 
-    async def test_timeout_cancels_the_remote_call(self, echo: Echo) -> None:
-        _, client = echo
-        mux = client.multiplexer()
+    async def test_timeout_cancels_the_remote_call(self, echo: Echo, open_mux: OpenMux) -> None:
+        worker, client = echo
+        mux = await open_mux(worker, client)
         with pytest.raises(ExecutionTimeout):
             await mux.execute("hang", timeout=0.05)
         with pytest.raises(ExecutionTimeout):
@@ -89,11 +116,13 @@ class TestChannel:
             assert await mux.execute("noop_sync") is None
         await mux.aclose()
 
-    async def test_deadlines_in_the_worker_leave_the_channel_working(self, echo: Echo) -> None:
+    async def test_deadlines_in_the_worker_leave_the_channel_working(
+        self, echo: Echo, open_mux: OpenMux
+    ) -> None:
         # The worker enforces the timeout too (asyncio.timeout around an async
         # tool); whichever side fires first, the channel must keep flowing.
-        _, client = echo
-        mux = client.multiplexer()
+        worker, client = echo
+        mux = await open_mux(worker, client)
         for _ in range(10):
             for tool in ("hang", "hang_sync"):
                 with pytest.raises(ExecutionTimeout):
@@ -102,19 +131,21 @@ class TestChannel:
                 assert await mux.execute("noop_sync") is None
         await mux.aclose()
 
-    async def test_cancelling_the_caller_cancels_the_remote_call(self, echo: Echo) -> None:
-        _, client = echo
-        mux = client.multiplexer()
+    async def test_cancelling_the_caller_cancels_the_remote_call(
+        self, echo: Echo, open_mux: OpenMux
+    ) -> None:
+        worker, client = echo
+        mux = await open_mux(worker, client)
         with anyio.move_on_after(0.05):
             await mux.execute("hang_sync")
         with anyio.fail_after(10):
             assert await mux.execute("noop_sync") is None
         await mux.aclose()
 
-    async def test_oversize_stays_a_per_call_error(self, spawn: Spawn) -> None:
+    async def test_oversize_stays_a_per_call_error(self, spawn: Spawn, open_mux: OpenMux) -> None:
         worker = await spawn(extra_args=["--max-message-mb", "1"])
         async with WorkerClient(worker.address, max_message_bytes=1024 * 1024) as client:
-            mux = client.multiplexer()
+            mux = await open_mux(worker, client)
             with pytest.raises(PayloadTooLarge):
                 await mux.execute("echo", {"value": b"x" * (2 * 1024 * 1024)})
             with pytest.raises(PayloadTooLarge):
@@ -132,9 +163,11 @@ class TestChannel:
             assert await mux.execute("ping") == {"status": "pong"}
             await mux.aclose()
 
-    async def test_worker_death_fails_pending_calls_at_once(self, echo: Echo) -> None:
+    async def test_worker_death_fails_pending_calls_at_once(
+        self, echo: Echo, open_mux: OpenMux
+    ) -> None:
         worker, client = echo
-        mux = client.multiplexer()
+        mux = await open_mux(worker, client)
         errors: list[BaseException] = []
 
         async def call() -> None:
@@ -153,13 +186,56 @@ class TestChannel:
         await worker.wait()
         await mux.aclose()
 
-    async def test_closed_channel_refuses_calls(self, echo: Echo) -> None:
-        _, client = echo
-        mux = client.multiplexer()
+    async def test_closed_channel_refuses_calls(self, echo: Echo, open_mux: OpenMux) -> None:
+        worker, client = echo
+        mux = await open_mux(worker, client)
         await mux.aclose()
         await mux.aclose()
         with pytest.raises(WorkerUnavailable, match="closed"):
             await mux.execute("ping")
+
+
+class TestFrames:
+    """What only the frames socket has to survive: a misbehaving peer."""
+
+    async def test_a_garbage_frame_closes_only_that_connection(self, echo: Echo) -> None:
+        worker, _client = echo
+        assert worker.frames_address is not None
+        path = worker.frames_address.removeprefix("unix:")
+        stream = await anyio.connect_unix(path)
+        async with stream:
+            await stream.send(b"\xff\xff\xff\x7f" + b"x" * 16)  # a 2 GiB frame: refused
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await stream.receive()
+        mux = await open_frames_multiplexer(worker.frames_address)
+        assert await mux.execute("ping") == {"status": "pong"}
+        await mux.aclose()
+
+    async def test_a_client_gone_mid_call_frees_the_slot(self, echo: Echo) -> None:
+        worker, _client = echo
+        assert worker.frames_address is not None
+        first = await open_frames_multiplexer(worker.frames_address)
+        async with anyio.create_task_group() as tg:
+
+            async def hang() -> None:
+                with pytest.raises(WorkerUnavailable):
+                    await first.execute("hang")
+
+            tg.start_soon(hang)
+            await anyio.wait_all_tasks_blocked()
+            await first.aclose()  # the connection drops with the call running
+        second = await open_frames_multiplexer(worker.frames_address)
+        with anyio.fail_after(10):  # the worker's only slot came free
+            assert await second.execute("ping") == {"status": "pong"}
+        await second.aclose()
+
+    async def test_a_frames_address_must_be_unix(self) -> None:
+        with pytest.raises(ConfigError, match="address"):
+            await open_frames_multiplexer("tcp:127.0.0.1:1")
+
+    async def test_no_socket_is_worker_unavailable(self, sock_dir: Path) -> None:
+        with pytest.raises(WorkerUnavailable, match="cannot connect"):
+            await open_frames_multiplexer(f"unix:{sock_dir}/nothing.sock.frames")
 
 
 class TestUnary:
