@@ -162,7 +162,9 @@ class Pool:
         self._launcher = launcher
         self._state = "new"
         self._scheduler: Scheduler[Worker] = Scheduler(
-            max_queue=self.config.max_queue, queue_timeout=self.config.queue_timeout
+            max_queue=self.config.max_queue,
+            queue_timeout=self.config.queue_timeout,
+            max_concurrency=self.config.max_concurrency,
         )
         self._stack: AsyncExitStack | None = None
         self._supervisor: SupervisorRef | None = None
@@ -368,7 +370,7 @@ class Pool:
         self._ready_changed = anyio.Event()
         if worker.ref.generation > 0:
             self._restarts += 1
-        self._scheduler.add(worker, self.config.max_concurrency)
+        self._scheduler.add(worker, self.config.max_concurrency, self.config.prefetch)
         if self._startup is not None:
             self._startup.ready()
 
@@ -516,10 +518,11 @@ class Pool:
             self._crashes += 1
             worker.retire("its connection broke", report=False)  # out of rotation, group killed
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
-        except ExecutionTimeout:
+        except ExecutionTimeout as exc:
             outcome = "timeout"
             self._timeouts += 1
-            worker.retire(f"a call to {tool!r} timed out")
+            if exc.started:  # it may be stuck; one that waited behind others is not
+                worker.retire(f"a call to {tool!r} timed out")
             raise
         except Exception:
             outcome = "error"

@@ -132,13 +132,16 @@ class Worker(GenServer[Any, Any, None]):
             self.client = WorkerClient(
                 self.handle.address, max_message_bytes=args.config.max_message_bytes
             )
+            config = args.config
+            # Calls sent ahead (prefetch) wait in the worker: the channel tracks them.
+            running = config.max_concurrency if config.prefetch else None
             frames = self.handle.frames_address
-            if frames is not None and args.config.transport == "frames":
+            if frames is not None and config.transport == "frames":
                 self.mux = await open_frames_multiplexer(
-                    frames, max_message_bytes=args.config.max_message_bytes
+                    frames, max_message_bytes=config.max_message_bytes, max_running=running
                 )
             else:
-                self.mux = self.client.multiplexer()
+                self.mux = self.client.multiplexer(max_running=running)
         except Exception as exc:
             if events.active:
                 events.publish(

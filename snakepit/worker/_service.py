@@ -262,6 +262,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             try:
                 async for item in agen:
                     yield item
+                    # A generator that never awaits would hold the loop to its
+                    # end: no chunk written, no cancel or other call read.
+                    await asyncio.sleep(0)
             finally:
                 await agen.aclose()
             return

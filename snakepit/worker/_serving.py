@@ -194,6 +194,10 @@ class WorkerServer:
             await ChannelSession(self.service, write).run(frames(), eof_is_gone=True)
         except (FrameError, ConnectionError) as exc:
             logger.warning("frames connection closed: %s", exc)
+        except asyncio.CancelledError:
+            # abort() cancels it; asyncio's server callback would log a
+            # cancelled handler as an error, so it ends here, quietly.
+            pass
         finally:
             self._frame_tasks.discard(task)
             writer.close()
