@@ -558,7 +558,11 @@ class Pool:
 
         The worker's slot is held until the stream ends or is closed.
 
-        :raises RemoteError, WorkerCrashed, ExecutionTimeout: as :meth:`execute`.
+        :param timeout: seconds allowed for each item (the first, and each next
+            one): a stream that keeps yielding never times out; one that stalls
+            longer raises :class:`~snakepit.errors.ExecutionTimeout` and its
+            worker is killed and replaced.
+        :raises RemoteError, WorkerCrashed: as :meth:`execute`.
         """
         async with (
             self._call_on_a_worker(tool) as mux,
