@@ -6,9 +6,11 @@ Usage::
 
 Every row calls a do-nothing function in another process from asyncio host code:
 
-* snakepit unary ``Execute`` (``WorkerClient.execute``) and the ``Channel`` RPC
-  (``Multiplexer.execute``), each with the ``noop`` tool (async, on the worker's
-  event loop) and the ``noop_sync`` tool (sync, in a worker thread), on workers of
+* snakepit unary ``Execute`` (``WorkerClient.execute``), the ``Channel`` RPC
+  (``Multiplexer.execute``) and the same Multiplexer on the worker's frames
+  socket (length-prefixed frames, the pool's default transport), each with
+  the ``noop`` tool (async, on the worker's event loop) and the ``noop_sync``
+  tool (sync, in a worker thread), on workers of
   ``snakepit.testing.adapters:Echo`` listening on unix sockets in a private
   temporary directory (default ``--max-concurrency 1``: one call runs at a time,
   as in a one-process pool);
@@ -29,9 +31,10 @@ the median over the repetitions reported:
   async rows, ``echo`` for the sync ones; a function returning its argument for
   the pools); one round trip (1 MiB out, 1 MiB back) counts as 1 MiB.
 
-Targets: Channel p50 (noop) <= ProcessPoolExecutor's (stretch: <= anyio's), and
-Channel throughput with 64 in flight >= 2x ProcessPoolExecutor's with the same
-number of workers (1 vs 1, 2 vs 2).
+Targets (on the frames socket, the pool's hot path): Channel p50 (noop) <=
+ProcessPoolExecutor's (stretch: <= anyio's), and Channel throughput with 64
+in flight >= 2x ProcessPoolExecutor's with the same number of workers (1 vs 1,
+2 vs 2).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from typing import Any
 import anyio
 import anyio.to_process
 
-from snakepit._client import WorkerClient
+from snakepit._client import WorkerClient, open_frames_multiplexer
 from snakepit._launch import spawn_worker
 
 # The pools' children unpickle noop/echo by reference; they inherit this sys.path.
@@ -75,6 +78,7 @@ TARGET_THROUGHPUT = 2.0
 
 SNAKEPIT_EXECUTE = "snakepit Execute (unary)"
 SNAKEPIT_CHANNEL = "snakepit Channel (mux)"
+SNAKEPIT_FRAMES = "snakepit frames (mux)"
 PPE = "run_in_executor(PPE)"
 ANYIO = "anyio.to_process"
 
@@ -193,6 +197,7 @@ async def make_subjects(stack: contextlib.AsyncExitStack) -> list[Subject]:
     sockets = private_dir(stack)
     clients: list[WorkerClient] = []
     muxes = []
+    frame_muxes = []
     for i in range(2):
         worker = await spawn_worker(ADAPTER, f"unix:{sockets}/w{i}.sock", worker_id=f"w{i}")
         stack.push_async_callback(worker.aclose)
@@ -202,6 +207,10 @@ async def make_subjects(stack: contextlib.AsyncExitStack) -> list[Subject]:
         stack.push_async_callback(mux.aclose)
         clients.append(client)
         muxes.append(mux)
+        assert worker.frames_address is not None
+        frames = await open_frames_multiplexer(worker.frames_address)
+        stack.push_async_callback(frames.aclose)
+        frame_muxes.append(frames)
 
     spawn = multiprocessing.get_context("spawn")
     pools = {}
@@ -237,6 +246,17 @@ async def make_subjects(stack: contextlib.AsyncExitStack) -> list[Subject]:
             )
         )
 
+    for noop, echo in async_sync:
+        subjects.append(
+            Subject(
+                SNAKEPIT_FRAMES,
+                noop,
+                1,
+                [functools.partial(frame_muxes[0].execute, noop)],
+                tool_echo(frame_muxes[0].execute, echo),
+            )
+        )
+
     def ppe(n: int, with_echo: bool) -> Subject:
         pool = pools[n]
 
@@ -262,12 +282,13 @@ async def make_subjects(stack: contextlib.AsyncExitStack) -> list[Subject]:
         )
 
     subjects += [ppe(1, True), to_process(1, True)]
-    for noop, _ in async_sync:
-        subjects.append(
-            Subject(
-                SNAKEPIT_CHANNEL, noop, 2, [functools.partial(m.execute, noop) for m in muxes], None
+    for transport, pair in ((SNAKEPIT_CHANNEL, muxes), (SNAKEPIT_FRAMES, frame_muxes)):
+        for noop, _ in async_sync:
+            subjects.append(
+                Subject(
+                    transport, noop, 2, [functools.partial(m.execute, noop) for m in pair], None
+                )
             )
-        )
     subjects += [ppe(2, False), to_process(2, False)]
     return subjects
 
@@ -384,7 +405,8 @@ def report(subjects: list[Subject], opts: Opts) -> dict[str, Any]:
         "PPE max_workers=2; anyio CapacityLimiter(2)"
     )
 
-    chan = {(t, n): find(SNAKEPIT_CHANNEL, t, n) for t in ("noop", "noop_sync") for n in (1, 2)}
+    # The targets are the pool's hot path: the frames socket.
+    chan = {(t, n): find(SNAKEPIT_FRAMES, t, n) for t in ("noop", "noop_sync") for n in (1, 2)}
     anyio_1 = find(ANYIO, "noop", 1)
     p50 = chan["noop", 1].median("p50_us") or 0.0
     ppe_p50 = base[1].median("p50_us") or 0.0
