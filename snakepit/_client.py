@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Final, Protocol
 
 import grpc
@@ -45,6 +45,8 @@ Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 _ENVELOPE: Final = 1024
 _TIMED_OUT: Final = object()
+#: Bytes buffered for a frames socket before writers wait for it to drain.
+_HIGH_WATER: Final = 4 * 1024 * 1024
 _END: Final = object()
 
 
@@ -330,6 +332,14 @@ class Multiplexer:
         self._frames = [worker_pb2.ClientFrame()]
         self._frame_size = 0
         self._wake = asyncio.Event()
+        # A transport that writes without waiting (the frames socket) is written
+        # from a callback at the end of the loop pass that queued the requests:
+        # no hop to the writer task, and requests of one pass share a frame.
+        self._write_nowait: Callable[[worker_pb2.ClientFrame], bool] | None = getattr(
+            self._call, "write_nowait", None
+        )
+        self._flush_scheduled = False
+        self._drain = False
         self._broken: WorkerError | None = None
         self._closed = False
         self._writer = self._loop.create_task(self._write_loop())
@@ -372,7 +382,7 @@ class Multiplexer:
                 self._codec,
             )
         self._frame_size += size
-        self._wake.set()
+        self._kick()
         if self._max_running is not None:
             if len(self._running) < self._max_running:
                 self._running.add(rid)
@@ -492,7 +502,29 @@ class Multiplexer:
     def _cancel(self, rid: int) -> None:
         if self._broken is None and not self._closed:
             self._frames[-1].cancel.append(rid)
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._write_nowait is None:
             self._wake.set()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        write = self._write_nowait
+        if write is None or self._broken is not None or self._closed:
+            return
+        frames, self._frames = self._frames, [worker_pb2.ClientFrame()]
+        self._frame_size = 0
+        try:
+            for frame in frames:
+                if (frame.execute or frame.stream or frame.cancel) and not write(frame):
+                    self._drain = True  # over the high-water mark: the writer task waits
+                    self._wake.set()
+        except Exception as exc:  # the socket broke under us
+            self._fail(WorkerUnavailable(f"the channel broke: {exc!r}"))
 
     # -- the two loops -----------------------------------------------------------------
 
@@ -501,6 +533,10 @@ class Multiplexer:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._drain:
+                    self._drain = False
+                    await self._call.drain()
+                    continue
                 frames, self._frames = self._frames, [worker_pb2.ClientFrame()]
                 self._frame_size = 0
                 for frame in frames:
@@ -560,6 +596,7 @@ class Multiplexer:
 
 class _Transport(Protocol):
     async def write(self, frame: worker_pb2.ClientFrame) -> None: ...
+    async def drain(self) -> None: ...
     async def read(self) -> worker_pb2.ServerFrame | None: ...
     def cancel(self) -> None: ...
 
@@ -572,6 +609,9 @@ class _GrpcTransport:
 
     async def write(self, frame: worker_pb2.ClientFrame) -> None:
         await self._call.write(frame)
+
+    async def drain(self) -> None:
+        pass
 
     async def read(self) -> worker_pb2.ServerFrame | None:
         frame = await self._call.read()
@@ -593,6 +633,14 @@ class _FramesTransport:
 
     async def write(self, frame: worker_pb2.ClientFrame) -> None:
         self._writer.write(pack(frame))
+        await self._writer.drain()
+
+    def write_nowait(self, frame: worker_pb2.ClientFrame) -> bool:
+        """Buffer ``frame``; False once the buffer is over its high-water mark."""
+        self._writer.write(pack(frame))
+        return self._writer.transport.get_write_buffer_size() < _HIGH_WATER
+
+    async def drain(self) -> None:
         await self._writer.drain()
 
     async def read(self) -> worker_pb2.ServerFrame | None:

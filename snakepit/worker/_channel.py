@@ -30,10 +30,23 @@ class ChannelSession:
     """
 
     def __init__(
-        self, service: WorkerService, write: Callable[[worker_pb2.ServerFrame], Awaitable[Any]]
+        self,
+        service: WorkerService,
+        write: Callable[[worker_pb2.ServerFrame], Awaitable[Any]],
+        *,
+        write_nowait: Callable[[worker_pb2.ServerFrame], bool] | None = None,
+        drain: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self._service = service
         self._write = write
+        # A transport that buffers writes (the frames socket) is written from a
+        # callback at the end of the loop pass that produced the replies, not
+        # by a hop to the writing task; that task then only waits for drains.
+        self._write_nowait = write_nowait
+        self._drain = drain
+        self._flush_scheduled = False
+        self._drain_needed = False
+        self._reading = True
         self._loop = asyncio.get_running_loop()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._responses: list[worker_pb2.ExecuteResponse] = []
@@ -55,7 +68,13 @@ class ChannelSession:
             while True:
                 await self._ready.wait()
                 self._ready.clear()
+                if self._drain_needed and self._drain is not None:
+                    self._drain_needed = False
+                    await self._drain()
                 if self._responses or self._chunks:
+                    if self._write_nowait is not None:
+                        self._flush()
+                        continue
                     for frame in self._frames():
                         await self._write(frame)
                 elif reader.done() and (eof_is_gone or not self._running):
@@ -80,6 +99,7 @@ class ChannelSession:
                     if task is not None:
                         task.cancel()
         finally:
+            self._reading = False
             self._ready.set()  # the writer checks whether it is all over
 
     # -- running calls ------------------------------------------------------------------
@@ -99,7 +119,8 @@ class ChannelSession:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._ready.set()
+        if not self._reading:
+            self._ready.set()  # the last call may have ended
 
     async def _finish(
         self,
@@ -117,11 +138,28 @@ class ChannelSession:
     async def _stream(self, request: worker_pb2.ExecuteRequest) -> None:
         async for chunk in self._service.stream(request):
             self._chunks.append(chunk)
-            self._ready.set()
+            self._schedule()
 
     def _reply(self, response: worker_pb2.ExecuteResponse) -> None:
         self._responses.append(response)
-        self._ready.set()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._write_nowait is None:
+            self._ready.set()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        write = self._write_nowait
+        if write is None or not (self._responses or self._chunks):
+            return
+        for frame in self._frames():
+            if not write(frame):
+                self._drain_needed = True  # over the high-water mark
+                self._ready.set()
 
     # -- writing ------------------------------------------------------------------------
 

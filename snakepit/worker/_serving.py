@@ -33,6 +33,9 @@ __all__ = ("WorkerServer",)
 
 logger = logging.getLogger("snakepit.worker")
 
+#: Bytes buffered for a frames connection before the session waits for a drain.
+_HIGH_WATER = 4 * 1024 * 1024
+
 #: Exit codes: 2 for a bad command line or adapter, 3 when setup() raised,
 #: 4 when the address cannot be bound.
 EXIT_USAGE, EXIT_SETUP, EXIT_BIND = 2, 3, 4
@@ -186,12 +189,19 @@ class WorkerServer:
             writer.write(pack(frame))
             await writer.drain()
 
+        def write_nowait(frame: worker_pb2.ServerFrame) -> bool:
+            writer.write(pack(frame))
+            return writer.transport.get_write_buffer_size() < _HIGH_WATER
+
         async def frames() -> AsyncIterator[worker_pb2.ClientFrame]:
             while (frame := await read_frame(reader, worker_pb2.ClientFrame, limit)) is not None:
                 yield frame
 
         try:
-            await ChannelSession(self.service, write).run(frames(), eof_is_gone=True)
+            session = ChannelSession(
+                self.service, write, write_nowait=write_nowait, drain=writer.drain
+            )
+            await session.run(frames(), eof_is_gone=True)
         except (FrameError, ConnectionError) as exc:
             logger.warning("frames connection closed: %s", exc)
         except asyncio.CancelledError:
