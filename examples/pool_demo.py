@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 import snakepit  # noqa: E402
 from snakepit.errors import ExecutionTimeout, WorkerCrashed  # noqa: E402
+from snakepit.pool import RequestStopped, WorkerExited, WorkerReady  # noqa: E402
 
 
 def show_workers(pool: snakepit.Pool) -> None:
@@ -28,7 +30,9 @@ def show_workers(pool: snakepit.Pool) -> None:
 async def main() -> None:
     print("1. Start a pool of 2 workers: each is its own Python process, in its own")
     print("   process group, supervised (a crashed one is replaced).")
-    async with snakepit.Pool("examples.demo_adapter:TextTools", size=2, cwd=str(ROOT)) as pool:
+    pool = snakepit.Pool("examples.demo_adapter:TextTools", size=2, cwd=str(ROOT))
+    events = pool.subscribe()  # its telemetry, from the start (read at the end)
+    async with pool:
         show_workers(pool)
 
         print("\n2. A few calls. Two CPU-bound calls run at once, one in each process:")
@@ -71,6 +75,19 @@ async def main() -> None:
         for field in ("size", "ready", "requests", "errors", "timeouts", "crashes", "restarts"):
             print(f"     {field:<9} {getattr(stats, field)}")
     print("\n7. Leaving the block stopped every worker (SIGTERM, then SIGKILL) and reaped it.")
+
+    print("\n8. The pool's event stream (pool.subscribe()), what the steps above produced:")
+    outcomes: Counter[str] = Counter()
+    async with events:
+        async for event in events:
+            match event:
+                case WorkerReady(worker_id=wid, pid=pid, generation=gen, startup=startup):
+                    print(f"     {wid} ready: pid {pid}, generation {gen}, {startup * 1000:.0f} ms")
+                case WorkerExited(worker_id=wid, crashed=crashed, reason=reason):
+                    print(f"     {wid} exited ({'crashed' if crashed else 'stopped'}): {reason}")
+                case RequestStopped(outcome=outcome):
+                    outcomes[outcome] += 1
+    print(f"     calls by outcome: {dict(outcomes)}")
 
 
 if __name__ == "__main__":
