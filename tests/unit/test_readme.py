@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -45,3 +46,26 @@ async def test_the_adapter_example_serves(tmp_path: Path, anyio_backend: str) ->
             assert spec.doc == "Score one input."
     finally:
         await worker.aclose()
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_every_python_block_compiles(block: str) -> None:
+    compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_telemetry_example_reads_events(anyio_backend: str) -> None:
+    import snakepit
+    from snakepit.pool import InProcessLauncher
+
+    block = next(b for b in BLOCKS if "async def watch" in b)
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    pool = snakepit.Pool("snakepit.testing.adapters:Echo", size=1, launcher=InProcessLauncher())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(namespace["watch"], pool)
+        await anyio.wait_all_tasks_blocked()
+        async with pool:
+            assert await pool.execute("ping") == {"status": "pong"}
+    # the stream ended with the pool, and so did watch()
