@@ -1,0 +1,1 @@
+"""Unit tests of the pool, with its adapters served in-process (InProcessLauncher)."""

@@ -1,0 +1,126 @@
+"""Adapters for the pool's unit tests; they run in the test process (InProcessLauncher).
+
+Each test gets a fresh subclass of :class:`Controlled` (the ``controlled``
+fixture) with its own :class:`Control`: the test holds a worker's start at a
+gate, makes starts fail, and learns when a ``block`` call is running in the
+worker. No state is shared between tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from snakepit.testing.adapters import Hang
+from snakepit.worker import tool
+
+#: The deadline of a wait that should end at once (it only guards against a hang).
+WAIT = 10.0
+
+_names = itertools.count()
+
+
+def _always(n: int) -> bool:
+    return True
+
+
+def _never(n: int) -> bool:
+    return False
+
+
+@dataclass
+class Control:
+    """What a test steers of its adapter class, and what it reads back."""
+
+    #: ``setup()`` number n (counting from 1) waits for ``gate`` if ``waits(n)``...
+    gate: asyncio.Event | None = None
+    waits: Callable[[int], bool] = _always
+    #: ...then raises if ``fails(n)``.
+    fails: Callable[[int], bool] = _never
+    #: ``setup()`` calls begun, ``setup()`` calls that succeeded, ``teardown()`` calls.
+    setups: int = 0
+    ready: int = 0
+    teardowns: int = 0
+    #: ``block`` calls that began running in a worker (never decreases).
+    blocked: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def fail_from_now_on(self) -> None:
+        """Make every later ``setup()`` raise."""
+        started = self.setups
+        self.fails = lambda n: n > started
+
+    def hold_from_now_on(self) -> asyncio.Event:
+        """Make every later ``setup()`` wait for the returned event (the gate)."""
+        started = self.setups
+        self.gate = asyncio.Event()
+        self.waits = lambda n: n > started
+        return self.gate
+
+    def _note_blocked(self) -> None:
+        self.blocked += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_blocked(self, n: int) -> None:
+        """Return once ``n`` ``block`` calls in all have begun running in the workers."""
+        with anyio.fail_after(WAIT):
+            while self.blocked < n:
+                await self._changed.wait()
+
+
+class Controlled(Hang):
+    """Echo and Hang tools, and ``block``; ``setup()`` follows the class's :class:`Control`."""
+
+    control = Control()
+
+    async def setup(self) -> None:
+        """Wait at the gate and fail as the class's :class:`Control` says."""
+        control = type(self).control
+        control.setups += 1
+        n = control.setups
+        if control.gate is not None and control.waits(n):
+            await control.gate.wait()
+        if control.fails(n):
+            raise RuntimeError(f"setup #{n} failed on purpose")
+        control.ready += 1
+
+    def teardown(self) -> None:
+        """Count the teardown."""
+        type(self).control.teardowns += 1
+
+    @tool
+    async def block(self) -> None:
+        """Say it runs (``Control.wait_blocked``), then wait until cancelled."""
+        type(self).control._note_blocked()
+        await asyncio.Event().wait()
+
+
+class BadSetup(Hang):
+    """``setup()`` always raises."""
+
+    def setup(self) -> None:
+        """Raise at once."""
+        raise RuntimeError("the model file is missing")
+
+
+def fresh_controlled(control: Control) -> tuple[str, type[Controlled]]:
+    """Make a new :class:`Controlled` subclass with ``control``; return its path and it.
+
+    The class is an attribute of this module (where ``load_adapter`` finds it)
+    until :func:`forget` removes it.
+    """
+    name = f"Controlled{next(_names)}"
+    cls = type(name, (Controlled,), {"control": control})
+    setattr(sys.modules[__name__], name, cls)
+    return f"{__name__}:{name}", cls
+
+
+def forget(cls: type[Controlled]) -> None:
+    """Remove a class made by :func:`fresh_controlled`."""
+    delattr(sys.modules[__name__], cls.__name__)
