@@ -29,8 +29,11 @@ __all__ = (
 
 #: How a call ended: a result, an error (raised by the tool, or a bad payload),
 #: its timeout, its worker's death, its caller's cancellation, or refused unrun
-#: by a stopping worker (it is tried on another one).
-RequestOutcome: TypeAlias = Literal["ok", "error", "timeout", "crashed", "cancelled", "refused"]
+#: by a stopping worker (it is tried on another one), or rejected before it
+#: got a worker (``QueueFull``, ``QueueTimeout``, the pool stopped or degraded).
+RequestOutcome: TypeAlias = Literal[
+    "ok", "error", "timeout", "crashed", "cancelled", "refused", "rejected"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,11 @@ class RequestStarted:
 
 @dataclass(frozen=True, slots=True)
 class RequestStopped:
-    """A call ended; ``duration`` is the seconds since it got its worker."""
+    """A call ended; ``duration`` is the seconds since it got its worker.
+
+    A call that never got one (rejected, or cancelled while queued) has
+    ``worker_id`` ``""`` and ``duration`` the seconds it waited.
+    """
 
     request_id: int
     tool: str
@@ -173,6 +180,7 @@ class Publisher:
                 stream.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._streams.remove(stream)
+                stream.close()
 
     def close(self) -> None:
         """End every subscriber's stream (the pool stopped)."""

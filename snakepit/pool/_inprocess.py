@@ -16,6 +16,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
+
 from snakepit.errors import WorkerStartError
 from snakepit.worker import Adapter, WorkerServer
 from snakepit.worker._main import load_adapter
@@ -120,14 +122,15 @@ class InProcessLauncher:
                 returncode=None,
                 stderr_tail="".join(traceback.format_exception(exc)).rstrip(),
             ) from exc
-        server = await WorkerServer.start(
-            adapter,
-            listen=f"unix:{self._dir}/{worker_id}.sock",
-            adapter_path=config.adapter,
-            worker_id=worker_id,
-            max_concurrency=config.max_concurrency,
-            max_message_bytes=config.max_message_bytes,
-        )
+        with anyio.CancelScope(shield=True):  # milliseconds; never left half started
+            server = await WorkerServer.start(
+                adapter,
+                listen=f"unix:{self._dir}/{worker_id}.sock",
+                adapter_path=config.adapter,
+                worker_id=worker_id,
+                max_concurrency=config.max_concurrency,
+                max_message_bytes=config.max_message_bytes,
+            )
         return InProcessWorker(worker_id, server.address, server, adapter, server.frames_address)
 
     def close(self) -> None:

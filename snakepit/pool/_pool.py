@@ -173,7 +173,8 @@ class Pool:
         self._ids = itertools.count()
         self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
         self._requests = self._errors = self._timeouts = self._crashes = self._restarts = 0
-        self._degraded: BaseException | None = None
+        self._degraded: PoolDegraded | None = None
+        self._leaving: set[str] = set()  # ids of workers being stopped for good
         self._size = self.config.size
         self._recycled = 0
         self._tg: TaskGroup | None = None
@@ -262,6 +263,7 @@ class Pool:
         stack, self._stack = self._stack, None
         self._state = "closed"
         if stack is not None:
+            self._scheduler.close()  # queued calls fail now, not after the workers stopped
             await stack.aclose()  # the tree's own stop is shielded
 
     async def _start_worker(self) -> Worker:
@@ -285,11 +287,16 @@ class Pool:
         return worker
 
     async def _stop_worker(self, worker: Worker) -> None:
-        """Take a worker out (no new calls), let its calls finish, stop its process."""
+        """Take a worker out (no new calls), let its calls finish, stop its process.
+
+        By child id, not by ref: a worker being restarted right now is stopped
+        in its new instance (which is not let into service meanwhile).
+        """
         worker.drain()
+        self._leaving.add(worker.worker_id)
         self._workers.pop(worker.worker_id, None)
         with contextlib.suppress(ChildNotFound, ServerExited):
-            await self._workers_sup.terminate_child(worker.ref)
+            await self._workers_sup.terminate_child(worker.worker_id)
 
     # -- recycling and scaling ------------------------------------------------------------
 
@@ -364,6 +371,9 @@ class Pool:
                 await self._stop_worker(worker)
 
     def _on_ready(self, worker: Worker) -> None:
+        if worker.worker_id in self._leaving:
+            worker.drain()  # a restart of a worker being stopped: not into service
+            return
         self._workers[worker.worker_id] = worker
         if self._ready_changed is not None:
             self._ready_changed.set()
@@ -384,12 +394,11 @@ class Pool:
         if self._state != "running" or not is_abnormal(reason):
             return
         self._state = "degraded"
-        self._degraded = reason if isinstance(reason, BaseException) else RuntimeError(reason)
         config = self.config
         last = f"; last start failure: {self._last_failure}" if self._last_failure else ""
-        error = PoolDegraded(
-            f"{self!r}: its workers kept crashing (more than {config.max_restarts} "
-            f"restarts in {config.max_seconds:g}s){last}",
+        self._degraded = error = PoolDegraded(
+            f"{self!r}: its workers kept crashing: restart intensity reached (more than "
+            f"{config.max_restarts} restarts in {config.max_seconds:g}s){last}",
             reason,
         )
         self._scheduler.close(error)
@@ -437,7 +446,8 @@ class Pool:
 
     def _running(self) -> Scheduler[Worker]:
         if self._state == "degraded":
-            raise PoolDegraded(f"{self!r}: its workers kept crashing", self._degraded)
+            assert self._degraded is not None
+            raise PoolDegraded(str(self._degraded), self._degraded.reason)
         if self._state != "running":
             raise PoolClosed(f"{self!r} is not running")
         return self._scheduler
@@ -493,9 +503,21 @@ class Pool:
         if events.active:
             request_id = next(self._request_ids)
             queued_at = anyio.current_time()
-            if not scheduler.has_idle:
-                events.publish(RequestQueued(request_id, tool, scheduler.queued + 1, queued_at))
-        worker = await scheduler.checkout()
+
+            def on_wait(depth: int) -> None:
+                events.publish(RequestQueued(request_id, tool, depth, queued_at))
+
+            try:
+                worker = await scheduler.checkout(on_wait)
+            except BaseException as exc:
+                ended = anyio.current_time()
+                outcome: RequestOutcome = "rejected" if isinstance(exc, Exception) else "cancelled"
+                events.publish(
+                    RequestStopped(request_id, tool, "", outcome, ended - queued_at, ended)
+                )
+                raise
+        else:
+            worker = await scheduler.checkout()
         self._requests += 1
         worker.call_started()
         if request_id:
@@ -503,7 +525,7 @@ class Pool:
             events.publish(
                 RequestStarted(request_id, tool, worker.worker_id, started - queued_at, started)
             )
-        outcome: RequestOutcome = "cancelled"
+        outcome = "cancelled"
         try:
             if worker.mux is None:
                 raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
@@ -514,6 +536,8 @@ class Pool:
             worker.drain()  # stopping on its own (an outside SIGTERM): no new calls
             raise
         except WorkerUnavailable as exc:
+            if self._state == "closed":  # stopped by the pool's exit: no crash
+                raise PoolClosed(f"{self!r} stopped with the call to {tool!r} in flight") from exc
             outcome = "crashed"
             self._crashes += 1
             worker.retire("its connection broke", report=False)  # out of rotation, group killed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
@@ -61,8 +62,12 @@ class Scheduler(Generic[W]):
         workers = {id(w): w for w in (*self._idle, *self._ahead) if w.usable}
         return sum(max(0, mc - w.in_flight) for w in workers.values())
 
-    async def checkout(self) -> W:
+    async def checkout(self, on_wait: Callable[[int], object] | None = None) -> W:
         """Take a free slot, waiting in order if there is none.
+
+        ``on_wait`` is called with the queue depth (this call included) when
+        the call has to wait (not when it gets a slot at once, nor when it is
+        refused with ``QueueFull``).
 
         :raises QueueFull: ``max_queue`` calls already wait.
         :raises QueueTimeout: none came free within ``queue_timeout``.
@@ -86,6 +91,8 @@ class Scheduler(Generic[W]):
             raise QueueFull(f"{self._max_queue} calls are already waiting for a worker")
         waiter: asyncio.Future[W] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        if on_wait is not None:
+            on_wait(len(self._waiters))
         try:
             async with asyncio.timeout(self._queue_timeout):
                 return await waiter

@@ -84,6 +84,7 @@ class Worker(GenServer[Any, Any, None]):
         self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
         self._stopping = False  # the pool stops it: its exit is no crash
+        self._killed = False  # its server was killed (ServerRef.kill)
         self._exit_reported = False
 
     @property
@@ -108,7 +109,8 @@ class Worker(GenServer[Any, Any, None]):
             try:
                 yield
             finally:
-                self._stopping = self._stopping or not self._retired
+                # Killed (no terminate): a crash, not a stop of the pool's.
+                self._killed = not self._stopping and not self._retired
                 tg.cancel_scope.cancel()  # the helpers first: none may use a closed channel
                 with anyio.CancelScope(shield=True):
                     await self._release(grace=0)  # killed: the process goes too
@@ -180,6 +182,8 @@ class Worker(GenServer[Any, Any, None]):
             return
         if self._stopping:
             reason = "stopped by the pool"
+        elif self._killed:
+            reason = "its Worker server was killed"
         elif self.retired_reason is not None:
             reason = self.retired_reason
         elif code is not None and code < 0:

@@ -91,9 +91,9 @@ class ChannelSession:
         try:
             async for frame in frames:
                 for request in frame.execute:
-                    self._start(request.request_id, self._service.execute(request), self._reply)
+                    self._start(request.request_id, self._service.execute, request, self._reply)
                 for request in frame.stream:
-                    self._start(request.request_id, self._stream(request), None)
+                    self._start(request.request_id, self._stream, request, None)
                 for rid in frame.cancel:
                     task = self._tasks.get(rid)
                     if task is not None:
@@ -107,12 +107,16 @@ class ChannelSession:
     def _start(
         self,
         rid: int,
-        coro: Coroutine[Any, Any, Any],
+        call: Callable[[worker_pb2.ExecuteRequest], Coroutine[Any, Any, Any]],
+        request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
+        # The coroutine is made inside the task: a call cancelled before its
+        # task's first step (its cancel came in the same frame) leaves no
+        # coroutine that was never awaited.
         # A task per call: its tool may capture current_task() (asyncio.timeout,
         # anyio cancel scopes), so its first step must run in its own task.
-        task = self._loop.create_task(self._finish(rid, coro, on_done))
+        task = self._loop.create_task(self._finish(rid, call, request, on_done))
         self._tasks[rid] = task
         self._running.add(task)
         task.add_done_callback(self._task_done)
@@ -125,11 +129,12 @@ class ChannelSession:
     async def _finish(
         self,
         rid: int,
-        coro: Coroutine[Any, Any, Any],
+        call: Callable[[worker_pb2.ExecuteRequest], Coroutine[Any, Any, Any]],
+        request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
         try:
-            result = await coro
+            result = await call(request)
         finally:
             self._tasks.pop(rid, None)
         if on_done is not None:

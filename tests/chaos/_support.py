@@ -46,6 +46,7 @@ def live_workers(pool: Pool) -> list[Worker]:
 
 def pid_of(worker: Worker) -> int:
     assert worker.process is not None
+    assert worker.process.pid is not None
     return worker.process.pid
 
 

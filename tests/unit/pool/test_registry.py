@@ -139,12 +139,6 @@ async def test_recycled_workers_get_new_ids(make_pool: MakePool, subscribe: Subs
         assert pool.workers() == [WorkerInfo("w2", None, 0, True, 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: Pool.scale() down may pick a slot whose worker is being restarted "
-    "(its dead Worker is still in the registry); terminate_child(old ref) finds nothing, "
-    "so the restarted Worker stays and the pool ends with more workers than its size",
-)
 async def test_scaling_down_during_a_restart_keeps_the_size(
     make_pool: MakePool, subscribe: Subscribe, control: Control
 ) -> None:

@@ -229,12 +229,6 @@ class TestRestartIntensity:
             assert (stats.degraded, stats.restarts, stats.ready) == (None, 3, 1)
             assert await pool.execute("ping") == {"status": "pong"}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="library bug: stats().degraded (and PoolDegraded.reason) report the pool's "
-        "top Supervisor ('0 restarts in 5s'), not the worker supervision that gave up "
-        "(max_restarts=2 in max_seconds=600) nor the last start failure",
-    )
     async def test_degraded_names_the_workers_restart_limit(
         self, make_pool: MakePool, control: Control
     ) -> None:
