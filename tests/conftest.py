@@ -63,20 +63,39 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return param
 
 
-def _children() -> dict[int, str]:
-    """This process's child processes that are still running: pid -> command line."""
-    found = {}
+def _child_pids() -> set[int]:
+    """This process's child processes, running or unreaped (Linux).
+
+    ``/proc/self/task/*/children`` lists them directly (a few small reads per
+    test); where the kernel lacks it, every ``/proc/<pid>/stat`` is scanned.
+    """
+    tasks = list(Path("/proc/self/task").glob("*/children"))
+    if tasks:
+        pids: set[int] = set()
+        for children in tasks:
+            try:
+                pids.update(int(pid) for pid in children.read_text().split())
+            except OSError:
+                continue  # that thread ended while we looked
+        return pids
     me = os.getpid()
+    found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) != me:
-                continue
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == me:
+                found.add(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue  # it exited while we looked
-        found[int(stat.parent.name)] = f"[{fields[0]}] {cmdline.decode(errors='replace')}"
     return found
+
+
+def _describe(pid: int) -> str:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, IndexError):
+        return "(exited)"
+    return f"[{state}] {cmdline.decode(errors='replace')}"
 
 
 @pytest.fixture(autouse=True)
@@ -87,11 +106,11 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     test: one that is not is found here, at its source, rather than as a
     ResourceWarning in whichever later test the garbage collector runs in.
     """
-    before = set(_children()) if os.path.isdir("/proc/self") else None
+    before = _child_pids() if os.path.isdir("/proc/self") else None
     yield
     if before is None:
         return
-    left = {pid: cmd for pid, cmd in _children().items() if pid not in before}
+    left = sorted(_child_pids() - before)
     if left:
-        listing = "\n".join(f"  {pid}: {cmd}" for pid, cmd in sorted(left.items()))
+        listing = "\n".join(f"  {pid}: {_describe(pid)}" for pid in left)
         pytest.fail(f"{request.node.nodeid} left child processes:\n{listing}", pytrace=False)

@@ -106,6 +106,11 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         """Refuse new calls (UNAVAILABLE); calls in flight go on."""
         self._accepting = False
 
+    @property
+    def in_flight(self) -> int:
+        """Calls running now."""
+        return self._inflight
+
     async def wait_idle(self) -> None:
         """Return once no call is in flight."""
         await self._idle.wait()

@@ -216,10 +216,11 @@ class WorkerServer:
         """Refuse new calls, let those in flight finish for up to ``grace`` seconds, stop."""
         self.service.stop_accepting()
         await self._health.enter_graceful_shutdown()
-        try:
-            await asyncio.wait_for(self.service.wait_idle(), grace)
-        except TimeoutError:
-            logger.warning("calls still running after %gs; cancelling them", grace)
+        if self.service.in_flight:
+            try:
+                await asyncio.wait_for(self.service.wait_idle(), grace)
+            except TimeoutError:
+                logger.warning("calls still running after %gs; cancelling them", grace)
         await self.abort()
 
     async def abort(self) -> None:

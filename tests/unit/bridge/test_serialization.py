@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from snakepit import _codec
 from snakepit._codec import JSON, PICKLE, CodecError, Unserializable, decode, encode, encode_into
 from snakepit._proto.snakepit.v1 import worker_pb2
+from tests._budget import THOROUGH
 
 ORJSON = _codec._orjson  # the module when installed, else None
 needs_orjson = pytest.mark.skipif(ORJSON is None, reason="orjson is not installed")
@@ -106,7 +107,7 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100 * THOROUGH, deadline=None)
 @given(value=values)
 def test_round_trip_keeps_values_and_types(value: object) -> None:
     # Every engine's payload is strict JSON and decodes to the value with every engine.

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ import pytest
 
 from snakepit._client import WorkerClient
 from snakepit._launch import WorkerProcess, spawn_worker
+from snakepit.worker import WorkerServer
+
+from ._adapters import All
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -77,9 +81,41 @@ async def spawn(sock_dir: Path) -> AsyncIterator[Spawn]:
         assert gone(worker.pid), f"worker {worker.worker_id} (pid {worker.pid}) was not reaped"
 
 
+@dataclass
+class Served:
+    """A worker's server running in the test's own event loop (no process)."""
+
+    address: str
+    frames_address: str | None
+
+
 @pytest.fixture
-async def echo(spawn: Spawn) -> AsyncIterator[tuple[WorkerProcess, WorkerClient]]:
-    """A worker with every test tool (Echo, Hang, Crash, Gated) and a client to it."""
+async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerClient]]:
+    """Every test tool (Echo, Hang, Gated...) served in-process, and a client to it.
+
+    The protocol is the same as a worker process's (the same WorkerServer);
+    tests about the process itself (signals, exit, host death, kills) use
+    :func:`echo_process` or :func:`spawn`.
+    """
+    adapter = All()
+    adapter.setup()
+    server = await WorkerServer.start(
+        adapter,
+        listen=f"unix:{sock_dir}/inproc.sock",
+        adapter_path="tests.unit.grpc._adapters:All",
+        worker_id="inproc",
+    )
+    try:
+        async with WorkerClient(server.address) as client:
+            yield Served(server.address, server.frames_address), client
+    finally:
+        await server.abort()
+        adapter.teardown()
+
+
+@pytest.fixture
+async def echo_process(spawn: Spawn) -> AsyncIterator[tuple[WorkerProcess, WorkerClient]]:
+    """A worker process with every test tool (Echo, Hang, Crash, Gated) and a client to it."""
     worker = await spawn("tests.unit.grpc._adapters:All")
     async with WorkerClient(worker.address) as client:
         yield worker, client

@@ -35,13 +35,14 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 
-from .conftest import Spawn, gone
+from .conftest import Served, Spawn, gone
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
-Echo = tuple[WorkerProcess, WorkerClient]
-OpenMux = Callable[[WorkerProcess, WorkerClient], Awaitable[Multiplexer]]
+Echo = tuple[Served, WorkerClient]
+EchoProcess = tuple[WorkerProcess, WorkerClient]
+OpenMux = Callable[[WorkerProcess | Served, WorkerClient], Awaitable[Multiplexer]]
 Kind = worker_pb2.ErrorInfo.Kind
 
 
@@ -49,7 +50,7 @@ Kind = worker_pb2.ErrorInfo.Kind
 def open_mux(request: pytest.FixtureRequest) -> OpenMux:
     """Opens a Multiplexer to a worker over the transport of this run."""
 
-    async def open_(worker: WorkerProcess, client: WorkerClient) -> Multiplexer:
+    async def open_(worker: WorkerProcess | Served, client: WorkerClient) -> Multiplexer:
         if request.param == "grpc":
             return client.multiplexer()
         assert worker.frames_address is not None
@@ -164,9 +165,9 @@ class TestChannel:
             await mux.aclose()
 
     async def test_worker_death_fails_pending_calls_at_once(
-        self, echo: Echo, open_mux: OpenMux
+        self, echo_process: EchoProcess, open_mux: OpenMux
     ) -> None:
-        worker, client = echo
+        worker, client = echo_process
         mux = await open_mux(worker, client)
         errors: list[BaseException] = []
 

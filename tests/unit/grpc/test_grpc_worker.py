@@ -29,12 +29,13 @@ from snakepit.errors import (
 from snakepit.worker import PROTOCOL_VERSION
 from tests._procs import wait_exit
 
-from .conftest import ROOT, Spawn, exited, gone
+from .conftest import ROOT, Served, Spawn, exited, gone
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
-Echo = tuple[WorkerProcess, WorkerClient]
+Echo = tuple[Served, WorkerClient]
+EchoProcess = tuple[WorkerProcess, WorkerClient]
 
 
 def make_fifo(directory: Path, name: str = "gate") -> Path:

@@ -74,6 +74,7 @@ from snakepit.otp import (
     SupervisorSpec,
     monitor,
 )
+from tests._budget import THOROUGH
 
 RESTARTS: Final[tuple[Restart, ...]] = ("permanent", "transient", "temporary")
 STRATEGIES: Final[tuple[Strategy, ...]] = ("one_for_one", "one_for_all", "rest_for_one")
@@ -95,7 +96,8 @@ MOCK_JUMPS: Final = (1.0, 2.0, 3.0)
 HANG_GUARD: Final = 10.0
 
 SETTINGS: Final = settings(
-    max_examples=50,
+    # SNAKEPIT_THOROUGH=1 runs 10x more (tests/_budget.py); the suite's budget is 30 s.
+    max_examples=25 * THOROUGH,
     stateful_step_count=20,
     deadline=None,
 )
