@@ -34,9 +34,12 @@ check-proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py --check
 
 # Random order (pytest-randomly) and in parallel (xdist); prints the suite's wall time.
+# Bytecode caching stays on even where PYTHONDONTWRITEBYTECODE is set: without
+# it every worker process the suite starts (~140) compiles snakepit from source
+# and pytest rewrites every test module again in each xdist process.
 pytest: $(STAMP)
 	@start=$$(date +%s%N); \
-	$(BIN)/python -m pytest -p randomly -n auto -q tests; rc=$$?; \
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -p randomly -n auto -q tests; rc=$$?; \
 	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
 	echo "suite wall time: $$((ms / 1000)).$$((ms % 1000 / 100)) s"; exit $$rc
 

@@ -39,7 +39,7 @@ from snakepit.errors import (
     WorkerCrashed,
     WorkerUnavailable,
 )
-from snakepit.pool import Pool
+from snakepit.pool import InProcessLauncher, Pool
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -52,8 +52,17 @@ DEADLINE = 20.0
 MIB = 1024 * 1024
 
 
-def make_pool(**options: Any) -> Pool:
+def make_pool(*, process: bool = False, **options: Any) -> Pool:
+    """A pool of the Streams adapter: worker processes, or in-process workers.
+
+    What a stream does on the channel (order, errors, closing, cancelling,
+    interleaving) is the same with the adapter served in this process, at a
+    fraction of the cost; crashes, timeouts (a worker killed) and anything
+    about a pid take real processes (``process=True``).
+    """
     options.setdefault("size", 1)
+    if not process:
+        options.setdefault("launcher", InProcessLauncher())
     return Pool(ADAPTER, cwd=ROOT, **options)
 
 
@@ -117,7 +126,7 @@ class TestItems:
                 await assert_serves(pool)
 
     async def test_an_item_over_the_message_limit_is_payload_too_large(self) -> None:
-        async with make_pool(max_message_mb=1) as pool:
+        async with make_pool(process=True, max_message_mb=1) as pool:
             pid = only_pid(pool)
             with anyio.fail_after(DEADLINE):
                 with pytest.raises(PayloadTooLarge, match="over the"):
@@ -169,7 +178,7 @@ class TestItems:
 
 class TestErrors:
     async def test_a_tool_raising_midstream(self) -> None:
-        async with make_pool() as pool:
+        async with make_pool(process=True) as pool:
             pid = only_pid(pool)
             with anyio.fail_after(DEADLINE):
                 for tool in ("fail_midstream", "afail_midstream"):  # sync, async
@@ -195,7 +204,7 @@ class TestErrors:
             ("count", {"n": "many"}, InvalidArguments, "must be int"),
             ("count", {}, InvalidArguments, "missing required argument"),
         ]
-        async with make_pool() as pool:
+        async with make_pool(process=True) as pool:
             pid = only_pid(pool)
             with anyio.fail_after(DEADLINE):
                 for tool, args, error, match in cases:
@@ -210,7 +219,7 @@ class TestErrors:
 
 class TestClosing:
     async def test_aclose_midway_returns_the_slot_and_cancels_the_tool(self) -> None:
-        async with make_pool() as pool:  # one worker, one slot: a leak shows at once
+        async with make_pool(process=True) as pool:  # one worker, one slot: a leak shows at once
             pid = only_pid(pool)
             with anyio.fail_after(DEADLINE):
                 for tool, args in [
@@ -295,7 +304,7 @@ class TestClosing:
                 async for _ in stream:
                     first.set()
 
-        async with make_pool() as pool:
+        async with make_pool(process=True) as pool:
             pid = only_pid(pool)
             for tool in ("watched", "awatched"):
                 for closing in (True, False):
@@ -318,7 +327,7 @@ class TestClosing:
 
 class TestCrash:
     async def test_worker_killed_midstream_is_worker_crashed_and_replaced(self) -> None:
-        async with make_pool() as pool:
+        async with make_pool(process=True) as pool:
             pid = only_pid(pool)
             with anyio.fail_after(DEADLINE):
                 async with aclosing(pool.stream("hang_stream")) as items:
@@ -339,7 +348,7 @@ class TestCrash:
 
     async def test_a_tool_killing_its_worker_midstream(self) -> None:
         received: list[Any] = []
-        async with make_pool() as pool:
+        async with make_pool(process=True) as pool:
             pid = only_pid(pool)
             with anyio.fail_after(DEADLINE):
                 with pytest.raises(WorkerCrashed, match="SIGKILL") as info:
@@ -354,7 +363,7 @@ class TestCrash:
             assert pool.stats().crashes == 1
 
     async def test_a_crash_fails_only_the_stream_on_the_killed_worker(self) -> None:
-        async with make_pool(size=2) as pool:
+        async with make_pool(process=True, size=2) as pool:
             with anyio.fail_after(DEADLINE):
                 async with (
                     aclosing(pool.stream("hang_stream")) as doomed,
@@ -377,7 +386,7 @@ class TestCrash:
 
 class TestTimeout:
     async def test_timeout_is_execution_timeout_and_replaces_the_worker(self) -> None:
-        async with make_pool() as pool:
+        async with make_pool(process=True) as pool:
             with anyio.fail_after(DEADLINE):
                 # an async tool waiting on an event, and a sync one blocking its thread
                 for n, (tool, args) in enumerate(
@@ -413,7 +422,7 @@ class TestConcurrency:
                 await assert_serves(pool)
 
     async def test_a_stream_completes_while_another_runs_on_the_same_worker(self) -> None:
-        async with make_pool(max_concurrency=2) as pool:
+        async with make_pool(process=True, max_concurrency=2) as pool:
             pid = only_pid(pool)
             args = watch("awatched")
             with anyio.fail_after(DEADLINE):

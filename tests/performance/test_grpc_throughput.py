@@ -30,8 +30,8 @@ BOUND = 60.0
 DEADLINE = 30.0
 MIB = 1024 * 1024
 #: Items of the long streams.
-ITEMS = 10_000
-SYNC_ITEMS = 2_000
+ITEMS = 4_000
+SYNC_ITEMS = 600
 
 
 def make_pool(**options: Any) -> Pool:

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from snakepit.errors import QueueFull
-from snakepit.pool import Pool
+from snakepit.pool import InProcessLauncher, Pool
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -35,8 +35,11 @@ IN_FLIGHT = 32
 BOUND = 20.0
 
 
-def make_pool(**options: Any) -> Pool:
+def make_pool(*, process: bool = False, **options: Any) -> Pool:
+    """A pool of Gated workers: processes, or served in-process (the queue is the host's)."""
     options.setdefault("size", SIZE)
+    if not process:
+        options.setdefault("launcher", InProcessLauncher())
     return Pool(ADAPTER, cwd=ROOT, **options)
 
 
@@ -161,7 +164,9 @@ class TestSaturation:
 class TestThroughput:
     @pytest.mark.parametrize("max_concurrency", [1, 16])
     async def test_echo_calls_complete_within_a_generous_bound(self, max_concurrency: int) -> None:
-        async with make_pool(max_concurrency=max_concurrency, max_queue=IN_FLIGHT) as pool:
+        async with make_pool(
+            process=True, max_concurrency=max_concurrency, max_queue=IN_FLIGHT
+        ) as pool:
             results: dict[int, Any] = {}
             numbers = iter(range(CALLS))
 
