@@ -43,10 +43,11 @@ pytest: $(STAMP)
 	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
 	echo "suite wall time: $$((ms / 1000)).$$((ms % 1000 / 100)) s"; exit $$rc
 
+# Bytecode caching on, as on users' machines (a cold start must not compile snakepit).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/otp_call.py
-	$(BIN)/python benchmarks/transport.py
-	$(BIN)/python benchmarks/pool_vs_peers.py
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python benchmarks/otp_call.py
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python benchmarks/transport.py
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python benchmarks/pool_vs_peers.py --json benchmarks/pool_vs_peers.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.venv-triotp
