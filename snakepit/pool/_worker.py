@@ -210,15 +210,26 @@ class Worker(GenServer[Any, Any, None]):
         missed = 0
         while self.usable and self.client is not None:
             await anyio.sleep(config.health_interval)
-            try:
-                with anyio.fail_after(config.health_timeout):
-                    status = await self.client.health(timeout=None)
-            except (TimeoutError, WorkerError):
-                status = "UNREACHABLE"
+            if not self._socket_exists():
+                # Connections made already still work, but no new one can be
+                # (a reconnect, a new client): the worker is as good as gone.
+                status = "SOCKET REMOVED"
+            else:
+                try:
+                    with anyio.fail_after(config.health_timeout):
+                        status = await self.client.health(timeout=None)
+                except (TimeoutError, WorkerError):
+                    status = "UNREACHABLE"
             missed = 0 if status == "SERVING" else missed + 1
             if missed >= config.max_missed_pings:
                 self.retire(f"missed {missed} health checks in a row ({status})")
                 return
+
+    def _socket_exists(self) -> bool:
+        handle = self.handle
+        if handle is None or not handle.address.startswith("unix:"):
+            return True
+        return os.path.exists(handle.address[len("unix:") :])
 
     async def handle_info(self, message: Any, state: None) -> None:
         """React to the process: it failed to start, or exited."""

@@ -153,18 +153,37 @@ class FaultInjecting(Echo):
     """Echo whose calls fail at random, reproducibly.
 
     ``SNAKEPIT_FAULT_RATE`` (0..1, default 0.5) is the chance a call of
-    :meth:`maybe_fail` raises; ``SNAKEPIT_FAULT_SEED`` seeds the generator.
+    :meth:`maybe_fail` or :meth:`flaky` fails; ``SNAKEPIT_FAULT_SEED`` seeds
+    the generator, mixed with the process id (each worker draws its own).
     """
 
     def setup(self) -> None:
         """Read the rate and seed from the environment."""
         self.rate = float(os.environ.get("SNAKEPIT_FAULT_RATE", "0.5"))
-        self.rng = random.Random(os.environ.get("SNAKEPIT_FAULT_SEED", "0"))
+        # Mixed with the pid: a replacement must not replay its predecessor's
+        # draws (the first call of every new worker would fail alike).
+        seed = os.environ.get("SNAKEPIT_FAULT_SEED", "0")
+        self.rng = random.Random(f"{seed}:{os.getpid()}")
 
     @tool
     def maybe_fail(self, value: Any = None) -> Any:
         """Return ``value``, or raise ``RuntimeError`` with probability ``rate``."""
         if self.rng.random() < self.rate:
+            raise RuntimeError("injected fault")
+        return value
+
+    @tool
+    def flaky(self, value: Any = None, kind: str = "exit") -> Any:
+        """Return ``value``, or fail with probability ``rate`` as ``kind`` says.
+
+        ``"exit"``: the worker process dies (``os._exit(70)``), as on a lost
+        connection: the caller gets ``WorkerCrashed`` and ``retries=`` may run
+        the call again elsewhere. ``"raise"``: ``RuntimeError`` (a
+        ``RemoteError``, never retried).
+        """
+        if self.rng.random() < self.rate:
+            if kind == "exit":
+                os._exit(70)
             raise RuntimeError("injected fault")
         return value
 
