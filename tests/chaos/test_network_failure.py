@@ -38,7 +38,7 @@ async def test_half_the_calls_failing_with_retries_keeps_75_percent(seed: int) -
 
     async def call(i: int) -> None:
         try:
-            value = await pool.execute("flaky", {"value": i, "kind": "exit"}, retries=3)
+            value = await pool.execute("flaky", {"value": i, "kind": "exit"}, retries=5)
         except WorkerCrashed:
             outcomes.append("crashed")
         else:
