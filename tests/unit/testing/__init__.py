@@ -1,0 +1,1 @@
+"""snakepit.testing: the pytest plugin, leak checks, worker helpers, measure."""
