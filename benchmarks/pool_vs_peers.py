@@ -8,8 +8,7 @@ Every row is a pool of 2 worker processes called from asyncio host code:
 
 * ``snakepit.Pool("snakepit.testing.adapters:Echo", size=2)``: ``pool.execute``
   of the ``noop`` tool (async, on the worker's event loop), ``aecho`` for the echo;
-  and, for information only, the same with ``prefetch=2`` (calls sent ahead to
-  wait in a busy worker) and with ``max_concurrency=8`` (8 calls at
+  and, for information only, the same with ``max_concurrency=8`` (8 calls at
   once on each worker, where the default 1 lets a pool of 2 have 2 in flight);
 * ``loop.run_in_executor(ProcessPoolExecutor(2), noop)`` (the baseline);
 * ``anyio.to_process.run_sync(noop, limiter=CapacityLimiter(2))``;
@@ -108,8 +107,6 @@ TARGET_CRASH_MS = 20.0
 
 SNAKEPIT = "snakepit.Pool"
 SNAKEPIT_MC = f"snakepit.Pool mc={MC_INFO}"
-PREFETCH_INFO = 2
-SNAKEPIT_PF = f"snakepit.Pool prefetch={PREFETCH_INFO}"
 PPE = "run_in_executor(PPE)"
 ANYIO = "anyio.to_process"
 MP_POOL = "multiprocessing.Pool"
@@ -163,12 +160,10 @@ def spawn_context() -> Any:
 
 
 @contextlib.asynccontextmanager
-async def open_snakepit(max_concurrency: int = 1, prefetch: int = 0) -> AsyncIterator[Calls]:
+async def open_snakepit(max_concurrency: int = 1) -> AsyncIterator[Calls]:
     from snakepit.pool import Pool
 
-    async with Pool(
-        ADAPTER, size=WORKERS, max_concurrency=max_concurrency, prefetch=prefetch
-    ) as pool:
+    async with Pool(ADAPTER, size=WORKERS, max_concurrency=max_concurrency) as pool:
 
         async def echo(data: bytes) -> Any:
             return await pool.execute("aecho", {"value": data})
@@ -278,7 +273,6 @@ def make_peers() -> tuple[list[Peer], list[str]]:
     peers = [
         Peer(SNAKEPIT, open_snakepit, "snakepit"),
         Peer(SNAKEPIT_MC, functools.partial(open_snakepit, MC_INFO), "snakepit"),
-        Peer(SNAKEPIT_PF, functools.partial(open_snakepit, prefetch=PREFETCH_INFO), "snakepit"),
         Peer(PPE, open_ppe, None),
         Peer(ANYIO, open_anyio, "anyio"),
         Peer(MP_POOL, open_mp_pool, None),
@@ -658,10 +652,6 @@ def report(
     print(
         f"  {SNAKEPIT_MC}: max_concurrency={MC_INFO}, {MC_INFO} calls at once on each worker "
         "(for information: the target rows use the default, 1)"
-    )
-    print(
-        f"  {SNAKEPIT_PF}: {PREFETCH_INFO} more calls sent ahead to each busy worker "
-        "(opt-in: a call sent ahead waits behind the one running there)"
     )
     print(
         "  CPU: host getrusage(RUSAGE_SELF) + workers' utime+stime from /proc/<pid>/stat "

@@ -8,9 +8,7 @@ public error (:func:`error_from_info`, :func:`error_from_rpc`): no bare
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Final, Protocol
 
@@ -45,7 +43,8 @@ Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 _ENVELOPE: Final = 1024
 _TIMED_OUT: Final = object()
-#: Bytes buffered for a frames socket before writers wait for it to drain.
+#: Bytes buffered for a frames socket past which the writer task waits for a
+#: drain (callers keep queueing meanwhile: the buffer is not a hard bound).
 _HIGH_WATER: Final = 4 * 1024 * 1024
 _END: Final = object()
 
@@ -289,9 +288,9 @@ class WorkerClient:
             raise WorkerUnavailable(f"Health.Check: {exc}") from exc
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
-    def multiplexer(self, *, max_running: int | None = None) -> Multiplexer:
+    def multiplexer(self) -> Multiplexer:
         """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC."""
-        return Multiplexer(self._stub, self._limit, self._codec, max_running=max_running)
+        return Multiplexer(self._stub, self._limit, self._codec)
 
 
 class Multiplexer:
@@ -303,23 +302,10 @@ class Multiplexer:
     :meth:`aclose`; if the stream breaks, every pending call fails with
     :class:`~snakepit.errors.WorkerUnavailable`.
 
-    Given ``max_running`` (the worker's ``max_concurrency``), it tracks which
-    calls run and which wait in the worker behind them (sent ahead, when the
-    pool prefetches): a waiting call that times out raises
-    ``ExecutionTimeout`` with ``started=False``, and one that was waiting when
-    the channel broke raises :class:`~snakepit.errors.WorkerStopping` (it never
-    ran, so it may go to another worker).
     """
 
-    def __init__(
-        self, transport: Any, limit: int, codec: str = JSON, *, max_running: int | None = None
-    ) -> None:
+    def __init__(self, transport: Any, limit: int, codec: str = JSON) -> None:
         self._codec = codec
-        # With max_running (the worker's max_concurrency) set, calls past it are
-        # known to wait in the worker, in order, until one before them ends.
-        self._max_running = max_running
-        self._running: set[int] = set()
-        self._waiting: deque[int] = deque()
         self._loop = asyncio.get_running_loop()
         self._limit = limit
         # A gRPC stub (its Channel RPC carries the frames), or a _FramesTransport.
@@ -383,32 +369,7 @@ class Multiplexer:
             )
         self._frame_size += size
         self._kick()
-        if self._max_running is not None:
-            if len(self._running) < self._max_running:
-                self._running.add(rid)
-            else:
-                self._waiting.append(rid)
         return rid
-
-    def _started(self, rid: int) -> bool:
-        return self._max_running is None or rid in self._running
-
-    def _ended(self, rid: int) -> None:
-        # A running call ended: the next waiting one starts (the worker's order).
-        if self._max_running is None:
-            return
-        if rid in self._running:
-            self._running.discard(rid)
-            while self._waiting and len(self._running) < self._max_running:
-                self._running.add(self._waiting.popleft())
-        else:
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(rid)
-
-    def _never_started(self, tool: str, error: WorkerError) -> WorkerStopping:
-        stopping = WorkerStopping(f"{tool}: the worker went away before the call started")
-        stopping.__cause__ = error
-        return stopping
 
     async def execute(
         self,
@@ -427,33 +388,19 @@ class Multiplexer:
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = future
         timer = self._loop.call_later(timeout, _expire, future) if timeout is not None else None
-        started = True
         try:
             response = await future
         except asyncio.CancelledError:
             self._cancel(rid)
             raise
-        except WorkerUnavailable as exc:
-            if not self._started(rid):
-                raise self._never_started(tool, exc) from None
-            raise
         finally:
             if timer is not None:
                 timer.cancel()
             self._pending.pop(rid, None)
-            started = self._started(rid)
-            if not (started and future.done() and future.result() is _TIMED_OUT):
-                self._ended(rid)
-            # else: it may still run (the pool replaces the worker), so the
-            # calls waiting behind it are not taken for started
         if response is _TIMED_OUT:
             self._cancel(rid)
-            raise ExecutionTimeout(f"{tool}: no reply within {timeout:g}s", started=started)
-        try:
-            return _result(response, tool, self._codec)
-        except ExecutionTimeout as exc:  # the worker's own deadline
-            exc.started = started
-            raise
+            raise ExecutionTimeout(f"{tool}: no reply within {timeout:g}s")
+        return _result(response, tool, self._codec)
 
     async def stream(
         self,
@@ -477,17 +424,10 @@ class Multiplexer:
                     try:
                         chunk = await asyncio.wait_for(queue.get(), timeout)
                     except TimeoutError:
-                        raise ExecutionTimeout(
-                            f"{tool}: no chunk within {timeout:g}s", started=self._started(rid)
-                        ) from None
+                        raise ExecutionTimeout(f"{tool}: no chunk within {timeout:g}s") from None
                 if chunk is None:
-                    try:
-                        self._check()
-                        raise WorkerUnavailable(f"{tool}: the channel closed mid-stream")
-                    except WorkerUnavailable as exc:
-                        if not self._started(rid):
-                            raise self._never_started(tool, exc) from None
-                        raise
+                    self._check()
+                    raise WorkerUnavailable(f"{tool}: the channel closed mid-stream")
                 finished = chunk.WhichOneof("item") != "chunk"  # end or error: nothing to cancel
                 value = _chunk_value(chunk, tool, self._codec)
                 if value is _END:
@@ -495,7 +435,6 @@ class Multiplexer:
                 yield value
         finally:
             self._streams.pop(rid, None)
-            self._ended(rid)
             if not finished:
                 self._cancel(rid)
 
@@ -655,7 +594,6 @@ async def open_frames_multiplexer(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     codec: str = JSON,
-    max_running: int | None = None,
 ) -> Multiplexer:
     """Connect to a worker's frames socket (``unix:PATH``) and multiplex calls over it.
 
@@ -671,7 +609,7 @@ async def open_frames_multiplexer(
     except OSError as exc:
         raise WorkerUnavailable(f"cannot connect to {address}: {exc}") from exc
     transport = _FramesTransport(reader, writer, max_message_bytes)
-    return Multiplexer(transport, max_message_bytes, codec, max_running=max_running)
+    return Multiplexer(transport, max_message_bytes, codec)
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

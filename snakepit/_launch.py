@@ -205,12 +205,12 @@ async def spawn_worker(
         )
     assert proc.stdout is not None
     assert proc.stderr is not None
-    if on_spawn is not None:
-        on_spawn(proc.pid)
     stderr: deque[str] = deque(maxlen=STDERR_LINES)
     pump = asyncio.get_running_loop().create_task(_pump_stderr(proc.stderr, stderr))
     worker = WorkerProcess(worker_id, "", proc.pid, {}, proc, stderr, pump)
     try:
+        if on_spawn is not None:
+            on_spawn(proc.pid)  # inside: if it fails, the process is still reaped
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
         except TimeoutError:

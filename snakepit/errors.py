@@ -292,24 +292,7 @@ class WorkerStopping(WorkerUnavailable):
 
 
 class ExecutionTimeout(WorkerError, TimeoutError):
-    """A call's timeout passed before its result came back.
-
-    ``started`` is False when the call was still waiting in the worker
-    behind others (a pool with ``prefetch``): the worker was not stuck on it,
-    so the pool does not replace the worker.
-    """
-
-    def __init__(self, message: str, *, started: bool = True) -> None:
-        super().__init__(message)
-        #: True if the call may have been running when its time ran out.
-        self.started = started
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_timeout, (str(self), self.started))
-
-
-def _rebuild_timeout(message: str, started: bool) -> ExecutionTimeout:
-    return ExecutionTimeout(message, started=started)
+    """A call's timeout passed before its result came back."""
 
 
 class PayloadTooLarge(WorkerError):

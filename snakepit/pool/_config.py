@@ -51,12 +51,6 @@ class PoolConfig:
     size: int = 4
     #: Calls one worker runs at once.
     max_concurrency: int = 1
-    #: Calls sent ahead to a busy worker, to wait there behind the ones it runs
-    #: (0: none). Raises throughput of short calls (the worker never idles
-    #: between two), at a cost: a call sent ahead waits for the calls before it
-    #: even when another worker comes free, and its timeout counts that wait.
-    #: A call that never started when its worker died goes to another worker.
-    prefetch: int = 0
     #: Calls that may wait for a free worker; one more raises ``QueueFull``.
     max_queue: int = 10_000
     #: Seconds a call may wait for a free worker (None: no limit) -> ``QueueTimeout``.
@@ -108,12 +102,6 @@ class PoolConfig:
             )
         for name in ("size", "max_concurrency", "max_queue"):
             _positive(name, getattr(self, name), integer=True)
-        if (
-            not isinstance(self.prefetch, int)
-            or isinstance(self.prefetch, bool)
-            or self.prefetch < 0
-        ):
-            raise ConfigError("prefetch", f"must be an int >= 0, got {self.prefetch!r}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ConfigError("max_restarts", f"must be an int >= 0, got {self.max_restarts!r}")
         for name in ("startup_timeout", "shutdown_timeout", "max_seconds", "max_message_mb"):

@@ -122,15 +122,19 @@ class InProcessLauncher:
                 returncode=None,
                 stderr_tail="".join(traceback.format_exception(exc)).rstrip(),
             ) from exc
-        with anyio.CancelScope(shield=True):  # milliseconds; never left half started
-            server = await WorkerServer.start(
-                adapter,
-                listen=f"unix:{self._dir}/{worker_id}.sock",
-                adapter_path=config.adapter,
-                worker_id=worker_id,
-                max_concurrency=config.max_concurrency,
-                max_message_bytes=config.max_message_bytes,
-            )
+        try:
+            with anyio.CancelScope(shield=True):  # milliseconds; never left half started
+                server = await WorkerServer.start(
+                    adapter,
+                    listen=f"unix:{self._dir}/{worker_id}.sock",
+                    adapter_path=config.adapter,
+                    worker_id=worker_id,
+                    max_concurrency=config.max_concurrency,
+                    max_message_bytes=config.max_message_bytes,
+                )
+        except (WorkerStartupError, OSError) as exc:
+            await maybe_await(adapter.teardown())
+            raise WorkerStartError(worker_id, str(exc), returncode=None, stderr_tail="") from exc
         return InProcessWorker(worker_id, server.address, server, adapter, server.frames_address)
 
     def close(self) -> None:

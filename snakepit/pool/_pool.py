@@ -164,7 +164,6 @@ class Pool:
         self._scheduler: Scheduler[Worker] = Scheduler(
             max_queue=self.config.max_queue,
             queue_timeout=self.config.queue_timeout,
-            max_concurrency=self.config.max_concurrency,
         )
         self._stack: AsyncExitStack | None = None
         self._supervisor: SupervisorRef | None = None
@@ -174,7 +173,7 @@ class Pool:
         self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
         self._requests = self._errors = self._timeouts = self._crashes = self._restarts = 0
         self._degraded: PoolDegraded | None = None
-        self._leaving: set[str] = set()  # ids of workers being stopped for good
+        self._leaving: set[str] = set()  # ids of workers stopped for good (ids are never reused)
         self._size = self.config.size
         self._recycled = 0
         self._tg: TaskGroup | None = None
@@ -380,7 +379,7 @@ class Pool:
         self._ready_changed = anyio.Event()
         if worker.ref.generation > 0:
             self._restarts += 1
-        self._scheduler.add(worker, self.config.max_concurrency, self.config.prefetch)
+        self._scheduler.add(worker, self.config.max_concurrency)
         if self._startup is not None:
             self._startup.ready()
 
@@ -542,11 +541,10 @@ class Pool:
             self._crashes += 1
             worker.retire("its connection broke", report=False)  # out of rotation, group killed
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
-        except ExecutionTimeout as exc:
+        except ExecutionTimeout:
             outcome = "timeout"
             self._timeouts += 1
-            if exc.started:  # it may be stuck; one that waited behind others is not
-                worker.retire(f"a call to {tool!r} timed out")
+            worker.retire(f"a call to {tool!r} timed out")
             raise
         except Exception:
             outcome = "error"

@@ -16,8 +16,10 @@ import fcntl
 import itertools
 import logging
 import os
+import re
 import shutil
 import signal
+import stat
 import tempfile
 from pathlib import Path
 
@@ -26,6 +28,11 @@ from snakepit.errors import ConfigError
 __all__ = ("RunDir", "default_run_base")
 
 logger = logging.getLogger("snakepit.pool")
+
+#: Run ids (``uuid4().hex[:12]``) and the first bytes of a run's lock file:
+#: a sweep touches nothing else.
+_RUN_ID = re.compile(r"[0-9a-f]{12}")
+_MARKER = b"snakepit run"
 
 #: A unix socket path must fit in ``sun_path`` (108 bytes on Linux, 104 elsewhere).
 MAX_SOCKET_PATH = 100
@@ -41,8 +48,8 @@ def default_run_base() -> Path:
 
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+    st = path.lstat()  # a symlink (planted in /tmp, say) is refused, not followed
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise ConfigError(
             "run_dir",
             f"{path} must be a directory of this user, closed to others (mode 0700); "
@@ -66,16 +73,20 @@ def sweep(base: Path) -> list[int]:
     """Clean up every dead run under ``base``; return the pids of the workers killed."""
     killed: list[int] = []
     for lock in sorted(base.glob("*.lock")):
+        run_id = lock.name.removesuffix(".lock")
+        if not _RUN_ID.fullmatch(run_id):
+            continue  # not a run's lock: the base may be shared with other files
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # cleaned up by somebody else just now
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (FileNotFoundError, OSError):
+            continue  # cleaned up by somebody else just now, or a symlink
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live run
-            run_id = lock.name.removesuffix(".lock")
+            if not os.pread(fd, len(_MARKER), 0).startswith(_MARKER):
+                continue  # a lock file of somebody else's
             run = base / run_id
             for pidfile in sorted(run.glob("*.pid")):
                 try:
@@ -134,7 +145,7 @@ class RunDir:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, _MARKER + f" {os.getpid()}\n".encode())
             tmp.rename(root / f"{run_id}.lock")
             (root / run_id).mkdir(mode=0o700)
         except BaseException:

@@ -16,9 +16,6 @@ class _Usable(Protocol):
     @property
     def usable(self) -> bool: ...
 
-    @property
-    def in_flight(self) -> int: ...
-
 
 W = TypeVar("W", bound=_Usable)
 
@@ -26,22 +23,17 @@ W = TypeVar("W", bound=_Usable)
 class Scheduler(Generic[W]):
     """Free slots of the pool's workers, and the calls waiting for one.
 
-    Each worker adds one slot per call it may run at once, and ``prefetch``
-    slots for calls sent ahead to wait in it. :meth:`checkout` takes a slot
-    (no message to any server: a deque pop), a running slot of any worker
-    before a prefetch slot, or waits in order; :meth:`checkin` hands the slot
-    straight to the oldest waiter. A slot of a worker that is no longer usable
-    (crashed, retired) is dropped; its replacement brings new ones.
+    Each worker adds one slot per call it may run at once. :meth:`checkout`
+    takes a slot (no message to any server: a deque pop), or waits in order;
+    :meth:`checkin` hands the slot straight to the oldest waiter. A slot of a
+    worker that is no longer usable (crashed, retired) is dropped; its
+    replacement brings new ones.
     """
 
-    def __init__(
-        self, *, max_queue: int, queue_timeout: float | None, max_concurrency: int = 1
-    ) -> None:
+    def __init__(self, *, max_queue: int, queue_timeout: float | None) -> None:
         self._max_queue = max_queue
         self._queue_timeout = queue_timeout
-        self._max_concurrency = max_concurrency
         self._idle: deque[W] = deque()
-        self._ahead: deque[W] = deque()  # prefetch slots: used when no running slot is free
         self._waiters: deque[asyncio.Future[W]] = deque()
         self._closed: PoolError | None = None
 
@@ -53,14 +45,12 @@ class Scheduler(Generic[W]):
     @property
     def has_idle(self) -> bool:
         """True when a slot may be free (cheap; a dead worker's slot counts until taken)."""
-        return bool(self._idle or self._ahead)
+        return bool(self._idle)
 
     @property
     def idle(self) -> int:
         """Free slots of usable workers now."""
-        mc = self._max_concurrency
-        workers = {id(w): w for w in (*self._idle, *self._ahead) if w.usable}
-        return sum(max(0, mc - w.in_flight) for w in workers.values())
+        return sum(1 for w in self._idle if w.usable)
 
     async def checkout(self, on_wait: Callable[[int], object] | None = None) -> W:
         """Take a free slot, waiting in order if there is none.
@@ -76,15 +66,8 @@ class Scheduler(Generic[W]):
         if self._closed is not None:
             raise self._closed
         idle = self._idle
-        ahead = self._ahead
         while idle:
             worker = idle.popleft()
-            if worker.usable:
-                if worker.in_flight < self._max_concurrency:
-                    return worker
-                ahead.append(worker)  # busy: a slot to send a call ahead with, if need be
-        while ahead:
-            worker = ahead.popleft()
             if worker.usable:
                 return worker
         if len(self._waiters) >= self._max_queue:
@@ -121,13 +104,11 @@ class Scheduler(Generic[W]):
             if not waiter.done():
                 waiter.set_result(worker)
                 return
-        self._idle.append(worker)  # checkout tells running slots from ahead ones
+        self._idle.append(worker)
 
-    def add(self, worker: W, slots: int, prefetch: int = 0) -> None:
-        """Offer ``slots`` running slots and ``prefetch`` slots of a worker that became ready."""
+    def add(self, worker: W, slots: int) -> None:
+        """Offer ``slots`` slots of a worker that became ready."""
         for _ in range(slots):
-            self.checkin(worker)
-        for _ in range(prefetch):
             self.checkin(worker)
 
     def close(self, error: PoolError | None = None) -> None:
@@ -138,4 +119,3 @@ class Scheduler(Generic[W]):
             if not waiter.done():
                 waiter.set_exception(self._closed)
         self._idle.clear()
-        self._ahead.clear()

@@ -89,7 +89,7 @@ class Worker(GenServer[Any, Any, None]):
 
     @property
     def worker_id(self) -> str:
-        """The id of this worker (a restart gets a new one)."""
+        """The id of this worker's slot (its restarts keep it; see ``ref.generation``)."""
         return self.args.worker_id
 
     @property
@@ -135,15 +135,13 @@ class Worker(GenServer[Any, Any, None]):
                 self.handle.address, max_message_bytes=args.config.max_message_bytes
             )
             config = args.config
-            # Calls sent ahead (prefetch) wait in the worker: the channel tracks them.
-            running = config.max_concurrency if config.prefetch else None
             frames = self.handle.frames_address
             if frames is not None and config.transport == "frames":
                 self.mux = await open_frames_multiplexer(
-                    frames, max_message_bytes=config.max_message_bytes, max_running=running
+                    frames, max_message_bytes=config.max_message_bytes
                 )
             else:
-                self.mux = self.client.multiplexer(max_running=running)
+                self.mux = self.client.multiplexer()
         except Exception as exc:
             if events.active:
                 events.publish(

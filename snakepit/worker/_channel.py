@@ -74,10 +74,10 @@ class ChannelSession:
                 if self._responses or self._chunks:
                     if self._write_nowait is not None:
                         self._flush()
-                        continue
-                    for frame in self._frames():
-                        await self._write(frame)
-                elif reader.done() and (eof_is_gone or not self._running):
+                    else:
+                        for frame in self._frames():
+                            await self._write(frame)
+                if reader.done() and (eof_is_gone or not self._running):
                     reader.result()  # re-raise what ended the reading, if anything
                     return
         finally:

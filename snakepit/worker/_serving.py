@@ -167,9 +167,15 @@ class WorkerServer:
             frames_socket = frames_path(str(socket_path))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(frames_socket)  # left by a dead worker of an earlier run
-            self._frames_server = await asyncio.start_unix_server(
-                self._serve_frames, path=frames_socket, limit=1024 * 1024
-            )
+            try:
+                self._frames_server = await asyncio.start_unix_server(
+                    self._serve_frames, path=frames_socket, limit=1024 * 1024
+                )
+            except OSError as exc:
+                await self.abort()  # the gRPC server is up already
+                raise WorkerStartupError(
+                    f"--listen {listen!r}: cannot bind {frames_socket}: {exc}", EXIT_BIND
+                ) from exc
             os.chmod(frames_socket, 0o600)
             self.frames_address = f"unix:{frames_socket}"
         for name in ("", "snakepit.v1.WorkerService"):

@@ -106,7 +106,7 @@ async def test_a_reused_pid_is_not_killed(run_dir: Path) -> None:
     )
     assert bystander.stdin is not None
     try:
-        (run_dir / "deadbeef0000.lock").touch()
+        (run_dir / "deadbeef0000.lock").write_bytes(b"snakepit run 1\n")
         (run_dir / "deadbeef0000").mkdir()
         (run_dir / "deadbeef0000" / "w0.pid").write_text(f"{bystander.pid}\n")
         async with Pool(ECHO, size=1, run_dir=run_dir):
@@ -133,3 +133,17 @@ async def test_a_run_dir_too_long_for_sockets_is_a_config_error(run_dir: Path) -
 def test_run_dir_must_be_a_path() -> None:
     with pytest.raises(ConfigError, match="run_dir"):
         Pool(ECHO, run_dir=3)
+
+
+async def test_files_that_are_not_runs_are_left_alone(run_dir: Path) -> None:
+    # A base shared with other things: only a run's own lock and directory go.
+    (run_dir / "cache").mkdir()
+    (run_dir / "cache" / "precious.txt").write_text("keep me")
+    (run_dir / "cache.lock").touch()
+    (run_dir / "0123456789ab.lock").write_bytes(b"not ours")
+    (run_dir / "0123456789ab").mkdir()
+    async with Pool(ECHO, size=1, run_dir=run_dir):
+        pass
+    assert (run_dir / "cache" / "precious.txt").read_text() == "keep me"
+    assert (run_dir / "cache.lock").exists()
+    assert (run_dir / "0123456789ab").is_dir()
