@@ -1,0 +1,140 @@
+"""assert_no_leaks: passes on a clean block, names each leaked task, process and fd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from snakepit.testing._leaks import LeakCheck, assert_no_leaks
+
+pytestmark = pytest.mark.anyio
+
+#: Deadline for things planted to leak: each such test waits it out once.
+SHORT = 0.05
+
+
+async def forever() -> None:
+    await anyio.Event().wait()
+
+
+@pytest.fixture
+def popen() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; each is stopped and reaped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait()
+
+
+async def test_clean_block_passes() -> None:
+    async with assert_no_leaks():
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.lowlevel.checkpoint)
+        proc = await anyio.open_process(["true"])
+        await proc.wait()
+        await proc.aclose()
+
+
+async def test_leaked_task_is_named_with_where_it_waits() -> None:
+    async with anyio.create_task_group() as outer:
+        with pytest.raises(AssertionError) as caught:
+            async with assert_no_leaks(grace=SHORT):
+                outer.start_soon(forever, name="planted-leak")
+        outer.cancel_scope.cancel()
+    message = str(caught.value)
+    assert "leaked 1 resource(s)" in message
+    assert "task 'planted-leak'" in message
+    assert "forever" in message
+
+
+async def test_task_still_finishing_is_waited_for() -> None:
+    release = anyio.Event()
+
+    async def finishing() -> None:
+        await release.wait()
+        await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as outer, assert_no_leaks():
+        outer.start_soon(finishing)
+        outer.start_soon(forever)
+        # Both still run when the block ends, and end on their own just after.
+        release.set()
+        outer.cancel_scope.cancel()
+
+
+async def test_leaked_child_process_is_listed(popen: list[subprocess.Popen[bytes]]) -> None:
+    with pytest.raises(AssertionError) as caught:
+        async with assert_no_leaks(grace=SHORT, fds=False):
+            popen.append(subprocess.Popen(["cat"], stdin=subprocess.PIPE))
+    pid = popen[0].pid
+    assert f"pid {pid} [" in str(caught.value)
+    assert "cat" in str(caught.value)
+
+
+async def exit_unreaped(popen: list[subprocess.Popen[bytes]]) -> None:
+    popen.append(proc := subprocess.Popen(["true"]))
+    fd = os.pidfd_open(proc.pid)
+    try:
+        await anyio.wait_readable(fd)  # it exited; nobody waits for it
+    finally:
+        os.close(fd)
+
+
+async def test_unreaped_child_is_listed(popen: list[subprocess.Popen[bytes]]) -> None:
+    with pytest.raises(AssertionError, match="exited, never reaped"):
+        async with assert_no_leaks(grace=SHORT, fds=False):
+            await exit_unreaped(popen)
+
+
+async def test_exiting_child_is_waited_for() -> None:
+    async with anyio.create_task_group() as outer, assert_no_leaks():
+        proc = await anyio.open_process(["cat"], stdout=subprocess.DEVNULL)
+        outer.start_soon(proc.aclose)  # closes stdin: cat exits, then it is reaped
+
+
+async def test_open_fd_is_listed_with_its_target() -> None:
+    with pytest.raises(AssertionError) as caught:
+        async with assert_no_leaks(grace=SHORT):
+            r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    assert f"fd {r} -> pipe:[" in str(caught.value)
+    assert f"fd {w} -> pipe:[" in str(caught.value)
+
+
+async def test_ignored_fds_and_disabled_checks() -> None:
+    async with assert_no_leaks(ignore_fds=lambda fd, target: target.startswith("pipe:")):
+        r, w = os.pipe()
+    async with assert_no_leaks(fds=False):
+        r2, w2 = os.pipe()
+    for fd in (r, w, r2, w2):
+        os.close(fd)
+
+
+async def test_an_error_in_the_block_is_not_masked() -> None:
+    fds: list[int] = []
+
+    async def fail_with_a_pipe_open() -> None:
+        async with assert_no_leaks(grace=SHORT):
+            fds.extend(os.pipe())
+            raise KeyError("mine")
+
+    with pytest.raises(KeyError):
+        await fail_with_a_pipe_open()
+    for fd in fds:
+        os.close(fd)
+
+
+async def test_snapshot_rejects_a_negative_grace() -> None:
+    with pytest.raises(ValueError, match="grace"):
+        await LeakCheck.snapshot(grace=-1)

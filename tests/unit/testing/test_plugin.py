@@ -1,0 +1,207 @@
+"""The pytest plugin: otp_sandbox, the otp marker, chaos_rng, snakepit_pool, pool_events.
+
+What the sandbox does at teardown is checked by running one small test file
+with pytester (in-process: one run, so the module stays fast), including
+tests that must fail there with a clear message.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from snakepit.pool import Pool, RequestStopped, WorkerExited, WorkerReady, WorkerStarting
+from snakepit.testing._chaos import chaos_seed
+from snakepit.testing._plugin import DEFAULT_SEED, PoolEvents, _randomly_seed
+
+pytest_plugins = ["pytester"]
+
+INNER = """
+import subprocess
+
+import anyio
+import pytest
+
+from snakepit.otp import ChildSpec, GenServer
+
+PROCS = []
+SEEN = {}
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def reaper():  # set up before the sandbox, so torn down after its check
+    yield
+    while PROCS:
+        proc = PROCS.pop()
+        proc.kill()
+        proc.stdin.close()
+        proc.wait()
+
+
+class Counter(GenServer):
+    async def init(self, start):
+        return start
+
+    async def handle_call(self, request, state):
+        return state, state
+
+
+class Stubborn(GenServer):
+    async def init(self, arg):
+        return None
+
+    async def terminate(self, reason, state):
+        await anyio.Event().wait()  # never stops by itself
+
+
+@pytest.mark.anyio
+async def test_a_sandbox(otp_sandbox, anyio_backend):
+    ref = await otp_sandbox.start_server(Counter, 5, name=otp_sandbox.unique_name("c"))
+    assert await ref.call("get") == 5
+    sup = await otp_sandbox.start_supervisor(
+        [ChildSpec("a", Counter, 1), ChildSpec("b", Counter, 2)], strategy="rest_for_one"
+    )
+    assert sup.strategy == "rest_for_one" and sup.count_children().active == 2
+    order = []
+    otp_sandbox.on_cleanup(lambda: order.append(("cleanup", ref.alive, sup.alive)))
+    first, second = otp_sandbox.unique_name("x"), otp_sandbox.unique_name("x")
+    assert first != second and first.startswith("x-")
+    assert otp_sandbox.test_id.endswith(f"test_a_sandbox[{anyio_backend}]")
+    otp_sandbox.start_soon(anyio.Event().wait, name="left running")  # cancelled at teardown
+    SEEN[anyio_backend] = (ref, sup, sup.which_children(), order)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_b_sandbox_stopped_everything(backend):
+    ref, sup, children, order = SEEN[backend]
+    assert order == [("cleanup", True, True)]  # cleanups run first: in reverse
+    assert not ref.alive and not sup.alive and ref.exit_reason == "shutdown"
+    assert all(not c.ref.alive for c in children)
+
+
+@pytest.mark.anyio
+@pytest.mark.otp(strict_leaks=True)
+async def test_c_strict_clean(otp_sandbox):
+    await otp_sandbox.start_server(Counter, 0)
+    proc = await anyio.open_process(["true"])
+    await proc.wait()
+    await proc.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.otp(strict_leaks=True, leak_grace=0.05)
+async def test_d_leaks_a_process(otp_sandbox):
+    PROCS.append(subprocess.Popen(["cat"], stdin=subprocess.PIPE))
+
+
+@pytest.mark.anyio
+@pytest.mark.otp(strict_leaks=True, stop_timeout=0.05)
+async def test_e_stubborn_strict(otp_sandbox):
+    await otp_sandbox.start_server(Stubborn)
+
+
+@pytest.mark.anyio
+@pytest.mark.otp(stop_timeout=0.05)
+@pytest.mark.filterwarnings("error::snakepit.testing._plugin.SandboxWarning")
+async def test_f_stubborn_warns(otp_sandbox):
+    await otp_sandbox.start_server(Stubborn)
+
+
+@pytest.mark.anyio
+async def test_g_task_error(otp_sandbox):
+    async def boom():
+        raise KeyError("boom")
+
+    otp_sandbox.start_soon(boom)
+
+
+@pytest.mark.anyio
+@pytest.mark.otp(strict=True)
+async def test_h_typo(otp_sandbox):
+    pass
+"""
+
+
+def test_sandbox_teardown_stops_checks_and_reports(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest("-p", "no:randomly", "--strict-markers", "--tb=native")
+    out = result.stdout.str()
+    # Each test twice (asyncio, trio). The calls of a to g pass; d, e, f and g
+    # then fail at teardown, h at setup.
+    result.assert_outcomes(passed=14, errors=10)
+    for name in "defgh":
+        for backend in ("asyncio", "trio"):
+            assert f"ERROR at {'setup' if name == 'h' else 'teardown'} of test_{name}_" in out
+            assert re.search(rf"ERROR test_inner.py::test_{name}_\w+\[{backend}\]", out), out
+    # A leaked child process: pid, state and command line; and its pipe.
+    result.stdout.fnmatch_lines(
+        [
+            "*otp_sandbox of test_inner.py::test_d_leaks_a_process[[]asyncio[]]:",
+            "*leaked (strict_leaks; still there 0.05s after the test):",
+            "*pid * [[]S[]] cat",
+            "*fd * -> pipe:*",
+        ]
+    )
+    # A server that ignores its stop: killed, and reported (strict: a failure;
+    # else a SandboxWarning, an error here by the test's filterwarnings).
+    killed = re.findall(r"<Stubborn#\d+ gen=0 dead: 'killed'> did not stop within 0.05s", out)
+    assert len(killed) == 4, out
+    assert "SandboxWarning: test_inner.py::test_f_stubborn_warns[asyncio]" in out
+    assert out.count("a sandbox task raised KeyError: 'boom'") == 2
+    assert "unknown option 'strict' (known: strict_leaks, stop_timeout, leak_grace)" in out
+
+
+def test_chaos_rng_is_seeded_from_randomly_and_the_test_id(
+    chaos_rng: random.Random, request: pytest.FixtureRequest
+) -> None:
+    base = _randomly_seed(request.config)
+    seed = chaos_seed(base, request.node.nodeid)
+    assert ("chaos_rng_seed", seed) in request.node.user_properties
+    assert chaos_rng.random() == random.Random(seed).random()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(5, 5), ("7", 7), (None, DEFAULT_SEED), ("last", DEFAULT_SEED)]
+)
+def test_chaos_rng_base_seed(value: object, expected: int) -> None:
+    config = SimpleNamespace(getoption=lambda name, default=None: value)
+    assert _randomly_seed(config) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # pools run on asyncio (grpc.aio)
+@pytest.mark.otp(strict_leaks=True)  # the pools and grpc's poller leave nothing behind
+async def test_snakepit_pool_and_pool_events(
+    anyio_backend: str,
+    snakepit_pool: Callable[..., Awaitable[Pool]],
+    pool_events: PoolEvents,
+) -> None:
+    pool = await snakepit_pool("snakepit.testing.adapters:Echo", size=2)
+    assert isinstance(pool, Pool)
+    assert pool.stats().ready == 2
+    pool_events.assert_event(WorkerReady, count=2)
+    pool_events.assert_event(WorkerStarting, generation=0, worker_id=lambda w: w != "")
+    assert await pool.execute("echo", {"value": 7}) == 7
+    stopped: Any = await pool_events.wait_for(RequestStopped, tool="echo")
+    assert stopped.outcome == "ok"
+    assert pool_events.count(RequestStopped, outcome="ok") == 1
+    pool_events.refute_event(WorkerExited)
+
+    with pytest.raises(AssertionError, match=r"expected exactly 3 WorkerReady, recorded 2"):
+        pool_events.assert_event(WorkerReady, count=3)
+    with pytest.raises(AssertionError, match=r"expected no WorkerReady, recorded 2"):
+        pool_events.refute_event(WorkerReady)
+    with pytest.raises(AssertionError, match=r"no WorkerExited within 0.05s; all events: "):
+        await pool_events.wait_for(WorkerExited, timeout=0.05)
+    pool_events.clear()
+    assert pool_events.events == []
