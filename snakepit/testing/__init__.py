@@ -19,7 +19,7 @@ import importlib
 from typing import Any
 
 #: The modules whose ``__all__`` this package re-exports, on first use.
-_MODULES = ("_otp", "_chaos", "_scenario")
+_MODULES = ("_otp", "_chaos", "_scenario", "_leaks", "_workers", "_measure", "_plugin")
 
 
 def _names() -> dict[str, str]:
