@@ -17,6 +17,7 @@ import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from snakepit.errors import WorkerCrashed
 from snakepit.pool import Pool, PoolEvent, WorkerExited, WorkerReady
 
 from ._support import ADAPTER, ROOT, live_workers, pid_of
@@ -57,6 +58,9 @@ async def test_a_stopped_worker_is_replaced() -> None:
         pid = pid_of(worker)
         os.kill(pid, signal.SIGSTOP)
         with anyio.fail_after(DEADLINE):
+            # A call in flight on the stopped worker fails, naming why.
+            with pytest.raises(WorkerCrashed, match="missed 2 health checks"):
+                await pool.execute("ping")
             exited = await next_of(events, WorkerExited)
             ready = await next_of(events, WorkerReady)
         assert isinstance(exited, WorkerExited)

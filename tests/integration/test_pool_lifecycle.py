@@ -20,7 +20,7 @@ from snakepit.errors import (
     RemoteError,
     WorkerCrashed,
 )
-from snakepit.pool import Pool, PoolConfig
+from snakepit.pool import InProcessLauncher, Pool, PoolConfig
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -41,8 +41,11 @@ def child_pids() -> set[int]:
     return pids
 
 
-def pool(**options: Any) -> Pool:
+def pool(*, in_process: bool = False, **options: Any) -> Pool:
+    """A pool of the test adapter; ``in_process`` for what is only the pool's logic."""
     options.setdefault("size", 2)
+    if in_process:
+        options["launcher"] = InProcessLauncher()
     return Pool(ADAPTER, cwd=ROOT, **options)
 
 
@@ -154,7 +157,7 @@ class TestFailures:
             assert stats.restarts >= 2
 
     async def test_remote_errors_leave_the_worker_in_service(self) -> None:
-        async with pool(size=1) as p:
+        async with pool(in_process=True, size=1) as p:
             with pytest.raises(RemoteError):
                 await p.execute("fail")
             assert await p.execute("ping") == {"status": "pong"}
@@ -169,7 +172,7 @@ class TestFailures:
             assert p.stats().timeouts == 1
 
     async def test_cancelled_call_returns_its_slot(self) -> None:
-        async with pool(size=1) as p:
+        async with pool(in_process=True, size=1) as p:
             with anyio.move_on_after(0.05):
                 await p.execute("hang")
             with anyio.fail_after(10):
@@ -179,7 +182,10 @@ class TestFailures:
 
 class TestQueue:
     async def test_queue_timeout(self) -> None:
-        async with pool(size=1, queue_timeout=0.05) as p, anyio.create_task_group() as tg:
+        async with (
+            pool(in_process=True, size=1, queue_timeout=0.05) as p,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(p.execute, "hang")  # holds the only slot
             await anyio.wait_all_tasks_blocked()
             with pytest.raises(QueueTimeout):
@@ -188,7 +194,7 @@ class TestQueue:
             tg.cancel_scope.cancel()
 
     async def test_queue_full(self) -> None:
-        async with pool(size=1, max_queue=1) as p, anyio.create_task_group() as tg:
+        async with pool(in_process=True, size=1, max_queue=1) as p, anyio.create_task_group() as tg:
             tg.start_soon(p.execute, "hang")  # holds the only slot
             await anyio.wait_all_tasks_blocked()
             tg.start_soon(p.execute, "ping")  # waits in the queue
