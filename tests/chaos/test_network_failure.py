@@ -23,7 +23,7 @@ anyio_backends = ("asyncio",)  # grpc.aio
 
 ADAPTER = "snakepit.testing.adapters:FaultInjecting"
 #: Calls made; each costs a worker restart half of the time, so few of them.
-CALLS = 12
+CALLS = 8
 
 
 def fault_pool(seed: int, rate: float) -> Pool:

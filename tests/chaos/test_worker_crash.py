@@ -284,7 +284,7 @@ class TestKillMidCall:
         with anyio.fail_after(RECOVERY_DEADLINE):
             async with (
                 anyio.create_task_group() as tg,
-                make_pool(size=1, shutdown_timeout=0.5) as pool,
+                make_pool(size=1, shutdown_timeout=0.1) as pool,
             ):
                 (worker,) = live_workers(pool)
                 os.kill(pid_of(worker), signal.SIGSTOP)  # Describe stays in flight

@@ -281,7 +281,7 @@ class TestLaunch:
                 "snakepit.testing.adapters:SlowStart",
                 f"unix:{sock_dir}/s.sock",
                 env=env,
-                ready_timeout=0.5,
+                ready_timeout=0.3,
             )
         assert info.value.returncode is not None  # killed and reaped
 
