@@ -107,7 +107,7 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=100 * THOROUGH, deadline=None)
+@settings(max_examples=60 * THOROUGH, deadline=None)
 @given(value=values)
 def test_round_trip_keeps_values_and_types(value: object) -> None:
     # Every engine's payload is strict JSON and decodes to the value with every engine.
