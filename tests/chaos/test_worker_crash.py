@@ -178,7 +178,7 @@ async def test_storm_seed_is_pytest_randomly_seed(
 class TestKillMidCall:
     """A SIGKILL from outside fails exactly the call in flight, with the signal named."""
 
-    @pytest.mark.parametrize("calls", [1, 4])
+    @pytest.mark.parametrize("calls", [3])
     async def test_hang_calls(self, calls: int) -> None:
         """Every call in flight on the killed worker fails (max_concurrency > 1 too)."""
         before = child_pids()

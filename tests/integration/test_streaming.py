@@ -88,6 +88,12 @@ def only_pid(pool: Pool) -> int:
     return worker.pid
 
 
+def only_worker(pool: Pool) -> tuple[str, int]:
+    """The pool's one worker, as (id, generation): it changes when the worker is replaced."""
+    (worker,) = pool.workers()
+    return worker.worker_id, worker.generation
+
+
 def watch(tool: str) -> dict[str, Any]:
     """Arguments for a watched stream: a fresh key to ask ``was_closed`` about."""
     return {"key": f"{tool}-{uuid.uuid4().hex}"}
@@ -126,15 +132,15 @@ class TestItems:
                 await assert_serves(pool)
 
     async def test_an_item_over_the_message_limit_is_payload_too_large(self) -> None:
-        async with make_pool(process=True, max_message_mb=1) as pool:
-            pid = only_pid(pool)
+        async with make_pool(max_message_mb=1) as pool:
+            before = only_worker(pool)
             with anyio.fail_after(DEADLINE):
                 with pytest.raises(PayloadTooLarge, match="over the"):
                     await collect(pool, "blobs", {"size": 2 * MIB, "n": 1})
                 items = await collect(pool, "blobs", {"size": 1024, "n": 2})
                 assert items == [b"\0" * 1024, b"\1" * 1024]
                 await assert_serves(pool)
-            assert only_pid(pool) == pid  # the connection was unharmed
+            assert only_worker(pool) == before  # the connection was unharmed
             assert pool.stats().crashes == 0
 
     async def test_an_async_generator_that_never_awaits_is_streamed(self) -> None:
@@ -178,8 +184,8 @@ class TestItems:
 
 class TestErrors:
     async def test_a_tool_raising_midstream(self) -> None:
-        async with make_pool(process=True) as pool:
-            pid = only_pid(pool)
+        async with make_pool() as pool:
+            before = only_worker(pool)
             with anyio.fail_after(DEADLINE):
                 for tool in ("fail_midstream", "afail_midstream"):  # sync, async
                     for after in (3, 0):
@@ -195,7 +201,7 @@ class TestErrors:
                         await assert_serves(pool)  # the worker stays in service
             stats = pool.stats()
             assert (stats.errors, stats.crashes, stats.timeouts, stats.restarts) == (4, 0, 0, 0)
-            assert only_pid(pool) == pid
+            assert only_worker(pool) == before
 
     async def test_refused_calls_are_typed(self) -> None:
         cases: list[tuple[str, dict[str, Any] | None, type[RemoteError], str]] = [
@@ -204,8 +210,8 @@ class TestErrors:
             ("count", {"n": "many"}, InvalidArguments, "must be int"),
             ("count", {}, InvalidArguments, "missing required argument"),
         ]
-        async with make_pool(process=True) as pool:
-            pid = only_pid(pool)
+        async with make_pool() as pool:
+            before = only_worker(pool)
             with anyio.fail_after(DEADLINE):
                 for tool, args, error, match in cases:
                     with pytest.raises(error, match=match):
@@ -214,13 +220,13 @@ class TestErrors:
                     await pool.execute("count", {"n": 3})
                 await assert_serves(pool)
             assert (pool.stats().errors, pool.stats().crashes) == (len(cases) + 1, 0)
-            assert only_pid(pool) == pid
+            assert only_worker(pool) == before
 
 
 class TestClosing:
     async def test_aclose_midway_returns_the_slot_and_cancels_the_tool(self) -> None:
-        async with make_pool(process=True) as pool:  # one worker, one slot: a leak shows at once
-            pid = only_pid(pool)
+        async with make_pool() as pool:  # one worker, one slot: a leak shows at once
+            before = only_worker(pool)
             with anyio.fail_after(DEADLINE):
                 for tool, args in [
                     ("count", {"n": 10_000}),
@@ -243,7 +249,7 @@ class TestClosing:
                     await assert_serves(pool)
             stats = pool.stats()
             assert (stats.errors, stats.crashes, stats.timeouts) == (0, 0, 0), stats
-            assert only_pid(pool) == pid
+            assert only_worker(pool) == before
 
     async def test_an_error_in_the_consumer_closes_the_stream(self) -> None:
         async def consume_then_fail(pool: Pool, args: dict[str, Any]) -> None:
@@ -304,8 +310,8 @@ class TestClosing:
                 async for _ in stream:
                     first.set()
 
-        async with make_pool(process=True) as pool:
-            pid = only_pid(pool)
+        async with make_pool() as pool:
+            before = only_worker(pool)
             for tool in ("watched", "awatched"):
                 for closing in (True, False):
                     case = (tool, closing)
@@ -322,7 +328,7 @@ class TestClosing:
                         await assert_serves(pool)
             stats = pool.stats()
             assert (stats.errors, stats.crashes, stats.timeouts) == (0, 0, 0), stats
-            assert only_pid(pool) == pid
+            assert only_worker(pool) == before
 
 
 class TestCrash:
@@ -422,8 +428,8 @@ class TestConcurrency:
                 await assert_serves(pool)
 
     async def test_a_stream_completes_while_another_runs_on_the_same_worker(self) -> None:
-        async with make_pool(process=True, max_concurrency=2) as pool:
-            pid = only_pid(pool)
+        async with make_pool(max_concurrency=2) as pool:
+            pid = only_worker(pool)
             args = watch("awatched")
             with anyio.fail_after(DEADLINE):
                 async with aclosing(pool.stream("awatched", args)) as open_stream:
@@ -433,7 +439,7 @@ class TestConcurrency:
                     assert pool.workers()[0].in_flight == 1
                 assert await pool.execute("was_closed", args) is True
                 await assert_serves(pool)
-            assert only_pid(pool) == pid
+            assert only_worker(pool) == pid
 
     async def test_many_concurrent_streams(self) -> None:
         results: dict[str, list[Any]] = {}
