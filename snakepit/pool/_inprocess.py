@@ -13,6 +13,7 @@ import shutil
 import signal
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class InProcessWorker:
     _returncode: int | None = field(default=None, repr=False)
     _exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
+    _on_stopped: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def returncode(self) -> int | None:
@@ -92,6 +94,8 @@ class InProcessWorker:
         finally:
             self._returncode = code
             self._exited.set()
+            if self._on_stopped is not None:
+                self._on_stopped()
 
 
 class InProcessLauncher:
@@ -104,8 +108,21 @@ class InProcessLauncher:
     """
 
     def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="snakepit-inproc-"))
-        self._dir.chmod(0o700)
+        # Made on the first start and removed when its last worker stops: a
+        # launcher passed to a pool is not the pool's to close.
+        self._dir: Path | None = None
+        self._serving = 0
+
+    def _socket_dir(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="snakepit-inproc-"))
+            self._dir.chmod(0o700)
+        return self._dir
+
+    def _stopped(self) -> None:
+        self._serving -= 1
+        if self._serving == 0:
+            self.close()
 
     async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> InProcessWorker:
         """Load and set up ``config.adapter`` here and serve it; return when it serves.
@@ -126,17 +143,24 @@ class InProcessLauncher:
             with anyio.CancelScope(shield=True):  # milliseconds; never left half started
                 server = await WorkerServer.start(
                     adapter,
-                    listen=f"unix:{self._dir}/{worker_id}.sock",
+                    listen=f"unix:{self._socket_dir()}/{worker_id}.sock",
                     adapter_path=config.adapter,
                     worker_id=worker_id,
                     max_concurrency=config.max_concurrency,
                     max_message_bytes=config.max_message_bytes,
                 )
         except (WorkerStartupError, OSError) as exc:
+            if not self._serving:
+                self.close()
             await maybe_await(adapter.teardown())
             raise WorkerStartError(worker_id, str(exc), returncode=None, stderr_tail="") from exc
-        return InProcessWorker(worker_id, server.address, server, adapter, server.frames_address)
+        self._serving += 1
+        worker = InProcessWorker(worker_id, server.address, server, adapter, server.frames_address)
+        worker._on_stopped = self._stopped
+        return worker
 
     def close(self) -> None:
         """Remove the socket directory (the workers are stopped by then)."""
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
