@@ -139,6 +139,7 @@ class InProcessLauncher:
                 returncode=None,
                 stderr_tail="".join(traceback.format_exception(exc)).rstrip(),
             ) from exc
+        self._serving += 1  # counted from now: a stop meanwhile keeps the directory
         try:
             with anyio.CancelScope(shield=True):  # milliseconds; never left half started
                 server = await WorkerServer.start(
@@ -150,11 +151,9 @@ class InProcessLauncher:
                     max_message_bytes=config.max_message_bytes,
                 )
         except (WorkerStartupError, OSError) as exc:
-            if not self._serving:
-                self.close()
+            self._stopped()
             await maybe_await(adapter.teardown())
             raise WorkerStartError(worker_id, str(exc), returncode=None, stderr_tail="") from exc
-        self._serving += 1
         worker = InProcessWorker(worker_id, server.address, server, adapter, server.frames_address)
         worker._on_stopped = self._stopped
         return worker
