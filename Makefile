@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	# As pip does for installed packages: snakepit's bytecode, once, not in
+	# every worker process the suite starts (they would all compile it).
+	$(BIN)/python -m compileall -q snakepit tests
 	touch $(STAMP)
 
 demo: $(STAMP)

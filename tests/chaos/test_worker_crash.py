@@ -43,7 +43,7 @@ anyio_backends = ("asyncio",)  # grpc.aio
 #: The storm: workers, concurrent callers, kill rounds, successful calls between kills.
 SIZE = 3
 CALLERS = 60
-ROUNDS = 3
+ROUNDS = 2
 CALLS_BETWEEN_KILLS = 30
 
 
