@@ -39,6 +39,7 @@ from snakepit.errors import (
     WaitTimeout as WaitTimeout,
 )
 
+from ._broadcast import Broadcast as Broadcast
 from ._dynamic import DynamicSupervisor as DynamicSupervisor
 from ._events import ChildExited as ChildExited
 from ._events import ChildStarted as ChildStarted
@@ -70,6 +71,7 @@ from ._supervisor import SupervisorRef as SupervisorRef
 
 __all__ = (
     "DEFAULT_TIMEOUT",
+    "Broadcast",
     "CallTimeout",
     "ChildCounts",
     "ChildExited",

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from snakepit.errors import (
     ChildNotFound,
@@ -24,6 +24,7 @@ from snakepit.errors import (
     WaitTimeout,
 )
 
+from ._broadcast import Broadcast
 from ._events import (
     ChildExited,
     ChildStarted,
@@ -241,12 +242,9 @@ class SupervisorRef(ServerRef[Any, Any]):
         Unbounded, so the supervisor never waits for a slow reader; it ends
         when the supervisor exits. Close it (``async with``) when done.
         """
-        send, receive = anyio.create_memory_object_stream[SupervisorEvent](math.inf)
-        if self._alive:
-            self._sup._subscribers.append(send)
-        else:
-            send.close()
-        return receive
+        if not self._alive:
+            self._sup._events.close()  # exited (or never ran): an ended stream
+        return self._sup._events.subscribe()
 
 
 class Supervisor(GenServer[Any, Any, None]):
@@ -276,7 +274,7 @@ class Supervisor(GenServer[Any, Any, None]):
     def __init__(self) -> None:
         self._children: list[_Child] = []
         self._restarts: deque[float] = deque()
-        self._subscribers: list[MemoryObjectSendStream[SupervisorEvent]] = []
+        self._events: Broadcast[SupervisorEvent] = Broadcast()
         self._tg: TaskGroup | None = None
         self._spawned: set[ServerRef[Any, Any]] = set()  # child tasks still running
         self._strategy: Strategy = "one_for_one"
@@ -346,9 +344,7 @@ class Supervisor(GenServer[Any, Any, None]):
                     for ref in list(self._spawned):
                         ref._kill_nowait()
         finally:
-            for send in self._subscribers:
-                send.close()
-            self._subscribers.clear()
+            self._events.close()
 
     async def init(self, arg: Any) -> None:
         """Validate the spec and start the children in order."""
@@ -413,12 +409,7 @@ class Supervisor(GenServer[Any, Any, None]):
     # -- internals --------------------------------------------------------------------
 
     def _emit(self, event: SupervisorEvent) -> None:
-        for send in list(self._subscribers):
-            try:
-                send.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.remove(send)
-                send.close()
+        self._events.publish(event)
 
     def _find(self, key: Hashable | ServerRef[Any, Any]) -> _Child:
         if isinstance(key, ServerRef):

@@ -6,12 +6,8 @@ Every event has ``at``, the time it happened on the event loop's clock
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
-
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = (
     "PoolEvent",
@@ -150,41 +146,3 @@ PoolEvent: TypeAlias = (
     | RequestStopped
     | PoolGaveUp
 )
-
-
-class Publisher:
-    """Fans a pool's events out to its subscribers; costs nothing without one."""
-
-    def __init__(self) -> None:
-        self._streams: list[MemoryObjectSendStream[PoolEvent]] = []
-        self._closed = False
-
-    @property
-    def active(self) -> bool:
-        """True while somebody listens (build events only then)."""
-        return bool(self._streams)
-
-    def subscribe(self) -> MemoryObjectReceiveStream[PoolEvent]:
-        """A new unbounded stream of the events from now on; it ends at :meth:`close`."""
-        send, receive = anyio.create_memory_object_stream[PoolEvent](math.inf)
-        if self._closed:
-            send.close()
-        else:
-            self._streams.append(send)
-        return receive
-
-    def publish(self, event: PoolEvent) -> None:
-        """Send ``event`` to every subscriber (one that closed its end is dropped)."""
-        for stream in list(self._streams):
-            try:
-                stream.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._streams.remove(stream)
-                stream.close()
-
-    def close(self) -> None:
-        """End every subscriber's stream (the pool stopped)."""
-        self._closed = True
-        streams, self._streams = self._streams, []
-        for stream in streams:
-            stream.close()

@@ -32,6 +32,7 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 from snakepit.otp import (
+    Broadcast,
     ChildSpec,
     DynamicSupervisor,
     DynamicSupervisorSpec,
@@ -46,7 +47,6 @@ from ._config import PoolConfig
 from ._events import (
     PoolEvent,
     PoolGaveUp,
-    Publisher,
     RequestOutcome,
     RequestQueued,
     RequestStarted,
@@ -178,7 +178,7 @@ class Pool:
         self._recycled = 0
         self._tg: TaskGroup | None = None
         self._last_failure: str = ""
-        self._events = Publisher()
+        self._events: Broadcast[PoolEvent] = Broadcast()
         self._request_ids = itertools.count(1)
 
     def __repr__(self) -> str:

@@ -15,11 +15,11 @@ from anyio.abc import TaskGroup
 
 from snakepit._client import Multiplexer, WorkerClient, open_frames_multiplexer
 from snakepit.errors import WorkerCrashed, WorkerError, WorkerStartError
-from snakepit.otp import ExitReason, GenServer
+from snakepit.otp import Broadcast, ExitReason, GenServer
 from snakepit.otp._server import unwrapped_task_group
 
 from ._config import PoolConfig
-from ._events import Publisher, WorkerExited, WorkerReady, WorkerStartFailed, WorkerStarting
+from ._events import PoolEvent, WorkerExited, WorkerReady, WorkerStartFailed, WorkerStarting
 from ._launcher import Launcher, WorkerHandle
 
 __all__ = ("Worker", "WorkerArgs")
@@ -43,7 +43,7 @@ class WorkerArgs:
     #: Called with the worker and the error when its process failed to start.
     on_failed: Callable[[Worker, BaseException], None]
     #: Where its telemetry goes (the pool's subscribers).
-    events: Publisher
+    events: Broadcast[PoolEvent]
 
 
 class _ProcessExited(Exception):
