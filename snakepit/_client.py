@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into
-from snakepit._framing import FrameError, pack, read_frame
+from snakepit._framing import FlushSoon, FrameError, pack, read_frame, write_nowait
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import (
     ConfigError,
@@ -43,9 +43,6 @@ Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 _ENVELOPE: Final = 1024
 _TIMED_OUT: Final = object()
-#: Bytes buffered for a frames socket past which the writer task waits for a
-#: drain (callers keep queueing meanwhile: the buffer is not a hard bound).
-_HIGH_WATER: Final = 4 * 1024 * 1024
 _END: Final = object()
 
 
@@ -324,7 +321,7 @@ class Multiplexer:
         self._write_nowait: Callable[[worker_pb2.ClientFrame], bool] | None = getattr(
             self._call, "write_nowait", None
         )
-        self._flush_scheduled = False
+        self._flush_soon = FlushSoon(self._loop, self._flush)
         self._drain = False
         self._broken: WorkerError | None = None
         self._closed = False
@@ -446,12 +443,10 @@ class Multiplexer:
     def _kick(self) -> None:
         if self._write_nowait is None:
             self._wake.set()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        else:
+            self._flush_soon()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         write = self._write_nowait
         if write is None or self._broken is not None or self._closed:
             return
@@ -576,8 +571,7 @@ class _FramesTransport:
 
     def write_nowait(self, frame: worker_pb2.ClientFrame) -> bool:
         """Buffer ``frame``; False once the buffer is over its high-water mark."""
-        self._writer.write(pack(frame))
-        return self._writer.transport.get_write_buffer_size() < _HIGH_WATER
+        return write_nowait(self._writer, frame)
 
     async def drain(self) -> None:
         await self._writer.drain()

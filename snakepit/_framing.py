@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from typing import Final, Protocol, TypeVar
 
-__all__ = ("FrameError", "frames_path", "pack", "read_frame")
+__all__ = (
+    "HIGH_WATER",
+    "FlushSoon",
+    "FrameError",
+    "frames_path",
+    "pack",
+    "read_frame",
+    "write_nowait",
+)
 
 _HEADER: Final = struct.Struct("<I")
+#: Bytes buffered for a frames connection past which its writer waits for a
+#: drain (writers keep queueing meanwhile: the buffer is not a hard bound).
+HIGH_WATER: Final = 4 * 1024 * 1024
 #: Room above the message limit for a frame's envelope (tags and lengths).
 SLACK: Final = 64 * 1024
 
@@ -44,6 +56,37 @@ def pack(message: _Message) -> bytes:
     """One frame: the length, then the serialized message."""
     data = message.SerializeToString()
     return _HEADER.pack(len(data)) + data
+
+
+def write_nowait(writer: asyncio.StreamWriter, message: _Message) -> bool:
+    """Buffer one frame on ``writer``; False once its buffer is over :data:`HIGH_WATER`."""
+    writer.write(pack(message))
+    return writer.transport.get_write_buffer_size() < HIGH_WATER
+
+
+class FlushSoon:
+    """Calls ``flush`` once, at the end of the event-loop pass that first asked for it.
+
+    Both ends of a frames connection queue what they have to send and call
+    this: what one pass produced goes out in one frame, written from a loop
+    callback rather than by waking a writer task.
+    """
+
+    __slots__ = ("_flush", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, flush: Callable[[], object]) -> None:
+        self._loop = loop
+        self._flush = flush
+        self._scheduled = False
+
+    def __call__(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        self._flush()
 
 
 async def read_frame(reader: asyncio.StreamReader, parser: _Parser[M], limit: int) -> M | None:

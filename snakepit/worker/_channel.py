@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from snakepit._framing import FlushSoon
 from snakepit._proto.snakepit.v1 import worker_pb2
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class ChannelSession:
         # by a hop to the writing task; that task then only waits for drains.
         self._write_nowait = write_nowait
         self._drain = drain
-        self._flush_scheduled = False
+        self._flush_soon = FlushSoon(asyncio.get_running_loop(), self._flush)
         self._drain_needed = False
         self._reading = True
         self._loop = asyncio.get_running_loop()
@@ -152,12 +153,10 @@ class ChannelSession:
     def _schedule(self) -> None:
         if self._write_nowait is None:
             self._ready.set()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        else:
+            self._flush_soon()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         write = self._write_nowait
         if write is None or not (self._responses or self._chunks):
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -22,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from snakepit._framing import FrameError, frames_path, pack, read_frame
+from snakepit._framing import FrameError, frames_path, pack, read_frame, write_nowait
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
@@ -33,8 +34,6 @@ __all__ = ("WorkerServer",)
 
 logger = logging.getLogger("snakepit.worker")
 
-#: Bytes buffered for a frames connection before the session waits for a drain.
-_HIGH_WATER = 4 * 1024 * 1024
 
 #: Exit codes: 2 for a bad command line or adapter, 3 when setup() raised,
 #: 4 when the address cannot be bound.
@@ -195,17 +194,16 @@ class WorkerServer:
             writer.write(pack(frame))
             await writer.drain()
 
-        def write_nowait(frame: worker_pb2.ServerFrame) -> bool:
-            writer.write(pack(frame))
-            return writer.transport.get_write_buffer_size() < _HIGH_WATER
-
         async def frames() -> AsyncIterator[worker_pb2.ClientFrame]:
             while (frame := await read_frame(reader, worker_pb2.ClientFrame, limit)) is not None:
                 yield frame
 
         try:
             session = ChannelSession(
-                self.service, write, write_nowait=write_nowait, drain=writer.drain
+                self.service,
+                write,
+                write_nowait=functools.partial(write_nowait, writer),
+                drain=writer.drain,
             )
             await session.run(frames(), eof_is_gone=True)
         except (FrameError, ConnectionError) as exc:
