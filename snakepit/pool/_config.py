@@ -82,7 +82,8 @@ class PoolConfig:
     max_requests_per_worker: int | None = None
     #: Recycle a worker once it has run this many seconds (None: never).
     worker_ttl: float | None = None
-    #: Recycle a worker whose resident memory (RSS) passes this many MiB (None: never).
+    #: Recycle a worker whose resident memory (RSS) passes this many MiB (None:
+    #: never); looked at every ``health_interval`` (at most 5 s), not per call.
     max_worker_memory_mb: float | None = None
     #: How calls travel: "frames" (length-prefixed frames on a unix socket, the
     #: fast path) or "grpc" (the ``Channel`` RPC). Health, describe: gRPC always.

@@ -299,7 +299,8 @@ class Pool:
 
     # -- recycling and scaling ------------------------------------------------------------
 
-    def _recycle_reason(self, worker: Worker) -> str | None:
+    def _recycle_reason(self, worker: Worker, *, memory: bool) -> str | None:
+        # ``memory`` reads /proc: the housekeeping's, never on a call's way out.
         config = self.config
         limit = config.max_requests_per_worker
         if limit is not None and worker.requests >= limit:
@@ -310,16 +311,16 @@ class Pool:
             if age >= ttl:
                 return f"it ran {age:.0f}s (worker_ttl={ttl:g})"
         max_mb = config.max_worker_memory_mb
-        if max_mb is not None:
+        if memory and max_mb is not None:
             rss = worker.rss_mb()
             if rss is not None and rss >= max_mb:
                 return f"it uses {rss:.0f} MiB (max_worker_memory_mb={max_mb:g})"
         return None
 
-    def _check_recycle(self, worker: Worker) -> None:
+    def _check_recycle(self, worker: Worker, *, memory: bool = False) -> None:
         if worker.recycling or not worker.usable or self._tg is None:
             return
-        reason = self._recycle_reason(worker)
+        reason = self._recycle_reason(worker, memory=memory)
         if reason is not None:
             worker.recycling = True
             self._tg.start_soon(self._recycle, worker, reason)
@@ -345,7 +346,7 @@ class Pool:
         while True:
             await anyio.sleep(interval)
             for worker in list(self._workers.values()):
-                self._check_recycle(worker)
+                self._check_recycle(worker, memory=True)
 
     async def scale(self, size: int) -> None:
         """Grow or shrink the pool to ``size`` workers; return when that is done.

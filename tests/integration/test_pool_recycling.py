@@ -45,7 +45,9 @@ async def test_recycled_after_worker_ttl() -> None:
 
 
 async def test_recycled_over_the_memory_limit() -> None:
-    async with Pool(ADAPTER, size=1, cwd=ROOT, max_worker_memory_mb=1, worker_ttl=None) as pool:
+    # RSS is read by the pool's periodic check (every health_interval), not per call.
+    options: dict[str, Any] = {"max_worker_memory_mb": 1, "health_interval": 0.05}
+    async with Pool(ADAPTER, size=1, cwd=ROOT, worker_ttl=None, **options) as pool:
         first = await pid_of_call(pool)  # any Python process is over 1 MiB
         await wait_exit(first)
         assert await pid_of_call(pool) != first
