@@ -13,7 +13,6 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit.otp import SupervisorRef
 from snakepit.pool import InProcessLauncher, Pool
 from snakepit.testing import (
     assert_all_children_alive,
@@ -22,6 +21,8 @@ from snakepit.testing import (
     assert_tree,
     trace_supervision,
 )
+
+from ._helpers import workers_supervisor
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # the pool's channel is grpc.aio's / asyncio's
@@ -33,17 +34,11 @@ def pool(**options: Any) -> Pool:
     return Pool(ECHO, launcher=InProcessLauncher(), health_interval=None, **options)
 
 
-def workers_of(p: Pool) -> SupervisorRef:
-    sup = p.supervisor.child("workers")
-    assert isinstance(sup, SupervisorRef)
-    return sup
-
-
 async def test_pool_starts_configured_number_of_workers() -> None:
     async with pool(size=2) as p:
         assert_tree(p.supervisor, {"workers": "supervisor"})
-        assert_child_count(workers_of(p), 2)
-        assert_all_children_alive(workers_of(p))
+        assert_child_count(workers_supervisor(p), 2)
+        assert_all_children_alive(workers_supervisor(p))
 
 
 async def test_pool_handles_concurrent_requests() -> None:
@@ -61,7 +56,7 @@ async def test_pool_handles_concurrent_requests() -> None:
 
 async def test_a_killed_worker_is_restarted_by_the_worker_supervisor() -> None:
     async with pool(size=2) as p:
-        sup = workers_of(p)
+        sup = workers_supervisor(p)
         old = sup.child("w0")
         assert old is not None
         async with trace_supervision(sup) as log:
