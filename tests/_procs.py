@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import select
-
 import anyio
+
+from snakepit.testing._leaks import wait_exited
 
 
 async def wait_exit(pid: int, timeout: float = 30) -> None:
@@ -13,12 +12,5 @@ async def wait_exit(pid: int, timeout: float = 30) -> None:
 
     :raises TimeoutError: still running after ``timeout`` seconds.
     """
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return  # already exited and reaped
-    try:
-        with anyio.fail_after(timeout):
-            await anyio.to_thread.run_sync(select.select, [fd], [], [])
-    finally:
-        os.close(fd)
+    with anyio.fail_after(timeout):
+        await wait_exited(pid)

@@ -10,13 +10,13 @@ parametrizes ``anyio_backend`` itself is left alone.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from trio.testing import MockClock
+
+from snakepit.testing._leaks import child_pids, describe_process
 
 BACKENDS = ("asyncio", "trio")
 
@@ -63,41 +63,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return param
 
 
-def _child_pids() -> set[int]:
-    """This process's child processes, running or unreaped (Linux).
-
-    ``/proc/self/task/*/children`` lists them directly (a few small reads per
-    test); where the kernel lacks it, every ``/proc/<pid>/stat`` is scanned.
-    """
-    tasks = list(Path("/proc/self/task").glob("*/children"))
-    if tasks:
-        pids: set[int] = set()
-        for children in tasks:
-            try:
-                pids.update(int(pid) for pid in children.read_text().split())
-            except OSError:
-                continue  # that thread ended while we looked
-        return pids
-    me = os.getpid()
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == me:
-                found.add(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue  # it exited while we looked
-    return found
-
-
-def _describe(pid: int) -> str:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except (OSError, IndexError):
-        return "(exited)"
-    return f"[{state}] {cmdline.decode(errors='replace')}"
-
-
 @pytest.fixture(autouse=True)
 def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves a child process behind, running or unreaped (Linux).
@@ -106,11 +71,11 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     test: one that is not is found here, at its source, rather than as a
     ResourceWarning in whichever later test the garbage collector runs in.
     """
-    before = _child_pids() if os.path.isdir("/proc/self") else None
+    before = child_pids()
     yield
     if before is None:
-        return
-    left = sorted(_child_pids() - before)
+        return  # no /proc here
+    left = sorted((child_pids() or set()) - before)
     if left:
-        listing = "\n".join(f"  {pid}: {_describe(pid)}" for pid in left)
+        listing = "\n".join(f"  {describe_process(pid)}" for pid in left)
         pytest.fail(f"{request.node.nodeid} left child processes:\n{listing}", pytrace=False)

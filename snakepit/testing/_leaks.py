@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-__all__ = ("LeakCheck", "assert_no_leaks")
+__all__ = ("LeakCheck", "assert_no_leaks", "child_pids", "describe_process", "wait_exited")
 
 #: Seconds that tasks and processes still finishing on exit get by default.
 DEFAULT_GRACE = 1.0
@@ -112,8 +112,15 @@ def _describe_task(task: Any) -> str:
 # -- child processes ------------------------------------------------------------------------
 
 
-def _child_pids() -> set[int] | None:
-    """Children of this process, running or unreaped; None where /proc is missing."""
+def child_pids() -> set[int] | None:
+    """The children of this process, running or unreaped; None without /proc.
+
+    ::
+
+        before = child_pids()
+        ...  # start and stop workers
+        assert child_pids() == before
+    """
     if not os.path.isdir("/proc/self/task"):
         return None
     threads = list(Path("/proc/self/task").glob("*/children"))
@@ -187,7 +194,7 @@ async def _wait_reaped(pids: set[int]) -> None:
     """
     delay = 0.001
     while True:
-        left = _child_pids()
+        left = child_pids()
         if left is None or not (pids & left):
             return
         await anyio.sleep(delay)
@@ -284,7 +291,7 @@ class LeakCheck:
         if tasks:
             check._tasks.update(_current_tasks())
         if subprocesses:
-            check._children = _child_pids()
+            check._children = child_pids()
         if fds:
             check._fds = _open_fds()
         return check
@@ -298,7 +305,7 @@ class LeakCheck:
     def _new_children(self) -> set[int]:
         if self._children is None:
             return set()
-        now = _child_pids()
+        now = child_pids()
         return (now or set()) - self._children
 
     def _new_fds(self) -> dict[int, str]:

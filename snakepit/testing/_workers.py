@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._leaks import _child_pids, _on_asyncio, _stat_fields, describe_process, wait_exited
+from ._leaks import _on_asyncio, _stat_fields, child_pids, describe_process, wait_exited
 
 if TYPE_CHECKING:
     from snakepit._client import WorkerClient
@@ -96,7 +96,7 @@ def _group_members(pgid: int) -> list[int]:
 
 
 async def _check_no_orphans(pgid: int, timeout: float) -> None:
-    if _child_pids() is None:
+    if child_pids() is None:
         return  # no /proc: nothing to look at
     members = _group_members(pgid)
     with anyio.move_on_after(timeout):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from pathlib import Path
@@ -12,6 +11,7 @@ import anyio
 
 from snakepit.errors import ExecutionTimeout, WorkerCrashed, WorkerUnavailable
 from snakepit.pool import Pool, Worker
+from snakepit.testing import _leaks as leaks
 
 ADAPTER = "tests.unit.grpc._adapters:All"
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -27,11 +27,9 @@ TEST_DEADLINE = 45.0
 
 
 def child_pids() -> set[int]:
-    """Direct children of this process, from /proc (zombies included)."""
-    pids: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # the thread ended meanwhile
-            pids.update(int(p) for p in (task / "children").read_text().split())
+    """Direct children of this process, zombies included (Linux /proc)."""
+    pids = leaks.child_pids()
+    assert pids is not None, "these tests need /proc"
     return pids
 
 
