@@ -173,7 +173,7 @@ class Pool:
         self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
         self._requests = self._errors = self._timeouts = self._crashes = self._restarts = 0
         self._degraded: PoolDegraded | None = None
-        self._leaving: set[str] = set()  # ids of workers stopped for good (ids are never reused)
+        self._leaving: set[str] = set()  # ids of workers being stopped for good
         self._size = self.config.size
         self._recycled = 0
         self._tg: TaskGroup | None = None
@@ -294,8 +294,12 @@ class Pool:
         worker.drain()
         self._leaving.add(worker.worker_id)
         self._workers.pop(worker.worker_id, None)
-        with contextlib.suppress(ChildNotFound, ServerExited):
-            await self._workers_sup.terminate_child(worker.worker_id)
+        try:
+            with contextlib.suppress(ChildNotFound, ServerExited):
+                await self._workers_sup.terminate_child(worker.worker_id)
+        finally:
+            # Terminated and removed: no instance of it can become ready any more.
+            self._leaving.discard(worker.worker_id)
 
     # -- recycling and scaling ------------------------------------------------------------
 
