@@ -7,17 +7,20 @@ enough to find its source: a task's name and where its coroutine is
 suspended, a process's pid, state and command line, an fd's target.
 
 Tasks are those of the running event loop, on asyncio and on trio. Child
-processes and fds are read from ``/proc`` (Linux); elsewhere fds come from
-``/dev/fd`` and child processes are not checked.
+processes are every descendant (children, grandchildren...); they and the
+fds are read from ``/proc`` (Linux); elsewhere fds come from ``/dev/fd`` and
+child processes are not checked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import sys
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -113,30 +116,76 @@ def _describe_task(task: Any) -> str:
 
 
 def child_pids() -> set[int] | None:
-    """The children of this process, running or unreaped; None without /proc.
+    """Every descendant of this process, running or unreaped; None without /proc.
 
-    ::
+    Children, their children, and so on: a pool's workers forked by a fork
+    server are grandchildren of the test process, and a leaked one must be
+    seen as surely as a leaked child. Zombies count (exited, not yet reaped
+    by their parent). A process whose parent exited is re-parented away (to
+    init or a subreaper) and is no longer a descendant. ::
 
         before = child_pids()
         ...  # start and stop workers
         assert child_pids() == before
+
+    Cheap enough to call around every test: one small read per thread of each
+    descendant (``/proc/PID/task/TID/children``); a full ``/proc`` scan only
+    on kernels built without ``CONFIG_PROC_CHILDREN``.
     """
     if not os.path.isdir("/proc/self/task"):
         return None
-    threads = list(Path("/proc/self/task").glob("*/children"))
-    if threads:
-        pids: set[int] = set()
-        for children in threads:
-            with contextlib.suppress(OSError):  # that thread ended while we looked
-                pids.update(int(pid) for pid in children.read_text().split())
-        return pids
-    # Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
-    me = os.getpid()
+    if not _has_children_files():
+        return _descendants_by_scan(os.getpid())
     found: set[int] = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    todo = [os.getpid()]
+    while todo:
+        for pid in _children_of(todo.pop()):
+            if pid not in found:  # a reused pid cannot make a cycle, but be sure
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+@functools.cache
+def _has_children_files() -> bool:
+    """Whether ``/proc/PID/task/TID/children`` exists (``CONFIG_PROC_CHILDREN``)."""
+    return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
+
+
+def _children_of(pid: int) -> list[int]:
+    """The children of ``pid`` (of all its threads); empty once it is gone."""
+    base = f"/proc/{pid}/task"
+    try:
+        threads = os.listdir(base)
+    except OSError:  # it was reaped meanwhile
+        return []
+    pids: list[int] = []
+    for tid in threads:
+        try:
+            with open(f"{base}/{tid}/children", "rb") as children:
+                pids.extend(map(int, children.read().split()))
+        except OSError:  # that thread ended while we looked
+            continue
+    return pids
+
+
+def _descendants_by_scan(root: int) -> set[int]:
+    """The descendants of ``root`` from every process's parent pid (one pass over /proc)."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if _stat_fields(stat.read_text())[1] == str(me):
-                found.add(int(stat.parent.name))
+            with open(f"/proc/{name}/stat") as stat:
+                ppid = int(_stat_fields(stat.read())[1])
+            kids.setdefault(ppid, []).append(int(name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for pid in kids.get(todo.pop(), ()):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
     return found
 
 
@@ -425,7 +474,8 @@ async def assert_no_leaks(
     propagates unchanged.
 
     :param tasks: check the running event loop's tasks (asyncio or trio).
-    :param subprocesses: check this process's children (Linux ``/proc``).
+    :param subprocesses: check this process's descendants: children,
+        grandchildren (a fork server's workers)... (Linux ``/proc``).
     :param fds: check open file descriptors (``/proc/self/fd`` or ``/dev/fd``).
     :param ignore_fds: called with ``(fd, target)``; True leaves that fd out
         (e.g. a library's lazily made, process-wide poller).

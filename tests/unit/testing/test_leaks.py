@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import pytest
 
-from snakepit.testing._leaks import LeakCheck, assert_no_leaks
+from snakepit.testing._leaks import (
+    LeakCheck,
+    _descendants_by_scan,
+    assert_no_leaks,
+    child_pids,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -70,6 +77,49 @@ async def test_task_still_finishing_is_waited_for() -> None:
         # Both still run when the block ends, and end on their own just after.
         release.set()
         outer.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running_grandchild() -> AsyncIterator[tuple[int, int]]:
+    """``(shell, sleeper)``: a live ``sh`` whose own child runs ``sleep``.
+
+    Entered once the shell printed its child's pid (a readiness line); on exit
+    both are killed (they are a process group of their own) and the shell is
+    reaped, which reaps nothing else: the sleeper was the shell's to reap.
+    """
+    script = "sleep 1000 & echo $!; wait"
+    proc = await anyio.open_process(["sh", "-c", script], start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        line = b""
+        with anyio.fail_after(10):
+            while not line.endswith(b"\n"):
+                line += await proc.stdout.receive()
+        yield proc.pid, int(line)
+    finally:
+        with anyio.CancelScope(shield=True):
+            os.killpg(proc.pid, signal.SIGKILL)  # the shell is unreaped: the group id is ours
+            await proc.aclose()
+
+
+async def test_child_pids_are_every_descendant() -> None:
+    async with running_grandchild() as (shell, sleeper):
+        found = child_pids()
+        assert found is not None
+        assert {shell, sleeper} <= found
+        # The same without CONFIG_PROC_CHILDREN: one scan of every process's parent.
+        assert {shell, sleeper} <= _descendants_by_scan(os.getpid())
+    assert child_pids() == found - {shell, sleeper}
+
+
+async def test_a_leaked_grandchild_is_listed() -> None:
+    async with AsyncExitStack() as outlives_the_check:
+        with pytest.raises(AssertionError) as caught:
+            async with assert_no_leaks(grace=SHORT, fds=False):
+                shell, sleeper = await outlives_the_check.enter_async_context(running_grandchild())
+    message = str(caught.value)
+    assert f"pid {sleeper} [S] sleep 1000" in message
+    assert f"pid {shell} [S] sh -c {'sleep 1000 & echo $!; wait'}" in message
 
 
 async def test_leaked_child_process_is_listed(popen: list[subprocess.Popen[bytes]]) -> None:
