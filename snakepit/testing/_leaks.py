@@ -2,9 +2,10 @@
 
 A snapshot is taken on entry and compared on exit. What is still finishing
 gets a deadline to finish, waited for by event (a task's completion, a
-child's pidfd); what is left after it is reported, each item described well
-enough to find its source: a task's name and where its coroutine is
-suspended, a process's pid, state and command line, an fd's target.
+child's pidfd: its exit, then its reaping); what is left after it is
+reported, each item described well enough to find its source: a task's name
+and where its coroutine is suspended, a process's pid, state and command
+line, an fd's target.
 
 Tasks are those of the running event loop, on asyncio and on trio. Child
 processes are every descendant (children, grandchildren...); they and the
@@ -19,6 +20,7 @@ import contextlib
 import functools
 import math
 import os
+import select
 import sys
 import threading
 import weakref
@@ -233,14 +235,97 @@ async def wait_exited(pid: int) -> None:
         os.close(fd)
 
 
+#: ``PIDFD_THREAD`` (``linux/pidfd.h``): ``pidfd_open`` of a single thread (Linux 6.9).
+_PIDFD_THREAD = os.O_EXCL
+
+
+@functools.cache
+def _pidfd_reports_reaping() -> bool:
+    """Whether a pidfd reports EPOLLHUP once its process is reaped (Linux >= 6.9).
+
+    Before, a pidfd turns readable at the exit and then never changes. Probed
+    once, on a thread of ours: a thread is released the moment it ends, so its
+    pidfd (``PIDFD_THREAD``, which came with the same kernel) hangs up at once.
+    """
+    if not hasattr(os, "pidfd_open") or not hasattr(select, "epoll"):
+        return False
+    started, release = threading.Event(), threading.Event()
+    tids: list[int] = []
+
+    def body() -> None:
+        tids.append(threading.get_native_id())
+        started.set()
+        release.wait()
+
+    thread = threading.Thread(target=body, name="snakepit-pidfd-probe", daemon=True)
+    thread.start()
+    started.wait()
+    try:
+        fd = os.pidfd_open(tids[0], _PIDFD_THREAD)
+    except OSError:  # EINVAL: no PIDFD_THREAD, an older kernel
+        return False
+    finally:
+        release.set()
+        thread.join()
+    try:
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked: only a hang-up wakes it
+        return bool(poller.poll(1000))  # the thread is released as it ends: ~at once
+    finally:
+        os.close(fd)
+
+
 async def _wait_reaped(pids: set[int]) -> None:
-    """Wait until ``pids`` are no longer our children.
+    """Wait until ``pids`` have exited and been reaped by their parents.
 
     Reaping is done by whoever owns the process (asyncio's child watcher,
-    trio's waiter, ``Popen.wait``) and sends no event that a third party can
-    wait on, so this one wait backs off exponentially from 1 ms; the caller's
-    deadline bounds it.
+    trio's waiter, ``Popen.wait``, a fork server for its workers). Since
+    Linux 6.9 a pidfd reports it: EPOLLHUP once the process is released. One
+    epoll set holds a pidfd per process, registered for no event (EPOLLHUP
+    always counts), so it turns readable only when one is reaped, not at the
+    exit; the event loop waits on it. The caller's deadline bounds the wait.
+    Older kernels: :func:`_wait_reaped_by_polling`.
     """
+    if not _pidfd_reports_reaping():
+        await _wait_reaped_by_polling(pids)
+        return
+    poller = select.epoll()
+    fds: dict[int, int] = {}
+    try:
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue  # reaped already
+            fds[fd] = pid
+            poller.register(fd, 0)
+        # A pidfd pins its process: one still our descendant now is the one we listed
+        # (a pid reaped before pidfd_open and reused by a stranger would not be).
+        ours = child_pids() or set()
+        for fd in [fd for fd, pid in fds.items() if pid not in ours]:
+            poller.unregister(fd)
+            os.close(fds.pop(fd))
+        while fds:
+            for fd, _ in poller.poll(0):
+                poller.unregister(fd)
+                os.close(fd)
+                del fds[fd]
+            if fds:
+                await anyio.wait_readable(poller.fileno())
+    finally:
+        for fd in fds:
+            os.close(fd)
+        poller.close()
+
+
+async def _wait_reaped_by_polling(pids: set[int]) -> None:
+    """:func:`_wait_reaped` where pidfds do not report reaping (Linux < 6.9, no pidfds).
+
+    The exits are waited for by pidfd; the reaping, which then sends no event,
+    by re-reading the descendants with a backoff from 1 ms to 50 ms.
+    """
+    for pid in pids:
+        await wait_exited(pid)
     delay = 0.001
     while True:
         left = child_pids()
@@ -395,11 +480,11 @@ class LeakCheck:
                     await asyncio.wait(pending)
             else:
                 await self._trio_tasks_finished()
-        children = self._new_children()
-        for pid in children:
-            await wait_exited(pid)
-        if children:
+        # Until reaped; a process that ends may have started others meanwhile.
+        waited: set[int] = set()
+        while children := self._new_children() - waited:
             await _wait_reaped(children)
+            waited |= children
 
     async def _trio_tasks_finished(self) -> None:
         """Wait until the new trio tasks have exited: an instrument sees each exit."""
@@ -466,9 +551,10 @@ async def assert_no_leaks(
     On exit, tasks started in the block that are still running get up to
     ``grace`` seconds to finish (each one's completion is waited for: a
     done-callback on asyncio, an instrument on trio), child processes to
-    exit (by pidfd) and be reaped by their owner. What is left is listed in the ``AssertionError``:
-    task names and where each is suspended, pids with state and command
-    line, fds with their targets. Nothing is cleaned up: the leak is yours.
+    exit and be reaped by their owner (both seen on a pidfd). What is left
+    is listed in the ``AssertionError``: task names and where each is
+    suspended, pids with state and command line, fds with their targets.
+    Nothing is cleaned up: the leak is yours.
 
     Only a block that exits normally is checked: an exception from the block
     propagates unchanged.

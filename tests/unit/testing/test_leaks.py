@@ -11,9 +11,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 import pytest
 
+from snakepit.testing import _leaks
 from snakepit.testing._leaks import (
     LeakCheck,
     _descendants_by_scan,
+    _wait_reaped,
     assert_no_leaks,
     child_pids,
 )
@@ -144,6 +146,29 @@ async def test_unreaped_child_is_listed(popen: list[subprocess.Popen[bytes]]) ->
     with pytest.raises(AssertionError, match="exited, never reaped"):
         async with assert_no_leaks(grace=SHORT, fds=False):
             await exit_unreaped(popen)
+
+
+@pytest.mark.parametrize("by_pidfd", [True, False], ids=["pidfd", "polling"])
+async def test_an_exited_child_is_waited_for_until_it_is_reaped(
+    popen: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch, by_pidfd: bool
+) -> None:
+    if by_pidfd and not _leaks._pidfd_reports_reaping():
+        pytest.skip("this kernel's pidfds do not report reaping (Linux < 6.9)")
+    monkeypatch.setattr(_leaks, "_pidfd_reports_reaping", lambda: by_pidfd)
+    await exit_unreaped(popen)
+    proc = popen[0]
+    with anyio.move_on_after(SHORT) as scope:
+        await _wait_reaped({proc.pid})
+    assert scope.cancelled_caught, "it returned for a zombie: exited is not reaped"
+
+    async def reap() -> None:  # runs once the wait below is parked
+        proc.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reap)
+        with anyio.fail_after(5):
+            await _wait_reaped({proc.pid})
+    assert proc.pid not in (child_pids() or set())
 
 
 async def test_exiting_child_is_waited_for() -> None:
