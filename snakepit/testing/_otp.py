@@ -203,22 +203,46 @@ async def assert_state(
 ) -> Any:
     """Assert that the server's state equals ``expected`` or satisfies it; return the state.
 
-    ``expected`` is compared with ``==``, unless it is callable: then it is a
-    predicate, called with the state. The state is read in mailbox order::
+    ``expected`` is a predicate when it is a function (or any callable that
+    is not a class): it is called with the state and must return true.
+    Anything else, a class included, is compared with ``==``: a class is a
+    value (the state of a state-pattern server may be one), never a type
+    check; for that, pass ``lambda s: isinstance(s, Cls)``. The state is
+    read in mailbox order::
 
         ref.cast("incr")
         await assert_state(ref, 1)
         await assert_state(ref, lambda n: n > 0)
+
+    :raises AssertionError: the state differs, or the server did not answer.
     """
     state = await _ask(ref, "get_state", ref.get_state(timeout=timeout), timeout)
-    if callable(expected):
+    if _is_predicate(expected):
         if not expected(state):
             raise AssertionError(
                 f"expected the state of {ref!r} to satisfy {_name_of(expected)}, found {state!r}"
             )
     elif state != expected:
-        raise AssertionError(f"expected the state of {ref!r} to be {expected!r}, found {state!r}")
+        raise AssertionError(
+            f"expected the state of {ref!r} to be {expected!r}, found {state!r}"
+            + _class_hint(expected, state)
+        )
     return state
+
+
+def _is_predicate(expected: object) -> bool:
+    """A callable that is not a class: classes are values, compared with ``==``."""
+    return callable(expected) and not isinstance(expected, type)
+
+
+def _class_hint(expected: object, found: object) -> str:
+    """A hint for ``expected`` a class and ``found`` an instance of it."""
+    if isinstance(expected, type) and isinstance(found, expected):
+        return (
+            f" (an instance of {expected.__name__}: a class is compared with ==; "
+            f"to check the type, pass lambda x: isinstance(x, {expected.__name__}))"
+        )
+    return ""
 
 
 async def assert_responsive(ref: ServerRef[Any, Any], *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -234,12 +258,16 @@ async def assert_handles(
 ) -> Any:
     """Assert that ``call(request)`` replies ``expected`` (or a reply satisfying it); return it.
 
-    As in :func:`assert_state`, a callable ``expected`` is a predicate::
+    As in :func:`assert_state`, a callable that is not a class is a
+    predicate; anything else, a class included, is compared with ``==``::
 
         await assert_handles(ref, "ping", "pong")
+        await assert_handles(ref, "get", lambda n: n >= 0)
+
+    :raises AssertionError: another reply, or the server did not answer.
     """
     reply = await _ask(ref, f"call {request!r}", ref.call(request, timeout=timeout), timeout)
-    if callable(expected):
+    if _is_predicate(expected):
         if not expected(reply):
             raise AssertionError(
                 f"expected {ref!r} to answer {request!r} with a reply satisfying "
@@ -248,6 +276,7 @@ async def assert_handles(
     elif reply != expected:
         raise AssertionError(
             f"expected {ref!r} to answer {request!r} with {expected!r}, got {reply!r}"
+            + _class_hint(expected, reply)
         )
     return reply
 

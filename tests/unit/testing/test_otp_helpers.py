@@ -85,6 +85,16 @@ class Counter(GenServer[str, Any, int]):
         return state
 
 
+class Holder(GenServer[str, Any, Any]):
+    """Holds any state: call "get" reads it, cast ``("set", value)`` replaces it."""
+
+    async def handle_call(self, request: str, state: Any) -> tuple[Any, Any]:
+        return state, state
+
+    async def handle_cast(self, message: tuple[str, Any], state: Any) -> Any:
+        return message[1]
+
+
 class DeafAfterRestart(Counter):
     """A child whose every restart hangs in its first message: it never answers."""
 
@@ -169,6 +179,31 @@ class TestServerHelpers:
                 await assert_state(ref, 4)
             with pytest.raises(AssertionError, match=r"to satisfy .*even, found 5"):
                 await assert_state(ref, even)
+
+    async def test_a_class_is_a_value_not_a_predicate(self) -> None:
+        class Idle:
+            """A state of a state-pattern server: the class itself."""
+
+        class Box:
+            pass
+
+        async with Holder.running(Idle) as ref:
+            assert await assert_state(ref, Idle) is Idle  # not called: Idle(state) would raise
+            with pytest.raises(
+                AssertionError, match=r"to be <class .*Box'>, found <class .*Idle'>"
+            ):
+                await assert_state(ref, Box)
+            await assert_handles(ref, "get", Idle)
+            box = Box()
+            await cast_and_sync(ref, ("set", box))
+            with pytest.raises(AssertionError) as info:
+                await assert_state(ref, Box)
+            assert "(an instance of Box: a class is compared with ==; to check the type, " in str(
+                info.value
+            )
+            await assert_state(ref, lambda s: isinstance(s, Box))
+            with pytest.raises(AssertionError, match=r"with <class .*Box'>, got <.*Box object"):
+                await assert_handles(ref, "get", Box)
 
     async def test_assert_state_of_a_dead_server(self) -> None:
         async with counter() as ref:
