@@ -40,7 +40,23 @@ DEFAULT_SEED = 0
 #: Seconds a sandboxed server gets to stop at teardown before it is killed.
 DEFAULT_STOP_TIMEOUT = 5.0
 
-_OTP_OPTIONS = {"strict_leaks": bool, "stop_timeout": float, "leak_grace": float}
+
+def _check_flag(value: object) -> str | None:
+    return None if isinstance(value, bool) else f"must be True or False, got {value!r}"
+
+
+def _check_seconds(value: object) -> str | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return None  # NaN fails >= 0
+    return f"must be seconds, a number >= 0, got {value!r}"
+
+
+#: The options of the ``otp`` marker and their checks (an error message, or None).
+_OTP_OPTIONS: dict[str, Callable[[object], str | None]] = {
+    "strict_leaks": _check_flag,
+    "stop_timeout": _check_seconds,
+    "leak_grace": _check_seconds,
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -239,6 +255,9 @@ def _otp_options(request: pytest.FixtureRequest) -> dict[str, Any]:
                     f"(known: {', '.join(_OTP_OPTIONS)})",
                     pytrace=False,
                 )
+            problem = _OTP_OPTIONS[key](value)
+            if problem is not None:
+                pytest.fail(f"@pytest.mark.otp({key}={value!r}): {key} {problem}", pytrace=False)
             options[key] = value
     return options
 

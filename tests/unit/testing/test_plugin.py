@@ -167,6 +167,51 @@ def test_sandbox_teardown_stops_checks_and_reports(
     assert "unknown option 'strict' (known: strict_leaks, stop_timeout, leak_grace)" in out
 
 
+MARKERS = """
+import math
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+@pytest.mark.otp(strict_leaks=False, stop_timeout=1, leak_grace=math.inf)
+async def test_good(otp_sandbox):
+    assert otp_sandbox.stop_timeout == 1
+"""
+SECONDS = "must be seconds, a number >= 0, got"
+FLAG = "must be True or False, got"
+#: An option as written in the marker, and the error at setup that names it.
+BAD_OPTIONS = [
+    ('stop_timeout="x"', f"@pytest.mark.otp(stop_timeout='x'): stop_timeout {SECONDS} 'x'"),
+    ("stop_timeout=True", f"@pytest.mark.otp(stop_timeout=True): stop_timeout {SECONDS} True"),
+    ("stop_timeout=-1", f"@pytest.mark.otp(stop_timeout=-1): stop_timeout {SECONDS} -1"),
+    ("leak_grace=math.nan", f"@pytest.mark.otp(leak_grace=nan): leak_grace {SECONDS} nan"),
+    ("leak_grace=None", f"@pytest.mark.otp(leak_grace=None): leak_grace {SECONDS} None"),
+    ('strict_leaks="yes"', f"@pytest.mark.otp(strict_leaks='yes'): strict_leaks {FLAG} 'yes'"),
+    ("strict_leaks=1", f"@pytest.mark.otp(strict_leaks=1): strict_leaks {FLAG} 1"),
+]
+
+
+def test_the_otp_markers_options_are_checked_at_setup(pytester: pytest.Pytester) -> None:
+    tests = [
+        f"@pytest.mark.anyio\n@pytest.mark.otp({option})\nasync def test_bad_{i}(otp_sandbox):\n"
+        "    pass\n"
+        for i, (option, _) in enumerate(BAD_OPTIONS)
+    ]
+    pytester.makepyfile(test_markers="\n\n".join([MARKERS, *tests]))
+    result = pytester.runpytest("-p", "no:randomly", "--strict-markers")
+    result.assert_outcomes(passed=1, errors=len(BAD_OPTIONS))
+    out = result.stdout.str()
+    for i, (_, message) in enumerate(BAD_OPTIONS):
+        assert f"ERROR at setup of test_bad_{i} " in out, out
+        assert message in out, out
+
+
 def test_chaos_rng_is_seeded_from_randomly_and_the_test_id(
     chaos_rng: random.Random, request: pytest.FixtureRequest
 ) -> None:
