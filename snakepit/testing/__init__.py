@@ -30,11 +30,21 @@ def _names() -> dict[str, str]:
     return names
 
 
+#: Fixture names that are not importable, and what to use instead.
+_FIXTURES_ONLY = {
+    "chaos_rng": "a pytest fixture: take it as a test argument; outside pytest, "
+    "make_chaos_rng(base_seed, test_id) makes the same generator",
+}
+
+
 def __getattr__(name: str) -> Any:
     if name == "__all__":
         return tuple(sorted(_names()))
     module = _names().get(name)
     if module is None:
+        hint = _FIXTURES_ONLY.get(name)
+        if hint is not None:
+            raise AttributeError(f"{__name__}.{name} is {hint}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # next time, a plain lookup

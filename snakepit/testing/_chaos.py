@@ -1,7 +1,8 @@
 """Chaos helpers: seeded crashes, kill storms, resource exhaustion, injected faults.
 
 Every helper takes its randomness from an ``rng`` (a :class:`random.Random`),
-so a failing run replays from its seed (see :func:`chaos_rng`). Every wait is
+so a failing run replays from its seed (see :func:`make_chaos_rng` and the
+``chaos_rng`` fixture). Every wait is
 event-driven (a server's exit, ``wait_stable()``, ``wait_ready()``) and has a
 deadline; nothing sleeps. A failure raises ``AssertionError`` saying what
 broke, in which round, and why.
@@ -58,11 +59,11 @@ __all__ = (
     "InjectedCrash",
     "assert_chaos_resilient",
     "chaos_kill_children",
-    "chaos_rng",
     "chaos_seed",
     "exhaust",
     "inject_crash",
     "inject_random_failures",
+    "make_chaos_rng",
     "run_chaos_suite",
 )
 
@@ -91,12 +92,14 @@ def chaos_seed(base_seed: int, test_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def chaos_rng(base_seed: int, test_id: str) -> random.Random:
-    """Return a :class:`random.Random` seeded with :func:`chaos_seed`.
+def make_chaos_rng(base_seed: int, test_id: str) -> random.Random:
+    """Return a :class:`random.Random` seeded with :func:`chaos_seed`: the fixture's, by hand.
 
-    ::
+    What the ``chaos_rng`` fixture gives a test (``base_seed`` is then
+    pytest-randomly's seed, ``test_id`` the node id), for code outside
+    pytest or to derive more generators. In a test, take the fixture::
 
-        rng = chaos_rng(1234, "tests/test_x.py::test_storm")
+        rng = make_chaos_rng(1234, "tests/test_x.py::test_storm")
         victim = rng.choice(children)
     """
     return random.Random(chaos_seed(base_seed, test_id))
@@ -694,6 +697,10 @@ class DirectedFaults(FaultInjecting):
         return value
 
 
+#: The seed of the rng :func:`inject_random_failures` draws the faults with when given none.
+DEFAULT_FAULT_SEED: Final = 0
+
+
 @dataclass(frozen=True, slots=True)
 class FaultReport:
     """The counts of :func:`inject_random_failures`.
@@ -714,6 +721,9 @@ class FaultReport:
     #: The fault rate asked for (None: the workers' own), and the retries allowed.
     rate: float | None
     retries: int
+    #: The seed of the default rng (``random.Random(seed)``) that drew the faults;
+    #: None when the caller passed ``rng=``, or the workers decided (``rate=None``).
+    seed: int | None = None
 
     @property
     def success_rate(self) -> float:
@@ -721,14 +731,23 @@ class FaultReport:
         return self.ok / self.calls if self.calls else 1.0
 
     def assert_success_rate(self, at_least: float = 0.75) -> None:
-        """Raise ``AssertionError`` unless at least ``at_least`` of the calls succeeded."""
+        """Raise ``AssertionError`` unless at least ``at_least`` of the calls succeeded.
+
+        The message has the counts and, for the default rng, its seed.
+        """
         if self.success_rate < at_least:
             rate = "the workers' own" if self.rate is None else f"{self.rate:g}"
             raise AssertionError(
                 f"only {self.ok} of {self.calls} calls ({self.success_rate:.1%}) succeeded "
                 f"at fault rate {rate} with {self.retries} retries; expected >= {at_least:.0%} "
-                f"({self.faults} of {self.attempts} attempts failed)"
+                f"({self.faults} of {self.attempts} attempts failed{_drawn_by(self.seed)})"
             )
+
+
+def _drawn_by(seed: int | None) -> str:
+    if seed is None:
+        return ""
+    return f"; faults drawn by the default rng, random.Random({seed}): pass rng= to vary them"
 
 
 async def inject_random_failures(
@@ -747,25 +766,29 @@ async def inject_random_failures(
     Each call is ``tool(value=i, fail=...)``, tried up to ``1 + retries``
     times; an attempt fails on an injected fault (the tool raised) or a
     crashed worker. With a ``rate``, ``rng`` decides every attempt up front
-    (a :class:`DirectedFaults` pool): the counts depend on the seed alone.
-    With ``rate=None`` the workers decide (stock ``FaultInjecting``, whose
-    rate is ``SNAKEPIT_FAULT_RATE``) and ``fail`` is not passed. Up to
-    ``concurrency`` calls run at once.
+    (a :class:`~snakepit.testing.adapters.DirectedFaults` pool): the counts
+    depend on the seed alone. Without ``rng`` that is ``random.Random(0)``,
+    the same faults on every run; its seed is in the report (``seed``) and
+    in the failure messages. Pass the
+    ``chaos_rng`` fixture to vary them with pytest-randomly's seed. With
+    ``rate=None`` the workers decide (stock ``FaultInjecting``, whose rate is
+    ``SNAKEPIT_FAULT_RATE``), ``fail`` is not passed, and ``rng`` must not be
+    given. Up to ``concurrency`` calls run at once.
 
     ::
 
         report = await inject_random_failures(pool, rate=0.5, rng=rng, calls=200, retries=2)
         report.assert_success_rate(0.75)  # the seed's bar
 
-    :raises ConfigError: a bad option, no ``rng`` with a ``rate``, or a
+    :raises ConfigError: a bad option, an ``rng`` with ``rate=None``, or a
         ``tool`` the pool's adapter lacks or that takes no ``fail``.
     :raises AssertionError: the calls did not finish within ``timeout``.
     :raises PoolError: the pool stopped or gave up meanwhile.
     """
     if rate is not None and not 0.0 <= rate <= 1.0:
         raise ConfigError("rate", f"must be None or within 0..1, got {rate!r}")
-    if rate is not None and rng is None:
-        raise ConfigError("rng", "is required when the helper decides the faults (rate=...)")
+    if rate is None and rng is not None:
+        raise ConfigError("rng", "is not used with rate=None (the workers decide the faults)")
     for name, value, low in (
         ("calls", calls, 0),
         ("retries", retries, 0),
@@ -773,9 +796,12 @@ async def inject_random_failures(
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(name, f"must be an int >= {low}, got {value!r}")
+    seed: int | None = None
     plan: list[list[bool]] = []
     if rate is not None:
-        assert rng is not None
+        if rng is None:
+            seed = DEFAULT_FAULT_SEED
+            rng = random.Random(seed)
         plan = [[rng.random() < rate for _ in range(retries + 1)] for _ in range(calls)]
     counts = {"ok": 0, "failed": 0, "attempts": 0, "faults": 0}
     next_call = iter(range(calls))
@@ -810,7 +836,8 @@ async def inject_random_failures(
                     tg.start_soon(caller)
     except TimeoutError as exc:
         raise AssertionError(
-            f"{calls} calls of {tool!r} did not finish within {timeout:g}s ({counts})"
+            f"{calls} calls of {tool!r} did not finish within {timeout:g}s "
+            f"({counts}{_drawn_by(seed)})"
         ) from exc
     except ExceptionGroup as group:
         first = group.exceptions[0]
@@ -818,5 +845,12 @@ async def inject_random_failures(
             first = first.exceptions[0]
         raise first  # noqa: B904 - its own cause (if any) is kept
     return FaultReport(
-        calls, counts["ok"], counts["failed"], counts["attempts"], counts["faults"], rate, retries
+        calls,
+        counts["ok"],
+        counts["failed"],
+        counts["attempts"],
+        counts["faults"],
+        rate,
+        retries,
+        seed,
     )

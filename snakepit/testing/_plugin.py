@@ -343,6 +343,7 @@ def chaos_rng(request: pytest.FixtureRequest) -> random.Random:
     stream, the same in every process, and a failure replays with
     ``-p randomly --randomly-seed=<n>``. The seed is printed (shown with a
     failure) and kept in the report's ``user_properties`` as ``chaos_rng_seed``.
+    Outside pytest, ``make_chaos_rng(base_seed, test_id)`` makes the same one.
     """
     from ._chaos import chaos_seed
 

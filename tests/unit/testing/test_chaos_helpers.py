@@ -26,11 +26,11 @@ from snakepit.testing._chaos import (
     InjectedCrash,
     assert_chaos_resilient,
     chaos_kill_children,
-    chaos_rng,
     chaos_seed,
     exhaust,
     inject_crash,
     inject_random_failures,
+    make_chaos_rng,
     run_chaos_suite,
 )
 
@@ -91,9 +91,19 @@ class TestSeeds:
         assert 0 <= chaos_seed(0, "") < 2**64
 
     def test_the_rng_replays(self) -> None:
-        first = [chaos_rng(7, "t").random() for _ in range(3)]
-        assert first == [chaos_rng(7, "t").random() for _ in range(3)]
-        assert chaos_rng(7, "t").random() != chaos_rng(8, "t").random()
+        first = [make_chaos_rng(7, "t").random() for _ in range(3)]
+        assert first == [make_chaos_rng(7, "t").random() for _ in range(3)]
+        assert make_chaos_rng(7, "t").random() != make_chaos_rng(8, "t").random()
+
+    def test_chaos_rng_is_only_the_fixture(self) -> None:
+        import snakepit.testing
+
+        with pytest.raises(
+            AttributeError, match=r"chaos_rng is a pytest fixture: .*make_chaos_rng"
+        ):
+            snakepit.testing.chaos_rng  # noqa: B018
+        assert "chaos_rng" not in snakepit.testing.__all__
+        assert snakepit.testing.make_chaos_rng is make_chaos_rng
 
 
 class TestInjectCrash:
@@ -396,10 +406,27 @@ class TestInjectRandomFailures:
             with pytest.raises(ConfigError, match="DirectedFaults"):
                 await inject_random_failures(pool, rate=0.5, rng=random.Random(0), calls=4)
 
+    @asyncio_only
+    async def test_without_an_rng_a_seeded_default_draws_the_faults(
+        self, launcher: InProcessLauncher
+    ) -> None:
+        async with in_process_pool(launcher, DIRECTED, size=1) as pool:
+            report = await inject_random_failures(pool, calls=20, retries=0)
+            assert report.seed == 0
+            given = await inject_random_failures(pool, rng=random.Random(0), calls=20, retries=0)
+            assert given.seed is None  # the caller's rng: its seed is the caller's to know
+            assert (report.ok, report.faults) == (given.ok, given.faults)
+            always = await inject_random_failures(pool, rate=1.0, calls=2, retries=0)
+        with pytest.raises(AssertionError) as info:
+            always.assert_success_rate(0.75)
+        assert "faults drawn by the default rng, random.Random(0): pass rng= to vary them" in str(
+            info.value
+        )
+
     async def test_bad_options_are_refused(self) -> None:
         pool: Any = None  # refused before the pool is touched
         with pytest.raises(ConfigError, match="rng"):
-            await inject_random_failures(pool, rate=0.5)
+            await inject_random_failures(pool, rate=None, rng=random.Random(0))
         with pytest.raises(ConfigError, match="rate"):
             await inject_random_failures(pool, rate=1.5, rng=random.Random(0))
         with pytest.raises(ConfigError, match="retries"):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from snakepit.pool import Pool, RequestStopped, WorkerExited, WorkerReady, WorkerStarting
-from snakepit.testing._chaos import chaos_seed
+from snakepit.testing import chaos_seed, make_chaos_rng
 from snakepit.testing._plugin import DEFAULT_SEED, PoolEvents, _randomly_seed
 
 pytest_plugins = ["pytester"]
@@ -218,7 +218,7 @@ def test_chaos_rng_is_seeded_from_randomly_and_the_test_id(
     base = _randomly_seed(request.config)
     seed = chaos_seed(base, request.node.nodeid)
     assert ("chaos_rng_seed", seed) in request.node.user_properties
-    assert chaos_rng.random() == random.Random(seed).random()
+    assert chaos_rng.random() == make_chaos_rng(base, request.node.nodeid).random()
 
 
 @pytest.mark.parametrize(
