@@ -1,10 +1,10 @@
 """Start a worker subprocess, read its ready line, stop and reap it.
 
 The host side of ``python -m snakepit.worker``. Each worker is started by
-exec (never a bare fork of a host that has grpc's threads running) in its own
-session and process group, with a pipe on stdin whose EOF tells it the host
-is gone; it is stopped as trio stops processes: SIGTERM to the group, a grace
-period, SIGKILL, reap.
+exec, or forked by a fork server that was (never a bare fork of a host that
+has grpc's threads running), in its own session and process group, with a
+pipe on stdin whose EOF tells it the host is gone; it is stopped as trio
+stops processes: SIGTERM to the group, a grace period, SIGKILL, reap.
 """
 
 from __future__ import annotations
@@ -19,16 +19,58 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
+from snakepit._forkserver import ForkServer, ForkServerError
 from snakepit.errors import ConfigError, WorkerStartError
 
 __all__ = ("WorkerProcess", "spawn_worker")
 
 #: How many stderr lines a worker keeps for error messages.
 STDERR_LINES = 200
+
+
+class _Child(Protocol):
+    """The process under a WorkerProcess: exec'd by the host, or forked by a fork server."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int:
+        """Wait until it exited and is reaped (what was left of its group is killed)."""
+        ...
+
+    def close_stdin(self) -> None: ...
+
+
+class _ExecChild:
+    """A worker the host started by exec (``asyncio.create_subprocess_exec``)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        # The exit is seen from the process itself (a pidfd), not from its pipes
+        # closing: asyncio's Process.wait waits for those, and a grandchild that
+        # inherited them would hide the death. What is left of its process
+        # group is killed then (it is not reaped yet: the pgid is still ours).
+        if self._proc.returncode is None:
+            await _exited(self.pid)
+            _signal_group(self.pid, signal.SIGKILL)
+        return await self._proc.wait()
+
+    def close_stdin(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
 
 
 @dataclass(eq=False)
@@ -43,7 +85,7 @@ class WorkerProcess:
     pid: int
     #: The ready line it printed, parsed.
     ready: dict[str, Any]
-    _proc: asyncio.subprocess.Process = field(repr=False)
+    _child: _Child = field(repr=False)
     _stderr: deque[str] = field(repr=False)
     _pump: asyncio.Task[None] = field(repr=False)
     _drains: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
@@ -57,7 +99,7 @@ class WorkerProcess:
     @property
     def returncode(self) -> int | None:
         """Its exit code once reaped (negative: the signal that killed it), else None."""
-        return self._proc.returncode
+        return self._child.returncode
 
     def stderr_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines it wrote to stderr."""
@@ -66,15 +108,10 @@ class WorkerProcess:
     async def wait(self) -> int:
         """Wait for the process to exit and return its exit code (it is reaped).
 
-        The exit is seen from the process itself (a pidfd), not from its pipes
-        closing: asyncio's ``Process.wait`` waits for those, and a grandchild
-        that inherited them would hide the death. What is left of its process
-        group is killed then, which closes the pipes.
+        Whatever is left of its process group is killed then, which closes
+        the pipes a grandchild may have inherited.
         """
-        if self._proc.returncode is None:
-            await _exited(self.pid)
-            _signal_group(self.pid, signal.SIGKILL)
-        code = await self._proc.wait()
+        code = await self._child.wait()
         # Both pipes to their end, so their transports close (Process.wait
         # returns without waiting for them when the process was reaped already).
         # asyncio.wait, not gather: a cancelled wait() must not cancel the pumps,
@@ -82,8 +119,7 @@ class WorkerProcess:
         pumps = [t for t in (self._pump, *self._drains) if not t.done()]
         if pumps:
             await asyncio.wait(pumps)
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
+        self._child.close_stdin()
         return code
 
     def kill(self) -> None:
@@ -95,16 +131,15 @@ class WorkerProcess:
 
         Safe to call more than once; returns the exit code.
         """
-        if self._proc.returncode is None:
+        if self._child.returncode is None:
             _signal_group(self.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+                await asyncio.wait_for(asyncio.shield(self._child.wait()), grace)
             except TimeoutError:
                 _signal_group(self.pid, signal.SIGKILL)
         # A group member that outlived the leader goes too.
         _signal_group(self.pid, signal.SIGKILL)
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
+        self._child.close_stdin()
         return await self.wait()
 
 
@@ -158,6 +193,7 @@ async def spawn_worker(
     ready_timeout: float = 30.0,
     extra_args: Sequence[str] = (),
     on_spawn: Callable[[int], object] | None = None,
+    forkserver: ForkServer | None = None,
 ) -> WorkerProcess:
     """Start ``python -m snakepit.worker`` and return once it printed its ready line.
 
@@ -165,6 +201,8 @@ async def spawn_worker(
     :param listen: ``unix:PATH`` (its directory is created 0700) or ``tcp:HOST:PORT``.
     :param env: the worker's whole environment (default: the host's).
     :param on_spawn: called with the pid as soon as the process exists.
+    :param forkserver: fork the worker from this fork server (its ``python``
+        is the server's) instead of starting a new interpreter.
     :raises WorkerStartError: it exited or printed no ready line within
         ``ready_timeout``; the message has its exit code and stderr tail.
         Nothing is left running.
@@ -172,10 +210,7 @@ async def spawn_worker(
     """
     if ready_timeout <= 0:
         raise ConfigError("ready_timeout", f"must be > 0, got {ready_timeout!r}")
-    argv = [
-        python or sys.executable,
-        "-m",
-        "snakepit.worker",
+    args = [
         "--adapter",
         adapter,
         "--listen",
@@ -186,33 +221,20 @@ async def spawn_worker(
         run_id,
         "--max-concurrency",
         str(max_concurrency),
-        "--parent-pid",
-        str(os.getpid()),
         *extra_args,
     ]
-    # Shielded: cancelled half way, asyncio kills the new process and waits for
-    # it, but an anyio cancel scope cancels that wait too and the process is
-    # left unreaped. Spawning takes milliseconds; a cancel lands just after.
-    with anyio.CancelScope(shield=True):
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-        )
-    assert proc.stdout is not None
-    assert proc.stderr is not None
+    if forkserver is not None:
+        child, stdout, stderr_stream = await _fork(forkserver, worker_id, args, env, cwd)
+    else:
+        child, stdout, stderr_stream = await _exec(python, args, env, cwd)
     stderr: deque[str] = deque(maxlen=STDERR_LINES)
-    pump = asyncio.get_running_loop().create_task(_pump_stderr(proc.stderr, stderr))
-    worker = WorkerProcess(worker_id, "", proc.pid, {}, proc, stderr, pump)
+    pump = asyncio.get_running_loop().create_task(_pump_stderr(stderr_stream, stderr))
+    worker = WorkerProcess(worker_id, "", child.pid, {}, child, stderr, pump)
     try:
         if on_spawn is not None:
-            on_spawn(proc.pid)  # inside: if it fails, the process is still reaped
+            on_spawn(child.pid)  # inside: if it fails, the process is still reaped
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
+            line = await asyncio.wait_for(stdout.readline(), ready_timeout)
         except TimeoutError:
             raise await _failed(worker, f"no ready line within {ready_timeout:g}s") from None
         if not line:
@@ -228,8 +250,82 @@ async def spawn_worker(
         raise
     worker.ready = ready
     worker.address = address
-    worker._drains.append(asyncio.get_running_loop().create_task(_drain(proc.stdout)))
+    worker._drains.append(asyncio.get_running_loop().create_task(_drain(stdout)))
     return worker
+
+
+_Started = tuple[_Child, asyncio.StreamReader, asyncio.StreamReader]
+
+
+async def _exec(
+    python: str | None,
+    args: list[str],
+    env: Mapping[str, str] | None,
+    cwd: str | Path | None,
+) -> _Started:
+    argv = [python or sys.executable, "-m", "snakepit.worker", *args]
+    argv += ["--parent-pid", str(os.getpid())]
+    # Shielded: cancelled half way, asyncio kills the new process and waits for
+    # it, but an anyio cancel scope cancels that wait too and the process is
+    # left unreaped. Spawning takes milliseconds; a cancel lands just after.
+    with anyio.CancelScope(shield=True):
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    return _ExecChild(proc), proc.stdout, proc.stderr
+
+
+async def _fork(
+    forkserver: ForkServer,
+    worker_id: str,
+    args: list[str],
+    env: Mapping[str, str] | None,
+    cwd: str | Path | None,
+) -> _Started:
+    # Shielded for the same reason as _exec: a fork the server made is reaped.
+    with anyio.CancelScope(shield=True):
+        try:
+            child, out_fd, err_fd = await forkserver.spawn(
+                args, env=dict(env) if env is not None else dict(os.environ), cwd=cwd
+            )
+        except ForkServerError as exc:
+            raise WorkerStartError(
+                worker_id, f"the fork server failed: {exc}", returncode=None, stderr_tail=""
+            ) from exc
+        try:
+            stdout = await _read_pipe(out_fd)
+            out_fd = -1
+            stderr = await _read_pipe(err_fd)
+        except BaseException:
+            for fd in (out_fd, err_fd):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            child.close_stdin()
+            _signal_group(child.pid, signal.SIGKILL)  # the server reaps it
+            raise
+    return child, stdout, stderr
+
+
+async def _read_pipe(fd: int) -> asyncio.StreamReader:
+    """A StreamReader on the read end ``fd`` of a pipe (closed at EOF)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    return reader
 
 
 async def _failed(worker: WorkerProcess, cause: str) -> WorkerStartError:

@@ -88,6 +88,13 @@ class PoolConfig:
     #: How calls travel: "frames" (length-prefixed frames on a unix socket, the
     #: fast path) or "grpc" (the ``Channel`` RPC). Health, describe: gRPC always.
     transport: str = "frames"
+    #: How worker processes start: "forkserver" (one process per pool imports the
+    #: worker runtime once and forks each worker from it: a worker is ready in
+    #: milliseconds) or "spawn" (a new interpreter per worker, ~150 ms of imports
+    #: each). Either way a worker runs in its own process group, with the same
+    #: ``env`` and ``cwd``; "spawn" also re-reads interpreter-level variables
+    #: (``PYTHONPATH``...) per worker. Local workers only (``LocalLauncher``).
+    start_method: str = "forkserver"
     #: The base directory of the workers' sockets and pid files (default: one per
     #: user, ``$XDG_RUNTIME_DIR/snakepit`` or ``<tmp>/snakepit-<uid>``). A pool
     #: starting here kills the workers a dead earlier run left under it.
@@ -119,6 +126,10 @@ class PoolConfig:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.env).items()):
             raise ConfigError("env", "keys and values must be strings")
         object.__setattr__(self, "env", dict(self.env))
+        if self.start_method not in ("forkserver", "spawn"):
+            raise ConfigError(
+                "start_method", f"must be 'forkserver' or 'spawn', got {self.start_method!r}"
+            )
         if self.transport not in ("frames", "grpc"):
             raise ConfigError("transport", f"must be 'frames' or 'grpc', got {self.transport!r}")
         if self.run_dir is not None:

@@ -158,6 +158,10 @@ class InProcessLauncher:
         worker._on_stopped = self._stopped
         return worker
 
+    async def aclose(self) -> None:
+        """Remove the socket directory (the workers are stopped by then); see :meth:`close`."""
+        self.close()
+
     def close(self) -> None:
         """Remove the socket directory (the workers are stopped by then)."""
         if self._dir is not None:

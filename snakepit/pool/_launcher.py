@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Protocol
 
+import anyio
+
+from snakepit._forkserver import ForkServer, ForkServerError
 from snakepit._launch import WorkerProcess, spawn_worker
+from snakepit.errors import WorkerStartError
 
 from ._config import PoolConfig
 from ._rundir import RunDir
@@ -68,8 +73,8 @@ class Launcher(Protocol):
         """
         ...
 
-    def close(self) -> None:
-        """Release what the launcher holds (its socket directory)."""
+    async def aclose(self) -> None:
+        """Release what the launcher holds (its socket directory, a fork server)."""
         ...
 
 
@@ -80,12 +85,16 @@ class LocalLauncher:
     (default: one base per user, see :func:`~snakepit.pool.default_run_base`),
     with the workers' pids. The first start claims it: workers left by a
     dead earlier run under the same base are killed and its files removed.
-    :meth:`close` removes this run's files.
+    With ``start_method="forkserver"`` (the default) the first start also
+    starts the run's fork server, and the workers are forked from it.
+    :meth:`aclose` stops the fork server and removes this run's files.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str] | None = None) -> None:
         self._base = run_dir
         self._run: RunDir | None = None
+        self._forkservers: dict[tuple[object, ...], ForkServer] = {}
+        self._forkserver_lock = asyncio.Lock()
 
     @property
     def run(self) -> RunDir | None:
@@ -108,6 +117,10 @@ class LocalLauncher:
         :raises WorkerStartError: the worker failed before its ready line.
         """
         run = self.open(run_id)
+        env = config.worker_env(os.environ)
+        forkserver = None
+        if config.start_method == "forkserver":
+            forkserver = await self._forkserver(config, env, run, worker_id)
         return await spawn_worker(
             config.adapter,
             f"unix:{run.socket(worker_id)}",
@@ -115,14 +128,51 @@ class LocalLauncher:
             run_id=run.run_id,
             max_concurrency=config.max_concurrency,
             python=config.python,
-            env=config.worker_env(os.environ),
+            env=env,
             cwd=config.cwd,
             ready_timeout=config.startup_timeout,
             extra_args=["--max-message-mb", str(config.max_message_mb)],
             on_spawn=lambda pid: run.record(worker_id, pid),
+            forkserver=forkserver,
         )
 
-    def close(self) -> None:
-        """Remove this run's directory and release its lock (the workers are stopped by then)."""
+    async def _forkserver(
+        self, config: PoolConfig, env: dict[str, str], run: RunDir, worker_id: str
+    ) -> ForkServer:
+        # One per interpreter, environment and directory (a pool has one); one
+        # that died is replaced.
+        key = (config.python, config.cwd, tuple(sorted(env.items())))
+        async with self._forkserver_lock:
+            server = self._forkservers.get(key)
+            if server is not None and server.alive:
+                return server
+            if server is not None:
+                await server.aclose(grace=0)
+            try:
+                server = await ForkServer.start(
+                    python=config.python,
+                    env=env,
+                    cwd=config.cwd,
+                    run_id=run.run_id,
+                    ready_timeout=config.startup_timeout,
+                    on_spawn=lambda pid: run.record(f"forkserver-{pid}", pid),
+                )
+            except ForkServerError as exc:
+                raise WorkerStartError(
+                    worker_id, f"the fork server failed: {exc}", returncode=None, stderr_tail=""
+                ) from exc
+            self._forkservers[key] = server
+            return server
+
+    async def aclose(self) -> None:
+        """Stop the fork server, remove this run's directory and release its lock.
+
+        The workers are stopped by then (the pool stops them first); a worker
+        the fork server still runs is killed with it.
+        """
+        servers, self._forkservers = list(self._forkservers.values()), {}
+        with anyio.CancelScope(shield=True):
+            for server in servers:
+                await server.aclose()
         if self._run is not None:
             self._run.close()

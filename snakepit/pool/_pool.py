@@ -207,7 +207,7 @@ class Pool:
         stack = AsyncExitStack()
         stack.callback(self._events.close)  # last: the workers' exits are published
         if self._launcher is None:
-            stack.callback(launcher.close)
+            stack.push_async_callback(launcher.aclose)
         stack.callback(self._scheduler.close)
         try:
             workers_spec = DynamicSupervisorSpec(

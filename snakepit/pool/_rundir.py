@@ -58,15 +58,17 @@ def _private_dir(path: Path) -> None:
 
 
 def _is_worker_of(pid: int, run_id: str) -> bool:
-    """True if ``pid`` is a snakepit worker started with ``--run-id run_id`` (Linux /proc)."""
+    """True if ``pid`` is a snakepit worker started with ``--run-id run_id`` (Linux /proc).
+
+    A worker forked by the run's fork server has the server's command line.
+    """
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     run = run_id.encode()
-    return b"snakepit.worker" in argv and any(
-        a == b"--run-id" and b == run for a, b in itertools.pairwise(argv)
-    )
+    entry = b"snakepit.worker" in argv or b"snakepit.worker._forkserver" in argv
+    return entry and any(a == b"--run-id" and b == run for a, b in itertools.pairwise(argv))
 
 
 def sweep(base: Path) -> list[int]:

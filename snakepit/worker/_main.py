@@ -82,13 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _watch_parent(parent_pid: int) -> None:
-    # Linux: a signal when the parent dies; checked once after, for the race
-    # where the parent died before prctl took effect.
+def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
+    """Get ``signum`` when the parent process dies (Linux), or fail if it is gone already.
+
+    :raises WorkerStartupError: the parent is not ``parent_pid`` any more.
+    """
+    # Checked once after prctl, for the race where the parent died before it took effect.
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - exotic libc
             logger.warning("prctl(PR_SET_PDEATHSIG) unavailable; relying on stdin EOF")
     if parent_pid and os.getppid() != parent_pid:
@@ -222,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s [{args.worker_id}] %(name)s: %(message)s",
     )
     try:
-        _watch_parent(args.parent_pid)
+        watch_parent(args.parent_pid)
         return asyncio.run(serve(args))
     except WorkerStartupError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ import pytest
 
 from snakepit import Pool
 from snakepit.errors import ConfigError
-from tests._procs import wait_exit
+from tests._procs import descendant_pids, wait_exit
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)
@@ -51,8 +51,10 @@ def _runs(base: Path) -> set[str]:
 async def test_workers_left_by_a_sigkilled_host_are_killed_by_the_next_pool(
     run_dir: Path,
 ) -> None:
-    # A host is SIGKILLed while its workers are stopped (SIGSTOP): they cannot
-    # notice its death, so they stay, as after any host crash they survive.
+    # A host is SIGKILLed while its workers and their fork server are stopped
+    # (SIGSTOP): they cannot notice its death, so they stay, as after any host
+    # crash they survive. (A running fork server kills its workers when the
+    # host dies; a stopped one cannot.)
     host = subprocess.Popen(
         [sys.executable, "-c", HOST.format(adapter=ECHO), str(run_dir)],
         stdin=subprocess.PIPE,
@@ -66,8 +68,8 @@ async def test_workers_left_by_a_sigkilled_host_are_killed_by_the_next_pool(
         line = await anyio.to_thread.run_sync(host.stdout.readline)
         orphans = [int(p) for p in line.split()]
         assert len(orphans) == 2
-        for pid in orphans:
-            os.kill(pid, signal.SIGSTOP)
+        for pid in sorted(descendant_pids(host.pid) - set(orphans)) + orphans:
+            os.kill(pid, signal.SIGSTOP)  # the fork server first
         host.kill()
         host.wait()
         (dead_run,) = _runs(run_dir)

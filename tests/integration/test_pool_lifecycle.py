@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,13 @@ from snakepit.errors import (
     WorkerCrashed,
 )
 from snakepit.pool import InProcessLauncher, Pool, PoolConfig
+from tests._procs import descendant_pids
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
 ADAPTER = "tests.unit.grpc._adapters:All"
 ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def child_pids() -> set[int]:
-    """Direct children of this process, from /proc (zombies included)."""
-    pids: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
-            text = (task / "children").read_text().split()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        pids.update(int(p) for p in text)
-    return pids
 
 
 def pool(*, in_process: bool = False, **options: Any) -> Pool:
@@ -50,9 +38,10 @@ def pool(*, in_process: bool = False, **options: Any) -> Pool:
 
 
 class TestLifecycle:
-    async def test_start_call_and_stop_leaves_nothing(self) -> None:
-        before = child_pids()
-        async with pool() as p:
+    @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+    async def test_start_call_and_stop_leaves_nothing(self, start_method: str) -> None:
+        before = descendant_pids()
+        async with pool(start_method=start_method) as p:
             assert p.stats().ready == 2
             assert p.supervisor.count_children().active == 1  # the worker supervisor
             workers = p.supervisor.child("workers")
@@ -62,9 +51,13 @@ class TestLifecycle:
             assert [x async for x in p.stream("count", {"n": 3})] == [0, 1, 2]
             described = await p.describe()
             assert "ping" in {t.name for t in described.tools}
-            during = child_pids() - before
-            assert len(during) == 2
-        assert child_pids() - before == set()  # every worker reaped
+            during = descendant_pids() - before
+            workers_pids = {w.pid for w in p.workers()}
+            assert len(workers_pids) == 2
+            assert workers_pids <= during
+            # The workers, and with "forkserver" the process they were forked from.
+            assert len(during) == 2 + (start_method == "forkserver")
+        assert descendant_pids() - before == set()  # every worker reaped
 
     async def test_concurrent_calls(self) -> None:
         async with pool() as p:
@@ -80,12 +73,12 @@ class TestLifecycle:
             assert p.stats().requests == 50
 
     async def test_bad_adapter_is_a_pool_start_error_and_nothing_runs(self) -> None:
-        before = child_pids()
+        before = descendant_pids()
         with pytest.raises(PoolStartError, match="cannot import module") as info:
             async with Pool("no_such_module_xyz:Thing", size=2):
                 pass
         assert "stderr" in str(info.value)
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     async def test_setup_raising_is_a_pool_start_error(self) -> None:
         with pytest.raises(PoolStartError, match="setup\\(\\) raised RuntimeError"):

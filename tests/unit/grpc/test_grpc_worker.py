@@ -115,8 +115,7 @@ class TestBadAdapter:
 class TestLifecycle:
     async def test_stdin_eof_ends_the_worker(self, spawn: Spawn) -> None:
         worker = await spawn()
-        assert worker._proc.stdin is not None
-        worker._proc.stdin.close()
+        worker._child.close_stdin()
         with anyio.fail_after(10):
             code = await worker.wait()
         assert code == 0
@@ -326,7 +325,7 @@ class TestMessageSize:
 
 def test_the_worker_imports_nothing_from_the_host_side() -> None:
     code = (
-        "import sys, snakepit.worker, snakepit.testing.adapters\n"
+        "import sys, snakepit.worker, snakepit.worker._forkserver, snakepit.testing.adapters\n"
         "host = [m for m in sys.modules if m.startswith('snakepit.') and m.split('.')[1] in "
         "('otp', 'pool', 'bridge', 'session', '_client', '_launch')]\n"
         "print(json.dumps(host))"

@@ -549,6 +549,7 @@ class TestConfig:
             ({"max_worker_memory_mb": 0}, "max_worker_memory_mb"),
             ({"max_message_mb": 0}, "max_message_mb"),
             ({"env": {"A": 1}}, "env"),
+            ({"start_method": "fork"}, "start_method"),
             ({"no_such_option": 1}, "no_such_option"),
         ],
     )

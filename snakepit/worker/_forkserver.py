@@ -1,0 +1,223 @@
+"""``python -m snakepit.worker._forkserver``: import the worker runtime once, fork workers.
+
+Starting ``python -m snakepit.worker`` costs ~150 ms of CPU, nearly all of it
+imports (asyncio, grpc, protobuf). A pool's fork server pays that once; each
+worker it forks is ready in a few milliseconds. It is itself started by exec
+(never a fork of the host), imports modules but starts nothing — no thread,
+no event loop, no gRPC server — and stays single-threaded, so a fork of it is
+as clean as a fresh interpreter with those modules loaded.
+
+The host talks to it over a ``SOCK_SEQPACKET`` socket (``--control-fd``), one
+JSON message per packet:
+
+- host -> server: ``{"op": "spawn", "argv": [...], "env": {...}, "cwd": ...}``
+  with three file descriptors (the worker's stdin, stdout, stderr);
+- server -> host: ``{"op": "ready", "pid": N}`` once, then for each spawn
+  ``{"op": "spawned", "pid": N}`` or ``{"op": "error", "message": ...}``, and
+  ``{"op": "exit", "pid": N, "code": C}`` when a worker exits (it reaps them;
+  ``code`` as ``Popen.returncode``: negative for a signal).
+
+Each worker runs ``snakepit.worker``'s ``run(argv)`` in its own session
+(process group), with ``--parent-pid`` this server's pid and its own
+parent-death signal, as an exec'd worker does. The server exits on EOF of the
+control socket or of its stdin (the host is gone), and on SIGTERM: it kills
+the workers it still has, reaps them and leaves. It dies with the host too
+(``PR_SET_PDEATHSIG``), and then its workers see their parent die.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import _main
+from ._serving import WorkerStartupError
+
+__all__ = ("main", "run")
+
+#: The largest control message (a spawn carries the worker's environment).
+MAX_MESSAGE = 1 << 20
+
+
+class _Server:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.children: set[int] = set()
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.stopping = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # the host is gone: the loop sees EOF next
+            self.control.sendall(json.dumps(message).encode())
+
+    def serve(self) -> int:
+        signal.signal(signal.SIGCHLD, _noop)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides when we stop
+        signal.set_wakeup_fd(self.wake_w)
+        self.selector.register(self.control, selectors.EVENT_READ, "control")
+        self.selector.register(0, selectors.EVENT_READ, "stdin")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.send({"op": "ready", "pid": os.getpid()})
+        while not self.stopping:
+            for key, _ in self.selector.select():
+                if key.data == "control":
+                    self._on_control()
+                elif key.data == "stdin":
+                    if not _read_some(0):
+                        self.stopping = True  # the host is gone
+                else:
+                    while _read_some(self.wake_r):
+                        pass
+                self._reap()
+        self._stop_children()
+        return 0
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def _on_control(self) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.control, MAX_MESSAGE, 3)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self.stopping = True  # the host closed the launcher
+            return
+        try:
+            request = json.loads(data)
+            if request.get("op") != "spawn" or len(fds) != 3:
+                raise ValueError(f"unexpected request {data[:200]!r} with {len(fds)} fds")
+            pid = self._fork(request, fds)
+        except Exception as exc:
+            self.send({"op": "error", "message": f"{type(exc).__name__}: {exc}"})
+        else:
+            self.children.add(pid)
+            self.send({"op": "spawned", "pid": pid})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _fork(self, request: dict[str, Any], fds: list[int]) -> int:
+        argv = [str(a) for a in request["argv"]]
+        env = {str(k): str(v) for k, v in request["env"].items()}
+        cwd = request.get("cwd")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:  # the worker: nothing below returns into the server's loop
+            self._become_worker(fds, env, cwd)
+            _main.run([*argv, "--parent-pid", str(os.getppid())])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                print(f"snakepit.worker: fork server child failed: {exc!r}", file=sys.stderr)
+        finally:
+            os._exit(code)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _become_worker(self, fds: list[int], env: dict[str, str], cwd: str | None) -> None:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
+        self.selector.close()
+        self.control.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)  # dup2 clears close-on-exec on the copy
+            os.close(fd)
+        if cwd:
+            os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def _stop_children(self) -> None:
+        # The host stops its workers before closing us; whatever is left is
+        # killed (its whole group) and reaped, so nothing outlives the server.
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        signal.set_wakeup_fd(-1)
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(pid, 0)
+                self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        self.children.clear()
+
+
+def _noop(signum: int, frame: object) -> None:
+    """SIGCHLD: the wakeup fd does the work; a handler must exist for it to fire."""
+
+
+def _read_some(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 4096))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fork server until the host closes it; return its exit code."""
+    parser = argparse.ArgumentParser(prog="python -m snakepit.worker._forkserver")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--run-id", default="", help="the host's run id (orphan cleanup)")
+    parser.add_argument("--parent-pid", type=int, default=0, help="exit if this pid goes away")
+    parser.add_argument("--preload", action="append", default=[], help="a module to import")
+    args = parser.parse_args(argv)
+    try:
+        _main.watch_parent(args.parent_pid, signal.SIGKILL)
+    except WorkerStartupError as exc:
+        print(f"snakepit.worker._forkserver: {exc}", file=sys.stderr, flush=True)
+        return exc.code
+    for module in args.preload:
+        importlib.import_module(module)
+    control = socket.socket(fileno=args.control_fd)
+    control.set_inheritable(False)
+    return _Server(control).serve()
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Run the fork server and leave: ``os._exit``, no interpreter teardown to wait for."""
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,25 @@
+"""An adapter that reports what its worker process looks like (fork server tests)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from snakepit.testing.adapters import Echo
+from snakepit.worker import tool
+
+
+class Introspect(Echo):
+    """Echo, plus ``process()``: the worker's ids, directory and environment."""
+
+    @tool
+    def process(self, variable: str = "SNAKEPIT_TEST_VALUE") -> dict[str, Any]:
+        """The pid, parent, process group, session, cwd and one environment variable."""
+        return {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "pgid": os.getpgid(0),
+            "sid": os.getsid(0),
+            "cwd": os.getcwd(),
+            "value": os.environ.get(variable),
+        }

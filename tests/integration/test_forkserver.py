@@ -1,0 +1,114 @@
+"""Workers forked by a pool's fork server (``start_method="forkserver"``, the default).
+
+They must be indistinguishable from exec'd ones where it matters: their own
+session and process group, the pool's environment and directory, exit codes
+reported, nothing left behind; and the fork server's own death must not take
+the pool down with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+
+from snakepit._client import WorkerClient
+from snakepit._forkserver import ForkServer
+from snakepit._launch import spawn_worker
+from snakepit.errors import PoolStartError, WorkerError
+from snakepit.pool import Pool, WorkerExited
+from tests._procs import descendant_pids, wait_exit
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # grpc.aio
+
+ROOT = str(Path(__file__).resolve().parents[2])
+ADAPTER = "tests.integration._process_adapters:Introspect"
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_a_worker_has_its_own_session_and_the_pools_env_and_cwd(
+    start_method: str, tmp_path: Path
+) -> None:
+    env = {"SNAKEPIT_TEST_VALUE": "from the pool", "PYTHONPATH": ROOT}
+    async with Pool(ADAPTER, size=1, env=env, cwd=str(tmp_path), start_method=start_method) as p:
+        seen = await p.execute("process")
+        ours = descendant_pids()
+    assert seen["pgid"] == seen["sid"] == seen["pid"]  # a session and group of its own
+    assert seen["cwd"] == str(tmp_path)
+    assert seen["value"] == "from the pool"
+    if start_method == "spawn":
+        assert seen["ppid"] == os.getpid()
+    else:
+        assert seen["ppid"] != os.getpid()  # forked by the pool's fork server,
+        assert seen["ppid"] in ours  # which is ours
+
+
+async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:
+    async with Pool(ADAPTER, size=2, cwd=ROOT) as pool, pool.subscribe() as events:
+        first = await pool.execute("process")
+        server = first["ppid"]
+        os.kill(server, signal.SIGKILL)
+        exits: list[WorkerExited] = []
+        with anyio.fail_after(20):
+            async for event in events:
+                if isinstance(event, WorkerExited):
+                    exits.append(event)
+                    if len(exits) == 2:
+                        break
+            await pool.wait_ready()
+        assert all(e.crashed for e in exits)
+        await wait_exit(server, timeout=10)
+        after = await pool.execute("process")
+        assert after["ppid"] != server  # a new fork server
+        assert pool.stats().ready == 2
+
+
+async def test_a_fork_server_that_cannot_start_is_a_pool_start_error() -> None:
+    with pytest.raises(PoolStartError, match="fork server"):
+        async with Pool(ADAPTER, size=1, cwd=ROOT, python="/bin/false"):
+            pass
+
+
+async def test_a_python_that_does_not_exist_is_a_pool_start_error() -> None:
+    with pytest.raises(PoolStartError, match="no/such/python"):
+        async with Pool(ADAPTER, size=1, cwd=ROOT, python="/no/such/python"):
+            pass
+
+
+async def test_closing_the_fork_server_kills_and_reaps_what_it_still_runs(
+    tmp_path: Path,
+) -> None:
+    server = await ForkServer.start(cwd=ROOT)
+    try:
+        worker = await spawn_worker(ADAPTER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
+        assert worker.pid in descendant_pids(server.pid)
+    finally:
+        await server.aclose()
+    with anyio.fail_after(10):
+        assert await worker.wait() == -signal.SIGKILL
+    await wait_exit(worker.pid, timeout=10)
+
+
+async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Path) -> None:
+    server = await ForkServer.start(cwd=ROOT)
+    try:
+        for i, (tool, args, code) in enumerate(
+            [("exit", {"code": 7}, 7), ("segfault", {}, -signal.SIGSEGV)]
+        ):
+            worker = await spawn_worker(
+                "tests.unit.grpc._adapters:All",
+                f"unix:{tmp_path}/w{i}.sock",
+                cwd=ROOT,
+                forkserver=server,
+            )
+            async with WorkerClient(worker.address) as client:
+                with pytest.raises(WorkerError):  # the call dies with the process
+                    await client.execute(tool, args)
+            with anyio.fail_after(10):
+                assert await worker.wait() == code
+    finally:
+        await server.aclose()
