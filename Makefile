@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	# As pip does for installed packages: snakepit's bytecode, once, not in
 	# every worker process the suite starts (they would all compile it).
 	$(BIN)/python -m compileall -q snakepit tests
+	# Likewise pytest's assertion-rewritten bytecode (pytest 9 rewrites the whole
+	# package of an editable install's plugin, and the tests): written once here,
+	# not by every xdist process of the first run at the same time.
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest --collect-only -q -p no:randomly tests > /dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)
