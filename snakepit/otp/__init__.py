@@ -55,6 +55,8 @@ from ._registry import Registry as Registry
 from ._server import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._server import GenServer as GenServer
 from ._server import MailboxStats as MailboxStats
+from ._server import MessageKind as MessageKind
+from ._server import MessageTracer as MessageTracer
 from ._server import ServerRef as ServerRef
 from ._server import Stop as Stop
 from ._spec import ChildSpec as ChildSpec
@@ -90,6 +92,8 @@ __all__ = (
     "GenServer",
     "MailboxStats",
     "MaxChildrenReached",
+    "MessageKind",
+    "MessageTracer",
     "Monitor",
     "NameNotFound",
     "NameTaken",

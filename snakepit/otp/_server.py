@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from ._monitor import Monitor
     from ._registry import Registry
 
-__all__ = ("DEFAULT_TIMEOUT", "GenServer", "MailboxStats", "ServerRef", "Stop")
+__all__ = (
+    "DEFAULT_TIMEOUT",
+    "GenServer",
+    "MailboxStats",
+    "MessageKind",
+    "MessageTracer",
+    "ServerRef",
+    "Stop",
+)
 
 logger = logging.getLogger("snakepit.otp")
 
@@ -47,6 +55,13 @@ _ids = itertools.count(1)
 
 #: Called with (ref, reason) when a server exits, before monitors fire.
 ExitCallback = Callable[["ServerRef[Any, Any]", ExitReason], None]
+
+#: Which callback a traced message is for: ``handle_call``, ``handle_cast``, ``handle_info``.
+MessageKind: TypeAlias = Literal["call", "cast", "info"]
+#: Called with ``(kind, message)`` for each message queued to a traced server
+#: (see :meth:`ServerRef.add_tracer`).
+MessageTracer: TypeAlias = Callable[[MessageKind, Any], None]
+_KINDS: Final[tuple[MessageKind, ...]] = ("call", "cast", "info")  # by tag
 
 
 def check_timeout(timeout: float | None, field: str = "timeout") -> None:
@@ -118,6 +133,7 @@ class ServerRef(Generic[Request, Reply]):
         "_started",
         "_stop_reason",
         "_task",
+        "_tracers",
         "generation",
         "id",
         "name",
@@ -156,6 +172,7 @@ class ServerRef(Generic[Request, Reply]):
         self._done = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self._task: object = None  # the server's task, once it runs
+        self._tracers: list[MessageTracer] | None = None
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name is not None else ""
@@ -200,6 +217,15 @@ class ServerRef(Generic[Request, Reply]):
             self._high_water = n
         if n == 1:
             self._parker.unpark()
+        if self._tracers is not None and tag <= _INFO:
+            self._trace(_KINDS[tag], payload)
+
+    def _trace(self, kind: MessageKind, message: Any) -> None:
+        for tracer in list(self._tracers or ()):  # a copy: a tracer may remove itself
+            try:
+                tracer(kind, message)
+            except Exception:  # a broken tracer must not break the sender
+                logger.exception("%r: a message tracer raised", self)
 
     async def _request(self, tag: int, payload: Any, timeout: float | None) -> Any:
         if not self._alive:
@@ -272,6 +298,30 @@ class ServerRef(Generic[Request, Reply]):
         else:
             assert self._exit_reason is not None
             callback(self, self._exit_reason)
+
+    def add_tracer(self, tracer: MessageTracer) -> None:
+        """Call ``tracer(kind, message)`` for each message queued to the server from now on.
+
+        ``kind`` is ``"call"``, ``"cast"`` or ``"info"`` (a :meth:`send`, a
+        child exit told to a supervisor...). The tracer runs synchronously in
+        the sender's task as the message is queued, before the server handles
+        it, so the trace is in mailbox order; it must not block. :meth:`sync`
+        and :meth:`get_state` reach no callback of the server and are not
+        traced, nor is a message to a dead server (dropped). An exception
+        from a tracer is logged, never raised to the sender. For tests
+        (``snakepit.testing.trace_messages``) and debugging.
+        """
+        if self._tracers is None:
+            self._tracers = []
+        self._tracers.append(tracer)
+
+    def remove_tracer(self, tracer: MessageTracer) -> None:
+        """Stop calling ``tracer`` (added by :meth:`add_tracer`); nothing if it is not there."""
+        tracers = self._tracers
+        if tracers is not None and tracer in tracers:
+            tracers.remove(tracer)
+            if not tracers:
+                self._tracers = None  # back to the untraced fast path
 
     def mailbox_stats(self) -> MailboxStats:
         """Return exact mailbox counters (queued now, high-water mark, received)."""

@@ -60,6 +60,9 @@ class ChildInfo:
     restart: Restart
     #: Generation of the current (or last) instance; -1 if never started.
     generation: int
+    #: Why the child's last instance to exit did (on its own, or stopped by the
+    #: supervisor); None while none has. For a running child: its predecessor's.
+    last_exit: ExitReason | None = None
 
     @property
     def alive(self) -> bool:
@@ -84,12 +87,13 @@ class _ChildExit:
 
 
 class _Child:
-    __slots__ = ("generation", "ref", "spec")
+    __slots__ = ("generation", "last_exit", "ref", "spec")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
         self.ref: ServerRef[Any, Any] | None = None
         self.generation = 0  # the generation the next start gets
+        self.last_exit: ExitReason | None = None
 
     @property
     def id(self) -> Hashable:
@@ -133,6 +137,7 @@ class SupervisorRef(ServerRef[Any, Any]):
                 c.spec.type or "worker",
                 c.spec.restart,
                 c.generation - 1,
+                c.last_exit,
             )
             for c in self._sup._children
         ]
@@ -491,6 +496,7 @@ class Supervisor(GenServer[Any, Any, None]):
             return
         if not ref.alive:  # it died on its own meanwhile: report it with its real reason
             assert ref.exit_reason is not None
+            child.last_exit = ref.exit_reason
             self._emit(
                 ChildTerminated(self.ref, child.id, ref, ref.exit_reason, anyio.current_time())
             )
@@ -503,6 +509,7 @@ class Supervisor(GenServer[Any, Any, None]):
             assert not isinstance(timeout, str)
             await ref.stop("shutdown", timeout=timeout)
         assert ref.exit_reason is not None
+        child.last_exit = ref.exit_reason
         self._emit(ChildTerminated(self.ref, child.id, ref, ref.exit_reason, anyio.current_time()))
 
     async def _stop_all(self) -> None:
@@ -532,6 +539,7 @@ class Supervisor(GenServer[Any, Any, None]):
         except ChildNotFound:
             return  # an instance we already stopped or replaced
         child.ref = None
+        child.last_exit = reason
         restart = child.spec.restart
         wanted = restart == "permanent" or (restart == "transient" and is_abnormal(reason))
         exceeded = wanted and not self._add_restart()

@@ -310,6 +310,46 @@ class TestMailboxStats:
             assert ref.mailbox_stats() == MailboxStats(queued=0, high_water=8, received=9)
 
 
+class TestTracers:
+    async def test_calls_casts_and_infos_are_traced_in_mailbox_order(self) -> None:
+        seen: list[tuple[str, Any]] = []
+
+        def tracer(kind: str, message: Any) -> None:
+            seen.append((kind, message))
+
+        async with Echo.running() as ref:
+            ref.add_tracer(tracer)
+            ref.cast("a")
+            assert seen == [("cast", "a")]  # traced as it is queued, before it is handled
+            ref.send("b")
+            assert await ref.call("c") == "c"
+            await ref.sync()  # neither is a message for a callback: not traced
+            await ref.get_state()
+            ref.remove_tracer(tracer)
+            ref.cast("untraced")
+            ref.remove_tracer(tracer)  # not there any more: nothing happens
+            assert await ref.get_state() == ["a", ("info", "b"), "untraced"]
+        assert seen == [("cast", "a"), ("info", "b"), ("call", "c")]
+        ref.cast("to a dead server")  # dropped, so not traced
+        assert len(seen) == 3
+
+    async def test_a_tracer_that_raises_is_logged_and_the_message_still_goes(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        seen: list[Any] = []
+
+        def broken(kind: str, message: Any) -> None:
+            raise Boom("tracer")
+
+        async with Echo.running() as ref:
+            ref.add_tracer(broken)
+            ref.add_tracer(lambda kind, message: seen.append(message))
+            ref.cast("x")
+            assert await ref.get_state() == ["x"]
+        assert seen == ["x"]
+        assert "a message tracer raised" in caplog.text
+
+
 class TestLifecycle:
     async def test_terminate_gets_the_stop_reason(self) -> None:
         log: list[tuple[str, Any]] = []

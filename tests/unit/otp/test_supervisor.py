@@ -845,6 +845,33 @@ class TestIntrospection:
                 ]
                 assert infos[2].ref is None
 
+    async def test_which_children_has_each_childs_last_exit(self) -> None:
+        spec = SupervisorSpec(
+            [
+                ChildSpec("a", Worker),
+                ChildSpec("t", Worker, restart="transient"),
+                ChildSpec("s", Worker),
+            ]
+        )
+        with anyio.fail_after(5):
+            async with Supervisor.running(spec) as sup:
+                assert [i.last_exit for i in sup.which_children()] == [None, None, None]
+                await kill_and_wait(child_ref(sup, "a"))
+                await cast_and_wait(child_ref(sup, "t"), "stop_normal")
+                await sup.wait_stable()
+                await sup.terminate_child("s")
+                a, t, s = sup.which_children()
+                assert (a.alive, a.generation, a.last_exit) == (
+                    True,
+                    1,
+                    "killed",
+                )  # its predecessor's
+                assert (t.alive, t.generation, t.last_exit) == (False, 0, "normal")
+                assert (s.alive, s.last_exit) == (False, "shutdown")  # stopped by the supervisor
+                await cast_and_wait(child_ref(sup, "a"), "crash")
+                await sup.wait_stable()
+                assert isinstance(sup.which_children()[0].last_exit, Boom)
+
     async def test_count_children(self) -> None:
         spec = SupervisorSpec(
             [
