@@ -42,6 +42,7 @@ from snakepit.otp import (
     ChildTerminated,
     ExitReason,
     GenServer,
+    MessageKind,
     Registry,
     RestartIntensityReached,
     ServerExited,
@@ -55,10 +56,12 @@ from snakepit.otp import (
 __all__ = (
     "CallMonitor",
     "CallRecord",
+    "MessageLog",
     "Recovery",
     "StressOp",
     "StressReport",
     "SupervisionLog",
+    "TracedMessage",
     "TreeSpec",
     "assert_alive",
     "assert_all_children_alive",
@@ -77,6 +80,7 @@ __all__ = (
     "get_state",
     "monitor_call",
     "stress",
+    "trace_messages",
     "trace_supervision",
     "wait_for_restart",
     "wait_stable",
@@ -106,8 +110,15 @@ def _sup_label(sup: SupervisorRef) -> str:
 
 def _child(info: ChildInfo) -> str:
     if info.alive:
-        return f"{info.id!r} (gen {info.generation})"
-    return f"{info.id!r} is not running (last gen {info.generation}, {info.restart})"
+        if info.last_exit is None:
+            return f"{info.id!r} (gen {info.generation})"
+        return f"{info.id!r} (gen {info.generation}; last exit: {_reason(info.last_exit)})"
+    return f"{info.id!r} is {_not_running(info)}"
+
+
+def _not_running(info: ChildInfo) -> str:
+    exited = "" if info.last_exit is None else f"; it exited: {_reason(info.last_exit)}"
+    return f"not running (last gen {info.generation}, {info.restart}{exited})"
 
 
 def _children(sup: SupervisorRef) -> str:
@@ -408,6 +419,14 @@ def _lookup(sup: SupervisorRef, child_id: Hashable) -> ServerRef[Any, Any] | Non
         ) from None
 
 
+def _last_exit(sup: SupervisorRef, child_id: Hashable) -> str:
+    """``", the child's last exit: REASON"`` from the supervisor's view, or nothing."""
+    info = next((i for i in sup.which_children() if i.id == child_id), None) if sup.alive else None
+    if info is None or info.last_exit is None:
+        return ""
+    return f", the child's last exit: {_reason(info.last_exit)}"
+
+
 def _not_restarting(
     sup: SupervisorRef,
     exited: ChildExited,
@@ -448,7 +467,8 @@ async def _await_restart(
         text = (
             f"expected {_sup_label(sup)} to restart child {child_id!r} (a generation above "
             f"{old_ref.generation}) within {timeout}s; {old_ref!r} is "
-            f"{'alive' if old_ref.alive else 'dead'}; {_children(sup)}"
+            f"{'alive' if old_ref.alive else 'dead'}{_last_exit(sup, child_id)}; "
+            f"{_children(sup)}"
         )
         if failed:
             text += "; failed starts: " + ", ".join(repr(f.error) for f in failed)
@@ -744,7 +764,7 @@ def _tree_errors(sup: SupervisorRef, spec: TreeSpec, path: str) -> Iterator[str]
         if node is None:
             continue
         if info.ref is None:
-            yield f"{here}: not running (last gen {info.generation}, {info.restart})"
+            yield f"{here}: {_not_running(info)}"
             continue
         if isinstance(node, str):
             if node != info.type:
@@ -928,6 +948,155 @@ async def trace_supervision(sup: SupervisorRef) -> AsyncIterator[SupervisionLog]
         yield log
     finally:
         log._close()
+
+
+@dataclass(frozen=True, slots=True)
+class TracedMessage:
+    """One message a server received, recorded by :func:`trace_messages`.
+
+    ``assert log.messages[0] == TracedMessage("cast", "incr", log.messages[0].at)``.
+    """
+
+    #: ``"call"``, ``"cast"`` or ``"info"``: the callback it is for.
+    kind: MessageKind
+    message: Any
+    #: ``anyio.current_time()`` when it was queued.
+    at: float
+
+
+_ANY: Any = object()
+
+
+def _fits(traced: TracedMessage, kind: MessageKind | None, message: Any) -> bool:
+    if kind is not None and traced.kind != kind:
+        return False
+    if message is _ANY:
+        return True
+    if _is_predicate(message):
+        return bool(message(traced.message))
+    return bool(traced.message == message)
+
+
+class MessageLog:
+    """The messages one server received during a :func:`trace_messages` block, in order.
+
+    Calls, casts and infos, as they were queued (mailbox order), whether or
+    not the server handled them yet; not ``sync()`` nor ``get_state()``::
+
+        async with trace_messages(ref) as log:
+            ref.cast("incr")
+            await ref.call("get")
+        assert log.summary() == [("cast", "incr"), ("call", "get")]
+    """
+
+    def __init__(self, ref: ServerRef[Any, Any]) -> None:
+        #: The traced server.
+        self.server = ref
+        self._messages: list[TracedMessage] = []
+        self._changed = anyio.Event()
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"<MessageLog of {self.server!r}: {len(self._messages)} messages>"
+
+    def _record(self, kind: MessageKind, message: Any) -> None:
+        self._messages.append(TracedMessage(kind, message, anyio.current_time()))
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    @property
+    def messages(self) -> list[TracedMessage]:
+        """Every message so far, in the order they were queued."""
+        return list(self._messages)
+
+    def of(self, kind: MessageKind) -> list[Any]:
+        """The messages (payloads only) of one kind: ``log.of("cast") == ["incr"]``."""
+        return [m.message for m in self._messages if m.kind == kind]
+
+    def summary(self) -> list[tuple[MessageKind, Any]]:
+        """``(kind, message)`` for each message, for ``==`` assertions."""
+        return [(m.kind, m.message) for m in self._messages]
+
+    async def wait_for(
+        self,
+        kind: MessageKind | None = None,
+        message: Any = _ANY,
+        *,
+        count: int = 1,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> TracedMessage:
+        """Wait until ``count`` messages match; return the last of them.
+
+        ``kind`` None matches any kind; ``message`` is compared with ``==``,
+        or called when it is a predicate (a callable that is not a class), or
+        left out to match any. Counts what was logged before the call too.
+        Woken by each new message and by the server's exit::
+
+            await log.wait_for("info", lambda m: m[0] == "tick", count=3)
+
+        :raises AssertionError: not within ``timeout``, the server exited
+            first, or the block has ended; the message lists the log.
+        """
+        what = f"{count} {kind or 'message'}(s)" + (
+            "" if message is _ANY else f" matching {_name_of(message)}"
+        )
+
+        def missing(why: str) -> str:
+            return f"expected {what} to {self.server!r}; {why}; log: {self.summary()!r}"
+
+        with _deadline(timeout, lambda: missing(f"none within {timeout}s")):
+            while True:
+                found = [m for m in self._messages if _fits(m, kind, message)]
+                if len(found) >= count:
+                    return found[count - 1]
+                if self._ended:
+                    raise AssertionError(missing(f"the trace ended with {len(found)}"))
+                if not self.server.alive:
+                    reason = _reason(self.server.exit_reason)
+                    raise AssertionError(missing(f"it exited ({reason}) with {len(found)}"))
+                await self._next_change()
+        raise AssertionError("unreachable")  # _deadline raised
+
+    async def _next_change(self) -> None:
+        """Wait for the next message, the end of the block, or the server's exit."""
+        changed = self._changed
+        async with anyio.create_task_group() as tg:
+
+            async def on_exit() -> None:
+                await self.server.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_exit)
+            await changed.wait()
+            tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def trace_messages(ref: ServerRef[Any, Any]) -> AsyncIterator[MessageLog]:
+    """Record the calls, casts and infos the server receives in a block, in order.
+
+    Each is recorded as it is queued (:meth:`ServerRef.add_tracer`), so the
+    log is in mailbox order and complete as soon as a ``cast`` returns; a
+    supervisor's log shows its children's exits as infos. The log stays
+    readable after the block::
+
+        async with trace_messages(ref) as log:
+            ref.cast("incr")
+            ref.send("tick")
+            assert await ref.call("get") == 1
+        assert log.summary() == [("cast", "incr"), ("info", "tick"), ("call", "get")]
+    """
+    log = MessageLog(ref)
+    ref.add_tracer(log._record)
+    try:
+        yield log
+    finally:
+        ref.remove_tracer(log._record)
+        log._ended = True
+        log._wake()
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from snakepit.testing._otp import (
     get_state,
     monitor_call,
     stress,
+    trace_messages,
     trace_supervision,
     wait_for_restart,
     wait_stable,
@@ -318,6 +319,18 @@ class TestRestarts:
             ):
                 await assert_process_restarted(sup, "a", alive, timeout=2)
 
+    async def test_the_timeout_names_the_childs_last_exit(self, mock_clock: MockClock) -> None:
+        async with supervisor(specs("a")) as sup:
+            await child(sup, "a").kill()
+            await wait_stable(sup)
+            current = child(sup, "a")  # gen 1, after gen 0 was killed
+            with pytest.raises(
+                AssertionError,
+                match=r"within 2s; <Counter.* gen=1 alive> is alive, the child's last exit: "
+                r"killed; running: 'a' \(gen 1; last exit: killed\)",
+            ):
+                await assert_process_restarted(sup, "a", current, timeout=2)
+
     async def test_by_registered_name(self) -> None:
         registry = Registry()
         children = [ChildSpec("a", Counter, name="db")]
@@ -401,7 +414,7 @@ class TestSupervisorHelpers:
             assert_child_count(sup, 2)
             expected = (
                 r"running: 'a' \(gen 0\), 'c' \(gen 0\); "
-                r"'b' is not running \(last gen 0, transient\)"
+                r"'b' is not running \(last gen 0, transient; it exited: normal\)"
             )
             with pytest.raises(
                 AssertionError,
@@ -484,7 +497,8 @@ class TestSupervisorHelpers:
             "the supervision tree does not match:",
             "  supervisor 'pool' > 'a': expected a Other, found a Counter",
             "  supervisor 'pool' > 'sub' > 'x': expected a supervisor, found a worker",
-            "  supervisor 'pool' > 'sub' > 'y': not running (last gen 0, transient)",
+            "  supervisor 'pool' > 'sub' > 'y': not running "
+            "(last gen 0, transient; it exited: normal)",
             "  supervisor 'pool' > 'c': expected a supervisor, found a Counter",
         ]
 
@@ -498,6 +512,68 @@ class TestSupervisorHelpers:
 
 
 # --- tracing ----------------------------------------------------------------------------
+
+
+class TestTraceMessages:
+    async def test_calls_casts_and_infos_in_mailbox_order(self) -> None:
+        async with counter() as ref:
+            ref.cast("incr")  # before the block: not traced
+            async with trace_messages(ref) as log:
+                ref.cast("incr")
+                assert log.summary() == [("cast", "incr")]  # as it is queued
+                ref.send("tick")
+                assert await ref.call("get") == 2
+                await ref.sync()  # no callback's message: not traced
+                await get_state(ref)
+            ref.cast("incr")  # after the block: not traced
+            assert log.summary() == [("cast", "incr"), ("info", "tick"), ("call", "get")]
+            assert log.of("cast") == ["incr"]
+            assert [m.kind for m in log.messages] == ["cast", "info", "call"]
+            times = [m.at for m in log.messages]
+            assert times == sorted(times)
+            assert repr(log).endswith(": 3 messages>")
+
+    async def test_wait_for_is_woken_by_each_message(self) -> None:
+        async with counter() as ref, trace_messages(ref) as log:
+
+            async def ticker() -> None:
+                for n in range(3):
+                    ref.send(("tick", n))
+                    await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                third = await log.wait_for("info", lambda m: m[0] == "tick", count=3)
+            assert third.message == ("tick", 2)
+            assert (await log.wait_for(message=("tick", 0))).kind == "info"  # logged before
+
+    async def test_wait_for_fails_when_the_server_exits(self) -> None:
+        async with counter() as ref, trace_messages(ref) as log:
+            ref.cast("explode")
+            with pytest.raises(
+                AssertionError,
+                match=r"expected 1 call\(s\) to <Counter.*>; it exited \(Boom\('explode'\)\) "
+                r"with 0; log: \[\('cast', 'explode'\)\]",
+            ):
+                await log.wait_for("call")
+
+    async def test_wait_for_times_out_and_ends_with_the_block(self, mock_clock: MockClock) -> None:
+        async with counter() as ref:
+            async with trace_messages(ref) as log:
+                ref.cast("incr")
+                with pytest.raises(
+                    AssertionError, match=r"expected 2 cast\(s\) matching 'incr' .* none within 3s"
+                ):
+                    await log.wait_for("cast", "incr", count=2, timeout=3)
+            with pytest.raises(AssertionError, match=r"the trace ended with 1"):
+                await log.wait_for("cast", "incr", count=2)
+
+    async def test_a_supervisor_receives_its_childrens_exits_as_infos(self) -> None:
+        async with supervisor(specs("a")) as sup, trace_messages(sup) as log:
+            await child(sup, "a").kill()
+            exit_ = await log.wait_for("info")
+            await wait_stable(sup)
+        assert type(exit_.message).__name__ == "_ChildExit"
 
 
 class TestTracing:
