@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,9 @@ class ForkServer:
         self._control = control
         self._stderr = stderr
         self._children: dict[int, ForkedProcess] = {}
-        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._lock = asyncio.Lock()
-        self._pending: dict[int, int] = {}  # spawn reply -> the stdin fd it carries
+        #: Requests waiting for their answer, by id (0: the ready message).
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
         self._lost: str | None = None
         self._pumps: list[asyncio.Task[None]] = []
         self._closed = False
@@ -89,7 +90,7 @@ class ForkServer:
 
     @property
     def alive(self) -> bool:
-        """False once it exited or its control socket closed."""
+        """False once it exited, stopped answering, or was closed."""
         return self._lost is None and not self._closed
 
     @classmethod
@@ -101,12 +102,14 @@ class ForkServer:
         cwd: str | Path | None = None,
         run_id: str = "",
         ready_timeout: float = 30.0,
-        on_spawn: Any = None,
+        on_spawn: Callable[[int], object] | None = None,
     ) -> ForkServer:
         """Start ``python -m snakepit.worker._forkserver`` and wait for its ready message.
 
-        :raises ForkServerError: it exited or did not report ready in time
-            (the message has its stderr tail); nothing is left running.
+        :param on_spawn: called with its pid as soon as the process exists.
+        :raises ForkServerError: it could not be started, exited, or did not
+            report ready in time (the message has its exit code and stderr
+            tail); nothing is left running.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [
@@ -141,33 +144,39 @@ class ForkServer:
         finally:
             theirs.close()
         ours.setblocking(False)
-        stderr: deque[str] = deque(maxlen=STDERR_LINES)
-        server = cls(proc, ours, stderr)
+        server = cls(proc, ours, deque(maxlen=STDERR_LINES))
+        loop = asyncio.get_running_loop()
         assert proc.stderr is not None
-        server._pumps.append(asyncio.get_running_loop().create_task(_pump(proc.stderr, stderr)))
-        asyncio.get_running_loop().add_reader(ours.fileno(), server._on_readable)
+        server._pumps.append(loop.create_task(_pump(proc.stderr, server._stderr)))
+        ready = server._waiting[0] = loop.create_future()
+        loop.add_reader(ours.fileno(), server._on_readable)
+        failure = None
         try:
             if on_spawn is not None:
                 on_spawn(proc.pid)
             try:
-                ready = await asyncio.wait_for(server._replies.get(), ready_timeout)
+                await asyncio.wait_for(ready, ready_timeout)
             except TimeoutError:
-                raise ForkServerError(
-                    f"fork server not ready within {ready_timeout:g}s{server._tail()}"
-                ) from None
-            if ready.get("op") != "ready":
-                raise ForkServerError(f"fork server did not start{server._tail()}")
+                failure = f"not ready within {ready_timeout:g}s"
+            except ForkServerError:
+                failure = "it exited before it was ready"
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await server.aclose(grace=0)
             raise
+        if failure is not None:
+            with anyio.CancelScope(shield=True):
+                await server.aclose(grace=0)  # reaped, and its stderr read to the end
+            raise ForkServerError(failure + server._tail())
         return server
 
     def _tail(self) -> str:
         code = self._proc.returncode
-        status = f" (exit code {code})" if code is not None else ""
+        status = f" (exit code {code})" if code is not None and code >= 0 else ""
+        if code is not None and code < 0:
+            status = f" (killed by {signal.Signals(-code).name})"
         tail = "\n".join(self._stderr)
-        return f"{status}: {tail}" if tail else status
+        return f"{status}\n--- stderr (last lines) ---\n{tail}" if tail else status
 
     def _on_readable(self) -> None:
         while True:
@@ -181,17 +190,20 @@ class ForkServer:
                 self._lose("the fork server exited")
                 return
             message = json.loads(data)
-            match message.get("op"):
-                case "exit":
-                    child = self._children.pop(message["pid"], None)
-                    if child is not None:
-                        # What is left of its process group goes too (its leader is reaped).
-                        _signal_group(child.pid, signal.SIGKILL)
-                        child._set_exit(int(message["code"]))
-                case _:  # ready, spawned, error: the answer to the request waiting
-                    self._replies.put_nowait(message)
+            if message.get("op") == "exit":
+                child = self._children.pop(message["pid"], None)
+                if child is not None:
+                    # What is left of its process group goes too (its leader is reaped).
+                    _signal_group(child.pid, signal.SIGKILL)
+                    child._set_exit(int(message["code"]))
+                continue
+            # ready, spawned, error: the answer to a request. Nobody waits for the
+            # answer of a cancelled spawn: its worker, its stdin closed, exits.
+            waiter = self._waiting.pop(int(message.get("id") or 0), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
 
-    def _lose(self, why: str) -> None:
+    def _lose(self, why: str, *, kill: bool = True) -> None:
         if self._lost is not None:
             return
         self._lost = why
@@ -200,42 +212,64 @@ class ForkServer:
         # Nobody reaps its workers now: kill them (they also got their parent-death
         # signal) and report them killed.
         for child in self._children.values():
-            _signal_group(child.pid, signal.SIGKILL)
+            if kill:
+                _signal_group(child.pid, signal.SIGKILL)
             child._set_exit(-signal.SIGKILL)
         self._children.clear()
-        self._replies.put_nowait({"op": "lost", "message": why})
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            if not waiter.done():
+                waiter.set_exception(ForkServerError(why))
 
     async def spawn(
-        self, argv: list[str], *, env: Mapping[str, str], cwd: str | Path | None
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | Path | None,
+        timeout: float = 30.0,
     ) -> tuple[ForkedProcess, int, int]:
         """Fork a worker running ``snakepit.worker`` with ``argv``.
 
         Returns the process and the host's ends of its stdout and stderr
         pipes (file descriptors the caller owns).
 
-        :raises ForkServerError: the server refused or is gone.
+        :raises ForkServerError: the server refused, is gone, or did not
+            answer within ``timeout`` seconds (then it is killed: a fork
+            server that hangs is of no use).
         """
+        if not self.alive:
+            raise ForkServerError(self._lost or "the fork server is closed")
+        rid = next(self._ids)
+        request = {"op": "spawn", "id": rid, "argv": argv, "env": dict(env), "cwd": str(cwd or "")}
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
         theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
         ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
-        request = {"op": "spawn", "argv": argv, "env": dict(env), "cwd": str(cwd or "")}
+        answer = self._waiting[rid] = asyncio.get_running_loop().create_future()
         try:
-            async with self._lock:  # replies come in the order of requests
-                if not self.alive:
-                    raise ForkServerError(self._lost or "the fork server is closed")
+            try:
                 socket.send_fds(self._control, [json.dumps(request).encode()], theirs)
-                reply = await self._replies.get()
+            except OSError as exc:
+                self._waiting.pop(rid, None)
+                raise ForkServerError(f"cannot reach the fork server: {exc}") from exc
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+            try:
+                reply = await asyncio.wait_for(asyncio.shield(answer), timeout)
+            except TimeoutError:
+                self._waiting.pop(rid, None)
+                answer.cancel()
+                self._lose(f"the fork server did not answer within {timeout:g}s")
+                _signal_group(self.pid, signal.SIGKILL)
+                raise ForkServerError(self._lost or "") from None
+            if reply.get("op") != "spawned":
+                raise ForkServerError(str(reply.get("message", reply)))
         except BaseException:
+            self._waiting.pop(rid, None)
             for fd in ours:
                 os.close(fd)
             raise
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        if reply.get("op") != "spawned":
-            for fd in ours:
-                os.close(fd)
-            raise ForkServerError(str(reply.get("message", reply)) + self._tail())
         child = ForkedProcess(int(reply["pid"]), ours[0])
         self._children[child.pid] = child
         return child, ours[1], ours[2]
@@ -254,9 +288,8 @@ class ForkServer:
         except TimeoutError:
             _signal_group(self._proc.pid, signal.SIGKILL)
             await self._proc.wait()
-        for child in self._children.values():  # reaped with the server, unreported
-            child._set_exit(-signal.SIGKILL)
-        self._children.clear()
+        # What it still ran was killed and reaped by it, unreported.
+        self._lose("the fork server is closed", kill=False)
         pumps = [t for t in self._pumps if not t.done()]
         if pumps:
             await asyncio.wait(pumps)

@@ -224,7 +224,9 @@ async def spawn_worker(
         *extra_args,
     ]
     if forkserver is not None:
-        child, stdout, stderr_stream = await _fork(forkserver, worker_id, args, env, cwd)
+        child, stdout, stderr_stream = await _fork(
+            forkserver, worker_id, args, env, cwd, ready_timeout
+        )
     else:
         child, stdout, stderr_stream = await _exec(python, args, env, cwd)
     stderr: deque[str] = deque(maxlen=STDERR_LINES)
@@ -289,12 +291,16 @@ async def _fork(
     args: list[str],
     env: Mapping[str, str] | None,
     cwd: str | Path | None,
+    timeout: float,
 ) -> _Started:
     # Shielded for the same reason as _exec: a fork the server made is reaped.
     with anyio.CancelScope(shield=True):
         try:
             child, out_fd, err_fd = await forkserver.spawn(
-                args, env=dict(env) if env is not None else dict(os.environ), cwd=cwd
+                args,
+                env=dict(env) if env is not None else dict(os.environ),
+                cwd=cwd,
+                timeout=timeout,
             )
         except ForkServerError as exc:
             raise WorkerStartError(

@@ -10,10 +10,11 @@ as clean as a fresh interpreter with those modules loaded.
 The host talks to it over a ``SOCK_SEQPACKET`` socket (``--control-fd``), one
 JSON message per packet:
 
-- host -> server: ``{"op": "spawn", "argv": [...], "env": {...}, "cwd": ...}``
+- host -> server: ``{"op": "spawn", "id": ID, "argv": [...], "env": {...}, "cwd": ...}``
   with three file descriptors (the worker's stdin, stdout, stderr);
 - server -> host: ``{"op": "ready", "pid": N}`` once, then for each spawn
-  ``{"op": "spawned", "pid": N}`` or ``{"op": "error", "message": ...}``, and
+  ``{"op": "spawned", "id": ID, "pid": N}`` or ``{"op": "error", "id": ID,
+  "message": ...}`` (``id``: the request's), and
   ``{"op": "exit", "pid": N, "code": C}`` when a worker exits (it reaps them;
   ``code`` as ``Popen.returncode``: negative for a signal).
 
@@ -98,16 +99,18 @@ class _Server:
                 os.close(fd)
             self.stopping = True  # the host closed the launcher
             return
+        rid = None
         try:
             request = json.loads(data)
+            rid = request.get("id")
             if request.get("op") != "spawn" or len(fds) != 3:
                 raise ValueError(f"unexpected request {data[:200]!r} with {len(fds)} fds")
             pid = self._fork(request, fds)
         except Exception as exc:
-            self.send({"op": "error", "message": f"{type(exc).__name__}: {exc}"})
+            self.send({"op": "error", "id": rid, "message": f"{type(exc).__name__}: {exc}"})
         else:
             self.children.add(pid)
-            self.send({"op": "spawned", "pid": pid})
+            self.send({"op": "spawned", "id": rid, "pid": pid})
         finally:
             for fd in fds:
                 os.close(fd)

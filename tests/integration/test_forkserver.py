@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from snakepit._client import WorkerClient
-from snakepit._forkserver import ForkServer
+from snakepit._forkserver import ForkServer, ForkServerError
 from snakepit._launch import spawn_worker
 from snakepit.errors import PoolStartError, WorkerError
 from snakepit.pool import Pool, WorkerExited
@@ -112,3 +112,23 @@ async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Pat
                 assert await worker.wait() == code
     finally:
         await server.aclose()
+
+
+async def test_a_fork_server_that_fails_at_start_reports_its_stderr(tmp_path: Path) -> None:
+    # An interpreter without snakepit's dependencies: the import fails.
+    expected = r"(?s)exited before it was ready.*exit code 1.*No module named"
+    with pytest.raises(ForkServerError, match=expected):
+        await ForkServer.start(python="/usr/bin/python3", cwd=tmp_path)
+
+
+async def test_a_fork_server_that_stops_answering_is_killed(tmp_path: Path) -> None:
+    server = await ForkServer.start(cwd=ROOT)
+    try:
+        os.kill(server.pid, signal.SIGSTOP)
+        with pytest.raises(ForkServerError, match=r"did not answer within 0\.5s"):
+            await server.spawn(["--adapter", ADAPTER], env=dict(os.environ), cwd=ROOT, timeout=0.5)
+        assert not server.alive
+    finally:
+        await server.aclose()
+    with pytest.raises(ForkServerError, match="did not answer"):
+        await server.spawn([], env={}, cwd=None)
