@@ -6,7 +6,8 @@ servers and supervisors (``assert_child_count``, ``assert_process_restarted``,
 seeded rng, leak checks, worker and stream helpers, and a pytest plugin
 (fixtures ``otp_sandbox``, ``chaos_rng``, ``snakepit_pool``...). See
 ``docs/testing.md``. :mod:`snakepit.testing.adapters` holds ready-made
-adapters for tests (Echo, Hang, Crash, SlowStart, FaultInjecting, Gated).
+adapters for tests (Echo, Hang, Crash, SlowStart, FaultInjecting,
+DirectedFaults, Gated).
 
 The helpers are imported on first use: adapters run inside worker
 processes, which import this package and must not pay for (or import) the

@@ -44,8 +44,6 @@ from snakepit.errors import (
 from snakepit.otp import ExitReason, ServerRef, SupervisorRef, is_abnormal
 from snakepit.otp._server import unwrapped_task_group
 from snakepit.pool import Pool
-from snakepit.testing.adapters import FaultInjecting
-from snakepit.worker import tool
 
 __all__ = (
     "ChaosOutcome",
@@ -53,7 +51,6 @@ __all__ = (
     "ChaosScenario",
     "ChaosSuiteReport",
     "ChildKill",
-    "DirectedFaults",
     "Exhaustion",
     "FaultReport",
     "InjectedCrash",
@@ -674,29 +671,6 @@ async def run_chaos_suite(
 # -- injected faults -------------------------------------------------------------------------
 
 
-class DirectedFaults(FaultInjecting):
-    """:class:`~snakepit.testing.adapters.FaultInjecting` whose caller may decide each fault.
-
-    ``maybe_fail(value, fail=True)`` raises, ``fail=False`` returns ``value``;
-    without ``fail`` the worker draws, as FaultInjecting does. The caller's
-    decision makes a run reproducible from the caller's seed alone, whichever
-    worker serves which call. Adapter path: ``snakepit.testing._chaos:DirectedFaults``.
-
-    ::
-
-        Pool("snakepit.testing._chaos:DirectedFaults", size=2, launcher=InProcessLauncher())
-    """
-
-    @tool
-    async def maybe_fail(self, value: Any = None, fail: bool | None = None) -> Any:
-        """Return ``value``, or raise ``RuntimeError("injected fault")`` (told to, or by chance)."""
-        if fail is None:
-            fail = self.rng.random() < self.rate
-        if fail:
-            raise RuntimeError("injected fault")
-        return value
-
-
 #: The seed of the rng :func:`inject_random_failures` draws the faults with when given none.
 DEFAULT_FAULT_SEED: Final = 0
 
@@ -815,7 +789,7 @@ async def inject_random_failures(
             try:
                 result = await pool.execute(tool, args)
             except (ToolNotFound, InvalidArguments) as exc:
-                hint = "" if rate is None else "; use DirectedFaults, or rate=None"
+                hint = "" if rate is None else "; use adapters.DirectedFaults, or rate=None"
                 raise ConfigError("tool", f"{tool!r} cannot be called so: {exc}{hint}") from exc
             except (RemoteError, WorkerCrashed, WorkerUnavailable):
                 counts["faults"] += 1

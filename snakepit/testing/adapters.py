@@ -16,7 +16,7 @@ from typing import Any
 
 from snakepit.worker import Adapter, Context, tool
 
-__all__ = ("Crash", "Echo", "FaultInjecting", "Gated", "Hang", "SlowStart")
+__all__ = ("Crash", "DirectedFaults", "Echo", "FaultInjecting", "Gated", "Hang", "SlowStart")
 
 
 class Echo(Adapter):
@@ -184,6 +184,27 @@ class FaultInjecting(Echo):
         if self.rng.random() < self.rate:
             if kind == "exit":
                 os._exit(70)
+            raise RuntimeError("injected fault")
+        return value
+
+
+class DirectedFaults(FaultInjecting):
+    """FaultInjecting whose caller may decide each fault: the adapter of ``inject_random_failures``.
+
+    ``maybe_fail(value, fail=True)`` raises, ``fail=False`` returns ``value``;
+    without ``fail`` the worker draws, as FaultInjecting does. The caller's
+    decision makes a run reproducible from the caller's seed alone, whichever
+    worker serves which call::
+
+        Pool("snakepit.testing.adapters:DirectedFaults", size=2)
+    """
+
+    @tool
+    async def maybe_fail(self, value: Any = None, fail: bool | None = None) -> Any:
+        """Return ``value``, or raise ``RuntimeError("injected fault")`` (told to, or by chance)."""
+        if fail is None:
+            fail = self.rng.random() < self.rate
+        if fail:
             raise RuntimeError("injected fault")
         return value
 

@@ -37,7 +37,7 @@ from snakepit.testing._chaos import (
 pytestmark = pytest.mark.anyio
 asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
-DIRECTED = "snakepit.testing._chaos:DirectedFaults"
+DIRECTED = "snakepit.testing.adapters:DirectedFaults"
 STOCK = "snakepit.testing.adapters:FaultInjecting"
 
 
