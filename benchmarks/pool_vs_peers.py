@@ -107,6 +107,7 @@ TARGET_CRASH_MS = 20.0
 
 SNAKEPIT = "snakepit.Pool"
 SNAKEPIT_MC = f"snakepit.Pool mc={MC_INFO}"
+SNAKEPIT_SPAWN = "snakepit.Pool spawn"
 PPE = "run_in_executor(PPE)"
 ANYIO = "anyio.to_process"
 MP_POOL = "multiprocessing.Pool"
@@ -160,10 +161,14 @@ def spawn_context() -> Any:
 
 
 @contextlib.asynccontextmanager
-async def open_snakepit(max_concurrency: int = 1) -> AsyncIterator[Calls]:
+async def open_snakepit(
+    max_concurrency: int = 1, start_method: str = "forkserver"
+) -> AsyncIterator[Calls]:
     from snakepit.pool import Pool
 
-    async with Pool(ADAPTER, size=WORKERS, max_concurrency=max_concurrency) as pool:
+    async with Pool(
+        ADAPTER, size=WORKERS, max_concurrency=max_concurrency, start_method=start_method
+    ) as pool:
 
         async def echo(data: bytes) -> Any:
             return await pool.execute("aecho", {"value": data})
@@ -273,6 +278,7 @@ def make_peers() -> tuple[list[Peer], list[str]]:
     peers = [
         Peer(SNAKEPIT, open_snakepit, "snakepit"),
         Peer(SNAKEPIT_MC, functools.partial(open_snakepit, MC_INFO), "snakepit"),
+        Peer(SNAKEPIT_SPAWN, functools.partial(open_snakepit, start_method="spawn"), "snakepit"),
         Peer(PPE, open_ppe, None),
         Peer(ANYIO, open_anyio, "anyio"),
         Peer(MP_POOL, open_mp_pool, None),
@@ -322,16 +328,16 @@ def child_cpu_s(pid: int) -> float:
 
 
 def children(*, live: bool = True) -> list[tuple[int, str]]:
-    """Our child processes (Linux), but resource trackers; zombies only if ``live`` is False.
+    """Our descendant processes (Linux), but resource trackers; zombies only if ``live`` is False.
 
-    A multiprocessing (or loky) resource tracker is no worker: it idles, and
-    exits when we do.
+    Descendants, not only children: snakepit's workers are forked by its fork
+    server, a child of ours. A multiprocessing (or loky) resource tracker is no
+    worker: it idles, and exits when we do.
     """
     proc = Path("/proc")
     if not proc.is_dir():
         return []
-    me = str(os.getpid())
-    found = []
+    every: dict[str, tuple[list[str], str]] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -340,11 +346,23 @@ def children(*, live: bool = True) -> list[tuple[int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             continue
-        if fields is None or fields[1] != me or "resource_tracker" in cmdline:
+        if fields is not None:
+            every[entry.name] = (fields, cmdline)
+    ours = {str(os.getpid())}
+    grew = True
+    while grew:  # parents before children in no particular order: until nothing is added
+        grew = False
+        for pid, (fields, _) in every.items():
+            if pid not in ours and fields[1] in ours:
+                ours.add(pid)
+                grew = True
+    found = []
+    for pid, (fields, cmdline) in every.items():
+        if pid == str(os.getpid()) or pid not in ours or "resource_tracker" in cmdline:
             continue
         if live and fields[0] == "Z":
             continue
-        found.append((int(entry.name), f"{fields[0]} {cmdline}"))
+        found.append((int(pid), f"{fields[0]} {cmdline}"))
     return found
 
 
