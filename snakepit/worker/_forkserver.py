@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
+import itertools
 import json
 import os
 import selectors
@@ -44,6 +46,8 @@ from . import _main
 from ._serving import WorkerStartupError
 
 __all__ = ("main", "run")
+
+_PR_SET_NAME = 15
 
 #: The largest control message (a spawn carries the worker's environment).
 MAX_MESSAGE = 1 << 20
@@ -127,6 +131,10 @@ class _Server:
         code = 1
         try:  # the worker: nothing below returns into the server's loop
             self._become_worker(fds, env, cwd)
+            # As ``python -m snakepit.worker ...`` would have it; and a name in
+            # ps/top (its command line is the server's).
+            sys.argv = [os.path.join(os.path.dirname(__file__), "__main__.py"), *argv]
+            _set_name(argv)
             _main.run([*argv, "--parent-pid", str(os.getppid())])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 2
@@ -179,6 +187,17 @@ class _Server:
                 _, status = os.waitpid(pid, 0)
                 self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
         self.children.clear()
+
+
+def _set_name(argv: list[str]) -> None:
+    """Name the process ``sp:<worker id>`` (Linux ``comm``, 15 bytes; best effort)."""
+    worker_id = "worker"
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--worker-id":
+            worker_id = value
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, f"sp:{worker_id}".encode()[:15], 0, 0, 0)
 
 
 def _noop(signum: int, frame: object) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from snakepit.testing.adapters import Echo
@@ -22,4 +24,6 @@ class Introspect(Echo):
             "sid": os.getsid(0),
             "cwd": os.getcwd(),
             "value": os.environ.get(variable),
+            "argv": sys.argv,
+            "name": Path("/proc/self/comm").read_text().strip(),
         }

@@ -40,11 +40,14 @@ async def test_a_worker_has_its_own_session_and_the_pools_env_and_cwd(
     assert seen["pgid"] == seen["sid"] == seen["pid"]  # a session and group of its own
     assert seen["cwd"] == str(tmp_path)
     assert seen["value"] == "from the pool"
+    assert seen["argv"][0].endswith("snakepit/worker/__main__.py")
+    assert seen["argv"][1:3] == ["--adapter", ADAPTER]
     if start_method == "spawn":
         assert seen["ppid"] == os.getpid()
     else:
         assert seen["ppid"] != os.getpid()  # forked by the pool's fork server,
         assert seen["ppid"] in ours  # which is ours
+        assert seen["name"] == "sp:w0"
 
 
 async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:
