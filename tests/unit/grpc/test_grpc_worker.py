@@ -1,4 +1,9 @@
-"""The worker process: ready line, lifecycle, parent death, bad adapters, tools."""
+"""The worker process: ready line, lifecycle, parent death, bad adapters, tools.
+
+The seed's gRPC worker examples and the readiness tests run their worker with
+the harness (``python_worker``, ``assert_healthy``); the tests of signals, exits
+and tools use the ``spawn`` and ``echo`` fixtures of conftest.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from snakepit.errors import (
     WorkerStartError,
     WorkerUnavailable,
 )
+from snakepit.testing import assert_healthy, python_worker
 from snakepit.worker import PROTOCOL_VERSION
 from tests._procs import wait_exit
 
@@ -37,6 +43,8 @@ anyio_backends = ("asyncio",)  # grpc.aio
 Echo = tuple[Served, WorkerClient]
 EchoProcess = tuple[WorkerProcess, WorkerClient]
 
+ECHO = "snakepit.testing.adapters:Echo"
+
 
 def make_fifo(directory: Path, name: str = "gate") -> Path:
     path = directory / name
@@ -44,43 +52,70 @@ def make_fifo(directory: Path, name: str = "gate") -> Path:
     return path
 
 
+class TestSeedExamples:
+    """The seed's "gRPC Worker Testing Pattern", on a real worker process.
+
+    The seed's setup waits for ``{:grpc_ready, port}`` instead of sleeping:
+    :func:`python_worker` enters once the worker printed its ready line, and
+    the port is the one the worker bound (``tcp:127.0.0.1:0``, read back from
+    that line), never a guessed ``50100 + rand(1000)``, which collides under
+    xdist. ``assert_genserver_responsive`` becomes :func:`assert_healthy` (the
+    worker's ``grpc.health.v1`` service). The seed's third example, "worker
+    recovers from server crash", is the pool's job here (its worker
+    supervisor starts a replacement process):
+    ``tests/unit/pool/test_seed_examples.py::test_a_killed_worker_is_restarted_by_the_worker_supervisor``.
+    """
+
+    async def test_worker_starts_grpc_server_and_connects(self) -> None:
+        async with python_worker(ECHO, listen="tcp:127.0.0.1:0") as w:
+            host, _, port = w.address.removeprefix("tcp:").rpartition(":")
+            assert host == "127.0.0.1"
+            assert int(port) > 0
+            assert w.ready["address"] == w.address
+            await assert_healthy(w.address)  # a connection of its own to that port
+            await assert_healthy(w)  # and w.client's
+        assert w.returncode == 0  # stopped by SIGTERM, cleanly
+
+    async def test_worker_handles_commands(self, sock_dir: Path) -> None:
+        async with python_worker(ECHO, tmp_dir=sock_dir) as w:
+            assert await w.client.execute("ping", timeout=5) == {"status": "pong"}
+
+
 class TestReady:
-    async def test_ready_line(self, spawn: Spawn, sock_dir: Path) -> None:
-        worker = await spawn(worker_id="alpha", run_id="run-1")
-        ready = worker.ready
-        assert ready["event"] == "ready"
-        assert ready["address"] == f"unix:{sock_dir}/w0.sock"
-        assert ready["pid"] == worker.pid
-        assert ready["worker_id"] == "alpha"
-        assert ready["run_id"] == "run-1"
-        assert ready["protocol_version"] == PROTOCOL_VERSION
-        assert {"ping", "echo", "count", "acount"} <= set(ready["tools"])
+    async def test_ready_line(self, sock_dir: Path) -> None:
+        # python_worker takes no run_id: the worker's last --run-id argument wins
+        run_id = ["--run-id", "run-1"]
+        async with python_worker(ECHO, tmp_dir=sock_dir, worker_id="alpha", extra_args=run_id) as w:
+            ready = w.ready
+            assert ready["event"] == "ready"
+            assert ready["address"] == w.address == f"unix:{sock_dir}/alpha.sock"
+            assert ready["pid"] == w.pid
+            assert ready["worker_id"] == "alpha"
+            assert ready["run_id"] == "run-1"
+            assert ready["protocol_version"] == PROTOCOL_VERSION
+            assert {"ping", "echo", "count", "acount"} <= set(ready["tools"])
 
-    async def test_socket_is_private(self, spawn: Spawn, sock_dir: Path) -> None:
-        worker = await spawn(listen=f"unix:{sock_dir}/sub/w.sock")
-        path = Path(worker.address[len("unix:") :])
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    async def test_socket_is_private(self, sock_dir: Path) -> None:
+        async with python_worker(ECHO, listen=f"unix:{sock_dir}/sub/w.sock") as w:
+            path = Path(w.address.removeprefix("unix:"))
+            assert path == sock_dir / "sub" / "w.sock"
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
-    async def test_shared_directory_is_refused(self, spawn: Spawn, sock_dir: Path) -> None:
+    async def test_shared_directory_is_refused(self, sock_dir: Path) -> None:
         shared = sock_dir / "shared"
         shared.mkdir(mode=0o755)
         shared.chmod(0o755)
         with pytest.raises(WorkerStartError, match="open to other users"):
-            await spawn(listen=f"unix:{shared}/w.sock")
-
-    async def test_tcp_port_zero(self, spawn: Spawn) -> None:
-        worker = await spawn(listen="tcp:127.0.0.1:0")
-        host, _, port = worker.address[len("tcp:") :].rpartition(":")
-        assert host == "127.0.0.1"
-        assert int(port) > 0
-        async with WorkerClient(worker.address) as client:
-            assert await client.execute("ping") == {"status": "pong"}
+            async with python_worker(ECHO, listen=f"unix:{shared}/w.sock"):
+                pytest.fail("the worker started")
 
     async def test_health_is_serving(self, echo: Echo) -> None:
-        _, client = echo
-        assert await client.health() == "SERVING"
-        assert await client.health("snakepit.v1.WorkerService") == "SERVING"
+        served, _ = echo
+        await assert_healthy(served.address)
+        await assert_healthy(served.address, service="snakepit.v1.WorkerService")
+        with pytest.raises(AssertionError, match="not healthy"):
+            await assert_healthy(served.address, service="no.such.Service")
 
 
 class TestBadAdapter:
@@ -95,10 +130,11 @@ class TestBadAdapter:
         ],
     )
     async def test_bad_adapter_exits_with_one_clear_line(
-        self, spawn: Spawn, adapter: str, expected: str
+        self, sock_dir: Path, adapter: str, expected: str
     ) -> None:
         with pytest.raises(WorkerStartError) as info:
-            await spawn(adapter)
+            async with python_worker(adapter, tmp_dir=sock_dir, cwd=ROOT):
+                pytest.fail("the worker started")
         error = info.value
         assert error.returncode not in (None, 0)
         last_line = error.stderr_tail.strip().splitlines()[-1]
@@ -106,10 +142,11 @@ class TestBadAdapter:
         assert expected in last_line
         assert "exited before its ready line" in str(error)
 
-    async def test_async_setup(self, spawn: Spawn) -> None:
-        worker = await spawn("tests.unit.grpc._adapters:AsyncSetup")
-        async with WorkerClient(worker.address) as client:
-            assert await client.execute("ready_flag") == "yes"
+    async def test_async_setup(self, sock_dir: Path) -> None:
+        async with python_worker(
+            "tests.unit.grpc._adapters:AsyncSetup", tmp_dir=sock_dir, cwd=ROOT
+        ) as w:
+            assert await w.client.execute("ready_flag") == "yes"
 
 
 class TestLifecycle:
