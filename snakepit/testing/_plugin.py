@@ -345,7 +345,7 @@ def chaos_rng(request: pytest.FixtureRequest) -> random.Random:
     failure) and kept in the report's ``user_properties`` as ``chaos_rng_seed``.
     Outside pytest, ``make_chaos_rng(base_seed, test_id)`` makes the same one.
     """
-    from ._chaos import chaos_seed
+    from ._seeds import chaos_seed
 
     base = _randomly_seed(request.config)
     nodeid = request.node.nodeid

@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine
 
 from snakepit.otp import GenServer, ServerRef
 
-from ._chaos import chaos_seed
+from ._seeds import chaos_seed
 
 __all__ = ("GenServerMachine", "Scenario", "ScenarioResult", "run_scenario")
 

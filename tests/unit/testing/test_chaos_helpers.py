@@ -20,7 +20,7 @@ from snakepit.errors import ConfigError, ServerExited
 from snakepit.otp import ChildSpec, GenServer, Restart, Strategy, Supervisor, SupervisorRef
 from snakepit.otp import SupervisorSpec as Spec
 from snakepit.pool import InProcessLauncher, Pool
-from snakepit.testing._chaos import (
+from snakepit.testing import (
     ChaosScenario,
     FaultReport,
     InjectedCrash,

@@ -26,7 +26,7 @@ from snakepit.otp import (
     SupervisorRef,
     SupervisorSpec,
 )
-from snakepit.testing._otp import (
+from snakepit.testing import (
     Recovery,
     assert_alive,
     assert_all_children_alive,

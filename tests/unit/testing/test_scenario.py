@@ -20,7 +20,7 @@ from trio.testing import MockClock
 
 from snakepit.errors import ServerExited
 from snakepit.otp import ChildSpec, GenServer, ServerRef, Supervisor, SupervisorRef, SupervisorSpec
-from snakepit.testing._chaos import chaos_kill_children
+from snakepit.testing import chaos_kill_children
 from snakepit.testing._scenario import GenServerMachine, Scenario, ScenarioResult, run_scenario
 
 pytestmark = pytest.mark.anyio
