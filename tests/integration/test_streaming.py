@@ -14,7 +14,9 @@ Nothing waits on a timer: a stream that must stay open waits on an event that
 is never set (``hang_stream``, ``awatched``) or on its call's cancellation
 (``watched``); every wait has a deadline. Each test uses one small pool and
 checks the cases of its kind one after the other on it, which also shows the
-worker is reusable after each.
+worker is reusable after each. What a stream must yield, to its end, is
+checked with the harness's ``assert_streaming_response`` (every item in order,
+then the end: a missing, wrong or extra item fails).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from contextlib import aclosing
+from collections.abc import Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 from snakepit.pool import InProcessLauncher, Pool
+from snakepit.testing import assert_streaming_response
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -49,6 +53,8 @@ ADAPTER = "tests.integration._stream_adapters:Streams"
 ROOT = str(Path(__file__).resolve().parents[2])
 #: Deadline of any one test body (a hang fails the test instead of the suite).
 DEADLINE = 20.0
+#: Deadline of one item of a stream, or of its end (the first waits for a free slot too).
+CHUNK_TIMEOUT = 5.0
 MIB = 1024 * 1024
 
 
@@ -82,6 +88,16 @@ async def collect(
     return received
 
 
+@contextmanager
+def noting(context: object) -> Iterator[None]:
+    """Name ``context`` in an AssertionError raised in the block (a loop's current case)."""
+    try:
+        yield
+    except AssertionError as exc:
+        exc.add_note(f"checking {context!r}")
+        raise
+
+
 def only_pid(pool: Pool) -> int:
     (worker,) = pool.workers()
     assert worker.pid is not None
@@ -112,11 +128,17 @@ class TestItems:
         async with Pool("snakepit.testing.adapters:Echo", size=1) as pool:
             with anyio.fail_after(DEADLINE):
                 for tool in ("count", "acount"):  # a sync and an async generator
-                    assert await collect(pool, tool, {"n": 100}) == list(range(100)), tool
-                    assert await collect(pool, tool, {"n": 1}) == [0], tool
-                    assert await collect(pool, tool, {"n": 0}) == [], tool  # empty
-                    items = await collect(pool, tool, {"n": 10}, timeout=10.0)  # ends in time
-                    assert items == list(range(10)), tool
+                    for n in (100, 1, 0):  # 0: an empty stream
+                        with noting((tool, n)):
+                            await assert_streaming_response(
+                                pool.stream(tool, {"n": n}), range(n), chunk_timeout=CHUNK_TIMEOUT
+                            )
+                    with noting((tool, "timeout=10")):  # a stream that ends in time
+                        await assert_streaming_response(
+                            pool.stream(tool, {"n": 10}, timeout=10.0),
+                            range(10),
+                            chunk_timeout=CHUNK_TIMEOUT,
+                        )
                 stats = pool.stats()
                 assert (stats.requests, stats.errors, stats.timeouts) == (8, 0, 0), stats
                 await assert_serves(pool)
@@ -137,8 +159,11 @@ class TestItems:
             with anyio.fail_after(DEADLINE):
                 with pytest.raises(PayloadTooLarge, match="over the"):
                     await collect(pool, "blobs", {"size": 2 * MIB, "n": 1})
-                items = await collect(pool, "blobs", {"size": 1024, "n": 2})
-                assert items == [b"\0" * 1024, b"\1" * 1024]
+                await assert_streaming_response(
+                    pool.stream("blobs", {"size": 1024, "n": 2}),
+                    [b"\0" * 1024, b"\1" * 1024],
+                    chunk_timeout=CHUNK_TIMEOUT,
+                )
                 await assert_serves(pool)
             assert only_worker(pool) == before  # the connection was unharmed
             assert pool.stats().crashes == 0
@@ -168,7 +193,7 @@ class TestItems:
                     assert await anext(items) == 0
                     assert pool.stats().idle == 0
                     assert pool.workers()[0].in_flight == 1
-                    assert [item async for item in items] == [1, 2]
+                    await assert_streaming_response(items, [1, 2], chunk_timeout=CHUNK_TIMEOUT)
                     assert pool.stats().idle == 1  # the end of the stream gave it back
                 await assert_serves(pool)
 
@@ -383,7 +408,9 @@ class TestCrash:
                     os.kill(busy.pid, signal.SIGKILL)
                     with pytest.raises(WorkerCrashed):
                         await anext(doomed)
-                    assert [item async for item in survivor] == ["s:1", "s:2"]
+                    await assert_streaming_response(
+                        survivor, ["s:1", "s:2"], chunk_timeout=CHUNK_TIMEOUT
+                    )
                 await pool.wait_ready()
                 assert busy.pid not in {w.pid for w in pool.workers()}
                 await assert_serves(pool)
@@ -422,9 +449,8 @@ class TestConcurrency:
                         assert await anext(a) == f"a:{i}"
                         assert await anext(b) == f"b:{i}"
                     assert pool.stats().idle == 0
-                    for stream in (a, b):
-                        with pytest.raises(StopAsyncIteration):
-                            await anext(stream)
+                    for stream in (a, b):  # and both end there
+                        await assert_streaming_response(stream, [], chunk_timeout=CHUNK_TIMEOUT)
                 await assert_serves(pool)
 
     async def test_a_stream_completes_while_another_runs_on_the_same_worker(self) -> None:
@@ -434,7 +460,9 @@ class TestConcurrency:
             with anyio.fail_after(DEADLINE):
                 async with aclosing(pool.stream("awatched", args)) as open_stream:
                     assert await anext(open_stream) == 0
-                    assert await collect(pool, "count", {"n": 50}) == list(range(50))
+                    await assert_streaming_response(
+                        pool.stream("count", {"n": 50}), range(50), chunk_timeout=CHUNK_TIMEOUT
+                    )
                     assert await pool.execute("echo", {"value": "x"}) == "x"
                     assert pool.workers()[0].in_flight == 1
                 assert await pool.execute("was_closed", args) is True
@@ -442,14 +470,20 @@ class TestConcurrency:
             assert only_worker(pool) == pid
 
     async def test_many_concurrent_streams(self) -> None:
-        results: dict[str, list[Any]] = {}
+        finished: set[str] = set()
         echoes: dict[int, Any] = {}
         async with make_pool(size=2, max_concurrency=3) as pool:
             with anyio.fail_after(DEADLINE):
 
                 async def consume(tag: str, n: int) -> None:
                     tool = "tagged" if n % 2 else "atagged"
-                    results[tag] = await collect(pool, tool, {"tag": tag, "n": n})
+                    with noting(tag):
+                        await assert_streaming_response(
+                            pool.stream(tool, {"tag": tag, "n": n}),
+                            [f"{tag}:{i}" for i in range(n)],
+                            chunk_timeout=CHUNK_TIMEOUT,
+                        )
+                    finished.add(tag)
 
                 async def call(i: int) -> None:
                     echoes[i] = await pool.execute("echo", {"value": i})
@@ -458,7 +492,7 @@ class TestConcurrency:
                     for k in range(16):
                         tg.start_soon(consume, f"s{k}", 20 + k)
                         tg.start_soon(call, k)
-                assert results == {f"s{k}": [f"s{k}:{i}" for i in range(20 + k)] for k in range(16)}
+                assert finished == {f"s{k}" for k in range(16)}
                 assert echoes == {k: k for k in range(16)}
                 stats = pool.stats()
                 assert (stats.requests, stats.errors, stats.crashes) == (32, 0, 0), stats
