@@ -1,10 +1,14 @@
 """Chaos: worker processes killed under load; every call still ends, typed, and nothing leaks.
 
-The kill storm is seeded: the seed is pytest-randomly's when it runs (so
-``-p randomly --randomly-seed=N`` replays one), else :data:`FIXED_SEED`; every
-assertion message names it. Nothing here waits on a timer: the storm waits
-for calls to complete, for the killed Worker servers to exit and for
-``pool.wait_ready()``; every wait has a deadline.
+The kill storm runs on the harness: its randomness is the ``chaos_rng``
+fixture (pytest-randomly's seed and the test id: ``-p randomly
+--randomly-seed=N`` replays one; the seed is printed and named in every
+assertion message), its rounds alternate a SIGKILL of worker processes from
+outside (the pool must notice) and ``chaos_kill_children`` (the pool's Worker
+servers killed, their processes with them), and ``assert_chaos_resilient``
+checks the pool is whole again and serves. Nothing here waits on a timer: the
+storm waits for calls to complete, for the killed Worker servers to exit and
+for ``pool.wait_ready()``; every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import anyio
 import pytest
 
 from snakepit.errors import SnakepitError, WorkerCrashed, WorkerUnavailable
-from snakepit.pool import Pool, Worker
+from snakepit.pool import Pool, PoolStats, Worker
+from snakepit.testing import assert_chaos_resilient, chaos_kill_children
 
 from ._support import (
     CALL_DEADLINE,
@@ -40,11 +45,13 @@ from ._support import (
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
-#: The storm: workers, concurrent callers, kill rounds, successful calls between kills.
+#: The storm: workers, concurrent callers, successful calls between kills.
 SIZE = 3
 CALLERS = 60
-ROUNDS = 2
 CALLS_BETWEEN_KILLS = 30
+#: How each round kills 1..SIZE random workers: their processes SIGKILLed from
+#: outside, or their Worker servers killed by the harness's chaos_kill_children.
+ROUNDS = ("outside", "chaos_kill_children")
 
 
 class Progress:
@@ -66,9 +73,11 @@ class Progress:
         await self._reached.wait()
 
 
-async def test_kill_storm_under_load(seed: int) -> None:
-    rng = random.Random(seed)
-    tag = f"[seed {seed}: replay with -p randomly --randomly-seed={seed}]"
+async def test_kill_storm_under_load(
+    chaos_rng: random.Random, request: pytest.FixtureRequest
+) -> None:
+    rng = chaos_rng
+    tag = f"[chaos_rng seed {dict(request.node.user_properties)['chaos_rng_seed']}]"
     before = child_pids()
     progress = Progress()
     typed: Counter[str] = Counter()
@@ -77,98 +86,112 @@ async def test_kill_storm_under_load(seed: int) -> None:
     wrong: list[tuple[Any, Any]] = []
     hung: list[Any] = []
     killed: list[int] = []
-    plan: list[int] = []
+    plan: list[tuple[str, int]] = []
+    stop = anyio.Event()
+
+    async def caller(pool: Pool, i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            value: Any = [i, n]
+            n += 1
+            try:
+                with anyio.fail_after(CALL_DEADLINE):
+                    if i % 4 == 3:  # a quarter of the callers use streams
+                        value = [0, 1, 2]
+                        async with aclosing(pool.stream("count", {"n": 3})) as items:
+                            result = [item async for item in items]
+                    else:
+                        result = await pool.execute("echo", {"value": value})
+            except TYPED as exc:
+                typed[type(exc).__name__] += 1
+                if isinstance(exc, WorkerCrashed):
+                    crashes.append(exc)
+            except TimeoutError:  # the deadline above, not ExecutionTimeout
+                hung.append(value)
+                return
+            except Exception as exc:
+                untyped.append(exc)
+            else:
+                if result != value:
+                    wrong.append((value, result))
+                progress.tick()
+
+    async def kill_round(pool: Pool, how: str) -> None:
+        """Kill 1..SIZE random workers, ``how`` says how; return once all are replaced."""
+        live = live_workers(pool)
+        assert len(live) == SIZE, f"{tag} {live}"
+        count = rng.randint(1, SIZE)
+        plan.append((how, count))
+        if how == "outside":
+            victims = rng.sample(live, count)
+            killed.extend(pid_of(w) for w in victims)
+            await kill_and_wait_replaced(pool, victims)
+        else:  # waits until stable and ready, checks each victim came back
+            pids = {w.worker_id: pid_of(w) for w in live}
+            report = await chaos_kill_children(
+                pool, rounds=1, rng=rng, per_round=count, timeout=RECOVERY_DEADLINE
+            )
+            assert len(report.kills) == count, f"{tag} {report}"
+            killed.extend(pids[str(kill.child_id)] for kill in report.kills)
+        assert pool.stats().ready == SIZE, f"{tag} {pool.stats()}"
+
+    async def storm(pool: Pool) -> None:
+        """The chaos: callers keep the pool busy through the kill rounds; then check each call."""
+        async with anyio.create_task_group() as tg:
+            for i in range(CALLERS):
+                tg.start_soon(caller, pool, i)
+            for how in ROUNDS:
+                with anyio.fail_after(RECOVERY_DEADLINE):
+                    await progress.more(CALLS_BETWEEN_KILLS)  # the load is flowing
+                await kill_round(pool, how)
+            stop.set()
+        # a stray CancelledError in a task cancels the group without an error
+        assert stop.is_set(), f"{tag} the storm was cut short"
+        check_outcomes(pool.stats(), f"{tag} kills per round {plan}")
+
+    def check_outcomes(stats: PoolStats, tag: str) -> None:
+        """Every call ended with its result or a typed error; the pool is whole, no slot lost."""
+        assert hung == [], f"{tag} calls with no outcome after {CALL_DEADLINE}s: {hung[:5]}"
+        assert untyped == [], f"{tag} untyped errors: {untyped[:5]!r}"
+        assert wrong == [], f"{tag} wrong results: {wrong[:5]}"
+        assert sum(typed.values()) >= 1, f"{tag} the storm hit no call: {stats}"
+        for crash in crashes:
+            assert crash.returncode == -signal.SIGKILL, f"{tag} {crash}"
+            assert crash.pid in killed, f"{tag} {crash} names no killed pid {killed}"
+            assert "SIGKILL" in str(crash), f"{tag} {crash}"
+        # every worker replaced once, every slot back
+        assert stats.ready == SIZE, f"{tag} {stats}"
+        assert stats.restarts == len(killed), f"{tag} {stats}"
+        assert stats.queued == 0, f"{tag} {stats}"
+        assert stats.idle == SIZE, f"{tag} a slot leaked or doubled: {stats}"
+        assert stats.requests == progress.count + sum(typed.values()), f"{tag} {stats}"
+        assert stats.crashes == typed["WorkerCrashed"] + typed["WorkerUnavailable"], (
+            f"{tag} {typed} {stats}"
+        )
+
+    async def serves_on_every_worker(pool: Pool) -> None:
+        """The replacements are new processes, and the pool serves again, on every worker."""
+        live_pids = {pid_of(w) for w in live_workers(pool)}
+        assert live_pids.isdisjoint(killed), f"{tag} {live_pids} {killed}"
+        results: dict[int, Any] = {}
+
+        async def after(i: int) -> None:
+            results[i] = await pool.execute("echo", {"value": i})
+
+        with anyio.fail_after(CALL_DEADLINE):
+            async with anyio.create_task_group() as tg:
+                for i in range(4 * SIZE):
+                    tg.start_soon(after, i)
+        assert results == {i: i for i in range(4 * SIZE)}, tag
+        assert pool.stats().errors == 0, f"{tag} {pool.stats()}"
 
     with anyio.fail_after(TEST_DEADLINE):
-        async with make_pool(size=SIZE, max_restarts=10 * SIZE * ROUNDS) as pool:
-            stop = anyio.Event()
-
-            async def caller(i: int) -> None:
-                n = 0
-                while not stop.is_set():
-                    value: Any = [i, n]
-                    n += 1
-                    try:
-                        with anyio.fail_after(CALL_DEADLINE):
-                            if i % 4 == 3:  # a quarter of the callers use streams
-                                value = [0, 1, 2]
-                                async with aclosing(pool.stream("count", {"n": 3})) as items:
-                                    result = [item async for item in items]
-                            else:
-                                result = await pool.execute("echo", {"value": value})
-                    except TYPED as exc:
-                        typed[type(exc).__name__] += 1
-                        if isinstance(exc, WorkerCrashed):
-                            crashes.append(exc)
-                    except TimeoutError:  # the deadline above, not ExecutionTimeout
-                        hung.append(value)
-                        return
-                    except Exception as exc:
-                        untyped.append(exc)
-                    else:
-                        if result != value:
-                            wrong.append((value, result))
-                        progress.tick()
-
-            async def storm() -> None:
-                for _ in range(ROUNDS):
-                    with anyio.fail_after(RECOVERY_DEADLINE):
-                        await progress.more(CALLS_BETWEEN_KILLS)  # the load is flowing
-                    live = live_workers(pool)
-                    assert len(live) == SIZE, f"{tag} {live}"
-                    victims = rng.sample(live, rng.randint(1, SIZE))
-                    plan.append(len(victims))
-                    killed.extend(pid_of(w) for w in victims)
-                    await kill_and_wait_replaced(pool, victims)
-                    assert pool.stats().ready == SIZE, f"{tag} {pool.stats()}"
-                stop.set()
-
-            async with anyio.create_task_group() as tg:
-                for i in range(CALLERS):
-                    tg.start_soon(caller, i)
-                tg.start_soon(storm)
-
-            tag = f"{tag} kills per round {plan}"
-            # a stray CancelledError in a task cancels the group without an error
-            assert stop.is_set(), f"{tag} the storm was cut short"
-            stats = pool.stats()
-            assert hung == [], f"{tag} calls with no outcome after {CALL_DEADLINE}s: {hung[:5]}"
-            assert untyped == [], f"{tag} untyped errors: {untyped[:5]!r}"
-            assert wrong == [], f"{tag} wrong results: {wrong[:5]}"
-            assert sum(typed.values()) >= 1, f"{tag} the storm hit no call: {stats}"
-            for crash in crashes:
-                assert crash.returncode == -signal.SIGKILL, f"{tag} {crash}"
-                assert crash.pid in killed, f"{tag} {crash} names no killed pid {killed}"
-                assert "SIGKILL" in str(crash), f"{tag} {crash}"
-
-            # the pool is whole again: every worker replaced once, every slot back
-            assert stats.ready == SIZE, f"{tag} {stats}"
-            assert stats.restarts == len(killed), f"{tag} {stats}"
-            assert stats.queued == 0, f"{tag} {stats}"
-            assert stats.idle == SIZE, f"{tag} a slot leaked or doubled: {stats}"
-            assert stats.requests == progress.count + sum(typed.values()), f"{tag} {stats}"
-            assert stats.crashes == typed["WorkerCrashed"] + typed["WorkerUnavailable"], (
-                f"{tag} {typed} {stats}"
-            )
-            live_pids = {pid_of(w) for w in live_workers(pool)}
-            assert live_pids.isdisjoint(killed), f"{tag} {live_pids} {killed}"
-
-            # and it serves again, on every worker
-            results: dict[int, Any] = {}
-
-            async def after(i: int) -> None:
-                results[i] = await pool.execute("echo", {"value": i})
-
-            with anyio.fail_after(CALL_DEADLINE):
-                async with anyio.create_task_group() as tg:
-                    for i in range(4 * SIZE):
-                        tg.start_soon(after, i)
-            assert results == {i: i for i in range(4 * SIZE)}, tag
-            assert pool.stats().errors == 0, f"{tag} {pool.stats()}"
+        async with make_pool(size=SIZE, max_restarts=10 * SIZE * len(ROUNDS)) as pool:
+            await assert_chaos_resilient(pool, storm, serves_on_every_worker, timeout=TEST_DEADLINE)
     assert child_pids() - before == set(), f"{tag} orphan workers after the pool exited"
 
 
-async def test_storm_seed_is_pytest_randomly_seed(
+async def test_the_seed_fixture_is_pytest_randomly_seed(
     seed: int, request: pytest.FixtureRequest
 ) -> None:
     value = request.config.getoption("randomly_seed", default=None)
