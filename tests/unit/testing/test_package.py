@@ -60,7 +60,7 @@ def test_importing_the_package_imports_no_helper_module() -> None:
 
 def test_the_fixtures_are_listed_with_their_docstrings(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
-    result = pytester.runpytest_subprocess("-p", "snakepit.testing", "--fixtures")
+    result = pytester.runpytest("-p", "snakepit.testing", "--fixtures")
     assert result.ret == 0
     result.stdout.fnmatch_lines(
         [
