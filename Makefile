@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	# Likewise pytest's assertion-rewritten bytecode (pytest 9 rewrites the whole
 	# package of an editable install's plugin, and the tests): written once here,
 	# not by every xdist process of the first run at the same time.
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest --collect-only -q -p no:randomly tests > /dev/null
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest --collect-only -q -p no:randomly tests \
+		> $(VENV)/collect.log || { cat $(VENV)/collect.log; exit 1; }
 	# And hypothesis's unicode tables (.hypothesis/unicode_data), built on the
 	# first use of st.text(): ~0.8 s of CPU in each xdist process otherwise.
 	$(BIN)/python -c "from hypothesis import given, strategies as st; given(st.text())(lambda s: None)()"

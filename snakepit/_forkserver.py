@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -35,29 +36,83 @@ class ForkServerError(Exception):
     """The fork server failed or is gone (the launcher turns it into WorkerStartError)."""
 
 
+#: Seconds a host waits for the server's report of a worker it saw exit (a pidfd).
+REPORT_GRACE = 2.0
+
+
 class ForkedProcess:
     """A worker forked by a :class:`ForkServer`: its pid, its stdin, its exit code.
 
     The fork server is its parent and reaps it; :attr:`returncode` is set
-    from the server's report (negative: the signal that killed it).
+    from the server's report (negative: the signal that killed it). The host
+    also holds a pidfd of it: signals never hit a reused pid, and an exit the
+    server fails to report (it is stopped, or gone) is still seen.
     """
 
-    def __init__(self, pid: int, stdin_fd: int) -> None:
+    def __init__(self, pid: int, pidfd: int, stdin_fd: int | None, server: ForkServer) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self._stdin_fd: int | None = stdin_fd
+        #: Why the host reports it dead without the server's word, if so.
+        self.lost_reason: str | None = None
+        self._pidfd: int | None = pidfd
+        self._stdin_fd = stdin_fd
+        self._server = server
         self._exited = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
 
-    def _set_exit(self, code: int) -> None:
+    def _set_exit(self, code: int, lost: str | None = None) -> None:
         if self.returncode is None:
             self.returncode = code
+            self.lost_reason = lost
         self._exited.set()
+        if self._watcher is None:
+            self._close_pidfd()
+
+    def _close_pidfd(self) -> None:
+        fd, self._pidfd = self._pidfd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _has_exited(self) -> bool:
+        if self.returncode is not None or self._pidfd is None:
+            return self.returncode is not None
+        readable, _, _ = select.select([self._pidfd], [], [], 0)
+        return bool(readable)
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to its process group, unless it has exited (its pid may be reused)."""
+        if not self._has_exited():
+            _signal_group(self.pid, signum)
 
     async def wait(self) -> int:
-        """Wait for the server's report of its exit; return the exit code."""
+        """Wait for its exit code: the server's report, or a loss of the server."""
+        if not self._exited.is_set() and self._pidfd is not None and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(self._pidfd))
         await self._exited.wait()
         assert self.returncode is not None
         return self.returncode
+
+    async def _watch(self, pidfd: int) -> None:
+        # One per process, whoever waits: its exit seen on the pidfd, then the
+        # server's report expected soon after.
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(pidfd, _wake, gone)
+        report: asyncio.Future[Any] = loop.create_task(self._exited.wait())
+        try:
+            await asyncio.wait([gone, report], return_when=asyncio.FIRST_COMPLETED)
+            if not report.done():  # exited, unreported: the server must answer soon
+                await asyncio.wait([report], timeout=REPORT_GRACE)
+        finally:
+            loop.remove_reader(pidfd)
+            report.cancel()
+            self._watcher = None
+        if not self._exited.is_set():
+            self._server._lose(
+                f"the fork server did not report the exit of worker pid {self.pid}"
+                f" within {REPORT_GRACE:g}s"
+            )
+        self._close_pidfd()
 
     def close_stdin(self) -> None:
         """Close the host's end of its stdin (EOF tells a worker the host is gone)."""
@@ -70,14 +125,21 @@ class ForkServer:
     """One running fork server; start with :meth:`start`, stop with :meth:`aclose`."""
 
     def __init__(
-        self, proc: asyncio.subprocess.Process, control: socket.socket, stderr: deque[str]
+        self,
+        proc: asyncio.subprocess.Process,
+        control: socket.socket,
+        stderr: deque[str],
+        env: dict[str, str],
     ) -> None:
         self._proc = proc
         self._control = control
         self._stderr = stderr
+        #: The environment it runs with, which its workers inherit.
+        self.env = env
         self._children: dict[int, ForkedProcess] = {}
-        #: Requests waiting for their answer, by id (0: the ready message).
-        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        #: Requests waiting for their answer, by id (0: the ready message), with
+        #: the stdin fd of the worker asked for.
+        self._waiting: dict[int, tuple[asyncio.Future[Any], int | None]] = {}
         self._ids = itertools.count(1)
         self._lost: str | None = None
         self._pumps: list[asyncio.Task[None]] = []
@@ -87,6 +149,11 @@ class ForkServer:
     def pid(self) -> int:
         """The server's pid."""
         return self._proc.pid
+
+    @property
+    def idle(self) -> bool:
+        """True while no worker it forked is running."""
+        return not self._children
 
     @property
     def alive(self) -> bool:
@@ -106,11 +173,13 @@ class ForkServer:
     ) -> ForkServer:
         """Start ``python -m snakepit.worker._forkserver`` and wait for its ready message.
 
+        :param env: its environment, and its workers' (default: the host's).
         :param on_spawn: called with its pid as soon as the process exists.
         :raises ForkServerError: it could not be started, exited, or did not
             report ready in time (the message has its exit code and stderr
             tail); nothing is left running.
         """
+        env = dict(env) if env is not None else dict(os.environ)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [
             python or sys.executable,
@@ -131,7 +200,7 @@ class ForkServer:
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,
-                    env=dict(env) if env is not None else None,
+                    env=env,
                     cwd=cwd,
                     pass_fds=(theirs.fileno(),),
                 )
@@ -144,11 +213,12 @@ class ForkServer:
         finally:
             theirs.close()
         ours.setblocking(False)
-        server = cls(proc, ours, deque(maxlen=STDERR_LINES))
+        server = cls(proc, ours, deque(maxlen=STDERR_LINES), env)
         loop = asyncio.get_running_loop()
         assert proc.stderr is not None
         server._pumps.append(loop.create_task(_pump(proc.stderr, server._stderr)))
-        ready = server._waiting[0] = loop.create_future()
+        ready: asyncio.Future[Any] = loop.create_future()
+        server._waiting[0] = (ready, None)
         loop.add_reader(ours.fileno(), server._on_readable)
         failure = None
         try:
@@ -181,43 +251,69 @@ class ForkServer:
     def _on_readable(self) -> None:
         while True:
             try:
-                data = self._control.recv(65536)
+                data, fds, _flags, _addr = socket.recv_fds(self._control, 65536, 1)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:
-                self._lose("the fork server exited")
+                for fd in fds:
+                    os.close(fd)
+                self._lose("the fork server exited", kill_server=False)
                 return
-            message = json.loads(data)
-            if message.get("op") == "exit":
-                child = self._children.pop(message["pid"], None)
-                if child is not None:
-                    # What is left of its process group goes too (its leader is reaped).
-                    _signal_group(child.pid, signal.SIGKILL)
-                    child._set_exit(int(message["code"]))
-                continue
-            # ready, spawned, error: the answer to a request. Nobody waits for the
-            # answer of a cancelled spawn: its worker, its stdin closed, exits.
-            waiter = self._waiting.pop(int(message.get("id") or 0), None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(message)
+            try:
+                self._on_message(json.loads(data), fds)
+            except (ValueError, KeyError, TypeError) as exc:
+                for fd in fds:
+                    os.close(fd)
+                self._lose(f"the fork server sent an unreadable message: {exc}")
+                return
 
-    def _lose(self, why: str, *, kill: bool = True) -> None:
+    def _on_message(self, message: dict[str, Any], fds: list[int]) -> None:
+        op = message["op"]
+        if op == "exit":
+            child = self._children.pop(int(message["pid"]), None)
+            if child is not None:
+                child._set_exit(int(message["code"]))
+            return
+        waiter, stdin_fd = self._waiting.pop(int(message.get("id") or 0), (None, None))
+        if op == "spawned":
+            (pidfd,) = fds
+            # Registered now, before anything else is read: its exit report may
+            # be in the very next message.
+            child = ForkedProcess(int(message["pid"]), pidfd, stdin_fd, self)
+            self._children[child.pid] = child
+            if waiter is None or waiter.done():  # its spawn was cancelled
+                child.signal_group(signal.SIGKILL)
+                child.close_stdin()
+            else:
+                waiter.set_result(child)
+        elif waiter is not None and not waiter.done():
+            if op == "ready":
+                waiter.set_result(message)
+            else:
+                waiter.set_exception(ForkServerError(str(message.get("message", message))))
+
+    def _lose(self, why: str, *, kill: bool = True, kill_server: bool = True) -> None:
+        """The server is gone or useless: every worker it ran is reported dead (and killed)."""
         if self._lost is not None:
             return
         self._lost = why
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self._control.fileno())
-        # Nobody reaps its workers now: kill them (they also got their parent-death
-        # signal) and report them killed.
+        if kill_server and self._proc.returncode is None:
+            _signal_group(self.pid, signal.SIGKILL)  # it cannot be trusted any more
+        # Nobody reaps its workers now (its own parent-death signal stops each):
+        # kill them, and report them killed.
         for child in self._children.values():
             if kill:
-                _signal_group(child.pid, signal.SIGKILL)
-            child._set_exit(-signal.SIGKILL)
+                child.signal_group(signal.SIGKILL)
+            child._set_exit(-signal.SIGKILL, lost=why)
         self._children.clear()
         waiting, self._waiting = self._waiting, {}
-        for waiter in waiting.values():
+        for waiter, stdin_fd in waiting.values():
+            if stdin_fd is not None:
+                os.close(stdin_fd)
             if not waiter.done():
                 waiter.set_exception(ForkServerError(why))
 
@@ -225,8 +321,8 @@ class ForkServer:
         self,
         argv: list[str],
         *,
-        env: Mapping[str, str],
-        cwd: str | Path | None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
         timeout: float = 30.0,
     ) -> tuple[ForkedProcess, int, int]:
         """Fork a worker running ``snakepit.worker`` with ``argv``.
@@ -234,6 +330,9 @@ class ForkServer:
         Returns the process and the host's ends of its stdout and stderr
         pipes (file descriptors the caller owns).
 
+        :param env: the worker's environment (default: the server's; another
+            one travels with the request and must fit in a message).
+        :param cwd: its directory (default: the host's current one).
         :raises ForkServerError: the server refused, is gone, or did not
             answer within ``timeout`` seconds (then it is killed: a fork
             server that hangs is of no use).
@@ -241,58 +340,94 @@ class ForkServer:
         if not self.alive:
             raise ForkServerError(self._lost or "the fork server is closed")
         rid = next(self._ids)
-        request = {"op": "spawn", "id": rid, "argv": argv, "env": dict(env), "cwd": str(cwd or "")}
-        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
-        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
-        ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
-        answer = self._waiting[rid] = asyncio.get_running_loop().create_future()
+        request: dict[str, Any] = {"op": "spawn", "id": rid, "argv": argv}
+        request["cwd"] = str(cwd if cwd is not None else os.getcwd())
+        if env is not None and dict(env) != self.env:
+            request["env"] = dict(env)
+        data = json.dumps(request).encode()
+        pipes: list[tuple[int, int]] = []
+        try:
+            for _ in range(3):
+                pipes.append(os.pipe2(os.O_CLOEXEC))
+        except OSError as exc:
+            for fd in itertools.chain.from_iterable(pipes):
+                os.close(fd)
+            raise ForkServerError(f"cannot make the worker's pipes: {exc}") from exc
+        # Its stdin, stdout, stderr: the worker's ends go to it, ours stay.
+        (in_r, in_w), (out_r, out_w), (err_r, err_w) = pipes
+        theirs, ours = [in_r, out_w, err_w], [in_w, out_r, err_r]
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        self._waiting[rid] = (answer, ours[0])
         try:
             try:
-                socket.send_fds(self._control, [json.dumps(request).encode()], theirs)
-            except OSError as exc:
-                self._waiting.pop(rid, None)
-                raise ForkServerError(f"cannot reach the fork server: {exc}") from exc
+                await self._send(data, theirs)
             finally:
                 for fd in theirs:
                     os.close(fd)
             try:
-                reply = await asyncio.wait_for(asyncio.shield(answer), timeout)
+                child = await asyncio.wait_for(asyncio.shield(answer), timeout)
             except TimeoutError:
-                self._waiting.pop(rid, None)
-                answer.cancel()
                 self._lose(f"the fork server did not answer within {timeout:g}s")
-                _signal_group(self.pid, signal.SIGKILL)
                 raise ForkServerError(self._lost or "") from None
-            if reply.get("op") != "spawned":
-                raise ForkServerError(str(reply.get("message", reply)))
         except BaseException:
-            self._waiting.pop(rid, None)
-            for fd in ours:
+            if self._waiting.pop(rid, None) is not None:  # else _lose or the answer took it
+                os.close(ours[0])
+            if answer.done() and not answer.cancelled() and answer.exception() is None:
+                orphan = answer.result()  # it came just as we gave up: it goes
+                orphan.signal_group(signal.SIGKILL)
+                orphan.close_stdin()
+            for fd in ours[1:]:
                 os.close(fd)
             raise
-        child = ForkedProcess(int(reply["pid"]), ours[0])
-        self._children[child.pid] = child
+        assert isinstance(child, ForkedProcess)
         return child, ours[1], ours[2]
+
+    async def _send(self, data: bytes, fds: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                socket.send_fds(self._control, [data], fds)
+                return
+            except BlockingIOError:  # its socket is full: wait for room
+                room: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(self._control.fileno(), _wake, room)
+                try:
+                    await room
+                finally:
+                    loop.remove_writer(self._control.fileno())
+            except OSError as exc:
+                raise ForkServerError(f"cannot reach the fork server: {exc}") from exc
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Close the control socket: the server kills what it still runs and exits; reap it."""
-        if not self._closed:
-            self._closed = True
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(self._control.fileno())
-            self._control.close()
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
+        clean = False
         try:
-            await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
-        except TimeoutError:
-            _signal_group(self._proc.pid, signal.SIGKILL)
-            await self._proc.wait()
-        # What it still ran was killed and reaped by it, unreported.
-        self._lose("the fork server is closed", kill=False)
+            if not self._closed:
+                self._closed = True
+                with contextlib.suppress(ValueError, OSError):
+                    asyncio.get_running_loop().remove_reader(self._control.fileno())
+                self._control.close()
+                if self._proc.stdin is not None:
+                    self._proc.stdin.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+                clean = True
+            except TimeoutError:
+                _signal_group(self._proc.pid, signal.SIGKILL)
+                await self._proc.wait()
+        finally:
+            # Exited by itself: it killed and reaped what it still ran (unreported).
+            # Otherwise what it ran is killed here.
+            self._lose("the fork server is closed", kill=not clean, kill_server=False)
         pumps = [t for t in self._pumps if not t.done()]
         if pumps:
             await asyncio.wait(pumps)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _signal_group(pgid: int, signum: int) -> None:

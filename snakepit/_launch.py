@@ -46,6 +46,10 @@ class _Child(Protocol):
 
     def close_stdin(self) -> None: ...
 
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to its process group (not once it is known to be reaped)."""
+        ...
+
 
 class _ExecChild:
     """A worker the host started by exec (``asyncio.create_subprocess_exec``)."""
@@ -62,7 +66,7 @@ class _ExecChild:
         # The exit is seen from the process itself (a pidfd), not from its pipes
         # closing: asyncio's Process.wait waits for those, and a grandchild that
         # inherited them would hide the death. What is left of its process
-        # group is killed then (it is not reaped yet: the pgid is still ours).
+        # group is killed then (a member that outlived it keeps the group id).
         if self._proc.returncode is None:
             await _exited(self.pid)
             _signal_group(self.pid, signal.SIGKILL)
@@ -71,6 +75,11 @@ class _ExecChild:
     def close_stdin(self) -> None:
         if self._proc.stdin is not None:
             self._proc.stdin.close()
+
+    def signal_group(self, signum: int) -> None:
+        # After the reap, too: a group member that outlived the leader keeps
+        # the group id (which is then no other process's).
+        _signal_group(self.pid, signum)
 
 
 @dataclass(eq=False)
@@ -106,7 +115,11 @@ class WorkerProcess:
         return "\n".join(list(self._stderr)[-lines:])
 
     async def wait(self) -> int:
-        """Wait for the process to exit and return its exit code (it is reaped).
+        """Wait for the process to exit and return its exit code.
+
+        Reaped by the host, or by the fork server that forked it (which
+        reports the code); if that server is lost, the worker is killed and
+        reported as killed.
 
         Whatever is left of its process group is killed then, which closes
         the pipes a grandchild may have inherited.
@@ -124,7 +137,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL its whole process group now (``wait()`` reaps it)."""
-        _signal_group(self.pid, signal.SIGKILL)
+        self._child.signal_group(signal.SIGKILL)
 
     async def aclose(self, grace: float = 5.0) -> int:
         """Stop it: SIGTERM to the group, ``grace`` seconds, then SIGKILL; reap.
@@ -132,13 +145,13 @@ class WorkerProcess:
         Safe to call more than once; returns the exit code.
         """
         if self._child.returncode is None:
-            _signal_group(self.pid, signal.SIGTERM)
+            self._child.signal_group(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(self._child.wait()), grace)
             except TimeoutError:
-                _signal_group(self.pid, signal.SIGKILL)
+                self._child.signal_group(signal.SIGKILL)
         # A group member that outlived the leader goes too.
-        _signal_group(self.pid, signal.SIGKILL)
+        self._child.signal_group(signal.SIGKILL)
         self._child.close_stdin()
         return await self.wait()
 
@@ -296,28 +309,22 @@ async def _fork(
     # Shielded for the same reason as _exec: a fork the server made is reaped.
     with anyio.CancelScope(shield=True):
         try:
-            child, out_fd, err_fd = await forkserver.spawn(
-                args,
-                env=dict(env) if env is not None else dict(os.environ),
-                cwd=cwd,
-                timeout=timeout,
-            )
+            child, out_fd, err_fd = await forkserver.spawn(args, env=env, cwd=cwd, timeout=timeout)
         except ForkServerError as exc:
             raise WorkerStartError(
                 worker_id, f"the fork server failed: {exc}", returncode=None, stderr_tail=""
             ) from exc
+        readers: list[asyncio.StreamReader] = []
         try:
-            stdout = await _read_pipe(out_fd)
-            out_fd = -1
-            stderr = await _read_pipe(err_fd)
-        except BaseException:
             for fd in (out_fd, err_fd):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                readers.append(await _read_pipe(fd))  # closes fd if it fails
+        except BaseException:
+            if not readers:
+                os.close(err_fd)
             child.close_stdin()
-            _signal_group(child.pid, signal.SIGKILL)  # the server reaps it
+            child.signal_group(signal.SIGKILL)  # the server reaps it
             raise
+        stdout, stderr = readers
     return child, stdout, stderr
 
 

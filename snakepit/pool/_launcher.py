@@ -148,6 +148,12 @@ class LocalLauncher:
                 return server
             if server is not None:
                 await server.aclose(grace=0)
+            # The host's environment changed (or the server died): servers
+            # left with no worker go, rather than wait for the pool's end.
+            for old_key, old in list(self._forkservers.items()):
+                if not old.alive or old.idle:
+                    del self._forkservers[old_key]
+                    await old.aclose(grace=0)
             try:
                 server = await ForkServer.start(
                     python=config.python,

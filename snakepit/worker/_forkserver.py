@@ -10,13 +10,15 @@ as clean as a fresh interpreter with those modules loaded.
 The host talks to it over a ``SOCK_SEQPACKET`` socket (``--control-fd``), one
 JSON message per packet:
 
-- host -> server: ``{"op": "spawn", "id": ID, "argv": [...], "env": {...}, "cwd": ...}``
-  with three file descriptors (the worker's stdin, stdout, stderr);
+- host -> server: ``{"op": "spawn", "id": ID, "argv": [...], "cwd": ...}`` (and
+  ``"env"`` if it is not the server's own) with three file descriptors (the
+  worker's stdin, stdout, stderr);
 - server -> host: ``{"op": "ready", "pid": N}`` once, then for each spawn
-  ``{"op": "spawned", "id": ID, "pid": N}`` or ``{"op": "error", "id": ID,
-  "message": ...}`` (``id``: the request's), and
+  ``{"op": "spawned", "id": ID, "pid": N}`` with a pidfd of the worker, or
+  ``{"op": "error", "id": ID, "message": ...}`` (``id``: the request's), and
   ``{"op": "exit", "pid": N, "code": C}`` when a worker exits (it reaps them;
-  ``code`` as ``Popen.returncode``: negative for a signal).
+  ``code`` as ``Popen.returncode``: negative for a signal; what was left of
+  its process group is killed just before it is reaped).
 
 Each worker runs ``snakepit.worker``'s ``run(argv)`` in its own session
 (process group), with ``--parent-pid`` this server's pid and its own
@@ -39,6 +41,7 @@ import selectors
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,9 +64,13 @@ class _Server:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.stopping = False
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
         with contextlib.suppress(OSError):  # the host is gone: the loop sees EOF next
-            self.control.sendall(json.dumps(message).encode())
+            data = json.dumps(message).encode()
+            if fds:
+                socket.send_fds(self.control, [data], list(fds))
+            else:
+                self.control.sendall(data)
 
     def serve(self) -> int:
         signal.signal(signal.SIGCHLD, _noop)
@@ -114,15 +121,23 @@ class _Server:
             self.send({"op": "error", "id": rid, "message": f"{type(exc).__name__}: {exc}"})
         else:
             self.children.add(pid)
-            self.send({"op": "spawned", "id": rid, "pid": pid})
+            # A pidfd, opened before it can be reaped (we reap it): the host
+            # watches and signals it without racing a reuse of its pid.
+            pidfd = os.pidfd_open(pid)
+            try:
+                self.send({"op": "spawned", "id": rid, "pid": pid}, [pidfd])
+            finally:
+                os.close(pidfd)
         finally:
             for fd in fds:
                 os.close(fd)
 
     def _fork(self, request: dict[str, Any], fds: list[int]) -> int:
         argv = [str(a) for a in request["argv"]]
-        env = {str(k): str(v) for k, v in request["env"].items()}
+        # No "env": the server's own, which the host started it with.
+        env = request.get("env")
         cwd = request.get("cwd")
+        server = os.getpid()  # before the fork: the server may die right after it
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -133,19 +148,28 @@ class _Server:
             self._become_worker(fds, env, cwd)
             # As ``python -m snakepit.worker ...`` would have it; and a name in
             # ps/top (its command line is the server's).
+            argv += ["--parent-pid", str(server)]
             sys.argv = [os.path.join(os.path.dirname(__file__), "__main__.py"), *argv]
             _set_name(argv)
-            _main.run([*argv, "--parent-pid", str(os.getppid())])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-        except BaseException as exc:
+            _main.run(argv)
+        except SystemExit as exc:  # as the interpreter treats an uncaught one
+            if exc.code is None:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code
+            else:
+                with contextlib.suppress(Exception):
+                    print(exc.code, file=sys.stderr)
+        except BaseException:
             with contextlib.suppress(Exception):
-                print(f"snakepit.worker: fork server child failed: {exc!r}", file=sys.stderr)
+                traceback.print_exc()
         finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
             os._exit(code)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _become_worker(self, fds: list[int], env: dict[str, str], cwd: str | None) -> None:
+    def _become_worker(self, fds: list[int], env: dict[str, str] | None, cwd: str | None) -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -160,18 +184,25 @@ class _Server:
             os.close(fd)
         if cwd:
             os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update({str(k): str(v) for k, v in env.items()})
 
     def _reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 self.children.clear()
                 return
-            if pid == 0:
+            if info is None:
                 return
+            pid = info.si_pid
+            # What is left of its process group goes, while its zombie still
+            # holds the group id (no reused pid can be hit); then it is reaped.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
             self.children.discard(pid)
             self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 

@@ -27,3 +27,11 @@ class Introspect(Echo):
             "argv": sys.argv,
             "name": Path("/proc/self/comm").read_text().strip(),
         }
+
+
+class ExitsInSetup(Echo):
+    """``setup()`` calls ``sys.exit`` with a message, as a config check may."""
+
+    def setup(self) -> None:
+        """Leave with a message."""
+        sys.exit("bad config: FOO is not set")

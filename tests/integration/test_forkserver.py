@@ -2,8 +2,8 @@
 
 They must be indistinguishable from exec'd ones where it matters: their own
 session and process group, the pool's environment and directory, exit codes
-reported, nothing left behind; and the fork server's own death must not take
-the pool down with it.
+reported, nothing left behind; and a pool outlives its fork server's death
+(its workers are replaced, each a restart).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from snakepit._client import WorkerClient
 from snakepit._forkserver import ForkServer, ForkServerError
 from snakepit._launch import spawn_worker
-from snakepit.errors import PoolStartError, WorkerError
+from snakepit.errors import PoolStartError, WorkerError, WorkerStartError
 from snakepit.pool import Pool, WorkerExited
 from tests._procs import descendant_pids, wait_exit
 
@@ -54,6 +54,7 @@ async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() ->
     async with Pool(ADAPTER, size=2, cwd=ROOT) as pool, pool.subscribe() as events:
         first = await pool.execute("process")
         server = first["ppid"]
+        old_workers = [w.pid for w in pool.workers() if w.pid is not None]
         os.kill(server, signal.SIGKILL)
         exits: list[WorkerExited] = []
         with anyio.fail_after(20):
@@ -65,6 +66,8 @@ async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() ->
             await pool.wait_ready()
         assert all(e.crashed for e in exits)
         await wait_exit(server, timeout=10)
+        for pid in old_workers:  # gone, not only reported: orphans would escape the leak check
+            await wait_exit(pid, timeout=10)
         after = await pool.execute("process")
         assert after["ppid"] != server  # a new fork server
         assert pool.stats().ready == 2
@@ -92,8 +95,8 @@ async def test_closing_the_fork_server_kills_and_reaps_what_it_still_runs(
     finally:
         await server.aclose()
     with anyio.fail_after(10):
-        assert await worker.wait() == -signal.SIGKILL
-    await wait_exit(worker.pid, timeout=10)
+        assert await worker.wait() == -signal.SIGKILL  # reported by the host: it is closed
+    await wait_exit(worker.pid, timeout=10)  # and the process is really gone
 
 
 async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Path) -> None:
@@ -118,10 +121,13 @@ async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Pat
 
 
 async def test_a_fork_server_that_fails_at_start_reports_its_stderr(tmp_path: Path) -> None:
-    # An interpreter without snakepit's dependencies: the import fails.
-    expected = r"(?s)exited before it was ready.*exit code 1.*No module named"
+    # Standing in for an interpreter that cannot import snakepit.
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'No module named snakepit' >&2\nexit 1\n")
+    python.chmod(0o755)
+    expected = r"(?s)exited before it was ready.*exit code 1.*No module named snakepit"
     with pytest.raises(ForkServerError, match=expected):
-        await ForkServer.start(python="/usr/bin/python3", cwd=tmp_path)
+        await ForkServer.start(python=str(python), cwd=tmp_path)
 
 
 async def test_a_fork_server_that_stops_answering_is_killed(tmp_path: Path) -> None:
@@ -129,9 +135,85 @@ async def test_a_fork_server_that_stops_answering_is_killed(tmp_path: Path) -> N
     try:
         os.kill(server.pid, signal.SIGSTOP)
         with pytest.raises(ForkServerError, match=r"did not answer within 0\.5s"):
-            await server.spawn(["--adapter", ADAPTER], env=dict(os.environ), cwd=ROOT, timeout=0.5)
+            await server.spawn(["--adapter", ADAPTER], cwd=ROOT, timeout=0.5)
         assert not server.alive
     finally:
         await server.aclose()
     with pytest.raises(ForkServerError, match="did not answer"):
-        await server.spawn([], env={}, cwd=None)
+        await server.spawn([])
+
+
+async def test_an_exit_the_stopped_server_cannot_report_is_still_seen(tmp_path: Path) -> None:
+    server = await ForkServer.start(cwd=ROOT)
+    try:
+        worker = await spawn_worker(ADAPTER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
+        os.kill(server.pid, signal.SIGSTOP)  # it will not reap or report
+        worker.kill()
+        with anyio.fail_after(10):
+            assert await worker.wait() == -signal.SIGKILL
+        assert not server.alive  # a server that does not report is of no use: killed
+        await wait_exit(server.pid, timeout=10)
+    finally:
+        await server.aclose()
+
+
+async def test_many_spawns_at_once_with_a_large_environment(tmp_path: Path) -> None:
+    env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 30_000}
+    server = await ForkServer.start(cwd=ROOT, env=env)
+    workers = []
+    try:
+
+        async def start(i: int) -> None:
+            workers.append(
+                await spawn_worker(
+                    ADAPTER, f"unix:{tmp_path}/w{i}.sock", env=env, cwd=ROOT, forkserver=server
+                )
+            )
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(start, i)
+        assert len(workers) == 12
+    finally:
+        for worker in workers:
+            await worker.aclose()
+        await server.aclose()
+
+
+async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -> None:
+    # Exit reports right behind the spawn replies: none may be lost (no hang).
+    server = await ForkServer.start(cwd=ROOT)
+    try:
+
+        async def start(i: int) -> None:
+            with pytest.raises(WorkerStartError, match="exit code 2"):
+                await spawn_worker(
+                    "no_such_module_xyz:Thing",
+                    f"unix:{tmp_path}/w{i}.sock",
+                    cwd=ROOT,
+                    forkserver=server,
+                )
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(8):
+                    tg.start_soon(start, i)
+    finally:
+        await server.aclose()
+
+
+async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    server = await ForkServer.start(cwd=ROOT)
+    try:
+        with pytest.raises(WorkerStartError) as info:
+            await spawn_worker(
+                "tests.integration._process_adapters:ExitsInSetup",
+                f"unix:{tmp_path}/w.sock",
+                cwd=ROOT,
+                forkserver=server,
+            )
+    finally:
+        await server.aclose()
+    assert info.value.returncode == 1
+    assert "bad config: FOO is not set" in info.value.stderr_tail

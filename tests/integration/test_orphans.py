@@ -53,8 +53,8 @@ async def test_workers_left_by_a_sigkilled_host_are_killed_by_the_next_pool(
 ) -> None:
     # A host is SIGKILLed while its workers and their fork server are stopped
     # (SIGSTOP): they cannot notice its death, so they stay, as after any host
-    # crash they survive. (A running fork server kills its workers when the
-    # host dies; a stopped one cannot.)
+    # crash they survive. (Running, they would leave by themselves: the fork
+    # server dies with the host, and each worker sees its parent die.)
     host = subprocess.Popen(
         [sys.executable, "-c", HOST.format(adapter=ECHO), str(run_dir)],
         stdin=subprocess.PIPE,
