@@ -102,7 +102,7 @@ class ForkedProcess:
         try:
             await asyncio.wait([gone, report], return_when=asyncio.FIRST_COMPLETED)
             if not report.done():  # exited, unreported: the server must answer soon
-                await asyncio.wait([report], timeout=REPORT_GRACE)
+                await asyncio.wait([report], timeout=self._server.report_grace)
         finally:
             loop.remove_reader(pidfd)
             report.cancel()
@@ -110,7 +110,7 @@ class ForkedProcess:
         if not self._exited.is_set():
             self._server._lose(
                 f"the fork server did not report the exit of worker pid {self.pid}"
-                f" within {REPORT_GRACE:g}s"
+                f" within {self._server.report_grace:g}s"
             )
         self._close_pidfd()
 
@@ -136,11 +136,14 @@ class ForkServer:
         self._stderr = stderr
         #: The environment it runs with, which its workers inherit.
         self.env = env
+        #: Seconds to wait for its report of a worker seen to exit (then it is lost).
+        self.report_grace = REPORT_GRACE
         self._children: dict[int, ForkedProcess] = {}
         #: Requests waiting for their answer, by id (0: the ready message), with
         #: the stdin fd of the worker asked for.
         self._waiting: dict[int, tuple[asyncio.Future[Any], int | None]] = {}
         self._ids = itertools.count(1)
+        self._send_lock = asyncio.Lock()
         self._lost: str | None = None
         self._pumps: list[asyncio.Task[None]] = []
         self._closed = False
@@ -384,6 +387,11 @@ class ForkServer:
         return child, ours[1], ours[2]
 
     async def _send(self, data: bytes, fds: list[int]) -> None:
+        # One sender at a time: the loop has one writer callback per fd.
+        async with self._send_lock:
+            await self._send_now(data, fds)
+
+    async def _send_now(self, data: bytes, fds: list[int]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
