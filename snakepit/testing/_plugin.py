@@ -13,6 +13,7 @@ load inside the fixtures that use them.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import itertools
 import random
@@ -549,6 +550,25 @@ def pool_events() -> Iterator[PoolEvents]:
     events.close()
 
 
+def _refuse_process_enders(adapter: str) -> None:
+    """An adapter whose tools end their process would end the test run in-process."""
+    from snakepit.testing.adapters import Crash
+
+    module, _, name = adapter.partition(":")
+    try:
+        cls: Any = importlib.import_module(module)
+        for part in name.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError):
+        return  # the pool reports it, as for any pool
+    if isinstance(cls, type) and issubclass(cls, Crash):
+        raise pytest.UsageError(
+            f"snakepit_pool({adapter!r}): {name} ends its worker process (os._exit, "
+            "signals); in this process it would end the test run. Pass "
+            'launcher="local" to run it in worker processes.'
+        )
+
+
 @pytest.fixture
 async def snakepit_pool(
     request: pytest.FixtureRequest, anyio_backend: Any, otp_sandbox: OTPSandbox
@@ -557,7 +577,10 @@ async def snakepit_pool(
 
     ``pool = await snakepit_pool("myapp.adapters:Model", size=2, **pool_options)``:
     the adapter runs in this process behind the real channel, so a pool
-    starts in milliseconds. Every pool runs in a task of the fixture and is
+    starts in milliseconds; ``launcher="local"`` runs it in worker processes
+    (the fixture closes that launcher too), as an adapter that ends its
+    process (``Crash``) needs: in-process it is refused with a
+    ``pytest.UsageError``. Every pool runs in a task of the fixture and is
     closed at teardown, before the test's ``otp_sandbox`` (which it uses, so
     ``otp(strict_leaks=True)`` sees the pools come and go). asyncio only
     (grpc.aio): skipped on trio.
@@ -568,13 +591,13 @@ async def snakepit_pool(
         pytest.skip("snakepit_pool runs pools on asyncio only (grpc.aio)")
     import anyio
 
-    from snakepit.pool import InProcessLauncher, Pool
+    from snakepit.pool import InProcessLauncher, LocalLauncher, Pool
 
     events: PoolEvents | None = None
     if "pool_events" in request.fixturenames:
         events = request.getfixturevalue("pool_events")
     done = anyio.Event()
-    closers: list[Callable[[], None]] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
 
     async def hold(pool: Pool, *, task_status: TaskStatus[Pool]) -> None:
         # Each pool lives in a task of its own: its task groups are entered and
@@ -587,8 +610,11 @@ async def snakepit_pool(
 
         async def make(adapter: str, *, size: int = 1, **options: Any) -> Pool:
             launcher = options.pop("launcher", None)
-            own = launcher is None
-            if launcher is None:
+            own = launcher is None or launcher == "local"
+            if launcher == "local":
+                launcher = LocalLauncher()
+            elif launcher is None:
+                _refuse_process_enders(adapter)
                 launcher = InProcessLauncher()
             pool = Pool(adapter, launcher=launcher, size=size, **options)
             if events is not None:
@@ -597,15 +623,17 @@ async def snakepit_pool(
                 started: Pool = await tg.start(hold, pool)
             except BaseException:
                 if own:
-                    launcher.close()
+                    with anyio.CancelScope(shield=True):
+                        await launcher.aclose()
                 raise
             if own:
-                closers.append(launcher.close)
+                closers.append(launcher.aclose)
             return started
 
         try:
             yield make
         finally:
             done.set()
-    for close in closers:
-        close()
+    with anyio.CancelScope(shield=True):
+        for close in closers:
+            await close()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from snakepit.errors import WorkerCrashed
 from snakepit.pool import Pool, RequestStopped, WorkerExited, WorkerReady, WorkerStarting
 from snakepit.testing import chaos_seed, make_chaos_rng
 from snakepit.testing._plugin import DEFAULT_SEED, PoolEvents, _randomly_seed
@@ -256,3 +257,18 @@ async def test_snakepit_pool_and_pool_events(
         await pool_events.wait_for(WorkerExited, timeout=0.05)
     pool_events.clear()
     assert pool_events.events == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # pools run on asyncio (grpc.aio)
+async def test_snakepit_pool_refuses_a_process_ender_in_process_and_runs_it_local(
+    anyio_backend: str,
+    snakepit_pool: Callable[..., Awaitable[Pool]],
+    pool_events: PoolEvents,
+) -> None:
+    with pytest.raises(pytest.UsageError, match=r'ends its worker process.*launcher="local"'):
+        await snakepit_pool("snakepit.testing.adapters:Crash")
+    pool = await snakepit_pool("snakepit.testing.adapters:Crash", launcher="local")
+    with pytest.raises(WorkerCrashed, match="exit code 3"):
+        await pool.execute("exit", {"code": 3})
+    await pool_events.wait_for(WorkerReady, generation=1)  # replaced; the fixture closes it all
