@@ -35,6 +35,9 @@ __all__ = ("WorkerServer",)
 logger = logging.getLogger("snakepit.worker")
 
 
+#: Seconds gRPC may take, at a graceful stop, to send the responses of calls that ended.
+FLUSH_GRACE = 0.5
+
 #: Exit codes: 2 for a bad command line or adapter, 3 when setup() raised,
 #: 4 when the address cannot be bound.
 EXIT_USAGE, EXIT_SETUP, EXIT_BIND = 2, 3, 4
@@ -220,22 +223,30 @@ class WorkerServer:
         """Refuse new calls, let those in flight finish for up to ``grace`` seconds, stop."""
         self.service.stop_accepting()
         await self._health.enter_graceful_shutdown()
+        idle = True
         if self.service.in_flight:
             try:
                 await asyncio.wait_for(self.service.wait_idle(), grace)
             except TimeoutError:
+                idle = False
                 logger.warning("calls still running after %gs; cancelling them", grace)
-        await self.abort()
+        # A unary call counts as done when its tool returned, before grpc sent
+        # its response: gRPC's own grace lets those go out (it returns as soon
+        # as no RPC is left open).
+        await self._shutdown(min(grace, FLUSH_GRACE) if idle else 0.0)
 
     async def abort(self) -> None:
         """Stop serving now: calls in flight fail, connections close. Idempotent."""
+        await self._shutdown(0.0)
+
+    async def _shutdown(self, grpc_grace: float) -> None:
         if self._frames_server is not None:
             self._frames_server.close()
             tasks = list(self._frame_tasks)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._server.stop(0)
+        await self._server.stop(grpc_grace)
         self.service.close()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)
