@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -120,8 +121,9 @@ async def test_a_leaked_grandchild_is_listed() -> None:
             async with assert_no_leaks(grace=SHORT, fds=False):
                 shell, sleeper = await outlives_the_check.enter_async_context(running_grandchild())
     message = str(caught.value)
-    assert f"pid {sleeper} [S] sleep 1000" in message
-    assert f"pid {shell} [S] sh -c {'sleep 1000 & echo $!; wait'}" in message
+    # Each named with its state (R or S: sleep may not be asleep yet) and command.
+    assert re.search(rf"pid {sleeper} \[[RS]\] sleep 1000\n?", message), message
+    assert re.search(rf"pid {shell} \[[RS]\] sh -c sleep 1000 & echo \$!; wait", message), message
 
 
 async def test_leaked_child_process_is_listed(popen: list[subprocess.Popen[bytes]]) -> None:
