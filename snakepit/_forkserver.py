@@ -49,7 +49,9 @@ class ForkedProcess:
     server fails to report (it is stopped, or gone) is still seen.
     """
 
-    def __init__(self, pid: int, pidfd: int, stdin_fd: int | None, server: ForkServer) -> None:
+    def __init__(
+        self, pid: int, pidfd: int | None, stdin_fd: int | None, server: ForkServer
+    ) -> None:
         self.pid = pid
         self.returncode: int | None = None
         #: Why the host reports it dead without the server's word, if so.
@@ -76,8 +78,9 @@ class ForkedProcess:
     def _has_exited(self) -> bool:
         if self.returncode is not None or self._pidfd is None:
             return self.returncode is not None
-        readable, _, _ = select.select([self._pidfd], [], [], 0)
-        return bool(readable)
+        poller = select.poll()  # no limit on the fd number, unlike select()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to its process group, unless it has exited (its pid may be reused)."""
@@ -107,6 +110,8 @@ class ForkedProcess:
             loop.remove_reader(pidfd)
             report.cancel()
             self._watcher = None
+            if self._exited.is_set():  # _set_exit left the pidfd to us
+                self._close_pidfd()
         if not self._exited.is_set():
             self._server._lose(
                 f"the fork server did not report the exit of worker pid {self.pid}"
@@ -144,6 +149,8 @@ class ForkServer:
         self._waiting: dict[int, tuple[asyncio.Future[Any], int | None]] = {}
         self._ids = itertools.count(1)
         self._send_lock = asyncio.Lock()
+        self._fd = control.fileno()  # its number, for the loop, even once closed
+        self._room: asyncio.Future[None] | None = None
         self._lost: str | None = None
         self._pumps: list[asyncio.Task[None]] = []
         self._closed = False
@@ -155,8 +162,8 @@ class ForkServer:
 
     @property
     def idle(self) -> bool:
-        """True while no worker it forked is running."""
-        return not self._children
+        """True while no worker it forked is running or being forked."""
+        return not self._children and not self._waiting
 
     @property
     def alive(self) -> bool:
@@ -268,7 +275,8 @@ class ForkServer:
                 self._on_message(json.loads(data), fds)
             except (ValueError, KeyError, TypeError) as exc:
                 for fd in fds:
-                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 self._lose(f"the fork server sent an unreadable message: {exc}")
                 return
 
@@ -279,31 +287,38 @@ class ForkServer:
             if child is not None:
                 child._set_exit(int(message["code"]))
             return
-        waiter, stdin_fd = self._waiting.pop(int(message.get("id") or 0), (None, None))
+        rid = int(message.get("id") or 0)
+        pid = int(message["pid"]) if op == "spawned" else 0  # checked before anything is taken
+        waiter, stdin_fd = self._waiting.pop(rid, (None, None))
         if op == "spawned":
-            (pidfd,) = fds
+            # Without a pidfd (an old kernel) the server's reports alone tell its exit.
+            pidfd = fds.pop() if fds else None
             # Registered now, before anything else is read: its exit report may
             # be in the very next message.
-            child = ForkedProcess(int(message["pid"]), pidfd, stdin_fd, self)
+            child = ForkedProcess(pid, pidfd, stdin_fd, self)
             self._children[child.pid] = child
             if waiter is None or waiter.done():  # its spawn was cancelled
                 child.signal_group(signal.SIGKILL)
                 child.close_stdin()
             else:
                 waiter.set_result(child)
-        elif waiter is not None and not waiter.done():
-            if op == "ready":
-                waiter.set_result(message)
-            else:
-                waiter.set_exception(ForkServerError(str(message.get("message", message))))
+        else:
+            if stdin_fd is not None:  # no worker to give it to
+                os.close(stdin_fd)
+            if waiter is not None and not waiter.done():
+                if op == "ready":
+                    waiter.set_result(message)
+                else:
+                    waiter.set_exception(ForkServerError(str(message.get("message", message))))
+        for fd in fds:  # none expected here
+            os.close(fd)
 
     def _lose(self, why: str, *, kill: bool = True, kill_server: bool = True) -> None:
         """The server is gone or useless: every worker it ran is reported dead (and killed)."""
         if self._lost is not None:
             return
         self._lost = why
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(self._control.fileno())
+        self._stop_io(why)
         if kill_server and self._proc.returncode is None:
             _signal_group(self.pid, signal.SIGKILL)  # it cannot be trusted any more
         # Nobody reaps its workers now (its own parent-death signal stops each):
@@ -394,18 +409,33 @@ class ForkServer:
     async def _send_now(self, data: bytes, fds: list[int]) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if not self.alive:
+                raise ForkServerError(self._lost or "the fork server is closed")
             try:
                 socket.send_fds(self._control, [data], fds)
                 return
             except BlockingIOError:  # its socket is full: wait for room
-                room: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(self._control.fileno(), _wake, room)
+                self._room = room = loop.create_future()
+                loop.add_writer(self._fd, _wake, room)
                 try:
-                    await room
+                    await room  # or failed by _lose / aclose
                 finally:
-                    loop.remove_writer(self._control.fileno())
+                    self._room = None
+                    with contextlib.suppress(ValueError, OSError):
+                        loop.remove_writer(self._fd)
             except OSError as exc:
                 raise ForkServerError(f"cannot reach the fork server: {exc}") from exc
+
+    def _stop_io(self, why: str) -> None:
+        """Leave the control socket alone: no reader, no writer; a sender waiting fails."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(self._fd)
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_writer(self._fd)
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_exception(ForkServerError(why))
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Close the control socket: the server kills what it still runs and exits; reap it."""
@@ -413,8 +443,7 @@ class ForkServer:
         try:
             if not self._closed:
                 self._closed = True
-                with contextlib.suppress(ValueError, OSError):
-                    asyncio.get_running_loop().remove_reader(self._control.fileno())
+                self._stop_io("the fork server is closed")
                 self._control.close()
                 if self._proc.stdin is not None:
                     self._proc.stdin.close()

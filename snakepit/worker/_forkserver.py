@@ -122,12 +122,17 @@ class _Server:
         else:
             self.children.add(pid)
             # A pidfd, opened before it can be reaped (we reap it): the host
-            # watches and signals it without racing a reuse of its pid.
-            pidfd = os.pidfd_open(pid)
+            # watches and signals it without racing a reuse of its pid. A kernel
+            # without pidfds (< 5.3, or a seccomp filter): the reports alone.
             try:
-                self.send({"op": "spawned", "id": rid, "pid": pid}, [pidfd])
+                pidfds = [os.pidfd_open(pid)]
+            except (OSError, AttributeError):
+                pidfds = []
+            try:
+                self.send({"op": "spawned", "id": rid, "pid": pid}, pidfds)
             finally:
-                os.close(pidfd)
+                for pidfd in pidfds:
+                    os.close(pidfd)
         finally:
             for fd in fds:
                 os.close(fd)

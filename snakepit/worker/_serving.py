@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,7 @@ class WorkerServer:
         self.service.stop_accepting()
         await self._health.enter_graceful_shutdown()
         idle = True
+        started = time.monotonic()
         if self.service.in_flight:
             try:
                 await asyncio.wait_for(self.service.wait_idle(), grace)
@@ -232,8 +234,9 @@ class WorkerServer:
                 logger.warning("calls still running after %gs; cancelling them", grace)
         # A unary call counts as done when its tool returned, before grpc sent
         # its response: gRPC's own grace lets those go out (it returns as soon
-        # as no RPC is left open).
-        await self._shutdown(min(grace, FLUSH_GRACE) if idle else 0.0)
+        # as no RPC is left open), within what is left of ours.
+        left = grace - (time.monotonic() - started)
+        await self._shutdown(max(0.0, min(left, FLUSH_GRACE)) if idle else 0.0)
 
     async def abort(self) -> None:
         """Stop serving now: calls in flight fail, connections close. Idempotent."""

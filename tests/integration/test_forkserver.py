@@ -220,3 +220,46 @@ async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path)
         await server.aclose()
     assert info.value.returncode == 1
     assert "bad config: FOO is not set" in info.value.stderr_tail
+
+
+async def test_closing_while_spawns_wait_for_room_fails_them(tmp_path: Path) -> None:
+    # A stopped server reads nothing: spawns carrying a large environment fill
+    # its socket and wait for room; closing the server must fail them all.
+    env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 60_000}
+    server = await ForkServer.start(cwd=ROOT)
+    os.kill(server.pid, signal.SIGSTOP)
+    outcomes: list[str] = []
+
+    async def spawn() -> None:
+        try:
+            await server.spawn(["--adapter", ADAPTER], env=env, cwd=ROOT, timeout=30)
+        except ForkServerError:
+            outcomes.append("failed")
+
+    try:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                for _ in range(12):
+                    tg.start_soon(spawn)
+                await anyio.wait_all_tasks_blocked()
+                await server.aclose(grace=0.2)
+    finally:
+        await server.aclose(grace=0)
+    assert outcomes == ["failed"] * 12
+
+
+async def test_workers_whose_pidfds_are_past_1023_are_signalled(tmp_path: Path) -> None:
+    # select() cannot watch fds past 1023: a host with many open files.
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    server = None
+    try:
+        server = await ForkServer.start(cwd=ROOT)
+        worker = await spawn_worker(ADAPTER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
+        worker.kill()
+        with anyio.fail_after(10):
+            assert await worker.aclose(grace=1) == -signal.SIGKILL
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        if server is not None:
+            await server.aclose()
