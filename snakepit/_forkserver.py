@@ -85,7 +85,7 @@ class ForkedProcess:
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to its process group, unless it has exited (its pid may be reused)."""
         if not self._has_exited():
-            _signal_group(self.pid, signum)
+            signal_group(self.pid, signum)
 
     async def wait(self) -> int:
         """Wait for its exit code: the server's report, or a loss of the server."""
@@ -226,7 +226,7 @@ class ForkServer:
         server = cls(proc, ours, deque(maxlen=STDERR_LINES), env)
         loop = asyncio.get_running_loop()
         assert proc.stderr is not None
-        server._pumps.append(loop.create_task(_pump(proc.stderr, server._stderr)))
+        server._pumps.append(loop.create_task(pump_lines(proc.stderr, server._stderr)))
         ready: asyncio.Future[Any] = loop.create_future()
         server._waiting[0] = (ready, None)
         loop.add_reader(ours.fileno(), server._on_readable)
@@ -320,7 +320,7 @@ class ForkServer:
         self._lost = why
         self._stop_io(why)
         if kill_server and self._proc.returncode is None:
-            _signal_group(self.pid, signal.SIGKILL)  # it cannot be trusted any more
+            signal_group(self.pid, signal.SIGKILL)  # it cannot be trusted any more
         # Nobody reaps its workers now (its own parent-death signal stops each):
         # kill them, and report them killed.
         for child in self._children.values():
@@ -451,7 +451,7 @@ class ForkServer:
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
                 clean = True
             except TimeoutError:
-                _signal_group(self._proc.pid, signal.SIGKILL)
+                signal_group(self._proc.pid, signal.SIGKILL)
                 await self._proc.wait()
         finally:
             # Exited by itself: it killed and reaped what it still ran (unreported).
@@ -467,11 +467,13 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def signal_group(pgid: int, signum: int) -> None:
+    """``killpg``, quietly when the group is gone (or not ours)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
 
 
-async def _pump(stream: asyncio.StreamReader, sink: deque[str]) -> None:
+async def pump_lines(stream: asyncio.StreamReader, sink: deque[str]) -> None:
+    """Read ``stream`` to its end, keeping its last lines in ``sink``."""
     while line := await stream.readline():
         sink.append(line.decode(errors="replace").rstrip("\n"))

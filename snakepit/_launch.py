@@ -10,7 +10,6 @@ stops processes: SIGTERM to the group, a grace period, SIGKILL, reap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from snakepit._forkserver import ForkServer, ForkServerError
+from snakepit._forkserver import ForkServer, ForkServerError, pump_lines, signal_group
 from snakepit.errors import ConfigError, WorkerStartError
 
 __all__ = ("WorkerProcess", "spawn_worker")
@@ -69,7 +68,7 @@ class _ExecChild:
         # group is killed then (a member that outlived it keeps the group id).
         if self._proc.returncode is None:
             await _exited(self.pid)
-            _signal_group(self.pid, signal.SIGKILL)
+            signal_group(self.pid, signal.SIGKILL)
         return await self._proc.wait()
 
     def close_stdin(self) -> None:
@@ -79,7 +78,7 @@ class _ExecChild:
     def signal_group(self, signum: int) -> None:
         # After the reap, too: a group member that outlived the leader keeps
         # the group id (which is then no other process's).
-        _signal_group(self.pid, signum)
+        signal_group(self.pid, signum)
 
 
 @dataclass(eq=False)
@@ -177,16 +176,6 @@ async def _exited(pid: int) -> None:
         os.close(fd)
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-async def _pump_stderr(stream: asyncio.StreamReader, sink: deque[str]) -> None:
-    while line := await stream.readline():
-        sink.append(line.decode(errors="replace").rstrip("\n"))
-
-
 async def _drain(stream: asyncio.StreamReader) -> None:
     # After the ready line the worker sends its stdout to stderr; read to EOF.
     while await stream.read(65536):
@@ -243,7 +232,7 @@ async def spawn_worker(
     else:
         child, stdout, stderr_stream = await _exec(python, args, env, cwd)
     stderr: deque[str] = deque(maxlen=STDERR_LINES)
-    pump = asyncio.get_running_loop().create_task(_pump_stderr(stderr_stream, stderr))
+    pump = asyncio.get_running_loop().create_task(pump_lines(stderr_stream, stderr))
     worker = WorkerProcess(worker_id, "", child.pid, {}, child, stderr, pump)
     try:
         if on_spawn is not None:

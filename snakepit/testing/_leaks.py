@@ -117,8 +117,8 @@ def _describe_task(task: Any) -> str:
 # -- child processes ------------------------------------------------------------------------
 
 
-def child_pids() -> set[int] | None:
-    """Every descendant of this process, running or unreaped; None without /proc.
+def child_pids(root: int | None = None) -> set[int] | None:
+    """Every descendant of this process (or of ``root``), running or unreaped; None without /proc.
 
     Children, their children, and so on: a pool's workers forked by a fork
     server are grandchildren of the test process, and a leaked one must be
@@ -136,10 +136,11 @@ def child_pids() -> set[int] | None:
     """
     if not os.path.isdir("/proc/self/task"):
         return None
+    root = os.getpid() if root is None else root
     if not _has_children_files():
-        return _descendants_by_scan(os.getpid())
+        return _descendants_by_scan(root)
     found: set[int] = set()
-    todo = [os.getpid()]
+    todo = [root]
     while todo:
         for pid in _children_of(todo.pop()):
             if pid not in found:  # a reused pid cannot make a cycle, but be sure
