@@ -6,6 +6,10 @@ the previous one's result to travel thread -> loop before it may start: two
 cross-thread wake-ups per call. Here the thread that finishes a sync call hands
 its slot straight to the next queued sync call, and results go back to the
 loop in batches (one wake-up for all that finished meanwhile).
+
+A slot is given back only once its call has really ended: a sync call's
+future may be cancelled (its caller gave up), but the slot stays taken until
+the thread returns; :meth:`Slots.finished` waits for that moment.
 """
 
 from __future__ import annotations
@@ -21,8 +25,25 @@ from typing import Any
 __all__ = ()  # internal to the worker
 
 
-class _Job:
-    __slots__ = ("cancel", "fn", "future", "slotted")
+class ToolRaised(Exception):
+    """A tool raised a ``BaseException`` that is not an ``Exception`` in its thread.
+
+    ``KeyboardInterrupt``, ``SystemExit``, ``CancelledError`` or a user's own
+    ``BaseException`` subclass would end the event loop (or pass for a
+    cancellation) if it reached the loop as it is: it travels wrapped and is
+    reported as what it was (:attr:`exception`).
+    """
+
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(type(exception).__name__)
+        #: What the tool raised.
+        self.exception = exception
+
+
+class Job:
+    """One call for a tool thread: ``future`` gets its outcome (unless cancelled first)."""
+
+    __slots__ = ("cancel", "ended", "fn", "future", "returned", "slotted")
 
     def __init__(
         self,
@@ -35,6 +56,10 @@ class _Job:
         self.future = future
         self.cancel = cancel
         self.slotted = slotted
+        #: True once its outcome reached the loop (its thread is done with it).
+        self.returned = False
+        #: Made by Slots.finished for a cancelled job: set when its thread returned.
+        self.ended: asyncio.Future[None] | None = None
 
 
 class Slots:
@@ -45,9 +70,9 @@ class Slots:
         self._lock = threading.Lock()
         self._free = size
         # Waiting for a slot, in order: a loop future (async tool) or a job (sync tool).
-        self._waiting: deque[asyncio.Future[None] | _Job] = deque()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._done: list[tuple[_Job, bool, Any]] = []
+        self._waiting: deque[asyncio.Future[None] | Job] = deque()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._done: list[tuple[Job, bool, Any]] = []
         self._posted = False
         self._threads = [
             threading.Thread(target=self._work, name=f"snakepit-tool-{i}", daemon=True)
@@ -69,27 +94,66 @@ class Slots:
         try:
             await waiter
         except asyncio.CancelledError:
-            # Not waiting any more means the slot is on its way: _wake passes it on.
-            with self._lock, contextlib.suppress(ValueError):
-                self._waiting.remove(waiter)
+            with self._lock:
+                try:
+                    self._waiting.remove(waiter)
+                    handed = False
+                except ValueError:  # not waiting any more: the slot was handed to it
+                    handed = True
+            # Handed over: either _wake is still on its way (it sees the waiter
+            # cancelled and passes the slot on), or it ran already and the
+            # cancellation came before this task resumed: the slot is ours to
+            # give back.
+            if handed and not waiter.cancelled():
+                self.release()
             raise
 
-    def call(self, fn: Callable[[], Any], cancel: threading.Event | None) -> asyncio.Future[Any]:
-        """Run the sync ``fn`` on a tool thread once a slot is free; the slot is released after."""
-        job = _Job(fn, self._loop.create_future(), cancel, slotted=True)
+    def call(self, fn: Callable[[], Any], cancel: threading.Event | None) -> Job:
+        """Run the sync ``fn`` on a tool thread once a slot is free; the slot is released after.
+
+        Await ``job.future`` for the outcome. Cancelling that future does not
+        stop the thread (nothing can): await :meth:`finished` for its end.
+        """
+        job = Job(fn, self._loop.create_future(), cancel, slotted=True)
         with self._lock:
             if self._free:
                 self._free -= 1
                 self._jobs.put(job)
             else:
                 self._waiting.append(job)
-        return job.future
+        return job
 
-    def run(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    def run(self, fn: Callable[[], Any]) -> Job:
         """Run ``fn`` on a tool thread for a caller that already holds a slot."""
-        job = _Job(fn, self._loop.create_future(), None, slotted=False)
+        job = Job(fn, self._loop.create_future(), None, slotted=False)
         self._jobs.put(job)
-        return job.future
+        return job
+
+    async def finished(self, job: Job) -> None:
+        """Return once ``job``'s thread is done with it, whatever its outcome.
+
+        For a job whose future was cancelled: the thread may still be running
+        the tool, and the slot is not free before it returns.
+        """
+        future = job.future
+        if job.returned:
+            return
+        if not future.cancelled():
+            await asyncio.wait((future,))  # delivered with its outcome (not consumed here)
+            return
+        if job.ended is None:
+            job.ended = self._loop.create_future()
+        await asyncio.shield(job.ended)
+
+    @property
+    def free(self) -> int:
+        """Slots free now (for introspection and tests)."""
+        return self._free
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot now (for introspection and tests)."""
+        return len(self._waiting)
 
     def release(self) -> None:
         """Give a slot back: to the next waiter if there is one (from any thread)."""
@@ -98,7 +162,7 @@ class Slots:
                 self._free += 1
                 return
             waiter = self._waiting.popleft()
-        if isinstance(waiter, _Job):
+        if isinstance(waiter, Job):
             self._jobs.put(waiter)
         else:
             with contextlib.suppress(RuntimeError):  # a closed loop: the worker is exiting
@@ -122,12 +186,15 @@ class Slots:
             ok: bool
             value: Any
             if job.cancel is not None and job.cancel.is_set():
-                ok, value = False, asyncio.CancelledError()  # cancelled before it started
+                # Cancelled before it started (its future is cancelled: the value is not seen).
+                ok, value = False, ToolRaised(asyncio.CancelledError())
             else:
                 try:
                     ok, value = True, job.fn()
-                except BaseException as exc:
+                except Exception as exc:
                     ok, value = False, exc
+                except BaseException as exc:  # must not reach the loop as it is
+                    ok, value = False, ToolRaised(exc)
             if job.slotted:
                 self.release()  # the next queued sync call starts now, on this thread
             with self._lock:
@@ -145,9 +212,14 @@ class Slots:
             done, self._done = self._done, []
             self._posted = False
         for job, ok, value in done:
-            if job.future.done():
+            job.returned = True
+            future = job.future
+            if future.done():  # cancelled: somebody may wait for the thread's end
+                ended = job.ended
+                if ended is not None and not ended.done():
+                    ended.set_result(None)
                 continue
             if ok:
-                job.future.set_result(value)
+                future.set_result(value)
             else:
-                job.future.set_exception(value)
+                future.set_exception(value)

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit.worker._slots import Slots
+from snakepit.worker._slots import Slots, ToolRaised
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)
@@ -42,7 +42,7 @@ async def test_one_slot_runs_one_call_at_a_time_across_kinds() -> None:
 
     calls: list[Any] = []
     for i in range(50):
-        calls.append(slots.call(sync_tool, None) if i % 2 else async_tool())
+        calls.append(slots.call(sync_tool, None).future if i % 2 else async_tool())
     await asyncio.gather(*calls)
     assert peak == 1
     slots.close()
@@ -54,18 +54,18 @@ async def test_results_and_exceptions_come_back() -> None:
     def boom() -> None:
         raise ValueError("tool failed")
 
-    assert await slots.call(lambda: 41 + 1, None) == 42
+    assert await slots.call(lambda: 41 + 1, None).future == 42
     with pytest.raises(ValueError, match="tool failed"):
-        await slots.call(boom, None)
+        await slots.call(boom, None).future
     slots.close()
 
 
 async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
     slots = Slots(1, asyncio.get_running_loop())
     gate = threading.Event()
-    first = slots.call(gate.wait, None)  # holds the only slot
+    first = slots.call(gate.wait, None).future  # holds the only slot
     waiting = asyncio.ensure_future(slots.acquire())
-    queued_sync = slots.call(lambda: "ran", threading.Event())
+    queued_sync = slots.call(lambda: "ran", threading.Event()).future
     await anyio.lowlevel.checkpoint()  # the waiter task queues up (FIFO ready queue)
     waiting.cancel()
     gate.set()
@@ -80,13 +80,90 @@ async def test_a_sync_call_cancelled_before_it_starts_does_not_run() -> None:
     slots = Slots(1, asyncio.get_running_loop())
     gate = threading.Event()
     ran: list[str] = []
-    holder = slots.call(gate.wait, None)
+    holder = slots.call(gate.wait, None).future
     cancel = threading.Event()
-    skipped = slots.call(lambda: ran.append("no"), cancel)
+    skipped = slots.call(lambda: ran.append("no"), cancel).future
     cancel.set()
     skipped.cancel()
     gate.set()
     await holder
-    assert await slots.call(lambda: "after", None) == "after"
+    assert await slots.call(lambda: "after", None).future == "after"
     assert ran == []
+    slots.close()
+
+
+async def test_a_waiter_cancelled_after_the_handover_gives_the_slot_back() -> None:
+    """Issue #11, defect 1: handed the slot, cancelled before it resumed: the slot came back."""
+    slots = Slots(1, asyncio.get_running_loop())
+    await slots.acquire()  # the only slot
+    waiter = asyncio.ensure_future(slots.acquire())
+    await anyio.lowlevel.checkpoint()  # it waits for the slot
+    assert slots.waiting == 1
+    slots.release()  # handed over: its wake-up is on its way
+    await anyio.lowlevel.checkpoint()  # the wake-up ran: the waiter's future has the slot
+    waiter.cancel()  # ... and the waiter is cancelled before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (slots.free, slots.waiting) == (1, 0)
+    with anyio.fail_after(5):
+        await slots.acquire()
+    slots.release()
+    slots.close()
+
+
+async def test_many_cancelled_waiters_leak_no_slot() -> None:
+    slots = Slots(2, asyncio.get_running_loop())
+    for round_ in range(200):
+        await slots.acquire()
+        await slots.acquire()
+        waiters = [asyncio.ensure_future(slots.acquire()) for _ in range(3)]
+        await anyio.lowlevel.checkpoint()
+        slots.release()
+        if round_ % 2:
+            await anyio.lowlevel.checkpoint()
+        for waiter in waiters:
+            waiter.cancel()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        for result in results:
+            if result is None:  # it got the slot before the cancel landed
+                slots.release()
+        slots.release()
+        assert (slots.free, slots.waiting) == (2, 0), round_
+    slots.close()
+
+
+async def test_a_cancelled_sync_call_keeps_its_slot_until_its_thread_returns() -> None:
+    slots = Slots(1, asyncio.get_running_loop())
+    gate = threading.Event()
+    cancel = threading.Event()
+    job = slots.call(gate.wait, cancel)
+    job.future.cancel()  # the caller gave up; the thread goes on
+    await anyio.lowlevel.checkpoint()
+    assert slots.free == 0
+    ended = asyncio.ensure_future(slots.finished(job))
+    await anyio.lowlevel.checkpoint()
+    assert not ended.done()
+    gate.set()
+    with anyio.fail_after(5):
+        await ended
+    assert slots.free == 1
+    await slots.finished(job)  # at once, once returned
+    slots.close()
+
+
+async def test_base_exceptions_of_a_tool_thread_arrive_wrapped() -> None:
+    slots = Slots(1, asyncio.get_running_loop())
+
+    class Custom(BaseException):
+        pass
+
+    for exc in (KeyboardInterrupt(), SystemExit(3), asyncio.CancelledError(), Custom("x")):
+
+        def raise_it(exc: BaseException = exc) -> None:
+            raise exc
+
+        with pytest.raises(ToolRaised) as info:
+            await slots.call(raise_it, None).future
+        assert info.value.exception is exc
+    assert slots.free == 1
     slots.close()
