@@ -15,7 +15,7 @@ from typing import Any, Final, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into
+from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into, error_details
 from snakepit._framing import FlushSoon, FrameError, pack, read_frame, write_nowait
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import (
@@ -62,7 +62,8 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
     if kind == Kind.UNAVAILABLE:
         return WorkerStopping(f"{tool}: {info.message}")
     if kind == Kind.CODEC:
-        return PayloadError(f"{tool}: {info.message}")
+        path, type_name = error_details(info.message)
+        return PayloadError(f"{tool}: {info.message}", path=path, type_name=type_name)
     return WorkerError(f"{tool}: {info.type or 'error'}: {info.message}")
 
 
@@ -144,9 +145,11 @@ def _fill(
     request.session_id = session_id
     request.timeout = timeout or 0.0
     try:
-        encode_into(request.args, {} if args is None else args, codec=codec)
+        encode_into(request.args, {} if args is None else args, codec=codec, root="args")
     except CodecError as exc:
-        raise PayloadError(f"{tool}: cannot encode the arguments: {exc}") from exc
+        raise PayloadError(
+            f"{tool}: cannot encode the arguments: {exc}", path=exc.path, type_name=exc.type_name
+        ) from exc
     size = request.ByteSize()
     if size > limit - _ENVELOPE:
         raise PayloadTooLarge(

@@ -7,12 +7,34 @@ to the public error tree by the host.
 Wire format of the ``"json"`` codec (the default)
 -------------------------------------------------
 ``Payload.data`` is one strict RFC 8259 JSON text in UTF-8: no ``NaN``/``Infinity`` literals,
-no lone surrogates, integers only in ``[-2**63, 2**64)``, so any JSON parser reads it. JSON
-semantics apply: tuples (namedtuples too) arrive as lists, enum members as their value, UUIDs
-as their string, subclasses of str, int, float, list and dict as the base type. Dict keys are
-strings: ``int``/``float``/``bool``/``None`` keys are converted as :func:`json.dumps` converts
-them (``1 -> "1"``, ``True -> "true"``, ``None -> "null"``, ``nan -> "NaN"``), and when two
-keys convert to the same string the last one wins.
+no lone surrogates, integers only in ``[-2**63, 2**64)``, so any JSON parser reads it.
+
+What round-trips, and how (nothing is changed silently; what has no faithful form raises):
+
+- ``None``, ``bool``, ``int`` (any size), ``float`` (NaN, infinities and ``-0.0`` included),
+  ``str`` (lone surrogates included), ``list``, ``dict``: unchanged.
+- ``bytes``, ``bytearray``, ``memoryview``: as ``bytes``, out of band (not base64).
+- numpy (when the value holds numpy values; numpy is never imported otherwise):
+  ``ndarray`` of any dtype but object (and structured dtypes that do not survive as bytes),
+  0-d and non-contiguous ones included, as an ``ndarray`` with the same dtype (byte order
+  too) and shape, writable, C-contiguous; the receiving side needs numpy, else decoding
+  raises. numpy scalars (``int64``, ``float32``, ``bool_``...) as the Python ``int``,
+  ``float`` or ``bool`` of exactly the same value (``numpy.float64`` already is a float).
+- JSON semantics, as :func:`json.dumps` has them: tuples (namedtuples too) arrive as lists,
+  enum members as their value, UUIDs as their string, subclasses of str, int, float, list
+  and dict as the base type. Dict keys are strings: ``int``/``float``/``bool``/``None`` keys
+  (numpy integer and float keys too) are converted as :func:`json.dumps` converts them
+  (``1 -> "1"``, ``True -> "true"``, ``None -> "null"``, ``nan -> "NaN"``), and when two keys
+  convert to the same string the last one wins.
+
+Everything else raises :class:`CodecError` naming the value's type and path
+(``result["a"][3]``, ``args["x"]``): a set, a datetime, a ``Decimal``, a complex, a
+dataclass or any other object, a dict key of another type (at the dict's path), an object
+array, an ndarray subclass, a complex or datetime64 numpy scalar, a structure that contains
+itself (at the place the cycle closes), one nested too deeply for the interpreter's stack.
+Opting in to placeholders instead: an :class:`Unserializable` in the value
+(``Unserializable.of(x)``) travels as itself, and ``placeholders=True`` replaces every value
+with no faithful form by one.
 
 What JSON cannot carry travels as a *marker*: a JSON object holding the key ``"__snakepit__"``,
 whose value names the kind::
@@ -22,34 +44,34 @@ whose value names the kind::
     {"__snakepit__": "int", "hex": "-0x1f..."}  an int outside [-2**63, 2**64)
     {"__snakepit__": "str", "index": 1}         a str with lone surrogates: Payload.blobs[1]
                                                 is its UTF-8 encoding with "surrogatepass"
-    {"__snakepit__": "unserializable",          a value JSON cannot carry (a set, a socket,
-     "type": "socket.socket", "repr": "..."}    a function, a dataclass, a datetime...);
-                                                decodes to Unserializable
+    {"__snakepit__": "ndarray", "index": 2,     a numpy array: Payload.blobs[2] holds its
+     "dtype": ">i4", "shape": [3, 2]}           items in C order; dtype is numpy's dtype.str
+    {"__snakepit__": "unserializable",          an Unserializable: a description sent on
+     "type": "socket.socket", "repr": "..."}    purpose, never in place of a value silently
     {"__snakepit__": "dict", "items": [[k, v]]} a dict that needs escaping: one of its keys is
-                                                "__snakepit__" itself, has lone surrogates, or
-                                                is of a type JSON keys cannot be
+                                                "__snakepit__" itself or has lone surrogates
 
-``bytes``, ``bytearray`` and ``memoryview`` values all decode as ``bytes``. In an escaped dict,
-keys and values are encoded values themselves (a key of an unsupported type becomes an
-unserializable marker, which decodes to a hashable :class:`Unserializable`). ``has_markers`` is
-true when ``data`` holds at least one marker; when it is false, :func:`decode` returns the
-parsed JSON without walking it.
+In an escaped dict, keys and values are encoded values themselves. ``has_markers`` is true
+when ``data`` holds at least one marker; when it is false, :func:`decode` returns the parsed
+JSON without walking it.
 
 Encoding runs :mod:`json`'s C encoder with ``allow_nan=False`` and a ``default=`` hook that
-writes the bytes and unserializable markers, and falls back to a Python walk of the value only
-when that fails or cannot be trusted (a non-finite float, a key json cannot write, a key named
-``"__snakepit__"``, a possibly huge int, a cycle): plain data pays for one C-level encode
-and, unless ``has_markers``, one C-level parse. ``orjson``, when installed, parses payloads and
-writes the walked (tuple-free, acyclic) tree, but never sees user values: orjson 3.13 does not
-count nested tuples against its recursion limit and crashes the process on a deep or cyclic
-tuple, where json raises. Either way the wire means the same, and a payload written with one
-engine reads with the other.
+writes the bytes, numpy and unserializable markers, and falls back to a Python walk of the
+value only when that fails or cannot be trusted (a non-finite float, a key json cannot write,
+a key named ``"__snakepit__"``, a possibly huge int, a cycle, a value with no JSON form, whose
+path only the walk knows): plain data pays for one C-level encode and, unless
+``has_markers``, one C-level parse. ``orjson``, when installed, parses payloads and writes the
+walked (tuple-free, acyclic) tree, but never sees user values: orjson 3.13 does not count
+nested tuples against its recursion limit and crashes the process on a deep or cyclic tuple,
+where json raises. Either way the wire means the same, and a payload written with one engine
+reads with the other.
 
 The ``"pickle"`` codec
 ----------------------
 ``Payload.data`` is a pickle (protocol 5) and ``Payload.blobs`` its out-of-band buffers. It
 carries any picklable object, and runs arbitrary code when loaded: :func:`decode` refuses it
-unless ``allow_pickle=True``, for workers and hosts that trust each other.
+unless ``allow_pickle=True``, for workers and hosts that trust each other. A pool opts in
+with ``Pool(..., allow_pickle=True)``: its workers accept pickle and all its calls use it.
 """
 
 from __future__ import annotations
@@ -57,8 +79,10 @@ from __future__ import annotations
 import enum
 import importlib
 import json
+import math
 import pickle
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
@@ -95,24 +119,62 @@ _BINARY: Final = (bytes, bytearray, memoryview)
 class CodecError(ValueError):
     """A value cannot be encoded, or a payload cannot be decoded; the message says why.
 
-    Encoding raises it for a cycle, a structure nested too deeply, an unknown codec, or (with
-    ``strict=True``) a value JSON cannot carry, naming its type and its path (``$.a[2]``).
-    Decoding raises it for malformed data, an unknown codec, or a refused pickle payload.
+    Encoding raises it for a value with no faithful JSON form (a set, a datetime, an object
+    ndarray...), a cycle or a structure nested too deeply, naming the value's type and its path
+    (``result["a"][3]``); and for an unknown codec. Decoding raises it for malformed data, an
+    unknown codec, a refused pickle payload, or an ndarray on a side without numpy.
     """
+
+    def __init__(
+        self, message: str, *, path: str | None = None, type_name: str | None = None
+    ) -> None:
+        super().__init__(message)
+        #: Where the value sits (``args["x"]``, ``result["a"][3]``), when the encoder knows.
+        self.path = path
+        #: The qualified name of the value's type (``"set"``, ``"datetime.datetime"``).
+        self.type_name = type_name
+
+
+# "cannot encode TYPE at PATH: why": PATH is a root name and subscripts, str keys JSON-quoted.
+_ERROR_PREFIX: Final = re.compile(
+    r'cannot encode (?P<type>\S+) at (?P<path>\w+(?:\[(?:"(?:[^"\\]|\\.)*"|[^\]"]*)\])*): '
+)
+
+
+def error_details(message: str) -> tuple[str | None, str | None]:
+    """The ``(path, type_name)`` an encoding :class:`CodecError`'s message names, else Nones.
+
+    A worker sends back only the message of the error it met encoding a result; the host reads
+    the path and type from it with this.
+    """
+    found = _ERROR_PREFIX.search(message)
+    if found is None:
+        return None, None
+    return found["path"], found["type"]
 
 
 @dataclass(frozen=True, slots=True)
 class Unserializable:
-    """Stands in, after decoding, for a value the sender could not encode as JSON.
+    """A description of a value in place of the value: its type name and ``repr()``.
 
-    Encoding an :class:`Unserializable` produces the same marker again, so a relayed value keeps
-    its meaning. Instances are hashable (they may be dict keys).
+    Nothing is replaced by one silently: a value with no faithful form raises
+    :class:`CodecError`. A sender that prefers a description opts in, either per value
+    (``Unserializable.of(sock)``) or per encode (``placeholders=True``). It encodes as a marker
+    that decodes to an equal :class:`Unserializable`, so a relayed one keeps its meaning.
+    Instances are hashable (they may be dict keys).
     """
 
     #: The qualified name of the value's type: ``"set"``, ``"socket.socket"``, ``"mod.Thing"``.
     type_name: str
     #: ``repr()`` of the value, truncated to 200 characters.
     repr: str
+
+    @classmethod
+    def of(cls, value: object) -> Unserializable:
+        """Describe ``value``: its qualified type name and its ``repr()`` (200 chars at most)."""
+        if isinstance(value, Unserializable):
+            return value
+        return cls(_clean(_type_name(value)), _short_repr(value))
 
 
 class _Fallback(Exception):
@@ -157,24 +219,50 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode()
 
 
-def _format_path(path: list[object]) -> str:
-    parts = ["$"]
+def _format_path(root: str, path: list[object]) -> str:
+    parts = [root]
     for step in path:
         if isinstance(step, tuple):  # a dict key
             key = step[0]
-            parts.append(f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]")
+            if isinstance(key, str):
+                parts.append(f"[{json.dumps(str.__str__(key))}]")
+            elif key is None or isinstance(key, bool | int | float):
+                parts.append(f"[{_short_repr(key)}]")
+            else:
+                text = _short_repr(key).replace("]", ")").replace('"', "'")
+                parts.append(f"[{text}]")
         else:
             parts.append(f"[{step}]")
     return "".join(parts)
 
 
+_NO_FORM: Final = (
+    "JSON has no faithful form for it (convert it first, e.g. a set to a list or a datetime to "
+    "an ISO string; or use pickle with trusted workers: Pool(allow_pickle=True))"
+)
+
+
+def _numpy_scalar(np: Any, value: Any) -> object:
+    # A numpy scalar as the Python scalar of exactly its value; None when there is none.
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        number = float(value)
+        if number == value or number != number:  # exact (a longdouble may not be)
+            return number
+    return None
+
+
 class _Encoding:
     """The state of one encode: blobs gathered, markers emitted, and the walk's path."""
 
-    __slots__ = ("blobs", "markers", "path", "strict")
+    __slots__ = ("blobs", "markers", "path", "placeholders", "root")
 
-    def __init__(self, strict: bool) -> None:
-        self.strict = strict
+    def __init__(self, placeholders: bool, root: str) -> None:
+        self.placeholders = placeholders
+        self.root = root
         self.blobs: list[bytes] = []
         self.markers = 0
         self.path: list[object] = []
@@ -186,15 +274,33 @@ class _Encoding:
 
     def _unserializable(self, value: object) -> dict[str, object]:
         self.markers += 1
-        if isinstance(value, Unserializable):
-            type_name, text = _clean(value.type_name), _clean(value.repr)
-        else:
-            type_name, text = _clean(_type_name(value)), _short_repr(value)
-        return {_KEY: "unserializable", "type": type_name, "repr": text}
+        stand_in = Unserializable.of(value)
+        return {
+            _KEY: "unserializable",
+            "type": _clean(stand_in.type_name),
+            "repr": _clean(stand_in.repr),
+        }
 
     def _float(self, value: float) -> dict[str, object]:
         self.markers += 1
         return {_KEY: "float", "value": "nan" if value != value else repr(float(value))}
+
+    def _array(self, np: Any, array: Any) -> dict[str, object] | None:
+        # C order, the dtype's own byte order; None for a dtype that does not survive as bytes.
+        dtype = array.dtype
+        if type(array) is not np.ndarray or dtype.hasobject or np.dtype(dtype.str) != dtype:
+            return None
+        marker = self._blob("ndarray", array.tobytes())
+        marker["dtype"] = dtype.str
+        marker["shape"] = list(array.shape)
+        return marker
+
+    def _error(self, value: object, why: str, steps: list[object] | None = None) -> CodecError:
+        type_name = _clean(_type_name(value))
+        path = _format_path(self.root, self.path if steps is None else steps)
+        return CodecError(
+            f"cannot encode {type_name} at {path}: {why}", path=path, type_name=type_name
+        )
 
     def hook(self, value: object) -> object:
         """``default=`` of the JSON encoders: what they cannot encode themselves."""
@@ -204,9 +310,21 @@ class _Encoding:
             return str(value)
         if isinstance(value, enum.Enum):
             return value.value
-        if self.strict and not isinstance(value, Unserializable):
-            raise _Fallback  # the walk names the path
-        return self._unserializable(value)
+        if isinstance(value, Unserializable):
+            return self._unserializable(value)
+        np = sys.modules.get("numpy")
+        if np is not None:
+            if isinstance(value, np.ndarray):
+                marker = self._array(np, value)
+                if marker is not None:
+                    return marker
+            elif isinstance(value, np.generic):
+                scalar = _numpy_scalar(np, value)
+                if scalar is not None:
+                    return scalar
+        if self.placeholders:
+            return self._unserializable(value)
+        raise _Fallback  # the walk names the path
 
     def walk(self, value: object, active: set[int]) -> object:
         """Return a JSON-ready copy of ``value``, with markers in place of what needs them."""
@@ -232,10 +350,7 @@ class _Encoding:
             return number if number - number == 0 else self._float(number)
         if isinstance(value, list | tuple | dict):
             if id(value) in active:
-                raise CodecError(
-                    f"cannot encode {_type_name(value)} at {_format_path(self.path)}: "
-                    "it contains itself (a cycle)"
-                )
+                raise self._error(value, "it contains itself (a cycle)")
             active.add(id(value))
             try:
                 if isinstance(value, dict):
@@ -254,12 +369,29 @@ class _Encoding:
             return str(value)
         if isinstance(value, enum.Enum):
             return self.walk(value.value, active)
-        if self.strict and not isinstance(value, Unserializable):
-            raise CodecError(
-                f"cannot encode {_type_name(value)} at {_format_path(self.path)} "
-                "as JSON (strict mode)"
-            )
-        return self._unserializable(value)
+        if isinstance(value, Unserializable):
+            return self._unserializable(value)
+        np = sys.modules.get("numpy")
+        if np is not None:
+            if isinstance(value, np.ndarray):
+                marker = self._array(np, value)
+                if marker is not None:
+                    return marker
+                if type(value) is not np.ndarray:
+                    why = (
+                        "an ndarray subclass would arrive as a plain ndarray: pass numpy.asarray(x)"
+                    )
+                else:
+                    why = f"an array of dtype {value.dtype} has no faithful form as bytes"
+                if not self.placeholders:
+                    raise self._error(value, why)
+            elif isinstance(value, np.generic):
+                scalar = _numpy_scalar(np, value)
+                if scalar is not None:
+                    return self.walk(scalar, active)
+        if self.placeholders:
+            return self._unserializable(value)
+        raise self._error(value, _NO_FORM)
 
     def _walk_dict(self, value: dict[Any, Any], active: set[int]) -> object:
         escape = False
@@ -295,12 +427,19 @@ class _Encoding:
             return str(key)
         elif isinstance(key, enum.Enum):
             return self._key(key.value, active)
-        if self.strict and not isinstance(key, Unserializable):
-            raise CodecError(
-                f"cannot encode a dict key of type {_type_name(key)} at "
-                f"{_format_path(self.path[:-1])} as JSON (strict mode)"
-            )
-        return self._unserializable(key)
+        elif isinstance(key, Unserializable):
+            return self._unserializable(key)
+        else:
+            np = sys.modules.get("numpy")
+            if np is not None and isinstance(key, np.generic):
+                scalar = _numpy_scalar(np, key)
+                if scalar is not None:
+                    return self._key(scalar, active)
+        if self.placeholders:
+            return self._unserializable(key)
+        # The path is the dict's: the key has none of its own.
+        why = "a dict key must be a str, int, float, bool, None, UUID or Enum"
+        raise self._error(key, why, self.path[:-1])
 
 
 def _dumps_tree(tree: object) -> bytes:
@@ -324,20 +463,20 @@ def _maybe_huge_int(data: bytes) -> bool:
     return _DIGITS_20 in digits or _MINUS_DIGITS_19 in digits
 
 
-def _encode_json(value: object, strict: bool) -> tuple[bytes, list[bytes], bool]:
+def _encode_json(value: object, placeholders: bool, root: str) -> tuple[bytes, list[bytes], bool]:
     if type(value) is bytes:
         return b'{"__snakepit__":"bytes","index":0}', [value], True
     encoding = None
     try:
         try:
             text = _PLAIN_ENCODER.encode(value)
-        except _Fallback:  # bytes or an unserializable value: encode again, with the hook
-            encoding = _Encoding(strict)
+        except _Fallback:  # bytes, numpy or a value with no JSON form: again, with the hook
+            encoding = _Encoding(placeholders, root)
             text = json.JSONEncoder(
                 ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=encoding.hook
             ).encode(value)
         data = text.encode()
-    except Exception:  # NaN, a cycle, surrogates, a key json refuses, strict mode: walk it
+    except Exception:  # NaN, a cycle, surrogates, a key json refuses, no JSON form: walk it
         pass
     else:
         # A user's "__snakepit__" key or a huge int needs the walk too.
@@ -346,20 +485,36 @@ def _encode_json(value: object, strict: bool) -> tuple[bytes, list[bytes], bool]
                 return data, [], False
         elif data.count(_KEY_BYTES) == encoding.markers and not _maybe_huge_int(data):
             return data, encoding.blobs, encoding.markers > 0
-    encoding = _Encoding(strict)
+    encoding = _Encoding(placeholders, root)
     try:
         tree = encoding.walk(value, set())
         return _dumps_tree(tree), encoding.blobs, encoding.markers > 0
     except CodecError:
         raise
     except RecursionError as exc:
-        raise CodecError(f"cannot encode {_type_name(value)}: nested too deeply") from exc
+        type_name = _clean(_type_name(value))
+        raise CodecError(
+            f"cannot encode {type_name} at {root}: nested too deeply",
+            path=root,
+            type_name=type_name,
+        ) from exc
     except Exception as exc:  # a container whose own code raised while it was read
-        raise CodecError(f"cannot encode {_type_name(value)}: {exc!r}") from exc
+        type_name = _clean(_type_name(value))
+        path = _format_path(root, encoding.path)
+        raise CodecError(
+            f"cannot encode {type_name} at {path}: reading it raised {exc!r}",
+            path=path,
+            type_name=type_name,
+        ) from exc
 
 
 def encode_into(
-    payload: worker_pb2.Payload, value: object, *, codec: str = JSON, strict: bool = False
+    payload: worker_pb2.Payload,
+    value: object,
+    *,
+    codec: str = JSON,
+    placeholders: bool = False,
+    root: str = "result",
 ) -> None:
     """Encode ``value`` into ``payload``, an existing (sub)message, replacing its fields.
 
@@ -369,20 +524,26 @@ def encode_into(
     :param payload: the message to fill (its codec, data, blobs and has_markers are replaced).
     :param value: the value to encode.
     :param codec: :data:`JSON` (the default) or :data:`PICKLE`.
-    :param strict: with JSON, raise instead of writing an unserializable marker.
-    :raises CodecError: unknown codec; a cycle or too deep a structure; with ``strict``, a
-        value JSON cannot carry (the message names its type and path); with pickle, a value
-        that cannot be pickled.
+    :param placeholders: with JSON, write an :class:`Unserializable` marker for a value with no
+        faithful form instead of raising (an explicit opt-in: the receiver gets a description,
+        not the value).
+    :param root: the name error paths start with: ``"args"``, ``"result"`` (the default).
+    :raises CodecError: unknown codec; a cycle or too deep a structure; a value with no
+        faithful JSON form (the error's ``path`` and ``type_name`` name it); with pickle, a
+        value that cannot be pickled.
     """
     if codec == JSON:
-        data, blobs, has_markers = _encode_json(value, strict)
+        data, blobs, has_markers = _encode_json(value, placeholders, root)
     elif codec == PICKLE:
         buffers: list[pickle.PickleBuffer] = []
         try:
             data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
             blobs = [buffer.raw().tobytes() for buffer in buffers]
         except Exception as exc:
-            raise CodecError(f"cannot pickle {_type_name(value)}: {exc!r}") from exc
+            type_name = _clean(_type_name(value))
+            raise CodecError(
+                f"cannot pickle {type_name} at {root}: {exc!r}", type_name=type_name
+            ) from exc
         has_markers = False
     else:
         raise CodecError(f"unknown codec {codec!r} (expected {JSON!r} or {PICKLE!r})")
@@ -395,13 +556,15 @@ def encode_into(
     payload.has_markers = has_markers
 
 
-def encode(value: object, *, codec: str = JSON, strict: bool = False) -> worker_pb2.Payload:
+def encode(
+    value: object, *, codec: str = JSON, placeholders: bool = False, root: str = "result"
+) -> worker_pb2.Payload:
     """Encode ``value`` as a new ``Payload``; see :func:`encode_into`, which this wraps.
 
     :raises CodecError: as :func:`encode_into` does.
     """
     payload = worker_pb2.Payload()
-    encode_into(payload, value, codec=codec, strict=strict)
+    encode_into(payload, value, codec=codec, placeholders=placeholders, root=root)
     return payload
 
 
@@ -454,11 +617,39 @@ def _from_marker(marker: dict[str, Any], blobs: Any) -> Any:
             return Unserializable(type_name, text)
         if kind == "dict":
             return {_restore(key, blobs): _restore(item, blobs) for key, item in marker["items"]}
+        if kind == "ndarray":
+            return _array_from(marker, blobs)
     except CodecError:
         raise
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed {kind!r} marker in payload: {exc!r}") from exc
     raise CodecError(f"unknown marker kind {kind!r} in payload")
+
+
+def _array_from(marker: dict[str, Any], blobs: Any) -> Any:
+    blob = blobs[_index(marker, blobs)]
+    dtype, shape = marker["dtype"], marker["shape"]
+    if not isinstance(dtype, str):
+        raise TypeError("dtype is not a string")
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise TypeError("shape is not a list of sizes")
+    try:
+        np: Any = importlib.import_module("numpy")
+    except ImportError:
+        raise CodecError(
+            f"cannot decode an ndarray (dtype {dtype}, shape {shape}): numpy is not installed "
+            "on this side; install it, or send lists"
+        ) from None
+    kind = np.dtype(dtype)
+    if kind.hasobject:
+        raise ValueError("an object dtype is never sent")
+    count = math.prod(shape)
+    if len(blob) != count * kind.itemsize:
+        raise ValueError(f"{len(blob)} bytes for {count} items of {kind.itemsize}")
+    if kind.itemsize == 0:
+        return np.zeros(shape, kind)
+    # A copy: the array owns writable memory, as the sender's did.
+    return np.frombuffer(blob, kind, count).reshape(shape).copy()
 
 
 def _index(marker: dict[str, Any], blobs: Any) -> int:
@@ -472,14 +663,15 @@ def decode(payload: worker_pb2.Payload, *, allow_pickle: bool = False) -> Any:
     """Decode a ``Payload`` made by :func:`encode` back into a value.
 
     JSON payloads decode with JSON semantics (see the module docstring): markers become
-    ``bytes``, non-finite floats, big ints and :class:`Unserializable` placeholders again.
+    ``bytes``, non-finite floats, big ints, numpy arrays (numpy is imported then, and
+    required) and :class:`Unserializable` descriptions again.
     An empty ``codec`` field is read as JSON.
 
     :param payload: the message to decode.
     :param allow_pickle: accept the pickle codec; only for a trusted peer, as loading a pickle
         can run any code.
     :raises CodecError: malformed data; an unknown codec; a pickle payload without
-        ``allow_pickle``.
+        ``allow_pickle``; an ndarray where numpy is not installed.
     """
     codec = payload.codec
     if codec == JSON or not codec:

@@ -300,7 +300,27 @@ class PayloadTooLarge(WorkerError):
 
 
 class PayloadError(WorkerError, ValueError):
-    """Arguments or a result cannot be encoded or decoded."""
+    """Arguments or a result cannot be encoded or decoded.
+
+    A value with no faithful form (a set, a datetime, an object array...) is never replaced
+    silently: the error names where it is (``path``) and what it is (``type_name``).
+    """
+
+    def __init__(
+        self, message: str, *, path: str | None = None, type_name: str | None = None
+    ) -> None:
+        super().__init__(message)
+        #: Where the value sits: ``args["x"]``, ``result["a"][3]`` (None when unknown).
+        self.path = path
+        #: The qualified name of its type: ``"set"``, ``"datetime.datetime"`` (or None).
+        self.type_name = type_name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_payload_error, (str(self), self.path, self.type_name))
+
+
+def _payload_error(message: str, path: str | None, type_name: str | None) -> PayloadError:
+    return PayloadError(message, path=path, type_name=type_name)
 
 
 class RemoteError(WorkerError):

@@ -100,6 +100,12 @@ class PoolConfig:
     #: user, ``$XDG_RUNTIME_DIR/snakepit`` or ``<tmp>/snakepit-<uid>``). A pool
     #: starting here kills the workers a dead earlier run left under it.
     run_dir: str | os.PathLike[str] | None = None
+    #: Trust the workers with pickle: they start with ``--allow-pickle`` and every call
+    #: sends its arguments and gets its result as pickle (protocol 5, buffers out of band),
+    #: so any picklable value travels. Loading a pickle runs code: for trusted adapters
+    #: only. False (the default): JSON, and a value with no faithful JSON form raises
+    #: ``PayloadError`` naming its path and type.
+    allow_pickle: bool = False
 
     def __post_init__(self) -> None:
         module, sep, cls = (
@@ -133,6 +139,8 @@ class PoolConfig:
             )
         if self.transport not in ("frames", "grpc"):
             raise ConfigError("transport", f"must be 'frames' or 'grpc', got {self.transport!r}")
+        if not isinstance(self.allow_pickle, bool):
+            raise ConfigError("allow_pickle", f"must be a bool, got {self.allow_pickle!r}")
         if self.run_dir is not None:
             if not isinstance(self.run_dir, str | os.PathLike) or not os.fspath(self.run_dir):
                 raise ConfigError("run_dir", f"must be a path or None, got {self.run_dir!r}")

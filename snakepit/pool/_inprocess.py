@@ -149,6 +149,7 @@ class InProcessLauncher:
                     worker_id=worker_id,
                     max_concurrency=config.max_concurrency,
                     max_message_bytes=config.max_message_bytes,
+                    allow_pickle=config.allow_pickle,
                 )
         except (WorkerStartupError, OSError) as exc:
             self._stopped()

@@ -131,7 +131,11 @@ class LocalLauncher:
             env=env,
             cwd=config.cwd,
             ready_timeout=config.startup_timeout,
-            extra_args=["--max-message-mb", str(config.max_message_mb)],
+            extra_args=[
+                "--max-message-mb",
+                str(config.max_message_mb),
+                *(["--allow-pickle"] if config.allow_pickle else []),
+            ],
             on_spawn=lambda pid: run.record(worker_id, pid),
             forkserver=forkserver,
         )

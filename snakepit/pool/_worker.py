@@ -14,6 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from snakepit._client import Multiplexer, WorkerClient, open_frames_multiplexer
+from snakepit._codec import JSON, PICKLE
 from snakepit.errors import WorkerCrashed, WorkerError, WorkerStartError
 from snakepit.otp import Broadcast, ExitReason, GenServer
 from snakepit.otp._server import unwrapped_task_group
@@ -131,14 +132,15 @@ class Worker(GenServer[Any, Any, None]):
             self.handle = self.process = await args.launcher.start(
                 args.config, args.worker_id, args.run_id
             )
+            codec = PICKLE if args.config.allow_pickle else JSON
             self.client = WorkerClient(
-                self.handle.address, max_message_bytes=args.config.max_message_bytes
+                self.handle.address, max_message_bytes=args.config.max_message_bytes, codec=codec
             )
             config = args.config
             frames = self.handle.frames_address
             if frames is not None and config.transport == "frames":
                 self.mux = await open_frames_multiplexer(
-                    frames, max_message_bytes=config.max_message_bytes
+                    frames, max_message_bytes=config.max_message_bytes, codec=codec
                 )
             else:
                 self.mux = self.client.multiplexer()

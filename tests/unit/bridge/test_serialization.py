@@ -1,4 +1,4 @@
-"""The payload codec (snakepit/_codec.py): round trips, markers, strictness, both JSON engines."""
+"""The payload codec (snakepit/_codec.py): round trips, markers, typed errors, both JSON engines."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import base64
 import collections
 import dataclasses
 import datetime
+import decimal
 import enum
 import json
 import math
@@ -123,7 +124,7 @@ def test_round_trip_keeps_values_and_types(value: object) -> None:
 TRICKY = [
     {"a": None, "b": math.nan, "c": [math.inf, -math.inf, -0.0]},
     {1: "int key", None: "none key", 2.5: "float key", "s": {"t": (1, 2)}},
-    {"__snakepit__": [b"\x00", {3}], "big": [2**64, -(2**63) - 1, 2**63]},
+    {"__snakepit__": [b"\x00", Unserializable("set", "{3}")], "big": [2**64, -(2**63) - 1, 2**63]},
     ["\ud800", {"\udcff": "\u00e9"}],
 ]
 
@@ -167,8 +168,8 @@ def test_plain_data_does_not_walk(json_engine: str, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(_codec._Encoding, "walk", no_walk)
     monkeypatch.setattr(_codec, "_restore", no_walk)
-    # bytes and unserializable values are handled by the encoder's default= hook
-    value = {"x": 1, "y": "abc", "blob": b"\x00\x01", "s": {1}, "id": 2**63 - 1}
+    # bytes and Unserializable values are handled by the encoder's default= hook
+    value = {"x": 1, "y": "abc", "blob": b"\x00\x01", "s": Unserializable.of({1}), "id": 2**63 - 1}
     payload = encode(value)
     assert payload.has_markers
     monkeypatch.undo()
@@ -302,36 +303,57 @@ def test_ints_beyond_str_conversion_limit(json_engine: str) -> None:
     assert round_trip([huge, -huge]) == [huge, -huge]
 
 
-# -- unserializable values --------------------------------------------------------------------
+# -- values with no faithful form: a typed error, or a placeholder on request --------------------
+
+NO_FORM = [
+    (lambda: {1, 2}, "set"),
+    (lambda: frozenset(), "frozenset"),
+    (object, "object"),
+    (lambda: lambda: None, "function"),
+    (Thing, f"{__name__}.Thing"),
+    (lambda: Record(1), f"{__name__}.Record"),
+    (lambda: datetime.date(2020, 1, 2), "datetime.date"),
+    (lambda: datetime.datetime(2020, 1, 2, 3, 4), "datetime.datetime"),
+    (lambda: decimal.Decimal("1.10"), "decimal.Decimal"),
+    (lambda: 1j, "complex"),
+]
 
 
-@pytest.mark.parametrize(
-    ("make", "type_name"),
-    [
-        (lambda: {1, 2}, "set"),
-        (lambda: frozenset(), "frozenset"),
-        (object, "object"),
-        (lambda: lambda: None, "function"),
-        (Thing, f"{__name__}.Thing"),
-        (lambda: Record(1), f"{__name__}.Record"),
-        (lambda: datetime.date(2020, 1, 2), "datetime.date"),
-        (lambda: 1j, "complex"),
-    ],
-    ids=lambda x: x if isinstance(x, str) else "",
-)
-def test_unserializable_values_become_markers(json_engine: str, make: Any, type_name: str) -> None:
+@pytest.mark.parametrize(("make", "type_name"), NO_FORM, ids=[t for _, t in NO_FORM])
+def test_no_faithful_form_raises_naming_type_and_path(
+    json_engine: str, make: Any, type_name: str
+) -> None:
+    # Issue 11, defect 8: these became an Unserializable placeholder without an error.
+    with pytest.raises(CodecError) as info:
+        encode({"a": [1, {"b": make()}]})
+    assert info.value.path == 'result["a"][1]["b"]'
+    assert info.value.type_name == type_name
+    assert str(info.value).startswith(f'cannot encode {type_name} at result["a"][1]["b"]: ')
+    assert _codec.error_details(str(info.value)) == (info.value.path, type_name)
+
+
+@pytest.mark.parametrize(("make", "type_name"), NO_FORM, ids=[t for _, t in NO_FORM])
+def test_placeholders_are_an_explicit_opt_in(json_engine: str, make: Any, type_name: str) -> None:
     value = make()
-    payload = encode({"a": [1, value]})
+    payload = encode({"a": [1, value]}, placeholders=True)
     assert payload.has_markers
     result = decode(payload)
-    marker = result["a"][1]
-    assert marker == Unserializable(type_name, repr(value))
+    assert result["a"][1] == Unserializable(type_name, repr(value))
     assert result["a"][0] == 1
 
 
-def test_socket_is_unserializable(json_engine: str) -> None:
+def test_unserializable_of_describes_a_value_on_purpose(json_engine: str) -> None:
+    stand_in = Unserializable.of({1})
+    assert stand_in == Unserializable("set", "{1}")
+    assert Unserializable.of(stand_in) is stand_in
+    assert round_trip({"s": stand_in, stand_in: 1}) == {"s": stand_in, stand_in: 1}
+
+
+def test_socket_has_no_faithful_form(json_engine: str) -> None:
     with socket.socket() as sock:
-        result = round_trip({"sock": sock})
+        with pytest.raises(CodecError, match=r"socket\.socket at result\.?\[\"sock\"\]"):
+            encode({"sock": sock})
+        result = round_trip({"sock": sock}, placeholders=True)
     assert result["sock"].type_name == "socket.socket"
     assert result["sock"].repr.startswith("<socket.socket")
 
@@ -349,47 +371,108 @@ def test_long_and_broken_reprs(json_engine: str) -> None:
         def __repr__(self) -> str:
             return "odd \ud800"
 
-    long, broken, odd = round_trip([Long(), Broken(), Odd()])
+    long, broken, odd = round_trip([Long(), Broken(), Odd()], placeholders=True)
     assert odd.repr == "odd \\ud800"
     assert len(long.repr) == 200
     assert long.repr.endswith("...")
     assert broken.type_name.endswith("Broken")
     assert "RuntimeError" in broken.repr
+    with pytest.raises(CodecError, match=r"Broken at result\[1\]"):
+        encode([1, Broken()])
 
 
-def test_unsupported_key_becomes_a_marker_key(json_engine: str) -> None:
-    assert round_trip({(1, 2): "t", "k": 1}) == {Unserializable("tuple", "(1, 2)"): "t", "k": 1}
+def test_unsupported_key_raises_at_its_dict(json_engine: str) -> None:
+    with pytest.raises(CodecError) as info:
+        encode({"k": {(1, 2): "t"}}, root="args")
+    assert (info.value.path, info.value.type_name) == ('args["k"]', "tuple")
+    assert "dict key" in str(info.value)
+    assert round_trip({(1, 2): "t", "k": 1}, placeholders=True) == {
+        Unserializable("tuple", "(1, 2)"): "t",
+        "k": 1,
+    }
 
 
 def test_unserializable_is_relayed_unchanged(json_engine: str) -> None:
     stand_in = Unserializable("mod.Thing", "<Thing>")
     assert round_trip([stand_in]) == [stand_in]
-    assert round_trip([stand_in], strict=True) == [stand_in]
-
-
-# -- strict mode ------------------------------------------------------------------------------
+    assert round_trip([stand_in], placeholders=True) == [stand_in]
 
 
 @pytest.mark.parametrize(
-    ("value", "message"),
+    ("value", "path"),
     [
-        ({"a": [1, 2, {3}]}, r"set at \$\.a\[2\]"),
-        ([object()], r"object at \$\[0\]"),
-        (Thing(), rf"{__name__}\.Thing at \$ "),
-        ({"a b": {"c": [lambda: 0]}}, r"function at \$\['a b'\]\.c\[0\]"),
-        ({1: {"k": {(1,): 2}}}, r"key of type tuple at \$\[1\]\.k "),
+        ({"a": [1, 2, {3}]}, 'args["a"][2]'),
+        ([object()], "args[0]"),
+        (Thing(), "args"),
+        ({"a b": {"c": [lambda: 0]}}, 'args["a b"]["c"][0]'),
+        ({1: {"k": {(1,): 2}}}, 'args[1]["k"]'),
+        ({'q"]: ': [1, {2}]}, 'args["q\\"]: "][1]'),
+        ({"\ud800": {1}}, 'args["\\ud800"]'),
+        ((1, (2, {3})), "args[1][1]"),
     ],
-    ids=["set", "object", "instance", "lambda", "tuple-key"],  # stable across xdist workers
+    ids=["set", "object", "instance", "lambda", "tuple-key", "odd-key", "surrogate-key", "tuple"],
 )
-def test_strict_mode_names_type_and_path(json_engine: str, value: object, message: str) -> None:
-    with pytest.raises(CodecError, match=message):
-        encode(value, strict=True)
+def test_paths_name_where_the_value_is(json_engine: str, value: object, path: str) -> None:
+    with pytest.raises(CodecError) as info:
+        encode(value, root="args")
+    assert info.value.path == path
+    # The host reads them back from the message a worker sends.
+    assert _codec.error_details(f"echo: {info.value}")[0] == path
 
 
-def test_strict_mode_carries_everything_json_can(json_engine: str) -> None:
+no_form = st.sampled_from(
+    [{1}, frozenset({2}), datetime.date(2020, 1, 1), decimal.Decimal("1.5"), 1j, Thing()]
+)
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(keys, children, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def one_bad_value(draw: st.DrawFn) -> tuple[object, list[object], object]:
+    """Plain data with one value that has no faithful form; its steps from the root."""
+    bad = draw(no_form)
+    value: object = bad
+    steps: list[object] = []
+    for _ in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            items: list[object] = draw(st.lists(plain, max_size=3))
+            index = draw(st.integers(0, len(items)))
+            items.insert(index, value)
+            value = items if draw(st.booleans()) else tuple(items)
+            steps.insert(0, index)
+        else:
+            key = draw(keys | st.integers())
+            mapping: dict[object, object] = draw(st.dictionaries(keys, plain, max_size=3))
+            mapping.pop(key, None)
+            mapping[key] = value
+            value = mapping
+            steps.insert(0, (key,))
+    return value, steps, bad
+
+
+@settings(max_examples=60 * THOROUGH, deadline=None)
+@given(case=one_bad_value(), root=st.sampled_from(["args", "result"]))
+def test_a_value_with_no_faithful_form_is_found_wherever_it_is(
+    case: tuple[object, list[object], object], root: str
+) -> None:
+    value, steps, bad = case
+    for name in AVAILABLE:
+        with engine(name), pytest.raises(CodecError) as info:
+            encode(value, root=root)
+        expected = _codec._format_path(root, steps)
+        assert info.value.path == expected
+        assert info.value.type_name == _codec._type_name(bad)
+        # What a worker sends back is only the message: the host finds both in it.
+        assert _codec.error_details(f"tool: {info.value}") == (expected, info.value.type_name)
+
+
+def test_everything_json_can_carry_still_travels(json_engine: str) -> None:
     value = {"b": b"x", "f": [math.nan, -math.inf], "t": (1,), "big": 2**70, "k": {1: 2}}
     expected = {"b": b"x", "f": [math.nan, -math.inf], "t": [1], "big": 2**70, "k": {"1": 2}}
-    assert same(round_trip(value, strict=True), expected)
+    assert same(round_trip(value), expected)
 
 
 # -- cycles and depth -------------------------------------------------------------------------
@@ -406,11 +489,13 @@ def _cycles() -> list[object]:
     return [looped_list, looped_dict, through_tuple, {"deep": [{"x": looped_list}]}]
 
 
-@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("placeholders", [False, True])
 @pytest.mark.parametrize("value", _cycles(), ids=["list", "dict", "tuple", "nested"])
-def test_cycles_raise_codec_error(json_engine: str, value: object, strict: bool) -> None:
-    with pytest.raises(CodecError, match="cycle"):
-        encode(value, strict=strict)
+def test_cycles_raise_codec_error(json_engine: str, value: object, placeholders: bool) -> None:
+    with pytest.raises(CodecError, match="cycle") as info:
+        encode(value, placeholders=placeholders)
+    assert info.value.path is not None
+    assert info.value.path.startswith("result")
 
 
 def test_shared_references_are_not_cycles(json_engine: str) -> None:
@@ -469,6 +554,7 @@ def test_nesting_beyond_orjson_limits_round_trips(json_engine: str) -> None:
     [
         {"__snakepit__": "bytes", "index": 0},
         {"__snakepit__": "unserializable", "type": "x", "repr": "y"},
+        {"__snakepit__": "ndarray", "dtype": "O", "shape": [], "index": 0},
         [{"__snakepit__": 1}, b"blob", {"k": {"__snakepit__": {"__snakepit__": "float"}}}],
         {"a": "__snakepit__", "__snakepit__": [math.nan]},
         {"v": '"__snakepit__"'},

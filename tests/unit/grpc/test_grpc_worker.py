@@ -20,11 +20,11 @@ import anyio
 import pytest
 
 from snakepit._client import WorkerClient
-from snakepit._codec import Unserializable
 from snakepit._launch import WorkerProcess
 from snakepit.errors import (
     ExecutionTimeout,
     InvalidArguments,
+    PayloadError,
     PayloadTooLarge,
     RemoteError,
     ToolNotFound,
@@ -304,11 +304,13 @@ class TestTools:
         with pytest.raises(InvalidArguments, match="streaming tool"):
             await client.execute("count", {"n": 1})
 
-    async def test_unserializable_result_becomes_a_marker(self, echo: Echo) -> None:
+    async def test_a_result_with_no_json_form_raises_payload_error(self, echo: Echo) -> None:
+        # Issue 11, defect 8: it came back as an Unserializable placeholder, silently.
         _, client = echo
-        result = await client.execute("unserializable")
-        assert isinstance(result, Unserializable)
-        assert result.type_name == "set"
+        with pytest.raises(PayloadError, match="set at result") as info:
+            await client.execute("unserializable")
+        assert (info.value.path, info.value.type_name) == ("result", "set")
+        assert await client.execute("echo", {"value": 1}) == 1  # the worker serves on
 
     async def test_bytes_travel_as_bytes(self, echo: Echo) -> None:
         _, client = echo
