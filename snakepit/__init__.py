@@ -47,6 +47,7 @@ from snakepit.errors import WorkerStopping as WorkerStopping
 from snakepit.errors import WorkerUnavailable as WorkerUnavailable
 
 if TYPE_CHECKING:
+    from snakepit._codec import Unserializable as Unserializable
     from snakepit.pool import Pool as Pool
     from snakepit.pool import PoolConfig as PoolConfig
     from snakepit.pool import PoolStats as PoolStats
@@ -63,6 +64,10 @@ def __getattr__(name: str) -> Any:
         import snakepit.pool
 
         return getattr(snakepit.pool, name)
+    if name == "Unserializable":  # the codec loads protobuf: on first use too
+        from snakepit._codec import Unserializable
+
+        return Unserializable
     raise AttributeError(f"module 'snakepit' has no attribute {name!r}")
 
 
@@ -95,6 +100,7 @@ __all__ = (
     "ServerExited",
     "SnakepitError",
     "ToolNotFound",
+    "Unserializable",
     "WaitTimeout",
     "WorkerCrashed",
     "WorkerError",

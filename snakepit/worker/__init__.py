@@ -16,8 +16,12 @@ on stdout, and serves ``snakepit.v1.WorkerService`` plus ``grpc.health.v1``.
 It exits on SIGTERM (after finishing calls in flight and ``teardown()``) and
 when its stdin closes (its host is gone). This package imports nothing from
 the host side of snakepit. :class:`WorkerServer` serves an adapter in the
-current event loop (what the pool's in-process launcher uses).
+current event loop (what the pool's in-process launcher uses). A tool that
+means to send a description of a value JSON cannot carry, rather than fail
+with ``PayloadError``, returns ``Unserializable.of(value)``.
 """
+
+from snakepit._codec import Unserializable as Unserializable
 
 from ._adapter import Adapter as Adapter
 from ._adapter import ToolInfo as ToolInfo
@@ -35,6 +39,7 @@ __all__ = (
     "Context",
     "ToolInfo",
     "ToolParam",
+    "Unserializable",
     "WorkerServer",
     "main",
     "run",

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+import snakepit
 from snakepit import ConfigError, PayloadError
 from snakepit.pool import Pool, PoolConfig
-from snakepit.worker import Adapter, tool
+from snakepit.worker import Adapter, Unserializable, tool
 
 anyio_backends = ("asyncio",)  # pools run on asyncio (grpc.aio)
 
@@ -47,6 +48,11 @@ class Payloads(Adapter):
         """Yield 1, then a set."""
         yield 1
         yield {2}
+
+    @tool
+    def described_set(self) -> dict[str, Any]:
+        """A set, described on purpose instead of sent."""
+        return {"s": Unserializable.of({1})}
 
     @tool
     def describe(self, value: Any = None) -> dict[str, Any]:
@@ -86,6 +92,13 @@ async def test_a_result_with_no_faithful_form_raises_and_the_worker_serves_on(
     assert items == [1]
     assert await pool.execute("echo", {"value": [1, "two"]}) == [1, "two"]
     assert pool.stats().ready == 1
+
+
+@pytest.mark.anyio
+async def test_a_description_is_sent_only_on_request(snakepit_pool: MakePool) -> None:
+    pool = await snakepit_pool(ADAPTER, size=1)
+    assert snakepit.Unserializable is Unserializable
+    assert await pool.execute("described_set") == {"s": Unserializable("set", "{1}")}
 
 
 @pytest.mark.anyio
