@@ -686,7 +686,7 @@ def decode(payload: worker_pb2.Payload, *, allow_pickle: bool = False) -> Any:
         if not allow_pickle:
             raise CodecError(
                 "refusing to decode a pickle payload: loading a pickle can run any code; "
-                "pass allow_pickle=True only for a trusted peer"
+                "allow it only between trusted peers: Pool(..., allow_pickle=True)"
             )
         try:
             return pickle.loads(payload.data, buffers=list(payload.blobs))

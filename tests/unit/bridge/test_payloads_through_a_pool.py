@@ -146,3 +146,11 @@ def test_allow_pickle_is_checked() -> None:
     with pytest.raises(ConfigError, match="allow_pickle"):
         PoolConfig(adapter=ADAPTER, allow_pickle="yes")  # type: ignore[arg-type]
     assert PoolConfig(adapter=ADAPTER).allow_pickle is False
+
+
+@pytest.mark.anyio
+async def test_allow_pickle_reaches_worker_processes(snakepit_pool: MakePool) -> None:
+    # The local launcher passes --allow-pickle: without it, the worker refuses pickle.
+    pool = await snakepit_pool(ADAPTER, size=1, launcher="local", allow_pickle=True)
+    assert await pool.execute("echo", {"value": {1, 2}}) == {1, 2}
+    assert await pool.execute("with_a_set") == {"a": [1, 2, 3, {4}]}
