@@ -8,6 +8,7 @@ public error (:func:`error_from_info`, :func:`error_from_rpc`): no bare
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Final, Protocol
@@ -64,6 +65,8 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
     if kind == Kind.CODEC:
         path, type_name = error_details(info.message)
         return PayloadError(f"{tool}: {info.message}", path=path, type_name=type_name)
+    if kind == Kind.CANCELLED:
+        return WorkerError(f"{tool}: the call was cancelled in the worker")
     return WorkerError(f"{tool}: {info.type or 'error'}: {info.message}")
 
 
@@ -293,6 +296,13 @@ class WorkerClient:
         return Multiplexer(self._stub, self._limit, self._codec)
 
 
+#: (channel, request id) of the call the current task left running (cancelled,
+#: timed out, a stream closed early) on the worker: see Multiplexer.take_left_running.
+_left_running: contextvars.ContextVar[tuple[Multiplexer, int] | None] = contextvars.ContextVar(
+    "snakepit_left_running", default=None
+)
+
+
 class Multiplexer:
     """Many calls on one long-lived bidirectional ``Channel`` stream (the hot path).
 
@@ -302,6 +312,11 @@ class Multiplexer:
     :meth:`aclose`; if the stream breaks, every pending call fails with
     :class:`~snakepit.errors.WorkerUnavailable`.
 
+    A call whose caller is cancelled, that times out, or a stream closed
+    early is cancelled in the worker; its tool may run on a while (a sync
+    tool cannot be interrupted). The worker answers once it has really ended;
+    until then the request is *left running* (:meth:`take_left_running`,
+    :meth:`settled`), and the worker's slot is not free.
     """
 
     def __init__(self, transport: Any, limit: int, codec: str = JSON) -> None:
@@ -315,6 +330,11 @@ class Multiplexer:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, asyncio.Queue[worker_pb2.StreamChunk | None]] = {}
+        # Requests left running in the worker, until their final reply comes
+        # (True) or the channel ends (False).
+        self._unsettled: dict[int, asyncio.Future[bool]] = {}
+        # Final replies that came for a cancelled call before its caller resumed.
+        self._early: set[int] = set()
         self._frames = [worker_pb2.ClientFrame()]
         self._frame_size = 0
         self._wake = asyncio.Event()
@@ -391,14 +411,21 @@ class Multiplexer:
         try:
             response = await future
         except asyncio.CancelledError:
-            self._cancel(rid)
+            replied = (
+                future.done()
+                and not future.cancelled()
+                and future.exception() is None
+                and future.result() is not _TIMED_OUT
+            )
+            if not replied:  # (a reply that came just before the cancellation ended it)
+                self._leave_running(rid)
             raise
         finally:
             if timer is not None:
                 timer.cancel()
             self._pending.pop(rid, None)
         if response is _TIMED_OUT:
-            self._cancel(rid)
+            self._leave_running(rid)
             raise ExecutionTimeout(f"{tool}: no reply within {timeout:g}s")
         return _result(response, tool, self._codec)
 
@@ -435,13 +462,62 @@ class Multiplexer:
                 yield value
         finally:
             self._streams.pop(rid, None)
+            while not finished and not queue.empty():  # its last chunk may be in already
+                left = queue.get_nowait()
+                finished = left is None or left.WhichOneof("item") != "chunk"
             if not finished:
-                self._cancel(rid)
+                self._leave_running(rid)
 
-    def _cancel(self, rid: int) -> None:
-        if self._broken is None and not self._closed:
-            self._frames[-1].cancel.append(rid)
-            self._kick()
+    def _leave_running(self, rid: int) -> None:
+        # The caller stops waiting for ``rid``: cancel it in the worker and
+        # remember it until the worker says it has ended.
+        if self._broken is not None or self._closed:
+            return  # the connection is gone: nothing to wait for
+        if rid in self._early:
+            self._early.discard(rid)  # its final reply is in: it ended
+            return
+        self._frames[-1].cancel.append(rid)
+        self._kick()
+        self._unsettled[rid] = self._loop.create_future()
+        _left_running.set((self, rid))
+
+    def take_left_running(self) -> int | None:
+        """The request the current task's last call left running on this channel, or None.
+
+        A call cancelled (or timed out, or a stream closed early) before its
+        reply came leaves its request running in the worker until the worker
+        reports its end (see :meth:`settled`). Taking it clears it, so each
+        such request is taken once, by the task that made the call.
+        """
+        left = _left_running.get()
+        if left is None:
+            return None
+        _left_running.set(None)
+        channel, rid = left
+        return rid if channel is self and rid in self._unsettled else None
+
+    @property
+    def left_running(self) -> frozenset[int]:
+        """Requests left running in the worker now, whose end has not been reported."""
+        return frozenset(self._unsettled)
+
+    async def settled(self, rid: int) -> bool:
+        """Wait until the worker reports that the request ``rid`` left running has ended.
+
+        True once it has (its slot in the worker is free again), or at once
+        for a request not left running; False if the channel broke or was
+        closed first (the worker's state is then unknown). Cancelling the
+        wait leaves the request tracked.
+        """
+        settled = self._unsettled.get(rid)
+        if settled is None:
+            return True
+        return await asyncio.shield(settled)
+
+    def _settle(self, rid: int) -> None:
+        settled = self._unsettled.pop(rid, None)
+        if settled is not None and not settled.done():
+            settled.set_result(True)
 
     def _kick(self) -> None:
         if self._write_nowait is None:
@@ -495,13 +571,21 @@ class Multiplexer:
                 if frame is None:
                     break
                 for response in frame.responses:
-                    future = pending.get(response.request_id)
+                    rid = response.request_id
+                    future = pending.get(rid)
                     if future is not None and not future.done():
                         future.set_result(response)
+                    elif rid in self._unsettled:
+                        self._settle(rid)
+                    elif future is not None:  # its caller gave up and has not resumed yet
+                        self._early.add(rid)
                 for chunk in frame.chunks:
-                    queue = streams.get(chunk.request_id)
+                    rid = chunk.request_id
+                    queue = streams.get(rid)
                     if queue is not None:
                         queue.put_nowait(chunk)
+                    elif rid in self._unsettled and chunk.WhichOneof("item") != "chunk":
+                        self._settle(rid)
             self._fail(WorkerUnavailable("the worker closed the channel"))
         except asyncio.CancelledError:
             raise
@@ -518,6 +602,11 @@ class Multiplexer:
                 future.set_exception(WorkerUnavailable(str(error)))
         for queue in self._streams.values():
             queue.put_nowait(None)
+        unsettled, self._unsettled = self._unsettled, {}
+        for settled in unsettled.values():
+            if not settled.done():
+                settled.set_result(False)
+        self._early.clear()
 
     async def aclose(self) -> None:
         """Close the stream; pending calls fail with WorkerUnavailable."""

@@ -76,6 +76,14 @@ class PoolConfig:
     health_interval: float | None = 5.0
     #: Seconds a health check may take.
     health_timeout: float = 2.0
+    #: Seconds a cancelled call's tool may take to end in its worker. Cancelling a
+    #: call (its task, a cancel scope, closing a stream early) cancels it in the
+    #: worker at once, but a sync tool runs on until it returns (it can look at
+    #: ``ctx.cancelled``): its slot stays taken until the worker reports that the
+    #: call ended, so no other call lands on the busy worker. A worker whose
+    #: cancelled call has not ended after ``cancel_grace`` is killed and replaced,
+    #: as on a timeout (the pool's decision: it is not counted as a crash).
+    cancel_grace: float = 5.0
     #: Missed health checks in a row that get a worker killed and replaced.
     max_missed_pings: int = 3
     #: Recycle a worker after this many calls (None: never).
@@ -124,6 +132,7 @@ class PoolConfig:
         _positive("queue_timeout", self.queue_timeout, allow_none=True)
         _positive("health_interval", self.health_interval, allow_none=True)
         _positive("health_timeout", self.health_timeout)
+        _positive("cancel_grace", self.cancel_grace)
         _positive("max_missed_pings", self.max_missed_pings, integer=True)
         _positive(
             "max_requests_per_worker", self.max_requests_per_worker, allow_none=True, integer=True

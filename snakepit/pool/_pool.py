@@ -556,9 +556,17 @@ class Pool:
             self._errors += 1
             raise
         finally:
-            worker.call_ended()
-            scheduler.checkin(worker)
-            self._check_recycle(worker)
+            mux = worker.mux
+            left = mux.take_left_running() if mux is not None else None
+            if left is not None and mux is not None and worker.usable and self._tg is not None:
+                # Cancelled before its reply: the tool may still run in the
+                # worker. The slot stays taken until the worker says it ended
+                # (the caller does not wait for that); see PoolConfig.cancel_grace.
+                self._tg.start_soon(self._check_in_when_ended, worker, mux, left, tool)
+            else:
+                worker.call_ended()
+                scheduler.checkin(worker)
+                self._check_recycle(worker)
             if request_id:
                 ended = anyio.current_time()
                 events.publish(
@@ -566,6 +574,26 @@ class Pool:
                         request_id, tool, worker.worker_id, outcome, ended - started, ended
                     )
                 )
+
+    async def _check_in_when_ended(
+        self, worker: Worker, mux: Multiplexer, rid: int, tool: str
+    ) -> None:
+        # A cancelled call's slot: back once the worker reports the call ended;
+        # after cancel_grace without that, the worker is replaced (not a crash).
+        # A pool closing meanwhile cancels this wait: the worker stops anyway.
+        try:
+            grace = self.config.cancel_grace
+            with anyio.move_on_after(grace) as scope:
+                await mux.settled(rid)
+            if scope.cancelled_caught:
+                worker.retire(
+                    f"a cancelled call to {tool!r} did not end within cancel_grace={grace:g}s",
+                    failed=False,
+                )
+        finally:
+            worker.call_ended()
+            self._scheduler.checkin(worker)  # a no-op for a retired worker
+            self._check_recycle(worker)
 
     async def _execute_once(
         self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str

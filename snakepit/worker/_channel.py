@@ -2,14 +2,20 @@
 
 A reader task takes frames in and starts a task per call; the RPC's own task
 writes, and whatever finishes while a write is in flight goes out together in
-the next frame. (An "eager" first step of each call in the reader task was
-tried and dropped: a tool that captures ``current_task()``, as
-``asyncio.timeout`` and anyio's cancel scopes do, would cancel the reader.)
+the next frame. Every request gets exactly one final reply (a response, or a
+stream's end or error chunk), sent once its tool has really ended: a call the
+client cancelled is answered with a CANCELLED error when its task is done (an
+async tool cancelled, a sync tool's thread returned, a generator closed), so
+the client knows when the worker's slot is free again. (An "eager" first
+step of each call in the reader task was tried and dropped: a tool that
+captures ``current_task()``, as ``asyncio.timeout`` and anyio's cancel scopes
+do, would cancel the reader.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +24,8 @@ from snakepit._proto.snakepit.v1 import worker_pb2
 
 if TYPE_CHECKING:
     from ._service import WorkerService
+
+logger = logging.getLogger("snakepit.worker")
 
 # Room left in a frame for everything but the items (field tags, lengths).
 _ENVELOPE = 1024
@@ -49,10 +57,12 @@ class ChannelSession:
         self._drain_needed = False
         self._reading = True
         self._loop = asyncio.get_running_loop()
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # by request id
         self._responses: list[worker_pb2.ExecuteResponse] = []
         self._chunks: list[worker_pb2.StreamChunk] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], int] = {}  # the request id of each task
+        self._stream_ids: set[int] = set()
+        self._closed = False
         self._ready = asyncio.Event()
 
     async def run(
@@ -82,6 +92,7 @@ class ChannelSession:
                     reader.result()  # re-raise what ended the reading, if anything
                     return
         finally:
+            self._closed = True  # nobody to answer any more
             reader.cancel()
             tasks = [reader, *self._running]
             for task in tasks:
@@ -94,6 +105,7 @@ class ChannelSession:
                 for request in frame.execute:
                     self._start(request.request_id, self._service.execute, request, self._reply)
                 for request in frame.stream:
+                    self._stream_ids.add(request.request_id)
                     self._start(request.request_id, self._stream, request, None)
                 for rid in frame.cancel:
                     task = self._tasks.get(rid)
@@ -117,27 +129,49 @@ class ChannelSession:
         # coroutine that was never awaited.
         # A task per call: its tool may capture current_task() (asyncio.timeout,
         # anyio cancel scopes), so its first step must run in its own task.
-        task = self._loop.create_task(self._finish(rid, call, request, on_done))
+        task = self._loop.create_task(self._finish(call, request, on_done))
         self._tasks[rid] = task
-        self._running.add(task)
+        self._running[task] = rid
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        rid = self._running.pop(task)
+        if self._tasks.get(rid) is task:
+            del self._tasks[rid]
+        # A task that returned has sent its final reply; one that did not (it
+        # was cancelled, maybe before its first step, or it failed) is
+        # answered here: every request gets its final reply.
+        if task.cancelled() or task.exception() is not None:
+            self._answer_unfinished(rid, task)
         if not self._reading:
             self._ready.set()  # the last call may have ended
 
+    def _answer_unfinished(self, rid: int, task: asyncio.Task[None]) -> None:
+        from ._service import cancelled_info, error_info
+
+        if task.cancelled():
+            info = cancelled_info()
+        else:
+            exc = task.exception()
+            assert exc is not None
+            logger.error("request %d failed in the worker", rid, exc_info=exc)
+            info = error_info(exc)
+        if rid in self._stream_ids:
+            self._stream_ids.discard(rid)
+            chunk = worker_pb2.StreamChunk(request_id=rid, error=info)
+            if not self._closed:
+                self._chunks.append(chunk)
+                self._schedule()
+        elif not self._closed:
+            self._reply(worker_pb2.ExecuteResponse(request_id=rid, error=info))
+
     async def _finish(
         self,
-        rid: int,
         call: Callable[[worker_pb2.ExecuteRequest], Coroutine[Any, Any, Any]],
         request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
-        try:
-            result = await call(request)
-        finally:
-            self._tasks.pop(rid, None)
+        result = await call(request)
         if on_done is not None:
             on_done(result)
 
@@ -145,6 +179,7 @@ class ChannelSession:
         async for chunk in self._service.stream(request):
             self._chunks.append(chunk)
             self._schedule()
+        self._stream_ids.discard(request.request_id)  # its last chunk was the end or an error
 
     def _reply(self, response: worker_pb2.ExecuteResponse) -> None:
         self._responses.append(response)

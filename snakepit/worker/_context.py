@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ("Context",)
 
@@ -17,6 +18,9 @@ class Context:
     Cancellation: an ``async`` tool is cancelled outright (its ``await`` raises
     ``CancelledError``); a sync tool cannot be interrupted, so it should look at
     :attr:`cancelled` (or wait on :attr:`cancel_event`) between steps of long work.
+    Its worker slot stays taken until it returns (the host does not send it
+    another call meanwhile); the host replaces a worker whose cancelled call
+    has not ended within the pool's ``cancel_grace``.
     """
 
     #: The caller's id for this request.
@@ -29,6 +33,8 @@ class Context:
     logger: logging.Logger
     #: Set when the call is cancelled or its deadline passes.
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    #: The worker's service (private: an introspection hook for snakepit's own tests).
+    _service: Any = field(default=None, repr=False, compare=False)
 
     @property
     def cancelled(self) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -18,7 +19,7 @@ from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from ._adapter import Adapter, ArgumentError, ToolInfo
 from ._channel import ChannelSession
 from ._context import Context
-from ._slots import Slots
+from ._slots import Slots, ToolRaised
 
 __all__ = ("PROTOCOL_VERSION",)
 
@@ -29,6 +30,16 @@ Kind = worker_pb2.ErrorInfo.Kind
 logger = logging.getLogger("snakepit.worker")
 
 
+#: Bounds of an error's text on the wire: a huge message or traceback must not
+#: make a reply larger than the message limit (which would break the channel).
+MAX_ERROR_MESSAGE = 16 * 1024
+MAX_ERROR_TRACEBACK = 64 * 1024
+
+
+class _Deadline(Exception):
+    """The request's own timeout passed in the worker (not a TimeoutError of the tool's)."""
+
+
 class _Refused(Exception):
     """A request refused before its tool ran; carries the ErrorInfo kind."""
 
@@ -37,30 +48,68 @@ class _Refused(Exception):
         self.kind = kind
 
 
+def _bounded(text: str, limit: int, *, keep_end: bool) -> str:
+    # Valid UTF-8 for protobuf (lone surrogates escaped), and at most ~limit characters.
+    if len(text) > limit:
+        cut = f"\n[... {len(text) - limit} characters cut ...]\n"
+        text = cut + text[-limit:] if keep_end else text[:limit] + cut
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    try:
+        module = cls.__module__
+        return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    except BaseException:  # a class with a hostile __module__
+        return cls.__name__
+
+
 def error_info(
     exc: BaseException, kind: worker_pb2.ErrorInfo.Kind = Kind.REMOTE
 ) -> worker_pb2.ErrorInfo:
-    """Describe ``exc`` for the wire: qualified type, message, formatted traceback."""
-    cls = type(exc)
-    module = cls.__module__
-    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    """Describe ``exc`` for the wire: qualified type, message, formatted traceback.
+
+    Never raises: an exception whose ``__str__`` (or its formatting) raises
+    is described with what can be had; message and traceback are bounded.
+    """
+    if isinstance(exc, ToolRaised):  # a BaseException from a tool's thread
+        exc = exc.exception
+    name = _type_name(exc)
+    try:
+        message = str(exc)
+    except BaseException as failure:
+        message = f"<str() of the {name} raised {type(failure).__name__}>"
+    try:
+        formatted = "".join(traceback.format_exception(exc))
+    except BaseException:
+        try:  # the frames, without the parts that call the exception's methods
+            formatted = "".join(traceback.format_tb(exc.__traceback__)) + f"{name}: {message}\n"
+        except BaseException:
+            formatted = ""
     return worker_pb2.ErrorInfo(
         kind=kind,
-        type=name,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        type=_bounded(name, 1024, keep_end=False),
+        message=_bounded(message, MAX_ERROR_MESSAGE, keep_end=False),
+        traceback=_bounded(formatted, MAX_ERROR_TRACEBACK, keep_end=True),
     )
+
+
+def cancelled_info() -> worker_pb2.ErrorInfo:
+    """The reply of a call cancelled by its caller, sent once its tool really ended."""
+    return worker_pb2.ErrorInfo(kind=Kind.CANCELLED, type="", message="cancelled by the caller")
+
+
+def _cancelling() -> bool:
+    # A CancelledError is a cancellation of this task only if one was requested;
+    # otherwise a tool raised it on its own, and it is that tool's error.
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _reply_codec(request: worker_pb2.ExecuteRequest) -> str:
     # Answer in the caller's codec: pickle only got this far if the worker allows it.
     return PICKLE if request.args.codec == PICKLE else JSON
-
-
-def _ignore_outcome(future: asyncio.Future[Any]) -> None:
-    # Closing a generator that is still running in its thread raises there; nobody waits.
-    if not future.cancelled():
-        future.exception()
 
 
 def _refusal(kind: worker_pb2.ErrorInfo.Kind, message: str) -> worker_pb2.ErrorInfo:
@@ -119,6 +168,16 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         """Release the tool threads (does not wait for a stuck sync tool)."""
         self._slots.close()
 
+    def slot_state(self) -> dict[str, int]:
+        """Slots of this worker now: size, free, waiting (and waited so far), calls in flight."""
+        return {
+            "size": self._max_concurrency,
+            "free": self._slots.free,
+            "waiting": self._slots.waiting,
+            "waited": self._slots.waited,
+            "in_flight": self._inflight,
+        }
+
     # -- one call -------------------------------------------------------------------
 
     def _prepare(
@@ -155,6 +214,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             session_id=request.session_id,
             deadline=time.monotonic() + timeout if timeout > 0 else None,
             logger=info.logger,
+            _service=self,
         )
         if info.wants_ctx:
             kwargs = {**kwargs, "ctx": ctx}
@@ -170,7 +230,13 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             self._idle.set()
 
     async def execute(self, request: worker_pb2.ExecuteRequest) -> worker_pb2.ExecuteResponse:
-        """Run a unary tool call; every outcome becomes a response, never an RPC error."""
+        """Run a unary tool call; every outcome becomes a response, never an RPC error.
+
+        Whatever the tool raises (``SystemExit``, ``KeyboardInterrupt`` and
+        ``CancelledError`` included) is its error, reported as a REMOTE error
+        naming the type; the worker goes on serving. Only a cancellation of
+        the call itself propagates, once the tool has really ended.
+        """
         response = worker_pb2.ExecuteResponse(request_id=request.request_id)
         self._begin()
         try:
@@ -188,11 +254,17 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 )
         except _Refused as exc:
             response.error.CopyFrom(_refusal(exc.kind, str(exc)))
-        except TimeoutError as exc:
-            response.error.CopyFrom(error_info(exc, Kind.DEADLINE_EXCEEDED))
+        except _Deadline:
+            response.error.CopyFrom(
+                _refusal(Kind.DEADLINE_EXCEEDED, f"{request.tool}: the call's timeout passed")
+            )
         except CodecError as exc:
             response.error.CopyFrom(error_info(exc, Kind.CODEC))
         except Exception as exc:
+            response.error.CopyFrom(error_info(exc))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                raise  # this call is cancelled (its tool has ended by now)
             response.error.CopyFrom(error_info(exc))
         finally:
             self._end()
@@ -201,18 +273,27 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     async def _call(self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context) -> Any:
         func = getattr(self._adapter, info.attr)
         slots = self._slots
+        job = None
+        deadline = asyncio.timeout(ctx.time_remaining())
         try:
-            async with asyncio.timeout(ctx.time_remaining()):
+            async with deadline:
                 if info.kind != "async":
                     # The slot is taken and given back on the tool thread.
-                    return await slots.call(functools.partial(func, **kwargs), ctx.cancel_event)
+                    job = slots.call(functools.partial(func, **kwargs), ctx.cancel_event)
+                    return await job.future
                 await slots.acquire()
                 try:
                     return await func(**kwargs)
                 finally:
                     slots.release()
-        except (asyncio.CancelledError, TimeoutError):
+        except (asyncio.CancelledError, TimeoutError) as exc:
             ctx.cancel_event.set()  # a sync tool sees it; an async one is already cancelled
+            if job is not None:
+                # No reply before the tool really ended: until its thread
+                # returns, the worker's slot is taken.
+                await slots.finished(job)
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise _Deadline() from None
             raise
 
     async def stream(
@@ -228,9 +309,12 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 yield worker_pb2.StreamChunk(request_id=rid, error=_refusal(exc.kind, str(exc)))
                 return
             await self._slots.acquire()
+            error: worker_pb2.ErrorInfo | None = None
             try:
-                try:
-                    async for item in self._items(info, kwargs, ctx):
+                # Closed here, not left to the garbage collector: the slot is
+                # given back once the tool's generator has really ended.
+                async with contextlib.aclosing(self._items(info, kwargs, ctx)) as items:
+                    async for item in items:
                         chunk = worker_pb2.StreamChunk(request_id=rid)
                         encode_into(chunk.chunk, item, codec=_reply_codec(request))
                         if chunk.ByteSize() > self.max_message_bytes:
@@ -240,27 +324,31 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                                 f"{self.max_message_bytes}-byte message limit",
                             )
                         yield chunk
-                except asyncio.CancelledError:
-                    ctx.cancel_event.set()
-                    raise
-                except _Refused as exc:
-                    yield worker_pb2.StreamChunk(request_id=rid, error=_refusal(exc.kind, str(exc)))
-                    return
-                except CodecError as exc:
-                    yield worker_pb2.StreamChunk(request_id=rid, error=error_info(exc, Kind.CODEC))
-                    return
-                except Exception as exc:
-                    yield worker_pb2.StreamChunk(request_id=rid, error=error_info(exc))
-                    return
+            except _Refused as exc:
+                error = _refusal(exc.kind, str(exc))
+            except CodecError as exc:
+                error = error_info(exc, Kind.CODEC)
+            except Exception as exc:
+                error = error_info(exc)
+            except BaseException as exc:
+                ctx.cancel_event.set()
+                if isinstance(exc, GeneratorExit) or (
+                    isinstance(exc, asyncio.CancelledError) and _cancelling()
+                ):
+                    raise  # cancelled or closed: the generator has ended by now
+                error = error_info(exc)  # the tool's own BaseException
             finally:
                 self._slots.release()
+            if error is not None:
+                yield worker_pb2.StreamChunk(request_id=rid, error=error)
+                return
             yield worker_pb2.StreamChunk(request_id=rid, end=True)
         finally:
             self._end()
 
     async def _items(
         self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         func = getattr(self._adapter, info.attr)
         if info.kind == "async_generator":
             agen = func(**kwargs)
@@ -271,21 +359,39 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                     # end: no chunk written, no cancel or other call read.
                     await asyncio.sleep(0)
             finally:
-                await agen.aclose()
+                ctx.cancel_event.set()
+                try:
+                    await agen.aclose()
+                except Exception:  # it ignored GeneratorExit, or its cleanup raised
+                    logger.warning("%s: closing the generator raised", info.name, exc_info=True)
             return
-        run = self._slots.run  # this stream holds a slot already
-        gen: Iterator[Any] = await run(functools.partial(func, **kwargs))
+        slots = self._slots
+        run = slots.run  # this stream holds a slot already
+        # Calling a generator function runs none of its code: no thread needed.
+        gen: Iterator[Any] = func(**kwargs)
         done = object()
+        step = None
         try:
             while True:
-                item = await run(functools.partial(next, gen, done))
+                step = run(functools.partial(next, gen, done))
+                item = await step.future
                 if item is done:
                     return
                 yield item
         finally:
             ctx.cancel_event.set()
+            # The stream ends once the generator has: a step still running in
+            # its thread (the caller cancelled), then its close().
+            if step is not None:
+                await slots.finished(step)
             closing = run(gen.close)  # type: ignore[attr-defined]
-            closing.add_done_callback(_ignore_outcome)
+            await slots.finished(closing)
+            if not closing.future.cancelled() and closing.future.exception() is not None:
+                logger.warning(
+                    "%s: closing the generator raised",
+                    info.name,
+                    exc_info=closing.future.exception(),
+                )
 
     # -- RPCs --------------------------------------------------------------------------
 

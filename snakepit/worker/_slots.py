@@ -74,6 +74,7 @@ class Slots:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._done: list[tuple[Job, bool, Any]] = []
         self._posted = False
+        self._waited = 0
         self._threads = [
             threading.Thread(target=self._work, name=f"snakepit-tool-{i}", daemon=True)
             for i in range(size)
@@ -91,6 +92,7 @@ class Slots:
                 return
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._waiting.append(waiter)
+            self._waited += 1
         try:
             await waiter
         except asyncio.CancelledError:
@@ -121,6 +123,7 @@ class Slots:
                 self._jobs.put(job)
             else:
                 self._waiting.append(job)
+                self._waited += 1
         return job
 
     def run(self, fn: Callable[[], Any]) -> Job:
@@ -154,6 +157,15 @@ class Slots:
     def waiting(self) -> int:
         """Calls waiting for a slot now (for introspection and tests)."""
         return len(self._waiting)
+
+    @property
+    def waited(self) -> int:
+        """Calls that had to wait for a slot so far (for introspection and tests).
+
+        A pool never sends a worker more calls than it has free slots, so in a
+        pool's worker this stays 0.
+        """
+        return self._waited
 
     def release(self) -> None:
         """Give a slot back: to the next waiter if there is one (from any thread)."""

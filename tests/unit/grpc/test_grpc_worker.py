@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit._client import WorkerClient
+from snakepit._client import WorkerClient, open_frames_multiplexer
 from snakepit._launch import WorkerProcess
 from snakepit.errors import (
     ExecutionTimeout,
@@ -377,3 +377,69 @@ def test_the_worker_imports_nothing_from_the_host_side() -> None:
         cwd=ROOT,
     )
     assert json.loads(out.stdout) == []
+
+
+HOSTILE = "tests.unit.grpc._adapters:Hostile"
+
+#: What each hostile tool raises, and the type the caller's RemoteError names.
+HOSTILE_TYPES = {
+    "keyboard_interrupt": "KeyboardInterrupt",
+    "system_exit": "SystemExit",
+    "cancelled": "asyncio.exceptions.CancelledError",
+    "base": "tests.unit.grpc._adapters._Custom",
+    "generator_exit": "GeneratorExit",
+    "broken_str": "tests.unit.grpc._adapters._BrokenStr",
+    "broken_everything": "tests.unit.grpc._adapters._BrokenEverything",
+    "huge": "ValueError",
+}
+
+
+class TestEveryEndGetsAReply:
+    """Issue #11, defect 6: every way a tool can end produces a reply; the worker serves on."""
+
+    async def test_tools_raising_anything(self, spawn: Spawn) -> None:
+        worker = await spawn(HOSTILE)
+        assert worker.frames_address is not None
+        mux = await open_frames_multiplexer(worker.frames_address)
+        try:
+            for tool in ("raise_sync", "raise_async"):
+                for kind, type_name in HOSTILE_TYPES.items():
+                    with anyio.fail_after(10), pytest.raises(RemoteError) as info:
+                        await mux.execute(tool, {"kind": kind})
+                    error = info.value
+                    assert error.type_name == type_name, (tool, kind)
+                    assert len(error.message) < 20_000, (tool, kind)  # bounded
+                    assert len(error.traceback) < 80_000, (tool, kind)
+            for tool in ("raise_in_generator", "raise_in_async_generator"):
+                for kind, type_name in HOSTILE_TYPES.items():
+                    items: list[Any] = []
+
+                    async def drain(
+                        tool: str = tool, kind: str = kind, items: list[Any] = items
+                    ) -> None:
+                        async for item in mux.stream(tool, {"kind": kind}):
+                            items.append(item)
+
+                    with anyio.fail_after(10), pytest.raises(RemoteError) as info:
+                        await drain()
+                    assert items == [0]
+                    assert info.value.type_name == type_name, (tool, kind)
+            with anyio.fail_after(10):
+                assert await mux.execute("ping") == {"status": "pong"}  # still serving
+                state = await mux.execute("slot_state")
+            assert state == {"size": 1, "free": 0, "waiting": 0, "waited": 0, "in_flight": 1}
+            assert worker.returncode is None
+        finally:
+            await mux.aclose()
+
+    async def test_a_broken_str_keeps_what_can_be_had(self, spawn: Spawn) -> None:
+        worker = await spawn(HOSTILE)
+        async with WorkerClient(worker.address) as client:
+            with anyio.fail_after(10), pytest.raises(RemoteError) as info:
+                await client.execute("raise_sync", {"kind": "broken_str"})
+            assert "str() of the" in info.value.message
+            assert "raise _hostile(kind)" in info.value.traceback
+            with anyio.fail_after(10), pytest.raises(RemoteError) as info:
+                await client.execute("raise_async", {"kind": "huge"})
+            assert info.value.message.startswith("xxxx")
+            assert "characters cut" in info.value.message

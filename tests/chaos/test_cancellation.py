@@ -1,0 +1,292 @@
+"""Cancellation: a cancelled call's slot is free again only once its tool has really ended.
+
+Issue #11, defect 2: cancelling the caller of a sync tool that runs on freed
+the host's slot at once, and the next call landed on the busy worker. Now the
+slot stays taken until the worker reports the call ended (a CANCELLED reply
+sent when the task, thread or generator is done), and a worker whose
+cancelled call does not end within ``cancel_grace`` is replaced (the pool's
+decision, not a crash). The seeded chaos test cancels 5,000 calls at random
+points and checks that every slot, on the host and in the workers, is free
+afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from snakepit.errors import ExecutionTimeout
+from snakepit.pool import InProcessLauncher, Pool
+from tests.unit.grpc._adapters import drop_gate, gate
+
+from ._support import ROOT, child_pids, live_workers
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # grpc.aio
+
+HOSTILE = "tests.unit.grpc._adapters:Hostile"
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Iterator[str]:
+    """A gate key of this test's own (its tmp path); the gate is released after the test."""
+    name = str(tmp_path)
+    yield name
+    drop_gate(name)
+
+
+@pytest.fixture
+def launcher() -> Iterator[InProcessLauncher]:
+    """An in-process launcher; its socket directory is removed after the test."""
+    made = InProcessLauncher()
+    yield made
+    made.close()
+
+
+def in_process_pool(launcher: InProcessLauncher, **options: Any) -> Pool:
+    options.setdefault("size", 1)
+    options.setdefault("health_interval", None)
+    return Pool(HOSTILE, launcher=launcher, **options)
+
+
+async def cancel_once_running(pool: Pool, tool: str, args: dict[str, Any], key: str) -> None:
+    """Call ``tool`` and cancel the caller once the tool runs (its gate says so)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.execute, tool, args)
+        await anyio.to_thread.run_sync(gate(key).started.wait)
+        tg.cancel_scope.cancel()
+
+
+class TestCancelledSyncTool:
+    """A cancelled sync tool that runs on keeps its worker's slot; its worker is not reused."""
+
+    async def test_the_slot_stays_taken_until_the_tool_ends(
+        self, launcher: InProcessLauncher, key: str
+    ) -> None:
+        async with in_process_pool(launcher) as pool:
+            with anyio.fail_after(10):
+                await cancel_once_running(pool, "hold", {"key": key}, key)
+            stats = pool.stats()
+            assert (stats.idle, stats.queued) == (0, 0)  # the worker is still busy
+            results: list[Any] = []
+
+            async def call() -> None:
+                results.append(await pool.execute("echo", {"value": 7}, timeout=10))
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call)
+                    await anyio.wait_all_tasks_blocked()
+                    assert pool.stats().queued == 1  # it waits: not sent to the busy worker
+                    assert results == []
+                    gate(key).release.set()  # the tool returns; the worker says so
+            assert results == [7]
+            stats = pool.stats()
+            assert (stats.idle, stats.queued, stats.crashes, stats.timeouts) == (1, 0, 0, 0)
+
+    async def test_a_stream_closed_early_keeps_the_slot_until_its_generator_ends(
+        self, launcher: InProcessLauncher, key: str
+    ) -> None:
+        async with in_process_pool(launcher) as pool:
+            with anyio.fail_after(10):
+                items = pool.stream("hold_stream", {"key": key})
+                assert await items.__anext__() == 0
+                await anyio.to_thread.run_sync(gate(key).started.wait)  # blocked in a step
+                await items.aclose()
+            assert pool.stats().idle == 0
+            gate(key).release.set()
+            with anyio.fail_after(10):
+                assert await pool.execute("echo", {"value": 1}) == 1
+            assert pool.stats().idle == 1
+
+    async def test_a_cancelled_tool_that_never_ends_gets_its_worker_replaced(
+        self, launcher: InProcessLauncher, key: str
+    ) -> None:
+        async with in_process_pool(launcher, cancel_grace=0.2) as pool:
+            (worker,) = live_workers(pool)
+            with anyio.fail_after(10):
+                await cancel_once_running(pool, "hold", {"key": key}, key)
+                await worker.ref.wait()  # killed after cancel_grace
+                await pool.wait_ready(timeout=None)
+                assert await pool.execute("echo", {"value": 2}, timeout=10) == 2
+            stats = pool.stats()
+            assert (stats.crashes, stats.timeouts, stats.idle) == (0, 0, 1)
+            assert worker.retired_reason is not None
+            assert "cancel_grace" in worker.retired_reason
+
+    async def test_closing_the_pool_does_not_wait_for_a_pending_check_in(
+        self, launcher: InProcessLauncher, key: str
+    ) -> None:
+        with anyio.fail_after(10):
+            async with in_process_pool(launcher, shutdown_timeout=0.5) as pool:
+                await cancel_once_running(pool, "hold", {"key": key}, key)
+                assert pool.stats().idle == 0
+            # left with the tool still running: aclose() returned all the same
+
+    def test_cancel_grace_is_checked(self) -> None:
+        from snakepit.errors import ConfigError
+
+        for bad in (0, -1.0, float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match="cancel_grace"):
+                Pool(HOSTILE, cancel_grace=bad)
+
+
+# -- the seeded chaos --------------------------------------------------------------------
+
+SIZE = 2
+CALLERS = 64
+CALLS = 5_000
+CHECKED_CALLS = 200
+
+#: (tool, args, streaming, hangs until cancelled)
+TOOLS: list[tuple[str, dict[str, Any], bool, bool]] = [
+    ("echo", {"value": 1}, False, False),
+    ("aecho", {"value": 2}, False, False),
+    ("noop", {}, False, False),
+    ("hang", {}, False, True),
+    ("hang_sync", {}, False, True),
+    ("count", {"n": 3}, True, False),
+    ("acount", {"n": 3}, True, False),
+    ("hang_stream", {}, True, True),
+    ("linger_sync", {}, False, True),
+    ("slot_state", {}, False, False),
+]
+#: The probe: the worker's slots as a call sees them when it starts.
+PROBE = len(TOOLS) - 1
+
+
+def plan_calls(rng: random.Random) -> list[tuple[int, str, int]]:
+    """For each call: its tool's index, how it is cancelled, and when.
+
+    ``("none", 0)``: not cancelled; ``("checkpoints", k)``: cancelled after k
+    scheduler passes of the caller (0: before the call's task even started,
+    then while queued, running, or with its reply on the way);
+    ``("deadline", us)``: a cancel scope with a deadline of ``us`` microseconds;
+    ``("break", 0)``: a stream left after its first item.
+    """
+    plan = []
+    for _ in range(CALLS):
+        index = rng.randrange(len(TOOLS))
+        _, _, streaming, hangs = TOOLS[index]
+        draw = rng.random()
+        if streaming and draw < 0.15:
+            plan.append((index, "break", 0))
+        elif draw < 0.25 and not hangs:
+            plan.append((index, "none", 0))
+        elif draw < 0.40:
+            plan.append((index, "deadline", rng.randrange(0, 3000)))
+        else:
+            # Now and then late enough for the call to have reached its worker.
+            latest = 400 if rng.random() < 0.25 else 60
+            plan.append((index, "checkpoints", rng.randrange(0, latest)))
+    return plan
+
+
+async def run_call(
+    pool: Pool, index: int, how: str, when: int, outcomes: Counter[str], seen: list[Any]
+) -> None:
+    tool, args, streaming, _ = TOOLS[index]
+
+    async def call() -> None:
+        if streaming:
+            async with contextlib.aclosing(pool.stream(tool, args)) as items:
+                async for _ in items:
+                    if how == "break":
+                        break
+        else:
+            result = await pool.execute(tool, args)
+            if index == PROBE:
+                seen.append(result)
+        outcomes["ended"] += 1
+
+    if how == "deadline":
+        with anyio.move_on_after(when / 1e6) as scope:
+            await call()
+        if scope.cancelled_caught:
+            outcomes["cancelled"] += 1
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        if how == "checkpoints":
+            for _ in range(when):
+                await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+    if tg.cancel_scope.cancelled_caught:
+        outcomes["cancelled"] += 1
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 4])
+async def test_cancellations_at_random_points_leave_every_slot_free(
+    max_concurrency: int, chaos_rng: random.Random
+) -> None:
+    """64 callers, 5,000 calls cancelled at random points: then every slot is free, and usable."""
+    plan = plan_calls(chaos_rng)
+    before = child_pids()
+    outcomes: Counter[str] = Counter()
+    seen: list[dict[str, int]] = []  # what the probes saw
+    pool = Pool(HOSTILE, cwd=ROOT, size=SIZE, max_concurrency=max_concurrency, health_interval=None)
+    async with pool:
+        todo = iter(plan)
+
+        async def caller() -> None:
+            for index, how, when in todo:  # shared: the callers take the plan in order
+                await run_call(pool, index, how, when, outcomes, seen)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for _ in range(CALLERS):
+                    tg.start_soon(caller)
+        assert outcomes["cancelled"] > CALLS // 3, outcomes
+        assert len(seen) > 50, outcomes
+        assert [s for s in seen if s["waited"] or s["waiting"] or s["free"] < 0] == []
+        workers = live_workers(pool)
+        with anyio.fail_after(10):  # every cancelled call's end reported by its worker
+            for worker in workers:
+                assert worker.mux is not None
+                for rid in worker.mux.left_running:
+                    assert await worker.mux.settled(rid)
+            await anyio.wait_all_tasks_blocked()  # the check-ins that waited for them ran
+        stats = pool.stats()
+        free = SIZE * max_concurrency
+        assert (stats.ready, stats.idle, stats.queued) == (SIZE, free, 0), stats
+        assert (stats.crashes, stats.timeouts, stats.restarts) == (0, 0, 0), stats
+        assert live_workers(pool) == workers  # nobody was replaced
+        for worker in workers:
+            assert worker.in_flight == 0
+            assert worker.mux is not None
+            with anyio.fail_after(10):
+                state = await worker.mux.execute("slot_state")  # this call holds one slot
+            # No call ever waited for a slot in the worker: the host never sent
+            # one to a worker still busy with a cancelled call.
+            assert state == {
+                "size": max_concurrency,
+                "free": max_concurrency - 1,
+                "waiting": 0,
+                "waited": 0,
+                "in_flight": 1,
+            }, (worker.worker_id, state)
+
+        results: list[int] = []
+        failures: list[BaseException] = []
+
+        async def checked(i: int) -> None:
+            try:
+                results.append(await pool.execute("echo", {"value": i}, timeout=10))
+            except ExecutionTimeout as exc:
+                failures.append(exc)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(CHECKED_CALLS):
+                    tg.start_soon(checked, i)
+        assert failures == []
+        assert sorted(results) == list(range(CHECKED_CALLS))
+        assert pool.stats().idle == free
+    assert child_pids() - before == set()
