@@ -4,7 +4,8 @@
 
     SnakepitError
     ├── ConfigError (also ValueError)           bad input, caught where it is given
-    │   └── InvalidChildSpec                     a child spec field is wrong
+    │   ├── InvalidChildSpec                     a child spec field is wrong
+    │   └── ArgumentTypeError (also TypeError)   an argument or option of the wrong type
     ├── OTPError                                 the supervision core (snakepit.otp)
     │   ├── CallTimeout (also TimeoutError)      no reply within the call's timeout
     │   ├── WaitTimeout (also TimeoutError)      a wait (rebound, stable) ran out of time
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from snakepit.otp._reasons import ExitReason
 
 __all__ = (
+    "ArgumentTypeError",
     "CallTimeout",
     "ChildNotFound",
     "ChildStartError",
@@ -104,6 +106,15 @@ class ConfigError(SnakepitError, ValueError):
 
 class InvalidChildSpec(ConfigError):
     """A :class:`~snakepit.otp.ChildSpec` field is invalid."""
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument or option has the wrong type (``timeout="5"``, ``tool=123``).
+
+    A :class:`ConfigError` naming the argument in ``field``, and also a
+    ``TypeError``, which is what Python raises for a wrong type: either
+    ``except`` catches it.
+    """
 
 
 class OTPError(SnakepitError):

@@ -8,6 +8,8 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from snakepit.errors import ArgumentTypeError, ConfigError
+
 __all__ = ("Broadcast",)
 
 T = TypeVar("T")
@@ -16,10 +18,13 @@ T = TypeVar("T")
 class Broadcast(Generic[T]):
     """Fans events out to subscribers: a supervisor's, a pool's telemetry.
 
-    Each subscriber gets an unbounded stream of the events published after it
-    subscribed, so publishing never waits for a slow reader; one that closed
-    its end is dropped. :meth:`close` ends every stream, and a later
-    subscriber gets an ended one. Costs nothing while nobody listens::
+    Each subscriber gets a stream of the events published after it
+    subscribed; publishing never waits for a slow reader. A stream is
+    unbounded unless subscribed with ``max_buffer``: an event that finds such
+    a stream full (its reader is ``max_buffer`` events behind) is not put in
+    it, and counted in :attr:`dropped`. A subscriber that closed its end is
+    dropped. :meth:`close` ends every stream, and a later subscriber gets an
+    ended one. Costs nothing while nobody listens::
 
         events: Broadcast[str] = Broadcast()
         stream = events.subscribe()
@@ -31,15 +36,28 @@ class Broadcast(Generic[T]):
     def __init__(self) -> None:
         self._streams: list[MemoryObjectSendStream[T]] = []
         self._closed = False
+        #: Events not delivered to a subscriber whose stream was full.
+        self.dropped = 0
 
     @property
     def active(self) -> bool:
         """True while somebody listens (build costly events only then)."""
         return bool(self._streams)
 
-    def subscribe(self) -> MemoryObjectReceiveStream[T]:
-        """A new stream of the events from now on; it ends at :meth:`close`."""
-        send, receive = anyio.create_memory_object_stream[T](math.inf)
+    def subscribe(self, max_buffer: int | None = None) -> MemoryObjectReceiveStream[T]:
+        """A new stream of the events from now on; it ends at :meth:`close`.
+
+        :param max_buffer: the most events it holds unread (None: no limit);
+            one more is dropped for it and counted in :attr:`dropped`.
+        :raises ConfigError: ``max_buffer`` is not None or an int >= 1.
+        """
+        if max_buffer is not None and (
+            not isinstance(max_buffer, int) or isinstance(max_buffer, bool) or max_buffer < 1
+        ):
+            error = ConfigError if isinstance(max_buffer, int) else ArgumentTypeError
+            raise error("max_buffer", f"must be an int >= 1 or None, got {max_buffer!r}")
+        size = math.inf if max_buffer is None else max_buffer
+        send, receive = anyio.create_memory_object_stream[T](size)
         if self._closed:
             send.close()
         else:
@@ -51,6 +69,8 @@ class Broadcast(Generic[T]):
         for stream in list(self._streams):
             try:
                 stream.send_nowait(event)
+            except anyio.WouldBlock:
+                self.dropped += 1  # full: its reader is max_buffer events behind
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._streams.remove(stream)
                 stream.close()

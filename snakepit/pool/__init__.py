@@ -13,6 +13,7 @@ from ._events import RequestOutcome as RequestOutcome
 from ._events import RequestQueued as RequestQueued
 from ._events import RequestStarted as RequestStarted
 from ._events import RequestStopped as RequestStopped
+from ._events import WorkerExitCause as WorkerExitCause
 from ._events import WorkerExited as WorkerExited
 from ._events import WorkerReady as WorkerReady
 from ._events import WorkerRecycled as WorkerRecycled
@@ -31,6 +32,7 @@ from ._rundir import default_run_base as default_run_base
 from ._scheduler import Scheduler as Scheduler
 from ._worker import Worker as Worker
 from ._worker import WorkerArgs as WorkerArgs
+from ._worker import WorkerSupervisor as WorkerSupervisor
 
 __all__ = (
     "InProcessLauncher",
@@ -50,6 +52,7 @@ __all__ = (
     "Scheduler",
     "Worker",
     "WorkerArgs",
+    "WorkerExitCause",
     "WorkerExited",
     "WorkerHandle",
     "WorkerInfo",
@@ -57,5 +60,6 @@ __all__ = (
     "WorkerRecycled",
     "WorkerStartFailed",
     "WorkerStarting",
+    "WorkerSupervisor",
     "default_run_base",
 )

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from snakepit.errors import ConfigError
+from snakepit.errors import ArgumentTypeError, ConfigError
 
 __all__ = ("PoolConfig",)
 
@@ -24,17 +24,56 @@ THREAD_CAP_VARIABLES = (
 )
 
 
-def _positive(name: str, value: object, *, allow_none: bool = False, integer: bool = False) -> None:
+#: Restarts allowed per worker in ``max_seconds`` when ``max_restarts`` is None
+#: (Erlang's default intensity for one child: 3 in 5 s).
+RESTARTS_PER_WORKER = 3
+
+#: ``max_message_mb`` must be under this: gRPC's limits are signed 32-bit byte counts.
+MAX_MESSAGE_MB_LIMIT = 2048
+#: The smallest message limit, in bytes (a frame's envelope takes 1 KiB).
+MIN_MESSAGE_BYTES = 4096
+
+
+def _positive(
+    name: str, value: object, *, allow_none: bool = False, integer: bool = False, minimum: int = 1
+) -> None:
+    """Check a count (an int >= ``minimum``) or a duration/size (a finite number > 0).
+
+    :raises ArgumentTypeError: the wrong type (a bool is not a number here).
+    :raises ConfigError: out of range (NaN and infinity included).
+    """
     if value is None and allow_none:
         return
-    if integer:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        kind = "an int >= 1"
-    else:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
-        kind = "a number > 0"
-    if not ok:
-        raise ConfigError(name, f"must be {kind}{' or None' if allow_none else ''}, got {value!r}")
+    kind = f"an int >= {minimum}" if integer else "a finite number > 0"
+    either = " or None" if allow_none else ""
+    allowed = int if integer else int | float
+    if not isinstance(value, allowed) or isinstance(value, bool):
+        raise ArgumentTypeError(name, f"must be {kind}{either}, got {value!r}")
+    if not (value >= minimum if integer else 0 < value < math.inf):
+        raise ConfigError(name, f"must be {kind}{either}, got {value!r}")
+
+
+def check_seconds(name: str, value: object) -> None:
+    """Check a timeout argument: None, or a finite number of seconds > 0.
+
+    :raises ArgumentTypeError: not a number (a str, a bool...).
+    :raises ConfigError: zero, negative, NaN or infinite.
+    """
+    if value is not None:
+        _positive(name, value)
+
+
+def _optional_path(name: str, value: object, *, path: bool = True) -> str | None:
+    """Check an optional path (or plain string) option; return it as a str."""
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike if path else str):
+        kind = "a path" if path else "a string"
+        raise ArgumentTypeError(name, f"must be {kind} or None, got {value!r}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text:
+        raise ConfigError(name, f"must be a non-empty path or None, got {value!r}")
+    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,8 +98,13 @@ class PoolConfig:
     startup_timeout: float = 30.0
     #: Seconds between SIGTERM and SIGKILL when a worker is stopped.
     shutdown_timeout: float = 5.0
-    #: Worker restarts allowed in ``max_seconds`` before the pool gives up on them.
-    max_restarts: int = 10
+    #: Worker restarts allowed in ``max_seconds`` before the pool gives up on
+    #: them (it is then degraded until :meth:`Pool.restart`). Counted: a worker
+    #: process that died, failed to start, or was killed after missing health
+    #: checks. Not counted: the replacement of a worker killed because a call
+    #: timed out (the pool's decision), recycling, scaling. None (the default):
+    #: ``RESTARTS_PER_WORKER`` (3) per worker, ``3 * size``, following ``scale()``.
+    max_restarts: int | None = None
     max_seconds: float = 5.0
     #: The Python that runs the workers (default: the host's).
     python: str | None = None
@@ -70,7 +114,7 @@ class PoolConfig:
     cwd: str | None = None
     #: Set the BLAS/OpenMP thread variables to 1 unless ``env`` sets them.
     cap_threads: bool = True
-    #: The gRPC message size limit, in MiB, both ways.
+    #: The gRPC message size limit, in MiB, both ways (under 2048: 2 GiB).
     max_message_mb: float = 64.0
     #: Seconds between health checks of each worker (None: no checks).
     health_interval: float | None = 5.0
@@ -116,19 +160,32 @@ class PoolConfig:
     allow_pickle: bool = False
 
     def __post_init__(self) -> None:
-        module, sep, cls = (
-            self.adapter.partition(":") if isinstance(self.adapter, str) else ("",) * 3
-        )
+        if not isinstance(self.adapter, str):
+            raise ArgumentTypeError(
+                "adapter", f"must be 'package.module:ClassName', got {self.adapter!r}"
+            )
+        module, sep, cls = self.adapter.partition(":")
         if not (sep and module and cls):
             raise ConfigError(
                 "adapter", f"must be 'package.module:ClassName', got {self.adapter!r}"
             )
         for name in ("size", "max_concurrency", "max_queue"):
             _positive(name, getattr(self, name), integer=True)
-        if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
-            raise ConfigError("max_restarts", f"must be an int >= 0, got {self.max_restarts!r}")
+        _positive("max_restarts", self.max_restarts, allow_none=True, integer=True, minimum=0)
         for name in ("startup_timeout", "shutdown_timeout", "max_seconds", "max_message_mb"):
             _positive(name, getattr(self, name))
+        if self.max_message_mb >= MAX_MESSAGE_MB_LIMIT:
+            raise ConfigError(
+                "max_message_mb",
+                f"must be under {MAX_MESSAGE_MB_LIMIT} (gRPC's limit is 2 GiB), "
+                f"got {self.max_message_mb!r}",
+            )
+        if self.max_message_bytes < MIN_MESSAGE_BYTES:
+            raise ConfigError(
+                "max_message_mb",
+                f"must be at least {MIN_MESSAGE_BYTES / 2**20:g} ({MIN_MESSAGE_BYTES} bytes: "
+                f"a call's envelope must fit), got {self.max_message_mb!r}",
+            )
         _positive("queue_timeout", self.queue_timeout, allow_none=True)
         _positive("health_interval", self.health_interval, allow_none=True)
         _positive("health_timeout", self.health_timeout)
@@ -139,21 +196,27 @@ class PoolConfig:
         )
         _positive("worker_ttl", self.worker_ttl, allow_none=True)
         _positive("max_worker_memory_mb", self.max_worker_memory_mb, allow_none=True)
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.env).items()):
-            raise ConfigError("env", "keys and values must be strings")
+        if not isinstance(self.env, Mapping):
+            raise ArgumentTypeError("env", f"must be a mapping of str to str, got {self.env!r}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
+            raise ArgumentTypeError("env", "keys and values must be strings")
         object.__setattr__(self, "env", dict(self.env))
+        object.__setattr__(self, "python", _optional_path("python", self.python))
+        object.__setattr__(self, "cwd", _optional_path("cwd", self.cwd))
+        if not isinstance(self.cap_threads, bool):
+            raise ArgumentTypeError("cap_threads", f"must be a bool, got {self.cap_threads!r}")
+        if not isinstance(self.allow_pickle, bool):
+            raise ArgumentTypeError("allow_pickle", f"must be a bool, got {self.allow_pickle!r}")
+        for name in ("start_method", "transport"):
+            if not isinstance(getattr(self, name), str):
+                raise ArgumentTypeError(name, f"must be a str, got {getattr(self, name)!r}")
         if self.start_method not in ("forkserver", "spawn"):
             raise ConfigError(
                 "start_method", f"must be 'forkserver' or 'spawn', got {self.start_method!r}"
             )
         if self.transport not in ("frames", "grpc"):
             raise ConfigError("transport", f"must be 'frames' or 'grpc', got {self.transport!r}")
-        if not isinstance(self.allow_pickle, bool):
-            raise ConfigError("allow_pickle", f"must be a bool, got {self.allow_pickle!r}")
-        if self.run_dir is not None:
-            if not isinstance(self.run_dir, str | os.PathLike) or not os.fspath(self.run_dir):
-                raise ConfigError("run_dir", f"must be a path or None, got {self.run_dir!r}")
-            object.__setattr__(self, "run_dir", os.fspath(self.run_dir))
+        object.__setattr__(self, "run_dir", _optional_path("run_dir", self.run_dir))
 
     @classmethod
     def from_options(cls, adapter: str | None, options: Mapping[str, Any]) -> PoolConfig:
@@ -182,6 +245,12 @@ class PoolConfig:
                 env.setdefault(name, "1")
         env.update(self.env)
         return env
+
+    def restart_limit(self, size: int) -> int:
+        """The restart intensity of ``size`` workers: ``max_restarts``, or 3 per worker."""
+        if self.max_restarts is not None:
+            return self.max_restarts
+        return RESTARTS_PER_WORKER * size
 
     @property
     def max_message_bytes(self) -> int:

@@ -16,6 +16,7 @@ __all__ = (
     "RequestQueued",
     "RequestStarted",
     "RequestStopped",
+    "WorkerExitCause",
     "WorkerExited",
     "WorkerReady",
     "WorkerRecycled",
@@ -62,13 +63,24 @@ class WorkerStartFailed:
     at: float
 
 
+#: Why a worker's process ended: it died on its own or its Worker server was
+#: killed (``"crash"``); the pool killed it after missed health checks
+#: (``"unhealthy"``); the pool killed it because a call to it timed out
+#: (``"timeout"``); the pool stopped it (``"stopped"``: shutdown, recycling,
+#: scaling down). A crash and an unhealthy worker count towards the restart
+#: intensity (``max_restarts``); a timeout's replacement does not.
+WorkerExitCause: TypeAlias = Literal["crash", "unhealthy", "timeout", "stopped"]
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerExited:
     """A worker's process is gone and reaped.
 
-    ``crashed`` is True when it died on its own or was killed for ``reason``
-    (a timeout, missed health checks); False when the pool stopped it
-    (shutdown, recycling, scaling down).
+    ``crashed`` is True when the worker failed: it died on its own, or was
+    killed for missing health checks (``cause`` tells which); it is False when
+    the pool ended it by its own decision: a call's timeout (``cause``
+    ``"timeout"``: it is replaced, and that restart is not counted), shutdown,
+    recycling, scaling down (``"stopped"``). ``reason`` says it in words.
     """
 
     worker_id: str
@@ -78,6 +90,7 @@ class WorkerExited:
     crashed: bool
     reason: str
     at: float
+    cause: WorkerExitCause = "crash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +141,10 @@ class RequestStopped:
 
 @dataclass(frozen=True, slots=True)
 class PoolGaveUp:
-    """The pool's workers kept crashing (restart intensity): calls now raise ``PoolDegraded``."""
+    """The pool's workers kept crashing (restart intensity): calls now raise ``PoolDegraded``.
+
+    Until :meth:`Pool.restart` brings it back.
+    """
 
     reason: str
     at: float

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from snakepit._client import Multiplexer
 from snakepit._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
+    ArgumentTypeError,
     ChildNotFound,
     ConfigError,
     ExecutionTimeout,
@@ -26,6 +28,7 @@ from snakepit.errors import (
     PoolDegraded,
     PoolStartError,
     QueueTimeout,
+    ReachedMaxRestartIntensity,
     ServerExited,
     WorkerCrashed,
     WorkerStopping,
@@ -34,16 +37,15 @@ from snakepit.errors import (
 from snakepit.otp import (
     Broadcast,
     ChildSpec,
-    DynamicSupervisor,
     DynamicSupervisorSpec,
     ExitReason,
     Supervisor,
     SupervisorRef,
     SupervisorSpec,
-    is_abnormal,
 )
+from snakepit.otp._server import unwrapped_task_group
 
-from ._config import PoolConfig
+from ._config import PoolConfig, check_seconds
 from ._events import (
     PoolEvent,
     PoolGaveUp,
@@ -55,18 +57,61 @@ from ._events import (
 )
 from ._launcher import Launcher, LocalLauncher
 from ._scheduler import Scheduler
-from ._worker import Worker, WorkerArgs
+from ._worker import Worker, WorkerArgs, WorkerSupervisor
 
 __all__ = ("Pool", "PoolStats", "WorkerInfo")
 
 #: Seconds before the first retry of a crashed call; doubled for each next one.
 RETRY_BACKOFF = 0.05
 
+#: Events a :meth:`Pool.subscribe` stream holds unread by default.
+SUBSCRIBE_BUFFER = 10_000
+
 logger = logging.getLogger("snakepit.pool")
 
 
 def _needs_housekeeping(config: PoolConfig) -> bool:
     return config.worker_ttl is not None or config.max_worker_memory_mb is not None
+
+
+def _check_call(tool: object, args: object, timeout: object, session_id: object) -> None:
+    """The arguments of execute() and stream(): typed errors naming them, at the call.
+
+    :raises ArgumentTypeError: a wrong type. :raises ConfigError: a bad value.
+    """
+    if not isinstance(tool, str):
+        raise ArgumentTypeError("tool", f"must be a tool name (str), got {tool!r}")
+    if not tool:
+        raise ConfigError("tool", "must not be empty")
+    if args is not None:
+        if not isinstance(args, dict):
+            raise ArgumentTypeError(
+                "args", f"must be a dict of str keys or None, got {type(args).__name__}"
+            )
+        for key in args:
+            if not isinstance(key, str):
+                raise ArgumentTypeError("args", f"keys must be str, got {key!r}")
+    check_seconds("timeout", timeout)
+    if not isinstance(session_id, str):
+        raise ArgumentTypeError("session_id", f"must be a str, got {session_id!r}")
+
+
+def _why(reason: object) -> str:
+    """Why the tree gave up, from its exit reason (plain, or a Shutdown with a detail)."""
+    detail = getattr(reason, "detail", reason)
+    if isinstance(detail, ReachedMaxRestartIntensity):
+        return (
+            "its workers kept crashing: restart intensity reached (more than "
+            f"{detail.max_restarts} restarts in {detail.max_seconds:g}s)"
+        )
+    return f"its supervision tree exited ({detail})"
+
+
+def _count(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ArgumentTypeError(name, f"must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(name, f"must be an int >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +136,8 @@ class PoolStats:
     recycled: int
     #: Why the pool gave up on its workers (restart intensity), or None.
     degraded: str | None
+    #: Events not delivered to a :meth:`Pool.subscribe` stream that was full.
+    events_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +188,16 @@ class Pool:
     Leaving stops them: SIGTERM, ``shutdown_timeout``, SIGKILL, every process
     reaped. Options are those of :class:`PoolConfig` (or pass ``config=``).
 
-    The tree: a Supervisor (``pool.supervisor``) over a DynamicSupervisor of
-    :class:`~snakepit.pool.Worker` servers, one per process; a crashed
-    process's Worker exits and is replaced. Calls take a free slot from the
-    scheduler and go straight to the worker's multiplexed channel from the
-    caller's task.
+    The tree: a Supervisor (``pool.supervisor``) over a
+    :class:`~snakepit.pool.WorkerSupervisor` of :class:`~snakepit.pool.Worker`
+    servers, one per process; a crashed process's Worker exits and is
+    replaced. Calls take a free slot from the scheduler and go straight to the
+    worker's multiplexed channel from the caller's task.
+
+    Restarts: more than ``max_restarts`` (default: 3 per worker) worker
+    failures in ``max_seconds`` make the pool degraded: calls raise
+    :class:`~snakepit.errors.PoolDegraded` until :meth:`restart`. A worker
+    killed because a call timed out is replaced without counting.
     """
 
     def __init__(
@@ -165,7 +217,6 @@ class Pool:
             max_queue=self.config.max_queue,
             queue_timeout=self.config.queue_timeout,
         )
-        self._stack: AsyncExitStack | None = None
         self._supervisor: SupervisorRef | None = None
         self._workers: dict[str, Worker] = {}
         self._startup: _Startup | None = None
@@ -176,7 +227,15 @@ class Pool:
         self._leaving: set[str] = set()  # ids of workers being stopped for good
         self._size = self.config.size
         self._recycled = 0
-        self._tg: TaskGroup | None = None
+        self._tg: TaskGroup | None = None  # background work (recycling, housekeeping)
+        self._group: TaskGroup | None = None  # the tree's and the background's tasks
+        self._background_done: anyio.Event | None = None
+        self._teardown_done: anyio.Event | None = None
+        self._restarting: anyio.Lock | None = None
+        self._host: asyncio.Task[None] | None = None  # the task of the pool's task group
+        self._release: anyio.Event | None = None  # tells the host its group is empty
+        self._own_launcher: LocalLauncher | None = None  # made here: closed here
+        self._workers_sup: SupervisorRef | None = None
         self._last_failure: str = ""
         self._events: Broadcast[PoolEvent] = Broadcast()
         self._request_ids = itertools.count(1)
@@ -199,55 +258,50 @@ class Pool:
             except BaseException:
                 self._state = "closed"
                 raise
+            self._own_launcher = local
             launcher: Launcher = local
         else:
             launcher = self._launcher
-        self._startup = startup = _Startup(config.size)
+        self._launcher_in_use = launcher
+        self._run_id = run_id
         self._ready_changed = anyio.Event()
-        stack = AsyncExitStack()
-        stack.callback(self._events.close)  # last: the workers' exits are published
-        if self._launcher is None:
-            stack.push_async_callback(launcher.aclose)
-        stack.callback(self._scheduler.close)
+        self._restarting = anyio.Lock()
+        self._release = anyio.Event()
+        loop = asyncio.get_running_loop()
+        hosting: asyncio.Future[TaskGroup] = loop.create_future()
+        self._host = loop.create_task(self._run_host(hosting), name=f"snakepit pool {run_id}")
         try:
-            workers_spec = DynamicSupervisorSpec(
-                max_restarts=config.max_restarts, max_seconds=config.max_seconds
-            )
-            spec = SupervisorSpec(
-                [ChildSpec("workers", DynamicSupervisor, workers_spec)], max_restarts=0
-            )
-            self._supervisor = await stack.enter_async_context(
-                Supervisor.running(spec, name="pool")
-            )
-            self._supervisor.link(self._on_tree_exit)
-            workers = self._supervisor.child("workers")
-            assert isinstance(workers, SupervisorRef)
-            self._workers_sup = workers
-            self._launcher_in_use = launcher
-            self._run_id = run_id
-            for _ in range(config.size):
-                await self._start_worker()
-            with anyio.move_on_after(config.startup_timeout + 5.0):
-                await startup.done.wait()
-            if startup.failure is not None:
-                _, error = startup.failure
-                raise PoolStartError(f"{self!r} did not start: {error}") from error
-            if startup.waiting:
-                raise PoolStartError(f"{self!r}: workers not ready after the startup timeout")
+            self._group = group = await hosting
+            await group.start(self._background)
+            self._supervisor = await self._start_tree(group)
+            await self._start_workers()
+            if self._state != "starting":
+                raise PoolClosed(f"{self!r} was closed while it started")
         except BaseException:
             self._state = "closed"
-            await stack.aclose()  # the tree's own stop is shielded
+            await self._teardown()  # shielded
             raise
-        self._startup = None
-        # Background work (recycling, housekeeping) lives in a task group closed
-        # before the tree; its tasks catch their own errors.
-        self._tg = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(self._tg.cancel_scope.cancel)
+        assert self._tg is not None
         if _needs_housekeeping(config):
             self._tg.start_soon(self._housekeeping)
-        self._stack = stack
         self._state = "running"
         return self
+
+    async def _run_host(self, hosting: asyncio.Future[TaskGroup]) -> None:
+        # The pool's own task, from __aenter__ to _teardown: its task group
+        # holds the tree's servers and the background work (none raises into
+        # it). Not the caller's task: then any task may enter the pool and any
+        # task may close it (a group can only be left by the task that entered it).
+        assert self._release is not None
+        try:
+            async with unwrapped_task_group() as group:
+                if not hosting.done():
+                    hosting.set_result(group)
+                await self._release.wait()  # set by _teardown once the group is empty
+        except BaseException as exc:
+            if not hosting.done():
+                hosting.set_exception(exc)
+            raise
 
     async def __aexit__(
         self,
@@ -258,12 +312,158 @@ class Pool:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop every worker (SIGTERM, ``shutdown_timeout``, SIGKILL) and reap it."""
-        stack, self._stack = self._stack, None
+        """Stop every worker (SIGTERM, ``shutdown_timeout``, SIGKILL) and reap it.
+
+        Returns once nothing of the pool runs. May be called from any task,
+        not only the one that entered the pool (a web app's shutdown hook,
+        another request): calls in flight and queued get
+        :class:`~snakepit.errors.PoolClosed`. Idempotent; not cancellable.
+        """
+        if self._state == "new":
+            self._state = "closed"
+            return
         self._state = "closed"
-        if stack is not None:
-            self._scheduler.close()  # queued calls fail now, not after the workers stopped
-            await stack.aclose()  # the tree's own stop is shielded
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        """Stop the background work, the tree, the launcher; end the event streams.
+
+        Idempotent, shielded, and callable from any task: a second caller
+        waits for the first one's teardown.
+        """
+        with anyio.CancelScope(shield=True):
+            if self._teardown_done is not None:
+                await self._teardown_done.wait()
+                return
+            self._teardown_done = done = anyio.Event()
+            try:
+                self._scheduler.close()  # queued calls fail now, not after the workers stopped
+                if self._tg is not None:
+                    self._tg.cancel_scope.cancel()
+                    assert self._background_done is not None
+                    await self._background_done.wait()
+                if self._supervisor is not None:
+                    await self._supervisor.stop("shutdown", timeout=None)
+                if self._own_launcher is not None:
+                    await self._own_launcher.aclose()
+            finally:
+                self._events.close()  # last: the workers' exits are published
+                await self._stop_host()
+                done.set()
+
+    async def _stop_host(self) -> None:
+        host = self._host
+        if host is None:
+            return
+        assert self._release is not None
+        self._release.set()
+        await asyncio.wait([host])  # never raises; the group is empty by now
+        if not host.cancelled() and host.exception() is not None:
+            logger.error("%r: its task group failed", self, exc_info=host.exception())
+
+    async def _background(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Recycling, housekeeping and the like run in a task group of this
+        # task's own, so that any task can cancel it (_teardown) without
+        # cancelling the task that entered the pool. Its tasks catch their errors.
+        self._background_done = done = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            done.set()
+
+    async def _start_tree(self, group: TaskGroup) -> SupervisorRef:
+        # The top of the tree: the workers' supervisor is its temporary child
+        # (see _start_workers), so the top outlives a degraded pool.
+        spec = SupervisorSpec([], max_restarts=0)
+        ref = await Supervisor.start(group, spec, name="pool")
+        ref.link(self._on_tree_exit)
+        return ref
+
+    async def _start_workers(self) -> None:
+        """Start the WorkerSupervisor and ``size`` workers; return once all are ready.
+
+        :raises PoolStartError: a worker failed to start, or not all were ready
+            in time (the caller stops what started).
+        """
+        config = self.config
+        assert self._supervisor is not None
+        spec = DynamicSupervisorSpec(
+            max_restarts=config.restart_limit(self._size), max_seconds=config.max_seconds
+        )
+        workers = await self._supervisor.start_child(
+            ChildSpec("workers", WorkerSupervisor, spec, restart="temporary")
+        )
+        assert isinstance(workers, SupervisorRef)
+        self._workers_sup = workers
+        workers.link(self._on_workers_exit)
+        self._startup = startup = _Startup(self._size)
+        try:
+            for _ in range(self._size):
+                await self._start_worker()
+            with anyio.move_on_after(config.startup_timeout + 5.0):
+                await startup.done.wait()
+            if startup.failure is not None:
+                _, error = startup.failure
+                raise PoolStartError(f"{self!r} did not start: {error}") from error
+            if startup.waiting:
+                raise PoolStartError(f"{self!r}: workers not ready after the startup timeout")
+        finally:
+            self._startup = None
+
+    async def restart(self) -> None:
+        """Bring a degraded pool back: a new worker supervisor and ``size`` new workers.
+
+        Returns once all of them are ready; does nothing if the pool runs.
+        Calls made meanwhile still raise :class:`~snakepit.errors.PoolDegraded`.
+        The restart budget starts afresh. If a worker fails to start, the pool
+        stays degraded (call again once the cause is fixed).
+
+        :raises PoolStartError: a worker failed to start; nothing of this try runs.
+        :raises PoolClosed: the pool is not running (not entered, or left).
+        """
+        if self._restarting is None:
+            raise PoolClosed(f"{self!r} is not running")
+        async with self._restarting:
+            if self._state == "running":
+                return
+            if self._state != "degraded":
+                raise PoolClosed(f"{self!r} is not running")
+            old = self._workers_sup
+            if old is not None:
+                await old.wait()  # gave up: its workers are stopped
+            assert self._group is not None
+            assert self._supervisor is not None
+            if not self._supervisor.alive:  # the top itself was killed
+                self._supervisor = await self._start_tree(self._group)
+            self._workers.clear()
+            self._leaving.clear()
+            self._last_failure = ""
+            self._scheduler.reopen()  # calls are still refused: the state is "degraded"
+            try:
+                await self._start_workers()
+            except BaseException as exc:
+                if self._state == "closed":
+                    raise PoolClosed(f"{self!r} was closed while it restarted") from exc
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(ChildNotFound, ServerExited):
+                        await self._supervisor.terminate_child("workers")
+                    assert self._degraded is not None
+                    if isinstance(exc, PoolStartError):
+                        self._degraded = PoolDegraded(
+                            f"{self!r}: a restart failed: {exc}", self._degraded.reason
+                        )
+                    self._scheduler.close(self._degraded)
+                raise
+            if self._state != "degraded":  # closed meanwhile
+                raise PoolClosed(f"{self!r} was closed while it restarted")
+            self._degraded = None
+            self._state = "running"
+            logger.warning("%r: restarted, %d workers ready", self, self._size)
 
     async def _start_worker(self) -> Worker:
         """Add one worker to the tree; it boots in the background (see Worker)."""
@@ -278,6 +478,7 @@ class Pool:
             self._on_failed,
             self._events,
         )
+        assert self._workers_sup is not None
         ref = await self._workers_sup.start_child(
             ChildSpec(f"w{n}", Worker, args, shutdown=config.shutdown_timeout + 1.0)
         )
@@ -295,6 +496,7 @@ class Pool:
         self._leaving.add(worker.worker_id)
         self._workers.pop(worker.worker_id, None)
         try:
+            assert self._workers_sup is not None
             with contextlib.suppress(ChildNotFound, ServerExited):
                 await self._workers_sup.terminate_child(worker.worker_id)
         finally:
@@ -358,13 +560,21 @@ class Pool:
         Growing waits until the new workers are ready; shrinking takes idle
         workers first and lets their calls in flight finish.
 
-        :raises ConfigError: ``size`` is not an int >= 1.
+        With the default ``max_restarts``, the restart budget follows the
+        new size (3 per worker).
+
+        :raises ArgumentTypeError: ``size`` is not an int.
+        :raises ConfigError: ``size`` is < 1.
         """
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ConfigError("size", f"must be an int >= 1, got {size!r}")
+        _count("size", size, 1)
         self._running()
         delta = size - self._size
         self._size = size
+        if self.config.max_restarts is None and self._workers_sup is not None:
+            with contextlib.suppress(ServerExited):  # gave up meanwhile: degraded
+                await WorkerSupervisor.set_max_restarts(
+                    self._workers_sup, self.config.restart_limit(size)
+                )
         if delta > 0:
             new = [await self._start_worker() for _ in range(delta)]
             for worker in new:
@@ -394,18 +604,34 @@ class Pool:
             self._startup.failed(worker.worker_id, error)
 
     def _on_tree_exit(self, ref: object, reason: ExitReason) -> None:
-        # The supervision tree gave up (workers kept crashing): stop taking calls.
-        if self._state != "running" or not is_abnormal(reason):
-            return
+        # The top of the tree only exits when the pool stops it, or when it is
+        # killed from outside: either way no call can be served.
+        if self._state == "running":
+            self._degrade(reason)
+
+    def _on_workers_exit(self, ref: object, reason: ExitReason) -> None:
+        # The WorkerSupervisor exits when it reaches its restart intensity
+        # (with the ReachedMaxRestartIntensity, or a Shutdown-like reason whose
+        # detail is that), or when the pool stops.
+        if ref is not self._workers_sup:
+            return  # one a restart replaced
+        if self._startup is not None:
+            self._startup.failed("workers", PoolDegraded(_why(reason), reason))
+        if self._state == "running":
+            self._degrade(reason)
+
+    def _degrade(self, reason: ExitReason) -> None:
+        """Stop taking calls: they raise PoolDegraded until :meth:`restart`. One log line."""
         self._state = "degraded"
-        config = self.config
-        last = f"; last start failure: {self._last_failure}" if self._last_failure else ""
-        self._degraded = error = PoolDegraded(
-            f"{self!r}: its workers kept crashing: restart intensity reached (more than "
-            f"{config.max_restarts} restarts in {config.max_seconds:g}s){last}",
-            reason,
-        )
+        last = ""
+        if self._last_failure:
+            last = f"; last start failure: {self._last_failure}"
+        self._degraded = error = PoolDegraded(f"{self!r}: {_why(reason)}{last}", reason)
         self._scheduler.close(error)
+        logger.error(
+            "%s; calls raise PoolDegraded until `await pool.restart()`",
+            str(error).splitlines()[0],
+        )
         if self._events.active:
             self._events.publish(PoolGaveUp(str(error), anyio.current_time()))
 
@@ -415,7 +641,10 @@ class Pool:
         Event-driven: wakes each time a worker becomes ready.
 
         :raises QueueTimeout: not all ready within ``timeout``.
+        :raises ArgumentTypeError, ConfigError: ``timeout`` is not None or a
+            finite number > 0.
         """
+        check_seconds("timeout", timeout)
         self._running()
         with anyio.move_on_after(timeout if timeout is not None else float("inf")):
             while self.stats().ready < self._size:
@@ -424,17 +653,25 @@ class Pool:
             return
         raise QueueTimeout(f"{self!r}: only {self.stats().ready} workers ready after {timeout}s")
 
-    def subscribe(self) -> MemoryObjectReceiveStream[PoolEvent]:
+    def subscribe(
+        self, *, max_buffer: int | None = SUBSCRIBE_BUFFER
+    ) -> MemoryObjectReceiveStream[PoolEvent]:
         """Return a stream of this pool's events (its telemetry) from now on.
 
         Workers starting, ready, failing to start, exiting (crashed or
         stopped), recycled; each call queued, started and stopped (with its
-        outcome and duration); the pool giving up. Unbounded, so the pool
-        never waits for a slow reader; it ends when the pool has stopped.
-        Subscribe before entering the pool to see its workers start. Close
-        it (``async with``) when done. Costs nothing while nobody listens.
+        outcome and duration); the pool giving up. The pool never waits for
+        a slow reader: the stream holds at most ``max_buffer`` unread events
+        (10,000 by default, about 2 MB); while it is full, new events are
+        dropped for it and counted in ``stats().events_dropped``.
+        ``max_buffer=None`` keeps every event (memory grows until read). The
+        stream ends when the pool has stopped. Subscribe before entering the
+        pool to see its workers start. Close it (``async with``) when done.
+        Costs nothing while nobody listens.
+
+        :raises ArgumentTypeError, ConfigError: ``max_buffer`` is not None or an int >= 1.
         """
-        return self._events.subscribe()
+        return self._events.subscribe(max_buffer)
 
     @property
     def supervisor(self) -> SupervisorRef:
@@ -469,37 +706,53 @@ class Pool:
     ) -> Any:
         """Run ``tool`` with ``args`` on a free worker and return its result.
 
-        :param timeout: seconds; when it passes the call raises
-            :class:`~snakepit.errors.ExecutionTimeout` and the worker is
-            killed and replaced (it may be stuck in a sync tool).
+        :param timeout: seconds for the whole call, from now: waiting for a
+            free worker, then running (and any ``retries``). If it passes
+            while the call waits, :class:`~snakepit.errors.QueueTimeout` (the
+            tool did not run); while the tool runs,
+            :class:`~snakepit.errors.ExecutionTimeout`, and the worker is
+            killed and replaced (it may be stuck in a sync tool; this
+            replacement does not count towards ``max_restarts``). Both are
+            ``TimeoutError``. ``queue_timeout`` bounds the wait alone.
         :param retries: for idempotent tools only: how many times a call whose
             worker crashed is tried again on another worker, with backoff.
             0 by default: a crash is never retried silently.
         :raises RemoteError: the tool raised (``ToolNotFound``, ``InvalidArguments``).
         :raises WorkerCrashed: the worker died with the call in flight.
         :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: no worker to run it.
+        :raises ArgumentTypeError, ConfigError: an argument of the wrong type
+            or value (``tool`` not a str, ``args`` not a dict of str keys,
+            ``timeout`` not None or a finite number > 0, ``session_id`` not a
+            str, ``retries`` not an int >= 0).
         """
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ConfigError("retries", f"must be an int >= 0, got {retries!r}")
+        _check_call(tool, args, timeout, session_id)
+        _count("retries", retries, 0)
+        deadline = None if timeout is None else anyio.current_time() + timeout
         attempt = 0
         while True:
             try:
-                return await self._execute_once(tool, args, timeout, session_id)
+                return await self._execute_once(tool, args, deadline, session_id)
             except WorkerStopping:
                 continue  # refused unrun by a stopping worker (now drained): go elsewhere
             except (WorkerCrashed, WorkerUnavailable):
                 if attempt >= retries:
                     raise
                 attempt += 1
-                await anyio.sleep(min(RETRY_BACKOFF * 2 ** (attempt - 1), 1.0))
+                backoff = min(RETRY_BACKOFF * 2 ** (attempt - 1), 1.0)
+                if deadline is not None and anyio.current_time() + backoff >= deadline:
+                    raise  # no time left for another try
+                await anyio.sleep(backoff)
 
     @asynccontextmanager
-    async def _call_on_a_worker(self, tool: str) -> AsyncIterator[Multiplexer]:
+    async def _call_on_a_worker(
+        self, tool: str, deadline: float | None = None
+    ) -> AsyncIterator[Multiplexer]:
         """Check a worker out for one call; map its failures; check it back in.
 
         The one place a call's outcome is judged: a stopping worker is drained,
         a broken connection is a crash (worker out of rotation, WorkerCrashed),
-        a timeout gets the worker killed and replaced.
+        a timeout gets the worker killed and replaced (not counted as a crash).
+        ``deadline`` (``anyio.current_time()``'s clock) bounds the wait.
         """
         scheduler = self._running()
         events = self._events
@@ -512,7 +765,7 @@ class Pool:
                 events.publish(RequestQueued(request_id, tool, depth, queued_at))
 
             try:
-                worker = await scheduler.checkout(on_wait)
+                worker = await scheduler.checkout(on_wait, deadline=deadline)
             except BaseException as exc:
                 ended = anyio.current_time()
                 outcome: RequestOutcome = "rejected" if isinstance(exc, Exception) else "cancelled"
@@ -521,7 +774,7 @@ class Pool:
                 )
                 raise
         else:
-            worker = await scheduler.checkout()
+            worker = await scheduler.checkout(deadline=deadline)
         self._requests += 1
         worker.call_started()
         if request_id:
@@ -549,7 +802,7 @@ class Pool:
         except ExecutionTimeout:
             outcome = "timeout"
             self._timeouts += 1
-            worker.retire(f"a call to {tool!r} timed out")
+            worker.retire(f"a call to {tool!r} timed out", failed=False)  # the pool's decision
             raise
         except Exception:
             outcome = "error"
@@ -596,9 +849,12 @@ class Pool:
             self._check_recycle(worker)
 
     async def _execute_once(
-        self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
+        self, tool: str, args: dict[str, Any] | None, deadline: float | None, session_id: str
     ) -> Any:
-        async with self._call_on_a_worker(tool) as mux:
+        async with self._call_on_a_worker(tool, deadline) as mux:
+            # What is left of the call's timeout after the wait (> 0: checkout
+            # raises QueueTimeout at the deadline; a hair above 0 at worst).
+            timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
             return await mux.execute(tool, args, timeout=timeout, session_id=session_id)
 
     async def stream(
@@ -613,14 +869,19 @@ class Pool:
 
         The worker's slot is held until the stream ends or is closed.
 
-        :param timeout: seconds allowed for each item (the first, and each next
-            one): a stream that keeps yielding never times out; one that stalls
-            longer raises :class:`~snakepit.errors.ExecutionTimeout` and its
-            worker is killed and replaced.
+        :param timeout: seconds allowed for the wait for a free worker
+            (:class:`~snakepit.errors.QueueTimeout` after it: the tool did not
+            run), then for each item (the first, and each next one): a stream
+            that keeps yielding never times out; one that stalls longer raises
+            :class:`~snakepit.errors.ExecutionTimeout` and its worker is
+            killed and replaced (not counted towards ``max_restarts``).
         :raises RemoteError, WorkerCrashed: as :meth:`execute`.
+        :raises ArgumentTypeError, ConfigError: a bad argument, as :meth:`execute`.
         """
+        _check_call(tool, args, timeout, session_id)
+        deadline = None if timeout is None else anyio.current_time() + timeout
         async with (
-            self._call_on_a_worker(tool) as mux,
+            self._call_on_a_worker(tool, deadline) as mux,
             contextlib.aclosing(
                 mux.stream(tool, args, timeout=timeout, session_id=session_id)
             ) as items,
@@ -671,4 +932,5 @@ class Pool:
             restarts=self._restarts,
             recycled=self._recycled,
             degraded=None if self._degraded is None else str(self._degraded),
+            events_dropped=self._events.dropped,
         )

@@ -52,15 +52,19 @@ class Scheduler(Generic[W]):
         """Free slots of usable workers now."""
         return sum(1 for w in self._idle if w.usable)
 
-    async def checkout(self, on_wait: Callable[[int], object] | None = None) -> W:
+    async def checkout(
+        self, on_wait: Callable[[int], object] | None = None, *, deadline: float | None = None
+    ) -> W:
         """Take a free slot, waiting in order if there is none.
 
         ``on_wait`` is called with the queue depth (this call included) when
         the call has to wait (not when it gets a slot at once, nor when it is
-        refused with ``QueueFull``).
+        refused with ``QueueFull``). ``deadline`` (on the loop's clock, as
+        ``anyio.current_time()``) is the call's own: waiting ends there too.
 
         :raises QueueFull: ``max_queue`` calls already wait.
-        :raises QueueTimeout: none came free within ``queue_timeout``.
+        :raises QueueTimeout: none came free within ``queue_timeout``, or
+            before ``deadline``.
         :raises PoolClosed: the pool stopped.
         """
         if self._closed is not None:
@@ -72,15 +76,27 @@ class Scheduler(Generic[W]):
                 return worker
         if len(self._waiters) >= self._max_queue:
             raise QueueFull(f"{self._max_queue} calls are already waiting for a worker")
-        waiter: asyncio.Future[W] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[W] = loop.create_future()
         self._waiters.append(waiter)
         if on_wait is not None:
             on_wait(len(self._waiters))
+        now = loop.time()
+        when = None if self._queue_timeout is None else now + self._queue_timeout
+        own = deadline is not None and (when is None or deadline < when)
+        if own:
+            when = deadline
         try:
-            async with asyncio.timeout(self._queue_timeout):
+            async with asyncio.timeout_at(when):
                 return await waiter
         except TimeoutError:
             self._give_up(waiter)
+            if own:
+                assert deadline is not None
+                raise QueueTimeout(
+                    f"no worker came free within the {deadline - now:.3g}s left of the "
+                    "call's timeout (the tool did not run)"
+                ) from None
             raise QueueTimeout(f"no worker came free within {self._queue_timeout:g}s") from None
         except BaseException:  # cancelled, or PoolClosed
             self._give_up(waiter)
@@ -110,6 +126,10 @@ class Scheduler(Generic[W]):
         """Offer ``slots`` slots of a worker that became ready."""
         for _ in range(slots):
             self.checkin(worker)
+
+    def reopen(self) -> None:
+        """Take calls again after :meth:`close` (a degraded pool restarted)."""
+        self._closed = None
 
     def close(self, error: PoolError | None = None) -> None:
         """Refuse new calls with ``error`` (default :class:`PoolClosed`); fail waiting ones."""

@@ -15,15 +15,27 @@ from anyio.abc import TaskGroup
 
 from snakepit._client import Multiplexer, WorkerClient, open_frames_multiplexer
 from snakepit._codec import JSON, PICKLE
-from snakepit.errors import WorkerCrashed, WorkerError, WorkerStartError
-from snakepit.otp import Broadcast, ExitReason, GenServer
+from snakepit.errors import (
+    ReachedMaxRestartIntensity,
+    WorkerCrashed,
+    WorkerError,
+    WorkerStartError,
+)
+from snakepit.otp import Broadcast, DynamicSupervisor, ExitReason, GenServer
 from snakepit.otp._server import unwrapped_task_group
 
 from ._config import PoolConfig
-from ._events import PoolEvent, WorkerExited, WorkerReady, WorkerStartFailed, WorkerStarting
+from ._events import (
+    PoolEvent,
+    WorkerExitCause,
+    WorkerExited,
+    WorkerReady,
+    WorkerStartFailed,
+    WorkerStarting,
+)
 from ._launcher import Launcher, WorkerHandle
 
-__all__ = ("Worker", "WorkerArgs")
+__all__ = ("Worker", "WorkerArgs", "WorkerSupervisor")
 
 logger = logging.getLogger("snakepit.pool")
 
@@ -49,6 +61,14 @@ class WorkerArgs:
 
 class _ProcessExited(Exception):
     """The worker's process exited on its own (the Worker's exit reason)."""
+
+
+class _Replaced(Exception):
+    """The pool killed the worker's process by its own decision (a call timed out).
+
+    The Worker's exit reason: its supervisor restarts it without counting
+    that restart towards the restart intensity (see :class:`WorkerSupervisor`).
+    """
 
 
 class Worker(GenServer[Any, Any, None]):
@@ -87,6 +107,7 @@ class Worker(GenServer[Any, Any, None]):
         self._stopping = False  # the pool stops it: its exit is no crash
         self._killed = False  # its server was killed (ServerRef.kill)
         self._exit_reported = False
+        self._failed = True  # retired for a failure (counted), not by the pool's choice
 
     @property
     def worker_id(self) -> str:
@@ -180,12 +201,14 @@ class Worker(GenServer[Any, Any, None]):
         events = self.args.events
         if not events.active:
             return
+        cause: WorkerExitCause = "crash"
         if self._stopping:
-            reason = "stopped by the pool"
+            reason, cause = "stopped by the pool", "stopped"
         elif self._killed:
             reason = "its Worker server was killed"
         elif self.retired_reason is not None:
             reason = self.retired_reason
+            cause = "unhealthy" if self._failed else "timeout"
         elif code is not None and code < 0:
             reason = f"killed by {_signal_name(-code)}"
         else:
@@ -196,9 +219,10 @@ class Worker(GenServer[Any, Any, None]):
                 self.process.pid,
                 self.ref.generation,
                 code,
-                not self._stopping,
+                cause in ("crash", "unhealthy"),
                 reason,
                 anyio.current_time(),
+                cause,
             )
         )
 
@@ -239,11 +263,20 @@ class Worker(GenServer[Any, Any, None]):
             case ("exited", code):
                 if not self._retired:
                     raise _ProcessExited(f"worker {self.worker_id!r} exited with {code}")
-                raise _ProcessExited(f"worker {self.worker_id!r} retired")
-        return await super().handle_info(message, state)
+                if not self._failed:
+                    raise _Replaced(f"worker {self.worker_id!r} replaced: {self.retired_reason}")
+                raise _ProcessExited(f"worker {self.worker_id!r} retired: {self.retired_reason}")
+        await super().handle_info(message, state)
 
     def log_crash(self, reason: ExitReason) -> None:
-        """A process that exited is routine for a pool: one warning line, no traceback."""
+        """A process that exited is routine for a pool: one warning line, no traceback.
+
+        Nothing more for a worker the pool killed itself (:meth:`retire` said why).
+        """
+        if isinstance(reason, _Replaced) or (
+            isinstance(reason, _ProcessExited) and self.retired_reason is not None
+        ):
+            return
         if isinstance(reason, _ProcessExited | WorkerStartError):
             logger.warning("%s; starting a replacement", str(reason).splitlines()[0])
         else:
@@ -303,18 +336,25 @@ class Worker(GenServer[Any, Any, None]):
 
     # -- used by the pool -------------------------------------------------------------------
 
-    def retire(self, reason: str, *, report: bool = True) -> None:
+    def retire(self, reason: str, *, report: bool = True, failed: bool = True) -> None:
         """Take it out of service and kill its process (a timeout: it may be stuck).
 
         The process exit ends this Worker; its supervisor starts a replacement.
         Calls in flight on it fail with :class:`WorkerCrashed` naming ``reason``.
+
+        :param report: log ``reason`` (one line) and report it as the cause.
+        :param failed: False when killing it is the pool's decision, not the
+            worker's failure (a call timed out): its replacement does not count
+            towards the restart intensity.
         """
         if self._retired:
             return
         self._retired = True
+        self._failed = failed
         if report:  # we kill it for this reason: that is the cause to report
             self.retired_reason = reason
-            logger.warning("retiring worker %r: %s", self.worker_id, reason)
+            pid = self.handle.pid if self.handle is not None else None
+            logger.warning("replacing worker %r (pid %s): %s", self.worker_id, pid, reason)
         if self.handle is not None:
             self.handle.kill()
 
@@ -347,3 +387,57 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+#: The request that sets a :class:`WorkerSupervisor`'s ``max_restarts``.
+_SET_MAX_RESTARTS = "set_max_restarts"
+
+
+class WorkerSupervisor(DynamicSupervisor):
+    """The pool's DynamicSupervisor of :class:`Worker` servers.
+
+    A DynamicSupervisor with three differences, all about what a restart
+    costs a pool:
+
+    - a Worker whose process the pool killed by its own decision (a call
+      timed out: :meth:`Worker.retire` with ``failed=False``) is restarted
+      like any other, but that restart does not count towards the restart
+      intensity; if its replacement then fails to start, that counts;
+    - its ``max_restarts`` follows the pool's size (:meth:`set_max_restarts`);
+    - reaching the intensity is logged once, by the pool, not as a traceback.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._uncounted = False
+
+    async def handle_info(self, message: Any, state: None) -> None:
+        """Handle a child's exit as a DynamicSupervisor does (a replacement: not counted)."""
+        self._uncounted = isinstance(getattr(message, "reason", None), _Replaced)
+        try:
+            await super().handle_info(message, state)
+        finally:
+            self._uncounted = False
+
+    def _add_restart(self) -> bool:
+        if self._uncounted:
+            self._uncounted = False  # the first start only: a failed one counts
+            return True
+        return super()._add_restart()
+
+    async def handle_call(self, request: Any, state: None) -> tuple[Any, None]:
+        """Serve :meth:`set_max_restarts`, and the supervisor API."""
+        if isinstance(request, tuple) and request[:1] == (_SET_MAX_RESTARTS,):
+            self._max_restarts = request[1]
+            return None, None
+        return await super().handle_call(request, state)
+
+    @staticmethod
+    async def set_max_restarts(ref: Any, max_restarts: int) -> None:
+        """Change the restart intensity of the WorkerSupervisor behind ``ref`` (a SupervisorRef)."""
+        await ref.call((_SET_MAX_RESTARTS, max_restarts))
+
+    def log_crash(self, reason: ExitReason) -> None:
+        """Say nothing of reaching the restart intensity: the pool logs it in one line."""
+        if not isinstance(reason, ReachedMaxRestartIntensity):
+            super().log_crash(reason)

@@ -75,7 +75,7 @@ class TestWorkerEvents:
             assert event.startup == pytest.approx(event.at - starting[worker_id].at)
         assert [e.at for e in seen] == sorted(e.at for e in seen)
 
-    async def test_a_timeout_is_a_crash_with_its_reason_then_a_replacement(
+    async def test_a_timeout_is_no_crash_it_has_its_reason_then_a_replacement(
         self, make_pool: MakePool, subscribe: Subscribe
     ) -> None:
         async with make_pool(size=1) as pool:
@@ -84,7 +84,7 @@ class TestWorkerEvents:
                 await pool.execute("hang", timeout=0.01)
             exited = await next_event(events, WorkerExited)
             assert (exited.worker_id, exited.generation, exited.pid) == ("w0", 0, None)
-            assert exited.crashed
+            assert (exited.crashed, exited.cause) == (False, "timeout")  # the pool's decision
             assert exited.reason == "a call to 'hang' timed out"
             assert exited.returncode is not None
             assert exited.returncode < 0  # killed
