@@ -504,14 +504,14 @@ class Multiplexer:
     async def settled(self, rid: int) -> bool:
         """Wait until the worker reports that the request ``rid`` left running has ended.
 
-        True once it has (its slot in the worker is free again), or at once
-        for a request not left running; False if the channel broke or was
-        closed first (the worker's state is then unknown). Cancelling the
-        wait leaves the request tracked.
+        True once it has (its slot in the worker is free again), at once for
+        a request not left running; False if the channel broke or was closed
+        (the worker's state is then unknown). Cancelling the wait leaves the
+        request tracked.
         """
         settled = self._unsettled.get(rid)
         if settled is None:
-            return True
+            return self._broken is None and not self._closed
         return await asyncio.shield(settled)
 
     def _settle(self, rid: int) -> None:

@@ -63,6 +63,7 @@ class ChannelSession:
         self._running: dict[asyncio.Task[None], int] = {}  # the request id of each task
         self._stream_ids: set[int] = set()
         self._closed = False
+        self._gone: asyncio.Future[None] = self._loop.create_future()  # the client is gone
         self._ready = asyncio.Event()
 
     async def run(
@@ -74,7 +75,11 @@ class ChannelSession:
         ``eof_is_gone`` the end of the frames means the client is gone (a
         socket that closed): the calls still running are cancelled at once.
         """
+        from ._service import answering
+
+        token = answering.set(self._gone)  # the reader and the calls' tasks inherit it
         reader = self._loop.create_task(self._read(frames))
+        answering.reset(token)
         try:
             while True:
                 await self._ready.wait()
@@ -93,6 +98,7 @@ class ChannelSession:
                     return
         finally:
             self._closed = True  # nobody to answer any more
+            self._gone.set_result(None)  # cancelled calls stop waiting for their tools
             reader.cancel()
             tasks = [reader, *self._running]
             for task in tasks:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
+import inspect
 import logging
 import time
 import traceback
@@ -19,7 +21,7 @@ from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from ._adapter import Adapter, ArgumentError, ToolInfo
 from ._channel import ChannelSession
 from ._context import Context
-from ._slots import Slots, ToolRaised
+from ._slots import Job, Slots, ToolRaised
 
 __all__ = ("PROTOCOL_VERSION",)
 
@@ -34,6 +36,16 @@ logger = logging.getLogger("snakepit.worker")
 #: make a reply larger than the message limit (which would break the channel).
 MAX_ERROR_MESSAGE = 16 * 1024
 MAX_ERROR_TRACEBACK = 64 * 1024
+
+
+#: Set by a ChannelSession for its calls (tasks inherit it): a future done once
+#: its client is gone. A cancelled call answers once its tool has really ended
+#: (its thread returned), so that the client knows when the slot is free; with
+#: nobody left to answer (the client gone, or a unary RPC that was cancelled),
+#: it does not wait.
+answering: contextvars.ContextVar[asyncio.Future[None] | None] = contextvars.ContextVar(
+    "snakepit_answering", default=None
+)
 
 
 class _Deadline(Exception):
@@ -291,7 +303,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             if job is not None:
                 # No reply before the tool really ended: until its thread
                 # returns, the worker's slot is taken.
-                await slots.finished(job)
+                await self._until_ended(job)
             if isinstance(exc, TimeoutError) and deadline.expired():
                 raise _Deadline() from None
             raise
@@ -383,15 +395,29 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             # The stream ends once the generator has: a step still running in
             # its thread (the caller cancelled), then its close().
             if step is not None:
-                await slots.finished(step)
-            closing = run(gen.close)  # type: ignore[attr-defined]
-            await slots.finished(closing)
-            if not closing.future.cancelled() and closing.future.exception() is not None:
-                logger.warning(
-                    "%s: closing the generator raised",
-                    info.name,
-                    exc_info=closing.future.exception(),
-                )
+                await self._until_ended(step)
+            if inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:  # type: ignore[arg-type]
+                closing = run(gen.close)  # type: ignore[attr-defined]
+                await self._until_ended(closing)
+                if closing.future.done() and closing.future.exception() is not None:
+                    logger.warning(
+                        "%s: closing the generator raised",
+                        info.name,
+                        exc_info=closing.future.exception(),
+                    )
+
+    async def _until_ended(self, job: Job) -> None:
+        # Wait for a tool thread's end, while somebody waits for the answer.
+        if job.returned:
+            return
+        gone = answering.get()
+        if gone is None or gone.done():
+            return  # nobody to answer: the thread runs on, its slot taken until it returns
+        finished = asyncio.ensure_future(self._slots.finished(job))
+        try:
+            await asyncio.wait((finished, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
 
     # -- RPCs --------------------------------------------------------------------------
 

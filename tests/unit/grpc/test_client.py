@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from snakepit.errors import (
     WorkerStopping,
     WorkerUnavailable,
 )
+from snakepit.worker import WorkerServer
 
 from .conftest import Served, Spawn, gone
 
@@ -374,3 +376,102 @@ class TestPickle:
     def test_unknown_codec(self) -> None:
         with pytest.raises(ConfigError, match="codec"):
             WorkerClient("unix:/nonexistent", codec="yaml")
+
+
+class TestCancellationAcks:
+    """A call left running is answered once its tool has ended (issue #11, defect 2)."""
+
+    @pytest.fixture
+    async def hostile(
+        self, sock_dir: Path, tmp_path: Path
+    ) -> AsyncIterator[tuple[WorkerServer, str]]:
+        """The Hostile adapter served in-process, and a gate key of this test's own."""
+        from ._adapters import Hostile, drop_gate
+
+        adapter = Hostile()
+        server = await WorkerServer.start(
+            adapter,
+            listen=f"unix:{sock_dir}/hostile.sock",
+            adapter_path="tests.unit.grpc._adapters:Hostile",
+            worker_id="hostile",
+        )
+        key = str(tmp_path)
+        try:
+            yield server, key
+        finally:
+            drop_gate(key)
+            with anyio.fail_after(10):
+                await server.abort()
+
+    async def test_a_cancelled_call_settles_when_its_tool_ends(
+        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+    ) -> None:
+        from ._adapters import gate
+
+        server, key = hostile
+        async with WorkerClient(server.address) as client:
+            mux = await open_mux(Served(server.address, server.frames_address), client)
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_when_running() -> None:
+                    await anyio.to_thread.run_sync(gate(key).started.wait)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(cancel_when_running)
+                await mux.execute("hold", {"key": key})  # in this task
+            (rid,) = mux.left_running
+            assert mux.take_left_running() == rid  # this task's call
+            assert mux.take_left_running() is None  # taken once
+            settled = asyncio.ensure_future(mux.settled(rid))
+            await anyio.wait_all_tasks_blocked()
+            assert not settled.done()  # the tool runs on
+            gate(key).release.set()
+            with anyio.fail_after(10):
+                assert await settled is True
+            assert mux.left_running == frozenset()
+            assert await mux.execute("slot_state") == {
+                "size": 1,
+                "free": 0,
+                "waiting": 0,
+                "waited": 0,
+                "in_flight": 1,
+            }
+            await mux.aclose()
+
+    async def test_a_closed_channel_settles_what_was_left_running(
+        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+    ) -> None:
+        from ._adapters import gate
+
+        server, key = hostile
+        async with WorkerClient(server.address) as client:
+            mux = await open_mux(Served(server.address, server.frames_address), client)
+            with anyio.move_on_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(mux.execute, "hold", {"key": key})
+                    await anyio.to_thread.run_sync(gate(key).started.wait)
+                    tg.cancel_scope.cancel()
+            (rid,) = mux.left_running
+            await mux.aclose()
+            assert await mux.settled(rid) is False  # unknown: the channel is gone
+
+    async def test_a_client_gone_mid_sync_call_does_not_hold_up_the_server(
+        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+    ) -> None:
+        """Nobody is left to answer: the session ends though the tool runs on."""
+        from ._adapters import gate
+
+        server, key = hostile
+        async with WorkerClient(server.address) as client:
+            mux = await open_mux(Served(server.address, server.frames_address), client)
+            async with anyio.create_task_group() as tg:
+
+                async def hold() -> None:
+                    with pytest.raises(WorkerUnavailable):
+                        await mux.execute("hold", {"key": key})
+
+                tg.start_soon(hold)
+                await anyio.to_thread.run_sync(gate(key).started.wait)
+                await mux.aclose()  # the connection drops with the tool running
+        with anyio.fail_after(5):
+            await server.abort()  # does not wait for the tool (it never ends by itself)
