@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import select
 import signal
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
+from snakepit._output import CHUNK, OutputLines
 
 __all__ = ("ForkServer", "ForkServerError", "ForkedProcess")
 
@@ -226,7 +229,11 @@ class ForkServer:
         server = cls(proc, ours, deque(maxlen=STDERR_LINES), env)
         loop = asyncio.get_running_loop()
         assert proc.stderr is not None
-        server._pumps.append(loop.create_task(pump_lines(proc.stderr, server._stderr)))
+        server._pumps.append(
+            loop.create_task(
+                pump_lines(proc.stderr, server._stderr, logging.getLogger("snakepit.forkserver"))
+            )
+        )
         ready: asyncio.Future[Any] = loop.create_future()
         server._waiting[0] = (ready, None)
         loop.add_reader(ours.fileno(), server._on_readable)
@@ -345,8 +352,9 @@ class ForkServer:
     ) -> tuple[ForkedProcess, int, int]:
         """Fork a worker running ``snakepit.worker`` with ``argv``.
 
-        Returns the process and the host's ends of its stdout and stderr
-        pipes (file descriptors the caller owns).
+        Returns the process and the host's ends of its output pipe (its
+        stdout and stderr) and of its ready pipe (``--ready-fd``): file
+        descriptors the caller owns.
 
         :param env: the worker's environment (default: the server's; another
             one travels with the request and must fit in a message).
@@ -371,15 +379,16 @@ class ForkServer:
             for fd in itertools.chain.from_iterable(pipes):
                 os.close(fd)
             raise ForkServerError(f"cannot make the worker's pipes: {exc}") from exc
-        # Its stdin, stdout, stderr: the worker's ends go to it, ours stay.
-        (in_r, in_w), (out_r, out_w), (err_r, err_w) = pipes
-        theirs, ours = [in_r, out_w, err_w], [in_w, out_r, err_r]
+        # Its stdin, stdout and stderr (one pipe), ready report: the worker's
+        # ends go to it, ours stay.
+        (in_r, in_w), (out_r, out_w), (ready_r, ready_w) = pipes
+        theirs, ours = [in_r, out_w, ready_w], [in_w, out_r, ready_r]
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         self._waiting[rid] = (answer, ours[0])
         try:
             try:
-                await self._send(data, theirs)
+                await self._send(data, [in_r, out_w, out_w, ready_w])
             finally:
                 for fd in theirs:
                     os.close(fd)
@@ -473,7 +482,11 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-async def pump_lines(stream: asyncio.StreamReader, sink: deque[str]) -> None:
-    """Read ``stream`` to its end, keeping its last lines in ``sink``."""
-    while line := await stream.readline():
-        sink.append(line.decode(errors="replace").rstrip("\n"))
+async def pump_lines(
+    stream: asyncio.StreamReader, sink: deque[str], logger: logging.Logger | None = None
+) -> None:
+    """Read ``stream`` to its end in chunks, keeping its last lines (bounded) in ``sink``."""
+    lines = OutputLines(sink, logger)
+    while data := await stream.read(CHUNK):
+        lines.feed(data)
+    lines.close()

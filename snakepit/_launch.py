@@ -1,19 +1,30 @@
-"""Start a worker subprocess, read its ready line, stop and reap it.
+"""Start a worker subprocess, read its ready report, stop and reap it.
 
 The host side of ``python -m snakepit.worker``. Each worker is started by
 exec, or forked by a fork server that was (never a bare fork of a host that
 has grpc's threads running), in its own session and process group, with a
 pipe on stdin whose EOF tells it the host is gone; it is stopped as trio
 stops processes: SIGTERM to the group, a grace period, SIGKILL, reap.
+
+A worker has three pipes: stdin; its output (stdout and stderr both), read
+in chunks into bounded lines that go to a tail and to ``logging``
+(:mod:`snakepit._output`); and a private one (``--ready-fd``) for its ready
+report, which nothing a tool prints can reach. Its exit is seen from the
+process (a pidfd), never from its pipes closing: a grandchild may hold them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import logging
 import os
 import signal
+import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +33,13 @@ from typing import Any, Protocol
 
 import anyio
 
-from snakepit._forkserver import ForkServer, ForkServerError, pump_lines, signal_group
+from snakepit._forkserver import ForkServer, ForkServerError, signal_group
+from snakepit._output import OutputLines, OutputPump, read_ready_line
 from snakepit.errors import ConfigError, WorkerStartError
 
 __all__ = ("WorkerProcess", "spawn_worker")
 
-#: How many stderr lines a worker keeps for error messages.
+#: How many lines of a worker's output it keeps for error messages.
 STDERR_LINES = 200
 
 
@@ -51,34 +63,70 @@ class _Child(Protocol):
 
 
 class _ExecChild:
-    """A worker the host started by exec (``asyncio.create_subprocess_exec``)."""
+    """A worker the host started by exec; its exit seen on a pidfd, then reaped here."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], stdin_fd: int) -> None:
         self._proc = proc
         self.pid = proc.pid
+        self._stdin_fd: int | None = stdin_fd
+        self._pidfd: int | None = None
+        with contextlib.suppress(OSError, AttributeError):  # no pidfds: a thread waits
+            self._pidfd = os.pidfd_open(proc.pid)
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def returncode(self) -> int | None:
         return self._proc.returncode
 
     async def wait(self) -> int:
-        # The exit is seen from the process itself (a pidfd), not from its pipes
-        # closing: asyncio's Process.wait waits for those, and a grandchild that
-        # inherited them would hide the death. What is left of its process
-        # group is killed then (a member that outlived it keeps the group id).
+        # One watcher, whoever waits (and is cancelled): it reaps.
         if self._proc.returncode is None:
-            await _exited(self.pid)
-            signal_group(self.pid, signal.SIGKILL)
-        return await self._proc.wait()
+            if self._watcher is None:
+                self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            await asyncio.shield(self._watcher)
+        assert self._proc.returncode is not None
+        return self._proc.returncode
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+        if self._pidfd is not None:
+            loop.add_reader(self._pidfd, _wake, gone)
+            try:
+                await gone
+            finally:
+                loop.remove_reader(self._pidfd)
+        else:
+            pid = self.pid
+
+            def wait_exit() -> None:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+                loop.call_soon_threadsafe(_wake, gone)
+
+            threading.Thread(target=wait_exit, name=f"snakepit-wait-{pid}", daemon=True).start()
+            await gone
+        # Its zombie still holds the group id: what is left of the group goes.
+        signal_group(self.pid, signal.SIGKILL)
+        self._proc.wait()  # exited: reaps at once
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def close_stdin(self) -> None:
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
+        fd, self._stdin_fd = self._stdin_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def signal_group(self, signum: int) -> None:
         # After the reap, too: a group member that outlived the leader keeps
         # the group id (which is then no other process's).
         signal_group(self.pid, signum)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass(eq=False)
@@ -91,16 +139,15 @@ class WorkerProcess:
     address: str
     #: Its pid (also its process group id).
     pid: int
-    #: The ready line it printed, parsed.
+    #: The ready report it sent, parsed.
     ready: dict[str, Any]
     _child: _Child = field(repr=False)
     _stderr: deque[str] = field(repr=False)
-    _pump: asyncio.Task[None] = field(repr=False)
-    _drains: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
+    _pump: OutputPump | None = field(default=None, repr=False)
 
     @property
     def frames_address(self) -> str | None:
-        """Its frames socket (``unix:PATH``) from the ready line, or None (tcp)."""
+        """Its frames socket (``unix:PATH``) from the ready report, or None (tcp)."""
         frames = self.ready.get("frames")
         return frames if isinstance(frames, str) else None
 
@@ -110,7 +157,7 @@ class WorkerProcess:
         return self._child.returncode
 
     def stderr_tail(self, lines: int = 20) -> str:
-        """The last ``lines`` lines it wrote to stderr."""
+        """The last ``lines`` lines it wrote to stdout or stderr (each cut at 4 KiB)."""
         return "\n".join(list(self._stderr)[-lines:])
 
     async def wait(self) -> int:
@@ -118,19 +165,13 @@ class WorkerProcess:
 
         Reaped by the host, or by the fork server that forked it (which
         reports the code); if that server is lost, the worker is killed and
-        reported as killed.
-
-        Whatever is left of its process group is killed then, which closes
-        the pipes a grandchild may have inherited.
+        reported as killed. The exit is seen from the process itself: a
+        grandchild holding its pipes does not delay it. What it wrote is
+        read to that point and its pipes are closed.
         """
         code = await self._child.wait()
-        # Both pipes to their end, so their transports close (Process.wait
-        # returns without waiting for them when the process was reaped already).
-        # asyncio.wait, not gather: a cancelled wait() must not cancel the pumps,
-        # or the pipes never reach EOF and their transports are left open.
-        pumps = [t for t in (self._pump, *self._drains) if not t.done()]
-        if pumps:
-            await asyncio.wait(pumps)
+        if self._pump is not None:
+            await self._pump.finish()
         self._child.close_stdin()
         return code
 
@@ -155,33 +196,6 @@ class WorkerProcess:
         return await self.wait()
 
 
-async def _exited(pid: int) -> None:
-    """Return once ``pid`` has exited (Linux pidfd; elsewhere at once)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (ProcessLookupError, AttributeError, OSError):
-        return  # already gone, or no pidfd: fall back to the pipes
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(fd, readable)
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    # After the ready line the worker sends its stdout to stderr; read to EOF.
-    while await stream.read(65536):
-        pass
-
-
 async def spawn_worker(
     adapter: str,
     listen: str,
@@ -197,7 +211,7 @@ async def spawn_worker(
     on_spawn: Callable[[int], object] | None = None,
     forkserver: ForkServer | None = None,
 ) -> WorkerProcess:
-    """Start ``python -m snakepit.worker`` and return once it printed its ready line.
+    """Start ``python -m snakepit.worker`` and return once it reported ready.
 
     :param adapter: ``package.module:Class``.
     :param listen: ``unix:PATH`` (its directory is created 0700) or ``tcp:HOST:PORT``.
@@ -205,9 +219,9 @@ async def spawn_worker(
     :param on_spawn: called with the pid as soon as the process exists.
     :param forkserver: fork the worker from this fork server (its ``python``
         is the server's) instead of starting a new interpreter.
-    :raises WorkerStartError: it exited or printed no ready line within
-        ``ready_timeout``; the message has its exit code and stderr tail.
-        Nothing is left running.
+    :raises WorkerStartError: it could not be started, exited, or sent no
+        ready report within ``ready_timeout``; the message has its exit code
+        and output tail. Nothing is left running.
     :raises ConfigError: an invalid argument.
     """
     if ready_timeout <= 0:
@@ -226,19 +240,22 @@ async def spawn_worker(
         *extra_args,
     ]
     if forkserver is not None:
-        child, stdout, stderr_stream = await _fork(
-            forkserver, worker_id, args, env, cwd, ready_timeout
-        )
+        child, out_fd, ready_fd = await _fork(forkserver, worker_id, args, env, cwd, ready_timeout)
     else:
-        child, stdout, stderr_stream = await _exec(python, args, env, cwd)
-    stderr: deque[str] = deque(maxlen=STDERR_LINES)
-    pump = asyncio.get_running_loop().create_task(pump_lines(stderr_stream, stderr))
-    worker = WorkerProcess(worker_id, "", child.pid, {}, child, stderr, pump)
+        child, out_fd, ready_fd = _exec(worker_id, python, args, env, cwd)
+    tail: deque[str] = deque(maxlen=STDERR_LINES)
+    lines = OutputLines(tail, logging.getLogger(f"snakepit.worker.{worker_id}"))
+    worker = WorkerProcess(worker_id, "", child.pid, {}, child, tail)
+    fds = [out_fd, ready_fd]
     try:
         if on_spawn is not None:
             on_spawn(child.pid)  # inside: if it fails, the process is still reaped
+        worker._pump = await OutputPump.start(fds.pop(0), lines)
         try:
-            line = await asyncio.wait_for(stdout.readline(), ready_timeout)
+            async with asyncio.timeout(ready_timeout):
+                line = await read_ready_line(
+                    fds.pop(0), lambda: asyncio.ensure_future(child.wait())
+                )
         except TimeoutError:
             raise await _failed(worker, f"no ready line within {ready_timeout:g}s") from None
         if not line:
@@ -249,42 +266,63 @@ async def spawn_worker(
         except (ValueError, KeyError, TypeError):
             raise await _failed(worker, f"unreadable ready line {line[:200]!r}") from None
     except BaseException:
+        for fd in fds:
+            os.close(fd)
         with anyio.CancelScope(shield=True):  # reap it even when we were cancelled
             await worker.aclose(grace=0)
         raise
     worker.ready = ready
     worker.address = address
-    worker._drains.append(asyncio.get_running_loop().create_task(_drain(stdout)))
     return worker
 
 
-_Started = tuple[_Child, asyncio.StreamReader, asyncio.StreamReader]
+_Started = tuple[_Child, int, int]
 
 
-async def _exec(
+def _exec(
+    worker_id: str,
     python: str | None,
     args: list[str],
     env: Mapping[str, str] | None,
     cwd: str | Path | None,
 ) -> _Started:
+    # The pipes: its stdin; its stdout and stderr, both one pipe; its ready report.
+    pipes: list[tuple[int, int]] = []
+    try:
+        for _ in range(3):
+            pipes.append(os.pipe2(os.O_CLOEXEC))
+    except OSError as exc:
+        for fd in itertools.chain.from_iterable(pipes):
+            os.close(fd)
+        raise WorkerStartError(
+            worker_id, f"cannot make its pipes: {exc}", returncode=None, stderr_tail=""
+        ) from exc
+    (in_r, in_w), (out_r, out_w), (ready_r, ready_w) = pipes
     argv = [python or sys.executable, "-m", "snakepit.worker", *args]
-    argv += ["--parent-pid", str(os.getpid())]
-    # Shielded: cancelled half way, asyncio kills the new process and waits for
-    # it, but an anyio cancel scope cancels that wait too and the process is
-    # left unreaped. Spawning takes milliseconds; a cancel lands just after.
-    with anyio.CancelScope(shield=True):
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+    argv += ["--parent-pid", str(os.getpid()), "--ready-fd", str(ready_w)]
+    try:
+        # Synchronous, as asyncio's own subprocess start is: a fork and an exec,
+        # milliseconds, and nothing to cancel half way.
+        proc = subprocess.Popen(
+            argv,
+            stdin=in_r,
+            stdout=out_w,
+            stderr=out_w,
+            pass_fds=(ready_w,),
             start_new_session=True,
             env=dict(env) if env is not None else None,
             cwd=cwd,
         )
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    return _ExecChild(proc), proc.stdout, proc.stderr
+    except OSError as exc:
+        for fd in (in_w, out_r, ready_r):
+            os.close(fd)
+        raise WorkerStartError(
+            worker_id, f"cannot start {argv[0]}: {exc}", returncode=None, stderr_tail=""
+        ) from exc
+    finally:
+        for fd in (in_r, out_w, ready_w):
+            os.close(fd)
+    return _ExecChild(proc, in_w), out_r, ready_r
 
 
 async def _fork(
@@ -295,39 +333,15 @@ async def _fork(
     cwd: str | Path | None,
     timeout: float,
 ) -> _Started:
-    # Shielded for the same reason as _exec: a fork the server made is reaped.
+    # Shielded: a fork the server made is always handed over, to be reaped.
     with anyio.CancelScope(shield=True):
         try:
-            child, out_fd, err_fd = await forkserver.spawn(args, env=env, cwd=cwd, timeout=timeout)
+            started = await forkserver.spawn(args, env=env, cwd=cwd, timeout=timeout)
         except ForkServerError as exc:
             raise WorkerStartError(
                 worker_id, f"the fork server failed: {exc}", returncode=None, stderr_tail=""
             ) from exc
-        readers: list[asyncio.StreamReader] = []
-        try:
-            for fd in (out_fd, err_fd):
-                readers.append(await _read_pipe(fd))  # closes fd if it fails
-        except BaseException:
-            if not readers:
-                os.close(err_fd)
-            child.close_stdin()
-            child.signal_group(signal.SIGKILL)  # the server reaps it
-            raise
-        stdout, stderr = readers
-    return child, stdout, stderr
-
-
-async def _read_pipe(fd: int) -> asyncio.StreamReader:
-    """A StreamReader on the read end ``fd`` of a pipe (closed at EOF)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(loop=loop)
-    pipe = os.fdopen(fd, "rb", buffering=0)
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    except BaseException:
-        pipe.close()
-        raise
-    return reader
+    return started
 
 
 async def _failed(worker: WorkerProcess, cause: str) -> WorkerStartError:

@@ -12,7 +12,8 @@ JSON message per packet:
 
 - host -> server: ``{"op": "spawn", "id": ID, "argv": [...], "cwd": ...}`` (and
   ``"env"`` if it is not the server's own) with three file descriptors (the
-  worker's stdin, stdout, stderr);
+  worker's stdin, stdout, stderr) and optionally a fourth, where the worker
+  reports ready (its number goes to the worker as ``--ready-fd``);
 - server -> host: ``{"op": "ready", "pid": N}`` once, then for each spawn
   ``{"op": "spawned", "id": ID, "pid": N}`` with a pidfd of the worker, or
   ``{"op": "error", "id": ID, "message": ...}`` (``id``: the request's), and
@@ -26,6 +27,9 @@ parent-death signal, as an exec'd worker does. The server exits on EOF of the
 control socket or of its stdin (the host is gone), and on SIGTERM: it kills
 the workers it still has, reaps them and leaves. It dies with the host too
 (``PR_SET_PDEATHSIG``), and then its workers see their parent die.
+
+It is a child subreaper: what a worker killed outright (SIGKILL) leaves
+behind in other sessions comes to it instead of init, and is killed.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _main
+from ._descendants import become_subreaper, descendants
 from ._serving import WorkerStartupError
 
 __all__ = ("main", "run")
@@ -100,7 +105,7 @@ class _Server:
 
     def _on_control(self) -> None:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self.control, MAX_MESSAGE, 3)
+            data, fds, _flags, _addr = socket.recv_fds(self.control, MAX_MESSAGE, 4)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -114,7 +119,7 @@ class _Server:
         try:
             request = json.loads(data)
             rid = request.get("id")
-            if request.get("op") != "spawn" or len(fds) != 3:
+            if request.get("op") != "spawn" or len(fds) not in (3, 4):
                 raise ValueError(f"unexpected request {data[:200]!r} with {len(fds)} fds")
             pid = self._fork(request, fds)
         except Exception as exc:
@@ -154,6 +159,8 @@ class _Server:
             # As ``python -m snakepit.worker ...`` would have it; and a name in
             # ps/top (its command line is the server's).
             argv += ["--parent-pid", str(server)]
+            if len(fds) > 3:
+                argv += ["--ready-fd", str(fds[3])]
             sys.argv = [os.path.join(os.path.dirname(__file__), "__main__.py"), *argv]
             _set_name(argv)
             _main.run(argv)
@@ -184,9 +191,11 @@ class _Server:
         os.close(self.wake_r)
         os.close(self.wake_w)
         os.setsid()
-        for target, fd in enumerate(fds):
+        for target, fd in enumerate(fds[:3]):
             os.dup2(fd, target)  # dup2 clears close-on-exec on the copy
             os.close(fd)
+        if len(fds) > 3:  # the ready channel stays where it is, private (close-on-exec)
+            os.set_inheritable(fds[3], False)
         if cwd:
             os.chdir(cwd)
         if env is not None:
@@ -194,15 +203,18 @@ class _Server:
             os.environ.update({str(k): str(v) for k, v in env.items()})
 
     def _reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                self.children.clear()
                 return
             if info is None:
                 return
             pid = info.si_pid
+            if pid not in self.children:  # an orphan it adopted (a subreaper) exited
+                os.waitpid(pid, 0)
+                self._kill_adopted()  # its own children came to us
+                continue
             # What is left of its process group goes, while its zombie still
             # holds the group id (no reused pid can be hit); then it is reaped.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -210,6 +222,17 @@ class _Server:
             _, status = os.waitpid(pid, 0)
             self.children.discard(pid)
             self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+            self._kill_adopted()
+
+    def _kill_adopted(self) -> None:
+        """SIGKILL what a dead worker left in other sessions (re-parented to us, the subreaper)."""
+        # Only its own children that are not workers, and what is below them:
+        # a live worker's processes are its own business.
+        for child in descendants(depth=1):
+            if child not in self.children:
+                for pid in (child, *descendants(child)):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
 
     def _stop_children(self) -> None:
         # The host stops its workers before closing us; whatever is left is
@@ -266,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         importlib.import_module(module)
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
+    become_subreaper()
     return _Server(control).serve()
 
 

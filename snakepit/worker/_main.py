@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import importlib
 import inspect
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from ._adapter import Adapter
+from ._descendants import become_subreaper, kill_descendants
 from ._service import PROTOCOL_VERSION
 from ._serving import (
     EXIT_SETUP,
@@ -32,6 +36,16 @@ __all__ = ("main", "run")
 logger = logging.getLogger("snakepit.worker")
 
 _PR_SET_PDEATHSIG = 1
+
+#: Seconds a worker whose host is gone gives its event loop to stop by itself;
+#: then (a tool blocks the loop) it kills its descendants and leaves anyway.
+HOST_GONE_GRACE = 0.6
+#: Seconds past its ``--grace`` a worker given SIGTERM waits for its loop to stop.
+STOP_MARGIN = 2.0
+#: How long ``teardown()`` may run when the host is gone (inside HOST_GONE_GRACE).
+HOST_GONE_TEARDOWN = 0.4
+#: Seconds the descendants get to die (SIGKILL) before the worker exits.
+KILL_TIMEOUT = 0.5
 
 
 def load_adapter(spec: str) -> type[Adapter]:
@@ -65,7 +79,10 @@ def load_adapter(spec: str) -> type[Adapter]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m snakepit.worker",
-        description="Serve a snakepit Adapter over gRPC; print one JSON ready line on stdout.",
+        description=(
+            "Serve a snakepit Adapter over gRPC; report ready with one JSON line on "
+            "--ready-fd (default: stdout, which then goes to stderr, as all later output)."
+        ),
     )
     parser.add_argument("--adapter", required=True, help="package.module:ClassName")
     parser.add_argument("--listen", required=True, help="unix:PATH or tcp:HOST:PORT (port 0 ok)")
@@ -78,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to finish on SIGTERM")
     parser.add_argument("--allow-pickle", action="store_true", help="accept pickle payloads")
     parser.add_argument("--no-stdin-watch", action="store_true", help="do not exit on EOF of stdin")
+    parser.add_argument("--ready-fd", type=int, default=-1, help="where to report ready")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -98,26 +116,20 @@ def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         raise WorkerStartupError(f"parent process {parent_pid} is already gone")
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, ready_fd: int = 1) -> int:
     """Load, set up and serve the adapter until SIGTERM or EOF on stdin; return the exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason: list[str] = []
 
-    parent = os.getppid()
-
     def request_stop(why: str) -> None:
-        if why == "SIGTERM" and os.getppid() != parent:
-            why = "parent died"  # PR_SET_PDEATHSIG: nobody is left to answer
         if not reason:
             reason.append(why)
         stop.set()
 
-    for signum, why in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
-        loop.add_signal_handler(signum, request_stop, why)
+    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGUSR1, _dump_state)
-    if not args.no_stdin_watch:
-        _watch_stdin(loop, request_stop)
+    _Watchdog(loop, request_stop, args).start()
 
     adapter_cls = load_adapter(args.adapter)
     parse_listen(args.listen)  # a bad address fails before setup() runs
@@ -141,15 +153,17 @@ async def serve(args: argparse.Namespace) -> int:
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         allow_pickle=args.allow_pickle,
     )
-    _report_ready(args, server.address, server.frames_address, sorted(adapter_cls.tools))
+    _report_ready(args, ready_fd, server.address, server.frames_address, sorted(adapter_cls.tools))
 
     await stop.wait()
     why = reason[0] if reason else "stop"
-    grace = 0.0 if why in ("stdin closed", "parent died") else args.grace
+    host_gone = why in ("stdin closed", "parent died")
+    grace = 0.0 if host_gone else args.grace
     logger.info("stopping (%s); finishing calls in flight for up to %gs", why, grace)
     await server.stop(grace)
     try:
-        await asyncio.wait_for(maybe_await(adapter.teardown()), max(grace, 1.0))
+        limit = HOST_GONE_TEARDOWN if host_gone else max(grace, 1.0)
+        await asyncio.wait_for(maybe_await(adapter.teardown()), limit)
     except Exception:
         logger.exception("teardown() failed")
         return 1
@@ -170,7 +184,7 @@ def _dump_state() -> None:
 
 
 def _report_ready(
-    args: argparse.Namespace, address: str, frames: str | None, tools: list[str]
+    args: argparse.Namespace, fd: int, address: str, frames: str | None, tools: list[str]
 ) -> None:
     line = json.dumps(
         {
@@ -184,22 +198,116 @@ def _report_ready(
             "tools": tools,
         }
     )
-    os.write(1, (line + "\n").encode())
-    # From now on stdout is the tools' to print on: send it to stderr, so a
-    # host that stops reading the ready pipe never blocks a chatty tool.
-    os.dup2(2, 1)
+    data = (line + "\n").encode()
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError:
+        pass  # the host is gone: its watchdog ends the worker
+    finally:
+        os.close(fd)  # EOF for the host; nothing else is ever written there
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, request_stop: Any) -> None:
-    def wait_for_eof() -> None:
-        try:
-            while os.read(0, 65536):
-                pass
-        except OSError:
-            pass
-        loop.call_soon_threadsafe(request_stop, "stdin closed")
+def _take_stdout(ready_fd: int) -> int:
+    """Keep the ready channel private and send everything printed to stderr.
 
-    threading.Thread(target=wait_for_eof, name="snakepit-stdin-watch", daemon=True).start()
+    Before anything of the adapter is imported: its banners and prints, on
+    ``sys.stdout`` or fd 1, land on stderr, which the host drains and logs.
+    Returns the fd to report ready on (close-on-exec: no child gets it):
+    ``--ready-fd`` if given, else a copy of the original stdout.
+    """
+    if ready_fd < 0:
+        ready_fd = os.dup(1)
+    os.set_inheritable(ready_fd, False)
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+        os.dup2(2, 1)
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    return ready_fd
+
+
+class _Watchdog:
+    """Ends the worker when its host is gone or it is told to stop, even if a tool blocks the loop.
+
+    A thread waits for EOF on stdin, the exit of the parent process (a
+    pidfd), and SIGTERM (whose handler only writes to a pipe: it runs
+    between two bytecodes of whatever the main thread is doing). Each asks
+    the event loop to stop; if the process is still there after a grace
+    period (``HOST_GONE_GRACE`` when the host is gone, ``--grace`` plus a
+    margin after SIGTERM), the loop is blocked: the worker kills its
+    descendants and exits from this thread.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, request_stop: Any, args: argparse.Namespace
+    ) -> None:
+        self.loop = loop
+        self.request_stop = request_stop
+        self.parent = os.getppid()
+        self.watch_stdin = not args.no_stdin_watch
+        self.stop_grace = args.grace + STOP_MARGIN
+        self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.pidfd: int | None = None
+        # Without pidfds: stdin EOF and the parent-death signal remain.
+        with contextlib.suppress(OSError, AttributeError):
+            self.pidfd = os.pidfd_open(self.parent)
+        if os.getppid() != self.parent:  # it died before the pidfd was taken
+            self.parent = -1
+
+    def start(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        thread = threading.Thread(target=self._run, name="snakepit-watchdog", daemon=True)
+        thread.start()
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.wake_w, b"T")
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        if self.pidfd is not None:
+            poller.register(self.pidfd, select.POLLIN)
+        if self.watch_stdin:
+            poller.register(0, select.POLLIN)
+        deadline: float | None = None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            events = poller.poll(timeout)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                _finish(1)  # the loop did not stop: a tool blocks it
+            why = None
+            for fd, _ in events:
+                if fd == self.wake_r:
+                    with contextlib.suppress(OSError):
+                        os.read(self.wake_r, 512)
+                    why = "parent died" if os.getppid() != self.parent else "SIGTERM"
+                elif fd == self.pidfd:
+                    poller.unregister(fd)
+                    why = "parent died"
+                elif fd == 0:
+                    try:
+                        data = os.read(0, 65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        poller.unregister(0)
+                        why = "stdin closed"
+            if why is None:
+                continue
+            with contextlib.suppress(RuntimeError):  # the loop is closed: exiting already
+                self.loop.call_soon_threadsafe(self.request_stop, why)
+            grace = self.stop_grace if why == "SIGTERM" else HOST_GONE_GRACE
+            new = time.monotonic() + grace
+            deadline = new if deadline is None else min(deadline, new)
+
+
+def _finish(code: int) -> None:
+    """Kill every descendant (other sessions too: this worker is their subreaper), exit."""
+    with contextlib.suppress(Exception):
+        kill_descendants(KILL_TIMEOUT)
+    os._exit(code)
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -210,15 +318,19 @@ def run(argv: Sequence[str] | None = None) -> None:
     joining that thread, so a worker whose host is gone never lingers.
     """
     code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
+    for flush in (sys.stdout.flush, sys.stderr.flush, logging.shutdown):
+        with contextlib.suppress(Exception):  # a tool may have closed fd 1 or 2
+            flush()
+    _finish(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until it stops; return its exit code (see :func:`run`)."""
     args = _parser().parse_args(argv)
+    ready_fd = _take_stdout(args.ready_fd)
+    become_subreaper()
+    if args.run_id:  # inherited by what the tools start: a sweep finds it by this
+        os.environ["SNAKEPIT_RUN_ID"] = args.run_id
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
@@ -226,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         watch_parent(args.parent_pid)
-        return asyncio.run(serve(args))
+        return asyncio.run(serve(args, ready_fd))
     except WorkerStartupError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -1,4 +1,9 @@
-"""A host killed with SIGKILL in the middle of its work leaves no worker behind."""
+"""A host killed with SIGKILL in the middle of its work leaves nothing of its pool behind.
+
+Nothing: no worker, no fork server, no process a tool started (in the
+worker's process group, in a session of its own, orphaned), within 2 s,
+whatever the tools do (block the worker's event loop, ignore SIGTERM).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from snakepit.testing import describe_process, wait_exited
 from tests._procs import descendant_pids, wait_exit
 
 pytestmark = pytest.mark.anyio
@@ -63,3 +69,85 @@ async def test_workers_exit_when_the_host_is_sigkilled_mid_call() -> None:
             host.stdout.close()
         with contextlib.suppress(ProcessLookupError):  # nothing left, even on failure
             os.killpg(host.pid, signal.SIGKILL)
+
+
+HOSTILE_HOST = """
+import asyncio, sys, snakepit
+
+async def main():
+    fifo, report, start_method = sys.argv[1:4]
+    pool = snakepit.Pool(
+        "tests.integration._process_adapters:Hostile",
+        size=2,
+        cwd={root!r},
+        start_method=start_method,
+        health_interval=None,
+    )
+    async with pool:
+        args = {{"fifo": fifo, "report": report}}
+        await asyncio.gather(*(pool.execute("hostile", args) for _ in range(2)))
+
+asyncio.run(main())
+"""
+
+
+async def _read_lines(fd: int, count: int) -> list[str]:
+    """``count`` lines from the non-blocking ``fd``, waiting by event."""
+    data = b""
+    while data.count(b"\n") < count:
+        await anyio.wait_readable(fd)
+        data += os.read(fd, 4096)
+    return data.decode().splitlines()
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_nothing_of_the_pool_outlives_a_sigkilled_host_whatever_the_tools_do(
+    start_method: str, tmp_path: Path
+) -> None:
+    # Each worker runs a tool that ignores SIGTERM, starts three processes
+    # that ignore it too (in its group, in a session of its own, orphaned in
+    # a session of its own) and blocks the worker's event loop.
+    fifo, report = tmp_path / "hold", tmp_path / "report"
+    os.mkfifo(fifo)
+    os.mkfifo(report)
+    hold = os.open(fifo, os.O_RDWR)  # the processes left behind run while it is open
+    reports = os.open(report, os.O_RDWR | os.O_NONBLOCK)
+    script = HOSTILE_HOST.format(root=str(ROOT))
+    host = subprocess.Popen(
+        [sys.executable, "-c", script, str(fifo), str(report), start_method],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    pids: set[int] = set()
+    try:
+        with anyio.fail_after(30):
+            lines = await _read_lines(reports, 2)
+        left = {int(pid) for line in lines for pid in line.split()}
+        pids = descendant_pids(host.pid) | left
+        assert len(pids) >= 8 + (start_method == "forkserver")
+        host.kill()
+        host.wait()
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(2.0):
+                for pid in pids:
+                    await wait_exited(pid)
+        except TimeoutError:
+            alive = [describe_process(pid) for pid in pids if _alive(pid)]
+            pytest.fail(
+                f"{time.monotonic() - started:.2f}s after the host's SIGKILL, still alive:\n"
+                + "\n".join(alive)
+            )
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        for pid in pids:  # nothing left, even on failure
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.close(hold)
+        os.close(reports)
+
+
+def _alive(pid: int) -> bool:
+    return not describe_process(pid).endswith("(gone)") and "exited" not in describe_process(pid)
