@@ -6,7 +6,10 @@ workers' sockets and pid files in ``<run_id>/``. The kernel drops the lock
 when the pool's process dies, however it dies, so a lock that can be taken
 belongs to a dead run: the next pool to start under that base kills the
 workers that run left (checked by their command line, so a reused pid is
-never hit) and removes its files.
+never hit), every process below them (a worker is its tools' subreaper: they
+stay below it, in any session), and every process that carries the run's
+``SNAKEPIT_RUN_ID`` in its environment (what a tool started and left), and
+removes its files.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from snakepit.errors import ConfigError
+from snakepit.worker._descendants import descendants
 
 __all__ = ("RunDir", "default_run_base")
 
@@ -71,6 +75,59 @@ def _is_worker_of(pid: int, run_id: str) -> bool:
     return entry and any(a == b"--run-id" and b == run for a, b in itertools.pairwise(argv))
 
 
+def _carries_run(pid: int, run_id: str) -> bool:
+    """True if ``pid`` was started with ``SNAKEPIT_RUN_ID=run_id`` in its environment."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"SNAKEPIT_RUN_ID={run_id}".encode() in environ
+
+
+def _of_run(pid: int, run_id: str) -> bool:
+    return _is_worker_of(pid, run_id) or _carries_run(pid, run_id)
+
+
+def _kill_checked(pid: int, run_id: str, check: bool = True) -> bool:
+    """SIGKILL ``pid`` if it (still) belongs to the run; through a pidfd, so never a reused pid."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return False
+    try:
+        if check and not _of_run(pid, run_id):
+            return False
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _kill_run(run_id: str, workers: list[int]) -> list[int]:
+    """Kill what is left of a dead run: its workers' trees, then whatever carries its id."""
+    killed: list[int] = []
+    for pid in workers:
+        # Below a worker (checked just before): its tools' processes, any session.
+        if not _is_worker_of(pid, run_id):
+            continue
+        # Below first: while the worker lives (stopped, say) nothing of its
+        # tree is reaped, so no pid listed can be reused meanwhile.
+        for child in descendants(pid):
+            _kill_checked(child, run_id, check=False)
+        if _kill_checked(pid, run_id):
+            killed.append(pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    me = os.getpid()
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != me and _carries_run(int(name), run_id):
+                _kill_checked(int(name), run_id)
+    return killed
+
+
 def sweep(base: Path) -> list[int]:
     """Clean up every dead run under ``base``; return the pids of the workers killed."""
     killed: list[int] = []
@@ -90,15 +147,13 @@ def sweep(base: Path) -> list[int]:
             if not os.pread(fd, len(_MARKER), 0).startswith(_MARKER):
                 continue  # a lock file of somebody else's
             run = base / run_id
+            workers = []
             for pidfile in sorted(run.glob("*.pid")):
                 try:
-                    pid = int(pidfile.read_text())
+                    workers.append(int(pidfile.read_text()))
                 except (OSError, ValueError):
                     continue
-                if _is_worker_of(pid, run_id):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-                        killed.append(pid)
+            killed += _kill_run(run_id, workers)
             shutil.rmtree(run, ignore_errors=True)
             lock.unlink(missing_ok=True)
         finally:

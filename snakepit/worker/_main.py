@@ -217,7 +217,10 @@ def _take_stdout(ready_fd: int) -> int:
     ``--ready-fd`` if given, else a copy of the original stdout.
     """
     if ready_fd < 0:
-        ready_fd = os.dup(1)
+        try:
+            ready_fd = os.dup(1)
+        except OSError:  # started with no stdout: nobody to report to
+            ready_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     os.set_inheritable(ready_fd, False)
     with contextlib.suppress(OSError):
         sys.stdout.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -149,3 +150,61 @@ async def test_files_that_are_not_runs_are_left_alone(run_dir: Path) -> None:
     assert (run_dir / "cache" / "precious.txt").read_text() == "keep me"
     assert (run_dir / "cache.lock").exists()
     assert (run_dir / "0123456789ab").is_dir()
+
+
+HOSTILE_HOST = """
+import sys, anyio, snakepit
+
+async def main():
+    pool = snakepit.Pool(
+        "tests.integration._process_adapters:Hostile", size=1, run_dir=sys.argv[1]
+    )
+    async with pool:
+        left = await pool.execute("orphan_holding_pipes", {{"fifo": sys.argv[2]}})
+        print(" ".join(str(w.pid) for w in pool.workers()), left, flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)  # until killed
+
+anyio.run(main)
+"""
+
+
+async def test_what_the_tools_of_a_dead_run_left_is_killed_too(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    # As above (everything of the dead run stopped, so it cannot clean up),
+    # and its worker's tool left a process in a session of its own.
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    hold = os.open(fifo, os.O_RDWR)  # that process runs while it is open
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOSTILE_HOST.format(), str(run_dir), str(fifo)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    assert host.stdin is not None
+    assert host.stdout is not None
+    pids: list[int] = []
+    try:
+        line = await anyio.to_thread.run_sync(host.stdout.readline)
+        worker, left = (int(p) for p in line.split())
+        pids = sorted(descendant_pids(host.pid))
+        assert {worker, left} <= set(pids)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        host.kill()
+        host.wait()
+        async with Pool(ECHO, size=1, run_dir=run_dir):
+            for pid in pids:
+                await wait_exit(pid, timeout=10)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.close(hold)
+        host.stdin.close()
+        host.stdout.close()
