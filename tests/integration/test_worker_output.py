@@ -142,6 +142,9 @@ async def test_a_dead_worker_whose_grandchild_holds_its_pipes_is_noticed(
                     await pool.execute("exit", {"code": 7}, timeout=10)
                 assert await pool.execute("ping", timeout=10) == {"status": "pong"}
                 assert [w.pid for w in pool.workers()] != [first]  # replaced
+                if start_method == "forkserver":
+                    # Re-parented to the fork server (a subreaper), which kills it.
+                    await wait_exit(orphans[0], timeout=10)
     finally:
         os.close(hold)
     for pid in orphans:
