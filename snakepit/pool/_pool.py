@@ -811,16 +811,23 @@ class Pool:
         finally:
             mux = worker.mux
             left = mux.take_left_running() if mux is not None else None
-            if left is not None and mux is not None and worker.usable and self._tg is not None:
+            tg = self._tg
+            deferred = False
+            if left is not None and mux is not None and tg is not None and worker.usable:
+                deferred = True
                 # Cancelled before its reply: the tool may still run in the
                 # worker. The slot stays taken until the worker says it ended
                 # (the caller does not wait for that); see PoolConfig.cancel_grace.
-                self._tg.start_soon(self._check_in_when_ended, worker, mux, left, tool)
+                # Its RequestStopped is published then, when the call is over.
+                stopped = None
+                if request_id:
+                    stopped = (request_id, started, outcome)
+                tg.start_soon(self._check_in_when_ended, worker, mux, left, tool, stopped)
             else:
                 worker.call_ended()
                 scheduler.checkin(worker)
                 self._check_recycle(worker)
-            if request_id:
+            if request_id and not deferred:
                 ended = anyio.current_time()
                 events.publish(
                     RequestStopped(
@@ -829,7 +836,12 @@ class Pool:
                 )
 
     async def _check_in_when_ended(
-        self, worker: Worker, mux: Multiplexer, rid: int, tool: str
+        self,
+        worker: Worker,
+        mux: Multiplexer,
+        rid: int,
+        tool: str,
+        stopped: tuple[int, float, RequestOutcome] | None,
     ) -> None:
         # A cancelled call's slot: back once the worker reports the call ended;
         # after cancel_grace without that, the worker is replaced (not a crash).
@@ -847,6 +859,14 @@ class Pool:
             worker.call_ended()
             self._scheduler.checkin(worker)  # a no-op for a retired worker
             self._check_recycle(worker)
+            if stopped is not None:
+                request_id, started, outcome = stopped
+                ended = anyio.current_time()
+                self._events.publish(
+                    RequestStopped(
+                        request_id, tool, worker.worker_id, outcome, ended - started, ended
+                    )
+                )
 
     async def _execute_once(
         self, tool: str, args: dict[str, Any] | None, deadline: float | None, session_id: str

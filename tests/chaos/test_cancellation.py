@@ -50,6 +50,13 @@ def launcher() -> Iterator[InProcessLauncher]:
     made.close()
 
 
+@pytest.fixture(params=["frames", "grpc"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """How calls travel: the frames socket, or the ``Channel`` RPC."""
+    value: str = request.param
+    return value
+
+
 def in_process_pool(launcher: InProcessLauncher, **options: Any) -> Pool:
     options.setdefault("size", 1)
     options.setdefault("health_interval", None)
@@ -68,9 +75,9 @@ class TestCancelledSyncTool:
     """A cancelled sync tool that runs on keeps its worker's slot; its worker is not reused."""
 
     async def test_the_slot_stays_taken_until_the_tool_ends(
-        self, launcher: InProcessLauncher, key: str
+        self, launcher: InProcessLauncher, key: str, transport: str
     ) -> None:
-        async with in_process_pool(launcher) as pool:
+        async with in_process_pool(launcher, transport=transport) as pool:
             with anyio.fail_after(10):
                 await cancel_once_running(pool, "hold", {"key": key}, key)
             stats = pool.stats()
@@ -92,9 +99,9 @@ class TestCancelledSyncTool:
             assert (stats.idle, stats.queued, stats.crashes, stats.timeouts) == (1, 0, 0, 0)
 
     async def test_a_stream_closed_early_keeps_the_slot_until_its_generator_ends(
-        self, launcher: InProcessLauncher, key: str
+        self, launcher: InProcessLauncher, key: str, transport: str
     ) -> None:
-        async with in_process_pool(launcher) as pool:
+        async with in_process_pool(launcher, transport=transport) as pool:
             with anyio.fail_after(10):
                 items = pool.stream("hold_stream", {"key": key})
                 assert await items.__anext__() == 0
@@ -107,9 +114,9 @@ class TestCancelledSyncTool:
             assert pool.stats().idle == 1
 
     async def test_a_cancelled_tool_that_never_ends_gets_its_worker_replaced(
-        self, launcher: InProcessLauncher, key: str
+        self, launcher: InProcessLauncher, key: str, transport: str
     ) -> None:
-        async with in_process_pool(launcher, cancel_grace=0.2) as pool:
+        async with in_process_pool(launcher, cancel_grace=0.2, transport=transport) as pool:
             (worker,) = live_workers(pool)
             with anyio.fail_after(10):
                 await cancel_once_running(pool, "hold", {"key": key}, key)
@@ -122,10 +129,10 @@ class TestCancelledSyncTool:
             assert "cancel_grace" in worker.retired_reason
 
     async def test_closing_the_pool_does_not_wait_for_a_pending_check_in(
-        self, launcher: InProcessLauncher, key: str
+        self, launcher: InProcessLauncher, key: str, transport: str
     ) -> None:
         with anyio.fail_after(10):
-            async with in_process_pool(launcher, shutdown_timeout=0.5) as pool:
+            async with in_process_pool(launcher, shutdown_timeout=0.5, transport=transport) as pool:
                 await cancel_once_running(pool, "hold", {"key": key}, key)
                 assert pool.stats().idle == 0
             # left with the tool still running: aclose() returned all the same

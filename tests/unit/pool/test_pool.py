@@ -175,11 +175,12 @@ class TestStats:
                 results: list[Any] = []
                 await queue_a_call(tg, pool, events, 1, results)
                 assert (pool.stats().idle, pool.stats().queued) == (0, 1)
-                first.cancel()  # its slot goes to the queued call
+                first.cancel()  # its slot goes to the queued call, once the worker says so
                 await next_event(events, RequestStopped, lambda e: e.tool == "echo")
                 assert results == [1]
                 assert (pool.stats().idle, pool.stats().queued) == (1, 0)
                 second.cancel()
+            await next_event(events, RequestStopped, lambda e: e.outcome == "cancelled")
             stats = pool.stats()
             assert (stats.idle, stats.queued, stats.ready) == (2, 0, 2)
             assert (stats.requests, stats.errors, stats.timeouts) == (6, 1, 1)  # cancels: no error
@@ -217,6 +218,8 @@ class TestQueue:
                 (worker,) = pool.workers()
                 assert (worker.worker_id, worker.in_flight) == (started.worker_id, 1)  # untouched
                 holder.cancel()
+            # The slot is back once the worker reports the cancelled call ended.
+            await next_event(events, RequestStopped, lambda e: e.outcome == "cancelled")
             assert pool.stats().idle == 1
             assert await pool.execute("ping") == {"status": "pong"}
 

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from snakepit.errors import ExecutionTimeout
-from snakepit.pool import WorkerExited, WorkerInfo, WorkerReady, WorkerStarting
+from snakepit.pool import RequestStopped, WorkerExited, WorkerInfo, WorkerReady, WorkerStarting
 
 from ._adapters import WAIT, Control
 from ._helpers import hold_a_slot, next_event, worker_ref, workers_supervisor
@@ -45,6 +45,8 @@ async def test_in_flight_counts_the_calls_running_on_a_worker(
             assert sum(w.in_flight for w in pool.workers()) == 2
             first.cancel()
             second.cancel()
+        for _ in range(2):  # in flight until the worker reports the call ended
+            await next_event(events, RequestStopped, lambda e: e.outcome == "cancelled")
         assert [w.in_flight for w in pool.workers()] == [0, 0]
 
 

@@ -176,6 +176,8 @@ class TestRequestEvents:
             async with anyio.create_task_group() as tg:
                 holder, _ = await hold_a_slot(tg, pool, events, control)
                 holder.cancel()
+            # stopped once the worker reports the cancelled call ended: its slot is free
+            await next_event(events, RequestStopped, lambda e: e.outcome == "cancelled")
             crashed: list[BaseException] = []
             async with anyio.create_task_group() as tg:
 
