@@ -240,6 +240,7 @@ class _Server:
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+        self._kill_adopted()
         signal.set_wakeup_fd(-1)
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
