@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from snakepit._client import Multiplexer, WorkerClient, open_frames_multiplexer
@@ -126,16 +127,20 @@ class Worker(GenServer[Any, Any, None]):
 
     @asynccontextmanager
     async def _owning(self) -> AsyncIterator[None]:
-        async with unwrapped_task_group() as tg:
-            self._tg = tg
-            try:
-                yield
-            finally:
-                # Killed (no terminate): a crash, not a stop of the pool's.
-                self._killed = not self._stopping and not self._retired
-                tg.cancel_scope.cancel()  # the helpers first: none may use a closed channel
-                with anyio.CancelScope(shield=True):
-                    await self._release(grace=0)  # killed: the process goes too
+        try:
+            async with unwrapped_task_group() as tg:
+                self._tg = tg
+                try:
+                    yield
+                finally:
+                    # Killed (no terminate): a crash, not a stop of the pool's.
+                    self._killed = not self._stopping and not self._retired
+                    tg.cancel_scope.cancel()  # the helpers first: none may use a closed channel
+        finally:
+            # Once the helpers have ended: a boot cut short by the stop may have
+            # started its process after terminate() looked (it goes too).
+            with anyio.CancelScope(shield=True):
+                await self._release(grace=0)
 
     async def init(self, arg: Any) -> None:
         """Remember the args and start booting the process in the background."""
@@ -153,6 +158,7 @@ class Worker(GenServer[Any, Any, None]):
             self.handle = self.process = await args.launcher.start(
                 args.config, args.worker_id, args.run_id
             )
+            await anyio.lowlevel.checkpoint_if_cancelled()  # stopped meanwhile: no connection
             codec = PICKLE if args.config.allow_pickle else JSON
             self.client = WorkerClient(
                 self.handle.address, max_message_bytes=args.config.max_message_bytes, codec=codec
@@ -160,9 +166,13 @@ class Worker(GenServer[Any, Any, None]):
             config = args.config
             frames = self.handle.frames_address
             if frames is not None and config.transport == "frames":
-                self.mux = await open_frames_multiplexer(
-                    frames, max_message_bytes=config.max_message_bytes, codec=codec
-                )
+                # Connecting takes milliseconds: never cut in half by a stop (a
+                # connection made but not kept would never be closed).
+                with anyio.CancelScope(shield=True), anyio.fail_after(config.startup_timeout):
+                    self.mux = await open_frames_multiplexer(
+                        frames, max_message_bytes=config.max_message_bytes, codec=codec
+                    )
+                await anyio.lowlevel.checkpoint_if_cancelled()  # stopped meanwhile: not ready
             else:
                 self.mux = self.client.multiplexer()
         except Exception as exc:
@@ -290,7 +300,10 @@ class Worker(GenServer[Any, Any, None]):
         with anyio.move_on_after(grace):
             while self.in_flight:
                 await self._idle.wait()
-        await self._release(grace=grace)
+        if self.booted.is_set():
+            await self._release(grace=grace)
+        # else: still booting. The boot is cancelled next, and the process
+        # released once it has stopped (_owning): not under a connect.
 
     def drain(self) -> None:
         """Take no new calls; the ones in flight go on (before a graceful stop)."""

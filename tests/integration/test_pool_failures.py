@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from snakepit.errors import (
+    ExecutionTimeout,
     PoolDegraded,
     ReachedMaxRestartIntensity,
     WorkerCrashed,
@@ -31,22 +32,49 @@ def the_pid(pool: Pool) -> int:
     return worker.process.pid
 
 
-async def test_a_worker_that_keeps_failing_to_start_degrades_the_pool(tmp_path: Path) -> None:
+async def test_a_worker_that_keeps_failing_to_start_degrades_the_pool_until_restart(
+    tmp_path: Path,
+) -> None:
     flag = tmp_path / "fail"
     options = {"size": 1, "cwd": ROOT, "max_restarts": 2, "max_seconds": 600}
     env = {"SNAKEPIT_TEST_FAIL_FLAG": str(flag)}
     async with Pool(FLAGGED, env=env, **options) as pool:  # type: ignore[arg-type]
         flag.touch()  # from now on every start fails
-        async with monitor(pool.supervisor) as tree:
+        workers = pool.supervisor.child("workers")
+        assert workers is not None
+        async with monitor(workers) as tree:
             os.kill(the_pid(pool), signal.SIGKILL)
             with anyio.fail_after(30):
                 reason = await tree.down()
-        assert isinstance(reason, ReachedMaxRestartIntensity)
+        # ReachedMaxRestartIntensity, or a shutdown-like reason carrying it
+        assert isinstance(getattr(reason, "detail", reason), ReachedMaxRestartIntensity)
         with pytest.raises(PoolDegraded, match="kept crashing"):
             await pool.execute("ping")
         stats = pool.stats()
         assert stats.degraded is not None
         assert "intensity" in stats.degraded
+
+        flag.unlink()  # the cause is fixed: the pool comes back
+        with anyio.fail_after(30):
+            await pool.restart()
+        assert await pool.execute("ping") == {"status": "pong"}
+        assert pool.stats().degraded is None
+
+
+async def test_timeouts_kill_real_workers_without_spending_the_restart_budget() -> None:
+    # max_restarts=0: one crash would degrade the pool; a timeout is the pool's decision.
+    async with Pool(FLAGGED, size=1, cwd=ROOT, max_restarts=0, max_seconds=600) as pool:
+        pids = {the_pid(pool)}
+        for n in (1, 2):
+            with pytest.raises(ExecutionTimeout):
+                await pool.execute("hang_sync", timeout=0.1)  # a sync tool: it must be killed
+            with anyio.fail_after(30):
+                await pool.wait_ready()
+            pids.add(the_pid(pool))
+            assert len(pids) == n + 1  # a new process each time
+        assert await pool.execute("ping") == {"status": "pong"}
+        stats = pool.stats()
+        assert (stats.degraded, stats.timeouts, stats.restarts) == (None, 2, 2)
 
 
 async def test_retries_run_an_idempotent_call_again_on_another_worker(tmp_path: Path) -> None:

@@ -164,6 +164,17 @@ class TestFailures:
             assert await p.execute("ping") == {"status": "pong"}
             assert p.stats().timeouts == 1
 
+    async def test_aclose_from_another_task_stops_real_workers(self) -> None:
+        before = descendant_pids()
+        p = pool(size=2)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(p.__aenter__)  # entered in a task that ends
+            assert await p.execute("ping") == {"status": "pong"}
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(p.aclose)  # closed from another one
+        assert descendant_pids() - before == set()  # every worker reaped
+
     async def test_cancelled_call_returns_its_slot(self) -> None:
         async with pool(in_process=True, size=1) as p:
             with anyio.move_on_after(0.05):

@@ -9,6 +9,7 @@ runs, and the tests wait for the pool's events (``Pool.subscribe()``) or
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 from snakepit.errors import (
+    ArgumentTypeError,
     ConfigError,
     ExecutionTimeout,
     InvalidArguments,
@@ -587,3 +589,207 @@ class TestConfig:
         async with Pool(config=config, launcher=launcher) as pool:
             assert pool.stats().idle == 2
             assert await pool.execute("ping") == {"status": "pong"}
+
+
+class TestCallDeadline:
+    """``timeout=`` covers the wait for a worker too (issue #11, defect 4)."""
+
+    async def test_a_call_queued_past_its_timeout_raises_queue_timeout_unrun(
+        self, make_pool: MakePool, subscribe: Subscribe, control: Control
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            events = subscribe(pool)
+            async with anyio.create_task_group() as tg:
+                holder, _ = await hold_a_slot(tg, pool, events, control)
+                with anyio.fail_after(WAIT), pytest.raises(QueueTimeout) as info:
+                    await pool.execute("echo", {"value": 1}, timeout=0.05)
+                holder.cancel()
+            assert isinstance(info.value, TimeoutError)
+            assert "the call's timeout (the tool did not run)" in str(info.value)
+            stats = pool.stats()
+            assert (stats.timeouts, stats.restarts) == (0, 0)  # nobody was killed
+
+    async def test_a_stream_queued_past_its_timeout_raises_queue_timeout(
+        self, make_pool: MakePool, subscribe: Subscribe, control: Control
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            events = subscribe(pool)
+            async with anyio.create_task_group() as tg:
+                holder, _ = await hold_a_slot(tg, pool, events, control)
+                with anyio.fail_after(WAIT), pytest.raises(QueueTimeout):
+                    async with contextlib.aclosing(
+                        pool.stream("count", {"n": 2}, timeout=0.05)
+                    ) as s:
+                        [x async for x in s]
+                holder.cancel()
+
+
+class TestArgumentTypes:
+    """Bad argument types are typed errors naming the argument (issue #11, defect 9)."""
+
+    @pytest.mark.parametrize(
+        ("call", "field", "kind"),
+        [
+            ({"tool": 123}, "tool", ArgumentTypeError),
+            ({"tool": ""}, "tool", ConfigError),
+            ({"args": [1, 2]}, "args", ArgumentTypeError),
+            ({"args": "x=1"}, "args", ArgumentTypeError),
+            ({"args": {1: "a"}}, "args", ArgumentTypeError),
+            ({"timeout": "5"}, "timeout", ArgumentTypeError),
+            ({"timeout": True}, "timeout", ArgumentTypeError),
+            ({"timeout": -1}, "timeout", ConfigError),
+            ({"timeout": 0}, "timeout", ConfigError),
+            ({"timeout": float("nan")}, "timeout", ConfigError),
+            ({"timeout": float("inf")}, "timeout", ConfigError),
+            ({"session_id": 5}, "session_id", ArgumentTypeError),
+            ({"session_id": None}, "session_id", ArgumentTypeError),
+            ({"retries": True}, "retries", ArgumentTypeError),
+            ({"retries": 1.0}, "retries", ArgumentTypeError),
+        ],
+    )
+    async def test_execute_names_the_bad_argument(
+        self, make_pool: MakePool, call: dict[str, Any], field: str, kind: type[ConfigError]
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            kwargs: dict[str, Any] = {"tool": "echo", "args": {"value": 1}, **call}
+            with pytest.raises(kind) as info:
+                await pool.execute(**kwargs)
+            assert info.value.field == field
+            assert str(info.value).startswith(f"{field}: ")
+            assert isinstance(info.value, ConfigError)
+            assert isinstance(info.value, TypeError) == (kind is ArgumentTypeError)
+            assert pool.stats().requests == 0  # refused at the call
+            assert await pool.execute("echo", {"value": 2}) == 2
+
+    @pytest.mark.parametrize(
+        ("call", "field"),
+        [
+            ({"tool": 123}, "tool"),
+            ({"args": [1]}, "args"),
+            ({"timeout": "1"}, "timeout"),
+            ({"timeout": -2.5}, "timeout"),
+            ({"session_id": b"s"}, "session_id"),
+        ],
+    )
+    async def test_stream_names_the_bad_argument(
+        self, make_pool: MakePool, call: dict[str, Any], field: str
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            kwargs: dict[str, Any] = {"tool": "count", "args": {"n": 1}, **call}
+            with pytest.raises(ConfigError) as info:
+                async with contextlib.aclosing(pool.stream(**kwargs)) as items:
+                    [x async for x in items]
+            assert info.value.field == field
+            assert pool.stats().idle == 1
+
+    async def test_scale_wait_ready_and_subscribe_name_the_bad_argument(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            with pytest.raises(ArgumentTypeError, match=r"^size: "):
+                await pool.scale("3")  # type: ignore[arg-type]
+            with pytest.raises(ArgumentTypeError, match=r"^size: "):
+                await pool.scale(True)
+            with pytest.raises(ArgumentTypeError, match=r"^timeout: "):
+                await pool.wait_ready(timeout="1")  # type: ignore[arg-type]
+            with pytest.raises(ConfigError, match=r"^timeout: "):
+                await pool.wait_ready(timeout=-1)
+            with pytest.raises(ConfigError, match=r"^max_buffer: "):
+                pool.subscribe(max_buffer=0)
+            with pytest.raises(ArgumentTypeError, match=r"^max_buffer: "):
+                pool.subscribe(max_buffer=1.5)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("options", "field", "kind"),
+        [
+            ({"max_restarts": True}, "max_restarts", ArgumentTypeError),
+            ({"max_restarts": 1.5}, "max_restarts", ArgumentTypeError),
+            ({"max_message_mb": 2048}, "max_message_mb", ConfigError),
+            ({"max_message_mb": 4096.0}, "max_message_mb", ConfigError),
+            ({"max_message_mb": 0.0001}, "max_message_mb", ConfigError),
+            ({"max_message_mb": "64"}, "max_message_mb", ArgumentTypeError),
+            ({"size": "4"}, "size", ArgumentTypeError),
+            ({"queue_timeout": "1"}, "queue_timeout", ArgumentTypeError),
+            ({"health_interval": True}, "health_interval", ArgumentTypeError),
+            ({"cap_threads": "no"}, "cap_threads", ArgumentTypeError),
+            ({"python": 3}, "python", ArgumentTypeError),
+            ({"python": ""}, "python", ConfigError),
+            ({"cwd": 3}, "cwd", ArgumentTypeError),
+            ({"env": [("A", "B")]}, "env", ArgumentTypeError),
+            ({"env": {"A": 1}}, "env", ArgumentTypeError),
+            ({"transport": 1}, "transport", ArgumentTypeError),
+            ({"start_method": None}, "start_method", ArgumentTypeError),
+            ({"run_dir": 5}, "run_dir", ArgumentTypeError),
+            ({"run_dir": ""}, "run_dir", ConfigError),
+        ],
+    )
+    def test_every_config_field_is_checked_with_its_type(
+        self, make_pool: MakePool, options: dict[str, Any], field: str, kind: type[ConfigError]
+    ) -> None:
+        with pytest.raises(kind) as info:
+            make_pool(**options)
+        assert info.value.field == field
+        assert type(info.value) is kind
+
+    def test_the_default_max_restarts_is_3_per_worker(self) -> None:
+        assert PoolConfig(adapter=HANG).max_restarts is None
+        assert PoolConfig(adapter=HANG).restart_limit(4) == 12
+        assert PoolConfig(adapter=HANG, size=32).restart_limit(32) == 96
+        assert PoolConfig(adapter=HANG, max_restarts=0).restart_limit(32) == 0
+        assert PoolConfig(adapter=HANG, max_message_mb=2047.5).max_message_bytes < 2**31
+
+
+class TestCloseFromAnyTask:
+    """aclose() works from a task other than the one that entered (issue #11, defect 10)."""
+
+    async def test_another_task_closes_the_pool_the_owner_then_leaves(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=2) as pool:
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(pool.aclose)
+            stats = pool.stats()
+            assert (stats.ready, stats.idle) == (0, 0)
+            with pytest.raises(PoolClosed):
+                await pool.execute("ping")
+            with pytest.raises(PoolClosed):
+                _ = pool.supervisor
+        assert control.teardowns == control.ready == 2
+
+    async def test_a_pool_entered_in_a_task_that_ended_is_closed_from_another(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        pool = make_pool(size=2)
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.__aenter__)  # a startup hook, say
+            assert await pool.execute("echo", {"value": 3}) == 3
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.aclose)  # a shutdown hook
+                tg.start_soon(pool.aclose)  # twice at once: both return when it is done
+        assert control.teardowns == control.ready == 2
+        with pytest.raises(PoolClosed):
+            await pool.execute("ping")
+
+    async def test_a_call_in_flight_when_another_task_closes_gets_pool_closed(
+        self, make_pool: MakePool, subscribe: Subscribe, control: Control
+    ) -> None:
+        # shutdown_timeout: how long the stop waits for the call, which never ends
+        async with make_pool(size=1, shutdown_timeout=0.05) as pool:
+            events = subscribe(pool)
+            errors: list[BaseException] = []
+
+            async def block() -> None:
+                try:
+                    await pool.execute("block")
+                except (PoolClosed, WorkerError) as exc:
+                    errors.append(exc)
+
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(block)
+                    await control.wait_blocked(1)
+                    await next_event(events, RequestStarted)
+                    tg.start_soon(pool.aclose)
+            assert [type(e) for e in errors] == [PoolClosed]

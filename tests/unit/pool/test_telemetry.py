@@ -9,6 +9,7 @@ workers (InProcessLauncher); every wait is on an event.
 from __future__ import annotations
 
 import gc
+import math
 import warnings
 from typing import Any
 
@@ -359,3 +360,28 @@ class TestKnownBugs:
             assert pool.stats().restarts == 1
             assert exited.crashed
             assert exited.reason != "stopped by the pool"
+
+
+class TestSubscriptionBound:
+    """A subscription nobody reads is bounded (issue #11, defect 10)."""
+
+    async def test_an_unread_subscription_holds_at_most_max_buffer_events(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            with pool.subscribe(max_buffer=4) as events:
+                for _ in range(10):
+                    await pool.execute("ping")  # a RequestStarted and a RequestStopped each
+                assert events.statistics().current_buffer_used == 4
+                assert pool.stats().events_dropped == 16
+                kept = pending(events)  # the oldest four: the stream stops at full
+                assert [type(e) for e in kept] == [RequestStarted, RequestStopped] * 2
+                await pool.execute("ping")  # room again: delivered
+                assert [type(e) for e in pending(events)] == [RequestStarted, RequestStopped]
+                assert pool.stats().events_dropped == 16
+
+    async def test_the_default_bound_and_the_unbounded_opt_in(self, make_pool: MakePool) -> None:
+        async with make_pool(size=1) as pool:
+            with pool.subscribe() as bounded, pool.subscribe(max_buffer=None) as unbounded:
+                assert bounded.statistics().max_buffer_size == 10_000
+                assert unbounded.statistics().max_buffer_size == math.inf

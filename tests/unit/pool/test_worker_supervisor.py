@@ -9,6 +9,7 @@ nothing running. In-process workers (InProcessLauncher); no timers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import anyio
@@ -35,13 +36,14 @@ from snakepit.pool import (
     PoolGaveUp,
     RequestQueued,
     Worker,
+    WorkerExited,
     WorkerReady,
     WorkerStartFailed,
     WorkerStarting,
 )
 
 from ._adapters import WAIT, Control
-from ._helpers import next_event, pending, worker_ref, workers_supervisor
+from ._helpers import events_until, next_event, pending, worker_ref, workers_supervisor
 from .conftest import MakePool, Subscribe
 
 pytestmark = pytest.mark.anyio
@@ -317,3 +319,115 @@ def assert_nothing_runs(pool: Pool) -> None:
         _ = pool.supervisor
     stats = pool.stats()
     assert (stats.ready, stats.idle) == (0, 0)
+
+
+class TestRestartBudget:
+    """Timeouts spend no restart budget; the budget follows the size (issue #11, defect 4)."""
+
+    async def test_timeouts_do_not_spend_the_restart_budget(
+        self, make_pool: MakePool, subscribe: Subscribe
+    ) -> None:
+        # max_restarts=0: a single crash would degrade the pool; timeouts do not.
+        async with make_pool(size=2, max_restarts=0, max_seconds=600) as pool:
+            events = subscribe(pool)
+            for n in range(1, 7):
+                with pytest.raises(ExecutionTimeout):
+                    await pool.execute("hang", timeout=0.01)
+                log = await events_until(events, WorkerReady)  # its replacement is ready
+                (exited,) = [e for e in log if isinstance(e, WorkerExited)]
+                assert (exited.cause, exited.crashed) == ("timeout", False)
+                await pool.wait_ready(timeout=WAIT)
+                stats = pool.stats()
+                assert (stats.degraded, stats.timeouts, stats.restarts) == (None, n, n)
+            assert await pool.execute("ping") == {"status": "pong"}
+
+    async def test_a_timeout_exit_says_timeout_and_a_crash_still_counts(
+        self, make_pool: MakePool, subscribe: Subscribe, control: Control
+    ) -> None:
+        async with make_pool(size=1, max_restarts=0, max_seconds=600) as pool:
+            events = subscribe(pool)
+            with pytest.raises(ExecutionTimeout):
+                await pool.execute("hang", timeout=0.01)
+            exited = await next_event(events, WorkerExited)
+            assert (exited.cause, exited.crashed) == ("timeout", False)
+            await pool.wait_ready(timeout=WAIT)
+            await worker_ref(pool, "w0").kill()  # a crash: over the budget of 0
+            gave_up = await next_event(events, PoolGaveUp)
+            assert "more than 0 restarts in 600s" in gave_up.reason
+
+    async def test_the_default_budget_is_3_per_worker_and_follows_scale(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=2, max_seconds=600) as pool:
+            await pool.scale(3)
+            with workers_supervisor(pool).subscribe() as tree:
+                control.fail_from_now_on()
+                await worker_ref(pool, "w0").kill()
+                reached = await next_event(tree, RestartIntensityReached)
+            assert reached.max_restarts == 9  # 3 x 3 workers
+            assert control.setups - control.ready == 9
+
+
+class TestDegradedRestart:
+    """A degraded pool comes back with restart(); it says so in one line (issue #11, defect 4)."""
+
+    async def degrade(self, pool: Pool, control: Control) -> None:
+        control.fail_from_now_on()
+        async with monitor(workers_supervisor(pool)) as tree:
+            await worker_ref(pool, "w0").kill()
+            with anyio.fail_after(WAIT):
+                await tree.down()
+        assert pool.stats().degraded is not None
+
+    async def test_restart_brings_a_degraded_pool_back(
+        self, make_pool: MakePool, subscribe: Subscribe, control: Control
+    ) -> None:
+        async with make_pool(size=2, max_restarts=1, max_seconds=600) as pool:
+            await self.degrade(pool, control)
+            with pytest.raises(PoolDegraded):
+                await pool.execute("ping")
+            control.fails = lambda n: False  # the cause is fixed
+            events = subscribe(pool)
+            with anyio.fail_after(WAIT):
+                await pool.restart()
+            stats = pool.stats()
+            assert (stats.degraded, stats.ready, stats.idle, stats.size) == (None, 2, 2, 2)
+            assert await pool.execute("echo", {"value": 5}) == 5
+            assert len([e for e in pending(events) if isinstance(e, WorkerReady)]) == 2
+            assert pool.supervisor.count_children().active == 1  # a new worker supervisor
+            await pool.restart()  # running: nothing to do
+            # and the new tree has a budget of its own: one more crash is fine
+            await worker_ref(pool, next(iter(w.worker_id for w in pool.workers()))).kill()
+            await pool.wait_ready(timeout=WAIT)
+            assert pool.stats().degraded is None
+        with pytest.raises(PoolClosed):
+            await pool.restart()
+        assert control.teardowns == control.ready
+
+    async def test_a_restart_that_fails_leaves_the_pool_degraded(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=1, max_restarts=1, max_seconds=600) as pool:
+            await self.degrade(pool, control)
+            with anyio.fail_after(WAIT), pytest.raises(PoolStartError, match="failed on purpose"):
+                await pool.restart()
+            with pytest.raises(PoolDegraded, match="a restart failed"):
+                await pool.execute("ping")
+            control.fails = lambda n: False
+            with anyio.fail_after(WAIT):
+                await pool.restart()
+            assert await pool.execute("ping") == {"status": "pong"}
+
+    async def test_a_degraded_pool_logs_one_line_and_no_traceback(
+        self, make_pool: MakePool, control: Control, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with make_pool(size=1, max_restarts=1, max_seconds=600) as pool:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                await self.degrade(pool, control)
+        assert [r for r in caplog.records if r.exc_info] == []  # no traceback
+        (line,) = [r for r in caplog.records if r.name == "snakepit.pool" and r.levelno >= 40]
+        message = line.getMessage()
+        assert "\n" not in message
+        assert "restart intensity reached (more than 1 restarts in 600s)" in message
+        assert "await pool.restart()" in message
