@@ -72,6 +72,20 @@ def make_pool(*, process: bool = False, **options: Any) -> Pool:
     return Pool(ADAPTER, cwd=ROOT, **options)
 
 
+async def slots_back(pool: Pool) -> None:
+    """Return once the calls cancelled on the pool's workers were reported ended.
+
+    A stream closed early (or whose consumer was cancelled) keeps its slot
+    until its worker says the tool's generator has ended (PoolConfig.cancel_grace).
+    """
+    for worker in list(pool._workers.values()):
+        mux = worker.mux
+        if mux is not None:
+            for rid in mux.left_running:
+                assert await mux.settled(rid)
+    await anyio.wait_all_tasks_blocked()  # the pool's check-ins that waited for them ran
+
+
 async def collect(
     pool: Pool,
     tool: str,
@@ -266,6 +280,7 @@ class TestClosing:
                             received.append(item)
                             break
                     assert received == [0], tool
+                    await slots_back(pool)
                     stats = pool.stats()
                     assert (stats.idle, stats.queued) == (1, 0), (tool, stats)
                     if args is not None and "key" in args:  # its finally block ran remotely
@@ -287,6 +302,7 @@ class TestClosing:
             with anyio.fail_after(DEADLINE):
                 with pytest.raises(LookupError, match="the consumer's own"):
                     await consume_then_fail(pool, args)
+                await slots_back(pool)
                 assert pool.stats().idle == 1
                 assert await pool.execute("was_closed", args) is True
                 await assert_serves(pool)
@@ -318,9 +334,12 @@ class TestClosing:
                 async with aclosing(pool.stream("awatched", watch("awatched"))) as items:
                     assert await anext(items) == 0
                     assert len(mux._streams) == 1
-                assert pool.stats().idle == 1  # the slot is back...
-                # ...so its stream must be closed too: the cancel queued, not left to the GC
+                # The stream is closed, its cancel queued, not left to the GC; the
+                # slot comes back when the worker reports the generator ended.
                 assert mux._streams == {}
+                assert len(mux.left_running) == 1
+                await slots_back(pool)
+                assert pool.stats().idle == 1
 
     async def test_cancelling_the_consumer_returns_the_slot(self) -> None:
         async def consume(
@@ -348,6 +367,7 @@ class TestClosing:
                             await first.wait()  # the tool runs, the consumer waits for item 1
                             assert pool.stats().idle == 0, case
                             tg.cancel_scope.cancel()
+                        await slots_back(pool)
                         assert pool.stats().idle == 1, case
                         assert await pool.execute("was_closed", args) is True, case
                         await assert_serves(pool)
