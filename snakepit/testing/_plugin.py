@@ -405,7 +405,7 @@ class PoolEvents:
 
     def attach(self, pool: Pool) -> None:
         """Record ``pool``'s events from now on."""
-        self._streams.append(pool.subscribe())
+        self._streams.append(pool.subscribe(max_buffer=None))  # a record drops nothing
 
     def _drain(self) -> None:
         import anyio

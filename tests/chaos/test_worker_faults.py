@@ -1,7 +1,7 @@
 """Chaos beyond a plain kill: a frozen worker, an outside SIGTERM, kills past the restart intensity.
 
 Every wait is event-driven (a Worker server's exit, ``pool.wait_ready()``,
-``pool.supervisor.wait()``, call completions) and has a deadline.
+the workers supervisor's ``wait()``, call completions) and has a deadline.
 """
 
 from __future__ import annotations
@@ -95,8 +95,10 @@ class TestFaults:
                     for _ in range(max_restarts):
                         await kill_and_wait_replaced(pool, [rng.choice(live_workers(pool))])
                     last = rng.choice(live_workers(pool))
+                    workers = pool.supervisor.child("workers")  # it gives up; the top stays
+                    assert workers is not None
                     os.kill(pid_of(last), signal.SIGKILL)  # one restart too many
-                    await pool.supervisor.wait()
+                    await workers.wait()
             assert untyped == [], f"{tag} {untyped[:5]!r}"
             assert outcomes["PoolDegraded"] == 20, f"{tag} {outcomes}"
             stats = pool.stats()
