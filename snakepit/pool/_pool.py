@@ -131,7 +131,8 @@ class PoolStats:
     errors: int
     timeouts: int
     crashes: int
-    #: Worker processes started to replace crashed ones, and recycled ones.
+    #: Worker processes started to replace ones that exited (crashed, or killed
+    #: for a timeout or missed health checks), and recycled ones.
     restarts: int
     recycled: int
     #: Why the pool gave up on its workers (restart intensity), or None.
