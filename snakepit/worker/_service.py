@@ -10,7 +10,7 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from typing import Any
 
 import grpc
@@ -122,6 +122,12 @@ def _cancelling() -> bool:
 def _reply_codec(request: worker_pb2.ExecuteRequest) -> str:
     # Answer in the caller's codec: pickle only got this far if the worker allows it.
     return PICKLE if request.args.codec == PICKLE else JSON
+
+
+def _closed(tool: str, future: asyncio.Future[Any]) -> None:
+    # A generator's close() ran in its thread: it may have ignored GeneratorExit.
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("%s: closing the generator raised", tool, exc_info=future.exception())
 
 
 def _refusal(kind: worker_pb2.ErrorInfo.Kind, message: str) -> worker_pb2.ErrorInfo:
@@ -380,7 +386,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         slots = self._slots
         run = slots.run  # this stream holds a slot already
         # Calling a generator function runs none of its code: no thread needed.
-        gen: Iterator[Any] = func(**kwargs)
+        gen: Generator[Any, None, None] = func(**kwargs)
         done = object()
         step = None
         try:
@@ -396,15 +402,10 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             # its thread (the caller cancelled), then its close().
             if step is not None:
                 await self._until_ended(step)
-            if inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:  # type: ignore[arg-type]
-                closing = run(gen.close)  # type: ignore[attr-defined]
+            if inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:
+                closing = run(gen.close)
+                closing.future.add_done_callback(functools.partial(_closed, info.name))
                 await self._until_ended(closing)
-                if closing.future.done() and closing.future.exception() is not None:
-                    logger.warning(
-                        "%s: closing the generator raised",
-                        info.name,
-                        exc_info=closing.future.exception(),
-                    )
 
     async def _until_ended(self, job: Job) -> None:
         # Wait for a tool thread's end, while somebody waits for the answer.

@@ -126,6 +126,30 @@ class Hostile(All):
         raise _hostile(kind)
 
     @tool
+    def stubborn_stream(self) -> Iterator[int]:
+        """Yield forever, ignoring the first GeneratorExit (its close() raises RuntimeError)."""
+        ignored = False
+        while True:
+            try:
+                yield 0
+            except GeneratorExit:
+                if ignored:  # the garbage collector's close: give in
+                    raise
+                ignored = True
+
+    @tool
+    async def astubborn_stream(self) -> AsyncIterator[int]:
+        """Yield forever, ignoring the first GeneratorExit (its aclose() raises RuntimeError)."""
+        ignored = False
+        while True:
+            try:
+                yield 0
+            except GeneratorExit:
+                if ignored:  # the garbage collector's close: give in
+                    raise
+                ignored = True
+
+    @tool
     async def slot_state(self, ctx: Context) -> dict[str, int]:
         """The worker's slots now (this call holds one of them)."""
         state: dict[str, int] = ctx._service.slot_state()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -436,6 +437,23 @@ class TestCancellationAcks:
                 "waited": 0,
                 "in_flight": 1,
             }
+            await mux.aclose()
+
+    async def test_a_generator_ignoring_its_close_still_ends_the_stream(
+        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        server, _ = hostile
+        async with WorkerClient(server.address) as client:
+            mux = await open_mux(Served(server.address, server.frames_address), client)
+            for tool in ("stubborn_stream", "astubborn_stream"):
+                with anyio.fail_after(10):
+                    async with aclosing(mux.stream(tool)) as items:
+                        assert await anext(items) == 0
+                    (rid,) = mux.left_running
+                    assert await mux.settled(rid) is True
+                    state = await mux.execute("slot_state")
+                assert (state["free"], state["waiting"]) == (0, 0), tool
+            assert "closing the generator raised" in caplog.text
             await mux.aclose()
 
     async def test_a_closed_channel_settles_what_was_left_running(
