@@ -136,13 +136,22 @@ class Slots:
         """Return once ``job``'s thread is done with it, whatever its outcome.
 
         For a job whose future was cancelled: the thread may still be running
-        the tool, and the slot is not free before it returns.
+        the tool, and the slot is not free before it returns; one still
+        waiting for a slot is withdrawn (it never runs).
         """
         future = job.future
         if job.returned:
             return
         if not future.cancelled():
             await asyncio.wait((future,))  # delivered with its outcome (not consumed here)
+            return
+        with self._lock:
+            try:
+                self._waiting.remove(job)  # still queued: it never runs
+                job.returned = True
+            except ValueError:
+                pass  # taken by a thread already
+        if job.returned:
             return
         if job.ended is None:
             job.ended = self._loop.create_future()

@@ -167,3 +167,21 @@ async def test_base_exceptions_of_a_tool_thread_arrive_wrapped() -> None:
         assert info.value.exception is exc
     assert slots.free == 1
     slots.close()
+
+
+async def test_a_cancelled_sync_call_still_queued_is_withdrawn_at_once() -> None:
+    slots = Slots(1, asyncio.get_running_loop())
+    gate = threading.Event()
+    holder = slots.call(gate.wait, None)
+    ran: list[str] = []
+    queued = slots.call(lambda: ran.append("no"), threading.Event())
+    queued.future.cancel()
+    with anyio.fail_after(5):
+        await slots.finished(queued)  # does not wait for the holder's slot
+    assert slots.waiting == 0
+    gate.set()
+    assert await holder.future is True
+    assert await slots.call(lambda: "after", None).future == "after"
+    assert ran == []
+    assert slots.free == 1
+    slots.close()
