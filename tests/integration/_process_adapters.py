@@ -57,7 +57,7 @@ class Hostile(Crash):
         return subprocess.Popen(["sh", "-c", _HOLD, fifo], start_new_session=True).pid
 
     @tool
-    async def hostile(self, fifo: str, report: str) -> None:
+    async def hostile(self, fifo: str, report: str, ignore_sigterm: bool = True) -> None:
         """Ignore SIGTERM, leave three processes behind, block the event loop for good.
 
         The processes (each ``cat FIFO``, ignoring SIGTERM, with this worker's
@@ -67,7 +67,8 @@ class Hostile(Crash):
         as one line, then the tool blocks the event loop on an event that is
         never set.
         """
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if ignore_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         same = subprocess.Popen(["sh", "-c", _HOLD, fifo])
         own = subprocess.Popen(["sh", "-c", _HOLD, fifo], start_new_session=True)
         daemon = subprocess.run(
