@@ -25,6 +25,7 @@ from ._descendants import become_subreaper, kill_descendants
 from ._service import PROTOCOL_VERSION
 from ._serving import (
     EXIT_SETUP,
+    FLUSH_GRACE,
     WorkerServer,
     WorkerStartupError,
     maybe_await,
@@ -40,8 +41,9 @@ _PR_SET_PDEATHSIG = 1
 #: Seconds a worker whose host is gone gives its event loop to stop by itself;
 #: then (a tool blocks the loop) it kills its descendants and leaves anyway.
 HOST_GONE_GRACE = 0.6
-#: Seconds past its ``--grace`` a worker given SIGTERM waits for its loop to stop.
-STOP_MARGIN = 2.0
+#: Seconds past what a stop may take (``--grace`` for the calls, the flush, the
+#: teardown's bound) that a worker given SIGTERM waits for its loop to stop.
+STOP_MARGIN = 0.5
 #: How long ``teardown()`` may run when the host is gone (inside HOST_GONE_GRACE).
 HOST_GONE_TEARDOWN = 0.4
 #: Seconds the descendants get to die (SIGKILL) before the worker exits.
@@ -249,7 +251,8 @@ class _Watchdog:
         self.request_stop = request_stop
         self.parent = os.getppid()
         self.watch_stdin = not args.no_stdin_watch
-        self.stop_grace = args.grace + STOP_MARGIN
+        # The calls' grace, gRPC's flush, teardown() (bounded as serve() bounds it).
+        self.stop_grace = args.grace + FLUSH_GRACE + max(args.grace, 1.0) + STOP_MARGIN
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.pidfd: int | None = None
         # Without pidfds: stdin EOF and the parent-death signal remain.
