@@ -118,8 +118,11 @@ def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         raise WorkerStartupError(f"parent process {parent_pid} is already gone")
 
 
-async def serve(args: argparse.Namespace, ready_fd: int = 1) -> int:
-    """Load, set up and serve the adapter until SIGTERM or EOF on stdin; return the exit code."""
+async def serve(args: argparse.Namespace, ready_fd: int) -> int:
+    """Load, set up and serve the adapter until SIGTERM or EOF on stdin; return the exit code.
+
+    The ready report goes to ``ready_fd``, which is closed then (see :func:`_take_stdout`).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason: list[str] = []
