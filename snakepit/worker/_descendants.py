@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-__all__ = ("become_subreaper", "descendants", "kill_descendants")
+__all__ = ()  # internal to the worker
 
 _PR_SET_CHILD_SUBREAPER = 36
 
