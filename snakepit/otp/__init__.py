@@ -50,20 +50,26 @@ from ._events import SupervisorEvent as SupervisorEvent
 from ._monitor import Monitor as Monitor
 from ._monitor import monitor as monitor
 from ._reasons import ExitReason as ExitReason
+from ._reasons import Shutdown as Shutdown
+from ._reasons import exit_detail as exit_detail
 from ._reasons import is_abnormal as is_abnormal
 from ._registry import Registry as Registry
 from ._server import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._server import Continue as Continue
 from ._server import GenServer as GenServer
+from ._server import Ignore as Ignore
 from ._server import MailboxStats as MailboxStats
 from ._server import MessageKind as MessageKind
 from ._server import MessageTracer as MessageTracer
+from ._server import NoReply as NoReply
+from ._server import ReplyHandle as ReplyHandle
 from ._server import ServerRef as ServerRef
 from ._server import Stop as Stop
+from ._spec import ChildShutdown as ChildShutdown
 from ._spec import ChildSpec as ChildSpec
 from ._spec import ChildType as ChildType
 from ._spec import DynamicSupervisorSpec as DynamicSupervisorSpec
 from ._spec import Restart as Restart
-from ._spec import Shutdown as Shutdown
 from ._spec import Strategy as Strategy
 from ._spec import SupervisorSpec as SupervisorSpec
 from ._supervisor import ChildCounts as ChildCounts
@@ -79,17 +85,20 @@ __all__ = (
     "ChildExited",
     "ChildInfo",
     "ChildNotFound",
+    "ChildShutdown",
     "ChildSpec",
     "ChildStartError",
     "ChildStartFailed",
     "ChildStarted",
     "ChildTerminated",
     "ChildType",
+    "Continue",
     "DuplicateChild",
     "DynamicSupervisor",
     "DynamicSupervisorSpec",
     "ExitReason",
     "GenServer",
+    "Ignore",
     "MailboxStats",
     "MaxChildrenReached",
     "MessageKind",
@@ -97,9 +106,11 @@ __all__ = (
     "Monitor",
     "NameNotFound",
     "NameTaken",
+    "NoReply",
     "OTPError",
     "ReachedMaxRestartIntensity",
     "Registry",
+    "ReplyHandle",
     "Restart",
     "RestartIntensityReached",
     "ServerExited",
@@ -112,6 +123,7 @@ __all__ = (
     "SupervisorRef",
     "SupervisorSpec",
     "WaitTimeout",
+    "exit_detail",
     "is_abnormal",
     "monitor",
 )

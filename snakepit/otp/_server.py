@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from snakepit.errors import CallTimeout, ConfigError, ServerExited
 
 from ._lowlevel import TIMED_OUT, Backend, Failure, Slot, current_backend
-from ._reasons import ExitReason, is_abnormal
+from ._reasons import ExitReason, Shutdown, is_abnormal
 
 if TYPE_CHECKING:
     from ._monitor import Monitor
@@ -25,10 +25,14 @@ if TYPE_CHECKING:
 
 __all__ = (
     "DEFAULT_TIMEOUT",
+    "Continue",
     "GenServer",
+    "Ignore",
     "MailboxStats",
     "MessageKind",
     "MessageTracer",
+    "NoReply",
+    "ReplyHandle",
     "ServerRef",
     "Stop",
 )
@@ -48,10 +52,15 @@ _CAST: Final = 1
 _INFO: Final = 2
 _SYNC: Final = 3
 _STATE: Final = 4
+_STOP: Final = 5  # a stop request, handled in mailbox order (payload: the reason)
 # Handle this many messages in a row before yielding to other tasks.
 _BURST: Final = 64
 
 _ids = itertools.count(1)
+# No handle_continue pending.
+_NO_CONTINUE: Final = object()
+# Prune the answered slots of deferred calls when this many are kept.
+_DEFERRED_PRUNE_AT: Final = 64
 
 #: Called with (ref, reason) when a server exits, before monitors fire.
 ExitCallback = Callable[["ServerRef[Any, Any]", ExitReason], None]
@@ -103,6 +112,92 @@ class Stop(Exception):
         self.state = state
 
 
+@dataclass(frozen=True, slots=True)
+class NoReply(Generic[State]):
+    """Return from ``handle_call`` to answer the call later (OTP's ``{noreply, State}``).
+
+    Take the call's :class:`ReplyHandle` with :meth:`GenServer.reply_handle`
+    first, keep it (in the state, in a task), and answer with
+    :meth:`ReplyHandle.reply`, from the server or any other task of its event
+    loop. Meanwhile the server handles its next messages. The caller still
+    gets :class:`~snakepit.errors.CallTimeout` after its timeout, and
+    :class:`~snakepit.errors.ServerExited` at once if the server exits
+    before answering. ``state`` may be a :class:`Continue`.
+    """
+
+    #: The new state.
+    state: State | Continue[State]
+
+
+@dataclass(frozen=True, slots=True)
+class Continue(Generic[State]):
+    """A new state, plus work to do at once (OTP's ``{continue, Term}``).
+
+    Return it wherever a new state is returned (from ``init``, ``handle_cast``,
+    ``handle_info``, ``handle_continue``, as the state of ``handle_call``'s
+    ``(reply, state)`` or of a :class:`NoReply`): ``handle_continue(arg, state)``
+    runs next, before any other message, including a stop request. From
+    ``init``, :meth:`GenServer.start` returns first; from ``handle_call``,
+    the reply is sent first.
+    """
+
+    #: The new state.
+    state: State
+    #: Passed to ``handle_continue``.
+    arg: Any
+
+
+class Ignore:
+    """Return from ``init`` to not start after all (OTP's ``ignore``).
+
+    :meth:`GenServer.start` then returns a ref that is not alive
+    (:attr:`ServerRef.ignored` is True, the exit reason ``"normal"``, links and
+    monitors told as for a normal exit; ``terminate`` is not called). A
+    supervisor keeps such a child as not running, without an error and without
+    a restart (a temporary child, or any child of a DynamicSupervisor, is
+    dropped); :meth:`SupervisorRef.restart_child` may start it later.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Ignore()"
+
+
+class ReplyHandle(Generic[Reply]):
+    """The way to answer one call later (OTP's ``From``); see :class:`NoReply`.
+
+    Usable from any task of the server's event loop (not from another thread).
+    Harmless when it cannot deliver: a second :meth:`reply`, a reply after the
+    caller timed out or was cancelled, or after the server exited (its caller
+    already got ServerExited) is dropped silently; nothing reaches another call.
+    """
+
+    __slots__ = ("_ref", "_slot")
+
+    def __init__(self, ref: ServerRef[Any, Reply], slot: Slot) -> None:
+        self._ref = ref
+        self._slot: Slot | None = slot
+
+    def __repr__(self) -> str:
+        return f"<ReplyHandle to {self._ref!r}{' done' if self.done else ''}>"
+
+    @property
+    def done(self) -> bool:
+        """True once the call needs no reply: answered, timed out, abandoned or failed."""
+        return self._slot is None or self._slot.done()
+
+    def reply(self, value: Reply) -> None:
+        """Send ``value`` to the caller (dropped if it is not waiting any more)."""
+        slot, self._slot = self._slot, None
+        if slot is None:
+            return
+        slot.set(value)
+        deferred = self._ref._deferred
+        if deferred is not None:
+            deferred.discard(slot)
+
+
 class ServerRef(Generic[Request, Reply]):
     """The identity of one started server instance, and the way to talk to it.
 
@@ -117,11 +212,14 @@ class ServerRef(Generic[Request, Reply]):
         "_alive",
         "_backend",
         "_current",
+        "_deferred",
+        "_deferred_limit",
         "_done",
         "_exit_reason",
         "_exiting",
         "_high_water",
         "_idle",
+        "_ignored",
         "_killed",
         "_links",
         "_mailbox",
@@ -131,7 +229,7 @@ class ServerRef(Generic[Request, Reply]):
         "_scope",
         "_server",
         "_started",
-        "_stop_reason",
+        "_stopping",
         "_task",
         "_tracers",
         "generation",
@@ -164,9 +262,12 @@ class ServerRef(Generic[Request, Reply]):
         self._killed = False
         self._exiting = False  # left its loop: terminate runs, the exit follows
         self._idle = False  # parked on an empty mailbox
+        self._ignored = False  # init returned Ignore()
         self._exit_reason: ExitReason | None = None
-        self._stop_reason: ExitReason | None = None
+        self._stopping = False  # a stop request is in the mailbox
         self._current: Slot | None = None
+        self._deferred: set[Slot] | None = None  # calls answered later (NoReply)
+        self._deferred_limit = _DEFERRED_PRUNE_AT
         self._links: list[ExitCallback] = []
         self._monitors: list[Monitor] = []
         self._done = anyio.Event()
@@ -193,8 +294,13 @@ class ServerRef(Generic[Request, Reply]):
 
     @property
     def exiting(self) -> bool:
-        """True once the server is on its way out (stopping, crashed, killed) or dead."""
-        return self._exiting or self._killed or not self._alive
+        """True once the server is on its way out (stop requested, crashed, killed) or dead."""
+        return self._exiting or self._stopping or self._killed or not self._alive
+
+    @property
+    def ignored(self) -> bool:
+        """True if its ``init`` returned :class:`Ignore`: it never ran (and is not alive)."""
+        return self._ignored
 
     @property
     def idle(self) -> bool:
@@ -334,10 +440,16 @@ class ServerRef(Generic[Request, Reply]):
     ) -> None:
         """Stop the server gracefully and wait until it has exited.
 
-        The server finishes the message it is handling, skips the rest of its
-        mailbox (pending callers get :class:`ServerExited`), runs
-        ``terminate(reason, state)`` and exits. If that takes longer than
-        ``timeout`` seconds, it is killed. Stopping a dead server does nothing.
+        As OTP's ``gen_server:stop``, the request is a message, taken in mailbox
+        order: the server first handles every message queued before it (casts
+        are handled, calls answered), then runs ``terminate(reason, state)`` and
+        exits. Messages queued after the request are never handled (their
+        callers get :class:`ServerExited`). If all that takes longer than
+        ``timeout`` seconds, the server is killed (as :meth:`kill`: no
+        ``terminate``, reason ``"killed"``, the callers still queued get
+        ServerExited). The first stop's reason wins; a later stop just waits.
+        Stopping a dead server does nothing. If the caller is cancelled, the
+        request stays queued (the server still stops) but nothing kills it.
 
         :raises ConfigError: called from the server's own task (raise
             :class:`Stop` in a handler instead), or ``timeout`` is negative.
@@ -346,9 +458,9 @@ class ServerRef(Generic[Request, Reply]):
         if not self._alive:
             return
         self._check_not_self("stop")
-        if self._stop_reason is None:
-            self._stop_reason = reason
-            self._parker.unpark()
+        if not self._stopping:
+            self._stopping = True
+            self._post(_STOP, reason, None)
         with anyio.move_on_after(timeout if timeout is not None else float("inf")):
             await self._done.wait()
         if self._alive:
@@ -394,9 +506,25 @@ class ServerRef(Generic[Request, Reply]):
     def _exited(self) -> ServerExited:
         reason = self._exit_reason if self._exit_reason is not None else "normal"
         err = ServerExited(self, reason)
-        if isinstance(reason, BaseException):
+        if isinstance(reason, Shutdown) and isinstance(reason.detail, BaseException):
+            err.__cause__ = reason.detail
+        elif isinstance(reason, BaseException):
             err.__cause__ = reason
         return err
+
+    def _defer(self, slot: Slot) -> None:
+        """Keep the slot of a call answered later, to fail it if the server exits first."""
+        if slot.done():
+            return
+        deferred = self._deferred
+        if deferred is None:
+            deferred = self._deferred = set()
+        elif len(deferred) >= self._deferred_limit:
+            # Handles that are never used after their caller timed out pin their
+            # slots: drop the answered ones now and then (amortized O(1)).
+            deferred = self._deferred = {s for s in deferred if not s.done()}
+            self._deferred_limit = max(_DEFERRED_PRUNE_AT, 2 * len(deferred))
+        deferred.add(slot)
 
     def _exit(self, reason: ExitReason) -> None:
         """Mark the server dead and tell everyone waiting on it (in this order)."""
@@ -413,6 +541,10 @@ class ServerRef(Generic[Request, Reply]):
         while mailbox:
             slot = mailbox.popleft()[2]
             if slot is not None:
+                slot.set(Failure(self._exited()))
+        deferred, self._deferred = self._deferred, None
+        for slot in deferred or ():
+            if not slot.done():
                 slot.set(Failure(self._exited()))
         try:
             for link in self._links:
@@ -453,6 +585,11 @@ class GenServer(Generic[Request, Reply, State]):
     reaches the task group, so siblings are not cancelled. Cancellation from
     outside (the owner's task group is cancelled) is a ``"shutdown"``:
     ``terminate`` runs shielded, for at most :attr:`terminate_timeout` seconds.
+
+    Also as in OTP: a call may be answered later (return :class:`NoReply`,
+    answer through :meth:`reply_handle`), a handler may return
+    :class:`Continue` to have :meth:`handle_continue` run before the next
+    message, and ``init`` may return :class:`Ignore` to not start at all.
     """
 
     #: Seconds ``terminate`` may take when the server is cancelled from outside.
@@ -465,22 +602,54 @@ class GenServer(Generic[Request, Reply, State]):
 
     # -- callbacks ----------------------------------------------------------------
 
-    async def init(self, arg: Any) -> State:
-        """Return the initial state; runs before :meth:`start` returns."""
+    async def init(self, arg: Any) -> State | Continue[State] | Ignore:
+        """Return the initial state; runs before :meth:`start` returns.
+
+        Or a :class:`Continue` (``handle_continue`` runs first thing after the
+        start), or :class:`Ignore` (the server does not start).
+        """
         return arg  # type: ignore[no-any-return]
 
-    async def handle_call(self, request: Request, state: State) -> tuple[Reply, State]:
-        """Handle a :meth:`ServerRef.call`; return ``(reply, new_state)``."""
+    async def handle_call(
+        self, request: Request, state: State
+    ) -> tuple[Reply, State | Continue[State]] | NoReply[State]:
+        """Handle a :meth:`ServerRef.call`; return ``(reply, new_state)``.
+
+        Or :class:`NoReply` to answer later through :meth:`reply_handle`.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not handle calls ({request!r})")
 
-    async def handle_cast(self, message: Any, state: State) -> State:
-        """Handle a :meth:`ServerRef.cast`; return the new state."""
+    async def handle_cast(self, message: Any, state: State) -> State | Continue[State]:
+        """Handle a :meth:`ServerRef.cast`; return the new state (or a :class:`Continue`)."""
         raise NotImplementedError(f"{type(self).__name__} does not handle casts ({message!r})")
 
-    async def handle_info(self, message: Any, state: State) -> State:
+    async def handle_info(self, message: Any, state: State) -> State | Continue[State]:
         """Handle a :meth:`ServerRef.send`; return the new state (default: log and ignore)."""
         logger.warning("%r ignored an unexpected message: %r", self.ref, message)
         return state
+
+    async def handle_continue(self, arg: Any, state: State) -> State | Continue[State]:
+        """Do the work a :class:`Continue` asked for, before the next message.
+
+        Return the new state (or another :class:`Continue`). Errors, and
+        :class:`Stop`, end the server as from any handler.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not handle continues ({arg!r})")
+
+    def reply_handle(self) -> ReplyHandle[Reply]:
+        """Return the :class:`ReplyHandle` of the call ``handle_call`` is handling.
+
+        Take it, return :class:`NoReply`, and answer with
+        :meth:`ReplyHandle.reply` later. If ``handle_call`` returns a
+        ``(reply, state)`` instead, that reply wins and the handle does nothing.
+
+        :raises ConfigError: not called from ``handle_call`` in the server's task.
+        """
+        ref = self.ref
+        slot = ref._current
+        if slot is None or ref._backend.current_task() is not ref._task:
+            raise ConfigError("reply_handle", "only handle_call, in the server's task, has one")
+        return ReplyHandle(ref, slot)
 
     async def terminate(self, reason: ExitReason, state: State) -> None:
         """Clean up before exit; not called after :meth:`ServerRef.kill`."""
@@ -556,10 +725,24 @@ class GenServer(Generic[Request, Reply, State]):
                 if ref._killed:  # kill() came before this task ran
                     scope.cancel()
                 async with self._lifespan():
-                    state = await self.init(arg)
+                    initial = await self.init(arg)
+                    if isinstance(initial, Ignore):
+                        # OTP: start returns ignore; the process exits normally.
+                        reason = "normal"
+                        ref._ignored = True
+                        ref._exit(reason)  # dead before start() returns
+                        task_status.started(ref)
+                        started = True
+                        return
+                    pending: Any = _NO_CONTINUE
+                    state: State
+                    if isinstance(initial, Continue):
+                        state, pending = initial.state, initial.arg
+                    else:
+                        state = initial
                     task_status.started(ref)
                     started = True
-                    reason = await self._loop(ref, state, cancelled)
+                    reason = await self._loop(ref, state, cancelled, pending)
         except cancelled:
             reason = "killed" if ref._killed else "shutdown"
             raise
@@ -577,7 +760,11 @@ class GenServer(Generic[Request, Reply, State]):
             ref._exit(reason)
 
     async def _loop(
-        self, ref: ServerRef[Request, Reply], state: State, cancelled: type[BaseException]
+        self,
+        ref: ServerRef[Request, Reply],
+        state: State,
+        cancelled: type[BaseException],
+        pending: Any = _NO_CONTINUE,
     ) -> ExitReason:
         mailbox = ref._mailbox
         popleft = mailbox.popleft
@@ -586,35 +773,51 @@ class GenServer(Generic[Request, Reply, State]):
         handle_cast = self.handle_cast
         burst = 0
         reason: ExitReason
+        new: Any
         try:
             while True:
-                if ref._stop_reason is not None:
-                    reason = ref._stop_reason
-                    break
-                if not mailbox:
-                    burst = 0
-                    ref._idle = True
-                    await park()
-                    ref._idle = False
-                    continue
-                tag, payload, slot = popleft()
                 try:
-                    if tag == _CALL:
-                        assert slot is not None
-                        ref._current = slot
-                        reply, state = await handle_call(payload, state)
-                        ref._current = None
-                        slot.set(reply)
-                    elif tag == _CAST:
-                        state = await handle_cast(payload, state)
-                    elif tag == _SYNC:
-                        assert slot is not None
-                        slot.set(None)
-                    elif tag == _STATE:
-                        assert slot is not None
-                        slot.set(state)
+                    if pending is not _NO_CONTINUE:
+                        arg, pending = pending, _NO_CONTINUE
+                        new = await self.handle_continue(arg, state)
                     else:
-                        state = await self.handle_info(payload, state)
+                        if not mailbox:
+                            burst = 0
+                            ref._idle = True
+                            await park()
+                            ref._idle = False
+                            continue
+                        tag, payload, slot = popleft()
+                        if tag == _CALL:
+                            assert slot is not None
+                            ref._current = slot
+                            result = await handle_call(payload, state)
+                            ref._current = None
+                            if type(result) is not tuple and isinstance(result, NoReply):
+                                ref._defer(slot)
+                                new = result.state
+                            else:
+                                reply, new = result
+                                slot.set(reply)
+                        elif tag == _CAST:
+                            new = await handle_cast(payload, state)
+                        elif tag == _SYNC:
+                            assert slot is not None
+                            slot.set(None)
+                            new = state
+                        elif tag == _STATE:
+                            assert slot is not None
+                            slot.set(state)
+                            new = state
+                        elif tag == _STOP:
+                            reason = payload
+                            break
+                        else:
+                            new = await self.handle_info(payload, state)
+                    if isinstance(new, Continue):
+                        state, pending = new.state, new.arg
+                    else:
+                        state = new
                 except Stop as stop:
                     if ref._current is not None:
                         ref._current.set(stop.reply)

@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     from ._server import GenServer
 
 __all__ = (
+    "ChildShutdown",
     "ChildSpec",
     "ChildType",
     "DynamicSupervisorSpec",
     "Restart",
-    "Shutdown",
     "Strategy",
     "SupervisorSpec",
 )
@@ -26,7 +26,8 @@ __all__ = (
 #: When a child is restarted: always, only after an abnormal exit, or never.
 Restart: TypeAlias = Literal["permanent", "transient", "temporary"]
 #: How a child is stopped: seconds of grace before a kill, a kill at once, or no limit.
-Shutdown: TypeAlias = float | Literal["brutal_kill", "infinity"]
+#: (Named ``ChildShutdown`` so as not to clash with the :class:`Shutdown` exit reason.)
+ChildShutdown: TypeAlias = float | Literal["brutal_kill", "infinity"]
 #: Whether a child is a worker or a supervisor (sets the default shutdown).
 ChildType: TypeAlias = Literal["worker", "supervisor"]
 #: Which children are restarted when one exits.
@@ -59,7 +60,7 @@ class ChildSpec:
     start: Callable[[], GenServer[Any, Any, Any]]
     arg: Any = None
     restart: Restart = "permanent"
-    shutdown: Shutdown | None = None
+    shutdown: ChildShutdown | None = None
     type: ChildType | None = None
     name: str | None = None
 

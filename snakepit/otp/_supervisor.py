@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Hashable
@@ -34,12 +35,13 @@ from ._events import (
     SupervisorEvent,
 )
 from ._lowlevel import Failure
-from ._reasons import ExitReason, is_abnormal
+from ._reasons import ExitReason, Shutdown, is_abnormal
 from ._registry import Registry
 from ._server import (
     DEFAULT_TIMEOUT,
     GenServer,
     ServerRef,
+    Stop,
     check_timeout,
     start_server,
     unwrapped_task_group,
@@ -47,6 +49,8 @@ from ._server import (
 from ._spec import ChildSpec, ChildType, Restart, Strategy, SupervisorSpec
 
 __all__ = ("ChildCounts", "ChildInfo", "Supervisor", "SupervisorRef")
+
+logger = logging.getLogger("snakepit.otp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,10 @@ class SupervisorRef(ServerRef[Any, Any]):
     ) -> ServerRef[Any, Any]:
         """Add ``spec`` as the last child and start it; return its ref.
 
+        If its ``init`` returned :class:`~snakepit.otp.Ignore`, the returned
+        ref is not alive (``ref.ignored``); the spec is kept as not running
+        (not for a temporary child, nor in a DynamicSupervisor).
+
         :raises DuplicateChild: a child with that id exists (Supervisor).
         :raises MaxChildrenReached: the DynamicSupervisor is full.
         :raises ChildStartError: its ``init`` raised (the spec is not kept).
@@ -186,6 +194,8 @@ class SupervisorRef(ServerRef[Any, Any]):
         self, child_id: Hashable, *, timeout: float | None = DEFAULT_TIMEOUT
     ) -> ServerRef[Any, Any]:
         """Start a terminated child again (new generation) and return its ref.
+
+        The ref is not alive if its ``init`` returned :class:`~snakepit.otp.Ignore`.
 
         :raises ChildNotFound: no such child.
         :raises ConfigError: the child is running.
@@ -265,8 +275,13 @@ class Supervisor(GenServer[Any, Any, None]):
     stop the others in reverse order, restart all in order; ``rest_for_one``:
     the same for the children started after it). Every restart counts against
     the restart intensity; when it is exceeded the supervisor stops all
-    children and exits with :class:`~snakepit.errors.ReachedMaxRestartIntensity`.
+    children and exits with ``Shutdown(ReachedMaxRestartIntensity(...))``
+    (OTP: ``shutdown``): a normal exit, so a ``transient`` parent does not
+    restart it, with the :class:`~snakepit.errors.ReachedMaxRestartIntensity`
+    as its :attr:`~snakepit.otp.Shutdown.detail` (logged as an error).
     A restart whose ``init`` raises counts as one more restart and is retried.
+    A child whose ``init`` returns :class:`~snakepit.otp.Ignore` is kept as
+    not running (a temporary one is dropped), without error or restart.
     """
 
     _child_type: Final = "supervisor"
@@ -358,12 +373,14 @@ class Supervisor(GenServer[Any, Any, None]):
             raise ConfigError("arg", f"a Supervisor takes a SupervisorSpec, got {arg!r}")
         self._configure(spec.strategy, spec.max_restarts, spec.max_seconds, spec.registry)
         self._children = [_Child(c) for c in spec.children]
-        for child in self._children:
+        for child in list(self._children):
             try:
-                await self._start(child)
+                ref = await self._start(child)
             except ChildStartError:
                 await self._stop_all()
                 raise
+            if ref.ignored and not self._keeps_stopped(child):
+                self._children.remove(child)
 
     def _configure(
         self, strategy: Strategy, max_restarts: int, max_seconds: float, registry: Registry | None
@@ -405,7 +422,8 @@ class Supervisor(GenServer[Any, Any, None]):
         if isinstance(message, _ChildExit):
             await self._child_exited(message.ref, message.reason)
             return None
-        return await super().handle_info(message, state)
+        await super().handle_info(message, state)
+        return None
 
     async def terminate(self, reason: ExitReason, state: None) -> None:
         """Stop every child, in reverse start order."""
@@ -450,6 +468,9 @@ class Supervisor(GenServer[Any, Any, None]):
         except Exception as exc:
             self._emit(ChildStartFailed(self.ref, spec.id, generation, exc, anyio.current_time()))
             raise ChildStartError(spec.id, exc) from exc
+        if ref.ignored:  # OTP: {ok, undefined}, not running, no error
+            child.ref = None
+            return ref
         child.ref = ref
         if ref.alive and ref._scope is not None:
             # From now on only we stop it (in order, per its shutdown), never a
@@ -479,10 +500,13 @@ class Supervisor(GenServer[Any, Any, None]):
         child = _Child(spec)
         self._children.append(child)
         try:
-            return await self._start(child)
+            ref = await self._start(child)
         except ChildStartError:
             self._children.remove(child)
             raise
+        if ref.ignored and not self._keeps_stopped(child):
+            self._children.remove(child)
+        return ref
 
     async def _terminate_child(self, key: Hashable | ServerRef[Any, Any]) -> None:
         child = self._find(key)
@@ -525,13 +549,16 @@ class Supervisor(GenServer[Any, Any, None]):
             restarts.popleft()
         return len(restarts) <= self._max_restarts
 
-    def _give_up(self) -> ReachedMaxRestartIntensity:
+    def _give_up(self) -> Stop:
+        """The Stop that ends the supervisor: ``Shutdown(ReachedMaxRestartIntensity)``."""
         self._emit(
             RestartIntensityReached(
                 self.ref, self._max_restarts, self._max_seconds, anyio.current_time()
             )
         )
-        return ReachedMaxRestartIntensity(self.ref, self._max_restarts, self._max_seconds)
+        error = ReachedMaxRestartIntensity(self.ref, self._max_restarts, self._max_seconds)
+        logger.error("%s; shutting down", error)
+        return Stop(Shutdown(error))
 
     async def _child_exited(self, ref: ServerRef[Any, Any], reason: ExitReason) -> None:
         try:

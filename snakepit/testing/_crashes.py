@@ -21,7 +21,7 @@ from snakepit.errors import (
     ServerExited,
     WaitTimeout,
 )
-from snakepit.otp import ExitReason, ServerRef, SupervisorRef
+from snakepit.otp import ExitReason, ServerRef, Shutdown, SupervisorRef
 from snakepit.pool import Pool
 
 from ._common import DEFAULT_DEADLINE
@@ -142,6 +142,8 @@ def _supervisor_of(target: SupervisorRef | Pool) -> SupervisorRef:
 
 
 def _describe(reason: object) -> str:
+    if isinstance(reason, Shutdown):  # a supervisor that gave up: Shutdown(ReachedMax...)
+        reason = reason.detail
     if isinstance(reason, ReachedMaxRestartIntensity):
         return (
             f"{reason} (its restart intensity: raise max_restarts/max_seconds, "

@@ -15,8 +15,8 @@ from typing import Generic, Literal, TypeVar
 
 import anyio
 
-from snakepit.errors import ServerExited, WaitTimeout
-from snakepit.otp import SupervisorRef, is_abnormal
+from snakepit.errors import ReachedMaxRestartIntensity, ServerExited, WaitTimeout
+from snakepit.otp import SupervisorRef, exit_detail, is_abnormal
 from snakepit.pool import Pool
 
 from ._common import DEFAULT_DEADLINE
@@ -123,7 +123,7 @@ async def _assert_gives_up(
     if sup.alive:
         raise AssertionError(f"{target!r} did not give up: it is alive and stable after the chaos")
     reason = await sup.wait()
-    if not is_abnormal(reason):
+    if not is_abnormal(reason) and not isinstance(exit_detail(reason), ReachedMaxRestartIntensity):
         raise AssertionError(f"{sup!r} exited normally ({reason!r}), it did not give up")
 
 

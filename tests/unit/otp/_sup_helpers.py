@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from snakepit.errors import ReachedMaxRestartIntensity
 from snakepit.otp import (
     ChildExited,
     ChildStarted,
@@ -21,6 +22,7 @@ from snakepit.otp import (
     GenServer,
     RestartIntensityReached,
     ServerRef,
+    Shutdown,
     Stop,
     SupervisorEvent,
     SupervisorRef,
@@ -205,3 +207,15 @@ class Subscriptions:
     def close(self) -> None:
         for stream in self._streams:
             stream.close()
+
+
+def gave_up(reason: object) -> bool:
+    """True for the exit reason of a supervisor that reached its restart intensity."""
+    return isinstance(reason, Shutdown) and isinstance(reason.detail, ReachedMaxRestartIntensity)
+
+
+def intensity_error(reason: object) -> ReachedMaxRestartIntensity:
+    """The ReachedMaxRestartIntensity inside a gave-up supervisor's exit reason."""
+    assert isinstance(reason, Shutdown), reason
+    assert isinstance(reason.detail, ReachedMaxRestartIntensity), reason
+    return reason.detail

@@ -430,7 +430,8 @@ class TestSupervisorHelpers:
         async with supervisor(specs("a"), max_restarts=0) as sup:
             await child(sup, "a").kill()
             with pytest.raises(
-                AssertionError, match=r"to become stable; it exited \(ReachedMaxRestartIntensity"
+                AssertionError,
+                match=r"to become stable; it exited \(Shutdown\(ReachedMaxRestartIntensity",
             ):
                 await wait_stable(sup)
             with pytest.raises(AssertionError, match=r"found 0: the supervisor exited"):
