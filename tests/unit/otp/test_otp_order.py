@@ -409,6 +409,24 @@ class TestDeferredReply:
         else:
             assert reasons[0] == expected
 
+    async def test_terminate_may_still_answer_deferred_callers(self) -> None:
+        class Polite(Deferring):
+            async def terminate(self, reason: Any, state: list[ReplyHandle[Any]]) -> None:
+                for handle in state:
+                    handle.reply(("bye", reason))
+
+        async with anyio.create_task_group() as tg:
+            ref = await Polite.start(tg)
+            replies: list[Any] = []
+
+            async def waiter() -> None:
+                replies.append(await ref.call("wait", timeout=None))
+
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            await ref.stop("shutdown")
+        assert replies == [("bye", "shutdown")]
+
     async def test_a_direct_reply_wins_over_a_taken_handle(self) -> None:
         async with Deferring.running() as ref:
             assert await ref.call("take_and_reply") == "direct"
