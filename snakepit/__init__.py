@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from snakepit.errors import ArgumentTypeError as ArgumentTypeError
 from snakepit.errors import CallTimeout as CallTimeout
 from snakepit.errors import ChildNotFound as ChildNotFound
 from snakepit.errors import ChildStartError as ChildStartError
@@ -72,6 +73,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = (
+    "ArgumentTypeError",
     "CallTimeout",
     "ChildNotFound",
     "ChildStartError",

@@ -103,3 +103,10 @@ def test_no_sleep_for_synchronization_in_tests() -> None:
 
 def test_py_typed_marker_ships() -> None:
     assert (Path(snakepit.__file__).parent / "py.typed").exists()
+
+
+def test_every_error_is_exported_from_the_package() -> None:
+    import snakepit.errors
+
+    missing = [name for name in snakepit.errors.__all__ if name not in snakepit.__all__]
+    assert missing == [], f"errors not re-exported from snakepit: {missing}"
