@@ -271,11 +271,18 @@ class Worker(GenServer[Any, Any, None]):
             case ("failed", exc):
                 raise exc
             case ("exited", code):
-                if not self._retired:
-                    raise _ProcessExited(f"worker {self.worker_id!r} exited with {code}")
-                if not self._failed:
+                if self._retired and not self._failed:
                     raise _Replaced(f"worker {self.worker_id!r} replaced: {self.retired_reason}")
-                raise _ProcessExited(f"worker {self.worker_id!r} retired: {self.retired_reason}")
+                if self._retired and self.retired_reason is not None:
+                    raise _ProcessExited(
+                        f"worker {self.worker_id!r} retired: {self.retired_reason}"
+                    )
+                how = (
+                    f"was killed by {_signal_name(-code)}"
+                    if isinstance(code, int) and code < 0
+                    else f"exited with code {code}"
+                )
+                raise _ProcessExited(f"worker {self.worker_id!r} {how}")
         await super().handle_info(message, state)
 
     def log_crash(self, reason: ExitReason) -> None:

@@ -94,3 +94,27 @@ async def test_bad_retries() -> None:
     async with Pool(FLAGGED, size=1, cwd=ROOT) as pool:
         with pytest.raises(ConfigError):
             await pool.execute("ping", retries=-1)
+
+
+async def test_a_worker_killed_under_a_call_is_logged_with_its_signal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The connection broke first (the pool retires the worker without a
+    # reason of its own): the log line names the signal, not "retired: None".
+    async with Pool("snakepit.testing.adapters:Hang", size=1) as pool:
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                with pytest.raises(WorkerCrashed):
+                    await pool.execute("hang")
+
+            tg.start_soon(call)
+            with anyio.fail_after(10):
+                while pool.stats().idle:  # the call is out of the scheduler
+                    await anyio.wait_all_tasks_blocked()
+            os.kill(the_pid(pool), signal.SIGKILL)
+        with anyio.fail_after(10):
+            await pool.wait_ready()
+    lines = [r.getMessage() for r in caplog.records if r.name == "snakepit.pool"]
+    assert any("was killed by SIGKILL; starting a replacement" in line for line in lines), lines
+    assert not any("None" in line for line in lines), lines
