@@ -557,8 +557,15 @@ class Supervisor(GenServer[Any, Any, None]):
             )
         )
         error = ReachedMaxRestartIntensity(self.ref, self._max_restarts, self._max_seconds)
-        logger.error("%s; shutting down", error)
+        self.log_gave_up(error)
         return Stop(Shutdown(error))
+
+    def log_gave_up(self, error: ReachedMaxRestartIntensity) -> None:
+        """Report that this supervisor reached its restart intensity (default: one ERROR line).
+
+        Override where the owner reports it in its own words (a pool does).
+        """
+        logger.error("%s; shutting down", error)
 
     async def _child_exited(self, ref: ServerRef[Any, Any], reason: ExitReason) -> None:
         try:

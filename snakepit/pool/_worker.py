@@ -439,6 +439,9 @@ class WorkerSupervisor(DynamicSupervisor):
         finally:
             self._uncounted = False
 
+    def log_gave_up(self, error: ReachedMaxRestartIntensity) -> None:
+        """Say nothing: the pool logs its own line when its workers supervisor gives up."""
+
     def _add_restart(self) -> bool:
         if self._uncounted:
             self._uncounted = False  # the first start only: a failed one counts
