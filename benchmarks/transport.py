@@ -201,14 +201,14 @@ async def make_subjects(stack: contextlib.AsyncExitStack) -> list[Subject]:
     for i in range(2):
         worker = await spawn_worker(ADAPTER, f"unix:{sockets}/w{i}.sock", worker_id=f"w{i}")
         stack.push_async_callback(worker.aclose)
-        client = WorkerClient(worker.address)
+        client = WorkerClient(worker.address, secret=worker.secret)
         stack.push_async_callback(client.aclose)
         mux = client.multiplexer()
         stack.push_async_callback(mux.aclose)
         clients.append(client)
         muxes.append(mux)
         assert worker.frames_address is not None
-        frames = await open_frames_multiplexer(worker.frames_address)
+        frames = await open_frames_multiplexer(worker.frames_address, secret=worker.secret)
         stack.push_async_callback(frames.aclose)
         frame_muxes.append(frames)
 

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from snakepit._auth import FRAMES_ACCEPTED, METADATA_KEY, frames_preface
 from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into, error_details
 from snakepit._framing import FlushSoon, FrameError, pack, read_frame, write_nowait
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
@@ -78,6 +79,11 @@ def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
         error: WorkerError = PayloadTooLarge(f"{tool}: {details}")
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         error = ExecutionTimeout(f"{tool}: no reply in time")
+    elif code == grpc.StatusCode.UNAUTHENTICATED:
+        error = WorkerUnavailable(
+            f"{tool}: the worker refused the call: authentication failed"
+            " (a missing or wrong secret)"
+        )
     else:
         error = WorkerUnavailable(f"{tool}: the connection to the worker failed: {details}")
     error.__cause__ = exc
@@ -168,6 +174,8 @@ class WorkerClient:
     :param max_message_bytes: the message size limit (match the worker's).
     :param codec: ``"json"`` (the default) or ``"pickle"``, for trusted workers
         started with ``--allow-pickle``; results come back in the same codec.
+    :param secret: the worker's secret (``WorkerProcess.secret``), sent with
+        every call; None for a worker started without authentication.
     :raises ConfigError: an unknown codec.
     """
 
@@ -177,10 +185,14 @@ class WorkerClient:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         codec: str = JSON,
+        secret: bytes | None = None,
     ) -> None:
         if codec not in (JSON, PICKLE):
             raise ConfigError("codec", f"must be 'json' or 'pickle', got {codec!r}")
         self._codec = codec
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            None if secret is None else ((METADATA_KEY, secret.hex()),)
+        )
         target = address[4:] if address.startswith("tcp:") else address
         self._limit = max_message_bytes
         self._channel = grpc.aio.insecure_channel(
@@ -231,7 +243,8 @@ class WorkerClient:
         request = worker_pb2.ExecuteRequest()
         _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
         try:
-            response = await _finish(self._stub.Execute(request, timeout=timeout))
+            call = self._stub.Execute(request, timeout=timeout, metadata=self._metadata)
+            response = await _finish(call)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, tool) from None
         except grpc.aio.UsageError as exc:  # the channel is closed
@@ -254,7 +267,7 @@ class WorkerClient:
         """
         request = worker_pb2.ExecuteRequest()
         _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
-        call = self._stub.ExecuteStream(request, timeout=timeout)
+        call = self._stub.ExecuteStream(request, timeout=timeout, metadata=self._metadata)
         try:
             async for chunk in call:
                 value = _chunk_value(chunk, tool, self._codec)
@@ -271,7 +284,9 @@ class WorkerClient:
         """The worker's adapter, protocol version and tool specs."""
         try:
             described: worker_pb2.DescribeResponse = await _finish(
-                self._stub.Describe(worker_pb2.DescribeRequest(), timeout=timeout)
+                self._stub.Describe(
+                    worker_pb2.DescribeRequest(), timeout=timeout, metadata=self._metadata
+                )
             )
             return described
         except grpc.RpcError as exc:
@@ -283,7 +298,11 @@ class WorkerClient:
         """The ``grpc.health.v1`` status of ``service`` (``"SERVING"`` when all is well)."""
         try:
             response = await _finish(
-                self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+                self._health.Check(
+                    health_pb2.HealthCheckRequest(service=service),
+                    timeout=timeout,
+                    metadata=self._metadata,
+                )
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "Health.Check") from None
@@ -293,7 +312,7 @@ class WorkerClient:
 
     def multiplexer(self) -> Multiplexer:
         """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC."""
-        return Multiplexer(self._stub, self._limit, self._codec)
+        return Multiplexer(_GrpcTransport(self._stub, self._metadata), self._limit, self._codec)
 
 
 #: (channel, request id) of the call the current task left running (cancelled,
@@ -323,9 +342,11 @@ class Multiplexer:
         self._codec = codec
         self._loop = asyncio.get_running_loop()
         self._limit = limit
-        # A gRPC stub (its Channel RPC carries the frames), or a _FramesTransport.
+        # A gRPC stub (its Channel RPC carries the frames), or a transport.
         self._call: _Transport = (
-            transport if isinstance(transport, _FramesTransport) else _GrpcTransport(transport)
+            transport
+            if isinstance(transport, _FramesTransport | _GrpcTransport)
+            else _GrpcTransport(transport)
         )
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -630,8 +651,8 @@ class _Transport(Protocol):
 class _GrpcTransport:
     """The ``Channel`` RPC as a frame transport."""
 
-    def __init__(self, stub: Any) -> None:
-        self._call = stub.Channel()
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...] | None = None) -> None:
+        self._call = stub.Channel(metadata=metadata)
 
     async def write(self, frame: worker_pb2.ClientFrame) -> None:
         await self._call.write(frame)
@@ -680,20 +701,44 @@ async def open_frames_multiplexer(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     codec: str = JSON,
+    secret: bytes | None = None,
+    timeout: float = 10.0,
 ) -> Multiplexer:
     """Connect to a worker's frames socket (``unix:PATH``) and multiplex calls over it.
 
     The same :class:`Multiplexer` as on the ``Channel`` RPC, at a fraction of
-    the cost per call.
+    the cost per call. The connection opens with the worker's ``secret``
+    (None: a worker started without authentication) and is ready once the
+    worker accepted it, within ``timeout`` seconds.
 
-    :raises WorkerUnavailable: the socket cannot be reached.
+    :raises WorkerUnavailable: the socket cannot be reached, the worker
+        refused the secret (the message says so), or did not answer in time.
     """
     if not address.startswith("unix:"):
         raise ConfigError("address", f"a frames address is unix:PATH, got {address!r}")
     try:
-        reader, writer = await asyncio.open_unix_connection(address[5:], limit=1024 * 1024)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(address[5:], limit=1024 * 1024)
+            try:
+                writer.write(frames_preface(secret))
+                answer = await reader.readexactly(len(FRAMES_ACCEPTED))
+            except BaseException:
+                writer.close()
+                raise
+    except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+        raise WorkerUnavailable(
+            f"{address}: the worker closed the connection before accepting it:"
+            " authentication failed (a missing or wrong secret), or it is stopping"
+        ) from exc
+    except TimeoutError as exc:
+        raise WorkerUnavailable(
+            f"{address}: the worker did not accept the connection within {timeout:g}s"
+        ) from exc
     except OSError as exc:
         raise WorkerUnavailable(f"cannot connect to {address}: {exc}") from exc
+    if answer != FRAMES_ACCEPTED:  # pragma: no cover - not a snakepit worker
+        writer.close()
+        raise WorkerUnavailable(f"{address}: not a snakepit worker's frames socket")
     transport = _FramesTransport(reader, writer, max_message_bytes)
     return Multiplexer(transport, max_message_bytes, codec)
 

@@ -349,6 +349,7 @@ class ForkServer:
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
         timeout: float = 30.0,
+        secret: bytes | None = None,
     ) -> tuple[ForkedProcess, int, int]:
         """Fork a worker running ``snakepit.worker`` with ``argv``.
 
@@ -359,6 +360,8 @@ class ForkServer:
         :param env: the worker's environment (default: the server's; another
             one travels with the request and must fit in a message).
         :param cwd: its directory (default: the host's current one).
+        :param secret: the first bytes of its stdin (a unix socket then, not
+            a pipe; see :func:`stdin_with_secret`), for ``--auth-stdin``.
         :raises ForkServerError: the server refused, is gone, or did not
             answer within ``timeout`` seconds (then it is killed: a fork
             server that hangs is of no use).
@@ -373,7 +376,9 @@ class ForkServer:
         data = json.dumps(request).encode()
         pipes: list[tuple[int, int]] = []
         try:
-            for _ in range(3):
+            if secret is not None:
+                pipes.append(stdin_with_secret(secret))
+            while len(pipes) < 3:
                 pipes.append(os.pipe2(os.O_CLOEXEC))
         except OSError as exc:
             for fd in itertools.chain.from_iterable(pipes):
@@ -469,6 +474,24 @@ class ForkServer:
         pumps = [t for t in self._pumps if not t.done()]
         if pumps:
             await asyncio.wait(pumps)
+
+
+def stdin_with_secret(secret: bytes) -> tuple[int, int]:
+    """A worker's stdin (its end, ours), both close-on-exec, with ``secret`` waiting in it.
+
+    A unix socket, not a pipe: anyone of the same user can open a pipe through
+    ``/proc/<pid>/fd/0`` and take (or replace) what waits in it; a socket
+    cannot be opened so. Its EOF, as a pipe's, tells the worker the host is gone.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        ours.sendall(secret)  # far below the socket's buffer: never blocks
+        ours.shutdown(socket.SHUT_RD)  # what the worker (or a child) writes there is refused
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    return theirs.detach(), ours.detach()
 
 
 def _wake(future: asyncio.Future[None]) -> None:

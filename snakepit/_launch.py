@@ -6,7 +6,8 @@ has grpc's threads running), in its own session and process group, with a
 pipe on stdin whose EOF tells it the host is gone; it is stopped as trio
 stops processes: SIGTERM to the group, a grace period, SIGKILL, reap.
 
-A worker has three pipes: stdin; its output (stdout and stderr both), read
+A worker has three pipes: stdin (a unix socket, whose first bytes are the
+worker's secret, see :mod:`snakepit._auth`); its output (stdout and stderr both), read
 in chunks into bounded lines that go to a tail and to ``logging``
 (:mod:`snakepit._output`); and a private one (``--ready-fd``) for its ready
 report, which nothing a tool prints can reach. Its exit is seen from the
@@ -33,7 +34,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from snakepit._forkserver import ForkServer, ForkServerError, signal_group
+from snakepit._auth import SECRET_BYTES, new_secret
+from snakepit._forkserver import ForkServer, ForkServerError, signal_group, stdin_with_secret
 from snakepit._output import OutputLines, OutputPump, read_ready_line
 from snakepit.errors import ConfigError, WorkerStartError
 
@@ -144,6 +146,8 @@ class WorkerProcess:
     _child: _Child = field(repr=False)
     _stderr: deque[str] = field(repr=False)
     _pump: OutputPump | None = field(default=None, repr=False)
+    #: What its connections must prove they have (``WorkerClient(address, secret=...)``).
+    secret: bytes | None = field(default=None, repr=False)
 
     @property
     def frames_address(self) -> str | None:
@@ -210,6 +214,7 @@ async def spawn_worker(
     extra_args: Sequence[str] = (),
     on_spawn: Callable[[int], object] | None = None,
     forkserver: ForkServer | None = None,
+    secret: bytes | None = None,
 ) -> WorkerProcess:
     """Start ``python -m snakepit.worker`` and return once it reported ready.
 
@@ -219,6 +224,9 @@ async def spawn_worker(
     :param on_spawn: called with the pid as soon as the process exists.
     :param forkserver: fork the worker from this fork server (its ``python``
         is the server's) instead of starting a new interpreter.
+    :param secret: what connections to it must have (default: a fresh random
+        one); it goes to the worker on its stdin, never its command line or
+        environment, and is the returned process's ``secret``.
     :raises WorkerStartError: it could not be started, exited, or sent no
         ready report within ``ready_timeout``; the message has its exit code
         and output tail. Nothing is left running.
@@ -226,6 +234,10 @@ async def spawn_worker(
     """
     if ready_timeout <= 0:
         raise ConfigError("ready_timeout", f"must be > 0, got {ready_timeout!r}")
+    if secret is None:
+        secret = new_secret()
+    elif not isinstance(secret, bytes) or len(secret) != SECRET_BYTES:
+        raise ConfigError("secret", f"must be {SECRET_BYTES} bytes")
     args = [
         "--adapter",
         adapter,
@@ -238,14 +250,17 @@ async def spawn_worker(
         "--max-concurrency",
         str(max_concurrency),
         *extra_args,
+        "--auth-stdin",
     ]
     if forkserver is not None:
-        child, out_fd, ready_fd = await _fork(forkserver, worker_id, args, env, cwd, ready_timeout)
+        child, out_fd, ready_fd = await _fork(
+            forkserver, worker_id, args, env, cwd, ready_timeout, secret
+        )
     else:
-        child, out_fd, ready_fd = _exec(worker_id, python, args, env, cwd)
+        child, out_fd, ready_fd = _exec(worker_id, python, args, env, cwd, secret)
     tail: deque[str] = deque(maxlen=STDERR_LINES)
     lines = OutputLines(tail, logging.getLogger(f"snakepit.worker.{worker_id}"))
-    worker = WorkerProcess(worker_id, "", child.pid, {}, child, tail)
+    worker = WorkerProcess(worker_id, "", child.pid, {}, child, tail, secret=secret)
     fds = [out_fd, ready_fd]
     try:
         if on_spawn is not None:
@@ -285,11 +300,14 @@ def _exec(
     args: list[str],
     env: Mapping[str, str] | None,
     cwd: str | Path | None,
+    secret: bytes,
 ) -> _Started:
-    # The pipes: its stdin; its stdout and stderr, both one pipe; its ready report.
+    # The pipes: its stdin, with the secret in it; its stdout and stderr, both
+    # one pipe; its ready report.
     pipes: list[tuple[int, int]] = []
     try:
-        for _ in range(3):
+        pipes.append(stdin_with_secret(secret))
+        for _ in range(2):
             pipes.append(os.pipe2(os.O_CLOEXEC))
     except OSError as exc:
         for fd in itertools.chain.from_iterable(pipes):
@@ -332,11 +350,12 @@ async def _fork(
     env: Mapping[str, str] | None,
     cwd: str | Path | None,
     timeout: float,
+    secret: bytes,
 ) -> _Started:
     # Shielded: a fork the server made is always handed over, to be reaped.
     with anyio.CancelScope(shield=True):
         try:
-            started = await forkserver.spawn(args, env=env, cwd=cwd, timeout=timeout)
+            started = await forkserver.spawn(args, env=env, cwd=cwd, timeout=timeout, secret=secret)
         except ForkServerError as exc:
             raise WorkerStartError(
                 worker_id, f"the fork server failed: {exc}", returncode=None, stderr_tail=""

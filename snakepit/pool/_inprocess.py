@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 
+from snakepit._auth import new_secret
 from snakepit.errors import WorkerStartError
 from snakepit.worker import Adapter, WorkerServer
 from snakepit.worker._main import load_adapter
@@ -49,6 +50,8 @@ class InProcessWorker:
     frames_address: str | None = None
     #: None: it has no process of its own.
     pid: int | None = None
+    #: What connections to it must prove they have (as a worker process's).
+    secret: bytes | None = field(default=None, repr=False)
     _returncode: int | None = field(default=None, repr=False)
     _exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -140,6 +143,7 @@ class InProcessLauncher:
                 stderr_tail="".join(traceback.format_exception(exc)).rstrip(),
             ) from exc
         self._serving += 1  # counted from now: a stop meanwhile keeps the directory
+        secret = new_secret()
         try:
             with anyio.CancelScope(shield=True):  # milliseconds; never left half started
                 server = await WorkerServer.start(
@@ -150,12 +154,15 @@ class InProcessLauncher:
                     max_concurrency=config.max_concurrency,
                     max_message_bytes=config.max_message_bytes,
                     allow_pickle=config.allow_pickle,
+                    secret=secret,
                 )
         except (WorkerStartupError, OSError) as exc:
             self._stopped()
             await maybe_await(adapter.teardown())
             raise WorkerStartError(worker_id, str(exc), returncode=None, stderr_tail="") from exc
-        worker = InProcessWorker(worker_id, server.address, server, adapter, server.frames_address)
+        worker = InProcessWorker(
+            worker_id, server.address, server, adapter, server.frames_address, secret=secret
+        )
         worker._on_stopped = self._stopped
         return worker
 

@@ -42,6 +42,11 @@ class WorkerHandle(Protocol):
         ...
 
     @property
+    def secret(self) -> bytes | None:
+        """What connections to it must prove they have (None: it takes any)."""
+        ...
+
+    @property
     def returncode(self) -> int | None:
         """Its exit code once it exited (negative: killed by that signal)."""
         ...

@@ -160,8 +160,12 @@ class Worker(GenServer[Any, Any, None]):
             )
             await anyio.lowlevel.checkpoint_if_cancelled()  # stopped meanwhile: no connection
             codec = PICKLE if args.config.allow_pickle else JSON
+            secret = self.handle.secret
             self.client = WorkerClient(
-                self.handle.address, max_message_bytes=args.config.max_message_bytes, codec=codec
+                self.handle.address,
+                max_message_bytes=args.config.max_message_bytes,
+                codec=codec,
+                secret=secret,
             )
             config = args.config
             frames = self.handle.frames_address
@@ -170,7 +174,11 @@ class Worker(GenServer[Any, Any, None]):
                 # connection made but not kept would never be closed).
                 with anyio.CancelScope(shield=True), anyio.fail_after(config.startup_timeout):
                     self.mux = await open_frames_multiplexer(
-                        frames, max_message_bytes=config.max_message_bytes, codec=codec
+                        frames,
+                        max_message_bytes=config.max_message_bytes,
+                        codec=codec,
+                        secret=secret,
+                        timeout=config.startup_timeout,
                     )
                 await anyio.lowlevel.checkpoint_if_cancelled()  # stopped meanwhile: not ready
             else:

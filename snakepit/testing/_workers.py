@@ -182,7 +182,7 @@ async def python_worker(
         failed = True
         try:
             if connect:
-                worker.client_or_none = WorkerClient(process.address)
+                worker.client_or_none = WorkerClient(process.address, secret=process.secret)
             yield worker
             failed = False
         finally:
@@ -212,7 +212,8 @@ async def assert_healthy(
             await assert_healthy(w.address, service="snakepit.v1.WorkerService")
 
     :param worker: a :class:`PythonWorker` (its client is used), a
-        ``WorkerProcess``, or an address (``unix:PATH`` / ``tcp:HOST:PORT``).
+        ``WorkerProcess`` (its secret is used), or an address (``unix:PATH`` /
+        ``tcp:HOST:PORT``; a health check needs no secret).
     :param service: the service to check; ``""`` is the whole server.
     :raises AssertionError: another status, or the check failed (unreachable,
         ``timeout``); the message has the worker's exit code and stderr tail
@@ -227,7 +228,9 @@ async def assert_healthy(
         if client is not None:
             status = await client.health(service, timeout=timeout)
         else:
-            async with WorkerClient(address) as own:
+            process = worker.process if isinstance(worker, PythonWorker) else worker
+            secret = None if isinstance(process, str) else process.secret
+            async with WorkerClient(address, secret=secret) as own:
                 status = await own.health(service, timeout=timeout)
     except SnakepitError as exc:
         problem = f"the health check failed: {type(exc).__name__}: {exc}"

@@ -20,6 +20,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from snakepit._auth import SECRET_BYTES
+
 from ._adapter import Adapter
 from ._descendants import become_subreaper, kill_descendants
 from ._service import PROTOCOL_VERSION
@@ -98,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-pickle", action="store_true", help="accept pickle payloads")
     parser.add_argument("--no-stdin-watch", action="store_true", help="do not exit on EOF of stdin")
     parser.add_argument("--ready-fd", type=int, default=-1, help="where to report ready")
+    parser.add_argument(
+        "--auth-stdin",
+        action="store_true",
+        help=(
+            f"read a {SECRET_BYTES}-byte secret from stdin first and serve only "
+            "connections that have it (without: anyone who can reach the socket)"
+        ),
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -118,10 +128,11 @@ def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         raise WorkerStartupError(f"parent process {parent_pid} is already gone")
 
 
-async def serve(args: argparse.Namespace, ready_fd: int) -> int:
+async def serve(args: argparse.Namespace, ready_fd: int, secret: bytes | None = None) -> int:
     """Load, set up and serve the adapter until SIGTERM or EOF on stdin; return the exit code.
 
     The ready report goes to ``ready_fd``, which is closed then (see :func:`_take_stdout`).
+    With a ``secret`` (see :func:`read_secret`) only connections that have it are served.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -157,6 +168,7 @@ async def serve(args: argparse.Namespace, ready_fd: int) -> int:
         max_concurrency=args.max_concurrency,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         allow_pickle=args.allow_pickle,
+        secret=secret,
     )
     _report_ready(args, ready_fd, server.address, server.frames_address, sorted(adapter_cls.tools))
 
@@ -186,6 +198,31 @@ def _dump_state() -> None:
             code = frame.f_code
             print(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}", file=sys.stderr)
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+
+
+def read_secret(fd: int = 0) -> bytes:
+    """Read the worker's secret: the first :data:`~snakepit._auth.SECRET_BYTES` bytes of ``fd``.
+
+    Not a byte more: what follows on stdin is not ours. Called before the
+    adapter is imported, so nothing it starts finds the secret there.
+
+    :raises WorkerStartupError: ``fd`` ended (or failed) before the whole secret.
+    """
+    data = b""
+    while len(data) < SECRET_BYTES:
+        try:
+            chunk = os.read(fd, SECRET_BYTES - len(data))
+        except BlockingIOError:
+            select.select([fd], [], [])
+            continue
+        except OSError as exc:
+            raise WorkerStartupError(f"--auth-stdin: cannot read the secret: {exc}") from exc
+        if not chunk:
+            raise WorkerStartupError(
+                f"--auth-stdin: stdin ended after {len(data)} of the secret's {SECRET_BYTES} bytes"
+            )
+        data += chunk
+    return data
 
 
 def _report_ready(
@@ -336,6 +373,11 @@ def run(argv: Sequence[str] | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until it stops; return its exit code (see :func:`run`)."""
     args = _parser().parse_args(argv)
+    try:
+        secret = read_secret() if args.auth_stdin else None
+    except WorkerStartupError as exc:
+        print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
+        return exc.code
     ready_fd = _take_stdout(args.ready_fd)
     become_subreaper()
     if args.run_id:  # inherited by what the tools start: a sweep finds it by this
@@ -347,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         watch_parent(args.parent_pid)
-        return asyncio.run(serve(args, ready_fd))
+        if secret is None:
+            logger.warning("no --auth-stdin: serving without authentication (development only)")
+        return asyncio.run(serve(args, ready_fd, secret))
     except WorkerStartupError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
         return exc.code

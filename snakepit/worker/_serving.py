@@ -24,10 +24,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from snakepit._auth import SECRET_BYTES
 from snakepit._framing import FrameError, frames_path, pack, read_frame, write_nowait
 from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
+from ._auth import AuthInterceptor, Refusals, accept_frames
 from ._channel import ChannelSession
 from ._service import WorkerService
 
@@ -101,6 +103,8 @@ class WorkerServer:
     ``await WorkerServer.start(adapter, listen=...)`` binds and starts
     serving; :meth:`stop` finishes the calls in flight (up to a grace
     period) and stops; :meth:`abort` stops at once, failing them.
+    Started with a ``secret``, it serves only connections that prove they
+    have it (see :mod:`snakepit._auth`).
     """
 
     #: The address it serves on: ``unix:PATH`` or ``tcp:HOST:PORT``.
@@ -115,6 +119,9 @@ class WorkerServer:
     _socket: Path | None = field(repr=False)
     _frames_server: asyncio.Server | None = field(default=None, repr=False)
     _frame_tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
+    _secret: bytes | None = field(default=None, repr=False)
+    #: Connections and calls refused for want of the secret (counted, logged).
+    refusals: Refusals = field(default_factory=Refusals, repr=False)
 
     @classmethod
     async def start(
@@ -127,11 +134,18 @@ class WorkerServer:
         max_concurrency: int = 1,
         max_message_bytes: int = 64 * 1024 * 1024,
         allow_pickle: bool = False,
+        secret: bytes | None = None,
     ) -> WorkerServer:
         """Serve ``adapter`` (set up already) on ``listen`` and return once it serves.
 
-        :raises WorkerStartupError: the address is invalid or cannot be bound.
+        :param secret: what every connection must prove it has (a frames
+            preface, gRPC metadata); None serves anyone who can reach the
+            socket (a worker started by hand, for development).
+        :raises WorkerStartupError: the address is invalid or cannot be bound,
+            or ``secret`` is not :data:`~snakepit._auth.SECRET_BYTES` bytes.
         """
+        if secret is not None and (not isinstance(secret, bytes) or len(secret) != SECRET_BYTES):
+            raise WorkerStartupError(f"the secret must be {SECRET_BYTES} bytes")
         address, socket_path = parse_listen(listen)
         service = WorkerService(
             adapter,
@@ -141,12 +155,14 @@ class WorkerServer:
             max_message_bytes=max_message_bytes,
             allow_pickle=allow_pickle,
         )
+        refusals = Refusals()
         server = grpc.aio.server(
+            interceptors=[AuthInterceptor(secret, refusals)] if secret is not None else None,
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         health = health_aio.HealthServicer()
@@ -166,6 +182,8 @@ class WorkerServer:
             bound = f"tcp:{address.rpartition(':')[0]}:{port}"
         frames = None
         self = cls(bound, frames, service, server, health, socket_path)
+        self._secret = secret
+        self.refusals = refusals
         if socket_path is not None:
             frames_socket = frames_path(str(socket_path))
             with contextlib.suppress(FileNotFoundError):
@@ -203,6 +221,10 @@ class WorkerServer:
                 yield frame
 
         try:
+            # Before anything else is read: a connection without the secret
+            # is closed unanswered.
+            if not await accept_frames(reader, writer, self._secret, self.refusals):
+                return
             session = ChannelSession(
                 self.service,
                 write,

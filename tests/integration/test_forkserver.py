@@ -111,7 +111,7 @@ async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Pat
                 cwd=ROOT,
                 forkserver=server,
             )
-            async with WorkerClient(worker.address) as client:
+            async with WorkerClient(worker.address, secret=worker.secret) as client:
                 with pytest.raises(WorkerError):  # the call dies with the process
                     await client.execute(tool, args)
             with anyio.fail_after(10):

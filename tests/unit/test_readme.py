@@ -38,7 +38,7 @@ async def test_the_adapter_example_serves(tmp_path: Path, anyio_backend: str) ->
         "readme_model:Model", f"unix:{sock}/w.sock", env=env, python=sys.executable
     )
     try:
-        async with WorkerClient(worker.address) as client:
+        async with WorkerClient(worker.address, secret=worker.secret) as client:
             assert await client.execute("predict", {"x": 21}) == 42.0
             assert [t async for t in client.stream("tokens", {"text": "a b c"})] == ["a", "b", "c"]
             with anyio.fail_after(10):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from snakepit._auth import new_secret
 from snakepit._client import WorkerClient
 from snakepit._launch import WorkerProcess, spawn_worker
 from snakepit.worker import WorkerServer
@@ -87,6 +88,8 @@ class Served:
 
     address: str
     frames_address: str | None
+    #: What its connections must have (as ``WorkerProcess.secret``).
+    secret: bytes | None = None
 
 
 @pytest.fixture
@@ -99,15 +102,17 @@ async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerClient]]:
     """
     adapter = All()
     adapter.setup()
+    secret = new_secret()
     server = await WorkerServer.start(
         adapter,
         listen=f"unix:{sock_dir}/inproc.sock",
         adapter_path="tests.unit.grpc._adapters:All",
         worker_id="inproc",
+        secret=secret,
     )
     try:
-        async with WorkerClient(server.address) as client:
-            yield Served(server.address, server.frames_address), client
+        async with WorkerClient(server.address, secret=secret) as client:
+            yield Served(server.address, server.frames_address, secret), client
     finally:
         await server.abort()
         adapter.teardown()
@@ -117,5 +122,5 @@ async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerClient]]:
 async def echo_process(spawn: Spawn) -> AsyncIterator[tuple[WorkerProcess, WorkerClient]]:
     """A worker process with every test tool (Echo, Hang, Crash, Gated) and a client to it."""
     worker = await spawn("tests.unit.grpc._adapters:All")
-    async with WorkerClient(worker.address) as client:
+    async with WorkerClient(worker.address, secret=worker.secret) as client:
         yield worker, client

@@ -14,6 +14,7 @@ import anyio
 import grpc
 import pytest
 
+from snakepit._auth import FRAMES_ACCEPTED, frames_preface
 from snakepit._client import (
     Multiplexer,
     WorkerClient,
@@ -58,7 +59,7 @@ def open_mux(request: pytest.FixtureRequest) -> OpenMux:
             return client.multiplexer()
         assert worker.frames_address is not None
         return await open_frames_multiplexer(
-            worker.frames_address, max_message_bytes=client.max_message_bytes
+            worker.frames_address, max_message_bytes=client.max_message_bytes, secret=worker.secret
         )
 
     return open_
@@ -148,7 +149,9 @@ class TestChannel:
 
     async def test_oversize_stays_a_per_call_error(self, spawn: Spawn, open_mux: OpenMux) -> None:
         worker = await spawn(extra_args=["--max-message-mb", "1"])
-        async with WorkerClient(worker.address, max_message_bytes=1024 * 1024) as client:
+        async with WorkerClient(
+            worker.address, max_message_bytes=1024 * 1024, secret=worker.secret
+        ) as client:
             mux = await open_mux(worker, client)
             with pytest.raises(PayloadTooLarge):
                 await mux.execute("echo", {"value": b"x" * (2 * 1024 * 1024)})
@@ -208,17 +211,20 @@ class TestFrames:
         path = worker.frames_address.removeprefix("unix:")
         stream = await anyio.connect_unix(path)
         async with stream:
+            assert worker.secret is not None
+            await stream.send(frames_preface(worker.secret))
+            assert await stream.receive(1) == FRAMES_ACCEPTED
             await stream.send(b"\xff\xff\xff\x7f" + b"x" * 16)  # a 2 GiB frame: refused
             with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
                 await stream.receive()
-        mux = await open_frames_multiplexer(worker.frames_address)
+        mux = await open_frames_multiplexer(worker.frames_address, secret=worker.secret)
         assert await mux.execute("ping") == {"status": "pong"}
         await mux.aclose()
 
     async def test_a_client_gone_mid_call_frees_the_slot(self, echo: Echo) -> None:
         worker, _client = echo
         assert worker.frames_address is not None
-        first = await open_frames_multiplexer(worker.frames_address)
+        first = await open_frames_multiplexer(worker.frames_address, secret=worker.secret)
         async with anyio.create_task_group() as tg:
 
             async def hang() -> None:
@@ -228,7 +234,7 @@ class TestFrames:
             tg.start_soon(hang)
             await anyio.wait_all_tasks_blocked()
             await first.aclose()  # the connection drops with the call running
-        second = await open_frames_multiplexer(worker.frames_address)
+        second = await open_frames_multiplexer(worker.frames_address, secret=worker.secret)
         with anyio.fail_after(10):  # the worker's only slot came free
             assert await second.execute("ping") == {"status": "pong"}
         await second.aclose()
@@ -361,7 +367,7 @@ class TestErrorMapping:
 class TestPickle:
     async def test_pickle_round_trip_with_a_trusting_worker(self, spawn: Spawn) -> None:
         worker = await spawn(extra_args=["--allow-pickle"])
-        async with WorkerClient(worker.address, codec="pickle") as client:
+        async with WorkerClient(worker.address, codec="pickle", secret=worker.secret) as client:
             value = {"a": (1, 2), "s": {3, 4}, "b": b"\x00"}
             assert await client.execute("echo", {"value": value}) == value  # tuples, sets kept
             mux = client.multiplexer()
@@ -370,7 +376,7 @@ class TestPickle:
 
     async def test_a_worker_refuses_pickle_unless_allowed(self, echo: Echo) -> None:
         worker, _ = echo
-        async with WorkerClient(worker.address, codec="pickle") as client:
+        async with WorkerClient(worker.address, codec="pickle", secret=worker.secret) as client:
             with pytest.raises(PayloadError, match="pickle"):
                 await client.execute("echo", {"value": 1})
 

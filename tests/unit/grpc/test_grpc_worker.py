@@ -163,7 +163,8 @@ class TestLifecycle:
     ) -> None:
         worker = await spawn("snakepit.testing.adapters:Gated")
         gate = make_fifo(sock_dir)
-        async with WorkerClient(worker.address) as client, anyio.create_task_group() as tg:
+        client = WorkerClient(worker.address, secret=worker.secret)
+        async with client, anyio.create_task_group() as tg:
             results: list[Any] = []
 
             async def call() -> None:
@@ -184,7 +185,8 @@ class TestLifecycle:
     async def test_sigterm_grace_cancels_a_stuck_call(self, spawn: Spawn, sock_dir: Path) -> None:
         worker = await spawn("snakepit.testing.adapters:Gated", extra_args=["--grace", "0.2"])
         gate = make_fifo(sock_dir)
-        async with WorkerClient(worker.address) as client, anyio.create_task_group() as tg:
+        client = WorkerClient(worker.address, secret=worker.secret)
+        async with client, anyio.create_task_group() as tg:
             errors: list[BaseException] = []
 
             async def call() -> None:
@@ -318,7 +320,7 @@ class TestTools:
 
     async def test_describe(self, spawn: Spawn) -> None:
         worker = await spawn("tests.unit.grpc._adapters:Typed", worker_id="typed")
-        async with WorkerClient(worker.address) as client:
+        async with WorkerClient(worker.address, secret=worker.secret) as client:
             described = await client.describe()
         assert described.adapter == "tests.unit.grpc._adapters:Typed"
         assert described.worker_id == "typed"
@@ -353,7 +355,9 @@ class TestCancellation:
 class TestMessageSize:
     async def test_oversize_arguments_and_results(self, spawn: Spawn) -> None:
         worker = await spawn(extra_args=["--max-message-mb", "1"])
-        async with WorkerClient(worker.address, max_message_bytes=1024 * 1024) as client:
+        async with WorkerClient(
+            worker.address, max_message_bytes=1024 * 1024, secret=worker.secret
+        ) as client:
             with pytest.raises(PayloadTooLarge, match="arguments"):
                 await client.execute("echo", {"value": b"x" * (2 * 1024 * 1024)})
             with pytest.raises(PayloadTooLarge, match="result"):
@@ -400,7 +404,7 @@ class TestEveryEndGetsAReply:
     async def test_tools_raising_anything(self, spawn: Spawn) -> None:
         worker = await spawn(HOSTILE)
         assert worker.frames_address is not None
-        mux = await open_frames_multiplexer(worker.frames_address)
+        mux = await open_frames_multiplexer(worker.frames_address, secret=worker.secret)
         try:
             for tool in ("raise_sync", "raise_async"):
                 for kind, type_name in HOSTILE_TYPES.items():
@@ -434,7 +438,7 @@ class TestEveryEndGetsAReply:
 
     async def test_a_broken_str_keeps_what_can_be_had(self, spawn: Spawn) -> None:
         worker = await spawn(HOSTILE)
-        async with WorkerClient(worker.address) as client:
+        async with WorkerClient(worker.address, secret=worker.secret) as client:
             with anyio.fail_after(10), pytest.raises(RemoteError) as info:
                 await client.execute("raise_sync", {"kind": "broken_str"})
             assert "str() of the" in info.value.message
