@@ -1,0 +1,94 @@
+"""Issue #11, defect 11: only the host that started a worker can call it.
+
+Real worker processes: a tool in one worker attacks another, and the
+secret's way into a worker (stdin, a socket) is looked at from outside and
+from a grandchild.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from snakepit._client import WorkerClient
+from snakepit._forkserver import ForkServer
+from snakepit._launch import WorkerProcess, spawn_worker
+from snakepit.pool import Pool
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # grpc.aio
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBER = "tests.integration._auth_adapters:Prober"
+
+
+async def test_a_tool_in_one_worker_cannot_call_another() -> None:
+    async with Pool(PROBER, size=2, cwd=ROOT) as pool:
+        with anyio.fail_after(30):
+            results = await pool.execute("probe_siblings")
+        assert len(results) == 1, results  # the other worker's socket was found
+        (attempts,) = results.values()
+        assert attempts == {
+            "frames, no preface": "closed",
+            "frames, no secret": "closed",
+            "frames, wrong secret": "closed",
+            "grpc, no secret": "UNAUTHENTICATED",
+            "grpc, wrong secret": "UNAUTHENTICATED",
+        }
+        # the attacked worker serves its pool on
+        replies = [await pool.execute("echo", {"value": i}) for i in range(8)]
+        assert replies == list(range(8))
+        assert pool.stats().degraded is None
+
+
+@pytest.fixture(params=["spawn", "forkserver"])
+async def prober(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
+    """A Prober worker process, exec'd or forked by a fork server."""
+    server = await ForkServer.start(cwd=ROOT) if request.param == "forkserver" else None
+    try:
+        worker = await spawn_worker(PROBER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
+        try:
+            yield worker
+        finally:
+            await worker.aclose()
+    finally:
+        if server is not None:
+            await server.aclose()
+
+
+async def test_the_secret_is_not_on_the_command_line_nor_in_the_environment(
+    prober: WorkerProcess,
+) -> None:
+    secret = prober.secret
+    assert secret is not None
+    for name in ("cmdline", "environ"):
+        seen = Path(f"/proc/{prober.pid}/{name}").read_bytes()
+        assert secret not in seen
+        assert secret.hex().encode() not in seen
+    # nor in what it wrote, its ready line, or a repr
+    assert secret.hex() not in prober.stderr_tail(200)
+    assert secret.hex() not in json.dumps(prober.ready)
+    assert secret.hex() not in repr(prober)
+    assert repr(secret) not in repr(prober)
+
+
+async def test_nobody_else_can_read_the_secret_from_the_workers_stdin(
+    prober: WorkerProcess,
+) -> None:
+    # Its stdin is a socket: a pipe could be opened through /proc and read.
+    stdin = f"/proc/{prober.pid}/fd/0"
+    with pytest.raises(OSError, match="No such device or address"), open(stdin, "rb") as f:
+        f.read()
+    async with WorkerClient(prober.address, secret=prober.secret) as client:
+        with anyio.fail_after(30):
+            got = await client.execute("grandchild_reads")
+    secret = prober.secret
+    assert secret is not None
+    assert got["own 0"]["target"].startswith("socket:")  # the worker's stdin, inherited
+    assert "error" in got["parent stdin"]  # the worker's stdin cannot be opened
+    read = "".join(entry.get("read", "") for entry in got.values())
+    assert secret.hex() not in read
