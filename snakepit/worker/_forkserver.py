@@ -13,7 +13,9 @@ JSON message per packet:
 - host -> server: ``{"op": "spawn", "id": ID, "argv": [...], "cwd": ...}`` (and
   ``"env"`` if it is not the server's own) with three file descriptors (the
   worker's stdin, stdout, stderr) and optionally a fourth, where the worker
-  reports ready (its number goes to the worker as ``--ready-fd``);
+  reports ready (its number goes to the worker as ``--ready-fd``); with
+  ``--auth-stdin`` in the argv, the stdin (a unix socket) holds the worker's
+  secret, which only the worker reads (the server never does);
 - server -> host: ``{"op": "ready", "pid": N}`` once, then for each spawn
   ``{"op": "spawned", "id": ID, "pid": N}`` with a pidfd of the worker, or
   ``{"op": "error", "id": ID, "message": ...}`` (``id``: the request's), and

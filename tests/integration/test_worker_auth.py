@@ -8,6 +8,8 @@ from a grandchild.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -92,3 +94,15 @@ async def test_nobody_else_can_read_the_secret_from_the_workers_stdin(
     assert "error" in got["parent stdin"]  # the worker's stdin cannot be opened
     read = "".join(entry.get("read", "") for entry in got.values())
     assert secret.hex() not in read
+
+
+async def test_a_worker_told_to_read_a_secret_that_never_comes_exits(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "snakepit.worker", "--adapter", PROBER]
+    argv += ["--listen", f"unix:{tmp_path}/w.sock", "--auth-stdin"]
+    with anyio.fail_after(30):
+        done = await anyio.run_process(
+            argv, stdin=subprocess.DEVNULL, cwd=ROOT, check=False, start_new_session=True
+        )
+    assert done.returncode == 2
+    assert b"--auth-stdin: stdin ended after 0 of the secret's 32 bytes" in done.stderr
+    assert not (tmp_path / "w.sock").exists()  # it served nothing

@@ -9,6 +9,7 @@ connections go on.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import ConfigError, WorkerUnavailable
 from snakepit.pool import InProcessLauncher, Pool
 from snakepit.worker import WorkerServer, _auth
+from snakepit.worker._main import read_secret
 from snakepit.worker._serving import WorkerStartupError
 
 from ._adapters import All
@@ -255,3 +257,26 @@ async def test_a_worker_without_a_secret_serves_anyone(unauthenticated: Served) 
         assert await client.execute("echo", {"value": 2}) == 2
     # but a stranger to the protocol is still closed
     assert await raw_frames(unauthenticated, call_frame()) == b""
+
+
+class TestReadSecret:
+    def test_it_takes_the_secret_and_not_a_byte_more(self) -> None:
+        secret = new_secret()
+        r, w = os.pipe()
+        try:
+            os.write(w, secret + b"what follows")
+            assert read_secret(r) == secret
+            assert os.read(r, 100) == b"what follows"
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def test_a_short_secret_is_a_startup_error(self) -> None:
+        r, w = os.pipe()
+        try:
+            os.write(w, b"x" * 10)
+            os.close(w)
+            with pytest.raises(WorkerStartupError, match="after 10 of the secret's 32 bytes"):
+                read_secret(r)
+        finally:
+            os.close(r)
