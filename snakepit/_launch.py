@@ -38,6 +38,7 @@ from snakepit._auth import SECRET_BYTES, new_secret
 from snakepit._forkserver import ForkServer, ForkServerError, signal_group, stdin_with_secret
 from snakepit._output import OutputLines, OutputPump, read_ready_line
 from snakepit.errors import ConfigError, WorkerStartError
+from snakepit.worker._descendants import kill_tree
 
 __all__ = ("WorkerProcess", "spawn_worker")
 
@@ -123,6 +124,11 @@ class _ExecChild:
     def signal_group(self, signum: int) -> None:
         # After the reap, too: a group member that outlived the leader keeps
         # the group id (which is then no other process's).
+        if signum == signal.SIGKILL and self._proc.returncode is None:
+            # The worker is its tools' subreaper: once it dies, what they
+            # started in other sessions would go to init, out of reach. (A
+            # fork server, a subreaper too, does this for the workers it forked.)
+            kill_tree(self.pid)
         signal_group(self.pid, signum)
 
 

@@ -111,6 +111,22 @@ def _signal_tree(root: int, signum: int) -> list[int]:
     return pids
 
 
+def kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every process below it, in any session or group.
+
+    ``root`` is stopped first, then its descendants, so that none starts a
+    process that the listing misses; then all are killed, below first. For a
+    parent that must end a child's whole tree (the child must not be reaped
+    yet: its pid is then still its own).
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(root, signal.SIGSTOP)
+    _signal_tree(root, signal.SIGSTOP)
+    _signal_tree(root, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(root, signal.SIGKILL)
+
+
 def _reap_children() -> None:
     while True:
         try:

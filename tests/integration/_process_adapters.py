@@ -57,6 +57,11 @@ class Hostile(Crash):
         return subprocess.Popen(["sh", "-c", _HOLD, fifo], start_new_session=True).pid
 
     @tool
+    def block(self) -> None:
+        """Block this call's thread for good (a timeout gets the worker killed)."""
+        threading.Event().wait()
+
+    @tool
     async def hostile(self, fifo: str, report: str, ignore_sigterm: bool = True) -> None:
         """Ignore SIGTERM, leave three processes behind, block the event loop for good.
 

@@ -16,7 +16,8 @@ import anyio
 import pytest
 
 from snakepit import Pool
-from snakepit.errors import ConfigError
+from snakepit.errors import ConfigError, ExecutionTimeout
+from snakepit.testing import wait_exited
 from tests._procs import descendant_pids, wait_exit
 
 pytestmark = pytest.mark.anyio
@@ -208,3 +209,34 @@ async def test_what_the_tools_of_a_dead_run_left_is_killed_too(
         os.close(hold)
         host.stdin.close()
         host.stdout.close()
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_a_timeout_kill_takes_what_the_tools_started_in_other_sessions(
+    start_method: str, tmp_path: Path
+) -> None:
+    # The pool kills a worker (a call timed out) with a process its tool
+    # started in a session of its own: that process goes too, whether the
+    # worker was forked by the fork server (a subreaper) or exec'd by the host.
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    hold = os.open(fifo, os.O_RDWR)  # the process left behind runs while it is open
+    orphan = 0
+    try:
+        async with Pool(
+            "tests.integration._process_adapters:Hostile",
+            size=1,
+            cwd=str(ROOT),
+            start_method=start_method,
+            health_interval=None,
+        ) as pool:
+            orphan = await pool.execute("orphan_holding_pipes", {"fifo": str(fifo)})
+            with pytest.raises(ExecutionTimeout):
+                await pool.execute("block", timeout=0.2)
+            with anyio.fail_after(5):
+                await wait_exited(orphan)
+    finally:
+        if orphan:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(orphan, signal.SIGKILL)
+        os.close(hold)
