@@ -376,10 +376,11 @@ class ForkServer:
         data = json.dumps(request).encode()
         pipes: list[tuple[int, int]] = []
         try:
-            if secret is not None:
-                pipes.append(stdin_with_secret(secret))
-            while len(pipes) < 3:
-                pipes.append(os.pipe2(os.O_CLOEXEC))
+            pipes.append(
+                stdin_with_secret(secret) if secret is not None else os.pipe2(os.O_CLOEXEC)
+            )
+            pipes.append(os.pipe2(os.O_CLOEXEC))
+            pipes.append(ready_channel())
         except OSError as exc:
             for fd in itertools.chain.from_iterable(pipes):
                 os.close(fd)
@@ -492,6 +493,24 @@ def stdin_with_secret(secret: bytes) -> tuple[int, int]:
         theirs.close()
         raise
     return theirs.detach(), ours.detach()
+
+
+def ready_channel() -> tuple[int, int]:
+    """A worker's ready channel (our end to read, its end to write), both close-on-exec.
+
+    A unix socket, not a pipe, for the reason of :func:`stdin_with_secret`:
+    anyone of the same user could open a pipe through ``/proc/<pid>/fd/N``
+    and write a forged report (another address, where the host would then
+    send the worker's secret).
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        ours.shutdown(socket.SHUT_WR)  # the host only reads
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    return ours.detach(), theirs.detach()
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -35,7 +35,14 @@ from typing import Any, Protocol
 import anyio
 
 from snakepit._auth import SECRET_BYTES, new_secret
-from snakepit._forkserver import ForkServer, ForkServerError, signal_group, stdin_with_secret
+from snakepit._forkserver import (
+    ForkServer,
+    ForkServerError,
+    ready_channel,
+    signal_group,
+    stdin_with_secret,
+)
+from snakepit._framing import frames_path
 from snakepit._output import OutputLines, OutputPump, read_ready_line
 from snakepit.errors import ConfigError, WorkerStartError
 from snakepit.worker._descendants import kill_tree
@@ -286,6 +293,9 @@ async def spawn_worker(
             address = ready["address"]
         except (ValueError, KeyError, TypeError):
             raise await _failed(worker, f"unreadable ready line {line[:200]!r}") from None
+        wrong = _unexpected_address(ready, listen, cwd)
+        if wrong:
+            raise await _failed(worker, f"its ready report {wrong}")
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -295,6 +305,31 @@ async def spawn_worker(
     worker.ready = ready
     worker.address = address
     return worker
+
+
+def _unexpected_address(ready: dict[str, Any], listen: str, cwd: str | Path | None) -> str:
+    """What is wrong with the addresses a ready report names, or "" (they are ours).
+
+    The host sends the worker's secret to that address: it must be the one
+    the host chose, never one that a forged report could name.
+    """
+    address, frames = ready.get("address"), ready.get("frames")
+    if listen.startswith("unix:"):
+        path = Path(listen[len("unix:") :])
+        if not path.is_absolute():
+            path = Path(cwd if cwd is not None else os.getcwd()) / path
+        expected = f"unix:{path}"
+        if address != expected:
+            return f"names the address {address!r}, not {expected!r}"
+        if frames is not None and frames != f"unix:{frames_path(str(path))}":
+            return f"names the frames socket {frames!r}, not the one of {expected!r}"
+        return ""
+    host = listen[len("tcp:") :].rpartition(":")[0]
+    if not isinstance(address, str) or address.rpartition(":")[0] != f"tcp:{host}":
+        return f"names the address {address!r}, not one on {host!r}"
+    if frames is not None:
+        return f"names a frames socket {frames!r} for a tcp address"
+    return ""
 
 
 _Started = tuple[_Child, int, int]
@@ -313,8 +348,8 @@ def _exec(
     pipes: list[tuple[int, int]] = []
     try:
         pipes.append(stdin_with_secret(secret))
-        for _ in range(2):
-            pipes.append(os.pipe2(os.O_CLOEXEC))
+        pipes.append(os.pipe2(os.O_CLOEXEC))
+        pipes.append(ready_channel())
     except OSError as exc:
         for fd in itertools.chain.from_iterable(pipes):
             os.close(fd)

@@ -119,12 +119,16 @@ def kill_tree(root: int) -> None:
     parent that must end a child's whole tree (the child must not be reaped
     yet: its pid is then still its own).
     """
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(root, signal.SIGSTOP)
-    _signal_tree(root, signal.SIGSTOP)
-    _signal_tree(root, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(root, signal.SIGKILL)
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(root, signal.SIGSTOP)
+        _signal_tree(root, signal.SIGSTOP)
+        _signal_tree(root, signal.SIGKILL)
+    except OSError:  # no listing (out of fds...): the root at least, never left stopped
+        pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(root, signal.SIGKILL)
 
 
 def _reap_children() -> None:

@@ -8,6 +8,7 @@ from a grandchild.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,8 +18,8 @@ import anyio
 import pytest
 
 from snakepit._client import WorkerClient
-from snakepit._forkserver import ForkServer
-from snakepit._launch import WorkerProcess, spawn_worker
+from snakepit._forkserver import ForkServer, ready_channel
+from snakepit._launch import WorkerProcess, _unexpected_address, spawn_worker
 from snakepit.pool import Pool
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +107,39 @@ async def test_a_worker_told_to_read_a_secret_that_never_comes_exits(tmp_path: P
     assert done.returncode == 2
     assert b"--auth-stdin: stdin ended after 0 of the secret's 32 bytes" in done.stderr
     assert not (tmp_path / "w.sock").exists()  # it served nothing
+
+
+def test_nobody_else_can_forge_the_ready_report() -> None:
+    # The ready channel is a socket: a pipe could be opened through
+    # /proc/<pid>/fd/N and a report naming another address written into it
+    # (where the host would then send the worker's secret).
+    ours, theirs = ready_channel()
+    try:
+        for fd in (ours, theirs):
+            with pytest.raises(OSError, match="No such device or address"):
+                open(f"/proc/{os.getpid()}/fd/{fd}", "wb").close()
+        assert not os.get_inheritable(ours)
+        assert not os.get_inheritable(theirs)
+    finally:
+        os.close(ours)
+        os.close(theirs)
+
+
+@pytest.mark.parametrize(
+    ("listen", "ready", "wrong"),
+    [
+        ("unix:/r/w.sock", {"address": "unix:/r/w.sock", "frames": "unix:/r/w.sock.frames"}, ""),
+        ("unix:/r/w.sock", {"address": "unix:/r/w.sock", "frames": None}, ""),
+        ("unix:w.sock", {"address": "unix:/cwd/w.sock", "frames": "unix:/cwd/w.sock.frames"}, ""),
+        ("unix:/r/w.sock", {"address": "unix:/evil.sock"}, "names the address"),
+        ("unix:/r/w.sock", {"address": "unix:/r/w.sock", "frames": "unix:/e"}, "frames socket"),
+        ("tcp:127.0.0.1:0", {"address": "tcp:127.0.0.1:4711"}, ""),
+        ("tcp:127.0.0.1:0", {"address": "tcp:10.0.0.9:4711"}, "names the address"),
+        ("tcp:127.0.0.1:0", {"address": "tcp:127.0.0.1:1", "frames": "unix:/x"}, "frames"),
+    ],
+)
+def test_a_ready_report_must_name_the_address_the_host_chose(
+    listen: str, ready: dict[str, object], wrong: str
+) -> None:
+    found = _unexpected_address(ready, listen, "/cwd")
+    assert (wrong in found) if wrong else found == "", found
