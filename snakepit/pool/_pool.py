@@ -375,6 +375,7 @@ class Pool:
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
+            self._tg = None  # nothing more can start there
             done.set()
 
     async def _start_tree(self, group: TaskGroup) -> SupervisorRef:
@@ -814,7 +815,13 @@ class Pool:
             left = mux.take_left_running() if mux is not None else None
             tg = self._tg
             deferred = False
-            if left is not None and mux is not None and tg is not None and worker.usable:
+            if (
+                left is not None
+                and mux is not None
+                and tg is not None
+                and self._state in ("running", "degraded")  # not while the pool closes
+                and worker.usable
+            ):
                 deferred = True
                 # Cancelled before its reply: the tool may still run in the
                 # worker. The slot stays taken until the worker says it ended
@@ -849,13 +856,16 @@ class Pool:
         # A pool closing meanwhile cancels this wait: the worker stops anyway.
         try:
             grace = self.config.cancel_grace
+            settled = False
             with anyio.move_on_after(grace) as scope:
-                await mux.settled(rid)
+                settled = await mux.settled(rid)
             if scope.cancelled_caught:
                 worker.retire(
                     f"a cancelled call to {tool!r} did not end within cancel_grace={grace:g}s",
                     failed=False,
                 )
+            elif not settled:  # its connection broke: as for a call in flight, out of rotation
+                worker.retire("its connection broke", report=False)
         finally:
             worker.call_ended()
             self._scheduler.checkin(worker)  # a no-op for a retired worker

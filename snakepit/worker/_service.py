@@ -415,10 +415,19 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         if gone is None or gone.done():
             return  # nobody to answer: the thread runs on, its slot taken until it returns
         finished = asyncio.ensure_future(self._slots.finished(job))
+        cancelled = False
         try:
-            await asyncio.wait((finished, gone), return_when=asyncio.FIRST_COMPLETED)
+            while not (finished.done() or gone.done()):
+                try:
+                    await asyncio.wait((finished, gone), return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    # Cancelled again (the caller's cancel came after our own
+                    # deadline): the tool still runs, and its reply waits for it.
+                    cancelled = True
         finally:
             finished.cancel()
+        if cancelled:
+            raise asyncio.CancelledError
 
     # -- RPCs --------------------------------------------------------------------------
 

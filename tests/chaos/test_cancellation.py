@@ -137,6 +137,51 @@ class TestCancelledSyncTool:
                 assert pool.stats().idle == 0
             # left with the tool still running: aclose() returned all the same
 
+    async def test_a_call_cancelled_while_the_pool_closes_is_just_cancelled(
+        self, launcher: InProcessLauncher
+    ) -> None:
+        # The pool stops its workers one by one; a caller cancelled meanwhile
+        # on a worker not stopped yet gets its CancelledError (its slot back at
+        # once: no deferred check-in while the pool closes), and the close
+        # does not wait shutdown_timeout for it.
+        pool = in_process_pool(launcher, size=2, shutdown_timeout=30)
+        await pool.__aenter__()
+        outcomes: list[str] = []
+
+        async def call() -> None:
+            try:
+                await pool.execute("linger_sync", {"work": 0})
+            except BaseException as exc:
+                outcomes.append(type(exc).__name__)
+                raise
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as closing, anyio.create_task_group() as callers:
+                callers.start_soon(call)
+                callers.start_soon(call)
+                while pool.stats().idle:
+                    await anyio.wait_all_tasks_blocked()
+                closing.start_soon(pool.aclose)
+                await anyio.wait_all_tasks_blocked()  # stopping a worker: waits for its call
+                callers.cancel_scope.cancel()
+        assert outcomes == ["CancelledError", "CancelledError"]
+
+    async def test_a_check_in_whose_channel_broke_takes_the_worker_out(
+        self, launcher: InProcessLauncher, key: str, transport: str
+    ) -> None:
+        # The channel broke while a cancelled call's check-in waited: the
+        # worker's state is unknown, so it is replaced, never handed the next call.
+        async with in_process_pool(launcher, transport=transport) as pool:
+            (worker,) = live_workers(pool)
+            with anyio.fail_after(10):
+                await cancel_once_running(pool, "hold", {"key": key}, key)
+                assert worker.mux is not None
+                await worker.mux.aclose()  # as if the connection broke
+                await worker.ref.wait()
+                gate(key).release.set()
+                assert await pool.execute("echo", {"value": 3}) == 3  # on its replacement
+            assert live_workers(pool) != [worker]
+
     def test_cancel_grace_is_checked(self) -> None:
         from snakepit.errors import ConfigError
 

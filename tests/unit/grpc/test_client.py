@@ -445,6 +445,37 @@ class TestCancellationAcks:
             }
             await mux.aclose()
 
+    async def test_a_second_cancel_does_not_settle_a_call_whose_tool_runs_on(
+        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+    ) -> None:
+        # As when the worker's own deadline cancelled the call and the
+        # client's cancel came after it: the task is cancelled twice while
+        # it waits for its thread. Its reply still waits for the tool's end.
+        from ._adapters import gate
+
+        server, key = hostile
+        async with WorkerClient(server.address) as client:
+            mux = await open_mux(Served(server.address, server.frames_address), client)
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_when_running() -> None:
+                    await anyio.to_thread.run_sync(gate(key).started.wait)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(cancel_when_running)
+                await mux.execute("hold", {"key": key})
+            (rid,) = mux.left_running
+            settled = asyncio.ensure_future(mux.settled(rid))
+            await anyio.wait_all_tasks_blocked()
+            mux._frames[-1].cancel.append(rid)  # the second cancel of the same call
+            mux._kick()
+            await anyio.wait_all_tasks_blocked()
+            assert not settled.done()  # the tool runs on: no reply yet
+            gate(key).release.set()
+            with anyio.fail_after(10):
+                assert await settled is True
+            await mux.aclose()
+
     async def test_a_generator_ignoring_its_close_still_ends_the_stream(
         self, hostile: tuple[WorkerServer, str], open_mux: OpenMux, caplog: pytest.LogCaptureFixture
     ) -> None:
