@@ -27,8 +27,9 @@ Each worker runs ``snakepit.worker``'s ``run(argv)`` in its own session
 (process group), with ``--parent-pid`` this server's pid and its own
 parent-death signal, as an exec'd worker does. The server exits on EOF of the
 control socket or of its stdin (the host is gone), and on SIGTERM: it kills
-the workers it still has, reaps them and leaves. It dies with the host too
-(``PR_SET_PDEATHSIG``), and then its workers see their parent die.
+the workers it still has (their whole trees), reaps them and leaves. The
+host's death sends it SIGTERM (``PR_SET_PDEATHSIG``): it does the same then,
+whatever its workers' tools do (one holding the GIL in C code included).
 
 It is a child subreaper: what a worker killed outright (SIGKILL) leaves
 behind in other sessions comes to it instead of init, and is killed.
@@ -52,7 +53,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _main
-from ._descendants import become_subreaper, descendants
+from ._descendants import become_subreaper, descendants, kill_tree
 from ._serving import WorkerStartupError
 
 __all__ = ("main", "run")
@@ -238,8 +239,10 @@ class _Server:
 
     def _stop_children(self) -> None:
         # The host stops its workers before closing us; whatever is left is
-        # killed (its whole group) and reaped, so nothing outlives the server.
+        # killed (its whole tree, in any session, and its group) and reaped,
+        # so nothing outlives the server.
         for pid in self.children:
+            kill_tree(pid)  # not reaped yet: the pid is still the worker's
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         self._kill_adopted()
@@ -249,6 +252,7 @@ class _Server:
                 _, status = os.waitpid(pid, 0)
                 self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
         self.children.clear()
+        self._kill_adopted()  # what came to us as the workers exited
 
 
 def _set_name(argv: list[str]) -> None:
@@ -284,7 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preload", action="append", default=[], help="a module to import")
     args = parser.parse_args(argv)
     try:
-        _main.watch_parent(args.parent_pid, signal.SIGKILL)
+        # SIGTERM, handled: the server ends its workers' whole trees before it
+        # leaves (a worker whose tool holds the GIL in C code runs no code of
+        # its own any more; the server runs none of the tools).
+        _main.watch_parent(args.parent_pid, signal.SIGTERM)
     except WorkerStartupError as exc:
         print(f"snakepit.worker._forkserver: {exc}", file=sys.stderr, flush=True)
         return exc.code

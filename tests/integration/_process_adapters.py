@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,22 @@ class Hostile(Crash):
         worker's process group does not reach it.
         """
         return subprocess.Popen(["sh", "-c", _HOLD, fifo], start_new_session=True).pid
+
+    @tool
+    def hostile_in_c(self, fifo: str, report: str) -> None:
+        """Leave a process behind in a session of its own, then hold the GIL in C for good.
+
+        Its pid and the worker's go to the FIFO ``report``; then a regular
+        expression that backtracks for ever runs in C without releasing the
+        GIL: no Python code of this worker runs again (no thread, no handler).
+        """
+        own = subprocess.Popen(["sh", "-c", _HOLD, fifo], start_new_session=True)
+        fd = os.open(report, os.O_WRONLY)
+        try:
+            os.write(fd, f"{os.getpid()} {own.pid}\n".encode())
+        finally:
+            os.close(fd)
+        re.match(r"(a+)+$", "a" * 64 + "b")
 
     @tool
     def block(self) -> None:
