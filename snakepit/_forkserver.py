@@ -10,6 +10,7 @@ docstring for the protocol.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import itertools
@@ -268,7 +269,7 @@ class ForkServer:
     def _on_readable(self) -> None:
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._control, 65536, 1)
+                data, fds = _recv_fds(self._control, 65536, 1)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -493,6 +494,22 @@ def stdin_with_secret(secret: bytes) -> tuple[int, int]:
         theirs.close()
         raise
     return theirs.detach(), ours.detach()
+
+
+def _recv_fds(sock: socket.socket, size: int, most: int) -> tuple[bytes, list[int]]:
+    """A message and the fds that came with it, received close-on-exec.
+
+    (``socket.recv_fds`` of Python 3.11 drops its ``flags``: the fds would be
+    inheritable by whatever the host's own code starts.)
+    """
+    fds = array.array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(
+        size, socket.CMSG_LEN(most * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
 
 
 def ready_channel() -> tuple[int, int]:

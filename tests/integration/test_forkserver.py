@@ -263,3 +263,19 @@ async def test_workers_whose_pidfds_are_past_1023_are_signalled(tmp_path: Path) 
             os.close(fd)
         if server is not None:
             await server.aclose()
+
+
+async def test_the_hosts_pidfds_of_forked_workers_are_not_inherited(tmp_path: Path) -> None:
+    # Received close-on-exec: a process the host's own code starts (os.system,
+    # close_fds=False) gets no pidfd of a worker.
+    server = await ForkServer.start(cwd=ROOT)
+    try:
+        worker = await spawn_worker(
+            "snakepit.testing.adapters:Echo", f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server
+        )
+        pidfd = worker._child._pidfd  # type: ignore[attr-defined]
+        assert pidfd is not None
+        assert not os.get_inheritable(pidfd)
+        await worker.aclose(grace=2.0)
+    finally:
+        await server.aclose()
