@@ -83,8 +83,8 @@ async def main() -> None:
             match event:
                 case WorkerReady(worker_id=wid, pid=pid, generation=gen, startup=startup):
                     print(f"     {wid} ready: pid {pid}, generation {gen}, {startup * 1000:.0f} ms")
-                case WorkerExited(worker_id=wid, crashed=crashed, reason=reason):
-                    print(f"     {wid} exited ({'crashed' if crashed else 'stopped'}): {reason}")
+                case WorkerExited(worker_id=wid, cause=cause, reason=reason):
+                    print(f"     {wid} exited ({cause}): {reason}")
                 case RequestStopped(outcome=outcome):
                     outcomes[outcome] += 1
     print(f"     calls by outcome: {dict(outcomes)}")
