@@ -888,7 +888,7 @@ class Pool:
             timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
             return await mux.execute(tool, args, timeout=timeout, session_id=session_id)
 
-    async def stream(
+    def stream(
         self,
         tool: str,
         args: dict[str, Any] | None = None,
@@ -897,6 +897,9 @@ class Pool:
         session_id: str = "",
     ) -> AsyncGenerator[Any, None]:
         """Run a streaming ``tool`` and yield its items; ``aclose()`` cancels it remotely.
+
+        The arguments are checked here, at the call; the stream starts at
+        the first iteration (its ``timeout`` counts from there).
 
         The worker's slot is held until the stream ends or is closed.
 
@@ -907,9 +910,15 @@ class Pool:
             :class:`~snakepit.errors.ExecutionTimeout` and its worker is
             killed and replaced (not counted towards ``max_restarts``).
         :raises RemoteError, WorkerCrashed: as :meth:`execute`.
-        :raises ArgumentTypeError, ConfigError: a bad argument, as :meth:`execute`.
+        :raises ArgumentTypeError, ConfigError: a bad argument, as :meth:`execute`
+            (raised by this call itself, before any iteration).
         """
         _check_call(tool, args, timeout, session_id)
+        return self._stream(tool, args, timeout, session_id)
+
+    async def _stream(
+        self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
+    ) -> AsyncGenerator[Any, None]:
         deadline = None if timeout is None else anyio.current_time() + timeout
         async with (
             self._call_on_a_worker(tool, deadline) as mux,

@@ -677,8 +677,7 @@ class TestArgumentTypes:
         async with make_pool(size=1) as pool:
             kwargs: dict[str, Any] = {"tool": "count", "args": {"n": 1}, **call}
             with pytest.raises(ConfigError) as info:
-                async with contextlib.aclosing(pool.stream(**kwargs)) as items:
-                    [x async for x in items]
+                pool.stream(**kwargs)  # at the call, before any iteration
             assert info.value.field == field
             assert pool.stats().idle == 1
 
