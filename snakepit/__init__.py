@@ -46,6 +46,7 @@ from snakepit.errors import WorkerError as WorkerError
 from snakepit.errors import WorkerStartError as WorkerStartError
 from snakepit.errors import WorkerStopping as WorkerStopping
 from snakepit.errors import WorkerUnavailable as WorkerUnavailable
+from snakepit.errors import WrongEventLoop as WrongEventLoop
 
 if TYPE_CHECKING:
     from snakepit._codec import Unserializable as Unserializable
@@ -109,5 +110,6 @@ __all__ = (
     "WorkerStartError",
     "WorkerStopping",
     "WorkerUnavailable",
+    "WrongEventLoop",
     "__version__",
 )

@@ -33,7 +33,8 @@
         ├── PoolClosed                           the pool is not running (not entered, or left)
         ├── PoolDegraded                         workers kept crashing: the pool gave up
         ├── QueueFull                            max_queue calls are already waiting
-        └── QueueTimeout (also TimeoutError)     no worker came free within queue_timeout
+        ├── QueueTimeout (also TimeoutError)     no worker came free within queue_timeout
+        └── WrongEventLoop (also RuntimeError)   called from another event loop than its own
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -82,6 +83,7 @@ __all__ = (
     "WorkerStartError",
     "WorkerStopping",
     "WorkerUnavailable",
+    "WrongEventLoop",
 )
 
 
@@ -392,6 +394,14 @@ class QueueFull(PoolError):
 
 class QueueTimeout(PoolError, TimeoutError):
     """No worker became free within ``queue_timeout``."""
+
+
+class WrongEventLoop(PoolError, RuntimeError):
+    """The pool was used from an event loop (or thread) other than the one that entered it.
+
+    A pool's connections and tasks belong to that loop: call it from there
+    (from another thread: ``asyncio.run_coroutine_threadsafe(pool.execute(...), loop)``).
+    """
 
 
 def _describe(reason: object) -> str:

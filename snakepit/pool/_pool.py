@@ -33,6 +33,7 @@ from snakepit.errors import (
     WorkerCrashed,
     WorkerStopping,
     WorkerUnavailable,
+    WrongEventLoop,
 )
 from snakepit.otp import (
     Broadcast,
@@ -233,6 +234,7 @@ class Pool:
         self._background_done: anyio.Event | None = None
         self._teardown_done: anyio.Event | None = None
         self._restarting: anyio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that entered it
         self._host: asyncio.Task[None] | None = None  # the task of the pool's task group
         self._release: anyio.Event | None = None  # tells the host its group is empty
         self._own_launcher: LocalLauncher | None = None  # made here: closed here
@@ -268,7 +270,7 @@ class Pool:
         self._ready_changed = anyio.Event()
         self._restarting = anyio.Lock()
         self._release = anyio.Event()
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         hosting: asyncio.Future[TaskGroup] = loop.create_future()
         self._host = loop.create_task(self._run_host(hosting), name=f"snakepit pool {run_id}")
         try:
@@ -688,6 +690,15 @@ class Pool:
         return self._supervisor
 
     def _running(self) -> Scheduler[Worker]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # not asyncio (trio), or no loop at all
+        if loop is not self._loop and self._loop is not None:
+            raise WrongEventLoop(
+                f"{self!r} was entered on another event loop: call it from that loop "
+                "(from another thread: asyncio.run_coroutine_threadsafe)"
+            )
         if self._state == "degraded":
             assert self._degraded is not None
             raise PoolDegraded(str(self._degraded), self._degraded.reason)

@@ -9,6 +9,7 @@ runs, and the tests wait for the pool's events (``Pool.subscribe()``) or
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import warnings
@@ -30,6 +31,7 @@ from snakepit.errors import (
     ToolNotFound,
     WorkerCrashed,
     WorkerError,
+    WrongEventLoop,
 )
 from snakepit.pool import (
     InProcessLauncher,
@@ -736,6 +738,32 @@ class TestArgumentTypes:
         assert PoolConfig(adapter=HANG, size=32).restart_limit(32) == 96
         assert PoolConfig(adapter=HANG, max_restarts=0).restart_limit(32) == 0
         assert PoolConfig(adapter=HANG, max_message_mb=2047.5).max_message_bytes < 2**31
+
+
+class TestWrongEventLoop:
+    """A pool used from another event loop says so with a typed error, and serves on."""
+
+    async def test_a_call_from_another_loop_raises_wrong_event_loop(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool(size=1) as pool:
+
+            def from_another_thread() -> BaseException | None:
+                async def call() -> None:
+                    await pool.execute("ping")
+
+                try:
+                    asyncio.run(call())
+                except BaseException as exc:
+                    return exc
+                return None
+
+            with anyio.fail_after(WAIT):
+                error = await anyio.to_thread.run_sync(from_another_thread)
+            assert isinstance(error, WrongEventLoop), error
+            assert "another event loop" in str(error)
+            assert pool.stats().idle == 1
+            assert await pool.execute("ping") == {"status": "pong"}
 
 
 class TestCloseFromAnyTask:
