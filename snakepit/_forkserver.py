@@ -380,8 +380,8 @@ class ForkServer:
             pipes.append(
                 stdin_with_secret(secret) if secret is not None else os.pipe2(os.O_CLOEXEC)
             )
-            pipes.append(os.pipe2(os.O_CLOEXEC))
-            pipes.append(ready_channel())
+            pipes.append(worker_channel())
+            pipes.append(worker_channel())
         except OSError as exc:
             for fd in itertools.chain.from_iterable(pipes):
                 os.close(fd)
@@ -512,17 +512,19 @@ def _recv_fds(sock: socket.socket, size: int, most: int) -> tuple[bytes, list[in
     return data, list(fds)
 
 
-def ready_channel() -> tuple[int, int]:
-    """A worker's ready channel (our end to read, its end to write), both close-on-exec.
+def worker_channel() -> tuple[int, int]:
+    """A one-way channel from a worker to the host (our end to read, its end to write).
 
-    A unix socket, not a pipe, for the reason of :func:`stdin_with_secret`:
-    anyone of the same user could open a pipe through ``/proc/<pid>/fd/N``
-    and write a forged report (another address, where the host would then
-    send the worker's secret).
+    For its output and its ready report. Both ends close-on-exec. A unix
+    socket, not a pipe, for the reason of :func:`stdin_with_secret`: anyone
+    of the same user could open a pipe through ``/proc/<pid>/fd/N`` and write
+    into it (a forged ready report naming another address, where the host
+    would then send the worker's secret; forged log lines).
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         ours.shutdown(socket.SHUT_WR)  # the host only reads
+        theirs.shutdown(socket.SHUT_RD)  # the worker only writes
     except BaseException:
         ours.close()
         theirs.close()

@@ -6,12 +6,14 @@ has grpc's threads running), in its own session and process group, with a
 pipe on stdin whose EOF tells it the host is gone; it is stopped as trio
 stops processes: SIGTERM to the group, a grace period, SIGKILL, reap.
 
-A worker has three pipes: stdin (a unix socket, whose first bytes are the
-worker's secret, see :mod:`snakepit._auth`); its output (stdout and stderr both), read
-in chunks into bounded lines that go to a tail and to ``logging``
-(:mod:`snakepit._output`); and a private one (``--ready-fd``) for its ready
-report, which nothing a tool prints can reach. Its exit is seen from the
-process (a pidfd), never from its pipes closing: a grandchild may hold them.
+A worker has three channels, each a unix socket (a pipe could be opened by
+anyone of the same user through ``/proc/<pid>/fd/N``): stdin, whose first
+bytes are the worker's secret (see :mod:`snakepit._auth`); its output (stdout
+and stderr both), read in chunks into bounded lines that go to a tail and to
+``logging`` (:mod:`snakepit._output`); and a private one (``--ready-fd``) for
+its ready report, which nothing a tool prints can reach. Its exit is seen
+from the process (a pidfd), never from its channels closing: a grandchild
+may hold them.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from snakepit._auth import SECRET_BYTES, new_secret
 from snakepit._forkserver import (
     ForkServer,
     ForkServerError,
-    ready_channel,
     signal_group,
     stdin_with_secret,
+    worker_channel,
 )
 from snakepit._framing import frames_path
 from snakepit._output import OutputLines, OutputPump, read_ready_line
@@ -348,8 +350,8 @@ def _exec(
     pipes: list[tuple[int, int]] = []
     try:
         pipes.append(stdin_with_secret(secret))
-        pipes.append(os.pipe2(os.O_CLOEXEC))
-        pipes.append(ready_channel())
+        pipes.append(worker_channel())
+        pipes.append(worker_channel())
     except OSError as exc:
         for fd in itertools.chain.from_iterable(pipes):
             os.close(fd)

@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from snakepit._client import WorkerClient
-from snakepit._forkserver import ForkServer, ready_channel
+from snakepit._forkserver import ForkServer, worker_channel
 from snakepit._launch import WorkerProcess, _unexpected_address, spawn_worker
 from snakepit.pool import Pool
 
@@ -110,10 +110,10 @@ async def test_a_worker_told_to_read_a_secret_that_never_comes_exits(tmp_path: P
 
 
 def test_nobody_else_can_forge_the_ready_report() -> None:
-    # The ready channel is a socket: a pipe could be opened through
-    # /proc/<pid>/fd/N and a report naming another address written into it
-    # (where the host would then send the worker's secret).
-    ours, theirs = ready_channel()
+    # The ready channel (and the output's) is a socket: a pipe could be opened
+    # through /proc/<pid>/fd/N and a report naming another address written
+    # into it (where the host would then send the worker's secret).
+    ours, theirs = worker_channel()
     try:
         for fd in (ours, theirs):
             with pytest.raises(OSError, match="No such device or address"):
