@@ -86,6 +86,9 @@ async def test_nobody_else_can_read_the_secret_from_the_workers_stdin(
     stdin = f"/proc/{prober.pid}/fd/0"
     with pytest.raises(OSError, match="No such device or address"), open(stdin, "rb") as f:
         f.read()
+    for fd in (1, 2):  # its output: nobody else can write lines into the host's logs
+        with pytest.raises(OSError, match="No such device or address"):
+            open(f"/proc/{prober.pid}/fd/{fd}", "wb").close()
     async with WorkerClient(prober.address, secret=prober.secret) as client:
         with anyio.fail_after(30):
             got = await client.execute("grandchild_reads")
