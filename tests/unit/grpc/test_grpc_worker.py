@@ -174,6 +174,11 @@ class TestLifecycle:
             # open() of a FIFO returns once the tool has opened the other end
             writer = await anyio.to_thread.run_sync(open, gate, "wb")
             os.kill(worker.pid, signal.SIGTERM)
+            with anyio.fail_after(10):
+                # Its health says when the stop has begun: a call sent before
+                # that is accepted, and queues behind the gated one for good.
+                while await client.health() == "SERVING":
+                    pass
             with pytest.raises(WorkerUnavailable):  # no new calls once stopping
                 await client.execute("ping")
             writer.close()
