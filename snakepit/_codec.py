@@ -581,7 +581,7 @@ def _loads(data: bytes) -> Any:
         raise CodecError(f"malformed JSON payload: {exc}") from exc
 
 
-def _restore(node: Any, blobs: Any) -> Any:
+def _restore(node: Any, blobs: _Blobs) -> Any:
     # Walks dicts and lists only: scalars are left where they are.
     if type(node) is dict:
         if _KEY in node:
@@ -596,11 +596,11 @@ def _restore(node: Any, blobs: Any) -> Any:
     return node
 
 
-def _from_marker(marker: dict[str, Any], blobs: Any) -> Any:
+def _from_marker(marker: dict[str, Any], blobs: _Blobs) -> Any:
     kind = marker[_KEY]
     try:
         if kind == "bytes":
-            return bytes(blobs[_index(marker, blobs)])
+            return bytes(blobs.take(marker))
         if kind == "float":
             return _NON_FINITE[marker["value"]]
         if kind == "int":
@@ -609,7 +609,7 @@ def _from_marker(marker: dict[str, Any], blobs: Any) -> Any:
                 raise TypeError("hex is not a string")
             return int(digits, 16)
         if kind == "str":
-            return bytes(blobs[_index(marker, blobs)]).decode("utf-8", "surrogatepass")
+            return bytes(blobs.take(marker)).decode("utf-8", "surrogatepass")
         if kind == "unserializable":
             type_name, text = marker["type"], marker["repr"]
             if not isinstance(type_name, str) or not isinstance(text, str):
@@ -623,11 +623,15 @@ def _from_marker(marker: dict[str, Any], blobs: Any) -> Any:
         raise
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed {kind!r} marker in payload: {exc!r}") from exc
+    except MemoryError as exc:
+        raise CodecError(
+            f"a {kind!r} marker in payload asks for more memory than there is"
+        ) from exc
     raise CodecError(f"unknown marker kind {kind!r} in payload")
 
 
-def _array_from(marker: dict[str, Any], blobs: Any) -> Any:
-    blob = blobs[_index(marker, blobs)]
+def _array_from(marker: dict[str, Any], blobs: _Blobs) -> Any:
+    blob = blobs.take(marker)
     dtype, shape = marker["dtype"], marker["shape"]
     if not isinstance(dtype, str):
         raise TypeError("dtype is not a string")
@@ -643,6 +647,8 @@ def _array_from(marker: dict[str, Any], blobs: Any) -> Any:
     kind = np.dtype(dtype)
     if kind.hasobject:
         raise ValueError("an object dtype is never sent")
+    if kind.itemsize == 0 and kind.kind != "V":  # numpy would make it 1 (U0 -> U1)
+        raise ValueError(f"dtype {dtype!r} has no size")
     count = math.prod(shape)
     if len(blob) != count * kind.itemsize:
         raise ValueError(f"{len(blob)} bytes for {count} items of {kind.itemsize}")
@@ -652,11 +658,26 @@ def _array_from(marker: dict[str, Any], blobs: Any) -> Any:
     return np.frombuffer(blob, kind, count).reshape(shape).copy()
 
 
-def _index(marker: dict[str, Any], blobs: Any) -> int:
-    index = marker["index"]
-    if type(index) is not int or not 0 <= index < len(blobs):
-        raise IndexError(f"no blob {index!r} (the payload has {len(blobs)})")
-    return index
+class _Blobs:
+    """A payload's blobs, each handed out once: a marker naming a blob used already is
+    malformed (our encoder never writes one; a hostile one could make 1 MiB on the
+    wire into gigabytes of copies).
+    """
+
+    __slots__ = ("_blobs", "_used")
+
+    def __init__(self, blobs: Any) -> None:
+        self._blobs = blobs
+        self._used: set[int] = set()
+
+    def take(self, marker: dict[str, Any]) -> Any:
+        index = marker["index"]
+        if type(index) is not int or not 0 <= index < len(self._blobs):
+            raise IndexError(f"no blob {index!r} (the payload has {len(self._blobs)})")
+        if index in self._used:
+            raise ValueError(f"blob {index} is named twice")
+        self._used.add(index)
+        return self._blobs[index]
 
 
 def decode(payload: worker_pb2.Payload, *, allow_pickle: bool = False) -> Any:
@@ -678,7 +699,7 @@ def decode(payload: worker_pb2.Payload, *, allow_pickle: bool = False) -> Any:
         value = _loads(payload.data)
         if payload.has_markers:
             try:
-                value = _restore(value, payload.blobs)
+                value = _restore(value, _Blobs(payload.blobs))
             except RecursionError as exc:
                 raise CodecError("malformed JSON payload: nested too deeply") from exc
         return value

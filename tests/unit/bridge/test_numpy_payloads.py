@@ -242,3 +242,41 @@ def test_numpy_is_imported_only_for_numpy_payloads() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ndarray [1]"
+
+
+def _forged(markers: list[dict[str, Any]], blobs: list[bytes]) -> worker_pb2.Payload:
+    import json
+
+    data = json.dumps({"x": markers}).encode()
+    return worker_pb2.Payload(codec="json", data=data, blobs=blobs, has_markers=True)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        {"__snakepit__": "ndarray", "index": 0, "dtype": "|u1", "shape": [4]},
+        {"__snakepit__": "bytes", "index": 0},
+        {"__snakepit__": "str", "index": 0},
+    ],
+)
+def test_a_blob_named_twice_is_refused(marker: dict[str, Any]) -> None:
+    # Our encoder gives each blob one marker; a hostile payload naming one
+    # blob a thousand times would turn 1 MiB on the wire into 1 GiB of copies.
+    with pytest.raises(CodecError, match="named twice"):
+        decode(_forged([marker] * 1000, [b"abcd"]))
+    assert decode(_forged([marker], [b"abcd"]))["x"][0] is not None  # once is fine
+
+
+@pytest.mark.parametrize("dtype", ["U0", "S0", "S", "U"])
+def test_a_sizeless_dtype_cannot_ask_for_memory(dtype: str) -> None:
+    # numpy turns U0 into U1: a 90-byte payload would allocate gigabytes.
+    marker = {"__snakepit__": "ndarray", "index": 0, "dtype": dtype, "shape": [20000, 20000]}
+    with pytest.raises(CodecError, match="has no size"):
+        decode(_forged([marker], [b""]))
+
+
+def test_a_zero_size_void_array_still_round_trips() -> None:
+    array = np.zeros((3, 2), "V0")
+    back = decode(encode(array))
+    assert back.dtype == array.dtype
+    assert back.shape == array.shape
