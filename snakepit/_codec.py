@@ -659,9 +659,10 @@ def _array_from(marker: dict[str, Any], blobs: _Blobs) -> Any:
 
 
 class _Blobs:
-    """A payload's blobs, each handed out once: a marker naming a blob used already is
-    malformed (our encoder never writes one; a hostile one could make 1 MiB on the
-    wire into gigabytes of copies).
+    """A payload's blobs, each handed out once.
+
+    A marker naming a blob used already is malformed: our encoder never writes
+    one, and a hostile one could make 1 MiB on the wire into gigabytes of copies.
     """
 
     __slots__ = ("_blobs", "_used")
