@@ -114,6 +114,15 @@ _DIGITS_20: Final = b"0" * 20
 _MINUS_DIGITS_19: Final = b"-" + b"0" * 19
 _NON_FINITE: Final = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 _BINARY: Final = (bytes, bytearray, memoryview)
+_TYPED_VIEW: Final = (
+    "a memoryview of typed or multi-dimensional items would arrive as flat bytes: "
+    "send bytes(view), or the array itself"
+)
+
+
+def _typed_view(value: object) -> bool:
+    """A memoryview whose items are not single bytes, or with more than one dimension."""
+    return isinstance(value, memoryview) and (value.ndim > 1 or value.format not in ("B", "b", "c"))
 
 
 class CodecError(ValueError):
@@ -305,6 +314,8 @@ class _Encoding:
     def hook(self, value: object) -> object:
         """``default=`` of the JSON encoders: what they cannot encode themselves."""
         if isinstance(value, _BINARY):
+            if _typed_view(value):
+                raise _Fallback  # the walk names the path
             return self._blob("bytes", bytes(value))
         if isinstance(value, uuid.UUID):
             return str(value)
@@ -364,6 +375,8 @@ class _Encoding:
             finally:
                 active.discard(id(value))
         if isinstance(value, _BINARY):
+            if _typed_view(value):
+                raise self._error(value, _TYPED_VIEW)
             return self._blob("bytes", bytes(value))
         if isinstance(value, uuid.UUID):
             return str(value)

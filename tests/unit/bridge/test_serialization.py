@@ -663,3 +663,13 @@ def test_malformed_payloads_raise_codec_error(
     with pytest.raises(CodecError) as info:
         decode(payload)
     assert isinstance(info.value, ValueError)
+
+
+def test_a_typed_memoryview_is_refused_not_flattened() -> None:
+    import array
+
+    with pytest.raises(CodecError, match="flat bytes") as info:
+        encode({"v": memoryview(array.array("i", [1, 2, 3]))}, root="args")
+    assert info.value.path == 'args["v"]'
+    plain = memoryview(b"abc")
+    assert decode(encode({"v": plain}))["v"] == b"abc"  # single bytes still travel as bytes
