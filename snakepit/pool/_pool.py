@@ -234,6 +234,7 @@ class Pool:
         self._background_done: anyio.Event | None = None
         self._teardown_done: anyio.Event | None = None
         self._restarting: anyio.Lock | None = None
+        self._entering: anyio.Event | None = None  # set once __aenter__ has ended
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that entered it
         self._host: asyncio.Task[None] | None = None  # the task of the pool's task group
         self._release: anyio.Event | None = None  # tells the host its group is empty
@@ -273,17 +274,26 @@ class Pool:
         self._loop = loop = asyncio.get_running_loop()
         hosting: asyncio.Future[TaskGroup] = loop.create_future()
         self._host = loop.create_task(self._run_host(hosting), name=f"snakepit pool {run_id}")
+        self._entering = entering = anyio.Event()
         try:
             self._group = group = await hosting
             await group.start(self._background)
+            self._check_not_closed("started")
             self._supervisor = await self._start_tree(group)
+            self._check_not_closed("started")
             await self._start_workers()
-            if self._state != "starting":
-                raise PoolClosed(f"{self!r} was closed while it started")
-        except BaseException:
+            self._check_not_closed("started")
+        except BaseException as exc:
+            closed_meanwhile = self._state == "closed"  # by aclose() from another task
             self._state = "closed"
-            await self._teardown()  # shielded
+            try:
+                await self._teardown()  # shielded
+            finally:
+                entering.set()
+            if closed_meanwhile and isinstance(exc, Exception):
+                raise PoolClosed(f"{self!r} was closed while it started") from exc
             raise
+        entering.set()
         assert self._tg is not None
         if _needs_housekeeping(config):
             self._tg.start_soon(self._housekeeping)
@@ -325,8 +335,22 @@ class Pool:
         if self._state == "new":
             self._state = "closed"
             return
+        starting = self._state == "starting"
         self._state = "closed"
+        if self._startup is not None:  # waiting for workers to start: not any more
+            self._startup.failed("", PoolClosed(f"{self!r} was closed"))
+        entering = self._entering
+        if starting and entering is not None:
+            # The task entering the pool sees the close at its next step and
+            # tears down what it started; this waits for that.
+            with anyio.CancelScope(shield=True):
+                await entering.wait()
+            return
         await self._teardown()
+
+    def _check_not_closed(self, doing: str) -> None:
+        if self._state == "closed":
+            raise PoolClosed(f"{self!r} was closed while it {doing}")
 
     async def _teardown(self) -> None:
         """Stop the background work, the tree, the launcher; end the event streams.
@@ -341,6 +365,11 @@ class Pool:
             self._teardown_done = done = anyio.Event()
             try:
                 self._scheduler.close()  # queued calls fail now, not after the workers stopped
+                if self._restarting is not None:
+                    # A restart in progress sees the close and ends first: what
+                    # it started is then part of the tree stopped below.
+                    async with self._restarting:
+                        pass
                 if self._tg is not None:
                     self._tg.cancel_scope.cancel()
                     assert self._background_done is not None
@@ -440,10 +469,12 @@ class Pool:
             old = self._workers_sup
             if old is not None:
                 await old.wait()  # gave up: its workers are stopped
+            self._check_not_closed("restarted")
             assert self._group is not None
             assert self._supervisor is not None
             if not self._supervisor.alive:  # the top itself was killed
                 self._supervisor = await self._start_tree(self._group)
+            self._check_not_closed("restarted")
             self._workers.clear()
             self._leaving.clear()
             self._last_failure = ""
@@ -582,7 +613,8 @@ class Pool:
         if delta > 0:
             new = [await self._start_worker() for _ in range(delta)]
             for worker in new:
-                await worker.booted.wait()
+                await worker.booted.wait()  # ready, failed, or ended (degraded, closed)
+            self._running()  # closed or degraded meanwhile: say so
         elif delta < 0:
             victims = sorted(self._workers.values(), key=lambda w: (w.in_flight, w.worker_id))
             for worker in victims[:-delta]:

@@ -141,6 +141,7 @@ class Worker(GenServer[Any, Any, None]):
             # started its process after terminate() looked (it goes too).
             with anyio.CancelScope(shield=True):
                 await self._release(grace=0)
+            self.booted.set()  # a boot cut short ended too: nobody waits for it for good
 
     async def init(self, arg: Any) -> None:
         """Remember the args and start booting the process in the background."""

@@ -784,6 +784,76 @@ class TestCloseFromAnyTask:
                 _ = pool.supervisor
         assert control.teardowns == control.ready == 2
 
+    @pytest.mark.parametrize("steps", [0, 1, 2, 3, 6])
+    async def test_a_pool_closed_while_it_starts_says_so_and_nothing_hangs(
+        self, make_pool: MakePool, steps: int
+    ) -> None:
+        # aclose() from another task at each early step of __aenter__: the
+        # entering task gets PoolClosed, aclose() returns, nothing is left.
+        pool = make_pool(size=1)
+        outcome: list[str] = []
+
+        async def enter() -> None:
+            try:
+                await pool.__aenter__()
+                outcome.append("entered")
+            except PoolClosed:
+                outcome.append("PoolClosed")
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(enter)
+                for _ in range(steps):
+                    await anyio.lowlevel.checkpoint()
+                await pool.aclose()
+        assert outcome == ["PoolClosed"] if steps <= 3 else outcome in (["PoolClosed"], ["entered"])
+        assert pool.stats().ready == 0
+        with pytest.raises(PoolClosed):
+            await pool.execute("ping")
+
+    async def test_a_restart_racing_aclose_leaves_nothing_running(
+        self, make_pool: MakePool
+    ) -> None:
+        # The top supervisor was killed (degraded); restart() starts a new tree
+        # while another task closes the pool: the close waits for the restart,
+        # which says PoolClosed, and stops what it started.
+        pool = make_pool(size=1)
+        await pool.__aenter__()
+        await pool.supervisor.kill()
+        outcome: list[str] = []
+
+        async def restart() -> None:
+            try:
+                await pool.restart()
+                outcome.append("restarted")
+            except PoolClosed:
+                outcome.append("PoolClosed")
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(restart)
+                await anyio.lowlevel.checkpoint()
+                await pool.aclose()
+        assert outcome in (["PoolClosed"], ["restarted"])
+        assert not pool._supervisor.alive  # type: ignore[union-attr]
+        assert pool.stats().ready == 0
+
+    async def test_scale_up_does_not_wait_for_good_when_the_pool_closes(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            control.hold_from_now_on()  # the new worker's setup() waits
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as tg:
+
+                    async def scale() -> None:
+                        with pytest.raises(PoolClosed):
+                            await pool.scale(2)
+
+                    tg.start_soon(scale)
+                    await anyio.wait_all_tasks_blocked()
+                    await pool.aclose()
+
     async def test_a_pool_entered_in_a_task_that_ended_is_closed_from_another(
         self, make_pool: MakePool, control: Control
     ) -> None:
