@@ -605,6 +605,8 @@ class Supervisor(GenServer[Any, Any, None]):
         while True:
             try:
                 await self._start(child)
+                if child.ref is None and not self._keeps_stopped(child):  # init said Ignore
+                    self._children.remove(child)
                 return
             except ChildStartError:
                 if not self._add_restart():

@@ -20,6 +20,7 @@ from snakepit.otp import (
     ChildSpec,
     Continue,
     DynamicSupervisor,
+    DynamicSupervisorSpec,
     GenServer,
     Ignore,
     NoReply,
@@ -583,6 +584,21 @@ class TestIgnore:
             assert restarted.alive
             assert sup.child("i") is restarted
             await sup.wait_stable()
+        assert journal.of("init") == ["i", "i"]
+
+    async def test_a_dynamic_supervisor_drops_a_child_whose_restart_ignores(self) -> None:
+        # As on its first start: a DynamicSupervisor keeps no stopped child,
+        # so the ignored one holds no max_children place.
+        journal = Journal()
+        spec = DynamicSupervisorSpec(max_children=1)
+        async with DynamicSupervisor.running(spec) as sup:
+            first = await sup.start_child(ChildSpec("i", Ignoring, arg=({1}, journal)))
+            await cast_and_wait(first)
+            await sup.wait_stable()
+            assert sup.which_children() == []
+            assert sup.count_children().specs == 0
+            other = await sup.start_child(ChildSpec("w", Worker, arg=Opts("w")))
+            assert other.alive
         assert journal.of("init") == ["i", "i"]
 
     async def test_a_restart_that_ignores_leaves_the_child_not_running(self) -> None:
