@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -64,6 +64,10 @@ __all__ = ("Pool", "PoolStats", "WorkerInfo")
 
 #: Seconds before the first retry of a crashed call; doubled for each next one.
 RETRY_BACKOFF = 0.05
+
+#: Seconds of a call's own timeout that must be left when a worker comes free
+#: for a call that waited for it; with less it raises QueueTimeout (the tool did not run).
+MIN_RUN_TIME = 0.001
 
 #: Events a :meth:`Pool.subscribe` stream holds unread by default.
 SUBSCRIBE_BUFFER = 10_000
@@ -788,6 +792,26 @@ class Pool:
                     raise  # no time left for another try
                 await anyio.sleep(backoff)
 
+    async def _checkout(
+        self,
+        scheduler: Scheduler[Worker],
+        deadline: float | None,
+        on_wait: Callable[[int], object] | None = None,
+    ) -> Worker:
+        # A slot, and enough of the call's own timeout left to run in: a call
+        # that waited and is handed a slot with microseconds left would time
+        # out and get its healthy worker killed; it is refused as a wait that
+        # ran out instead. (One that gets a slot at once is sent as it is.)
+        waits = deadline is not None and not scheduler.idle
+        worker = await scheduler.checkout(on_wait, deadline=deadline)
+        if waits and deadline is not None and deadline - anyio.current_time() < MIN_RUN_TIME:
+            scheduler.checkin(worker)
+            raise QueueTimeout(
+                f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "
+                "call's timeout (the tool did not run)"
+            )
+        return worker
+
     @asynccontextmanager
     async def _call_on_a_worker(
         self, tool: str, deadline: float | None = None
@@ -810,7 +834,7 @@ class Pool:
                 events.publish(RequestQueued(request_id, tool, depth, queued_at))
 
             try:
-                worker = await scheduler.checkout(on_wait, deadline=deadline)
+                worker = await self._checkout(scheduler, deadline, on_wait)
             except BaseException as exc:
                 ended = anyio.current_time()
                 outcome: RequestOutcome = "rejected" if isinstance(exc, Exception) else "cancelled"
@@ -819,7 +843,7 @@ class Pool:
                 )
                 raise
         else:
-            worker = await scheduler.checkout(deadline=deadline)
+            worker = await self._checkout(scheduler, deadline)
         self._requests += 1
         worker.call_started()
         if request_id:

@@ -596,6 +596,40 @@ class TestConfig:
 class TestCallDeadline:
     """``timeout=`` covers the wait for a worker too (issue #11, defect 4)."""
 
+    async def test_a_worker_free_with_no_time_left_to_run_is_not_sent_the_call(
+        self,
+        make_pool: MakePool,
+        subscribe: Subscribe,
+        control: Control,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # A call that waited and is handed a slot with (almost) none of its
+        # timeout left would time out at once and get its healthy worker
+        # killed: it is refused unrun instead (the floor is 60 s here).
+        from snakepit.pool import _pool
+
+        monkeypatch.setattr(_pool, "MIN_RUN_TIME", 60.0)
+        async with make_pool(size=1) as pool:
+            events = subscribe(pool)
+            (before,) = pool.workers()
+            async with anyio.create_task_group() as tg:
+                holder, _ = await hold_a_slot(tg, pool, events, control)
+
+                async def call() -> None:
+                    with pytest.raises(QueueTimeout, match="did not run"):
+                        await pool.execute("echo", {"value": 1}, timeout=10)
+
+                tg.start_soon(call)
+                await next_event(events, RequestQueued, lambda e: e.tool == "echo")
+                holder.cancel()  # the slot comes free, with 10 s < 60 s left
+            with anyio.fail_after(WAIT):
+                await next_event(events, RequestStopped, lambda e: e.tool == "echo")
+            stats = pool.stats()
+            assert (stats.timeouts, stats.restarts) == (0, 0)
+            assert [w.pid for w in pool.workers()] == [before.pid]  # not killed
+            # a slot free at once: sent as it is
+            assert await pool.execute("echo", {"value": 2}, timeout=10) == 2
+
     async def test_a_call_queued_past_its_timeout_raises_queue_timeout_unrun(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
