@@ -190,6 +190,10 @@ class _Fallback(Exception):
     """Raised by an encoder hook to abandon a fast path for the next, slower one."""
 
 
+class _NoForm(Exception):
+    """A value of a kind the encoder knows has no faithful form; the message says why."""
+
+
 def _needs_hook(value: object) -> object:
     raise _Fallback
 
@@ -311,28 +315,49 @@ class _Encoding:
             f"cannot encode {type_name} at {path}: {why}", path=path, type_name=type_name
         )
 
-    def hook(self, value: object) -> object:
-        """``default=`` of the JSON encoders: what they cannot encode themselves."""
+    def _special(self, value: object) -> tuple[object, bool] | None:
+        """What stands for a value JSON cannot write itself, or None for any other value.
+
+        Returns the replacement and whether it is final (a marker, a str) or
+        is itself to be encoded (an enum's value, a numpy scalar's Python one).
+
+        :raises _NoForm: a value of a kind handled here with no faithful form (why).
+        """
         if isinstance(value, _BINARY):
             if _typed_view(value):
-                raise _Fallback  # the walk names the path
-            return self._blob("bytes", bytes(value))
+                raise _NoForm(_TYPED_VIEW)
+            return self._blob("bytes", bytes(value)), True
         if isinstance(value, uuid.UUID):
-            return str(value)
+            return str(value), True
         if isinstance(value, enum.Enum):
-            return value.value
+            return value.value, False
         if isinstance(value, Unserializable):
-            return self._unserializable(value)
+            return self._unserializable(value), True
         np = sys.modules.get("numpy")
         if np is not None:
             if isinstance(value, np.ndarray):
                 marker = self._array(np, value)
                 if marker is not None:
-                    return marker
-            elif isinstance(value, np.generic):
+                    return marker, True
+                if type(value) is not np.ndarray:
+                    raise _NoForm(
+                        "an ndarray subclass would arrive as a plain ndarray: pass numpy.asarray(x)"
+                    )
+                raise _NoForm(f"an array of dtype {value.dtype} has no faithful form as bytes")
+            if isinstance(value, np.generic):
                 scalar = _numpy_scalar(np, value)
                 if scalar is not None:
-                    return scalar
+                    return scalar, False
+        return None
+
+    def hook(self, value: object) -> object:
+        """``default=`` of the JSON encoders: what they cannot encode themselves."""
+        try:
+            found = self._special(value)
+        except _NoForm:
+            found = None
+        if found is not None:
+            return found[0]  # the encoder encodes a replacement that is not final
         if self.placeholders:
             return self._unserializable(value)
         raise _Fallback  # the walk names the path
@@ -374,34 +399,15 @@ class _Encoding:
                 return out
             finally:
                 active.discard(id(value))
-        if isinstance(value, _BINARY):
-            if _typed_view(value):
-                raise self._error(value, _TYPED_VIEW)
-            return self._blob("bytes", bytes(value))
-        if isinstance(value, uuid.UUID):
-            return str(value)
-        if isinstance(value, enum.Enum):
-            return self.walk(value.value, active)
-        if isinstance(value, Unserializable):
-            return self._unserializable(value)
-        np = sys.modules.get("numpy")
-        if np is not None:
-            if isinstance(value, np.ndarray):
-                marker = self._array(np, value)
-                if marker is not None:
-                    return marker
-                if type(value) is not np.ndarray:
-                    why = (
-                        "an ndarray subclass would arrive as a plain ndarray: pass numpy.asarray(x)"
-                    )
-                else:
-                    why = f"an array of dtype {value.dtype} has no faithful form as bytes"
-                if not self.placeholders:
-                    raise self._error(value, why)
-            elif isinstance(value, np.generic):
-                scalar = _numpy_scalar(np, value)
-                if scalar is not None:
-                    return self.walk(scalar, active)
+        try:
+            found = self._special(value)
+        except _NoForm as exc:
+            if not self.placeholders:
+                raise self._error(value, str(exc)) from None
+            found = None
+        if found is not None:
+            replacement, final = found
+            return replacement if final else self.walk(replacement, active)
         if self.placeholders:
             return self._unserializable(value)
         raise self._error(value, _NO_FORM)
