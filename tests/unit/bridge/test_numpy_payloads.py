@@ -8,8 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,30 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from snakepit import _codec
 from snakepit._codec import CodecError, Unserializable, decode, encode
 from snakepit._proto.snakepit.v1 import worker_pb2
 from tests._budget import THOROUGH
 
-ORJSON = _codec._orjson
-ENGINES = ["json"] if ORJSON is None else ["json", "orjson"]
-
-
-@contextmanager
-def engine(name: str) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_codec, "_orjson", ORJSON if name == "orjson" else None)
-        yield
-
-
-@pytest.fixture(params=ENGINES)
-def json_engine(request: pytest.FixtureRequest) -> Iterator[str]:
-    with engine(request.param):
-        yield request.param
-
-
-def round_trip(value: object, **options: Any) -> Any:
-    return decode(encode(value, **options))
+from ._engines import AVAILABLE, engine, round_trip
 
 
 def assert_same_array(got: Any, sent: Any) -> None:
@@ -75,10 +54,10 @@ dtypes = (
 def test_arrays_round_trip_with_dtype_and_shape(array: Any, step: int) -> None:
     if array.ndim:
         array = array[::step]  # a view: not contiguous when step > 1
-    for encoder in ENGINES:
+    for encoder in AVAILABLE:
         with engine(encoder):
             payload = encode({"x": [array]})
-        for decoder in ENGINES:
+        for decoder in AVAILABLE:
             with engine(decoder):
                 got = decode(payload)["x"][0]
             assert_same_array(got, array)

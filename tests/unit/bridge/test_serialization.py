@@ -13,8 +13,6 @@ import math
 import pickle
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -26,34 +24,14 @@ from snakepit._codec import JSON, PICKLE, CodecError, Unserializable, decode, en
 from snakepit._proto.snakepit.v1 import worker_pb2
 from tests._budget import THOROUGH
 
-ORJSON = _codec._orjson  # the module when installed, else None
-needs_orjson = pytest.mark.skipif(ORJSON is None, reason="orjson is not installed")
-ENGINES = ["json", pytest.param("orjson", marks=needs_orjson)]
-AVAILABLE = ["json"] if ORJSON is None else ["json", "orjson"]
+from ._engines import AVAILABLE, engine, needs_orjson, round_trip
+
 ENGINE_PAIRS = [
     ("json", "json"),
     pytest.param("orjson", "orjson", marks=needs_orjson),
     pytest.param("orjson", "json", marks=needs_orjson),
     pytest.param("json", "orjson", marks=needs_orjson),
 ]
-
-
-@contextmanager
-def engine(name: str) -> Iterator[None]:
-    """Run the block with the codec's module-level switch set to one JSON engine."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_codec, "_orjson", ORJSON if name == "orjson" else None)
-        yield
-
-
-@pytest.fixture(params=ENGINES)
-def json_engine(request: pytest.FixtureRequest) -> Iterator[str]:
-    with engine(request.param):
-        yield request.param
-
-
-def round_trip(value: object, **options: Any) -> Any:
-    return decode(encode(value, **options))
 
 
 def same(a: object, b: object) -> bool:
