@@ -385,6 +385,20 @@ class TestPickle:
             WorkerClient("unix:/nonexistent", codec="yaml")
 
 
+async def cancel_hold_once_running(mux: Multiplexer, key: str) -> None:
+    """Call ``hold`` on ``mux`` in this task and cancel it once the tool runs (its gate says so)."""
+    from ._adapters import gate
+
+    async with anyio.create_task_group() as tg:
+
+        async def cancel_when_running() -> None:
+            await anyio.to_thread.run_sync(gate(key).started.wait)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(cancel_when_running)
+        await mux.execute("hold", {"key": key})
+
+
 class TestCancellationAcks:
     """A call left running is answered once its tool has ended (issue #11, defect 2)."""
 
@@ -418,14 +432,7 @@ class TestCancellationAcks:
         server, key = hostile
         async with WorkerClient(server.address) as client:
             mux = await open_mux(Served(server.address, server.frames_address), client)
-            async with anyio.create_task_group() as tg:
-
-                async def cancel_when_running() -> None:
-                    await anyio.to_thread.run_sync(gate(key).started.wait)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(cancel_when_running)
-                await mux.execute("hold", {"key": key})  # in this task
+            await cancel_hold_once_running(mux, key)  # in this task
             (rid,) = mux.left_running
             assert mux.take_left_running() == rid  # this task's call
             assert mux.take_left_running() is None  # taken once
@@ -456,14 +463,7 @@ class TestCancellationAcks:
         server, key = hostile
         async with WorkerClient(server.address) as client:
             mux = await open_mux(Served(server.address, server.frames_address), client)
-            async with anyio.create_task_group() as tg:
-
-                async def cancel_when_running() -> None:
-                    await anyio.to_thread.run_sync(gate(key).started.wait)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(cancel_when_running)
-                await mux.execute("hold", {"key": key})
+            await cancel_hold_once_running(mux, key)
             (rid,) = mux.left_running
             settled = asyncio.ensure_future(mux.settled(rid))
             await anyio.wait_all_tasks_blocked()
