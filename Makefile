@@ -37,7 +37,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict snakepit tests
 
-# snakepit/_proto is generated from protos/ and committed; the check fails on any drift.
+# snakepit/_wire/_proto is generated from protos/ and committed; the check fails on any drift.
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 

@@ -43,7 +43,7 @@ is reported. Columns:
   (the median over the repetitions and 3 more rounds that only start, call
   once and stop each pool).
 
-References: a bare ``snakepit._launch.spawn_worker`` of the Echo adapter, from
+References: a bare ``snakepit.pool._launch._process.spawn_worker`` of the Echo adapter, from
 the spawn to its ready line (and two at once, for information).
 
 snakepit only: a pool of ``snakepit.testing.adapters:Gated`` workers runs
@@ -296,9 +296,6 @@ def import_all(peers: list[Peer]) -> None:
     """Import every package now, so that no cold start pays for an import."""
     import anyio.to_process  # noqa: F401
 
-    import snakepit._launch
-    import snakepit.pool  # noqa: F401
-
     for package in ("pebble", "loky"):
         if any(p.package == package for p in peers):
             __import__(package)
@@ -466,7 +463,7 @@ async def cold_only(peer: Peer) -> None:
 
 async def bare_spawn(count: int) -> float:
     """Seconds from spawning ``count`` bare workers at once to all of them being ready."""
-    from snakepit._launch import spawn_worker
+    from snakepit.pool._launch._process import spawn_worker
 
     sockets = tempfile.mkdtemp(prefix="sp-")
     os.chmod(sockets, 0o700)

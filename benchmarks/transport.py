@@ -6,7 +6,7 @@ Usage::
 
 Every row calls a do-nothing function in another process from asyncio host code:
 
-* snakepit unary ``Execute`` (``WorkerClient.execute``), the ``Channel`` RPC
+* snakepit unary ``Execute`` (``WorkerConnection.execute``), the ``Channel`` RPC
   (``Multiplexer.execute``) and the same Multiplexer on the worker's frames
   socket (length-prefixed frames, the pool's default transport), each with
   the ``noop`` tool (async, on the worker's event loop) and the ``noop_sync``
@@ -63,8 +63,8 @@ from typing import Any
 import anyio
 import anyio.to_process
 
-from snakepit._client import WorkerClient, open_frames_multiplexer
-from snakepit._launch import spawn_worker
+from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+from snakepit.pool._launch._process import spawn_worker
 
 # The pools' children unpickle noop/echo by reference; they inherit this sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -195,13 +195,13 @@ async def make_subjects(stack: contextlib.AsyncExitStack) -> list[Subject]:
     """Start 2 workers, 2 process pools and 2 limiters; every one is closed by ``stack``."""
     loop = asyncio.get_running_loop()
     sockets = private_dir(stack)
-    clients: list[WorkerClient] = []
+    clients: list[WorkerConnection] = []
     muxes = []
     frame_muxes = []
     for i in range(2):
         worker = await spawn_worker(ADAPTER, f"unix:{sockets}/w{i}.sock", worker_id=f"w{i}")
         stack.push_async_callback(worker.aclose)
-        client = WorkerClient(worker.address, secret=worker.secret)
+        client = WorkerConnection(worker.address, secret=worker.secret)
         stack.push_async_callback(client.aclose)
         mux = client.multiplexer()
         stack.push_async_callback(mux.aclose)

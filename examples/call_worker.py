@@ -4,7 +4,7 @@ Start one first, e.g.::
 
     python -m snakepit.worker --adapter snakepit.testing.adapters:Echo --listen unix:/tmp/x/w.sock
 
-This uses the low-level client that the pool is built on (``snakepit._client``);
+This uses the low-level client that the pool is built on (``snakepit.pool._connection``);
 applications will use ``snakepit.Pool`` once it exists.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from snakepit._client import WorkerClient
+from snakepit.pool._connection import WorkerConnection
 
 
 async def main(address: str) -> None:
-    async with WorkerClient(address) as client:
+    async with WorkerConnection(address) as client:
         print("health:", await client.health())
         described = await client.describe()
         print("adapter:", described.adapter, "tools:", [t.name for t in described.tools])

@@ -1,4 +1,4 @@
-"""Generate snakepit/_proto/ from protos/, or check that the committed code matches.
+"""Generate snakepit/_wire/_proto/ from protos/, or check that the committed code matches.
 
 Usage: ``python scripts/gen_proto.py`` (write) or ``python scripts/gen_proto.py --check``.
 The generated code depends on the grpcio-tools version, which the ``dev``
@@ -18,7 +18,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
-OUT = ROOT / "snakepit" / "_proto"
+OUT = ROOT / "snakepit" / "_wire" / "_proto"
 HEADER = "# Generated from protos/ by scripts/gen_proto.py. Do not edit.\n"
 
 
@@ -43,10 +43,10 @@ def generate(into: Path) -> dict[str, str]:
     for path in sorted(into.rglob("*.py*")):
         text = path.read_text()
         # protoc writes absolute imports of the proto package (snakepit.v1);
-        # the code lives in snakepit._proto.
+        # the code lives in snakepit._wire._proto.
         text = re.sub(
             r"^from snakepit\.v1 import",
-            "from snakepit._proto.snakepit.v1 import",
+            "from snakepit._wire._proto.snakepit.v1 import",
             text,
             flags=re.M,
         )
@@ -59,7 +59,9 @@ def generate(into: Path) -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if snakepit/_proto differs")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if snakepit/_wire/_proto differs"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files = generate(Path(tmp))
@@ -70,7 +72,7 @@ def main() -> int:
             if p.is_file() and "__pycache__" not in p.parts
         }
         if current == files:
-            print(f"snakepit/_proto matches protos/ ({len(files)} files)")
+            print(f"snakepit/_wire/_proto matches protos/ ({len(files)} files)")
             return 0
         for name in sorted(set(current) | set(files)):
             if current.get(name) != files.get(name):
@@ -83,7 +85,8 @@ def main() -> int:
                     )
                 )
         print(
-            "snakepit/_proto does not match protos/: run `make proto` and commit", file=sys.stderr
+            "snakepit/_wire/_proto does not match protos/: run `make proto` and commit",
+            file=sys.stderr,
         )
         return 1
     for old in OUT.rglob("*"):
@@ -93,7 +96,7 @@ def main() -> int:
         target = OUT / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    print(f"wrote {len(files)} files to snakepit/_proto")
+    print(f"wrote {len(files)} files to snakepit/_wire/_proto")
     return 0
 
 

@@ -49,7 +49,7 @@ from snakepit.errors import WorkerUnavailable as WorkerUnavailable
 from snakepit.errors import WrongEventLoop as WrongEventLoop
 
 if TYPE_CHECKING:
-    from snakepit._codec import Unserializable as Unserializable
+    from snakepit._wire._codec import Unserializable as Unserializable
     from snakepit.pool import Pool as Pool
     from snakepit.pool import PoolConfig as PoolConfig
     from snakepit.pool import PoolStats as PoolStats
@@ -67,7 +67,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(snakepit.pool, name)
     if name == "Unserializable":  # the codec loads protobuf: on first use too
-        from snakepit._codec import Unserializable
+        from snakepit._wire._codec import Unserializable
 
         return Unserializable
     raise AttributeError(f"module 'snakepit' has no attribute {name!r}")

@@ -3,10 +3,11 @@
 ``snakepit.Pool`` is the entry point; this package also holds its parts for
 those who extend or inspect a pool: the config, the Launcher seam (where
 workers run: ``LocalLauncher``, or ``InProcessLauncher`` for tests), the
-Worker server, the Scheduler, and the events of :meth:`Pool.subscribe`.
+WorkerServer, the Scheduler, and the events of :meth:`Pool.subscribe`.
 """
 
 from ._config import PoolConfig as PoolConfig
+from ._connection import WorkerConnection as WorkerConnection
 from ._events import PoolEvent as PoolEvent
 from ._events import PoolGaveUp as PoolGaveUp
 from ._events import RequestOutcome as RequestOutcome
@@ -19,24 +20,25 @@ from ._events import WorkerReady as WorkerReady
 from ._events import WorkerRecycled as WorkerRecycled
 from ._events import WorkerStartFailed as WorkerStartFailed
 from ._events import WorkerStarting as WorkerStarting
-from ._inprocess import InProcessLauncher as InProcessLauncher
-from ._inprocess import InProcessWorker as InProcessWorker
-from ._launcher import Launcher as Launcher
-from ._launcher import LocalLauncher as LocalLauncher
-from ._launcher import WorkerHandle as WorkerHandle
+from ._launch._base import Launcher as Launcher
+from ._launch._base import WorkerHandle as WorkerHandle
+from ._launch._inprocess import InProcessHandle as InProcessHandle
+from ._launch._inprocess import InProcessLauncher as InProcessLauncher
+from ._launch._local import LocalLauncher as LocalLauncher
+from ._launch._process import WorkerProcess as WorkerProcess
+from ._launch._rundir import RunDir as RunDir
+from ._launch._rundir import default_run_base as default_run_base
 from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
 from ._pool import WorkerInfo as WorkerInfo
-from ._rundir import RunDir as RunDir
-from ._rundir import default_run_base as default_run_base
 from ._scheduler import Scheduler as Scheduler
-from ._worker import Worker as Worker
-from ._worker import WorkerArgs as WorkerArgs
-from ._worker import WorkerSupervisor as WorkerSupervisor
+from ._worker_server import WorkerArgs as WorkerArgs
+from ._worker_server import WorkerServer as WorkerServer
+from ._worker_server import WorkerSupervisor as WorkerSupervisor
 
 __all__ = (
+    "InProcessHandle",
     "InProcessLauncher",
-    "InProcessWorker",
     "Launcher",
     "LocalLauncher",
     "Pool",
@@ -50,14 +52,16 @@ __all__ = (
     "RequestStopped",
     "RunDir",
     "Scheduler",
-    "Worker",
     "WorkerArgs",
+    "WorkerConnection",
     "WorkerExitCause",
     "WorkerExited",
     "WorkerHandle",
     "WorkerInfo",
+    "WorkerProcess",
     "WorkerReady",
     "WorkerRecycled",
+    "WorkerServer",
     "WorkerStartFailed",
     "WorkerStarting",
     "WorkerSupervisor",

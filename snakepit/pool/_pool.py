@@ -17,8 +17,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from snakepit._client import Multiplexer
-from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
     ArgumentTypeError,
     ChildNotFound,
@@ -45,6 +44,7 @@ from snakepit.otp import (
     SupervisorSpec,
 )
 from snakepit.otp._server import unwrapped_task_group
+from snakepit.pool._connection import Multiplexer
 
 from ._config import PoolConfig, check_seconds
 from ._events import (
@@ -56,9 +56,10 @@ from ._events import (
     RequestStopped,
     WorkerRecycled,
 )
-from ._launcher import Launcher, LocalLauncher
+from ._launch._base import Launcher
+from ._launch._local import LocalLauncher
 from ._scheduler import Scheduler
-from ._worker import Worker, WorkerArgs, WorkerSupervisor
+from ._worker_server import WorkerArgs, WorkerServer, WorkerSupervisor
 
 __all__ = ("Pool", "PoolStats", "WorkerInfo")
 
@@ -136,7 +137,7 @@ class PoolStats:
     errors: int
     timeouts: int
     crashes: int
-    #: Worker processes started to replace ones that exited (crashed, or killed
+    #: WorkerServer processes started to replace ones that exited (crashed, or killed
     #: for a timeout or missed health checks), and recycled ones.
     restarts: int
     recycled: int
@@ -195,8 +196,8 @@ class Pool:
     reaped. Options are those of :class:`PoolConfig` (or pass ``config=``).
 
     The tree: a Supervisor (``pool.supervisor``) over a
-    :class:`~snakepit.pool.WorkerSupervisor` of :class:`~snakepit.pool.Worker`
-    servers, one per process; a crashed process's Worker exits and is
+    :class:`~snakepit.pool.WorkerSupervisor` of :class:`~snakepit.pool.WorkerServer`
+    servers, one per process; a crashed process's WorkerServer exits and is
     replaced. Calls take a free slot from the scheduler and go straight to the
     worker's multiplexed channel from the caller's task.
 
@@ -219,12 +220,12 @@ class Pool:
         self.config = config if config is not None else PoolConfig.from_options(adapter, options)
         self._launcher = launcher
         self._state = "new"
-        self._scheduler: Scheduler[Worker] = Scheduler(
+        self._scheduler: Scheduler[WorkerServer] = Scheduler(
             max_queue=self.config.max_queue,
             queue_timeout=self.config.queue_timeout,
         )
         self._supervisor: SupervisorRef | None = None
-        self._workers: dict[str, Worker] = {}
+        self._workers: dict[str, WorkerServer] = {}
         self._startup: _Startup | None = None
         self._ids = itertools.count()
         self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
@@ -504,8 +505,8 @@ class Pool:
             self._state = "running"
             logger.warning("%r: restarted, %d workers ready", self, self._size)
 
-    async def _start_worker(self) -> Worker:
-        """Add one worker to the tree; it boots in the background (see Worker)."""
+    async def _start_worker(self) -> WorkerServer:
+        """Add one worker to the tree; it boots in the background (see WorkerServer)."""
         config = self.config
         n = next(self._ids)
         args = WorkerArgs(
@@ -519,13 +520,13 @@ class Pool:
         )
         assert self._workers_sup is not None
         ref = await self._workers_sup.start_child(
-            ChildSpec(f"w{n}", Worker, args, shutdown=config.shutdown_timeout + 1.0)
+            ChildSpec(f"w{n}", WorkerServer, args, shutdown=config.shutdown_timeout + 1.0)
         )
         worker = ref.server
-        assert isinstance(worker, Worker)
+        assert isinstance(worker, WorkerServer)
         return worker
 
-    async def _stop_worker(self, worker: Worker) -> None:
+    async def _stop_worker(self, worker: WorkerServer) -> None:
         """Take a worker out (no new calls), let its calls finish, stop its process.
 
         By child id, not by ref: a worker being restarted right now is stopped
@@ -544,7 +545,7 @@ class Pool:
 
     # -- recycling and scaling ------------------------------------------------------------
 
-    def _recycle_reason(self, worker: Worker, *, memory: bool) -> str | None:
+    def _recycle_reason(self, worker: WorkerServer, *, memory: bool) -> str | None:
         # ``memory`` reads /proc: the housekeeping's, never on a call's way out.
         config = self.config
         limit = config.max_requests_per_worker
@@ -562,7 +563,7 @@ class Pool:
                 return f"it uses {rss:.0f} MiB (max_worker_memory_mb={max_mb:g})"
         return None
 
-    def _check_recycle(self, worker: Worker, *, memory: bool = False) -> None:
+    def _check_recycle(self, worker: WorkerServer, *, memory: bool = False) -> None:
         if worker.recycling or not worker.usable or self._tg is None:
             return
         reason = self._recycle_reason(worker, memory=memory)
@@ -570,7 +571,7 @@ class Pool:
             worker.recycling = True
             self._tg.start_soon(self._recycle, worker, reason)
 
-    async def _recycle(self, old: Worker, reason: str) -> None:
+    async def _recycle(self, old: WorkerServer, reason: str) -> None:
         # The replacement is ready before the old one stops: capacity never drops.
         try:
             logger.info("recycling worker %r: %s", old.worker_id, reason)
@@ -624,7 +625,7 @@ class Pool:
             for worker in victims[:-delta]:
                 await self._stop_worker(worker)
 
-    def _on_ready(self, worker: Worker) -> None:
+    def _on_ready(self, worker: WorkerServer) -> None:
         if worker.worker_id in self._leaving:
             worker.drain()  # a restart of a worker being stopped: not into service
             return
@@ -638,7 +639,7 @@ class Pool:
         if self._startup is not None:
             self._startup.ready()
 
-    def _on_failed(self, worker: Worker, error: BaseException) -> None:
+    def _on_failed(self, worker: WorkerServer, error: BaseException) -> None:
         self._last_failure = str(error)
         if self._startup is not None:
             self._startup.failed(worker.worker_id, error)
@@ -725,7 +726,7 @@ class Pool:
             raise PoolClosed(f"{self!r} is not running")
         return self._supervisor
 
-    def _running(self) -> Scheduler[Worker]:
+    def _running(self) -> Scheduler[WorkerServer]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -794,10 +795,10 @@ class Pool:
 
     async def _checkout(
         self,
-        scheduler: Scheduler[Worker],
+        scheduler: Scheduler[WorkerServer],
         deadline: float | None,
         on_wait: Callable[[int], object] | None = None,
-    ) -> Worker:
+    ) -> WorkerServer:
         # A slot, and enough of the call's own timeout left to run in: a call
         # that waited and is handed a slot with microseconds left would time
         # out and get its healthy worker killed; it is refused as a wait that
@@ -912,7 +913,7 @@ class Pool:
 
     async def _check_in_when_ended(
         self,
-        worker: Worker,
+        worker: WorkerServer,
         mux: Multiplexer,
         rid: int,
         tool: str,

@@ -24,8 +24,8 @@ import anyio
 from ._leaks import _on_asyncio, _stat_fields, child_pids, describe_process, wait_exited
 
 if TYPE_CHECKING:
-    from snakepit._client import WorkerClient
-    from snakepit._launch import WorkerProcess
+    from snakepit.pool._connection import WorkerConnection
+    from snakepit.pool._launch._process import WorkerProcess
 
 __all__ = ("PythonWorker", "assert_healthy", "assert_streaming_response", "python_worker")
 
@@ -44,10 +44,10 @@ class PythonWorker:
             print(w.pid, w.address, w.stderr_tail())
     """
 
-    #: The process (``snakepit._launch.WorkerProcess``): ``kill()``, ``wait()``, ``returncode``.
+    #: The process (a ``WorkerProcess``): ``kill()``, ``wait()``, ``returncode``.
     process: WorkerProcess
     #: A connected client, or None when started with ``connect=False``.
-    client_or_none: WorkerClient | None = field(default=None, repr=False)
+    client_or_none: WorkerConnection | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -70,8 +70,8 @@ class PythonWorker:
         return self.process.returncode
 
     @property
-    def client(self) -> WorkerClient:
-        """The connected :class:`~snakepit._client.WorkerClient`.
+    def client(self) -> WorkerConnection:
+        """The connected :class:`~snakepit.pool._connection.WorkerConnection`.
 
         :raises RuntimeError: started with ``connect=False``.
         """
@@ -154,7 +154,7 @@ async def python_worker(
 
     :param tmp_dir: where the socket goes; a path too long for a unix socket
         (or None) gets a short private temporary directory, removed after.
-    :param connect: open ``w.client`` (a WorkerClient) too.
+    :param connect: open ``w.client`` (a WorkerConnection) too.
     :raises WorkerStartError: it exited or printed no ready line within
         ``ready_timeout`` (the message has its exit code and stderr tail).
     :raises AssertionError: on exit, a process of its group outlived SIGKILL
@@ -163,8 +163,8 @@ async def python_worker(
     """
     if not _on_asyncio():
         raise RuntimeError("python_worker needs the asyncio backend (grpc.aio)")
-    from snakepit._client import WorkerClient
-    from snakepit._launch import spawn_worker
+    from snakepit.pool._connection import WorkerConnection
+    from snakepit.pool._launch._process import spawn_worker
 
     sock_dir, own_dir = _socket_dir(tmp_dir)
     try:
@@ -182,7 +182,7 @@ async def python_worker(
         failed = True
         try:
             if connect:
-                worker.client_or_none = WorkerClient(process.address, secret=process.secret)
+                worker.client_or_none = WorkerConnection(process.address, secret=process.secret)
             yield worker
             failed = False
         finally:
@@ -219,8 +219,8 @@ async def assert_healthy(
         ``timeout``); the message has the worker's exit code and stderr tail
         when they are known.
     """
-    from snakepit._client import WorkerClient
     from snakepit.errors import SnakepitError
+    from snakepit.pool._connection import WorkerConnection
 
     address = worker if isinstance(worker, str) else worker.address
     client = worker.client_or_none if isinstance(worker, PythonWorker) else None
@@ -230,7 +230,7 @@ async def assert_healthy(
         else:
             process = worker.process if isinstance(worker, PythonWorker) else worker
             secret = None if isinstance(process, str) else process.secret
-            async with WorkerClient(address, secret=secret) as own:
+            async with WorkerConnection(address, secret=secret) as own:
                 status = await own.health(service, timeout=timeout)
     except SnakepitError as exc:
         problem = f"the health check failed: {type(exc).__name__}: {exc}"

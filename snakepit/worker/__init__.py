@@ -15,32 +15,32 @@ and serve it with ``python -m snakepit.worker --adapter mymod:Greeter
 on stdout, and serves ``snakepit.v1.WorkerService`` plus ``grpc.health.v1``.
 It exits on SIGTERM (after finishing calls in flight and ``teardown()``) and
 when its stdin closes (its host is gone). This package imports nothing from
-the host side of snakepit. :class:`WorkerServer` serves an adapter in the
+the host side of snakepit. :class:`AdapterServer` serves an adapter in the
 current event loop (what the pool's in-process launcher uses). A tool that
 means to send a description of a value JSON cannot carry, rather than fail
 with ``PayloadError``, returns ``Unserializable.of(value)``.
 """
 
-from snakepit._codec import Unserializable as Unserializable
+from snakepit._wire._codec import Unserializable as Unserializable
 
 from ._adapter import Adapter as Adapter
 from ._adapter import ToolInfo as ToolInfo
 from ._adapter import ToolParam as ToolParam
 from ._adapter import tool as tool
+from ._adapter_server import AdapterServer as AdapterServer
 from ._context import Context as Context
 from ._main import main as main
 from ._main import run as run
 from ._service import PROTOCOL_VERSION as PROTOCOL_VERSION
-from ._serving import WorkerServer as WorkerServer
 
 __all__ = (
     "PROTOCOL_VERSION",
     "Adapter",
+    "AdapterServer",
     "Context",
     "ToolInfo",
     "ToolParam",
     "Unserializable",
-    "WorkerServer",
     "main",
     "run",
     "tool",

@@ -1,6 +1,6 @@
 """A worker's side of authentication: the frames preface, a gRPC interceptor, warnings.
 
-See :mod:`snakepit._auth` for the protocol. A frames connection that does
+See :mod:`snakepit._wire._auth` for the protocol. A frames connection that does
 not send the right preface within :data:`AUTH_TIMEOUT` is closed without a
 word; a gRPC call without the right metadata ends with ``UNAUTHENTICATED``
 before any of its request is read, except a health check (which tells only
@@ -19,7 +19,13 @@ from typing import Any
 
 import grpc
 
-from snakepit._auth import FRAMES_ACCEPTED, FRAMES_MAGIC, METADATA_KEY, PREFACE_SIZE, check_preface
+from snakepit._wire._auth import (
+    FRAMES_ACCEPTED,
+    FRAMES_MAGIC,
+    METADATA_KEY,
+    PREFACE_SIZE,
+    check_preface,
+)
 
 __all__ = ()
 

@@ -19,11 +19,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from snakepit._framing import FlushSoon
-from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._frames import FlushSoon
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
 
 if TYPE_CHECKING:
-    from ._service import WorkerService
+    from ._service import AdapterService
 
 logger = logging.getLogger("snakepit.worker")
 
@@ -40,7 +40,7 @@ class ChannelSession:
 
     def __init__(
         self,
-        service: WorkerService,
+        service: AdapterService,
         write: Callable[[worker_pb2.ServerFrame], Awaitable[Any]],
         *,
         write_nowait: Callable[[worker_pb2.ServerFrame], bool] | None = None,

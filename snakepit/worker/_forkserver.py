@@ -53,8 +53,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _main
+from ._adapter_server import AdapterStartError
 from ._descendants import become_subreaper, descendants, kill_tree
-from ._serving import WorkerStartupError
 
 __all__ = ("main", "run")
 
@@ -64,7 +64,7 @@ _PR_SET_NAME = 15
 MAX_MESSAGE = 1 << 20
 
 
-class _Server:
+class ForkServer:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.children: set[int] = set()
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # leaves (a worker whose tool holds the GIL in C code runs no code of
         # its own any more; the server runs none of the tools).
         _main.watch_parent(args.parent_pid, signal.SIGTERM)
-    except WorkerStartupError as exc:
+    except AdapterStartError as exc:
         print(f"snakepit.worker._forkserver: {exc}", file=sys.stderr, flush=True)
         return exc.code
     for module in args.preload:
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
     become_subreaper()
-    return _Server(control).serve()
+    return ForkServer(control).serve()
 
 
 def run(argv: Sequence[str] | None = None) -> None:

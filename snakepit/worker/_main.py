@@ -20,19 +20,19 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from snakepit._auth import SECRET_BYTES
+from snakepit._wire._auth import SECRET_BYTES
 
 from ._adapter import Adapter
-from ._descendants import become_subreaper, kill_descendants
-from ._service import PROTOCOL_VERSION
-from ._serving import (
+from ._adapter_server import (
     EXIT_SETUP,
     FLUSH_GRACE,
-    WorkerServer,
-    WorkerStartupError,
+    AdapterServer,
+    AdapterStartError,
     maybe_await,
     parse_listen,
 )
+from ._descendants import become_subreaper, kill_descendants
+from ._service import PROTOCOL_VERSION
 
 __all__ = ("main", "run")
 
@@ -55,26 +55,26 @@ KILL_TIMEOUT = 0.5
 def load_adapter(spec: str) -> type[Adapter]:
     """Import ``pkg.module:Class`` and check that it is an :class:`Adapter` subclass.
 
-    :raises WorkerStartupError: naming what is wrong (format, module, class, type).
+    :raises AdapterStartError: naming what is wrong (format, module, class, type).
     """
     module_name, sep, class_name = spec.partition(":")
     if not sep or not module_name or not class_name:
-        raise WorkerStartupError(f"--adapter {spec!r}: expected 'package.module:ClassName'")
+        raise AdapterStartError(f"--adapter {spec!r}: expected 'package.module:ClassName'")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise WorkerStartupError(
+        raise AdapterStartError(
             f"--adapter {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
         ) from exc
     obj: Any = module
     for part in class_name.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            raise WorkerStartupError(
+            raise AdapterStartError(
                 f"--adapter {spec!r}: module {module_name!r} has no attribute {class_name!r}"
             )
     if not (inspect.isclass(obj) and issubclass(obj, Adapter)):
-        raise WorkerStartupError(
+        raise AdapterStartError(
             f"--adapter {spec!r}: {class_name} is not a subclass of snakepit.worker.Adapter"
         )
     return obj
@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
     """Get ``signum`` when the parent process dies (Linux), or fail if it is gone already.
 
-    :raises WorkerStartupError: the parent is not ``parent_pid`` any more.
+    :raises AdapterStartError: the parent is not ``parent_pid`` any more.
     """
     # Checked once after prctl, for the race where the parent died before it took effect.
     if sys.platform.startswith("linux"):
@@ -125,7 +125,7 @@ def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         except (OSError, AttributeError):  # pragma: no cover - exotic libc
             logger.warning("prctl(PR_SET_PDEATHSIG) unavailable; relying on stdin EOF")
     if parent_pid and os.getppid() != parent_pid:
-        raise WorkerStartupError(f"parent process {parent_pid} is already gone")
+        raise AdapterStartError(f"parent process {parent_pid} is already gone")
 
 
 async def serve(args: argparse.Namespace, ready_fd: int, secret: bytes | None = None) -> int:
@@ -150,17 +150,17 @@ async def serve(args: argparse.Namespace, ready_fd: int, secret: bytes | None = 
     adapter_cls = load_adapter(args.adapter)
     parse_listen(args.listen)  # a bad address fails before setup() runs
     if args.max_concurrency < 1:
-        raise WorkerStartupError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
+        raise AdapterStartError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
     try:
         adapter = adapter_cls()
         await maybe_await(adapter.setup())
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
-        raise WorkerStartupError(
+        raise AdapterStartError(
             f"--adapter {args.adapter!r}: setup() raised {type(exc).__name__}: {exc}", EXIT_SETUP
         ) from exc
 
-    server = await WorkerServer.start(
+    server = await AdapterServer.start(
         adapter,
         listen=args.listen,
         adapter_path=args.adapter,
@@ -201,12 +201,12 @@ def _dump_state() -> None:
 
 
 def read_secret(fd: int = 0) -> bytes:
-    """Read the worker's secret: the first :data:`~snakepit._auth.SECRET_BYTES` bytes of ``fd``.
+    """Read the worker's secret: the first ``SECRET_BYTES`` bytes of ``fd``.
 
     Not a byte more: what follows on stdin is not ours. Called before the
     adapter is imported, so nothing it starts finds the secret there.
 
-    :raises WorkerStartupError: ``fd`` ended (or failed) before the whole secret.
+    :raises AdapterStartError: ``fd`` ended (or failed) before the whole secret.
     """
     data = b""
     while len(data) < SECRET_BYTES:
@@ -216,9 +216,9 @@ def read_secret(fd: int = 0) -> bytes:
             select.select([fd], [], [])
             continue
         except OSError as exc:
-            raise WorkerStartupError(f"--auth-stdin: cannot read the secret: {exc}") from exc
+            raise AdapterStartError(f"--auth-stdin: cannot read the secret: {exc}") from exc
         if not chunk:
-            raise WorkerStartupError(
+            raise AdapterStartError(
                 f"--auth-stdin: stdin ended after {len(data)} of the secret's {SECRET_BYTES} bytes"
             )
         data += chunk
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         secret = read_secret() if args.auth_stdin else None
-    except WorkerStartupError as exc:
+    except AdapterStartError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
         return exc.code
     ready_fd = _take_stdout(args.ready_fd)
@@ -392,6 +392,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if secret is None:
             logger.warning("no --auth-stdin: serving without authentication (development only)")
         return asyncio.run(serve(args, ready_fd, secret))
-    except WorkerStartupError as exc:
+    except AdapterStartError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 
-from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into
-from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into
+from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter, ArgumentError, ToolInfo
 from ._channel import ChannelSession
@@ -134,7 +134,7 @@ def _refusal(kind: worker_pb2.ErrorInfo.Kind, message: str) -> worker_pb2.ErrorI
     return worker_pb2.ErrorInfo(kind=kind, type="", message=message)
 
 
-class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
+class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     """Runs one adapter instance's tools for every RPC of ``snakepit.v1.WorkerService``.
 
     Sync tools and generators run in a pool of ``max_concurrency`` threads;

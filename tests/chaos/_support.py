@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 
 from snakepit.errors import ExecutionTimeout, WorkerCrashed, WorkerUnavailable
-from snakepit.pool import Pool, Worker
+from snakepit.pool import Pool, WorkerServer
 from snakepit.testing import _leaks as leaks
 
 ADAPTER = "tests.unit.grpc._adapters:All"
@@ -37,21 +37,21 @@ def make_pool(**options: Any) -> Pool:
     return Pool(ADAPTER, cwd=ROOT, **options)
 
 
-def live_workers(pool: Pool) -> list[Worker]:
+def live_workers(pool: Pool) -> list[WorkerServer]:
     """The pool's usable workers, in a stable order (for a seeded choice)."""
     return sorted((w for w in pool._workers.values() if w.usable), key=lambda w: w.worker_id)
 
 
-def pid_of(worker: Worker) -> int:
+def pid_of(worker: WorkerServer) -> int:
     assert worker.process is not None
     assert worker.process.pid is not None
     return worker.process.pid
 
 
-async def kill_and_wait_replaced(pool: Pool, victims: list[Worker]) -> None:
+async def kill_and_wait_replaced(pool: Pool, victims: list[WorkerServer]) -> None:
     """SIGKILL the victims' processes; return once each is gone and the pool is full again.
 
-    Waiting for each Worker server to exit first makes sure ``wait_ready`` waits
+    Waiting for each WorkerServer to exit first makes sure ``wait_ready`` waits
     for the replacements, not for the victims' stale ready state.
     """
     for worker in victims:

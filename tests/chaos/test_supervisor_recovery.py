@@ -1,7 +1,7 @@
 """The supervision tree recovers from what health checks and the tree must notice.
 
 A worker stopped with SIGSTOP (alive, silent) or whose socket was removed is
-found by the health checks and replaced; a Worker server killed under the
+found by the health checks and replaced; a WorkerServer killed under the
 pool is restarted by its supervisor; each time the pool is whole again and
 serves. Waits follow the pool's telemetry (the harness's ``pool_events``),
 never a timer.

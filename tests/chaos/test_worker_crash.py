@@ -4,10 +4,10 @@ The kill storm runs on the harness: its randomness is the ``chaos_rng``
 fixture (pytest-randomly's seed and the test id: ``-p randomly
 --randomly-seed=N`` replays one; the seed is printed and named in every
 assertion message), its rounds alternate a SIGKILL of worker processes from
-outside (the pool must notice) and ``chaos_kill_children`` (the pool's Worker
+outside (the pool must notice) and ``chaos_kill_children`` (the pool's WorkerServer
 servers killed, their processes with them), and ``assert_chaos_resilient``
 checks the pool is whole again and serves. Nothing here waits on a timer: the
-storm waits for calls to complete, for the killed Worker servers to exit and
+storm waits for calls to complete, for the killed WorkerServers to exit and
 for ``pool.wait_ready()``; every wait has a deadline.
 """
 
@@ -25,7 +25,7 @@ import anyio
 import pytest
 
 from snakepit.errors import SnakepitError, WorkerCrashed, WorkerUnavailable
-from snakepit.pool import Pool, PoolStats, Worker
+from snakepit.pool import Pool, PoolStats, WorkerServer
 from snakepit.testing import assert_chaos_resilient, chaos_kill_children
 
 from ._support import (
@@ -50,7 +50,7 @@ SIZE = 3
 CALLERS = 60
 CALLS_BETWEEN_KILLS = 30
 #: How each round kills 1..SIZE random workers: their processes SIGKILLed from
-#: outside, or their Worker servers killed by the harness's chaos_kill_children.
+#: outside, or their WorkerServers killed by the harness's chaos_kill_children.
 ROUNDS = ("outside", "chaos_kill_children")
 
 
@@ -292,7 +292,7 @@ class TestKillMidCall:
         """Seen in a kill storm with describe() callers; made deterministic here.
 
         The worker is frozen so the Describe call stays in flight, then the pool
-        is left: its Worker closes the channel under the call (as it does after a
+        is left: its WorkerServer closes the channel under the call (as it does after a
         kill when the host notices the exit before grpc notices the socket).
         """
         before = child_pids()
@@ -333,7 +333,7 @@ class TestKillMidCall:
         assert child_pids() - before == set()
 
     @staticmethod
-    def check_crash(error: BaseException, worker: Worker, pid: int) -> None:
+    def check_crash(error: BaseException, worker: WorkerServer, pid: int) -> None:
         assert isinstance(error, WorkerCrashed), repr(error)
         assert error.returncode == -signal.SIGKILL
         assert error.pid == pid

@@ -1,6 +1,6 @@
 """Chaos beyond a plain kill: a frozen worker, an outside SIGTERM, kills past the restart intensity.
 
-Every wait is event-driven (a Worker server's exit, ``pool.wait_ready()``,
+Every wait is event-driven (a WorkerServer's exit, ``pool.wait_ready()``,
 the workers supervisor's ``wait()``, call completions) and has a deadline.
 """
 

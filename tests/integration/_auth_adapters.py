@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 
-from snakepit._auth import SECRET_BYTES, frames_preface
-from snakepit._codec import encode_into
-from snakepit._framing import pack
-from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit._wire._auth import SECRET_BYTES, frames_preface
+from snakepit._wire._codec import encode_into
+from snakepit._wire._frames import pack
+from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.testing.adapters import Echo
 from snakepit.worker import tool
 

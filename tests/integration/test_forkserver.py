@@ -15,11 +15,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from snakepit._client import WorkerClient
-from snakepit._forkserver import ForkServer, ForkServerError
-from snakepit._launch import spawn_worker
 from snakepit.errors import PoolStartError, WorkerError, WorkerStartError
 from snakepit.pool import Pool, WorkerExited
+from snakepit.pool._connection import WorkerConnection
+from snakepit.pool._launch._forkserver_client import ForkServerClient, ForkServerError
+from snakepit.pool._launch._process import spawn_worker
 from tests._procs import descendant_pids, wait_exit
 
 pytestmark = pytest.mark.anyio
@@ -88,7 +88,7 @@ async def test_a_python_that_does_not_exist_is_a_pool_start_error() -> None:
 async def test_closing_the_fork_server_kills_and_reaps_what_it_still_runs(
     tmp_path: Path,
 ) -> None:
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     try:
         worker = await spawn_worker(ADAPTER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
         assert worker.pid in descendant_pids(server.pid)
@@ -100,7 +100,7 @@ async def test_closing_the_fork_server_kills_and_reaps_what_it_still_runs(
 
 
 async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Path) -> None:
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     try:
         for i, (tool, args, code) in enumerate(
             [("exit", {"code": 7}, 7), ("segfault", {}, -signal.SIGSEGV)]
@@ -111,7 +111,7 @@ async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Pat
                 cwd=ROOT,
                 forkserver=server,
             )
-            async with WorkerClient(worker.address, secret=worker.secret) as client:
+            async with WorkerConnection(worker.address, secret=worker.secret) as client:
                 with pytest.raises(WorkerError):  # the call dies with the process
                     await client.execute(tool, args)
             with anyio.fail_after(10):
@@ -127,11 +127,11 @@ async def test_a_fork_server_that_fails_at_start_reports_its_stderr(tmp_path: Pa
     python.chmod(0o755)
     expected = r"(?s)exited before it was ready.*exit code 1.*No module named snakepit"
     with pytest.raises(ForkServerError, match=expected):
-        await ForkServer.start(python=str(python), cwd=tmp_path)
+        await ForkServerClient.start(python=str(python), cwd=tmp_path)
 
 
 async def test_a_fork_server_that_stops_answering_is_killed(tmp_path: Path) -> None:
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     try:
         os.kill(server.pid, signal.SIGSTOP)
         with pytest.raises(ForkServerError, match=r"did not answer within 0\.2s"):
@@ -144,7 +144,7 @@ async def test_a_fork_server_that_stops_answering_is_killed(tmp_path: Path) -> N
 
 
 async def test_an_exit_the_stopped_server_cannot_report_is_still_seen(tmp_path: Path) -> None:
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     try:
         worker = await spawn_worker(ADAPTER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
         server.report_grace = 0.1
@@ -162,7 +162,7 @@ async def test_many_spawns_at_once_with_a_large_environment(tmp_path: Path) -> N
     # Not the server's own: it travels with each request, 8 x 40 kB, more than
     # the control socket holds at once.
     env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 40_000}
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     workers = []
     try:
 
@@ -186,7 +186,7 @@ async def test_many_spawns_at_once_with_a_large_environment(tmp_path: Path) -> N
 
 async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -> None:
     # Exit reports right behind the spawn replies: none may be lost (no hang).
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     try:
 
         async def start(i: int) -> None:
@@ -207,7 +207,7 @@ async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -
 
 
 async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path) -> None:
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     try:
         with pytest.raises(WorkerStartError) as info:
             await spawn_worker(
@@ -226,7 +226,7 @@ async def test_closing_while_spawns_wait_for_room_fails_them(tmp_path: Path) -> 
     # A stopped server reads nothing: spawns carrying a large environment fill
     # its socket and wait for room; closing the server must fail them all.
     env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 60_000}
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     os.kill(server.pid, signal.SIGSTOP)
     outcomes: list[str] = []
 
@@ -253,7 +253,7 @@ async def test_workers_whose_pidfds_are_past_1023_are_signalled(tmp_path: Path) 
     fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     server = None
     try:
-        server = await ForkServer.start(cwd=ROOT)
+        server = await ForkServerClient.start(cwd=ROOT)
         worker = await spawn_worker(ADAPTER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
         worker.kill()
         with anyio.fail_after(10):
@@ -268,7 +268,7 @@ async def test_workers_whose_pidfds_are_past_1023_are_signalled(tmp_path: Path) 
 async def test_the_hosts_pidfds_of_forked_workers_are_not_inherited(tmp_path: Path) -> None:
     # Received close-on-exec: a process the host's own code starts (os.system,
     # close_fds=False) gets no pidfd of a worker.
-    server = await ForkServer.start(cwd=ROOT)
+    server = await ForkServerClient.start(cwd=ROOT)
     try:
         worker = await spawn_worker(
             "snakepit.testing.adapters:Echo", f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server

@@ -17,10 +17,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from snakepit._client import WorkerClient
-from snakepit._forkserver import ForkServer, worker_channel
-from snakepit._launch import WorkerProcess, _unexpected_address, spawn_worker
 from snakepit.pool import Pool
+from snakepit.pool._connection import WorkerConnection
+from snakepit.pool._launch._forkserver_client import ForkServerClient, worker_channel
+from snakepit.pool._launch._process import WorkerProcess, _unexpected_address, spawn_worker
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -51,7 +51,7 @@ async def test_a_tool_in_one_worker_cannot_call_another() -> None:
 @pytest.fixture(params=["spawn", "forkserver"])
 async def prober(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
     """A Prober worker process, exec'd or forked by a fork server."""
-    server = await ForkServer.start(cwd=ROOT) if request.param == "forkserver" else None
+    server = await ForkServerClient.start(cwd=ROOT) if request.param == "forkserver" else None
     try:
         worker = await spawn_worker(PROBER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
         try:
@@ -89,7 +89,7 @@ async def test_nobody_else_can_read_the_secret_from_the_workers_stdin(
     for fd in (1, 2):  # its output: nobody else can write lines into the host's logs
         with pytest.raises(OSError, match="No such device or address"):
             open(f"/proc/{prober.pid}/fd/{fd}", "wb").close()
-    async with WorkerClient(prober.address, secret=prober.secret) as client:
+    async with WorkerConnection(prober.address, secret=prober.secret) as client:
         with anyio.fail_after(30):
             got = await client.execute("grandchild_reads")
     secret = prober.secret

@@ -19,8 +19,8 @@ import anyio
 import pytest
 
 from snakepit import Pool
-from snakepit._output import LOG_BURST, MAX_LINE, OutputLines
 from snakepit.errors import RemoteError, WorkerCrashed
+from snakepit.pool._launch._output import LOG_BURST, MAX_LINE, OutputLines
 from tests._procs import wait_exit
 
 pytestmark = pytest.mark.anyio

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
@@ -18,6 +19,7 @@ PUBLIC_PACKAGES = (
     "snakepit.otp",
     "snakepit.errors",
     "snakepit.worker",
+    "snakepit.pool",
     "snakepit.testing.adapters",
 )
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,14 +58,17 @@ def test_all_names_exist_and_are_documented(name: str) -> None:
 
 
 def test_public_classes_are_exported_from_their_package() -> None:
-    # Every public name of a private module in a subpackage (snakepit/<pkg>/_x.py)
-    # is re-exported by that package. Top-level snakepit/_x.py modules are internal.
+    # Every public name of a private module (snakepit/<pkg>/_x.py, or deeper in a
+    # private package such as snakepit/pool/_launch/) is re-exported by the nearest
+    # public package (snakepit.pool). Modules of a private top-level package
+    # (snakepit/_wire/) are internal.
     missing = []
     for module in _modules():
         parts = module.__name__.split(".")
-        if len(parts) < 3 or not parts[-1].startswith("_"):
+        if len(parts) < 3 or not parts[-1].startswith("_") or parts[1].startswith("_"):
             continue
-        package = importlib.import_module(module.__name__.rsplit(".", 1)[0])
+        public = next(i for i, part in enumerate(parts) if part.startswith("_"))
+        package = importlib.import_module(".".join(parts[:public]))
         for attr in getattr(module, "__all__", ()):
             if attr not in getattr(package, "__all__", ()):
                 missing.append(f"{module.__name__}.{attr}")
@@ -79,13 +84,71 @@ def test_every_error_is_a_snakepit_error() -> None:
         assert attr in errors.__doc__, f"{attr} is missing from the tree drawn in the docstring"
 
 
-def test_otp_core_knows_nothing_of_grpc_or_pools() -> None:
-    forbidden = re.compile(r"^\s*(import|from)\s+(grpc|snakepit\.(pool|worker|bridge|_proto))")
+#: What each layer may import of snakepit (and of grpc): imports point down only.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "snakepit.errors": ("snakepit.otp._reasons",),  # under TYPE_CHECKING: ServerExited.reason
+    "snakepit.otp": ("snakepit.errors",),
+    "snakepit._wire": ("grpc",),
+    "snakepit.worker": ("snakepit._wire", "grpc"),
+    "snakepit.pool": (
+        "snakepit.errors",
+        "snakepit.otp",
+        "snakepit._wire",
+        "snakepit.worker",
+        "snakepit.pool",
+        "grpc",
+    ),
+}
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every module ``path`` imports, at any depth (in functions too), relative ones resolved."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_each_layer_imports_only_the_layers_below_it(layer: str) -> None:
+    # otp knows nothing of grpc or pools; the worker runtime and _wire nothing of
+    # the host side; nothing in the product imports snakepit.testing.
+    allowed = (layer, *LAYERS[layer])
+    offenders = []
+    root = ROOT / Path(*layer.split("."))
+    paths = [root.with_suffix(".py")] if root.with_suffix(".py").exists() else root.rglob("*.py")
+    for path in paths:
+        if "_proto" in path.parts:
+            continue
+        relative = path.relative_to(ROOT).with_suffix("")
+        module = ".".join(relative.parts[:-1] if relative.name == "__init__" else relative.parts)
+        for name in _imports(path, module):
+            inside = _within(name, "snakepit") or _within(name, "grpc")
+            if inside and not any(_within(name, ok) for ok in allowed):
+                offenders.append(f"{relative}: {name}")
+    assert offenders == []
+
+
+def test_nothing_in_the_product_imports_the_testing_package() -> None:
     offenders = [
-        f"{path.name}:{n}"
-        for path in (ROOT / "snakepit" / "otp").glob("*.py")
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        if forbidden.match(line)
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / "snakepit").rglob("*.py")
+        if "testing" not in path.relative_to(ROOT).parts
+        for name in _imports(path, "snakepit.x")
+        if _within(name, "snakepit.testing")
     ]
     assert offenders == []
 

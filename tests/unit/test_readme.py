@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit._client import WorkerClient
-from snakepit._launch import spawn_worker
+from snakepit.pool._connection import WorkerConnection
+from snakepit.pool._launch._process import spawn_worker
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
@@ -38,7 +38,7 @@ async def test_the_adapter_example_serves(tmp_path: Path, anyio_backend: str) ->
         "readme_model:Model", f"unix:{sock}/w.sock", env=env, python=sys.executable
     )
     try:
-        async with WorkerClient(worker.address, secret=worker.secret) as client:
+        async with WorkerConnection(worker.address, secret=worker.secret) as client:
             assert await client.execute("predict", {"x": 21}) == 42.0
             assert [t async for t in client.stream("tokens", {"text": "a b c"})] == ["a", "b", "c"]
             with anyio.fail_after(10):

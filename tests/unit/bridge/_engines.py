@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from snakepit import _codec
-from snakepit._codec import decode, encode
+from snakepit._wire import _codec
+from snakepit._wire._codec import decode, encode
 
 ORJSON = _codec._orjson  # the module when installed, else None
 needs_orjson = pytest.mark.skipif(ORJSON is None, reason="orjson is not installed")

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from snakepit._codec import CodecError, Unserializable, decode, encode
-from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._codec import CodecError, Unserializable, decode, encode
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from tests._budget import THOROUGH
 
 from ._engines import AVAILABLE, engine, round_trip
@@ -203,8 +203,8 @@ def test_numpy_is_imported_only_for_numpy_payloads() -> None:
         """
         import sys
         import snakepit, snakepit.worker
-        from snakepit._codec import CodecError, decode, encode
-        from snakepit._proto.snakepit.v1.worker_pb2 import Payload
+        from snakepit._wire._codec import CodecError, decode, encode
+        from snakepit._wire._proto.snakepit.v1.worker_pb2 import Payload
         decode(encode({"a": [1, 2.5, b"x", None]}))
         try:
             encode({"s": {1}})

@@ -1,4 +1,4 @@
-"""The payload codec (snakepit/_codec.py): round trips, markers, typed errors, both JSON engines."""
+"""The payload codec (snakepit/_wire/_codec.py): round trips, markers, typed errors, engines."""
 
 from __future__ import annotations
 
@@ -19,9 +19,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakepit import _codec
-from snakepit._codec import JSON, PICKLE, CodecError, Unserializable, decode, encode, encode_into
-from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit._wire import _codec
+from snakepit._wire._codec import (
+    JSON,
+    PICKLE,
+    CodecError,
+    Unserializable,
+    decode,
+    encode,
+    encode_into,
+)
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from tests._budget import THOROUGH
 
 from ._engines import AVAILABLE, engine, needs_orjson, round_trip

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from snakepit._auth import new_secret
-from snakepit._client import WorkerClient
-from snakepit._launch import WorkerProcess, spawn_worker
-from snakepit.worker import WorkerServer
+from snakepit._wire._auth import new_secret
+from snakepit.pool._connection import WorkerConnection
+from snakepit.pool._launch._process import WorkerProcess, spawn_worker
+from snakepit.worker import AdapterServer
 
 from ._adapters import All
 
@@ -93,17 +93,17 @@ class Served:
 
 
 @pytest.fixture
-async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerClient]]:
+async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerConnection]]:
     """Every test tool (Echo, Hang, Gated...) served in-process, and a client to it.
 
-    The protocol is the same as a worker process's (the same WorkerServer);
+    The protocol is the same as a worker process's (the same AdapterServer);
     tests about the process itself (signals, exit, host death, kills) use
     :func:`echo_process` or :func:`spawn`.
     """
     adapter = All()
     adapter.setup()
     secret = new_secret()
-    server = await WorkerServer.start(
+    server = await AdapterServer.start(
         adapter,
         listen=f"unix:{sock_dir}/inproc.sock",
         adapter_path="tests.unit.grpc._adapters:All",
@@ -111,7 +111,7 @@ async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerClient]]:
         secret=secret,
     )
     try:
-        async with WorkerClient(server.address, secret=secret) as client:
+        async with WorkerConnection(server.address, secret=secret) as client:
             yield Served(server.address, server.frames_address, secret), client
     finally:
         await server.abort()
@@ -119,8 +119,8 @@ async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerClient]]:
 
 
 @pytest.fixture
-async def echo_process(spawn: Spawn) -> AsyncIterator[tuple[WorkerProcess, WorkerClient]]:
+async def echo_process(spawn: Spawn) -> AsyncIterator[tuple[WorkerProcess, WorkerConnection]]:
     """A worker process with every test tool (Echo, Hang, Crash, Gated) and a client to it."""
     worker = await spawn("tests.unit.grpc._adapters:All")
-    async with WorkerClient(worker.address, secret=worker.secret) as client:
+    async with WorkerConnection(worker.address, secret=worker.secret) as client:
         yield worker, client

@@ -1,6 +1,6 @@
 """Issue #11, defect 11: a worker serves only connections that have its secret.
 
-The worker's server in this event loop (the same WorkerServer as a
+The worker's server in this event loop (the same AdapterServer as a
 process's); a stranger on its frames socket is closed unanswered, a gRPC
 call without the secret ends UNAUTHENTICATED, and the host's own
 connections go on.
@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from snakepit._auth import (
+from snakepit._wire._auth import (
     FRAMES_ACCEPTED,
     METADATA_KEY,
     PREFACE_SIZE,
@@ -26,16 +26,16 @@ from snakepit._auth import (
     frames_preface,
     new_secret,
 )
-from snakepit._client import WorkerClient, open_frames_multiplexer
-from snakepit._codec import encode_into
-from snakepit._framing import pack
-from snakepit._launch import spawn_worker
-from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit._wire._codec import encode_into
+from snakepit._wire._frames import pack
+from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import ConfigError, WorkerUnavailable
 from snakepit.pool import InProcessLauncher, Pool
-from snakepit.worker import WorkerServer, _auth
+from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+from snakepit.pool._launch._process import spawn_worker
+from snakepit.worker import AdapterServer, _auth
+from snakepit.worker._adapter_server import AdapterStartError
 from snakepit.worker._main import read_secret
-from snakepit.worker._serving import WorkerStartupError
 
 from ._adapters import All
 from .conftest import Served
@@ -43,7 +43,7 @@ from .conftest import Served
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
-Echo = tuple[Served, WorkerClient]
+Echo = tuple[Served, WorkerConnection]
 Metadata = tuple[tuple[str, str | bytes], ...] | None
 STRANGERS: dict[str, Metadata] = {
     "no secret": None,
@@ -161,7 +161,7 @@ class TestGrpc:
 
     async def test_our_client_without_the_secret_gets_a_typed_error(self, echo: Echo) -> None:
         served, client = echo
-        async with WorkerClient(served.address, secret=new_secret()) as stranger:
+        async with WorkerConnection(served.address, secret=new_secret()) as stranger:
             with pytest.raises(WorkerUnavailable, match="authentication failed"):
                 await stranger.execute("ping")
             with pytest.raises(WorkerUnavailable, match="authentication failed"):
@@ -207,8 +207,8 @@ class TestServer:
         assert "2 more since the last warning" in messages[1]
 
     async def test_a_secret_of_the_wrong_size_is_refused(self, sock_dir: Any) -> None:
-        with pytest.raises(WorkerStartupError, match=f"{SECRET_BYTES} bytes"):
-            await WorkerServer.start(
+        with pytest.raises(AdapterStartError, match=f"{SECRET_BYTES} bytes"):
+            await AdapterServer.start(
                 All(),
                 listen=f"unix:{sock_dir}/x.sock",
                 adapter_path="x:Y",
@@ -238,7 +238,7 @@ async def unauthenticated(sock_dir: Any) -> AsyncIterator[Served]:
     """A server started without a secret (a worker started by hand, for development)."""
     adapter = All()
     adapter.setup()
-    server = await WorkerServer.start(
+    server = await AdapterServer.start(
         adapter, listen=f"unix:{sock_dir}/dev.sock", adapter_path="x:All", worker_id="dev"
     )
     try:
@@ -253,7 +253,7 @@ async def test_a_worker_without_a_secret_serves_anyone(unauthenticated: Served) 
     mux = await open_frames_multiplexer(unauthenticated.frames_address)
     assert await mux.execute("echo", {"value": 1}) == 1
     await mux.aclose()
-    async with WorkerClient(unauthenticated.address) as client:
+    async with WorkerConnection(unauthenticated.address) as client:
         assert await client.execute("echo", {"value": 2}) == 2
     # but a stranger to the protocol is still closed
     assert await raw_frames(unauthenticated, call_frame()) == b""
@@ -276,7 +276,7 @@ class TestReadSecret:
         try:
             os.write(w, b"x" * 10)
             os.close(w)
-            with pytest.raises(WorkerStartupError, match="after 10 of the secret's 32 bytes"):
+            with pytest.raises(AdapterStartError, match="after 10 of the secret's 32 bytes"):
                 read_secret(r)
         finally:
             os.close(r)

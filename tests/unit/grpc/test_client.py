@@ -14,16 +14,8 @@ import anyio
 import grpc
 import pytest
 
-from snakepit._auth import FRAMES_ACCEPTED, frames_preface
-from snakepit._client import (
-    Multiplexer,
-    WorkerClient,
-    error_from_info,
-    error_from_rpc,
-    open_frames_multiplexer,
-)
-from snakepit._launch import WorkerProcess, spawn_worker
-from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
     ConfigError,
     ExecutionTimeout,
@@ -37,16 +29,24 @@ from snakepit.errors import (
     WorkerStopping,
     WorkerUnavailable,
 )
-from snakepit.worker import WorkerServer
+from snakepit.pool._connection import (
+    Multiplexer,
+    WorkerConnection,
+    error_from_info,
+    error_from_rpc,
+    open_frames_multiplexer,
+)
+from snakepit.pool._launch._process import WorkerProcess, spawn_worker
+from snakepit.worker import AdapterServer
 
 from .conftest import Served, Spawn, gone
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
-Echo = tuple[Served, WorkerClient]
-EchoProcess = tuple[WorkerProcess, WorkerClient]
-OpenMux = Callable[[WorkerProcess | Served, WorkerClient], Awaitable[Multiplexer]]
+Echo = tuple[Served, WorkerConnection]
+EchoProcess = tuple[WorkerProcess, WorkerConnection]
+OpenMux = Callable[[WorkerProcess | Served, WorkerConnection], Awaitable[Multiplexer]]
 Kind = worker_pb2.ErrorInfo.Kind
 
 
@@ -54,7 +54,7 @@ Kind = worker_pb2.ErrorInfo.Kind
 def open_mux(request: pytest.FixtureRequest) -> OpenMux:
     """Opens a Multiplexer to a worker over the transport of this run."""
 
-    async def open_(worker: WorkerProcess | Served, client: WorkerClient) -> Multiplexer:
+    async def open_(worker: WorkerProcess | Served, client: WorkerConnection) -> Multiplexer:
         if request.param == "grpc":
             return client.multiplexer()
         assert worker.frames_address is not None
@@ -149,7 +149,7 @@ class TestChannel:
 
     async def test_oversize_stays_a_per_call_error(self, spawn: Spawn, open_mux: OpenMux) -> None:
         worker = await spawn(extra_args=["--max-message-mb", "1"])
-        async with WorkerClient(
+        async with WorkerConnection(
             worker.address, max_message_bytes=1024 * 1024, secret=worker.secret
         ) as client:
             mux = await open_mux(worker, client)
@@ -269,7 +269,7 @@ class TestUnary:
             await client.execute("hang", timeout=0.05)
 
     async def test_unreachable_worker(self, sock_dir: Path) -> None:
-        async with WorkerClient(f"unix:{sock_dir}/nobody.sock") as client:
+        async with WorkerConnection(f"unix:{sock_dir}/nobody.sock") as client:
             with pytest.raises(WorkerUnavailable):
                 await client.execute("ping", timeout=2)
 
@@ -367,7 +367,7 @@ class TestErrorMapping:
 class TestPickle:
     async def test_pickle_round_trip_with_a_trusting_worker(self, spawn: Spawn) -> None:
         worker = await spawn(extra_args=["--allow-pickle"])
-        async with WorkerClient(worker.address, codec="pickle", secret=worker.secret) as client:
+        async with WorkerConnection(worker.address, codec="pickle", secret=worker.secret) as client:
             value = {"a": (1, 2), "s": {3, 4}, "b": b"\x00"}
             assert await client.execute("echo", {"value": value}) == value  # tuples, sets kept
             mux = client.multiplexer()
@@ -376,13 +376,13 @@ class TestPickle:
 
     async def test_a_worker_refuses_pickle_unless_allowed(self, echo: Echo) -> None:
         worker, _ = echo
-        async with WorkerClient(worker.address, codec="pickle", secret=worker.secret) as client:
+        async with WorkerConnection(worker.address, codec="pickle", secret=worker.secret) as client:
             with pytest.raises(PayloadError, match="pickle"):
                 await client.execute("echo", {"value": 1})
 
     def test_unknown_codec(self) -> None:
         with pytest.raises(ConfigError, match="codec"):
-            WorkerClient("unix:/nonexistent", codec="yaml")
+            WorkerConnection("unix:/nonexistent", codec="yaml")
 
 
 async def cancel_hold_once_running(mux: Multiplexer, key: str) -> None:
@@ -405,12 +405,12 @@ class TestCancellationAcks:
     @pytest.fixture
     async def hostile(
         self, sock_dir: Path, tmp_path: Path
-    ) -> AsyncIterator[tuple[WorkerServer, str]]:
+    ) -> AsyncIterator[tuple[AdapterServer, str]]:
         """The Hostile adapter served in-process, and a gate key of this test's own."""
         from ._adapters import Hostile, drop_gate
 
         adapter = Hostile()
-        server = await WorkerServer.start(
+        server = await AdapterServer.start(
             adapter,
             listen=f"unix:{sock_dir}/hostile.sock",
             adapter_path="tests.unit.grpc._adapters:Hostile",
@@ -425,12 +425,12 @@ class TestCancellationAcks:
                 await server.abort()
 
     async def test_a_cancelled_call_settles_when_its_tool_ends(
-        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+        self, hostile: tuple[AdapterServer, str], open_mux: OpenMux
     ) -> None:
         from ._adapters import gate
 
         server, key = hostile
-        async with WorkerClient(server.address) as client:
+        async with WorkerConnection(server.address) as client:
             mux = await open_mux(Served(server.address, server.frames_address), client)
             await cancel_hold_once_running(mux, key)  # in this task
             (rid,) = mux.left_running
@@ -453,7 +453,7 @@ class TestCancellationAcks:
             await mux.aclose()
 
     async def test_a_second_cancel_does_not_settle_a_call_whose_tool_runs_on(
-        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+        self, hostile: tuple[AdapterServer, str], open_mux: OpenMux
     ) -> None:
         # As when the worker's own deadline cancelled the call and the
         # client's cancel came after it: the task is cancelled twice while
@@ -461,7 +461,7 @@ class TestCancellationAcks:
         from ._adapters import gate
 
         server, key = hostile
-        async with WorkerClient(server.address) as client:
+        async with WorkerConnection(server.address) as client:
             mux = await open_mux(Served(server.address, server.frames_address), client)
             await cancel_hold_once_running(mux, key)
             (rid,) = mux.left_running
@@ -477,10 +477,13 @@ class TestCancellationAcks:
             await mux.aclose()
 
     async def test_a_generator_ignoring_its_close_still_ends_the_stream(
-        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux, caplog: pytest.LogCaptureFixture
+        self,
+        hostile: tuple[AdapterServer, str],
+        open_mux: OpenMux,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         server, _ = hostile
-        async with WorkerClient(server.address) as client:
+        async with WorkerConnection(server.address) as client:
             mux = await open_mux(Served(server.address, server.frames_address), client)
             for tool in ("stubborn_stream", "astubborn_stream"):
                 with anyio.fail_after(10):
@@ -494,12 +497,12 @@ class TestCancellationAcks:
             await mux.aclose()
 
     async def test_a_closed_channel_settles_what_was_left_running(
-        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+        self, hostile: tuple[AdapterServer, str], open_mux: OpenMux
     ) -> None:
         from ._adapters import gate
 
         server, key = hostile
-        async with WorkerClient(server.address) as client:
+        async with WorkerConnection(server.address) as client:
             mux = await open_mux(Served(server.address, server.frames_address), client)
             with anyio.move_on_after(10):
                 async with anyio.create_task_group() as tg:
@@ -511,13 +514,13 @@ class TestCancellationAcks:
             assert await mux.settled(rid) is False  # unknown: the channel is gone
 
     async def test_a_client_gone_mid_sync_call_does_not_hold_up_the_server(
-        self, hostile: tuple[WorkerServer, str], open_mux: OpenMux
+        self, hostile: tuple[AdapterServer, str], open_mux: OpenMux
     ) -> None:
         """Nobody is left to answer: the session ends though the tool runs on."""
         from ._adapters import gate
 
         server, key = hostile
-        async with WorkerClient(server.address) as client:
+        async with WorkerConnection(server.address) as client:
             mux = await open_mux(Served(server.address, server.frames_address), client)
             async with anyio.create_task_group() as tg:
 

@@ -19,8 +19,6 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit._client import WorkerClient, open_frames_multiplexer
-from snakepit._launch import WorkerProcess
 from snakepit.errors import (
     ExecutionTimeout,
     InvalidArguments,
@@ -31,6 +29,8 @@ from snakepit.errors import (
     WorkerStartError,
     WorkerUnavailable,
 )
+from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+from snakepit.pool._launch._process import WorkerProcess
 from snakepit.testing import assert_healthy, python_worker
 from snakepit.worker import PROTOCOL_VERSION
 from tests._procs import wait_exit
@@ -40,8 +40,8 @@ from .conftest import ROOT, Served, Spawn, exited, gone
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
-Echo = tuple[Served, WorkerClient]
-EchoProcess = tuple[WorkerProcess, WorkerClient]
+Echo = tuple[Served, WorkerConnection]
+EchoProcess = tuple[WorkerProcess, WorkerConnection]
 
 ECHO = "snakepit.testing.adapters:Echo"
 
@@ -163,7 +163,7 @@ class TestLifecycle:
     ) -> None:
         worker = await spawn("snakepit.testing.adapters:Gated")
         gate = make_fifo(sock_dir)
-        client = WorkerClient(worker.address, secret=worker.secret)
+        client = WorkerConnection(worker.address, secret=worker.secret)
         async with client, anyio.create_task_group() as tg:
             results: list[Any] = []
 
@@ -190,7 +190,7 @@ class TestLifecycle:
     async def test_sigterm_grace_cancels_a_stuck_call(self, spawn: Spawn, sock_dir: Path) -> None:
         worker = await spawn("snakepit.testing.adapters:Gated", extra_args=["--grace", "0.2"])
         gate = make_fifo(sock_dir)
-        client = WorkerClient(worker.address, secret=worker.secret)
+        client = WorkerConnection(worker.address, secret=worker.secret)
         async with client, anyio.create_task_group() as tg:
             errors: list[BaseException] = []
 
@@ -215,7 +215,7 @@ class TestLifecycle:
     async def test_worker_exits_when_its_host_is_sigkilled(self, sock_dir: Path) -> None:
         host_script = (
             "import asyncio, sys\n"
-            "from snakepit._launch import spawn_worker\n"
+            "from snakepit.pool._launch._process import spawn_worker\n"
             "async def main():\n"
             "    w = await spawn_worker(\n"
             f"        'snakepit.testing.adapters:Echo', 'unix:{sock_dir}/o.sock')\n"
@@ -325,7 +325,7 @@ class TestTools:
 
     async def test_describe(self, spawn: Spawn) -> None:
         worker = await spawn("tests.unit.grpc._adapters:Typed", worker_id="typed")
-        async with WorkerClient(worker.address, secret=worker.secret) as client:
+        async with WorkerConnection(worker.address, secret=worker.secret) as client:
             described = await client.describe()
         assert described.adapter == "tests.unit.grpc._adapters:Typed"
         assert described.worker_id == "typed"
@@ -360,7 +360,7 @@ class TestCancellation:
 class TestMessageSize:
     async def test_oversize_arguments_and_results(self, spawn: Spawn) -> None:
         worker = await spawn(extra_args=["--max-message-mb", "1"])
-        async with WorkerClient(
+        async with WorkerConnection(
             worker.address, max_message_bytes=1024 * 1024, secret=worker.secret
         ) as client:
             with pytest.raises(PayloadTooLarge, match="arguments"):
@@ -443,7 +443,7 @@ class TestEveryEndGetsAReply:
 
     async def test_a_broken_str_keeps_what_can_be_had(self, spawn: Spawn) -> None:
         worker = await spawn(HOSTILE)
-        async with WorkerClient(worker.address, secret=worker.secret) as client:
+        async with WorkerConnection(worker.address, secret=worker.secret) as client:
             with anyio.fail_after(10), pytest.raises(RemoteError) as info:
                 await client.execute("raise_sync", {"kind": "broken_str"})
             assert "str() of the" in info.value.message

@@ -1,4 +1,4 @@
-"""The pool's supervision tree: a Supervisor over a DynamicSupervisor of Worker servers.
+"""The pool's supervision tree: a Supervisor over a DynamicSupervisor of WorkerServers.
 
 Killed workers are restarted by their supervisor; workers start in parallel;
 a worker that keeps failing at start makes the pool degraded (restart
@@ -35,9 +35,9 @@ from snakepit.pool import (
     Pool,
     PoolGaveUp,
     RequestQueued,
-    Worker,
     WorkerExited,
     WorkerReady,
+    WorkerServer,
     WorkerStartFailed,
     WorkerStarting,
 )
@@ -73,7 +73,7 @@ class TestTree:
                 assert (child.type, child.restart, child.generation) == ("worker", "permanent", 0)
                 assert child.ref is not None
                 server = child.ref.server
-                assert isinstance(server, Worker)
+                assert isinstance(server, WorkerServer)
                 assert server.worker_id == child.id
                 assert server.usable
 

@@ -19,19 +19,19 @@ from pathlib import Path
 
 import anyio
 
-from snakepit._auth import new_secret
+from snakepit._wire._auth import new_secret
 from snakepit.errors import WorkerStartError
-from snakepit.worker import Adapter, WorkerServer
+from snakepit.worker import Adapter, AdapterServer
+from snakepit.worker._adapter_server import AdapterStartError, maybe_await
 from snakepit.worker._main import load_adapter
-from snakepit.worker._serving import WorkerStartupError, maybe_await
 
-from ._config import PoolConfig
+from .._config import PoolConfig
 
-__all__ = ("InProcessLauncher", "InProcessWorker")
+__all__ = ("InProcessHandle", "InProcessLauncher")
 
 
 @dataclass(eq=False)
-class InProcessWorker:
+class InProcessHandle:
     """A worker served in this process (a :class:`~snakepit.pool.WorkerHandle`).
 
     :meth:`kill` stops its server at once, so calls in flight fail as they
@@ -44,7 +44,7 @@ class InProcessWorker:
     worker_id: str
     #: The unix socket address its server listens on.
     address: str
-    _server: WorkerServer = field(repr=False)
+    _server: AdapterServer = field(repr=False)
     _adapter: Adapter = field(repr=False)
     #: Where it serves the channel's frames.
     frames_address: str | None = None
@@ -127,7 +127,7 @@ class InProcessLauncher:
         if self._serving == 0:
             self.close()
 
-    async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> InProcessWorker:
+    async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> InProcessHandle:
         """Load and set up ``config.adapter`` here and serve it; return when it serves.
 
         :raises WorkerStartError: the adapter cannot be loaded, or ``setup()`` raised.
@@ -135,7 +135,7 @@ class InProcessLauncher:
         try:
             adapter = load_adapter(config.adapter)()
             await maybe_await(adapter.setup())
-        except (WorkerStartupError, Exception) as exc:
+        except (AdapterStartError, Exception) as exc:
             raise WorkerStartError(
                 worker_id,
                 str(exc),
@@ -146,7 +146,7 @@ class InProcessLauncher:
         secret = new_secret()
         try:
             with anyio.CancelScope(shield=True):  # milliseconds; never left half started
-                server = await WorkerServer.start(
+                server = await AdapterServer.start(
                     adapter,
                     listen=f"unix:{self._socket_dir()}/{worker_id}.sock",
                     adapter_path=config.adapter,
@@ -156,11 +156,11 @@ class InProcessLauncher:
                     allow_pickle=config.allow_pickle,
                     secret=secret,
                 )
-        except (WorkerStartupError, OSError) as exc:
+        except (AdapterStartError, OSError) as exc:
             self._stopped()
             await maybe_await(adapter.teardown())
             raise WorkerStartError(worker_id, str(exc), returncode=None, stderr_tail="") from exc
-        worker = InProcessWorker(
+        worker = InProcessHandle(
             worker_id, server.address, server, adapter, server.frames_address, secret=secret
         )
         worker._on_stopped = self._stopped

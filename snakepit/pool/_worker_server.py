@@ -1,4 +1,4 @@
-"""Worker: the host side of one worker process, as a supervised GenServer."""
+"""WorkerServer: the host side of one worker process, as a supervised GenServer."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from snakepit._client import Multiplexer, WorkerClient, open_frames_multiplexer
-from snakepit._codec import JSON, PICKLE
+from snakepit._wire._codec import JSON, PICKLE
 from snakepit.errors import (
     ReachedMaxRestartIntensity,
     WorkerCrashed,
@@ -24,6 +23,7 @@ from snakepit.errors import (
 )
 from snakepit.otp import Broadcast, DynamicSupervisor, ExitReason, GenServer
 from snakepit.otp._server import unwrapped_task_group
+from snakepit.pool._connection import Multiplexer, WorkerConnection, open_frames_multiplexer
 
 from ._config import PoolConfig
 from ._events import (
@@ -34,9 +34,9 @@ from ._events import (
     WorkerStartFailed,
     WorkerStarting,
 )
-from ._launcher import Launcher, WorkerHandle
+from ._launch._base import Launcher, WorkerHandle
 
-__all__ = ("Worker", "WorkerArgs", "WorkerSupervisor")
+__all__ = ("WorkerArgs", "WorkerServer", "WorkerSupervisor")
 
 logger = logging.getLogger("snakepit.pool")
 
@@ -46,45 +46,45 @@ CRASH_REPORT_WAIT = 2.0
 
 @dataclass(frozen=True, slots=True)
 class WorkerArgs:
-    """What a :class:`Worker` needs: the pool's config, launcher and callbacks."""
+    """What a :class:`WorkerServer` needs: the pool's config, launcher and callbacks."""
 
     config: PoolConfig
     launcher: Launcher
     worker_id: str
     run_id: str
     #: Called with the worker once its process is ready (it offers its slots).
-    on_ready: Callable[[Worker], None]
+    on_ready: Callable[[WorkerServer], None]
     #: Called with the worker and the error when its process failed to start.
-    on_failed: Callable[[Worker, BaseException], None]
+    on_failed: Callable[[WorkerServer, BaseException], None]
     #: Where its telemetry goes (the pool's subscribers).
     events: Broadcast[PoolEvent]
 
 
 class _ProcessExited(Exception):
-    """The worker's process exited on its own (the Worker's exit reason)."""
+    """The worker's process exited on its own (the WorkerServer's exit reason)."""
 
 
 class _Replaced(Exception):
     """The pool killed the worker's process by its own decision (a call timed out).
 
-    The Worker's exit reason: its supervisor restarts it without counting
+    The WorkerServer's exit reason: its supervisor restarts it without counting
     that restart towards the restart intensity (see :class:`WorkerSupervisor`).
     """
 
 
-class Worker(GenServer[Any, Any, None]):
+class WorkerServer(GenServer[Any, Any, None]):
     """Owns one worker process: starts it, watches it, stops and reaps it.
 
     ``init`` returns at once and the process boots in the background, so a
     pool's workers start in parallel. When the process exits on its own, the
-    Worker exits with that as its reason and its supervisor starts a
+    WorkerServer exits with that as its reason and its supervisor starts a
     replacement. Calls go straight to :attr:`mux` from the caller's task.
     """
 
     args: WorkerArgs
     handle: WorkerHandle | None
     process: WorkerHandle | None
-    client: WorkerClient | None
+    client: WorkerConnection | None
     mux: Multiplexer | None
 
     def __init__(self) -> None:
@@ -162,7 +162,7 @@ class Worker(GenServer[Any, Any, None]):
             await anyio.lowlevel.checkpoint_if_cancelled()  # stopped meanwhile: no connection
             codec = PICKLE if args.config.allow_pickle else JSON
             secret = self.handle.secret
-            self.client = WorkerClient(
+            self.client = WorkerConnection(
                 self.handle.address,
                 max_message_bytes=args.config.max_message_bytes,
                 codec=codec,
@@ -224,7 +224,7 @@ class Worker(GenServer[Any, Any, None]):
         if self._stopping:
             reason, cause = "stopped by the pool", "stopped"
         elif self._killed:
-            reason = "its Worker server was killed"
+            reason = "its WorkerServer was killed"
         elif self.retired_reason is not None:
             reason = self.retired_reason
             cause = "unhealthy" if self._failed else "timeout"
@@ -368,7 +368,7 @@ class Worker(GenServer[Any, Any, None]):
     def retire(self, reason: str, *, report: bool = True, failed: bool = True) -> None:
         """Take it out of service and kill its process (a timeout: it may be stuck).
 
-        The process exit ends this Worker; its supervisor starts a replacement.
+        The process exit ends this WorkerServer; its supervisor starts a replacement.
         Calls in flight on it fail with :class:`WorkerCrashed` naming ``reason``.
 
         :param report: log ``reason`` (one line) and report it as the cause.
@@ -423,13 +423,13 @@ _SET_MAX_RESTARTS = "set_max_restarts"
 
 
 class WorkerSupervisor(DynamicSupervisor):
-    """The pool's DynamicSupervisor of :class:`Worker` servers.
+    """The pool's DynamicSupervisor of :class:`WorkerServer` servers.
 
     A DynamicSupervisor with three differences, all about what a restart
     costs a pool:
 
-    - a Worker whose process the pool killed by its own decision (a call
-      timed out: :meth:`Worker.retire` with ``failed=False``) is restarted
+    - a WorkerServer whose process the pool killed by its own decision (a call
+      timed out: :meth:`WorkerServer.retire` with ``failed=False``) is restarted
       like any other, but that restart does not count towards the restart
       intensity; if its replacement then fails to start, that counts;
     - its ``max_restarts`` follows the pool's size (:meth:`set_max_restarts`);

@@ -8,9 +8,9 @@ stops processes: SIGTERM to the group, a grace period, SIGKILL, reap.
 
 A worker has three channels, each a unix socket (a pipe could be opened by
 anyone of the same user through ``/proc/<pid>/fd/N``): stdin, whose first
-bytes are the worker's secret (see :mod:`snakepit._auth`); its output (stdout
+bytes are the worker's secret (see :mod:`snakepit._wire._auth`); its output (stdout
 and stderr both), read in chunks into bounded lines that go to a tail and to
-``logging`` (:mod:`snakepit._output`); and a private one (``--ready-fd``) for
+``logging`` (:mod:`snakepit.pool._launch._output`); and a private one (``--ready-fd``) for
 its ready report, which nothing a tool prints can reach. Its exit is seen
 from the process (a pidfd), never from its channels closing: a grandchild
 may hold them.
@@ -36,26 +36,26 @@ from typing import Any, Protocol
 
 import anyio
 
-from snakepit._auth import SECRET_BYTES, new_secret
-from snakepit._forkserver import (
-    ForkServer,
+from snakepit._wire._auth import SECRET_BYTES, new_secret
+from snakepit._wire._frames import frames_path
+from snakepit.errors import ConfigError, WorkerStartError
+from snakepit.pool._launch._forkserver_client import (
+    ForkServerClient,
     ForkServerError,
     signal_group,
     stdin_with_secret,
     worker_channel,
 )
-from snakepit._framing import frames_path
-from snakepit._output import OutputLines, OutputPump, read_ready_line
-from snakepit.errors import ConfigError, WorkerStartError
+from snakepit.pool._launch._output import OutputLines, OutputPump, read_ready_line
 from snakepit.worker._descendants import kill_tree
 
-__all__ = ("WorkerProcess", "spawn_worker")
+__all__ = ("WorkerProcess",)
 
 #: How many lines of a worker's output it keeps for error messages.
 STDERR_LINES = 200
 
 
-class _Child(Protocol):
+class _Spawned(Protocol):
     """The process under a WorkerProcess: exec'd by the host, or forked by a fork server."""
 
     pid: int
@@ -74,7 +74,7 @@ class _Child(Protocol):
         ...
 
 
-class _ExecChild:
+class _ExecSpawned:
     """A worker the host started by exec; its exit seen on a pidfd, then reaped here."""
 
     def __init__(self, proc: subprocess.Popen[bytes], stdin_fd: int) -> None:
@@ -158,10 +158,10 @@ class WorkerProcess:
     pid: int
     #: The ready report it sent, parsed.
     ready: dict[str, Any]
-    _child: _Child = field(repr=False)
+    _child: _Spawned = field(repr=False)
     _stderr: deque[str] = field(repr=False)
     _pump: OutputPump | None = field(default=None, repr=False)
-    #: What its connections must prove they have (``WorkerClient(address, secret=...)``).
+    #: What its connections must prove they have (``WorkerConnection(address, secret=...)``).
     secret: bytes | None = field(default=None, repr=False)
 
     @property
@@ -228,7 +228,7 @@ async def spawn_worker(
     ready_timeout: float = 30.0,
     extra_args: Sequence[str] = (),
     on_spawn: Callable[[int], object] | None = None,
-    forkserver: ForkServer | None = None,
+    forkserver: ForkServerClient | None = None,
     secret: bytes | None = None,
 ) -> WorkerProcess:
     """Start ``python -m snakepit.worker`` and return once it reported ready.
@@ -334,7 +334,7 @@ def _unexpected_address(ready: dict[str, Any], listen: str, cwd: str | Path | No
     return ""
 
 
-_Started = tuple[_Child, int, int]
+_Started = tuple[_Spawned, int, int]
 
 
 def _exec(
@@ -383,11 +383,11 @@ def _exec(
     finally:
         for fd in (in_r, out_w, ready_w):
             os.close(fd)
-    return _ExecChild(proc, in_w), out_r, ready_r
+    return _ExecSpawned(proc, in_w), out_r, ready_r
 
 
 async def _fork(
-    forkserver: ForkServer,
+    forkserver: ForkServerClient,
     worker_id: str,
     args: list[str],
     env: Mapping[str, str] | None,

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("MAX_LINE", "OutputLines", "OutputPump", "read_ready_line")
+__all__ = ()
 
 #: The longest line kept, in bytes; the rest of a longer one is cut (and counted).
 MAX_LINE = 4096

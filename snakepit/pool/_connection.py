@@ -16,10 +16,10 @@ from typing import Any, Final, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from snakepit._auth import FRAMES_ACCEPTED, METADATA_KEY, frames_preface
-from snakepit._codec import JSON, PICKLE, CodecError, decode, encode_into, error_details
-from snakepit._framing import FlushSoon, FrameError, pack, read_frame, write_nowait
-from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit._wire._auth import FRAMES_ACCEPTED, METADATA_KEY, frames_preface
+from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into, error_details
+from snakepit._wire._frames import FlushSoon, FrameError, pack, read_frame, write_nowait
+from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import (
     ConfigError,
     ExecutionTimeout,
@@ -33,13 +33,7 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 
-__all__ = (
-    "Multiplexer",
-    "WorkerClient",
-    "error_from_info",
-    "error_from_rpc",
-    "open_frames_multiplexer",
-)
+__all__ = ("WorkerConnection",)
 
 Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
@@ -166,7 +160,7 @@ def _fill(
         )
 
 
-class WorkerClient:
+class WorkerConnection:
     """A gRPC connection to one worker process.
 
     :param address: as the worker's ready line gives it (``unix:PATH`` or
@@ -215,7 +209,7 @@ class WorkerClient:
         """The message size limit of this connection."""
         return self._limit
 
-    async def __aenter__(self) -> WorkerClient:
+    async def __aenter__(self) -> WorkerConnection:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -420,7 +414,7 @@ class Multiplexer:
         timeout: float | None = None,
         session_id: str = "",
     ) -> Any:
-        """Call ``tool`` over the channel; semantics as :meth:`WorkerClient.execute`.
+        """Call ``tool`` over the channel; semantics as :meth:`WorkerConnection.execute`.
 
         Cancelling the awaiting task cancels the remote call.
         """
@@ -669,7 +663,7 @@ class _GrpcTransport:
 
 
 class _FramesTransport:
-    """Length-prefixed frames on a worker's frames socket (see ``snakepit._framing``)."""
+    """Length-prefixed frames on a worker's frames socket (see ``snakepit._wire._frames``)."""
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int

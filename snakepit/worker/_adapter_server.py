@@ -1,4 +1,4 @@
-"""WorkerServer: one adapter served over gRPC on an address, started and stopped.
+"""AdapterServer: one adapter served over gRPC on an address, started and stopped.
 
 The part of ``python -m snakepit.worker`` that does not care about being a
 process: ``serve()`` wraps it in signals, the ready line and exit codes, and
@@ -24,16 +24,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from snakepit._auth import SECRET_BYTES
-from snakepit._framing import FrameError, frames_path, pack, read_frame, write_nowait
-from snakepit._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit._wire._auth import SECRET_BYTES
+from snakepit._wire._frames import FrameError, frames_path, pack, read_frame, write_nowait
+from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
 from ._auth import AuthInterceptor, Refusals, accept_frames
 from ._channel import ChannelSession
-from ._service import WorkerService
+from ._service import AdapterService
 
-__all__ = ("WorkerServer",)
+__all__ = ("AdapterServer",)
 
 logger = logging.getLogger("snakepit.worker")
 
@@ -46,7 +46,7 @@ FLUSH_GRACE = 0.5
 EXIT_USAGE, EXIT_SETUP, EXIT_BIND = 2, 3, 4
 
 
-class WorkerStartupError(Exception):
+class AdapterStartError(Exception):
     """The worker cannot start; ``str()`` is the one line printed on stderr."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
@@ -63,7 +63,7 @@ async def maybe_await(value: Any) -> None:
 def parse_listen(listen: str) -> tuple[str, Path | None]:
     """Turn ``unix:PATH`` or ``tcp:HOST:PORT`` into a gRPC address (and the socket path).
 
-    :raises WorkerStartupError: any other form.
+    :raises AdapterStartError: any other form.
     """
     if listen.startswith("unix:"):
         path = Path(listen[5:])
@@ -74,11 +74,9 @@ def parse_listen(listen: str) -> tuple[str, Path | None]:
         hostport = listen[4:]
         host, sep, port = hostport.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise WorkerStartupError(
-                f"--listen {listen!r}: expected tcp:HOST:PORT (port 0 allowed)"
-            )
+            raise AdapterStartError(f"--listen {listen!r}: expected tcp:HOST:PORT (port 0 allowed)")
         return hostport, None
-    raise WorkerStartupError(f"--listen {listen!r}: expected unix:PATH or tcp:HOST:PORT")
+    raise AdapterStartError(f"--listen {listen!r}: expected unix:PATH or tcp:HOST:PORT")
 
 
 def _prepare_socket(path: Path) -> None:
@@ -87,7 +85,7 @@ def _prepare_socket(path: Path) -> None:
         directory.mkdir(mode=0o700, parents=True)
     mode = stat.S_IMODE(directory.stat().st_mode)
     if mode & 0o077:
-        raise WorkerStartupError(
+        raise AdapterStartError(
             f"--listen unix:{path}: directory {directory} is open to other users "
             f"(mode {mode:o}); use a private (0700) directory",
             EXIT_BIND,
@@ -97,14 +95,14 @@ def _prepare_socket(path: Path) -> None:
 
 
 @dataclass(eq=False)
-class WorkerServer:
+class AdapterServer:
     """An adapter instance served on one address (``snakepit.v1.WorkerService`` and health).
 
-    ``await WorkerServer.start(adapter, listen=...)`` binds and starts
+    ``await AdapterServer.start(adapter, listen=...)`` binds and starts
     serving; :meth:`stop` finishes the calls in flight (up to a grace
     period) and stops; :meth:`abort` stops at once, failing them.
     Started with a ``secret``, it serves only connections that prove they
-    have it (see :mod:`snakepit._auth`).
+    have it (see :mod:`snakepit._wire._auth`).
     """
 
     #: The address it serves on: ``unix:PATH`` or ``tcp:HOST:PORT``.
@@ -113,7 +111,7 @@ class WorkerServer:
     #: None on tcp, where the ``Channel`` RPC carries them).
     frames_address: str | None
     #: The tools' service (shared by both transports).
-    service: WorkerService
+    service: AdapterService
     _server: grpc.aio.Server = field(repr=False)
     _health: health_aio.HealthServicer = field(repr=False)
     _socket: Path | None = field(repr=False)
@@ -135,19 +133,19 @@ class WorkerServer:
         max_message_bytes: int = 64 * 1024 * 1024,
         allow_pickle: bool = False,
         secret: bytes | None = None,
-    ) -> WorkerServer:
+    ) -> AdapterServer:
         """Serve ``adapter`` (set up already) on ``listen`` and return once it serves.
 
         :param secret: what every connection must prove it has (a frames
             preface, gRPC metadata); None serves anyone who can reach the
             socket (a worker started by hand, for development).
-        :raises WorkerStartupError: the address is invalid or cannot be bound,
-            or ``secret`` is not :data:`~snakepit._auth.SECRET_BYTES` bytes.
+        :raises AdapterStartError: the address is invalid or cannot be bound,
+            or ``secret`` is not :data:`~snakepit._wire._auth.SECRET_BYTES` bytes.
         """
         if secret is not None and (not isinstance(secret, bytes) or len(secret) != SECRET_BYTES):
-            raise WorkerStartupError(f"the secret must be {SECRET_BYTES} bytes")
+            raise AdapterStartError(f"the secret must be {SECRET_BYTES} bytes")
         address, socket_path = parse_listen(listen)
-        service = WorkerService(
+        service = AdapterService(
             adapter,
             adapter_path=adapter_path,
             worker_id=worker_id,
@@ -173,7 +171,7 @@ class WorkerServer:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             service.close()
-            raise WorkerStartupError(f"--listen {listen!r}: cannot bind: {exc}", EXIT_BIND) from exc
+            raise AdapterStartError(f"--listen {listen!r}: cannot bind: {exc}", EXIT_BIND) from exc
         await server.start()
         if socket_path is not None:
             os.chmod(socket_path, 0o600)
@@ -194,7 +192,7 @@ class WorkerServer:
                 )
             except OSError as exc:
                 await self.abort()  # the gRPC server is up already
-                raise WorkerStartupError(
+                raise AdapterStartError(
                     f"--listen {listen!r}: cannot bind {frames_socket}: {exc}", EXIT_BIND
                 ) from exc
             os.chmod(frames_socket, 0o600)

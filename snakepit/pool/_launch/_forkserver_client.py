@@ -1,7 +1,7 @@
 """The host side of a fork server (``snakepit.worker._forkserver``).
 
-A :class:`ForkServer` is one exec'd process per pool that has imported the
-worker runtime; :meth:`ForkServer.spawn` asks it to fork a worker and returns
+A :class:`ForkServerClient` is one exec'd process per pool that has imported the
+worker runtime; :meth:`ForkServerClient.spawn` asks it to fork a worker and returns
 a :class:`ForkedProcess`, whose exit code the server reports when it reaps it.
 A worker so started is ready in a few milliseconds instead of ~150 ms of
 imports, and crashed workers are replaced as fast. See the worker side's
@@ -28,9 +28,9 @@ from typing import Any
 
 import anyio
 
-from snakepit._output import CHUNK, OutputLines
+from snakepit.pool._launch._output import CHUNK, OutputLines
 
-__all__ = ("ForkServer", "ForkServerError", "ForkedProcess")
+__all__ = ()
 
 #: How many stderr lines of the server are kept for error messages.
 STDERR_LINES = 50
@@ -45,7 +45,7 @@ REPORT_GRACE = 2.0
 
 
 class ForkedProcess:
-    """A worker forked by a :class:`ForkServer`: its pid, its stdin, its exit code.
+    """A worker forked by a :class:`ForkServerClient`: its pid, its stdin, its exit code.
 
     The fork server is its parent and reaps it; :attr:`returncode` is set
     from the server's report (negative: the signal that killed it). The host
@@ -54,7 +54,7 @@ class ForkedProcess:
     """
 
     def __init__(
-        self, pid: int, pidfd: int | None, stdin_fd: int | None, server: ForkServer
+        self, pid: int, pidfd: int | None, stdin_fd: int | None, server: ForkServerClient
     ) -> None:
         self.pid = pid
         self.returncode: int | None = None
@@ -130,7 +130,7 @@ class ForkedProcess:
             os.close(fd)
 
 
-class ForkServer:
+class ForkServerClient:
     """One running fork server; start with :meth:`start`, stop with :meth:`aclose`."""
 
     def __init__(
@@ -184,7 +184,7 @@ class ForkServer:
         run_id: str = "",
         ready_timeout: float = 30.0,
         on_spawn: Callable[[int], object] | None = None,
-    ) -> ForkServer:
+    ) -> ForkServerClient:
         """Start ``python -m snakepit.worker._forkserver`` and wait for its ready message.
 
         :param env: its environment, and its workers' (default: the host's).

@@ -1,8 +1,8 @@
 """The payload codec shared by the host and the worker: values to ``Payload`` messages and back.
 
 This module runs on both sides of the wire, so it imports only the standard library, the
-generated :mod:`snakepit._proto`, and (optionally) ``orjson``; its :class:`CodecError` is mapped
-to the public error tree by the host.
+generated :mod:`snakepit._wire._proto`, and (optionally) ``orjson``; its :class:`CodecError` is
+mapped to the public error tree by the host.
 
 Wire format of the ``"json"`` codec (the default)
 -------------------------------------------------
@@ -87,7 +87,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-from snakepit._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
 
 #: The default codec: strict JSON, with markers for what JSON cannot carry.
 JSON: Final = "json"

@@ -1,86 +1,20 @@
-"""Where worker processes run: the Launcher seam and the local launcher."""
+"""The default launcher: worker processes on this host (exec'd, or forked from a fork server)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Protocol
 
 import anyio
 
-from snakepit._forkserver import ForkServer, ForkServerError
-from snakepit._launch import WorkerProcess, spawn_worker
 from snakepit.errors import WorkerStartError
 
-from ._config import PoolConfig
+from .._config import PoolConfig
+from ._forkserver_client import ForkServerClient, ForkServerError
+from ._process import WorkerProcess, spawn_worker
 from ._rundir import RunDir
 
-__all__ = ("Launcher", "LocalLauncher", "WorkerHandle")
-
-
-class WorkerHandle(Protocol):
-    """A started worker process, wherever it runs."""
-
-    @property
-    def worker_id(self) -> str:
-        """The id the pool gave it."""
-        ...
-
-    @property
-    def address(self) -> str:
-        """Where its server listens (``unix:PATH`` or ``tcp:HOST:PORT``)."""
-        ...
-
-    @property
-    def frames_address(self) -> str | None:
-        """Where it serves the channel's frames (``unix:PATH``), or None: use gRPC."""
-        ...
-
-    @property
-    def pid(self) -> int | None:
-        """Its process id, or None when it has no process of its own."""
-        ...
-
-    @property
-    def secret(self) -> bytes | None:
-        """What connections to it must prove they have (None: it takes any)."""
-        ...
-
-    @property
-    def returncode(self) -> int | None:
-        """Its exit code once it exited (negative: killed by that signal)."""
-        ...
-
-    async def wait(self) -> int:
-        """Wait until it exited; return its exit code."""
-        ...
-
-    def kill(self) -> None:
-        """Kill it (and whatever it started) now."""
-        ...
-
-    async def aclose(self, grace: float = 5.0) -> int:
-        """Stop it: SIGTERM, ``grace`` seconds, SIGKILL; wait for it."""
-        ...
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        """The last lines it wrote to stderr."""
-        ...
-
-
-class Launcher(Protocol):
-    """Starts worker processes for a pool (a subprocess here; an actor on a cluster)."""
-
-    async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> WorkerHandle:
-        """Start one worker and return once it reported ready.
-
-        :raises WorkerStartError: it failed before its ready line.
-        """
-        ...
-
-    async def aclose(self) -> None:
-        """Release what the launcher holds (its socket directory, a fork server)."""
-        ...
+__all__ = ("LocalLauncher",)
 
 
 class LocalLauncher:
@@ -98,7 +32,7 @@ class LocalLauncher:
     def __init__(self, run_dir: str | os.PathLike[str] | None = None) -> None:
         self._base = run_dir
         self._run: RunDir | None = None
-        self._forkservers: dict[tuple[object, ...], ForkServer] = {}
+        self._forkservers: dict[tuple[object, ...], ForkServerClient] = {}
         self._forkserver_lock = asyncio.Lock()
 
     @property
@@ -147,7 +81,7 @@ class LocalLauncher:
 
     async def _forkserver(
         self, config: PoolConfig, env: dict[str, str], run: RunDir, worker_id: str
-    ) -> ForkServer:
+    ) -> ForkServerClient:
         # One per interpreter, environment and directory (a pool has one); one
         # that died is replaced.
         key = (config.python, config.cwd, tuple(sorted(env.items())))
@@ -164,7 +98,7 @@ class LocalLauncher:
                     del self._forkservers[old_key]
                     await old.aclose(grace=0)
             try:
-                server = await ForkServer.start(
+                server = await ForkServerClient.start(
                     python=config.python,
                     env=env,
                     cwd=config.cwd,

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from snakepit._proto.snakepit.v1 import worker_pb2 as snakepit_dot_v1_dot_worker__pb2
+from snakepit._wire._proto.snakepit.v1 import worker_pb2 as snakepit_dot_v1_dot_worker__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
