@@ -18,15 +18,7 @@ from snakepit.otp import (
     SupervisorSpec,
 )
 
-from ._sup_helpers import (
-    Boom,
-    Journal,
-    Opts,
-    Worker,
-    child_ref,
-    refs,
-    workers,
-)
+from ._sup_helpers import Boom, Journal, Opts, Worker, child_ref, refs, workers
 
 pytestmark = pytest.mark.anyio
 
