@@ -18,6 +18,7 @@ import pytest
 
 from snakepit.errors import QueueFull
 from snakepit.pool import InProcessLauncher, Pool
+from tests._fifo import open_gate
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -43,19 +44,6 @@ def make_pool(*, process: bool = False, **options: Any) -> Pool:
     return Pool(ADAPTER, cwd=ROOT, **options)
 
 
-async def open_gate(path: Path) -> Any:
-    """Open the FIFO's write end: returns once the ``wait_gate`` tool opened the read end.
-
-    On the deadline, a non-blocking reader frees the thread stuck in ``open``.
-    """
-    try:
-        with anyio.fail_after(DEADLINE):
-            return await anyio.to_thread.run_sync(open, path, "wb", abandon_on_cancel=True)
-    except TimeoutError:
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        raise
-
-
 class TestSaturation:
     async def test_queue_fills_then_refuses_and_every_accepted_call_completes(
         self, tmp_path: Path
@@ -79,7 +67,7 @@ class TestSaturation:
                     try:
                         for gate in gates:
                             tg.start_soon(hold, gate)
-                            writers.append(await open_gate(gate))  # its tool is running
+                            writers.append(await open_gate(gate, DEADLINE))  # its tool is running
                         assert pool.stats().idle == 0  # every slot is held
 
                         for i in range(MAX_QUEUE):
@@ -113,7 +101,7 @@ class TestSaturation:
                         order.append(await pool.execute("echo", {"value": i}))
 
                     tg.start_soon(pool.execute, "wait_gate", {"path": str(gate)})
-                    writer = await open_gate(gate)
+                    writer = await open_gate(gate, DEADLINE)
                     try:
                         for i in range(MAX_QUEUE):
                             tg.start_soon(queued, i)

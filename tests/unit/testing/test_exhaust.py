@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import anyio
 import pytest
 
 from snakepit.errors import ConfigError
 from snakepit.testing import exhaust
+from tests._procs import descendant_pids
 
 pytestmark = pytest.mark.anyio
-
-
-def child_pids() -> set[int]:
-    pids: set[int] = set()
-    for children in Path("/proc/self/task").glob("*/children"):
-        try:
-            pids.update(int(p) for p in children.read_text().split())
-        except OSError:
-            continue
-    return pids
 
 
 class TestExhaust:
@@ -56,21 +46,21 @@ class TestExhaust:
         assert len(anyio.get_running_tasks()) == before
 
     async def test_subprocesses_get_their_own_group_and_are_reaped(self) -> None:
-        before = child_pids()
+        before = descendant_pids()
         async with exhaust("subprocesses", 3) as held:
             assert held.count == 3
             assert len(held.pids) == 3
-            assert set(held.pids) <= child_pids() - before
+            assert set(held.pids) <= descendant_pids() - before
             for pid in held.pids:
                 assert os.getpgid(pid) == pid  # its own process group
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     async def test_subprocesses_are_reaped_when_the_block_raises(self) -> None:
-        before = child_pids()
+        before = descendant_pids()
         with pytest.raises(KeyError):
             async with exhaust("subprocesses", 2):
                 raise KeyError("body")
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     async def test_bad_arguments_are_refused(self) -> None:
         with pytest.raises(ConfigError, match="kind"):
