@@ -9,7 +9,6 @@ the test, never by a timer.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import pytest
 from snakepit.errors import QueueFull
 from snakepit.pool import InProcessLauncher, Pool
 from tests._fifo import open_gate
+
+from ._load import run_calls
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -155,20 +156,12 @@ class TestThroughput:
         async with make_pool(
             process=True, max_concurrency=max_concurrency, max_queue=IN_FLIGHT
         ) as pool:
-            results: dict[int, Any] = {}
-            numbers = iter(range(CALLS))
-
-            async def runner() -> None:
-                for i in numbers:  # shared: IN_FLIGHT runners take the next number
-                    results[i] = await pool.execute("echo", {"value": i})
-
-            start = time.perf_counter()
-            with anyio.move_on_after(BOUND) as scope:
-                async with anyio.create_task_group() as tg:
-                    for _ in range(IN_FLIGHT):
-                        tg.start_soon(runner)
-            elapsed = time.perf_counter() - start
-            assert not scope.cancelled_caught, f"only {len(results)}/{CALLS} calls in {BOUND}s"
+            results, elapsed = await run_calls(
+                lambda i: pool.execute("echo", {"value": i}),
+                calls=CALLS,
+                in_flight=IN_FLIGHT,
+                bound=BOUND,
+            )
             assert results == {i: i for i in range(CALLS)}
             stats = pool.stats()
             assert (stats.requests, stats.errors, stats.crashes) == (CALLS, 0, 0), stats
