@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import anyio
 
 from snakepit.testing._leaks import child_pids, wait_exited
@@ -24,3 +26,12 @@ def descendant_pids(pid: int | None = None) -> set[int]:
     found = child_pids(pid)
     assert found is not None, "these tests need /proc"
     return found
+
+
+def gone(pid: int) -> bool:
+    """True once no process has this pid (reaped, not even a zombie of ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the same names, imported at once, for type checkers
     from ._faults import FaultReport as FaultReport
     from ._faults import inject_random_failures as inject_random_failures
     from ._leaks import LeakCheck as LeakCheck
+    from ._leaks import LeakOptions as LeakOptions
     from ._leaks import assert_no_leaks as assert_no_leaks
     from ._leaks import child_pids as child_pids
     from ._leaks import describe_process as describe_process

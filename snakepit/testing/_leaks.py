@@ -28,11 +28,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import anyio
 
-__all__ = ("LeakCheck", "assert_no_leaks", "child_pids", "describe_process", "wait_exited")
+__all__ = (
+    "LeakCheck",
+    "LeakOptions",
+    "assert_no_leaks",
+    "child_pids",
+    "describe_process",
+    "wait_exited",
+)
 
 #: Seconds that tasks and processes still finishing on exit get by default.
 DEFAULT_GRACE = 1.0
@@ -379,6 +386,26 @@ def _hold_grpc() -> Any:
 # -- the check ------------------------------------------------------------------------------
 
 
+class LeakOptions(TypedDict, total=False):
+    """The options of :func:`assert_no_leaks`, the keywords of :meth:`LeakCheck.snapshot`.
+
+    Every key is optional; :meth:`LeakCheck.snapshot` holds the defaults.
+    """
+
+    #: Check the running event loop's tasks (asyncio or trio). Default True.
+    tasks: bool
+    #: Check this process's descendants (Linux ``/proc``). Default True.
+    subprocesses: bool
+    #: Check open file descriptors. Default True.
+    fds: bool
+    #: Seconds that tasks and processes still finishing get. Default 1.0.
+    grace: float
+    #: Called with ``(fd, target)``; True leaves that fd out. Default None.
+    ignore_fds: Callable[[int, str], bool] | None
+    #: Hold grpc.aio's shared poller from the snapshot to the check. Default None (auto).
+    warm_grpc: bool | None
+
+
 @dataclass(eq=False)
 class LeakCheck:
     """A snapshot of tasks, child processes and fds, and the check against it.
@@ -532,15 +559,7 @@ def _current_task() -> Any:
 
 
 @asynccontextmanager
-async def assert_no_leaks(
-    *,
-    tasks: bool = True,
-    subprocesses: bool = True,
-    fds: bool = True,
-    grace: float = DEFAULT_GRACE,
-    ignore_fds: Callable[[int, str], bool] | None = None,
-    warm_grpc: bool | None = None,
-) -> AsyncIterator[LeakCheck]:
+async def assert_no_leaks(**options: Unpack[LeakOptions]) -> AsyncIterator[LeakCheck]:
     """Fail if the block leaves tasks, child processes or open fds behind.
 
     ::
@@ -558,7 +577,8 @@ async def assert_no_leaks(
     Nothing is cleaned up: the leak is yours.
 
     Only a block that exits normally is checked: an exception from the block
-    propagates unchanged.
+    propagates unchanged. The keywords are :class:`LeakOptions`, the same as
+    :meth:`LeakCheck.snapshot` takes:
 
     :param tasks: check the running event loop's tasks (asyncio or trio).
     :param subprocesses: check this process's descendants: children,
@@ -573,13 +593,6 @@ async def assert_no_leaks(
         already and the loop is asyncio's.
     :raises AssertionError: something leaked.
     """
-    check = await LeakCheck.snapshot(
-        tasks=tasks,
-        subprocesses=subprocesses,
-        fds=fds,
-        grace=grace,
-        ignore_fds=ignore_fds,
-        warm_grpc=warm_grpc,
-    )
+    check = await LeakCheck.snapshot(**options)
     yield check
     await check.verify()

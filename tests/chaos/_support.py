@@ -11,7 +11,6 @@ import anyio
 
 from snakepit.errors import ExecutionTimeout, WorkerCrashed, WorkerUnavailable
 from snakepit.pool import Pool, WorkerServer
-from snakepit.testing import _leaks as leaks
 
 ADAPTER = "tests.unit.grpc._adapters:All"
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -24,13 +23,6 @@ TYPED = (WorkerCrashed, WorkerUnavailable, ExecutionTimeout)
 CALL_DEADLINE = 15.0
 RECOVERY_DEADLINE = 15.0
 TEST_DEADLINE = 45.0
-
-
-def child_pids() -> set[int]:
-    """Direct children of this process, zombies included (Linux /proc)."""
-    pids = leaks.child_pids()
-    assert pids is not None, "these tests need /proc"
-    return pids
 
 
 def make_pool(**options: Any) -> Pool:
@@ -60,16 +52,3 @@ async def kill_and_wait_replaced(pool: Pool, victims: list[WorkerServer]) -> Non
         for worker in victims:
             await worker.ref.wait()
         await pool.wait_ready(timeout=None)
-
-
-async def open_gate(path: Path) -> Any:
-    """Open the FIFO's write end: returns once the ``wait_gate`` tool opened the read end.
-
-    On the deadline, a non-blocking reader frees the thread stuck in ``open``.
-    """
-    try:
-        with anyio.fail_after(RECOVERY_DEADLINE):
-            return await anyio.to_thread.run_sync(open, path, "wb", abandon_on_cancel=True)
-    except TimeoutError:
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        raise

@@ -24,9 +24,10 @@ import pytest
 
 from snakepit.errors import ExecutionTimeout
 from snakepit.pool import InProcessLauncher, Pool
+from tests._procs import descendant_pids
 from tests.unit.grpc._adapters import drop_gate, gate
 
-from ._support import ROOT, child_pids, live_workers
+from ._support import ROOT, live_workers
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -280,7 +281,7 @@ async def test_cancellations_at_random_points_leave_every_slot_free(
 ) -> None:
     """64 callers, 5,000 calls cancelled at random points: then every slot is free, and usable."""
     plan = plan_calls(chaos_rng)
-    before = child_pids()
+    before = descendant_pids()
     outcomes: Counter[str] = Counter()
     seen: list[dict[str, int]] = []  # what the probes saw
     pool = Pool(HOSTILE, cwd=ROOT, size=SIZE, max_concurrency=max_concurrency, health_interval=None)
@@ -341,4 +342,4 @@ async def test_cancellations_at_random_points_leave_every_slot_free(
         assert failures == []
         assert sorted(results) == list(range(CHECKED_CALLS))
         assert pool.stats().idle == free
-    assert child_pids() - before == set()
+    assert descendant_pids() - before == set()

@@ -27,6 +27,8 @@ import pytest
 from snakepit.errors import SnakepitError, WorkerCrashed, WorkerUnavailable
 from snakepit.pool import Pool, PoolStats, WorkerServer
 from snakepit.testing import assert_chaos_resilient, chaos_kill_children
+from tests._fifo import open_gate
+from tests._procs import descendant_pids
 
 from ._support import (
     CALL_DEADLINE,
@@ -34,11 +36,9 @@ from ._support import (
     RECOVERY_DEADLINE,
     TEST_DEADLINE,
     TYPED,
-    child_pids,
     kill_and_wait_replaced,
     live_workers,
     make_pool,
-    open_gate,
     pid_of,
 )
 
@@ -78,7 +78,7 @@ async def test_kill_storm_under_load(
 ) -> None:
     rng = chaos_rng
     tag = f"[chaos_rng seed {dict(request.node.user_properties)['chaos_rng_seed']}]"
-    before = child_pids()
+    before = descendant_pids()
     progress = Progress()
     typed: Counter[str] = Counter()
     crashes: list[WorkerCrashed] = []
@@ -188,7 +188,7 @@ async def test_kill_storm_under_load(
     with anyio.fail_after(TEST_DEADLINE):
         async with make_pool(size=SIZE, max_restarts=10 * SIZE * len(ROUNDS)) as pool:
             await assert_chaos_resilient(pool, storm, serves_on_every_worker, timeout=TEST_DEADLINE)
-    assert child_pids() - before == set(), f"{tag} orphan workers after the pool exited"
+    assert descendant_pids() - before == set(), f"{tag} orphan workers after the pool exited"
 
 
 async def test_the_seed_fixture_is_pytest_randomly_seed(
@@ -204,7 +204,7 @@ class TestKillMidCall:
     @pytest.mark.parametrize("calls", [3])
     async def test_hang_calls(self, calls: int) -> None:
         """Every call in flight on the killed worker fails (max_concurrency > 1 too)."""
-        before = child_pids()
+        before = descendant_pids()
         outcome: list[BaseException] = []
         async with make_pool(size=1, max_concurrency=calls) as pool:
             (worker,) = live_workers(pool)
@@ -228,13 +228,13 @@ class TestKillMidCall:
             for error in outcome:
                 self.check_crash(error, worker, pid)
             await self.check_serves(pool, crashes=calls, slots=calls)
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     async def test_running_tool(self, tmp_path: Path) -> None:
         """The tool is known to be running (a FIFO gate) when the kill comes."""
         gate = tmp_path / "gate"
         os.mkfifo(gate)
-        before = child_pids()
+        before = descendant_pids()
         outcome: list[BaseException] = []
         async with make_pool(size=1) as pool:
             (worker,) = live_workers(pool)
@@ -249,7 +249,9 @@ class TestKillMidCall:
             with anyio.fail_after(RECOVERY_DEADLINE):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(call)
-                    writer = await open_gate(gate)  # returns once the tool opened it
+                    writer = await open_gate(
+                        gate, RECOVERY_DEADLINE
+                    )  # returns once the tool opened it
                     try:
                         await kill_and_wait_replaced(pool, [worker])
                     finally:
@@ -257,10 +259,10 @@ class TestKillMidCall:
             assert len(outcome) == 1
             self.check_crash(outcome[0], worker, pid)
             await self.check_serves(pool)
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     async def test_stream(self) -> None:
-        before = child_pids()
+        before = descendant_pids()
         items: list[Any] = []
         outcome: list[BaseException] = []
         async with make_pool(size=1) as pool:
@@ -286,7 +288,7 @@ class TestKillMidCall:
             assert len(outcome) == 1
             self.check_crash(outcome[0], worker, pid)
             await self.check_serves(pool)
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     async def test_describe_in_flight_when_the_channel_closes(self) -> None:
         """Seen in a kill storm with describe() callers; made deterministic here.
@@ -295,7 +297,7 @@ class TestKillMidCall:
         is left: its WorkerServer closes the channel under the call (as it does after a
         kill when the host notices the exit before grpc notices the socket).
         """
-        before = child_pids()
+        before = descendant_pids()
         outcome: list[BaseException] = []
 
         async def describe(pool: Pool) -> None:
@@ -313,12 +315,12 @@ class TestKillMidCall:
                 os.kill(pid_of(worker), signal.SIGSTOP)  # Describe stays in flight
                 tg.start_soon(describe, pool)
                 await anyio.wait_all_tasks_blocked()
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
         assert len(outcome) == 1
         assert isinstance(outcome[0], SnakepitError), repr(outcome[0])
 
     async def test_segfault_names_sigsegv(self) -> None:
-        before = child_pids()
+        before = descendant_pids()
         async with make_pool(size=1) as pool:
             (worker,) = live_workers(pool)
             with anyio.fail_after(RECOVERY_DEADLINE):
@@ -330,7 +332,7 @@ class TestKillMidCall:
             assert info.value.pid == pid_of(worker)
             assert info.value.worker_id == worker.worker_id
             await self.check_serves(pool)
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     @staticmethod
     def check_crash(error: BaseException, worker: WorkerServer, pid: int) -> None:

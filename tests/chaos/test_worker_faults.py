@@ -15,13 +15,13 @@ import anyio
 import pytest
 
 from snakepit.errors import ExecutionTimeout, PoolDegraded, WorkerError
+from tests._procs import descendant_pids
 
 from ._support import (
     CALL_DEADLINE,
     RECOVERY_DEADLINE,
     TEST_DEADLINE,
     TYPED,
-    child_pids,
     kill_and_wait_replaced,
     live_workers,
     make_pool,
@@ -36,7 +36,7 @@ class TestFaults:
     """Frozen; stopped from outside; killed faster than the restart intensity allows."""
 
     async def test_frozen_worker_times_out_and_is_replaced(self) -> None:
-        before = child_pids()
+        before = descendant_pids()
         outcome: list[BaseException] = []
         async with make_pool(size=1, max_concurrency=3) as pool:
             (worker,) = live_workers(pool)
@@ -60,13 +60,13 @@ class TestFaults:
                 assert await pool.execute("echo", {"value": 1}, timeout=10) == 1
             stats = pool.stats()
             assert (stats.ready, stats.timeouts, stats.restarts) == (1, 3, 1), stats
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()
 
     async def test_kills_beyond_the_restart_intensity_degrade_the_pool(self, seed: int) -> None:
         """Every caller ends (PoolDegraded once the tree gave up); nothing is left running."""
         rng = random.Random(seed)
         tag = f"[seed {seed}]"
-        before = child_pids()
+        before = descendant_pids()
         outcomes: Counter[str] = Counter()
         untyped: list[BaseException] = []
         max_restarts = 2
@@ -106,11 +106,11 @@ class TestFaults:
             assert (stats.ready, stats.queued) == (0, 0), stats
             with pytest.raises(PoolDegraded):
                 await pool.execute("ping")
-        assert child_pids() - before == set(), f"{tag} orphan workers"
+        assert descendant_pids() - before == set(), f"{tag} orphan workers"
 
     async def test_outside_sigterm_drains_a_worker_without_failing_new_calls(self) -> None:
         """A stopping worker refuses calls unrun; the pool sends them elsewhere, none fails."""
-        before = child_pids()
+        before = descendant_pids()
         failures: list[WorkerError] = []
         calls = 0
         async with make_pool(size=2, max_concurrency=2) as pool:
@@ -149,4 +149,4 @@ class TestFaults:
             assert failures == [], f"{len(failures)} of {calls} calls failed: {failures[0]!r}"
             stats = pool.stats()
             assert (stats.ready, stats.crashes, stats.restarts) == (2, 0, 1), stats
-        assert child_pids() - before == set()
+        assert descendant_pids() - before == set()

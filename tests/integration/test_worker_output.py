@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,6 @@ import pytest
 
 from snakepit import Pool
 from snakepit.errors import RemoteError, WorkerCrashed
-from snakepit.pool._launch._output import LOG_BURST, MAX_LINE, OutputLines
 from tests._procs import wait_exit
 
 pytestmark = pytest.mark.anyio
@@ -150,29 +148,3 @@ async def test_a_dead_worker_whose_grandchild_holds_its_pipes_is_noticed(
     for pid in orphans:
         with anyio.fail_after(10):
             await wait_exit(pid)
-
-
-def test_lines_are_cut_redraws_collapsed_and_logging_is_rate_bounded() -> None:
-    # The host's side alone: whatever arrives, memory and log volume stay bounded.
-    tail: deque[str] = deque(maxlen=5)
-    logged = Lines()
-    logger = logging.getLogger("snakepit.worker.unit-test")
-    logger.addHandler(logged)
-    logger.propagate = False
-    try:
-        lines = OutputLines(tail, logger)
-        lines.feed(b"a" * (MAX_LINE + 10) + b"\n")
-        assert tail[-1] == "a" * MAX_LINE + " [... 10 more bytes cut]"
-        for chunk in (b"\r 10%", b"\r 50%\r", b"\n", b"x\r", b"\ny\r\r\rz", b"\xff\n"):
-            lines.feed(chunk)
-        assert list(tail)[-3:] == [" 50%", "x", "z\ufffd"]
-        lines.feed(b"line\n" * 100_000)  # at once: far over the rate
-        lines.feed(b"end")
-        lines.close()
-        assert len(tail) == 5
-        assert tail[-1] == "end"
-        assert len(logged.records) <= LOG_BURST + 10
-        assert "lines of output not logged" in logged.records[-1].getMessage()
-    finally:
-        logger.removeHandler(logged)
-        logger.propagate = True

@@ -17,6 +17,8 @@ import pytest
 
 from snakepit.pool import Pool
 
+from ._load import run_calls
+
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
 
@@ -42,20 +44,9 @@ def make_pool(**options: Any) -> Pool:
 async def test_noop_calls_complete_within_a_generous_bound() -> None:
     # 64 calls really in flight: 32 slots on each of the 2 workers
     async with make_pool(max_concurrency=IN_FLIGHT // SIZE) as pool:
-        results: dict[int, Any] = {}
-        numbers = iter(range(CALLS))
-
-        async def runner() -> None:
-            for i in numbers:  # shared: IN_FLIGHT runners take the next number
-                results[i] = await pool.execute("noop")
-
-        start = time.perf_counter()
-        with anyio.move_on_after(BOUND) as scope:
-            async with anyio.create_task_group() as tg:
-                for _ in range(IN_FLIGHT):
-                    tg.start_soon(runner)
-        elapsed = time.perf_counter() - start
-        assert not scope.cancelled_caught, f"only {len(results)}/{CALLS} calls in {BOUND}s"
+        results, elapsed = await run_calls(
+            lambda i: pool.execute("noop"), calls=CALLS, in_flight=IN_FLIGHT, bound=BOUND
+        )
         assert results == dict.fromkeys(range(CALLS))  # every call, each returning None
         stats = pool.stats()
         assert (stats.requests, stats.errors, stats.crashes) == (CALLS, 0, 0), stats

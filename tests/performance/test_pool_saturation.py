@@ -9,7 +9,6 @@ the test, never by a timer.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,9 @@ import pytest
 
 from snakepit.errors import QueueFull
 from snakepit.pool import InProcessLauncher, Pool
+from tests._fifo import open_gate
+
+from ._load import run_calls
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -43,19 +45,6 @@ def make_pool(*, process: bool = False, **options: Any) -> Pool:
     return Pool(ADAPTER, cwd=ROOT, **options)
 
 
-async def open_gate(path: Path) -> Any:
-    """Open the FIFO's write end: returns once the ``wait_gate`` tool opened the read end.
-
-    On the deadline, a non-blocking reader frees the thread stuck in ``open``.
-    """
-    try:
-        with anyio.fail_after(DEADLINE):
-            return await anyio.to_thread.run_sync(open, path, "wb", abandon_on_cancel=True)
-    except TimeoutError:
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        raise
-
-
 class TestSaturation:
     async def test_queue_fills_then_refuses_and_every_accepted_call_completes(
         self, tmp_path: Path
@@ -79,7 +68,7 @@ class TestSaturation:
                     try:
                         for gate in gates:
                             tg.start_soon(hold, gate)
-                            writers.append(await open_gate(gate))  # its tool is running
+                            writers.append(await open_gate(gate, DEADLINE))  # its tool is running
                         assert pool.stats().idle == 0  # every slot is held
 
                         for i in range(MAX_QUEUE):
@@ -113,7 +102,7 @@ class TestSaturation:
                         order.append(await pool.execute("echo", {"value": i}))
 
                     tg.start_soon(pool.execute, "wait_gate", {"path": str(gate)})
-                    writer = await open_gate(gate)
+                    writer = await open_gate(gate, DEADLINE)
                     try:
                         for i in range(MAX_QUEUE):
                             tg.start_soon(queued, i)
@@ -167,20 +156,12 @@ class TestThroughput:
         async with make_pool(
             process=True, max_concurrency=max_concurrency, max_queue=IN_FLIGHT
         ) as pool:
-            results: dict[int, Any] = {}
-            numbers = iter(range(CALLS))
-
-            async def runner() -> None:
-                for i in numbers:  # shared: IN_FLIGHT runners take the next number
-                    results[i] = await pool.execute("echo", {"value": i})
-
-            start = time.perf_counter()
-            with anyio.move_on_after(BOUND) as scope:
-                async with anyio.create_task_group() as tg:
-                    for _ in range(IN_FLIGHT):
-                        tg.start_soon(runner)
-            elapsed = time.perf_counter() - start
-            assert not scope.cancelled_caught, f"only {len(results)}/{CALLS} calls in {BOUND}s"
+            results, elapsed = await run_calls(
+                lambda i: pool.execute("echo", {"value": i}),
+                calls=CALLS,
+                in_flight=IN_FLIGHT,
+                bound=BOUND,
+            )
             assert results == {i: i for i in range(CALLS)}
             stats = pool.stats()
             assert (stats.requests, stats.errors, stats.crashes) == (CALLS, 0, 0), stats

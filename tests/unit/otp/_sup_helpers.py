@@ -15,6 +15,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from snakepit.errors import ReachedMaxRestartIntensity
 from snakepit.otp import (
     ChildExited,
+    ChildSpec,
     ChildStarted,
     ChildStartFailed,
     ChildTerminated,
@@ -93,6 +94,11 @@ class Worker(GenServer[str, Any, Opts]):
             await state.terminate_gate.wait()
         if state.block_terminate:
             await anyio.Event().wait()
+
+
+def workers(*labels: str, journal: Journal | None = None, **kwargs: Any) -> list[ChildSpec]:
+    """One :class:`Worker` child spec per label (``kwargs`` go to each ChildSpec)."""
+    return [ChildSpec(label, Worker, arg=Opts(label, journal), **kwargs) for label in labels]
 
 
 def child_ref(sup: SupervisorRef, child_id: Hashable) -> ServerRef[Any, Any]:

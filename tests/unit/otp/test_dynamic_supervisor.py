@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -47,13 +45,6 @@ from ._sup_helpers import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def subscribe() -> Iterator[Subscriptions]:
-    subscriptions = Subscriptions()
-    yield subscriptions
-    subscriptions.close()
-
-
 def worker(label: str, journal: Journal | None = None, **kwargs: Any) -> ChildSpec:
     return ChildSpec(label, Worker, arg=Opts(label, journal), **kwargs)
 
@@ -61,34 +52,6 @@ def worker(label: str, journal: Journal | None = None, **kwargs: Any) -> ChildSp
 def live(sup: SupervisorRef) -> list[ServerRef[Any, Any]]:
     """The running children, in start order."""
     return [info.ref for info in sup.which_children() if info.ref is not None]
-
-
-class TestDynamicSupervisorSpec:
-    def test_defaults(self) -> None:
-        spec = DynamicSupervisorSpec()
-        assert spec.max_children is None
-        assert (spec.max_restarts, spec.max_seconds) == (3, 5.0)
-        assert spec.registry is None
-
-    @pytest.mark.parametrize(
-        ("kwargs", "field"),
-        [
-            pytest.param({"max_children": -1}, "max_children", id="negative-children"),
-            pytest.param({"max_children": True}, "max_children", id="bool-children"),
-            pytest.param({"max_children": 1.5}, "max_children", id="float-children"),
-            pytest.param({"max_restarts": -1}, "max_restarts", id="negative-restarts"),
-            pytest.param({"max_restarts": False}, "max_restarts", id="bool-restarts"),
-            pytest.param({"max_seconds": 0}, "max_seconds", id="zero-seconds"),
-            pytest.param({"max_seconds": math.inf}, "max_seconds", id="inf-seconds"),
-        ],
-    )
-    def test_invalid_field_is_named(self, kwargs: dict[str, Any], field: str) -> None:
-        with pytest.raises(ConfigError) as info:
-            DynamicSupervisorSpec(**kwargs)
-        assert info.value.field == field
-
-    def test_zero_max_children_is_valid(self) -> None:
-        assert DynamicSupervisorSpec(max_children=0).max_children == 0
 
 
 class TestStart:

@@ -486,7 +486,7 @@ class BlockedInit(GenServer[Any, Any, None]):
         await anyio.Event().wait()
 
 
-class TestReviewedEdges:
+class TestRunningStartAndSelfCallEdges:
     async def test_running_raises_the_body_exception_plain(self) -> None:
         async def body() -> None:
             async with Echo.running() as ref:

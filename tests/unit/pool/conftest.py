@@ -1,4 +1,7 @@
-"""Fixtures of the pool's unit tests: in-process pools and a per-test adapter class."""
+"""Fixtures of the pool's unit tests: in-process pools and a per-test adapter class.
+
+The in-process ``launcher`` fixture is in tests/unit/conftest.py (the testing helpers use it too).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +17,6 @@ from ._adapters import Control, forget, fresh_controlled
 
 MakePool = Callable[..., Pool]
 Subscribe = Callable[[Pool], MemoryObjectReceiveStream[PoolEvent]]
-
-
-@pytest.fixture
-def launcher() -> Iterator[InProcessLauncher]:
-    """An in-process launcher; its socket directory is removed after the test."""
-    launcher = InProcessLauncher()
-    yield launcher
-    launcher.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 
 from snakepit.testing._plugin import OTPSandbox
 from snakepit.testing._workers import assert_healthy, assert_streaming_response, python_worker
+from tests._procs import gone
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # worker processes are driven by grpc.aio
@@ -19,14 +19,6 @@ anyio_backends = ("asyncio",)  # worker processes are driven by grpc.aio
 ECHO = "snakepit.testing.adapters:Echo"
 ROOT = Path(__file__).resolve().parents[3]
 BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.mark.otp(strict_leaks=True)  # the process, its pipes and the client: all gone

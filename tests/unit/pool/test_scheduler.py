@@ -1,0 +1,310 @@
+"""The pool's Scheduler (pool/_scheduler.py): free slots, the waiting calls, their order and limits.
+
+No pool and no worker here: the slots belong to small fake workers with a ``usable`` flag,
+and every wait is on the scheduler's own hand-over (``anyio.wait_all_tasks_blocked``).
+Timeouts use ``queue_timeout=0`` or a deadline already reached, so nothing waits on a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
+from snakepit.pool import Scheduler
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # the scheduler's waiters are asyncio futures, as the pool's
+
+
+@dataclass(eq=False)
+class Fake:
+    """A worker as the scheduler sees it: a name, and whether it may take calls."""
+
+    name: str
+    usable: bool = True
+
+
+def scheduler(*, max_queue: int = 10, queue_timeout: float | None = None) -> Scheduler[Fake]:
+    return Scheduler(max_queue=max_queue, queue_timeout=queue_timeout)
+
+
+class Waiters:
+    """Calls waiting in a scheduler: what each got, and the depths ``on_wait`` saw."""
+
+    def __init__(self, sched: Scheduler[Fake]) -> None:
+        self.sched = sched
+        self.got: list[tuple[str, Fake | BaseException]] = []
+        self.depths: list[int] = []
+
+    async def wait(self, label: str, **kwargs: Any) -> None:
+        try:
+            self.got.append((label, await self.sched.checkout(self.depths.append, **kwargs)))
+        except Exception as exc:
+            self.got.append((label, exc))
+
+    async def start(self, tg: anyio.abc.TaskGroup, *labels: str) -> None:
+        """Start one waiting call per label, in order, each queued before the next starts."""
+        for label in labels:
+            tg.start_soon(self.wait, label)
+            await anyio.wait_all_tasks_blocked()
+
+
+class TestFreeSlots:
+    async def test_checkout_takes_free_slots_in_the_order_they_came(self) -> None:
+        sched = scheduler()
+        a, b = Fake("a"), Fake("b")
+        sched.add(a, 1)
+        sched.add(b, 1)
+        assert (sched.idle, sched.queued, sched.has_idle) == (2, 0, True)
+        assert await sched.checkout() is a
+        assert await sched.checkout() is b
+        assert (sched.idle, sched.has_idle) == (0, False)
+
+    async def test_a_worker_brings_one_slot_per_concurrent_call(self) -> None:
+        sched = scheduler()
+        a = Fake("a")
+        sched.add(a, 3)
+        assert sched.idle == 3
+        assert [await sched.checkout() for _ in range(3)] == [a, a, a]
+        assert sched.idle == 0
+
+    async def test_a_returned_slot_goes_behind_the_free_ones(self) -> None:
+        sched = scheduler()
+        a, b = Fake("a"), Fake("b")
+        sched.add(a, 1)
+        sched.add(b, 1)
+        taken = await sched.checkout()
+        sched.checkin(taken)
+        assert [await sched.checkout(), await sched.checkout()] == [b, a]
+
+    async def test_no_on_wait_for_a_call_that_gets_a_slot_at_once(self) -> None:
+        sched = scheduler()
+        sched.add(Fake("a"), 1)
+        depths: list[int] = []
+        await sched.checkout(depths.append)
+        assert depths == []
+
+    async def test_the_slots_of_an_unusable_worker_are_dropped(self) -> None:
+        sched = scheduler()
+        dead, alive = Fake("dead"), Fake("alive")
+        sched.add(dead, 2)
+        sched.add(alive, 1)
+        dead.usable = False
+        assert sched.idle == 1  # only usable workers' slots count
+        assert sched.has_idle
+        assert await sched.checkout() is alive  # the dead worker's slots are skipped
+        assert (sched.idle, sched.has_idle) == (0, False)  # ...and gone
+        sched.checkin(dead)  # a retired worker's slot is not taken back
+        sched.add(dead, 1)
+        assert (sched.idle, sched.has_idle) == (0, False)
+
+
+class TestWaiting:
+    async def test_waiting_calls_are_served_oldest_first(self) -> None:
+        sched = scheduler()
+        waiters = Waiters(sched)
+        a, b = Fake("a"), Fake("b")
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "first", "second", "third")
+            assert sched.queued == 3
+            assert waiters.depths == [1, 2, 3]  # on_wait gets the depth, this call included
+            sched.add(a, 1)
+            sched.checkin(b)
+            await anyio.wait_all_tasks_blocked()
+            assert waiters.got == [("first", a), ("second", b)]
+            assert sched.queued == 1
+            sched.checkin(a)
+        assert waiters.got == [("first", a), ("second", b), ("third", a)]
+        assert (sched.queued, sched.idle) == (0, 0)  # each slot went to a waiter, none idle
+
+    async def test_a_slot_goes_to_a_waiter_before_the_free_list(self) -> None:
+        sched = scheduler()
+        waiters = Waiters(sched)
+        a = Fake("a")
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "waiting")
+            sched.add(a, 2)  # one slot to the waiter, the other one free
+        assert waiters.got == [("waiting", a)]
+        assert sched.idle == 1
+
+    async def test_a_waiter_gets_no_slot_of_an_unusable_worker(self) -> None:
+        sched = scheduler()
+        waiters = Waiters(sched)
+        dead, alive = Fake("dead", usable=False), Fake("alive")
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "waiting")
+            sched.checkin(dead)
+            await anyio.wait_all_tasks_blocked()
+            assert waiters.got == []
+            assert sched.queued == 1
+            sched.checkin(alive)
+        assert waiters.got == [("waiting", alive)]
+
+
+class TestCancellation:
+    async def test_a_cancelled_waiter_leaves_the_queue_and_its_turn_passes_on(self) -> None:
+        sched = scheduler()
+        waiters = Waiters(sched)
+        a = Fake("a")
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(self._wait_in, scope, waiters, "cancelled")
+            await anyio.wait_all_tasks_blocked()
+            await waiters.start(tg, "next")
+            assert sched.queued == 2
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert sched.queued == 1
+            sched.checkin(a)
+        assert waiters.got == [("next", a)]
+        assert (sched.queued, sched.idle) == (0, 0)
+
+    async def test_a_waiter_cancelled_once_the_slot_is_handed_over_gives_it_back(self) -> None:
+        # asyncio's own cancellation (asyncio.timeout, task.cancel) can land between the
+        # hand-over and the waiter's wake-up: the slot must go back, not with the task.
+        sched = scheduler()
+        a = Fake("a")
+        task = asyncio.ensure_future(sched.checkout())
+        await anyio.wait_all_tasks_blocked()
+        assert sched.queued == 1
+        sched.checkin(a)  # handed to the waiter, which has not run yet...
+        task.cancel()  # ...and is cancelled before it does
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (sched.queued, sched.idle) == (0, 1)  # the slot is free again, not lost
+        assert await sched.checkout() is a
+
+    async def test_many_cancelled_waiters_leak_no_slot(self) -> None:
+        sched = scheduler(max_queue=100)
+        waiters = Waiters(sched)
+        a = Fake("a")
+        async with anyio.create_task_group() as tg:
+            scopes = [anyio.CancelScope() for _ in range(20)]
+            for i, scope in enumerate(scopes):
+                tg.start_soon(self._wait_in, scope, waiters, f"w{i}")
+            await anyio.wait_all_tasks_blocked()
+            assert sched.queued == 20
+            for scope in scopes[::2]:
+                scope.cancel()
+            sched.add(a, 1)  # to the first waiter still there
+            for scope in scopes[1::2]:
+                scope.cancel()  # that one too, right after its hand-over
+        # The one slot is either with the call that got it before its cancellation
+        # reached it, or free again: never lost with a cancelled waiter.
+        assert waiters.got in ([], [("w1", a)])
+        assert len(waiters.got) + sched.idle == 1
+        assert sched.queued == 0
+
+    @staticmethod
+    async def _wait_in(scope: anyio.CancelScope, waiters: Waiters, label: str) -> None:
+        with scope:
+            await waiters.wait(label)
+
+
+class TestLimits:
+    async def test_a_full_queue_refuses_at_once_without_on_wait(self) -> None:
+        sched = scheduler(max_queue=2)
+        waiters = Waiters(sched)
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "first", "second")
+            depths: list[int] = []
+            with pytest.raises(QueueFull, match=r"\b2\b"):
+                await sched.checkout(depths.append)
+            assert depths == []
+            assert sched.queued == 2  # the refused call did not queue
+            sched.add(Fake("a"), 2)
+
+    async def test_max_queue_zero_refuses_every_call_that_would_wait(self) -> None:
+        sched = scheduler(max_queue=0)
+        a = Fake("a")
+        with pytest.raises(QueueFull):
+            await sched.checkout()
+        sched.add(a, 1)
+        assert await sched.checkout() is a  # a free slot needs no queue
+
+    async def test_queue_timeout(self) -> None:
+        sched = scheduler(queue_timeout=0)
+        depths: list[int] = []
+        with pytest.raises(QueueTimeout, match=r"within 0s") as info:
+            await sched.checkout(depths.append)
+        assert isinstance(info.value, TimeoutError)
+        assert depths == [1]  # it did wait
+        assert sched.queued == 0  # and left the queue
+        a = Fake("a")
+        sched.checkin(a)
+        assert sched.idle == 1  # the next slot is free, not handed to the gone waiter
+
+    async def test_the_calls_own_deadline_ends_the_wait_when_it_comes_first(self) -> None:
+        sched = scheduler(queue_timeout=60)
+        with pytest.raises(QueueTimeout, match=r"left of the call's timeout"):
+            await sched.checkout(deadline=anyio.current_time())
+        assert sched.queued == 0
+
+    async def test_queue_timeout_ends_the_wait_when_it_comes_first(self) -> None:
+        sched = scheduler(queue_timeout=0)
+        with pytest.raises(QueueTimeout, match=r"within 0s"):
+            await sched.checkout(deadline=anyio.current_time() + 60)
+
+    async def test_a_deadline_alone_bounds_the_wait(self) -> None:
+        sched = scheduler(queue_timeout=None)
+        with pytest.raises(QueueTimeout, match=r"left of the call's timeout"):
+            await sched.checkout(deadline=anyio.current_time())
+        assert sched.queued == 0
+
+    async def test_a_slot_in_time_beats_the_timeout(self) -> None:
+        sched = scheduler(queue_timeout=60)
+        waiters = Waiters(sched)
+        a = Fake("a")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: waiters.wait("waiting", deadline=anyio.current_time() + 60))
+            await anyio.wait_all_tasks_blocked()
+            sched.checkin(a)
+        assert waiters.got == [("waiting", a)]
+
+
+class TestClose:
+    @pytest.mark.parametrize(
+        ("error", "expected"),
+        [
+            pytest.param(None, PoolClosed, id="stopped"),
+            pytest.param(PoolError("the pool is degraded"), PoolError, id="own-error"),
+        ],
+    )
+    async def test_close_fails_waiting_and_new_calls_and_drops_free_slots(
+        self, error: PoolError | None, expected: type[Exception]
+    ) -> None:
+        sched = scheduler()
+        waiters = Waiters(sched)
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "first", "second")
+            sched.close(error)
+        assert [label for label, _ in waiters.got] == ["first", "second"]
+        assert all(isinstance(got, expected) for _, got in waiters.got)
+        if error is not None:
+            assert all(got is error for _, got in waiters.got)
+        assert sched.queued == 0
+        with pytest.raises(expected):
+            await sched.checkout()
+        sched.add(Fake("late"), 1)
+        with pytest.raises(expected):  # a slot offered after the close does not reopen it
+            await sched.checkout()
+
+    async def test_close_drops_the_free_slots(self) -> None:
+        sched = scheduler()
+        sched.add(Fake("a"), 2)
+        sched.close()
+        assert (sched.idle, sched.has_idle) == (0, False)
+
+    async def test_reopen_takes_calls_again(self) -> None:
+        sched = scheduler()
+        sched.add(Fake("a"), 1)
+        sched.close()
+        sched.reopen()
+        b = Fake("b")
+        sched.add(b, 1)
+        assert await sched.checkout() is b  # the slot from before the close is gone
