@@ -45,7 +45,8 @@ that ended it (also chained as ``__cause__``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import signal
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from snakepit.otp._reasons import ExitReason
@@ -128,11 +129,31 @@ class CallTimeout(OTPError, TimeoutError):
 
     The request may still be handled later; its reply is then dropped and never
     reaches another call.
+
+    ``server`` is the :class:`~snakepit.otp.ServerRef` called and ``timeout``
+    the seconds the call waited (each None when not known).
     """
+
+    def __init__(
+        self, message: str, *, server: object = None, timeout: float | None = None
+    ) -> None:
+        super().__init__(message)
+        #: The server that did not reply.
+        self.server = server
+        #: The call's timeout, in seconds.
+        self.timeout = timeout
 
 
 class WaitTimeout(OTPError, TimeoutError):
-    """A wait for a state (a name re-registered, a supervisor stable) ran out of time."""
+    """A wait for a state (a name re-registered, a supervisor stable, a pool ready) ran out of time.
+
+    ``timeout`` is the seconds waited (None when not known).
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None) -> None:
+        super().__init__(message)
+        #: The wait's timeout, in seconds.
+        self.timeout = timeout
 
 
 class ServerExited(OTPError):
@@ -271,14 +292,10 @@ class WorkerCrashed(WorkerError):
             cause = reason
         elif returncode is None:
             cause = "its connection broke"
-        elif returncode < 0:
-            import signal
-
-            name = signal.Signals(-returncode).name
-            hint = " (a possible out-of-memory kill)" if name == "SIGKILL" else ""
-            cause = f"killed by {name}{hint}"
         else:
-            cause = f"exit code {returncode}"
+            cause = exit_status(returncode)
+            if returncode == -signal.SIGKILL:
+                cause += " (a possible out-of-memory kill)"
         tail = f"\n--- stderr (last lines) ---\n{stderr_tail}" if stderr_tail else ""
         super().__init__(f"worker {worker_id!r} (pid {pid}) crashed: {cause}{tail}")
         #: The worker's id.
@@ -305,11 +322,45 @@ class WorkerStopping(WorkerUnavailable):
 
 
 class ExecutionTimeout(WorkerError, TimeoutError):
-    """A call's timeout passed before its result came back."""
+    """A call's timeout passed before its result came back.
+
+    ``tool`` is the tool called, ``timeout`` the seconds it was given (for a
+    stream: for each item), ``worker_id`` the worker it ran on, which the pool
+    kills and replaces; each is None where it is not known (a worker's own
+    deadline reported back has no timeout; a bare connection knows no worker id).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str | None = None,
+        timeout: float | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        #: The tool whose call timed out.
+        self.tool = tool
+        #: The call's timeout, in seconds.
+        self.timeout = timeout
+        #: The worker it ran on (killed and replaced by a pool).
+        self.worker_id = worker_id
 
 
 class PayloadTooLarge(WorkerError):
-    """A request or result is over the message size limit; the connection stays usable."""
+    """A request or result is over the message size limit; the connection stays usable.
+
+    ``size`` and ``limit`` are in bytes, when the side that refused it knows them
+    (a request refused before it was sent: both; a refusal by the worker or by
+    gRPC: None).
+    """
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        #: The size of the refused message, in bytes.
+        self.size = size
+        #: The message size limit, in bytes.
+        self.limit = limit
 
 
 class PayloadError(WorkerError, ValueError):
@@ -368,8 +419,14 @@ class PoolStartError(PoolError):
     """A worker failed to start while the pool started; everything was stopped again.
 
     The message names the worker and carries its stderr tail (``__cause__`` is
-    the :class:`WorkerStartError`).
+    the :class:`WorkerStartError`). ``worker_id`` is the worker that failed
+    (None when none did, but not all were ready in time).
     """
+
+    def __init__(self, message: str, *, worker_id: str | None = None) -> None:
+        super().__init__(message)
+        #: The worker that failed to start.
+        self.worker_id = worker_id
 
 
 class PoolClosed(PoolError):
@@ -389,11 +446,25 @@ class PoolDegraded(PoolError):
 
 
 class QueueFull(PoolError):
-    """``max_queue`` calls are already waiting for a worker."""
+    """``max_queue`` calls are already waiting for a worker; the tool did not run."""
+
+    def __init__(self, max_queue: int) -> None:
+        super().__init__(f"{max_queue} calls are already waiting for a worker")
+        #: The pool's ``max_queue``.
+        self.max_queue = max_queue
 
 
 class QueueTimeout(PoolError, TimeoutError):
-    """No worker became free within ``queue_timeout``."""
+    """No worker became free in time (``queue_timeout``, or the call's own timeout).
+
+    The tool did not run. ``timeout`` is the seconds the call could wait: its
+    ``queue_timeout``, or what was left of its own timeout (None when not known).
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None) -> None:
+        super().__init__(message)
+        #: The seconds the call could wait for a worker.
+        self.timeout = timeout
 
 
 class WrongEventLoop(PoolError, RuntimeError):
@@ -402,6 +473,52 @@ class WrongEventLoop(PoolError, RuntimeError):
     A pool's connections and tasks belong to that loop: call it from there
     (from another thread: ``asyncio.run_coroutine_threadsafe(pool.execute(...), loop)``).
     """
+
+
+# -- checks and descriptions shared by every layer ---------------------------------------
+# They live here because snakepit.otp imports nothing but this module; not in __all__.
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """True for an int that is not a bool (``True`` is an int to Python, never a count here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """True for an int or a float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_int(field: str, value: object, minimum: int, *, allow_none: bool = False) -> None:
+    """Check a count: an int (not a bool) >= ``minimum``, or None if ``allow_none``.
+
+    The message is ``must be an int >= MINIMUM[ or None], got VALUE``.
+
+    :raises ArgumentTypeError: not an int (a bool, a float, a str...).
+    :raises ConfigError: under ``minimum``.
+    """
+    if value is None and allow_none:
+        return
+    if is_int(value) and value >= minimum:
+        return
+    error = ConfigError if is_int(value) else ArgumentTypeError
+    either = " or None" if allow_none else ""
+    raise error(field, f"must be an int >= {minimum}{either}, got {value!r}")
+
+
+def signal_name(signum: int) -> str:
+    """The name of signal ``signum`` (``"SIGKILL"``); ``"signal N"`` if Python has none for it."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a real-time signal (SIGRTMIN+n) has no member
+        return f"signal {signum}"
+
+
+def exit_status(returncode: int) -> str:
+    """How a process ended, from its return code: ``"killed by SIGTERM"`` or ``"exit code 3"``."""
+    if returncode < 0:
+        return f"killed by {signal_name(-returncode)}"
+    return f"exit code {returncode}"
 
 
 def _describe(reason: object) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from snakepit.errors import ArgumentTypeError, ConfigError
+from snakepit.errors import ArgumentTypeError, ConfigError, check_int, is_number
 
 __all__ = ("PoolConfig",)
 
@@ -34,23 +34,19 @@ MAX_MESSAGE_MB_LIMIT = 2048
 MIN_MESSAGE_BYTES = 4096
 
 
-def _positive(
-    name: str, value: object, *, allow_none: bool = False, integer: bool = False, minimum: int = 1
-) -> None:
-    """Check a count (an int >= ``minimum``) or a duration/size (a finite number > 0).
+def _positive(name: str, value: object, *, allow_none: bool = False) -> None:
+    """Check a duration or a size: a finite number > 0 (counts: :func:`check_int`).
 
     :raises ArgumentTypeError: the wrong type (a bool is not a number here).
     :raises ConfigError: out of range (NaN and infinity included).
     """
     if value is None and allow_none:
         return
-    kind = f"an int >= {minimum}" if integer else "a finite number > 0"
     either = " or None" if allow_none else ""
-    allowed = int if integer else int | float
-    if not isinstance(value, allowed) or isinstance(value, bool):
-        raise ArgumentTypeError(name, f"must be {kind}{either}, got {value!r}")
-    if not (value >= minimum if integer else 0 < value < math.inf):
-        raise ConfigError(name, f"must be {kind}{either}, got {value!r}")
+    if not is_number(value):
+        raise ArgumentTypeError(name, f"must be a finite number > 0{either}, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ConfigError(name, f"must be a finite number > 0{either}, got {value!r}")
 
 
 def check_seconds(name: str, value: object) -> None:
@@ -170,8 +166,8 @@ class PoolConfig:
                 "adapter", f"must be 'package.module:ClassName', got {self.adapter!r}"
             )
         for name in ("size", "max_concurrency", "max_queue"):
-            _positive(name, getattr(self, name), integer=True)
-        _positive("max_restarts", self.max_restarts, allow_none=True, integer=True, minimum=0)
+            check_int(name, getattr(self, name), 1)
+        check_int("max_restarts", self.max_restarts, 0, allow_none=True)
         for name in ("startup_timeout", "shutdown_timeout", "max_seconds", "max_message_mb"):
             _positive(name, getattr(self, name))
         if self.max_message_mb >= MAX_MESSAGE_MB_LIMIT:
@@ -190,10 +186,8 @@ class PoolConfig:
         _positive("health_interval", self.health_interval, allow_none=True)
         _positive("health_timeout", self.health_timeout)
         _positive("cancel_grace", self.cancel_grace)
-        _positive("max_missed_pings", self.max_missed_pings, integer=True)
-        _positive(
-            "max_requests_per_worker", self.max_requests_per_worker, allow_none=True, integer=True
-        )
+        check_int("max_missed_pings", self.max_missed_pings, 1)
+        check_int("max_requests_per_worker", self.max_requests_per_worker, 1, allow_none=True)
         _positive("worker_ttl", self.worker_ttl, allow_none=True)
         _positive("max_worker_memory_mb", self.max_worker_memory_mb, allow_none=True)
         if not isinstance(self.env, Mapping):

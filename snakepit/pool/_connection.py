@@ -54,7 +54,7 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
     if kind == Kind.PAYLOAD_TOO_LARGE:
         return PayloadTooLarge(info.message)
     if kind == Kind.DEADLINE_EXCEEDED:
-        return ExecutionTimeout(f"{tool}: the worker's deadline passed")
+        return ExecutionTimeout(f"{tool}: the worker's deadline passed", tool=tool)
     if kind == Kind.UNAVAILABLE:
         return WorkerStopping(f"{tool}: {info.message}")
     if kind == Kind.CODEC:
@@ -72,7 +72,7 @@ def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         error: WorkerError = PayloadTooLarge(f"{tool}: {details}")
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        error = ExecutionTimeout(f"{tool}: no reply in time")
+        error = ExecutionTimeout(f"{tool}: no reply in time", tool=tool)
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         error = WorkerUnavailable(
             f"{tool}: the worker refused the call: authentication failed"
@@ -156,7 +156,9 @@ def _fill(
     size = request.ByteSize()
     if size > limit - _ENVELOPE:
         raise PayloadTooLarge(
-            f"{tool}: the arguments are {size} bytes, over the {limit}-byte message limit"
+            f"{tool}: the arguments are {size} bytes, over the {limit}-byte message limit",
+            size=size,
+            limit=limit,
         )
 
 
@@ -441,7 +443,9 @@ class Multiplexer:
             self._pending.pop(rid, None)
         if response is _TIMED_OUT:
             self._leave_running(rid)
-            raise ExecutionTimeout(f"{tool}: no reply within {timeout:g}s")
+            raise ExecutionTimeout(
+                f"{tool}: no reply within {timeout:g}s", tool=tool, timeout=timeout
+            )
         return _result(response, tool, self._codec)
 
     async def stream(
@@ -466,7 +470,9 @@ class Multiplexer:
                     try:
                         chunk = await asyncio.wait_for(queue.get(), timeout)
                     except TimeoutError:
-                        raise ExecutionTimeout(f"{tool}: no chunk within {timeout:g}s") from None
+                        raise ExecutionTimeout(
+                            f"{tool}: no chunk within {timeout:g}s", tool=tool, timeout=timeout
+                        ) from None
                 if chunk is None:
                     self._check()
                     raise WorkerUnavailable(f"{tool}: the channel closed mid-stream")

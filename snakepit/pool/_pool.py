@@ -25,14 +25,17 @@ from snakepit.errors import (
     ExecutionTimeout,
     PoolClosed,
     PoolDegraded,
+    PoolError,
     PoolStartError,
     QueueTimeout,
     ReachedMaxRestartIntensity,
     ServerExited,
+    WaitTimeout,
     WorkerCrashed,
     WorkerStopping,
     WorkerUnavailable,
     WrongEventLoop,
+    check_int,
 )
 from snakepit.otp import (
     Broadcast,
@@ -111,13 +114,6 @@ def _why(reason: object) -> str:
             f"{detail.max_restarts} restarts in {detail.max_seconds:g}s)"
         )
     return f"its supervision tree exited ({detail})"
-
-
-def _count(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ArgumentTypeError(name, f"must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(name, f"must be an int >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,8 +442,12 @@ class Pool:
             with anyio.move_on_after(config.startup_timeout + 5.0):
                 await startup.done.wait()
             if startup.failure is not None:
-                _, error = startup.failure
-                raise PoolStartError(f"{self!r} did not start: {error}") from error
+                failed, error = startup.failure
+                # A PoolError (closed, degraded) is no one worker's failure.
+                worker_id = None if isinstance(error, PoolError) else failed
+                raise PoolStartError(
+                    f"{self!r} did not start: {error}", worker_id=worker_id
+                ) from error
             if startup.waiting:
                 raise PoolStartError(f"{self!r}: workers not ready after the startup timeout")
         finally:
@@ -606,7 +606,7 @@ class Pool:
         :raises ArgumentTypeError: ``size`` is not an int.
         :raises ConfigError: ``size`` is < 1.
         """
-        _count("size", size, 1)
+        check_int("size", size, 1)
         self._running()
         delta = size - self._size
         self._size = size
@@ -681,7 +681,7 @@ class Pool:
 
         Event-driven: wakes each time a worker becomes ready.
 
-        :raises QueueTimeout: not all ready within ``timeout``.
+        :raises WaitTimeout: not all ready within ``timeout``.
         :raises ArgumentTypeError, ConfigError: ``timeout`` is not None or a
             finite number > 0.
         """
@@ -692,7 +692,9 @@ class Pool:
                 assert self._ready_changed is not None
                 await self._ready_changed.wait()
             return
-        raise QueueTimeout(f"{self!r}: only {self.stats().ready} workers ready after {timeout}s")
+        raise WaitTimeout(
+            f"{self!r}: only {self.stats().ready} workers ready after {timeout}s", timeout=timeout
+        )
 
     def subscribe(
         self, *, max_buffer: int | None = SUBSCRIBE_BUFFER
@@ -776,7 +778,7 @@ class Pool:
             str, ``retries`` not an int >= 0).
         """
         _check_call(tool, args, timeout, session_id)
-        _count("retries", retries, 0)
+        check_int("retries", retries, 0)
         deadline = None if timeout is None else anyio.current_time() + timeout
         attempt = 0
         while True:
@@ -804,12 +806,14 @@ class Pool:
         # out and get its healthy worker killed; it is refused as a wait that
         # ran out instead. (One that gets a slot at once is sent as it is.)
         waits = deadline is not None and not scheduler.idle
+        waited_from = anyio.current_time() if waits else 0.0
         worker = await scheduler.checkout(on_wait, deadline=deadline)
         if waits and deadline is not None and deadline - anyio.current_time() < MIN_RUN_TIME:
             scheduler.checkin(worker)
             raise QueueTimeout(
                 f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "
-                "call's timeout (the tool did not run)"
+                "call's timeout (the tool did not run)",
+                timeout=deadline - waited_from,
             )
         return worker
 
@@ -869,7 +873,8 @@ class Pool:
             self._crashes += 1
             worker.retire("its connection broke", report=False)  # out of rotation, group killed
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
-        except ExecutionTimeout:
+        except ExecutionTimeout as exc:
+            exc.worker_id = worker.worker_id
             outcome = "timeout"
             self._timeouts += 1
             worker.retire(f"a call to {tool!r} timed out", failed=False)  # the pool's decision

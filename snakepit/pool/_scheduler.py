@@ -75,7 +75,7 @@ class Scheduler(Generic[W]):
             if worker.usable:
                 return worker
         if len(self._waiters) >= self._max_queue:
-            raise QueueFull(f"{self._max_queue} calls are already waiting for a worker")
+            raise QueueFull(self._max_queue)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[W] = loop.create_future()
         self._waiters.append(waiter)
@@ -95,9 +95,13 @@ class Scheduler(Generic[W]):
                 assert deadline is not None
                 raise QueueTimeout(
                     f"no worker came free within the {deadline - now:.3g}s left of the "
-                    "call's timeout (the tool did not run)"
+                    "call's timeout (the tool did not run)",
+                    timeout=deadline - now,
                 ) from None
-            raise QueueTimeout(f"no worker came free within {self._queue_timeout:g}s") from None
+            raise QueueTimeout(
+                f"no worker came free within {self._queue_timeout:g}s",
+                timeout=self._queue_timeout,
+            ) from None
         except BaseException:  # cancelled, or PoolClosed
             self._give_up(waiter)
             raise
