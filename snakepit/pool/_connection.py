@@ -32,6 +32,8 @@ from snakepit.errors import (
     WorkerStopping,
     WorkerUnavailable,
 )
+from snakepit.pool._config import Codec
+from snakepit.pool._description import WorkerDescription, from_message
 
 __all__ = ("WorkerConnection",)
 
@@ -180,7 +182,7 @@ class WorkerConnection:
         address: str,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        codec: str = JSON,
+        codec: Codec = JSON,
         secret: bytes | None = None,
     ) -> None:
         if codec not in (JSON, PICKLE):
@@ -276,7 +278,7 @@ class WorkerConnection:
             call.cancel()
         raise WorkerUnavailable(f"{tool}: the stream ended without its end marker")
 
-    async def describe(self, *, timeout: float | None = 10.0) -> worker_pb2.DescribeResponse:
+    async def describe(self, *, timeout: float | None = 10.0) -> WorkerDescription:
         """The worker's adapter, protocol version and tool specs."""
         try:
             described: worker_pb2.DescribeResponse = await _finish(
@@ -284,7 +286,7 @@ class WorkerConnection:
                     worker_pb2.DescribeRequest(), timeout=timeout, metadata=self._metadata
                 )
             )
-            return described
+            return from_message(described)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "Describe") from None
         except grpc.aio.UsageError as exc:  # the channel is closed

@@ -11,13 +11,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
     ArgumentTypeError,
     ChildNotFound,
@@ -49,7 +48,8 @@ from snakepit.otp import (
 from snakepit.otp._server import unwrapped_task_group
 from snakepit.pool._connection import Multiplexer
 
-from ._config import PoolConfig, check_seconds
+from ._config import PoolConfig, PoolOptions, check_seconds
+from ._description import WorkerDescription
 from ._events import (
     PoolEvent,
     PoolGaveUp,
@@ -189,7 +189,7 @@ class Pool:
     ready, or raises :class:`~snakepit.errors.PoolStartError` naming the
     worker that failed, with its stderr tail (nothing is left running).
     Leaving stops them: SIGTERM, ``shutdown_timeout``, SIGKILL, every process
-    reaped. Options are those of :class:`PoolConfig` (or pass ``config=``).
+    reaped.
 
     The tree: a Supervisor (``pool.supervisor``) over a
     :class:`~snakepit.pool.WorkerSupervisor` of :class:`~snakepit.pool.WorkerServer`
@@ -201,6 +201,15 @@ class Pool:
     failures in ``max_seconds`` make the pool degraded: calls raise
     :class:`~snakepit.errors.PoolDegraded` until :meth:`restart`. A worker
     killed because a call timed out is replaced without counting.
+
+    :param adapter: ``package.module:Class`` of the :class:`~snakepit.worker.Adapter`.
+    :param config: a whole :class:`PoolConfig` instead of ``adapter`` and options.
+    :param launcher: where workers run (default: a :class:`LocalLauncher` of the pool's own).
+    :param options: the other fields of :class:`PoolConfig` by name, typed by
+        :class:`PoolOptions` (a type checker rejects an unknown name).
+    :raises ConfigError: an unknown option or a bad value, naming it
+        (:class:`~snakepit.errors.ArgumentTypeError` for a wrong type); both
+        ``config`` and options given.
     """
 
     def __init__(
@@ -209,7 +218,7 @@ class Pool:
         *,
         config: PoolConfig | None = None,
         launcher: Launcher | None = None,
-        **options: Any,
+        **options: Unpack[PoolOptions],
     ) -> None:
         if config is not None and (adapter is not None or options):
             raise ConfigError("config", "pass either config= or adapter and options, not both")
@@ -1003,8 +1012,15 @@ class Pool:
             async for item in items:
                 yield item
 
-    async def describe(self) -> worker_pb2.DescribeResponse:
-        """The adapter's tools, as a worker describes them."""
+    async def describe(self) -> WorkerDescription:
+        """The adapter and its tools, as a free worker describes them.
+
+        Takes a slot of a worker for the time of the call (it waits for one
+        like a call does).
+
+        :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: no worker to ask.
+        :raises WorkerUnavailable: the worker's connection broke.
+        """
         scheduler = self._running()
         worker = await scheduler.checkout()
         worker.call_started()

@@ -9,15 +9,19 @@ from typing import Generic, Protocol, TypeVar
 
 from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
 
-__all__ = ("Scheduler",)
+__all__ = ("Schedulable", "Scheduler")
 
 
-class _Usable(Protocol):
+class Schedulable(Protocol):
+    """What a :class:`Scheduler` hands out: anything that says whether it takes calls."""
+
     @property
-    def usable(self) -> bool: ...
+    def usable(self) -> bool:
+        """True while it takes calls; a slot of an unusable one is dropped."""
+        ...
 
 
-W = TypeVar("W", bound=_Usable)
+W = TypeVar("W", bound=Schedulable)
 
 
 class Scheduler(Generic[W]):
