@@ -89,7 +89,16 @@ __all__ = (
 
 
 class SnakepitError(Exception):
-    """Base class of every error snakepit raises on purpose."""
+    """Base class of every error snakepit raises on purpose.
+
+    Every one pickles with its fields, whatever its constructor takes (an
+    error that crosses a process: multiprocessing, a pytest-xdist worker).
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls the class with ``args`` (the message),
+        # which a constructor with other parameters refuses or misreads.
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
 
 class ConfigError(SnakepitError, ValueError):
@@ -379,13 +388,6 @@ class PayloadError(WorkerError, ValueError):
         #: The qualified name of its type: ``"set"``, ``"datetime.datetime"`` (or None).
         self.type_name = type_name
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_payload_error, (str(self), self.path, self.type_name))
-
-
-def _payload_error(message: str, path: str | None, type_name: str | None) -> PayloadError:
-    return PayloadError(message, path=path, type_name=type_name)
-
 
 class RemoteError(WorkerError):
     """The tool raised in the worker; the remote type, message and traceback are kept."""
@@ -398,9 +400,6 @@ class RemoteError(WorkerError):
         self.message = message
         #: The remote traceback, formatted.
         self.traceback = traceback
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.type_name, self.message, self.traceback))
 
 
 class ToolNotFound(RemoteError):
@@ -519,6 +518,13 @@ def exit_status(returncode: int) -> str:
     if returncode < 0:
         return f"killed by {signal_name(-returncode)}"
     return f"exit code {returncode}"
+
+
+def _rebuild(cls: type[SnakepitError], args: tuple[Any, ...]) -> SnakepitError:
+    """An error of class ``cls`` with ``args``, its constructor not called (see __reduce__)."""
+    error = cls.__new__(cls)
+    error.args = args  # set here: OSError's __new__ (TimeoutError) leaves them to __init__
+    return error
 
 
 def _describe(reason: object) -> str:

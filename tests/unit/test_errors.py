@@ -1,15 +1,18 @@
-"""snakepit.errors: the fields a handler reads, and the shared checks and descriptions."""
+"""snakepit.errors: the fields a handler reads, pickling, and the shared checks and descriptions."""
 
 from __future__ import annotations
 
+import pickle
 import signal
 
 import pytest
 
+from snakepit import errors
 from snakepit.errors import (
     ArgumentTypeError,
     ConfigError,
     QueueFull,
+    SnakepitError,
     WorkerCrashed,
     WorkerStartError,
     check_int,
@@ -85,3 +88,59 @@ def test_queue_full_names_its_limit() -> None:
     error = QueueFull(3)
     assert error.max_queue == 3
     assert str(error) == "3 calls are already waiting for a worker"
+
+
+def _every_error() -> list[SnakepitError]:
+    return [
+        errors.ConfigError("size", "must be an int >= 1, got 0"),
+        errors.InvalidChildSpec("shutdown", "must be seconds"),
+        errors.ArgumentTypeError("tool", "must be a str"),
+        errors.CallTimeout("no reply", server="ref", timeout=1.5),
+        errors.WaitTimeout("not ready", timeout=2.0),
+        errors.ServerExited("ref", "shutdown"),
+        errors.NameTaken("a", "ref"),
+        errors.NameNotFound("a"),
+        errors.DuplicateChild("c"),
+        errors.ChildNotFound("c"),
+        errors.MaxChildrenReached(3),
+        errors.ChildStartError("c", RuntimeError("boom")),
+        errors.ReachedMaxRestartIntensity("sup", 3, 5.0),
+        errors.WorkerStartError("w0", "no ready line", returncode=1, stderr_tail="tb"),
+        errors.WorkerCrashed("w0", pid=5, returncode=-35, stderr_tail="tb"),
+        errors.WorkerUnavailable("gone"),
+        errors.WorkerStopping("stopping"),
+        errors.ExecutionTimeout("late", tool="t", timeout=0.5, worker_id="w1"),
+        errors.PayloadTooLarge("big", size=10, limit=5),
+        errors.PayloadError("bad", path='args["x"]', type_name="set"),
+        errors.RemoteError("ValueError", "boom", "Traceback..."),
+        errors.ToolNotFound("ToolNotFound", "nope"),
+        errors.InvalidArguments("InvalidArguments", "x"),
+        errors.PoolStartError("no start", worker_id="w0"),
+        errors.PoolClosed("closed"),
+        errors.PoolDegraded("gave up", "reason"),
+        errors.QueueFull(7),
+        errors.QueueTimeout("no worker", timeout=0.25),
+        errors.WrongEventLoop("other loop"),
+    ]
+
+
+def test_every_error_pickles_with_its_fields() -> None:
+    # Most constructors take more than the message: Exception's own pickling
+    # called them with the message alone (a TypeError, or QueueFull misread).
+    made = _every_error()
+    assert {type(e).__name__ for e in made} >= set(errors.__all__) - {
+        "SnakepitError",
+        "OTPError",
+        "WorkerError",
+        "PoolError",
+    }
+    for error in made:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+        assert vars(copy).keys() == vars(error).keys(), type(error)
+        for name, value in vars(error).items():
+            if isinstance(value, BaseException):
+                assert repr(getattr(copy, name)) == repr(value)
+            else:
+                assert getattr(copy, name) == value, (type(error), name)

@@ -33,8 +33,8 @@ def _int_fields() -> list[str]:
 @pytest.mark.parametrize("name", _int_fields())
 def test_no_count_takes_a_bool(name: str) -> None:
     # Regression (issue #12): every count refuses True, max_restarts included.
+    options: dict[str, Any] = {name: True}
     with pytest.raises(ArgumentTypeError, match=f"^{name}: must be an int >= "):
-        options: dict[str, Any] = {name: True}
         PoolConfig(adapter=ADAPTER, **options)
 
 
