@@ -336,7 +336,7 @@ class Multiplexer:
     :meth:`settled`), and the worker's slot is not free.
     """
 
-    def __init__(self, transport: Any, limit: int, codec: str = JSON) -> None:
+    def __init__(self, transport: Any, limit: int, codec: Codec = JSON) -> None:
         self._codec = codec
         self._loop = asyncio.get_running_loop()
         self._limit = limit
@@ -702,7 +702,7 @@ async def open_frames_multiplexer(
     address: str,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    codec: str = JSON,
+    codec: Codec = JSON,
     secret: bytes | None = None,
     timeout: float = 10.0,
 ) -> Multiplexer:
