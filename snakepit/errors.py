@@ -333,10 +333,12 @@ class WorkerStopping(WorkerUnavailable):
 class ExecutionTimeout(WorkerError, TimeoutError):
     """A call's timeout passed before its result came back.
 
-    ``tool`` is the tool called, ``timeout`` the seconds it was given (for a
-    stream: for each item), ``worker_id`` the worker it ran on, which the pool
-    kills and replaces; each is None where it is not known (a worker's own
-    deadline reported back has no timeout; a bare connection knows no worker id).
+    ``tool`` is the tool called; ``timeout`` the seconds its run was given
+    (from a pool: what was left of the call's ``timeout`` once it got a
+    worker; for a stream: for each item); ``worker_id`` the worker it ran on,
+    which the pool kills and replaces. Each is None where it is not known (a
+    worker's own deadline reported back has no timeout; a bare connection
+    knows no worker id).
     """
 
     def __init__(
