@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import sys
 import textwrap
 import typing
 from pathlib import Path
@@ -68,9 +70,15 @@ def test_mypy_rejects_a_misspelt_or_mistyped_option(
             """
         )
     )
-    out, err, status = api.run(
-        ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(snippet)]
-    )
+    # mypy tunes its process (recursion limit, gc thresholds): put them back for the next tests.
+    limit, thresholds = sys.getrecursionlimit(), gc.get_threshold()
+    try:
+        out, err, status = api.run(
+            ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(snippet)]
+        )
+    finally:
+        sys.setrecursionlimit(limit)
+        gc.set_threshold(*thresholds)
     errors = [line for line in out.splitlines() if ": error: " in line]
     assert status == 1, (out, err)
     assert [line.split(":")[1] for line in errors] == ["5", "6", "7"], out
