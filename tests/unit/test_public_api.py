@@ -187,12 +187,12 @@ TYPED_PACKAGES = (
 )
 
 
-def _annotation_namespace(obj: object) -> dict[str, object]:
-    """The globals of ``obj``'s module, plus what it imports under ``if TYPE_CHECKING:``."""
+def _annotation_namespace(name: str) -> dict[str, object]:
+    """The globals of module ``name``, plus what it imports under ``if TYPE_CHECKING:``."""
     import sys
     import typing
 
-    module = sys.modules[obj.__module__]
+    module = sys.modules[name]
     namespace = dict(vars(module))
     source = inspect.getsource(module)
     for node in ast.walk(ast.parse(source)):
@@ -299,13 +299,17 @@ def test_no_public_signature_names_a_private_or_generated_type() -> None:
 
     packages = [importlib.import_module(name) for name in TYPED_PACKAGES]
     public = {id(getattr(p, attr)) for p in packages for attr in p.__all__}
+    namespaces: dict[str, dict[str, object]] = {}
     problems: set[str] = set()
     for package in packages:
         for attr in package.__all__:
             found = _signatures(f"{package.__name__}.{attr}", getattr(package, attr))
             for qualname, obj, home in found:
+                module_name = home.__module__
+                if module_name not in namespaces:
+                    namespaces[module_name] = _annotation_namespace(module_name)
                 try:
-                    hints = typing.get_type_hints(obj, globalns=_annotation_namespace(home))
+                    hints = typing.get_type_hints(obj, globalns=namespaces[module_name])
                 except Exception as exc:  # an annotation that does not resolve
                     problems.add(f"{qualname}: cannot resolve its annotations: {exc!r}")
                     continue
