@@ -8,7 +8,7 @@
     │   └── ArgumentTypeError (also TypeError)   an argument or option of the wrong type
     ├── OTPError                                 the supervision core (snakepit.otp)
     │   ├── CallTimeout (also TimeoutError)      no reply within the call's timeout
-    │   ├── WaitTimeout (also TimeoutError)      a wait (rebound, stable) ran out of time
+    │   ├── WaitTimeout (also TimeoutError)      a wait (rebound, stable, ready) ran out of time
     │   ├── ServerExited                         the server is dead or died during a call
     │   ├── NameTaken                            a registered name is already held
     │   ├── NameNotFound (also LookupError)      no live server holds that name
@@ -33,7 +33,7 @@
         ├── PoolClosed                           the pool is not running (not entered, or left)
         ├── PoolDegraded                         workers kept crashing: the pool gave up
         ├── QueueFull                            max_queue calls are already waiting
-        ├── QueueTimeout (also TimeoutError)     no worker came free within queue_timeout
+        ├── QueueTimeout (also TimeoutError)     no worker came free in time; the tool did not run
         └── WrongEventLoop (also RuntimeError)   called from another event loop than its own
 
 Closed versus broken, as trio separates them: using something you stopped
