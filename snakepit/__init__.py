@@ -47,6 +47,7 @@ from snakepit.errors import WorkerStartError as WorkerStartError
 from snakepit.errors import WorkerStopping as WorkerStopping
 from snakepit.errors import WorkerUnavailable as WorkerUnavailable
 from snakepit.errors import WrongEventLoop as WrongEventLoop
+from snakepit.errors import __all__ as _error_names
 
 if TYPE_CHECKING:
     from snakepit._wire._codec import Unserializable as Unserializable
@@ -73,43 +74,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'snakepit' has no attribute {name!r}")
 
 
+# The whole error tree (one list: snakepit.errors.__all__), then the pool.
 __all__ = (
-    "ArgumentTypeError",
-    "CallTimeout",
-    "ChildNotFound",
-    "ChildStartError",
-    "ConfigError",
-    "DuplicateChild",
-    "ExecutionTimeout",
-    "InvalidArguments",
-    "InvalidChildSpec",
-    "MaxChildrenReached",
-    "NameNotFound",
-    "NameTaken",
-    "OTPError",
-    "PayloadError",
-    "PayloadTooLarge",
+    *_error_names,
     "Pool",
-    "PoolClosed",
     "PoolConfig",
-    "PoolDegraded",
-    "PoolError",
-    "PoolStartError",
     "PoolStats",
-    "QueueFull",
-    "QueueTimeout",
-    "ReachedMaxRestartIntensity",
-    "RemoteError",
-    "ServerExited",
-    "SnakepitError",
-    "ToolNotFound",
     "Unserializable",
-    "WaitTimeout",
-    "WorkerCrashed",
-    "WorkerError",
-    "WorkerStartError",
-    "WorkerStopping",
-    "WorkerUnavailable",
-    "WrongEventLoop",
     "__version__",
 )

@@ -8,7 +8,7 @@
     │   └── ArgumentTypeError (also TypeError)   an argument or option of the wrong type
     ├── OTPError                                 the supervision core (snakepit.otp)
     │   ├── CallTimeout (also TimeoutError)      no reply within the call's timeout
-    │   ├── WaitTimeout (also TimeoutError)      a wait (rebound, stable) ran out of time
+    │   ├── WaitTimeout (also TimeoutError)      a wait (rebound, stable, ready) ran out of time
     │   ├── ServerExited                         the server is dead or died during a call
     │   ├── NameTaken                            a registered name is already held
     │   ├── NameNotFound (also LookupError)      no live server holds that name
@@ -33,7 +33,7 @@
         ├── PoolClosed                           the pool is not running (not entered, or left)
         ├── PoolDegraded                         workers kept crashing: the pool gave up
         ├── QueueFull                            max_queue calls are already waiting
-        ├── QueueTimeout (also TimeoutError)     no worker came free within queue_timeout
+        ├── QueueTimeout (also TimeoutError)     no worker came free in time; the tool did not run
         └── WrongEventLoop (also RuntimeError)   called from another event loop than its own
 
 Closed versus broken, as trio separates them: using something you stopped
@@ -45,7 +45,8 @@ that ended it (also chained as ``__cause__``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import signal
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from snakepit.otp._reasons import ExitReason
@@ -88,7 +89,16 @@ __all__ = (
 
 
 class SnakepitError(Exception):
-    """Base class of every error snakepit raises on purpose."""
+    """Base class of every error snakepit raises on purpose.
+
+    Every one pickles with its fields, whatever its constructor takes (an
+    error that crosses a process: multiprocessing, a pytest-xdist worker).
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls the class with ``args`` (the message),
+        # which a constructor with other parameters refuses or misreads.
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
 
 class ConfigError(SnakepitError, ValueError):
@@ -128,11 +138,31 @@ class CallTimeout(OTPError, TimeoutError):
 
     The request may still be handled later; its reply is then dropped and never
     reaches another call.
+
+    ``server`` is the :class:`~snakepit.otp.ServerRef` called and ``timeout``
+    the seconds the call waited (each None when not known).
     """
+
+    def __init__(
+        self, message: str, *, server: object = None, timeout: float | None = None
+    ) -> None:
+        super().__init__(message)
+        #: The server that did not reply.
+        self.server = server
+        #: The call's timeout, in seconds.
+        self.timeout = timeout
 
 
 class WaitTimeout(OTPError, TimeoutError):
-    """A wait for a state (a name re-registered, a supervisor stable) ran out of time."""
+    """A wait for a state (a name re-registered, a supervisor stable, a pool ready) ran out of time.
+
+    ``timeout`` is the seconds waited (None when not known).
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None) -> None:
+        super().__init__(message)
+        #: The wait's timeout, in seconds.
+        self.timeout = timeout
 
 
 class ServerExited(OTPError):
@@ -271,14 +301,10 @@ class WorkerCrashed(WorkerError):
             cause = reason
         elif returncode is None:
             cause = "its connection broke"
-        elif returncode < 0:
-            import signal
-
-            name = signal.Signals(-returncode).name
-            hint = " (a possible out-of-memory kill)" if name == "SIGKILL" else ""
-            cause = f"killed by {name}{hint}"
         else:
-            cause = f"exit code {returncode}"
+            cause = exit_status(returncode)
+            if returncode == -signal.SIGKILL:
+                cause += " (a possible out-of-memory kill)"
         tail = f"\n--- stderr (last lines) ---\n{stderr_tail}" if stderr_tail else ""
         super().__init__(f"worker {worker_id!r} (pid {pid}) crashed: {cause}{tail}")
         #: The worker's id.
@@ -305,11 +331,47 @@ class WorkerStopping(WorkerUnavailable):
 
 
 class ExecutionTimeout(WorkerError, TimeoutError):
-    """A call's timeout passed before its result came back."""
+    """A call's timeout passed before its result came back.
+
+    ``tool`` is the tool called; ``timeout`` the seconds its run was given
+    (from a pool: what was left of the call's ``timeout`` once it got a
+    worker; for a stream: for each item); ``worker_id`` the worker it ran on,
+    which the pool kills and replaces. Each is None where it is not known (a
+    worker's own deadline reported back has no timeout; a bare connection
+    knows no worker id).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str | None = None,
+        timeout: float | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        #: The tool whose call timed out.
+        self.tool = tool
+        #: The call's timeout, in seconds.
+        self.timeout = timeout
+        #: The worker it ran on (killed and replaced by a pool).
+        self.worker_id = worker_id
 
 
 class PayloadTooLarge(WorkerError):
-    """A request or result is over the message size limit; the connection stays usable."""
+    """A request or result is over the message size limit; the connection stays usable.
+
+    ``size`` and ``limit`` are in bytes, when the side that refused it knows them
+    (a request refused before it was sent: both; a refusal by the worker or by
+    gRPC: None).
+    """
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        #: The size of the refused message, in bytes.
+        self.size = size
+        #: The message size limit, in bytes.
+        self.limit = limit
 
 
 class PayloadError(WorkerError, ValueError):
@@ -328,13 +390,6 @@ class PayloadError(WorkerError, ValueError):
         #: The qualified name of its type: ``"set"``, ``"datetime.datetime"`` (or None).
         self.type_name = type_name
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_payload_error, (str(self), self.path, self.type_name))
-
-
-def _payload_error(message: str, path: str | None, type_name: str | None) -> PayloadError:
-    return PayloadError(message, path=path, type_name=type_name)
-
 
 class RemoteError(WorkerError):
     """The tool raised in the worker; the remote type, message and traceback are kept."""
@@ -347,9 +402,6 @@ class RemoteError(WorkerError):
         self.message = message
         #: The remote traceback, formatted.
         self.traceback = traceback
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.type_name, self.message, self.traceback))
 
 
 class ToolNotFound(RemoteError):
@@ -368,8 +420,14 @@ class PoolStartError(PoolError):
     """A worker failed to start while the pool started; everything was stopped again.
 
     The message names the worker and carries its stderr tail (``__cause__`` is
-    the :class:`WorkerStartError`).
+    the :class:`WorkerStartError`). ``worker_id`` is the worker that failed
+    (None when none did, but not all were ready in time).
     """
+
+    def __init__(self, message: str, *, worker_id: str | None = None) -> None:
+        super().__init__(message)
+        #: The worker that failed to start.
+        self.worker_id = worker_id
 
 
 class PoolClosed(PoolError):
@@ -389,11 +447,25 @@ class PoolDegraded(PoolError):
 
 
 class QueueFull(PoolError):
-    """``max_queue`` calls are already waiting for a worker."""
+    """``max_queue`` calls are already waiting for a worker; the tool did not run."""
+
+    def __init__(self, max_queue: int) -> None:
+        super().__init__(f"{max_queue} calls are already waiting for a worker")
+        #: The pool's ``max_queue``.
+        self.max_queue = max_queue
 
 
 class QueueTimeout(PoolError, TimeoutError):
-    """No worker became free within ``queue_timeout``."""
+    """No worker became free in time (``queue_timeout``, or the call's own timeout).
+
+    The tool did not run. ``timeout`` is the seconds the call could wait: its
+    ``queue_timeout``, or what was left of its own timeout (None when not known).
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None) -> None:
+        super().__init__(message)
+        #: The seconds the call could wait for a worker.
+        self.timeout = timeout
 
 
 class WrongEventLoop(PoolError, RuntimeError):
@@ -402,6 +474,59 @@ class WrongEventLoop(PoolError, RuntimeError):
     A pool's connections and tasks belong to that loop: call it from there
     (from another thread: ``asyncio.run_coroutine_threadsafe(pool.execute(...), loop)``).
     """
+
+
+# -- checks and descriptions shared by every layer ---------------------------------------
+# They live here because snakepit.otp imports nothing but this module; not in __all__.
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """True for an int that is not a bool (``True`` is an int to Python, never a count here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """True for an int or a float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_int(field: str, value: object, minimum: int, *, allow_none: bool = False) -> None:
+    """Check a count: an int (not a bool) >= ``minimum``, or None if ``allow_none``.
+
+    The message is ``must be an int >= MINIMUM[ or None], got VALUE``.
+
+    :raises ArgumentTypeError: not an int (a bool, a float, a str...).
+    :raises ConfigError: under ``minimum``.
+    """
+    if value is None and allow_none:
+        return
+    if is_int(value) and value >= minimum:
+        return
+    error = ConfigError if is_int(value) else ArgumentTypeError
+    either = " or None" if allow_none else ""
+    raise error(field, f"must be an int >= {minimum}{either}, got {value!r}")
+
+
+def signal_name(signum: int) -> str:
+    """The name of signal ``signum`` (``"SIGKILL"``); ``"signal N"`` if Python has none for it."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a real-time signal (SIGRTMIN+n) has no member
+        return f"signal {signum}"
+
+
+def exit_status(returncode: int) -> str:
+    """How a process ended, from its return code: ``"killed by SIGTERM"`` or ``"exit code 3"``."""
+    if returncode < 0:
+        return f"killed by {signal_name(-returncode)}"
+    return f"exit code {returncode}"
+
+
+def _rebuild(cls: type[SnakepitError], args: tuple[Any, ...]) -> SnakepitError:
+    """An error of class ``cls`` with ``args``, its constructor not called (see __reduce__)."""
+    error = cls.__new__(cls)
+    error.args = args  # set here: OSError's __new__ (TimeoutError) leaves them to __init__
+    return error
 
 
 def _describe(reason: object) -> str:

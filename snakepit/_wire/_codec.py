@@ -85,14 +85,14 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 
 #: The default codec: strict JSON, with markers for what JSON cannot carry.
-JSON: Final = "json"
+JSON: Final[Literal["json"]] = "json"
 #: The opt-in codec for trusted peers: any picklable value.
-PICKLE: Final = "pickle"
+PICKLE: Final[Literal["pickle"]] = "pickle"
 
 try:  # An optional extra (snakepit[orjson]); tests switch it off by setting this to None.
     _orjson: Any = importlib.import_module("orjson")

@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from snakepit.errors import ArgumentTypeError, ConfigError
+from snakepit.errors import check_int
 
 __all__ = ("Broadcast",)
 
@@ -51,11 +51,7 @@ class Broadcast(Generic[T]):
             one more is dropped for it and counted in :attr:`dropped`.
         :raises ConfigError: ``max_buffer`` is not None or an int >= 1.
         """
-        if max_buffer is not None and (
-            not isinstance(max_buffer, int) or isinstance(max_buffer, bool) or max_buffer < 1
-        ):
-            error = ConfigError if isinstance(max_buffer, int) else ArgumentTypeError
-            raise error("max_buffer", f"must be an int >= 1 or None, got {max_buffer!r}")
+        check_int("max_buffer", max_buffer, 1, allow_none=True)
         size = math.inf if max_buffer is None else max_buffer
         send, receive = anyio.create_memory_object_stream[T](size)
         if self._closed:

@@ -148,5 +148,6 @@ class Registry:
                             del self._waiters[name]
         current = self.whereis(name)
         raise WaitTimeout(
-            f"name {name!r} was not re-registered within {timeout}s (still {current!r})"
+            f"name {name!r} was not re-registered within {timeout}s (still {current!r})",
+            timeout=timeout,
         )

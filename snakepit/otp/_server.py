@@ -347,7 +347,9 @@ class ServerRef(Generic[Request, Reply]):
         if type(result) is Failure:
             raise result.exc
         if result is TIMED_OUT:
-            raise CallTimeout(f"{self!r} did not reply within {timeout:g}s")
+            raise CallTimeout(
+                f"{self!r} did not reply within {timeout:g}s", server=self, timeout=timeout
+            )
         return result
 
     async def call(self, request: Request, *, timeout: float | None = DEFAULT_TIMEOUT) -> Reply:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from snakepit.errors import ConfigError, InvalidChildSpec
+from snakepit.errors import ConfigError, InvalidChildSpec, check_int, is_number
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -86,9 +86,7 @@ class ChildSpec:
         if self.shutdown is None:
             object.__setattr__(self, "shutdown", "infinity" if kind == "supervisor" else 5.0)
         elif self.shutdown not in ("brutal_kill", "infinity") and not (
-            isinstance(self.shutdown, int | float)
-            and not isinstance(self.shutdown, bool)
-            and 0 <= self.shutdown < math.inf
+            is_number(self.shutdown) and 0 <= self.shutdown < math.inf
         ):
             raise InvalidChildSpec(
                 "shutdown",
@@ -99,13 +97,8 @@ class ChildSpec:
 
 
 def _check_intensity(max_restarts: object, max_seconds: object) -> None:
-    if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or max_restarts < 0:
-        raise ConfigError("max_restarts", f"must be an int >= 0, got {max_restarts!r}")
-    if (
-        not isinstance(max_seconds, int | float)
-        or isinstance(max_seconds, bool)
-        or not 0 < max_seconds < math.inf
-    ):
+    check_int("max_restarts", max_restarts, 0)
+    if not (is_number(max_seconds) and 0 < max_seconds < math.inf):
         raise ConfigError("max_seconds", f"must be a number > 0, got {max_seconds!r}")
 
 
@@ -163,7 +156,5 @@ class DynamicSupervisorSpec:
     registry: Registry | None = None
 
     def __post_init__(self) -> None:
-        mc = self.max_children
-        if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 0):
-            raise ConfigError("max_children", f"must be None or an int >= 0, got {mc!r}")
+        check_int("max_children", self.max_children, 0, allow_none=True)
         _check_intensity(self.max_restarts, self.max_seconds)

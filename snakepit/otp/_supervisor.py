@@ -231,7 +231,7 @@ class SupervisorRef(ServerRef[Any, Any]):
             while not await self._settle():
                 pass
             return
-        raise WaitTimeout(f"{self!r} was not stable within {timeout}s")
+        raise WaitTimeout(f"{self!r} was not stable within {timeout}s", timeout=timeout)
 
     async def _settle(self) -> bool:
         """Do one round of :meth:`wait_stable`; True if nothing was pending."""

@@ -1,13 +1,24 @@
 """The worker pool: supervised worker processes behind execute() and stream().
 
 ``snakepit.Pool`` is the entry point; this package also holds its parts for
-those who extend or inspect a pool: the config, the Launcher seam (where
+those who extend or inspect a pool: the config (``PoolConfig``, and
+``PoolOptions`` typing ``Pool``'s keywords), the Launcher seam (where
 workers run: ``LocalLauncher``, or ``InProcessLauncher`` for tests), the
-WorkerServer, the Scheduler, and the events of :meth:`Pool.subscribe`.
+WorkerServer, the Scheduler, the connection to one worker
+(``WorkerConnection``, ``Multiplexer``), what a worker describes of itself
+(``WorkerDescription``, ``ToolSpec``), and the events of :meth:`Pool.subscribe`.
 """
 
+from ._config import Codec as Codec
 from ._config import PoolConfig as PoolConfig
+from ._config import PoolOptions as PoolOptions
+from ._config import StartMethod as StartMethod
+from ._config import Transport as Transport
+from ._connection import Multiplexer as Multiplexer
 from ._connection import WorkerConnection as WorkerConnection
+from ._description import ParameterSpec as ParameterSpec
+from ._description import ToolSpec as ToolSpec
+from ._description import WorkerDescription as WorkerDescription
 from ._events import PoolEvent as PoolEvent
 from ._events import PoolGaveUp as PoolGaveUp
 from ._events import RequestOutcome as RequestOutcome
@@ -31,29 +42,39 @@ from ._launch._rundir import default_run_base as default_run_base
 from ._pool import Pool as Pool
 from ._pool import PoolStats as PoolStats
 from ._pool import WorkerInfo as WorkerInfo
+from ._scheduler import Schedulable as Schedulable
 from ._scheduler import Scheduler as Scheduler
 from ._worker_server import WorkerArgs as WorkerArgs
 from ._worker_server import WorkerServer as WorkerServer
 from ._worker_server import WorkerSupervisor as WorkerSupervisor
 
 __all__ = (
+    "Codec",
     "InProcessHandle",
     "InProcessLauncher",
     "Launcher",
     "LocalLauncher",
+    "Multiplexer",
+    "ParameterSpec",
     "Pool",
     "PoolConfig",
     "PoolEvent",
     "PoolGaveUp",
+    "PoolOptions",
     "PoolStats",
     "RequestOutcome",
     "RequestQueued",
     "RequestStarted",
     "RequestStopped",
     "RunDir",
+    "Schedulable",
     "Scheduler",
+    "StartMethod",
+    "ToolSpec",
+    "Transport",
     "WorkerArgs",
     "WorkerConnection",
+    "WorkerDescription",
     "WorkerExitCause",
     "WorkerExited",
     "WorkerHandle",

@@ -1,4 +1,4 @@
-"""PoolConfig: every option of a pool, validated at construction."""
+"""PoolConfig: every option of a pool, checked at construction; PoolOptions: the same, typed."""
 
 from __future__ import annotations
 
@@ -7,11 +7,19 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias, TypedDict
 
-from snakepit.errors import ArgumentTypeError, ConfigError
+from snakepit.errors import ArgumentTypeError, ConfigError, check_int, is_number
 
-__all__ = ("PoolConfig",)
+__all__ = ("Codec", "PoolConfig", "PoolOptions", "StartMethod", "Transport")
+
+#: How calls travel to a worker (see :attr:`PoolConfig.transport`).
+Transport: TypeAlias = Literal["frames", "grpc"]
+#: How worker processes start (see :attr:`PoolConfig.start_method`).
+StartMethod: TypeAlias = Literal["forkserver", "spawn"]
+#: How arguments and results are encoded: JSON, or pickle for trusted workers
+#: (see :attr:`PoolConfig.allow_pickle`).
+Codec: TypeAlias = Literal["json", "pickle"]
 
 #: Set to "1" in each worker unless configured, so that N workers running
 #: BLAS/OpenMP code do not each start a thread per core.
@@ -34,23 +42,19 @@ MAX_MESSAGE_MB_LIMIT = 2048
 MIN_MESSAGE_BYTES = 4096
 
 
-def _positive(
-    name: str, value: object, *, allow_none: bool = False, integer: bool = False, minimum: int = 1
-) -> None:
-    """Check a count (an int >= ``minimum``) or a duration/size (a finite number > 0).
+def _positive(name: str, value: object, *, allow_none: bool = False) -> None:
+    """Check a duration or a size: a finite number > 0 (counts: :func:`check_int`).
 
     :raises ArgumentTypeError: the wrong type (a bool is not a number here).
     :raises ConfigError: out of range (NaN and infinity included).
     """
     if value is None and allow_none:
         return
-    kind = f"an int >= {minimum}" if integer else "a finite number > 0"
     either = " or None" if allow_none else ""
-    allowed = int if integer else int | float
-    if not isinstance(value, allowed) or isinstance(value, bool):
-        raise ArgumentTypeError(name, f"must be {kind}{either}, got {value!r}")
-    if not (value >= minimum if integer else 0 < value < math.inf):
-        raise ConfigError(name, f"must be {kind}{either}, got {value!r}")
+    if not is_number(value):
+        raise ArgumentTypeError(name, f"must be a finite number > 0{either}, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ConfigError(name, f"must be a finite number > 0{either}, got {value!r}")
 
 
 def check_seconds(name: str, value: object) -> None:
@@ -139,7 +143,7 @@ class PoolConfig:
     max_worker_memory_mb: float | None = None
     #: How calls travel: "frames" (length-prefixed frames on a unix socket, the
     #: fast path) or "grpc" (the ``Channel`` RPC). Health, describe: gRPC always.
-    transport: str = "frames"
+    transport: Transport = "frames"
     #: How worker processes start: "forkserver" (one process per pool imports the
     #: worker runtime once and forks each worker from it: a worker is ready in
     #: milliseconds) or "spawn" (a new interpreter per worker, ~150 ms of imports
@@ -147,7 +151,7 @@ class PoolConfig:
     #: ``env`` and ``cwd``. Forked workers share what the fork server fixed when
     #: it started: hash seed, rlimits, umask; if the fork server dies, each of
     #: its workers is replaced (and counts as a restart).
-    start_method: str = "forkserver"
+    start_method: StartMethod = "forkserver"
     #: The base directory of the workers' sockets and pid files (default: one per
     #: user, ``$XDG_RUNTIME_DIR/snakepit`` or ``<tmp>/snakepit-<uid>``). A pool
     #: starting here kills the workers a dead earlier run left under it.
@@ -170,8 +174,8 @@ class PoolConfig:
                 "adapter", f"must be 'package.module:ClassName', got {self.adapter!r}"
             )
         for name in ("size", "max_concurrency", "max_queue"):
-            _positive(name, getattr(self, name), integer=True)
-        _positive("max_restarts", self.max_restarts, allow_none=True, integer=True, minimum=0)
+            check_int(name, getattr(self, name), 1)
+        check_int("max_restarts", self.max_restarts, 0, allow_none=True)
         for name in ("startup_timeout", "shutdown_timeout", "max_seconds", "max_message_mb"):
             _positive(name, getattr(self, name))
         if self.max_message_mb >= MAX_MESSAGE_MB_LIMIT:
@@ -190,10 +194,8 @@ class PoolConfig:
         _positive("health_interval", self.health_interval, allow_none=True)
         _positive("health_timeout", self.health_timeout)
         _positive("cancel_grace", self.cancel_grace)
-        _positive("max_missed_pings", self.max_missed_pings, integer=True)
-        _positive(
-            "max_requests_per_worker", self.max_requests_per_worker, allow_none=True, integer=True
-        )
+        check_int("max_missed_pings", self.max_missed_pings, 1)
+        check_int("max_requests_per_worker", self.max_requests_per_worker, 1, allow_none=True)
         _positive("worker_ttl", self.worker_ttl, allow_none=True)
         _positive("max_worker_memory_mb", self.max_worker_memory_mb, allow_none=True)
         if not isinstance(self.env, Mapping):
@@ -256,3 +258,38 @@ class PoolConfig:
     def max_message_bytes(self) -> int:
         """``max_message_mb`` in bytes."""
         return int(self.max_message_mb * 1024 * 1024)
+
+
+class PoolOptions(TypedDict, total=False):
+    """The keyword options of :class:`~snakepit.Pool`: :class:`PoolConfig`'s fields but ``adapter``.
+
+    Typed for ``Pool(adapter, **options)``: a type checker completes the names
+    and rejects a misspelt one (``max_concurency=2``) or a wrong value
+    (``transport="tcp"``). Each is documented, and checked at run time, by the
+    :class:`PoolConfig` field of the same name.
+    """
+
+    size: int
+    max_concurrency: int
+    max_queue: int
+    queue_timeout: float | None
+    startup_timeout: float
+    shutdown_timeout: float
+    max_restarts: int | None
+    max_seconds: float
+    python: str | os.PathLike[str] | None
+    env: Mapping[str, str]
+    cwd: str | os.PathLike[str] | None
+    cap_threads: bool
+    max_message_mb: float
+    health_interval: float | None
+    health_timeout: float
+    cancel_grace: float
+    max_missed_pings: int
+    max_requests_per_worker: int | None
+    worker_ttl: float | None
+    max_worker_memory_mb: float | None
+    transport: Transport
+    start_method: StartMethod
+    run_dir: str | os.PathLike[str] | None
+    allow_pickle: bool

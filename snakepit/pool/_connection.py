@@ -32,6 +32,8 @@ from snakepit.errors import (
     WorkerStopping,
     WorkerUnavailable,
 )
+from snakepit.pool._config import Codec
+from snakepit.pool._description import WorkerDescription, from_message
 
 __all__ = ("WorkerConnection",)
 
@@ -54,7 +56,7 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
     if kind == Kind.PAYLOAD_TOO_LARGE:
         return PayloadTooLarge(info.message)
     if kind == Kind.DEADLINE_EXCEEDED:
-        return ExecutionTimeout(f"{tool}: the worker's deadline passed")
+        return ExecutionTimeout(f"{tool}: the worker's deadline passed", tool=tool)
     if kind == Kind.UNAVAILABLE:
         return WorkerStopping(f"{tool}: {info.message}")
     if kind == Kind.CODEC:
@@ -72,7 +74,7 @@ def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         error: WorkerError = PayloadTooLarge(f"{tool}: {details}")
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        error = ExecutionTimeout(f"{tool}: no reply in time")
+        error = ExecutionTimeout(f"{tool}: no reply in time", tool=tool)
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         error = WorkerUnavailable(
             f"{tool}: the worker refused the call: authentication failed"
@@ -156,7 +158,9 @@ def _fill(
     size = request.ByteSize()
     if size > limit - _ENVELOPE:
         raise PayloadTooLarge(
-            f"{tool}: the arguments are {size} bytes, over the {limit}-byte message limit"
+            f"{tool}: the arguments are {size} bytes, over the {limit}-byte message limit",
+            size=size,
+            limit=limit,
         )
 
 
@@ -178,7 +182,7 @@ class WorkerConnection:
         address: str,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        codec: str = JSON,
+        codec: Codec = JSON,
         secret: bytes | None = None,
     ) -> None:
         if codec not in (JSON, PICKLE):
@@ -274,7 +278,7 @@ class WorkerConnection:
             call.cancel()
         raise WorkerUnavailable(f"{tool}: the stream ended without its end marker")
 
-    async def describe(self, *, timeout: float | None = 10.0) -> worker_pb2.DescribeResponse:
+    async def describe(self, *, timeout: float | None = 10.0) -> WorkerDescription:
         """The worker's adapter, protocol version and tool specs."""
         try:
             described: worker_pb2.DescribeResponse = await _finish(
@@ -282,7 +286,7 @@ class WorkerConnection:
                     worker_pb2.DescribeRequest(), timeout=timeout, metadata=self._metadata
                 )
             )
-            return described
+            return from_message(described)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "Describe") from None
         except grpc.aio.UsageError as exc:  # the channel is closed
@@ -332,7 +336,7 @@ class Multiplexer:
     :meth:`settled`), and the worker's slot is not free.
     """
 
-    def __init__(self, transport: Any, limit: int, codec: str = JSON) -> None:
+    def __init__(self, transport: Any, limit: int, codec: Codec = JSON) -> None:
         self._codec = codec
         self._loop = asyncio.get_running_loop()
         self._limit = limit
@@ -441,7 +445,9 @@ class Multiplexer:
             self._pending.pop(rid, None)
         if response is _TIMED_OUT:
             self._leave_running(rid)
-            raise ExecutionTimeout(f"{tool}: no reply within {timeout:g}s")
+            raise ExecutionTimeout(
+                f"{tool}: no reply within {timeout:g}s", tool=tool, timeout=timeout
+            )
         return _result(response, tool, self._codec)
 
     async def stream(
@@ -466,7 +472,9 @@ class Multiplexer:
                     try:
                         chunk = await asyncio.wait_for(queue.get(), timeout)
                     except TimeoutError:
-                        raise ExecutionTimeout(f"{tool}: no chunk within {timeout:g}s") from None
+                        raise ExecutionTimeout(
+                            f"{tool}: no chunk within {timeout:g}s", tool=tool, timeout=timeout
+                        ) from None
                 if chunk is None:
                     self._check()
                     raise WorkerUnavailable(f"{tool}: the channel closed mid-stream")
@@ -694,7 +702,7 @@ async def open_frames_multiplexer(
     address: str,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    codec: str = JSON,
+    codec: Codec = JSON,
     secret: bytes | None = None,
     timeout: float = 10.0,
 ) -> Multiplexer:

@@ -11,13 +11,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
     ArgumentTypeError,
     ChildNotFound,
@@ -25,14 +24,17 @@ from snakepit.errors import (
     ExecutionTimeout,
     PoolClosed,
     PoolDegraded,
+    PoolError,
     PoolStartError,
     QueueTimeout,
     ReachedMaxRestartIntensity,
     ServerExited,
+    WaitTimeout,
     WorkerCrashed,
     WorkerStopping,
     WorkerUnavailable,
     WrongEventLoop,
+    check_int,
 )
 from snakepit.otp import (
     Broadcast,
@@ -46,7 +48,8 @@ from snakepit.otp import (
 from snakepit.otp._server import unwrapped_task_group
 from snakepit.pool._connection import Multiplexer
 
-from ._config import PoolConfig, check_seconds
+from ._config import PoolConfig, PoolOptions, check_seconds
+from ._description import WorkerDescription
 from ._events import (
     PoolEvent,
     PoolGaveUp,
@@ -111,13 +114,6 @@ def _why(reason: object) -> str:
             f"{detail.max_restarts} restarts in {detail.max_seconds:g}s)"
         )
     return f"its supervision tree exited ({detail})"
-
-
-def _count(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ArgumentTypeError(name, f"must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(name, f"must be an int >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +189,7 @@ class Pool:
     ready, or raises :class:`~snakepit.errors.PoolStartError` naming the
     worker that failed, with its stderr tail (nothing is left running).
     Leaving stops them: SIGTERM, ``shutdown_timeout``, SIGKILL, every process
-    reaped. Options are those of :class:`PoolConfig` (or pass ``config=``).
+    reaped.
 
     The tree: a Supervisor (``pool.supervisor``) over a
     :class:`~snakepit.pool.WorkerSupervisor` of :class:`~snakepit.pool.WorkerServer`
@@ -205,6 +201,15 @@ class Pool:
     failures in ``max_seconds`` make the pool degraded: calls raise
     :class:`~snakepit.errors.PoolDegraded` until :meth:`restart`. A worker
     killed because a call timed out is replaced without counting.
+
+    :param adapter: ``package.module:Class`` of the :class:`~snakepit.worker.Adapter`.
+    :param config: a whole :class:`PoolConfig` instead of ``adapter`` and options.
+    :param launcher: where workers run (default: a :class:`LocalLauncher` of the pool's own).
+    :param options: the other fields of :class:`PoolConfig` by name, typed by
+        :class:`PoolOptions` (a type checker rejects an unknown name).
+    :raises ConfigError: an unknown option or a bad value, naming it
+        (:class:`~snakepit.errors.ArgumentTypeError` for a wrong type); both
+        ``config`` and options given.
     """
 
     def __init__(
@@ -213,7 +218,7 @@ class Pool:
         *,
         config: PoolConfig | None = None,
         launcher: Launcher | None = None,
-        **options: Any,
+        **options: Unpack[PoolOptions],
     ) -> None:
         if config is not None and (adapter is not None or options):
             raise ConfigError("config", "pass either config= or adapter and options, not both")
@@ -446,8 +451,12 @@ class Pool:
             with anyio.move_on_after(config.startup_timeout + 5.0):
                 await startup.done.wait()
             if startup.failure is not None:
-                _, error = startup.failure
-                raise PoolStartError(f"{self!r} did not start: {error}") from error
+                failed, error = startup.failure
+                # A PoolError (closed, degraded) is no one worker's failure.
+                worker_id = None if isinstance(error, PoolError) else failed
+                raise PoolStartError(
+                    f"{self!r} did not start: {error}", worker_id=worker_id
+                ) from error
             if startup.waiting:
                 raise PoolStartError(f"{self!r}: workers not ready after the startup timeout")
         finally:
@@ -606,7 +615,7 @@ class Pool:
         :raises ArgumentTypeError: ``size`` is not an int.
         :raises ConfigError: ``size`` is < 1.
         """
-        _count("size", size, 1)
+        check_int("size", size, 1)
         self._running()
         delta = size - self._size
         self._size = size
@@ -681,7 +690,7 @@ class Pool:
 
         Event-driven: wakes each time a worker becomes ready.
 
-        :raises QueueTimeout: not all ready within ``timeout``.
+        :raises WaitTimeout: not all ready within ``timeout``.
         :raises ArgumentTypeError, ConfigError: ``timeout`` is not None or a
             finite number > 0.
         """
@@ -692,7 +701,9 @@ class Pool:
                 assert self._ready_changed is not None
                 await self._ready_changed.wait()
             return
-        raise QueueTimeout(f"{self!r}: only {self.stats().ready} workers ready after {timeout}s")
+        raise WaitTimeout(
+            f"{self!r}: only {self.stats().ready} workers ready after {timeout}s", timeout=timeout
+        )
 
     def subscribe(
         self, *, max_buffer: int | None = SUBSCRIBE_BUFFER
@@ -776,7 +787,7 @@ class Pool:
             str, ``retries`` not an int >= 0).
         """
         _check_call(tool, args, timeout, session_id)
-        _count("retries", retries, 0)
+        check_int("retries", retries, 0)
         deadline = None if timeout is None else anyio.current_time() + timeout
         attempt = 0
         while True:
@@ -804,12 +815,14 @@ class Pool:
         # out and get its healthy worker killed; it is refused as a wait that
         # ran out instead. (One that gets a slot at once is sent as it is.)
         waits = deadline is not None and not scheduler.idle
+        waited_from = anyio.current_time() if waits else 0.0
         worker = await scheduler.checkout(on_wait, deadline=deadline)
         if waits and deadline is not None and deadline - anyio.current_time() < MIN_RUN_TIME:
             scheduler.checkin(worker)
             raise QueueTimeout(
                 f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "
-                "call's timeout (the tool did not run)"
+                "call's timeout (the tool did not run)",
+                timeout=deadline - waited_from,
             )
         return worker
 
@@ -869,7 +882,8 @@ class Pool:
             self._crashes += 1
             worker.retire("its connection broke", report=False)  # out of rotation, group killed
             raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
-        except ExecutionTimeout:
+        except ExecutionTimeout as exc:
+            exc.worker_id = worker.worker_id
             outcome = "timeout"
             self._timeouts += 1
             worker.retire(f"a call to {tool!r} timed out", failed=False)  # the pool's decision
@@ -998,8 +1012,15 @@ class Pool:
             async for item in items:
                 yield item
 
-    async def describe(self) -> worker_pb2.DescribeResponse:
-        """The adapter's tools, as a worker describes them."""
+    async def describe(self) -> WorkerDescription:
+        """The adapter and its tools, as a free worker describes them.
+
+        Takes a slot of a worker for the time of the call (it waits for one
+        like a call does).
+
+        :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: no worker to ask.
+        :raises WorkerUnavailable: the worker's connection broke.
+        """
         scheduler = self._running()
         worker = await scheduler.checkout()
         worker.call_started()

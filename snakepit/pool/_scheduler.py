@@ -9,15 +9,19 @@ from typing import Generic, Protocol, TypeVar
 
 from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
 
-__all__ = ("Scheduler",)
+__all__ = ("Schedulable", "Scheduler")
 
 
-class _Usable(Protocol):
+class Schedulable(Protocol):
+    """What a :class:`Scheduler` hands out: anything that says whether it takes calls."""
+
     @property
-    def usable(self) -> bool: ...
+    def usable(self) -> bool:
+        """True while it takes calls; a slot of an unusable one is dropped."""
+        ...
 
 
-W = TypeVar("W", bound=_Usable)
+W = TypeVar("W", bound=Schedulable)
 
 
 class Scheduler(Generic[W]):
@@ -75,7 +79,7 @@ class Scheduler(Generic[W]):
             if worker.usable:
                 return worker
         if len(self._waiters) >= self._max_queue:
-            raise QueueFull(f"{self._max_queue} calls are already waiting for a worker")
+            raise QueueFull(self._max_queue)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[W] = loop.create_future()
         self._waiters.append(waiter)
@@ -95,9 +99,13 @@ class Scheduler(Generic[W]):
                 assert deadline is not None
                 raise QueueTimeout(
                     f"no worker came free within the {deadline - now:.3g}s left of the "
-                    "call's timeout (the tool did not run)"
+                    "call's timeout (the tool did not run)",
+                    timeout=deadline - now,
                 ) from None
-            raise QueueTimeout(f"no worker came free within {self._queue_timeout:g}s") from None
+            raise QueueTimeout(
+                f"no worker came free within {self._queue_timeout:g}s",
+                timeout=self._queue_timeout,
+            ) from None
         except BaseException:  # cancelled, or PoolClosed
             self._give_up(waiter)
             raise

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from snakepit.errors import (
     WorkerCrashed,
     WorkerError,
     WorkerStartError,
+    signal_name,
 )
 from snakepit.otp import Broadcast, DynamicSupervisor, ExitReason, GenServer
 from snakepit.otp._server import unwrapped_task_group
@@ -229,7 +229,7 @@ class WorkerServer(GenServer[Any, Any, None]):
             reason = self.retired_reason
             cause = "unhealthy" if self._failed else "timeout"
         elif code is not None and code < 0:
-            reason = f"killed by {_signal_name(-code)}"
+            reason = f"killed by {signal_name(-code)}"
         else:
             reason = f"exited with code {code}"
         events.publish(
@@ -287,7 +287,7 @@ class WorkerServer(GenServer[Any, Any, None]):
                         f"worker {self.worker_id!r} retired: {self.retired_reason}"
                     )
                 how = (
-                    f"was killed by {_signal_name(-code)}"
+                    f"was killed by {signal_name(-code)}"
                     if isinstance(code, int) and code < 0
                     else f"exited with code {code}"
                 )
@@ -409,13 +409,6 @@ class WorkerServer(GenServer[Any, Any, None]):
         )
         crashed.__cause__ = error
         return crashed
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 #: The request that sets a :class:`WorkerSupervisor`'s ``max_restarts``.

@@ -16,10 +16,10 @@ from typing import Any, Literal, TypeAlias
 from snakepit.errors import (
     ConfigError,
     PoolDegraded,
-    QueueTimeout,
     ReachedMaxRestartIntensity,
     ServerExited,
     WaitTimeout,
+    check_int,
 )
 from snakepit.otp import ExitReason, ServerRef, Shutdown, SupervisorRef
 from snakepit.pool import Pool
@@ -163,7 +163,7 @@ async def _settle(target: SupervisorRef | Pool, timeout: float, when: str) -> No
             await target.wait_ready(timeout=timeout)
     except ServerExited as exc:
         raise AssertionError(f"{sup!r} exited {when}: {_describe(exc.reason)}") from exc
-    except (WaitTimeout, QueueTimeout) as exc:
+    except WaitTimeout as exc:
         raise AssertionError(f"{target!r} did not settle {when} within {timeout:g}s") from exc
     except PoolDegraded as exc:
         raise AssertionError(f"{target!r} gave up {when}: {exc}") from exc
@@ -197,10 +197,8 @@ async def chaos_kill_children(
         intensity), did not settle within ``timeout``, had no child to kill,
         or a killed child did not come back (named, with its restart type).
     """
-    if not isinstance(rounds, int) or rounds < 0:
-        raise ConfigError("rounds", f"must be an int >= 0, got {rounds!r}")
-    if not isinstance(per_round, int) or per_round < 1:
-        raise ConfigError("per_round", f"must be an int >= 1, got {per_round!r}")
+    check_int("rounds", rounds, 0)
+    check_int("per_round", per_round, 1)
     sup = _supervisor_of(target)
     await _settle(target, timeout, "before the chaos")
     kills: list[ChildKill] = []

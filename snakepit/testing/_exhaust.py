@@ -21,7 +21,7 @@ from typing import Literal, TypeAlias
 import anyio
 from anyio.abc import Process
 
-from snakepit.errors import ConfigError
+from snakepit.errors import ConfigError, check_int
 from snakepit.otp._server import unwrapped_task_group
 
 from ._common import DEFAULT_DEADLINE
@@ -75,8 +75,7 @@ async def exhaust(
 
     :raises ConfigError: an unknown ``kind``, or ``n`` < 0.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ConfigError("n", f"must be an int >= 0, got {n!r}")
+    check_int("n", n, 0)
     if kind == "fds":
         held: AbstractAsyncContextManager[Exhaustion] = _hold_fds(n)
     elif kind == "tasks":

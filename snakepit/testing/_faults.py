@@ -20,6 +20,7 @@ from snakepit.errors import (
     ToolNotFound,
     WorkerCrashed,
     WorkerUnavailable,
+    check_int,
 )
 from snakepit.pool import Pool
 
@@ -126,8 +127,7 @@ async def inject_random_failures(
         ("retries", retries, 0),
         ("concurrency", concurrency, 1),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(name, f"must be an int >= {low}, got {value!r}")
+        check_int(name, value, low)
     seed: int | None = None
     plan: list[list[bool]] = []
     if rate is not None:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from snakepit.errors import is_int, is_number
+
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -47,7 +49,7 @@ def _check_flag(value: object) -> str | None:
 
 
 def _check_seconds(value: object) -> str | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+    if is_number(value) and value >= 0:
         return None  # NaN fails >= 0
     return f"must be seconds, a number >= 0, got {value!r}"
 
@@ -327,7 +329,7 @@ async def otp_sandbox(
 
 def _randomly_seed(config: pytest.Config) -> int:
     value = config.getoption("randomly_seed", None)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         return value
     try:
         return int(value)

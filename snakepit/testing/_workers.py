@@ -24,8 +24,7 @@ import anyio
 from ._leaks import _on_asyncio, _stat_fields, child_pids, describe_process, wait_exited
 
 if TYPE_CHECKING:
-    from snakepit.pool._connection import WorkerConnection
-    from snakepit.pool._launch._process import WorkerProcess
+    from snakepit.pool import WorkerConnection, WorkerProcess
 
 __all__ = ("PythonWorker", "assert_healthy", "assert_streaming_response", "python_worker")
 
@@ -44,7 +43,8 @@ class PythonWorker:
             print(w.pid, w.address, w.stderr_tail())
     """
 
-    #: The process (a ``WorkerProcess``): ``kill()``, ``wait()``, ``returncode``.
+    #: The process (a :class:`~snakepit.pool.WorkerProcess`): ``kill()``, ``wait()``,
+    #: ``returncode``.
     process: WorkerProcess
     #: A connected client, or None when started with ``connect=False``.
     client_or_none: WorkerConnection | None = field(default=None, repr=False)
@@ -71,7 +71,7 @@ class PythonWorker:
 
     @property
     def client(self) -> WorkerConnection:
-        """The connected :class:`~snakepit.pool._connection.WorkerConnection`.
+        """The connected :class:`~snakepit.pool.WorkerConnection`.
 
         :raises RuntimeError: started with ``connect=False``.
         """
@@ -163,7 +163,7 @@ async def python_worker(
     """
     if not _on_asyncio():
         raise RuntimeError("python_worker needs the asyncio backend (grpc.aio)")
-    from snakepit.pool._connection import WorkerConnection
+    from snakepit.pool import WorkerConnection
     from snakepit.pool._launch._process import spawn_worker
 
     sock_dir, own_dir = _socket_dir(tmp_dir)
@@ -220,7 +220,7 @@ async def assert_healthy(
         when they are known.
     """
     from snakepit.errors import SnakepitError
-    from snakepit.pool._connection import WorkerConnection
+    from snakepit.pool import WorkerConnection
 
     address = worker if isinstance(worker, str) else worker.address
     client = worker.client_or_none if isinstance(worker, PythonWorker) else None

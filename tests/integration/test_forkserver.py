@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from snakepit.errors import PoolStartError, WorkerError, WorkerStartError
-from snakepit.pool import Pool, WorkerExited
+from snakepit.pool import Pool, StartMethod, WorkerExited
 from snakepit.pool._connection import WorkerConnection
 from snakepit.pool._launch._forkserver_client import ForkServerClient, ForkServerError
 from snakepit.pool._launch._process import spawn_worker
@@ -31,7 +31,7 @@ ADAPTER = "tests.integration._process_adapters:Introspect"
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 async def test_a_worker_has_its_own_session_and_the_pools_env_and_cwd(
-    start_method: str, tmp_path: Path
+    start_method: StartMethod, tmp_path: Path
 ) -> None:
     env = {"SNAKEPIT_TEST_VALUE": "from the pool", "PYTHONPATH": ROOT}
     async with Pool(ADAPTER, size=1, env=env, cwd=str(tmp_path), start_method=start_method) as p:

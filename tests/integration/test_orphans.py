@@ -17,6 +17,7 @@ import pytest
 
 from snakepit import Pool
 from snakepit.errors import ConfigError, ExecutionTimeout
+from snakepit.pool import StartMethod
 from snakepit.testing import wait_exited
 from tests._procs import descendant_pids, wait_exit
 
@@ -136,7 +137,7 @@ async def test_a_run_dir_too_long_for_sockets_is_a_config_error(run_dir: Path) -
 
 def test_run_dir_must_be_a_path() -> None:
     with pytest.raises(ConfigError, match="run_dir"):
-        Pool(ECHO, run_dir=3)
+        Pool(ECHO, run_dir=3)  # type: ignore[arg-type]
 
 
 async def test_files_that_are_not_runs_are_left_alone(run_dir: Path) -> None:
@@ -213,7 +214,7 @@ async def test_what_the_tools_of_a_dead_run_left_is_killed_too(
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 async def test_a_timeout_kill_takes_what_the_tools_started_in_other_sessions(
-    start_method: str, tmp_path: Path
+    start_method: StartMethod, tmp_path: Path
 ) -> None:
     # The pool kills a worker (a call timed out) with a process its tool
     # started in a session of its own: that process goes too, whether the

@@ -19,6 +19,7 @@ import pytest
 
 from snakepit import Pool
 from snakepit.errors import RemoteError, WorkerCrashed
+from snakepit.pool import StartMethod
 from tests._procs import wait_exit
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +28,7 @@ anyio_backends = ("asyncio",)  # grpc.aio
 ROOT = str(Path(__file__).resolve().parents[2])
 NOISY = "tests.integration._output_adapters:Noisy"
 HOSTILE = "tests.integration._process_adapters:Hostile"
-METHODS = ["forkserver", "spawn"]
+METHODS: list[StartMethod] = ["forkserver", "spawn"]
 
 
 class Lines(logging.Handler):
@@ -77,7 +78,7 @@ def lines() -> Iterator[Lines]:
 
 @pytest.mark.parametrize("start_method", METHODS)
 async def test_prints_at_import_and_in_setup_do_not_break_the_start(
-    start_method: str, lines: Lines
+    start_method: StartMethod, lines: Lines
 ) -> None:
     async with Pool(NOISY, size=1, cwd=ROOT, start_method=start_method) as pool:
         assert await pool.execute("ping", timeout=10) == {"status": "pong"}
@@ -89,7 +90,9 @@ async def test_prints_at_import_and_in_setup_do_not_break_the_start(
 
 
 @pytest.mark.parametrize("start_method", METHODS)
-async def test_no_line_length_or_volume_wedges_a_worker(start_method: str, lines: Lines) -> None:
+async def test_no_line_length_or_volume_wedges_a_worker(
+    start_method: StartMethod, lines: Lines
+) -> None:
     mib = 1024 * 1024
     async with Pool(NOISY, size=1, cwd=ROOT, start_method=start_method) as pool:
         # One stderr line of 1 MiB, no newline (the host's readline died at 64 KiB).
@@ -125,7 +128,7 @@ async def test_no_line_length_or_volume_wedges_a_worker(start_method: str, lines
 
 @pytest.mark.parametrize("start_method", METHODS)
 async def test_a_dead_worker_whose_grandchild_holds_its_pipes_is_noticed(
-    start_method: str, tmp_path: Path
+    start_method: StartMethod, tmp_path: Path
 ) -> None:
     fifo = tmp_path / "hold"
     os.mkfifo(fifo)

@@ -173,3 +173,156 @@ def test_every_error_is_exported_from_the_package() -> None:
 
     missing = [name for name in snakepit.errors.__all__ if name not in snakepit.__all__]
     assert missing == [], f"errors not re-exported from snakepit: {missing}"
+
+
+#: Every public package whose ``__all__`` the type walk below covers.
+TYPED_PACKAGES = (
+    "snakepit",
+    "snakepit.errors",
+    "snakepit.otp",
+    "snakepit.pool",
+    "snakepit.worker",
+    "snakepit.testing",
+    "snakepit.testing.adapters",
+)
+
+
+def _annotation_namespace(name: str) -> dict[str, object]:
+    """The globals of module ``name``, plus what it imports under ``if TYPE_CHECKING:``."""
+    import sys
+    import typing
+
+    module = sys.modules[name]
+    namespace = dict(vars(module))
+    source = inspect.getsource(module)
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name | ast.Attribute)
+            and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        ):
+            block = ast.Module(body=node.body, type_ignores=[])
+            code = compile(block, module.__file__ or module.__name__, "exec")
+            package = module.__name__ if hasattr(module, "__path__") else module.__package__
+            scope: dict[str, object] = {"__name__": module.__name__, "__package__": package}
+            exec(code, scope)
+            namespace.update({k: v for k, v in scope.items() if not k.startswith("__")})
+    namespace.setdefault("typing", typing)
+    return namespace
+
+
+def _types_in(annotation: object) -> list[type]:
+    """Every class an annotation names, through unions, generics, Callable and aliases."""
+    import typing
+
+    found: list[type] = []
+    todo = [annotation]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, typing.TypeVar):
+            if item.__bound__ is not None:
+                todo.append(item.__bound__)
+            todo.extend(item.__constraints__)
+            continue
+        if isinstance(item, list | tuple):
+            todo.extend(item)
+            continue
+        value = getattr(item, "__value__", None)  # a `type X = ...` alias
+        if value is not None:
+            todo.append(value)
+        origin = typing.get_origin(item)
+        if origin is typing.Literal:
+            continue
+        if origin is not None:
+            todo.append(origin)
+            todo.extend(typing.get_args(item))
+        elif isinstance(item, type):
+            found.append(item)
+    return found
+
+
+def _signatures(name: str, obj: object) -> list[tuple[str, object, object]]:
+    """(qualified name, annotated object, its module's object) of a public object and its members.
+
+    A class gives its public fields (its own and its snakepit bases', each
+    resolved in its own module), ``__init__`` and public methods and properties.
+    """
+    if inspect.isfunction(obj):
+        return [(name, obj, obj)]
+    if not inspect.isclass(obj) or not obj.__module__.startswith("snakepit"):
+        return []
+    found: list[tuple[str, object, object]] = []
+    for klass in obj.__mro__:
+        if not klass.__module__.startswith("snakepit"):
+            continue
+        own = vars(klass)
+        fields = {k: v for k, v in own.get("__annotations__", {}).items() if not k.startswith("_")}
+        if fields:
+            holder = type(klass.__name__, (), {"__annotations__": fields})
+            found.append((f"{name} (fields of {klass.__qualname__})", holder, klass))
+        for member, value in own.items():
+            if member.startswith("_") and member != "__init__":
+                continue
+            if isinstance(value, property):
+                value = value.fget
+            elif isinstance(value, classmethod | staticmethod):
+                value = value.__func__
+            if inspect.isfunction(value):
+                found.append((f"{name}.{member}", value, value))
+    return found
+
+
+#: Findings of the test below left to the helpers that own those modules in issue #12
+#: (remove each line once its owner made the type public or the parameter private).
+_OWNED_ELSEWHERE = frozenset(
+    {
+        # `state` (snakepit/otp): the constructors take the loop's low-level primitives.
+        "snakepit.otp.ReplyHandle.__init__ (slot): snakepit.otp._lowlevel.Slot",
+        "snakepit.otp.ServerRef.__init__ (backend): snakepit.otp._lowlevel.Backend",
+        "snakepit.otp.SupervisorRef.__init__ (backend): snakepit.otp._lowlevel.Backend",
+        # `wire` (snakepit/worker): AdapterServer's fields name the servicer and the refusals log.
+        "snakepit.worker.AdapterServer (fields of AdapterServer) (refusals): "
+        "snakepit.worker._auth.Refusals",
+        "snakepit.worker.AdapterServer (fields of AdapterServer) (service): "
+        "snakepit.worker._service.AdapterService",
+        "snakepit.worker.AdapterServer.__init__ (refusals): snakepit.worker._auth.Refusals",
+        "snakepit.worker.AdapterServer.__init__ (service): snakepit.worker._service.AdapterService",
+    }
+)
+
+
+def test_no_public_signature_names_a_private_or_generated_type() -> None:
+    # A user can name, import and document every type a public function or
+    # method takes or returns: none lives only in a private module, none is a
+    # generated protobuf message.
+    import typing
+
+    packages = [importlib.import_module(name) for name in TYPED_PACKAGES]
+    public = {id(getattr(p, attr)) for p in packages for attr in p.__all__}
+    namespaces: dict[str, dict[str, object]] = {}
+    problems: set[str] = set()
+    for package in packages:
+        for attr in package.__all__:
+            found = _signatures(f"{package.__name__}.{attr}", getattr(package, attr))
+            for qualname, obj, home in found:
+                module_name = home.__module__
+                if module_name not in namespaces:
+                    namespaces[module_name] = _annotation_namespace(module_name)
+                try:
+                    hints = typing.get_type_hints(obj, globalns=namespaces[module_name])
+                except Exception as exc:  # an annotation that does not resolve
+                    problems.add(f"{qualname}: cannot resolve its annotations: {exc!r}")
+                    continue
+                for where, annotation in hints.items():
+                    if where.startswith("_"):  # a private parameter (``_child``): internal
+                        continue
+                    for cls in _types_in(annotation):
+                        module = cls.__module__
+                        generated = module.endswith("_pb2") or "._proto" in module
+                        private = module.startswith("snakepit") and any(
+                            part.startswith("_") for part in module.split(".")[1:]
+                        )
+                        if generated or (private and id(cls) not in public):
+                            problems.add(f"{qualname} ({where}): {module}.{cls.__qualname__}")
+    left = sorted(problems - _OWNED_ELSEWHERE)
+    assert left == [], "\n".join(left)

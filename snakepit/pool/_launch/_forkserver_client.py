@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from snakepit.errors import exit_status
 from snakepit.pool._launch._output import CHUNK, OutputLines
 
 __all__ = ()
@@ -260,9 +261,7 @@ class ForkServerClient:
 
     def _tail(self) -> str:
         code = self._proc.returncode
-        status = f" (exit code {code})" if code is not None and code >= 0 else ""
-        if code is not None and code < 0:
-            status = f" (killed by {signal.Signals(-code).name})"
+        status = "" if code is None else f" ({exit_status(code)})"
         tail = "\n".join(self._stderr)
         return f"{status}\n--- stderr (last lines) ---\n{tail}" if tail else status
 

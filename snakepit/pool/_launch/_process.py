@@ -38,7 +38,7 @@ import anyio
 
 from snakepit._wire._auth import SECRET_BYTES, new_secret
 from snakepit._wire._frames import frames_path
-from snakepit.errors import ConfigError, WorkerStartError
+from snakepit.errors import ConfigError, WorkerStartError, exit_status
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
     ForkServerError,
@@ -409,10 +409,8 @@ async def _fork(
 async def _failed(worker: WorkerProcess, cause: str) -> WorkerStartError:
     await worker.aclose(grace=0.5)
     code = worker.returncode
-    if code is not None and code < 0:
-        cause += f" (killed by {signal.Signals(-code).name})"
-    elif code is not None:
-        cause += f" (exit code {code})"
+    if code is not None:
+        cause += f" ({exit_status(code)})"
     return WorkerStartError(
         worker.worker_id, cause, returncode=code, stderr_tail=worker.stderr_tail()
     )

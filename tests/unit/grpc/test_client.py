@@ -382,7 +382,7 @@ class TestPickle:
 
     def test_unknown_codec(self) -> None:
         with pytest.raises(ConfigError, match="codec"):
-            WorkerConnection("unix:/nonexistent", codec="yaml")
+            WorkerConnection("unix:/nonexistent", codec="yaml")  # type: ignore[arg-type]
 
 
 async def cancel_hold_once_running(mux: Multiplexer, key: str) -> None:

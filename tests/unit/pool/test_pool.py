@@ -29,12 +29,14 @@ from snakepit.errors import (
     QueueTimeout,
     RemoteError,
     ToolNotFound,
+    WaitTimeout,
     WorkerCrashed,
     WorkerError,
     WrongEventLoop,
 )
 from snakepit.pool import (
     InProcessLauncher,
+    ParameterSpec,
     Pool,
     PoolConfig,
     PoolEvent,
@@ -42,6 +44,7 @@ from snakepit.pool import (
     RequestQueued,
     RequestStarted,
     RequestStopped,
+    WorkerDescription,
     WorkerExited,
     WorkerReady,
     WorkerRecycled,
@@ -128,6 +131,7 @@ class TestCalls:
     async def test_describe(self, make_pool: MakePool) -> None:
         async with make_pool(HANG, max_concurrency=3) as pool:
             described = await pool.describe()
+            assert isinstance(described, WorkerDescription)
             assert described.adapter == HANG
             assert described.worker_id in {"w0", "w1"}
             assert described.max_concurrency == 3
@@ -135,7 +139,10 @@ class TestCalls:
             assert {"ping", "echo", "add", "hang", "acount"} <= set(tools)
             assert tools["acount"].streaming
             assert not tools["add"].streaming
-            assert [p.name for p in tools["add"].parameters] == ["a", "b"]
+            assert tools["add"].parameters == (
+                ParameterSpec("a", "float", True, ""),
+                ParameterSpec("b", "float", True, ""),
+            )
             assert tools["ping"].doc
             assert pool.stats().idle == 6  # its slot came back
 
@@ -201,8 +208,9 @@ class TestQueue:
                 holder, _ = await hold_a_slot(tg, pool, events, control)
                 await queue_a_call(tg, pool, events, 1, results)
                 await queue_a_call(tg, pool, events, 2, results)
-                with pytest.raises(QueueFull, match="2 calls are already waiting"):
+                with pytest.raises(QueueFull, match="2 calls are already waiting") as info:
                     await pool.execute("ping")
+                assert info.value.max_queue == 2
                 assert pool.stats().queued == 2  # the refused call never queued
                 holder.cancel()
             assert results == [1, 2]
@@ -218,6 +226,7 @@ class TestQueue:
                 with pytest.raises(QueueTimeout, match=r"within 0\.02s") as info:
                     await pool.execute("ping")
                 assert isinstance(info.value, TimeoutError)
+                assert info.value.timeout == 0.02
                 assert pool.stats().queued == 0
                 (worker,) = pool.workers()
                 assert (worker.worker_id, worker.in_flight) == (started.worker_id, 1)  # untouched
@@ -309,12 +318,33 @@ class TestTimeoutsAndCrashes:
             with pytest.raises(ExecutionTimeout) as info:
                 await pool.execute("hang", timeout=0.01)
             assert isinstance(info.value, TimeoutError)
+            assert (info.value.tool, info.value.worker_id) == ("hang", "w0")
+            assert info.value.timeout is not None
+            assert 0 < info.value.timeout <= 0.01  # what was left of it after the checkout
             await pool.wait_ready(timeout=WAIT)
             (worker,) = pool.workers()
             assert (worker.worker_id, worker.generation, worker.ready) == ("w0", 1, True)
             assert await pool.execute("ping") == {"status": "pong"}
             stats = pool.stats()
             assert (stats.timeouts, stats.restarts, stats.errors, stats.ready) == (1, 1, 0, 1)
+
+    async def test_wait_ready_raises_wait_timeout(
+        self, make_pool: MakePool, subscribe: Subscribe, control: Control
+    ) -> None:
+        async with make_pool(size=1) as pool:
+            events = subscribe(pool)
+            gate = control.hold_from_now_on()  # the replacement's setup() waits
+            with pytest.raises(ExecutionTimeout):
+                await pool.execute("hang", timeout=0.01)
+            await next_event(events, WorkerExited)
+            with anyio.fail_after(WAIT), pytest.raises(WaitTimeout) as info:
+                await pool.wait_ready(timeout=0.02)
+            assert not isinstance(info.value, QueueTimeout)  # not a call's wait for a worker
+            assert isinstance(info.value, TimeoutError)
+            assert info.value.timeout == 0.02
+            assert "only 0 workers ready after 0.02s" in str(info.value)
+            gate.set()
+            await pool.wait_ready(timeout=WAIT)
 
     async def test_a_timeout_spares_the_other_workers(
         self, make_pool: MakePool, subscribe: Subscribe
@@ -641,6 +671,8 @@ class TestCallDeadline:
                     await pool.execute("echo", {"value": 1}, timeout=0.05)
                 holder.cancel()
             assert isinstance(info.value, TimeoutError)
+            assert info.value.timeout is not None
+            assert 0 < info.value.timeout <= 0.05
             assert "the call's timeout (the tool did not run)" in str(info.value)
             stats = pool.stats()
             assert (stats.timeouts, stats.restarts) == (0, 0)  # nobody was killed

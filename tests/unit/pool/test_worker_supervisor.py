@@ -258,6 +258,7 @@ class TestStartFailures:
         cause = info.value.__cause__
         assert isinstance(cause, WorkerStartError)
         assert cause.worker_id in {"w0", "w1"}
+        assert info.value.worker_id == cause.worker_id
         assert_nothing_runs(pool)
 
     async def test_a_missing_class_is_a_pool_start_error(self, make_pool: MakePool) -> None:
@@ -276,6 +277,7 @@ class TestStartFailures:
             async with pool:
                 pytest.fail("the pool started")
         assert "worker 'w0' failed to start" in str(info.value)
+        assert info.value.worker_id == "w0"
         cause = info.value.__cause__
         assert isinstance(cause, WorkerStartError)
         assert cause.worker_id == "w0"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from snakepit.errors import ConfigError, ServerExited
+from snakepit.errors import ArgumentTypeError, ConfigError, ServerExited
 from snakepit.otp import Supervisor
 from snakepit.pool import InProcessLauncher
 from snakepit.testing import InjectedCrash, chaos_kill_children, inject_crash
@@ -126,6 +126,11 @@ class TestChaosKillChildren:
                 await chaos_kill_children(sup, rounds=-1, rng=random.Random(0))
             with pytest.raises(ConfigError, match="per_round"):
                 await chaos_kill_children(sup, rounds=1, per_round=0, rng=random.Random(0))
+            # A bool is not a count (it was taken as 1 round; regression of issue #12).
+            with pytest.raises(ArgumentTypeError, match="rounds"):
+                await chaos_kill_children(sup, rounds=True, rng=random.Random(0))
+            with pytest.raises(ArgumentTypeError, match="per_round"):
+                await chaos_kill_children(sup, rounds=1, per_round=True, rng=random.Random(0))
 
     @asyncio_only
     async def test_a_pools_workers_are_killed_and_replaced(
