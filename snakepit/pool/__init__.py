@@ -34,6 +34,7 @@ from ._pool import WorkerInfo as WorkerInfo
 from ._scheduler import Scheduler as Scheduler
 from ._worker_server import WorkerArgs as WorkerArgs
 from ._worker_server import WorkerServer as WorkerServer
+from ._worker_server import WorkerState as WorkerState
 from ._worker_server import WorkerSupervisor as WorkerSupervisor
 
 __all__ = (
@@ -64,6 +65,7 @@ __all__ = (
     "WorkerServer",
     "WorkerStartFailed",
     "WorkerStarting",
+    "WorkerState",
     "WorkerSupervisor",
     "default_run_base",
 )

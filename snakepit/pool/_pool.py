@@ -42,8 +42,8 @@ from snakepit.otp import (
     Supervisor,
     SupervisorRef,
     SupervisorSpec,
+    unwrapped_task_group,
 )
-from snakepit.otp._server import unwrapped_task_group
 from snakepit.pool._connection import Multiplexer
 
 from ._config import PoolConfig, check_seconds
@@ -564,11 +564,11 @@ class Pool:
         return None
 
     def _check_recycle(self, worker: WorkerServer, *, memory: bool = False) -> None:
-        if worker.recycling or not worker.usable or self._tg is None:
+        if worker.state != "ready" or self._tg is None:  # not recycling already, nor out
             return
         reason = self._recycle_reason(worker, memory=memory)
         if reason is not None:
-            worker.recycling = True
+            worker.start_recycling()
             self._tg.start_soon(self._recycle, worker, reason)
 
     async def _recycle(self, old: WorkerServer, reason: str) -> None:
@@ -576,7 +576,7 @@ class Pool:
         try:
             logger.info("recycling worker %r: %s", old.worker_id, reason)
             new = await self._start_worker()
-            await new.booted.wait()
+            await new.wait_booted()
             self._recycled += 1  # replaced: the old one takes no calls from here on
             if self._events.active:
                 self._events.publish(WorkerRecycled(old.worker_id, reason, anyio.current_time()))
@@ -612,13 +612,11 @@ class Pool:
         self._size = size
         if self.config.max_restarts is None and self._workers_sup is not None:
             with contextlib.suppress(ServerExited):  # gave up meanwhile: degraded
-                await WorkerSupervisor.set_max_restarts(
-                    self._workers_sup, self.config.restart_limit(size)
-                )
+                await self._workers_sup.set_max_restarts(self.config.restart_limit(size))
         if delta > 0:
             new = [await self._start_worker() for _ in range(delta)]
             for worker in new:
-                await worker.booted.wait()  # ready, failed, or ended (degraded, closed)
+                await worker.wait_booted()  # ready, failed, or ended (degraded, closed)
             self._running()  # closed or degraded meanwhile: say so
         elif delta < 0:
             victims = sorted(self._workers.values(), key=lambda w: (w.in_flight, w.worker_id))
