@@ -606,9 +606,9 @@ class TestCallDeadline:
         # A call that waited and is handed a slot with (almost) none of its
         # timeout left would time out at once and get its healthy worker
         # killed: it is refused unrun instead (the floor is 60 s here).
-        from snakepit.pool import _pool
+        from snakepit.pool import _calls
 
-        monkeypatch.setattr(_pool, "MIN_RUN_TIME", 60.0)
+        monkeypatch.setattr(_calls, "MIN_RUN_TIME", 60.0)
         async with make_pool(size=1) as pool:
             events = subscribe(pool)
             (before,) = pool.workers()
