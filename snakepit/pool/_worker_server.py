@@ -98,7 +98,7 @@ TRANSITIONS: Final[Mapping[WorkerState, frozenset[WorkerState]]] = {
 
 
 class IllegalTransition(AssertionError):
-    """A WorkerServer was asked to go from one state to another the table does not allow.
+    """A WorkerServer (or a Pool) was asked for a move its table of transitions does not allow.
 
     A bug in snakepit (an AssertionError), never a worker's failure.
     """
@@ -148,7 +148,7 @@ class WorkerServer(GenServer[Any, Any, None]):
     args: WorkerArgs
 
     def __init__(self) -> None:
-        self.state: WorkerState = "booting"
+        self._state: WorkerState = "booting"
         self.handle: WorkerHandle | None = None
         self.client: WorkerConnection | None = None
         self.mux: Multiplexer | None = None
@@ -174,6 +174,11 @@ class WorkerServer(GenServer[Any, Any, None]):
         return self.args.worker_id
 
     @property
+    def state(self) -> WorkerState:
+        """Where it is in its life (read-only: the transitions change it)."""
+        return self._state
+
+    @property
     def usable(self) -> bool:
         """True while it takes calls: ``ready`` or ``recycling``."""
         return self.state in ("ready", "recycling")
@@ -186,8 +191,8 @@ class WorkerServer(GenServer[Any, Any, None]):
 
     def _enter(self, new: WorkerState) -> None:
         if new not in TRANSITIONS[self.state]:
-            raise IllegalTransition(f"worker {self.worker_id!r}: {self.state} -> {new}")
-        self.state = new
+            raise IllegalTransition(f"worker {self.worker_id!r}: {self._state} -> {new}")
+        self._state = new
 
     def _became_ready(self) -> None:
         """The boot succeeded: ``booting`` -> ``ready`` (a stop that came first stays)."""

@@ -37,7 +37,7 @@ def server_in(state: WorkerState) -> WorkerServer:
         on_failed=lambda _worker, _error: None,
         events=Broadcast(),
     )
-    server.state = state
+    server._state = state  # as if its transitions had brought it there
     return server
 
 
