@@ -65,6 +65,7 @@ from ._server import NoReply as NoReply
 from ._server import ReplyHandle as ReplyHandle
 from ._server import ServerRef as ServerRef
 from ._server import Stop as Stop
+from ._server import unwrapped_task_group as unwrapped_task_group
 from ._spec import ChildShutdown as ChildShutdown
 from ._spec import ChildSpec as ChildSpec
 from ._spec import ChildType as ChildType
@@ -126,4 +127,5 @@ __all__ = (
     "exit_detail",
     "is_abnormal",
     "monitor",
+    "unwrapped_task_group",
 )

@@ -20,18 +20,32 @@ __all__ = (
 
 
 @dataclass(frozen=True, slots=True)
-class ChildStarted:
+class _Event:
+    #: The supervisor that publishes it.
+    supervisor: ServerRef[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _ChildEvent(_Event):
+    child_id: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class _InstanceEvent(_ChildEvent):
+    #: The child's instance it is about.
+    ref: ServerRef[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStarted(_InstanceEvent):
     """A child finished ``init``; ``generation`` > 0 means it is a restart."""
 
-    supervisor: ServerRef[Any, Any]
-    child_id: Hashable
-    ref: ServerRef[Any, Any]
     generation: int
     at: float
 
 
 @dataclass(frozen=True, slots=True)
-class ChildExited:
+class ChildExited(_InstanceEvent):
     """A child exited on its own (crash, kill, normal return).
 
     ``restarting`` is True when a restart follows: the restart type asks for
@@ -39,41 +53,37 @@ class ChildExited:
     :class:`RestartIntensityReached` follows instead).
     """
 
-    supervisor: ServerRef[Any, Any]
-    child_id: Hashable
-    ref: ServerRef[Any, Any]
     reason: ExitReason
     restarting: bool
     at: float
 
 
 @dataclass(frozen=True, slots=True)
-class ChildTerminated:
-    """The supervisor stopped a child (strategy, ``terminate_child`` or shutdown)."""
+class ChildTerminated(_InstanceEvent):
+    """The supervisor stopped a child (strategy, ``terminate_child`` or shutdown).
 
-    supervisor: ServerRef[Any, Any]
-    child_id: Hashable
-    ref: ServerRef[Any, Any]
+    ``reason`` is how the instance ended: ``"shutdown"``, ``"killed"`` (a
+    ``brutal_kill``, or a stop past its ``shutdown``), or its own exit reason
+    if it died before the supervisor got to it.
+    """
+
     reason: ExitReason
     at: float
 
 
 @dataclass(frozen=True, slots=True)
-class ChildStartFailed:
+class ChildStartFailed(_ChildEvent):
     """A child's (re)start raised; it counts against the restart intensity."""
 
-    supervisor: ServerRef[Any, Any]
-    child_id: Hashable
     generation: int
     error: BaseException
     at: float
 
 
 @dataclass(frozen=True, slots=True)
-class RestartIntensityReached:
+class RestartIntensityReached(_Event):
     """More than ``max_restarts`` in ``max_seconds``: the supervisor is giving up."""
 
-    supervisor: ServerRef[Any, Any]
     max_restarts: int
     max_seconds: float
     at: float

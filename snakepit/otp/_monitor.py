@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -53,10 +51,10 @@ class Monitor:
 
     def demonitor(self) -> None:
         """Stop watching; :meth:`down` then never returns unless DOWN already came."""
-        with contextlib.suppress(ValueError):
-            self._ref._monitors.remove(self)
+        self._ref.unlink(self._fire)
 
-    def _fire(self, reason: ExitReason) -> None:
+    def _fire(self, ref: ServerRef[Any, Any], reason: ExitReason) -> None:
+        # A link of the monitored server (ServerRef.link): called once, at its exit.
         if self._reason is None:
             self._reason = reason
             self._event.set()
@@ -64,12 +62,7 @@ class Monitor:
     async def __aenter__(self) -> Monitor:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.demonitor()
 
 
@@ -80,9 +73,5 @@ def monitor(ref: ServerRef[Any, Any]) -> Monitor:
     (as in OTP, where monitoring a dead pid yields ``noproc`` immediately).
     """
     mon = Monitor(ref)
-    if ref.alive:
-        ref._monitors.append(mon)
-    else:
-        assert ref.exit_reason is not None
-        mon._fire(ref.exit_reason)
+    ref.link(mon._fire)  # a dead ref: DOWN at once
     return mon

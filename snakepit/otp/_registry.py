@@ -55,7 +55,7 @@ class Registry:
             if self._names.get(name) is dead:
                 del self._names[name]
 
-        ref._links.append(unregister_on_exit)
+        ref.link(unregister_on_exit)
         if ref._started:
             self._announce(name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -20,7 +21,6 @@ from ._lowlevel import TIMED_OUT, Backend, Failure, Slot, current_backend
 from ._reasons import ExitReason, Shutdown, is_abnormal
 
 if TYPE_CHECKING:
-    from ._monitor import Monitor
     from ._registry import Registry
 
 __all__ = (
@@ -35,6 +35,7 @@ __all__ = (
     "ReplyHandle",
     "ServerRef",
     "Stop",
+    "unwrapped_task_group",
 )
 
 logger = logging.getLogger("snakepit.otp")
@@ -77,18 +78,6 @@ def check_timeout(timeout: float | None, field: str = "timeout") -> None:
     """Raise :class:`ConfigError` unless ``timeout`` is None or a number >= 0."""
     if timeout is not None and not timeout >= 0:  # also rejects NaN
         raise ConfigError(field, f"must be None or >= 0, got {timeout!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxStats:
-    """A snapshot of a server's mailbox, exact (counted on every enqueue)."""
-
-    #: Messages waiting now.
-    queued: int
-    #: The most messages ever waiting at once.
-    high_water: int
-    #: Messages enqueued since the server started.
-    received: int
 
 
 class Stop(Exception):
@@ -198,6 +187,18 @@ class ReplyHandle(Generic[Reply]):
             deferred.discard(slot)
 
 
+@dataclass(frozen=True, slots=True)
+class MailboxStats:
+    """A snapshot of a server's mailbox, exact (counted on every enqueue)."""
+
+    #: Messages waiting now.
+    queued: int
+    #: The most messages ever waiting at once.
+    high_water: int
+    #: Messages enqueued since the server started.
+    received: int
+
+
 class ServerRef(Generic[Request, Reply]):
     """The identity of one started server instance, and the way to talk to it.
 
@@ -223,7 +224,6 @@ class ServerRef(Generic[Request, Reply]):
         "_killed",
         "_links",
         "_mailbox",
-        "_monitors",
         "_parker",
         "_received",
         "_scope",
@@ -269,7 +269,6 @@ class ServerRef(Generic[Request, Reply]):
         self._deferred: set[Slot] | None = None  # calls answered later (NoReply)
         self._deferred_limit = _DEFERRED_PRUNE_AT
         self._links: list[ExitCallback] = []
-        self._monitors: list[Monitor] = []
         self._done = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self._task: object = None  # the server's task, once it runs
@@ -398,14 +397,25 @@ class ServerRef(Generic[Request, Reply]):
     def link(self, callback: ExitCallback) -> None:
         """Call ``callback(ref, reason)`` when the server exits (at once if it has).
 
-        Runs synchronously in the exiting server's task, before monitors fire:
-        keep it short and non-blocking (set a flag, queue a message).
+        Runs synchronously in the exiting server's task, in the order the
+        callbacks were linked (a :class:`Monitor` is one): keep it short and
+        non-blocking (set a flag, queue a message). An exception from it is
+        logged, never raised into the exit.
         """
         if self._alive:
             self._links.append(callback)
         else:
             assert self._exit_reason is not None
             callback(self, self._exit_reason)
+
+    def unlink(self, callback: ExitCallback) -> None:
+        """Stop calling ``callback`` (added by :meth:`link`) at the exit; nothing if absent.
+
+        Callbacks compare with ``==``: the same bound method of the same
+        object is found again.
+        """
+        with contextlib.suppress(ValueError):
+            self._links.remove(callback)
 
     def add_tracer(self, tracer: MessageTracer) -> None:
         """Call ``tracer(kind, message)`` for each message queued to the server from now on.
@@ -549,14 +559,12 @@ class ServerRef(Generic[Request, Reply]):
             if not slot.done():
                 slot.set(Failure(self._exited()))
         try:
-            for link in self._links:
+            for link in list(self._links):  # a copy: a callback may unlink itself
                 try:
                     link(self, reason)
                 except Exception:  # a broken callback must not break the exit
                     logger.exception("%r: a link callback raised", self)
-            for mon in self._monitors:
-                mon._fire(reason)
-            self._monitors.clear()
+            self._links.clear()  # each is called once; a later link() is called at once
         finally:
             self._done.set()
 
@@ -706,8 +714,21 @@ class GenServer(Generic[Request, Reply, State]):
 
     # -- the task -------------------------------------------------------------------
 
-    def _lifespan(self) -> AbstractAsyncContextManager[object]:
-        """What wraps ``init``, the loop and ``terminate`` (a supervisor's task group)."""
+    def lifespan(self) -> AbstractAsyncContextManager[object]:
+        """Return what wraps the server's whole life: ``init``, its messages, ``terminate``.
+
+        The hook for what a server owns for as long as it runs (default:
+        nothing). Entered in the server's task before ``init``; left after
+        ``terminate`` (or at once when the server is killed: cancelled, so
+        shield what must finish). The usual content is a task group for the
+        server's helper tasks, made with :func:`unwrapped_task_group`: a
+        helper that raises ends the server with that exception as its exit
+        reason (logged with :meth:`log_crash`), as a handler's error does, and
+        never the task group the server was started in. An exception from
+        ``lifespan`` itself before ``init`` ran is raised by :meth:`start`.
+        :class:`Supervisor` uses it for the task group of its children: a
+        subclass of a supervisor that overrides it must enter ``super().lifespan()``.
+        """
         return nullcontext()
 
     async def _run(
@@ -726,7 +747,7 @@ class GenServer(Generic[Request, Reply, State]):
                 ref._scope = scope
                 if ref._killed:  # kill() came before this task ran
                     scope.cancel()
-                async with self._lifespan():
+                async with self.lifespan():
                     initial = await self.init(arg)
                     if isinstance(initial, Ignore):
                         # OTP: start returns ignore; the process exits normally.
@@ -752,7 +773,7 @@ class GenServer(Generic[Request, Reply, State]):
             reason = exc
             if not started:
                 raise  # init's error: start() raises it
-            # A helper task of the server failed (its _lifespan group): that ends
+            # A helper task of the server failed (its lifespan group): that ends
             # the server, as a handler's error does, never its owner's task group.
             self.log_crash(exc)
         except BaseException as exc:
@@ -859,11 +880,15 @@ class GenServer(Generic[Request, Reply, State]):
 
 @asynccontextmanager
 async def unwrapped_task_group() -> AsyncIterator[TaskGroup]:
-    """A task group whose one exception comes out as itself, not in an ExceptionGroup.
+    """Return a task group whose one exception comes out as itself, not in an ExceptionGroup.
 
-    For groups whose tasks never raise (servers catch their own errors): the
-    only exception that can leave is the body's, and callers of ``running()``
-    and ``start()`` are promised that exception, plain.
+    For groups whose tasks do not raise (servers catch their own errors), or
+    of which at most one fails: the one exception that leaves is raised
+    plain, so ``except Exception`` sees it (the ``Cancelled`` that trio adds
+    for the other tasks is dropped). Several errors still leave as an
+    ExceptionGroup. Use it in :meth:`GenServer.lifespan` for a server's
+    helper tasks, and to own servers that ``start()`` promises to raise
+    plain errors from. Callers of ``running()`` and ``start()`` rely on it.
     """
     own: BaseException | None = None
     try:
@@ -904,7 +929,7 @@ async def start_server(
     if registry is not None and name is not None:
         registry.register(name, ref)
     if link is not None:
-        ref._links.append(link)
+        ref.link(link)
     try:
         started: ServerRef[Request, Reply] = await tg.start(server._run, ref, arg)
     except BaseException as exc:

@@ -46,7 +46,7 @@ from ._server import (
     start_server,
     unwrapped_task_group,
 )
-from ._spec import ChildSpec, ChildType, Restart, Strategy, SupervisorSpec
+from ._spec import ChildSpec, ChildType, Restart, Strategy, SupervisorSpec, _check_intensity
 
 __all__ = ("ChildCounts", "ChildInfo", "Supervisor", "SupervisorRef")
 
@@ -109,6 +109,7 @@ _START: Final = "start_child"
 _TERMINATE: Final = "terminate_child"
 _RESTART: Final = "restart_child"
 _DELETE: Final = "delete_child"
+_SET_MAX_RESTARTS: Final = "set_max_restarts"
 
 
 class SupervisorRef(ServerRef[Any, Any]):
@@ -213,6 +214,21 @@ class SupervisorRef(ServerRef[Any, Any]):
         :raises ConfigError: the child is running.
         """
         await self.call((_DELETE, child_id), timeout=timeout)
+
+    async def set_max_restarts(
+        self, max_restarts: int, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        """Change the supervisor's ``max_restarts`` from now on (``max_seconds`` stays).
+
+        Taken in mailbox order, after the exits queued before it. The
+        restarts already made still count; if they are now more than
+        ``max_restarts``, the next counted restart exceeds the intensity.
+
+        :raises ConfigError: ``max_restarts`` is not an int >= 0.
+        :raises CallTimeout, ServerExited: as :meth:`ServerRef.call`.
+        """
+        _check_intensity(max_restarts, 1.0)  # max_seconds: any valid value
+        await self.call((_SET_MAX_RESTARTS, max_restarts), timeout=timeout)
 
     async def wait_stable(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Wait until this supervisor and every supervisor below it are stable.
@@ -342,7 +358,8 @@ class Supervisor(GenServer[Any, Any, None]):
 
     # -- GenServer callbacks --------------------------------------------------------
 
-    def _lifespan(self) -> AbstractAsyncContextManager[object]:
+    def lifespan(self) -> AbstractAsyncContextManager[object]:
+        """Hold the task group the children run in; stop what is left of them at the exit."""
         return self._children_group()
 
     @asynccontextmanager
@@ -350,21 +367,23 @@ class Supervisor(GenServer[Any, Any, None]):
         # Children never raise into this group (they catch their own errors), so
         # what leaves it is the supervisor's own exception, unwrapped.
         try:
-            async with unwrapped_task_group() as tg:
-                self._tg = tg
+            async with unwrapped_task_group() as self._tg:
                 try:
                     yield
                 finally:
-                    # The children do not see our cancellation (see _start): stop
-                    # those still running (init was cancelled) in order, unless we
-                    # were killed; then kill whatever is left.
-                    if not self.ref._killed:
-                        with anyio.CancelScope(shield=True):
-                            await self._stop_all()
-                    for ref in list(self._spawned):
-                        ref._kill_nowait()
+                    await self._stop_left_children()
         finally:
             self._events.close()
+
+    async def _stop_left_children(self) -> None:
+        # The children do not see our cancellation (see _start): stop those
+        # still running (init was cancelled) in order, unless we were killed;
+        # then kill whatever is left.
+        if not self.ref._killed:
+            with anyio.CancelScope(shield=True):
+                await self._stop_all()
+        for ref in list(self._spawned):
+            ref._kill_nowait()
 
     async def init(self, arg: Any) -> None:
         """Validate the spec and start the children in order."""
@@ -398,6 +417,9 @@ class Supervisor(GenServer[Any, Any, None]):
                 return await self._start_new(arg), None
             if op == _TERMINATE:
                 await self._terminate_child(arg)
+                return None, None
+            if op == _SET_MAX_RESTARTS:
+                self._max_restarts = arg
                 return None, None
             child = self._find(arg)
             if child.ref is not None and child.ref.alive:
@@ -560,6 +582,19 @@ class Supervisor(GenServer[Any, Any, None]):
         self.log_gave_up(error)
         return Stop(Shutdown(error))
 
+    def restart_counts(self, ref: ServerRef[Any, Any], reason: ExitReason) -> bool:
+        """Whether restarting a child that exited with ``reason`` counts towards the intensity.
+
+        Asked when a child exits and its restart type wants it restarted
+        (default: True, as in OTP). An uncounted restart is still made, and
+        only that one start goes free: if its ``init`` fails, each retry
+        counts as usual. Override for exits that are the owner's decision
+        rather than a failure (a pool that kills a stuck worker itself).
+
+        :param ref: the instance that exited.
+        """
+        return True
+
     def log_gave_up(self, error: ReachedMaxRestartIntensity) -> None:
         """Report that this supervisor reached its restart intensity (default: one ERROR line).
 
@@ -576,7 +611,7 @@ class Supervisor(GenServer[Any, Any, None]):
         child.last_exit = reason
         restart = child.spec.restart
         wanted = restart == "permanent" or (restart == "transient" and is_abnormal(reason))
-        exceeded = wanted and not self._add_restart()
+        exceeded = wanted and self.restart_counts(ref, reason) and not self._add_restart()
         restarting = wanted and not exceeded
         self._emit(ChildExited(self.ref, child.id, ref, reason, restarting, anyio.current_time()))
         if exceeded:

@@ -46,6 +46,7 @@ from ._scheduler import Schedulable as Schedulable
 from ._scheduler import Scheduler as Scheduler
 from ._worker_server import WorkerArgs as WorkerArgs
 from ._worker_server import WorkerServer as WorkerServer
+from ._worker_server import WorkerState as WorkerState
 from ._worker_server import WorkerSupervisor as WorkerSupervisor
 
 __all__ = (
@@ -85,6 +86,7 @@ __all__ = (
     "WorkerServer",
     "WorkerStartFailed",
     "WorkerStarting",
+    "WorkerState",
     "WorkerSupervisor",
     "default_run_base",
 )

@@ -7,26 +7,23 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, Final, Literal, TypeAlias, Unpack
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from snakepit.errors import (
     ArgumentTypeError,
     ChildNotFound,
     ConfigError,
-    ExecutionTimeout,
     PoolClosed,
     PoolDegraded,
     PoolError,
     PoolStartError,
-    QueueTimeout,
     ReachedMaxRestartIntensity,
     ServerExited,
     WaitTimeout,
@@ -45,42 +42,43 @@ from snakepit.otp import (
     SupervisorRef,
     SupervisorSpec,
 )
-from snakepit.otp._server import unwrapped_task_group
-from snakepit.pool._connection import Multiplexer
 
+from ._calls import Calls
 from ._config import PoolConfig, PoolOptions, check_seconds
 from ._description import WorkerDescription
-from ._events import (
-    PoolEvent,
-    PoolGaveUp,
-    RequestOutcome,
-    RequestQueued,
-    RequestStarted,
-    RequestStopped,
-    WorkerRecycled,
-)
+from ._events import PoolEvent, PoolGaveUp
+from ._host import PoolHost
 from ._launch._base import Launcher
 from ._launch._local import LocalLauncher
+from ._recycling import Recycler
 from ._scheduler import Scheduler
-from ._worker_server import WorkerArgs, WorkerServer, WorkerSupervisor
+from ._worker_server import IllegalTransition, WorkerArgs, WorkerServer, WorkerSupervisor
 
 __all__ = ("Pool", "PoolStats", "WorkerInfo")
 
 #: Seconds before the first retry of a crashed call; doubled for each next one.
 RETRY_BACKOFF = 0.05
 
-#: Seconds of a call's own timeout that must be left when a worker comes free
-#: for a call that waited for it; with less it raises QueueTimeout (the tool did not run).
-MIN_RUN_TIME = 0.001
-
 #: Events a :meth:`Pool.subscribe` stream holds unread by default.
 SUBSCRIBE_BUFFER = 10_000
 
 logger = logging.getLogger("snakepit.pool")
 
+#: Where a :class:`Pool` is in its life.
+PoolState: TypeAlias = Literal["new", "starting", "running", "degraded", "closed"]
 
-def _needs_housekeeping(config: PoolConfig) -> bool:
-    return config.worker_ttl is not None or config.max_worker_memory_mb is not None
+#: The legal moves of a Pool's state (``Pool._enter`` checks them): ``new`` ->
+#: ``starting`` (entered) or ``closed`` (closed unentered); ``starting`` ->
+#: ``running``, or ``closed`` (it failed, or was closed meanwhile); ``running``
+#: -> ``degraded`` (its workers kept crashing) or ``closed``; ``degraded`` ->
+#: ``running`` (restart()) or ``closed``. ``closed`` is final.
+_TRANSITIONS: Final[Mapping[PoolState, frozenset[PoolState]]] = {
+    "new": frozenset({"starting", "closed"}),
+    "starting": frozenset({"running", "closed"}),
+    "running": frozenset({"degraded", "closed"}),
+    "degraded": frozenset({"running", "closed"}),
+    "closed": frozenset(),
+}
 
 
 def _check_call(tool: object, args: object, timeout: object, session_id: object) -> None:
@@ -224,7 +222,7 @@ class Pool:
             raise ConfigError("config", "pass either config= or adapter and options, not both")
         self.config = config if config is not None else PoolConfig.from_options(adapter, options)
         self._launcher = launcher
-        self._state = "new"
+        self._state: PoolState = "new"
         self._scheduler: Scheduler[WorkerServer] = Scheduler(
             max_queue=self.config.max_queue,
             queue_timeout=self.config.queue_timeout,
@@ -234,25 +232,38 @@ class Pool:
         self._startup: _Startup | None = None
         self._ids = itertools.count()
         self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
-        self._requests = self._errors = self._timeouts = self._crashes = self._restarts = 0
+        self._restarts = 0
         self._degraded: PoolDegraded | None = None
         self._leaving: set[str] = set()  # ids of workers being stopped for good
         self._size = self.config.size
-        self._recycled = 0
-        self._tg: TaskGroup | None = None  # background work (recycling, housekeeping)
-        self._group: TaskGroup | None = None  # the tree's and the background's tasks
-        self._background_done: anyio.Event | None = None
         self._teardown_done: anyio.Event | None = None
         self._restarting: anyio.Lock | None = None
         self._entering: anyio.Event | None = None  # set once __aenter__ has ended
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that entered it
-        self._host: asyncio.Task[None] | None = None  # the task of the pool's task group
-        self._release: anyio.Event | None = None  # tells the host its group is empty
         self._own_launcher: LocalLauncher | None = None  # made here: closed here
+        self._launcher_in_use: Launcher | None = None  # the workers': set on entering
+        self._run_id = ""  # set on entering
         self._workers_sup: SupervisorRef | None = None
         self._last_failure: str = ""
         self._events: Broadcast[PoolEvent] = Broadcast()
-        self._request_ids = itertools.count(1)
+        self._host = PoolHost(self)  # the pool's task groups, in a task of their own
+        self._recycler = Recycler(
+            self.config,
+            self._host,
+            self._events,
+            start_worker=self._start_worker,
+            stop_worker=self._stop_worker,
+        )
+        self._calls = Calls(
+            self.config,
+            self._scheduler,
+            self._events,
+            self._host,
+            self._recycler,
+            owner=self,
+            running=self._running,
+            state=lambda: self._state,
+        )
 
     def __repr__(self) -> str:
         return f"<Pool {self.config.adapter} size={self.config.size} {self._state}>"
@@ -262,7 +273,7 @@ class Pool:
     async def __aenter__(self) -> Pool:
         if self._state != "new":
             raise PoolClosed(f"{self!r}: a Pool is entered once")
-        self._state = "starting"
+        self._enter("starting")
         config = self.config
         run_id = uuid.uuid4().hex[:12]
         if self._launcher is None:
@@ -270,7 +281,7 @@ class Pool:
             try:
                 local.open(run_id)  # sweeps dead runs; a bad run_dir fails before any start
             except BaseException:
-                self._state = "closed"
+                self._close()
                 raise
             self._own_launcher = local
             launcher: Launcher = local
@@ -280,22 +291,18 @@ class Pool:
         self._run_id = run_id
         self._ready_changed = anyio.Event()
         self._restarting = anyio.Lock()
-        self._release = anyio.Event()
-        self._loop = loop = asyncio.get_running_loop()
-        hosting: asyncio.Future[TaskGroup] = loop.create_future()
-        self._host = loop.create_task(self._run_host(hosting), name=f"snakepit pool {run_id}")
+        self._loop = asyncio.get_running_loop()
         self._entering = entering = anyio.Event()
         try:
-            self._group = group = await hosting
-            await group.start(self._background)
+            group = await self._host.start(f"snakepit pool {run_id}")
             self._check_not_closed("started")
             self._supervisor = await self._start_tree(group)
             self._check_not_closed("started")
             await self._start_workers()
             self._check_not_closed("started")
         except BaseException as exc:
-            closed_meanwhile = self._state == "closed"  # by aclose() from another task
-            self._state = "closed"
+            closed_meanwhile = self._closed  # by aclose() from another task
+            self._close()
             try:
                 await self._teardown()  # shielded
             finally:
@@ -304,27 +311,12 @@ class Pool:
                 raise PoolClosed(f"{self!r} was closed while it started") from exc
             raise
         entering.set()
-        assert self._tg is not None
-        if _needs_housekeeping(config):
-            self._tg.start_soon(self._housekeeping)
-        self._state = "running"
+        background = self._host.background
+        assert background is not None
+        if self._recycler.needs_housekeeping:
+            background.start_soon(self._recycler.housekeeping, self._workers.values)
+        self._enter("running")
         return self
-
-    async def _run_host(self, hosting: asyncio.Future[TaskGroup]) -> None:
-        # The pool's own task, from __aenter__ to _teardown: its task group
-        # holds the tree's servers and the background work (none raises into
-        # it). Not the caller's task: then any task may enter the pool and any
-        # task may close it (a group can only be left by the task that entered it).
-        assert self._release is not None
-        try:
-            async with unwrapped_task_group() as group:
-                if not hosting.done():
-                    hosting.set_result(group)
-                await self._release.wait()  # set by _teardown once the group is empty
-        except BaseException as exc:
-            if not hosting.done():
-                hosting.set_exception(exc)
-            raise
 
     async def __aexit__(
         self,
@@ -343,10 +335,10 @@ class Pool:
         :class:`~snakepit.errors.PoolClosed`. Idempotent; not cancellable.
         """
         if self._state == "new":
-            self._state = "closed"
+            self._close()
             return
         starting = self._state == "starting"
-        self._state = "closed"
+        self._close()
         if self._startup is not None:  # waiting for workers to start: not any more
             self._startup.failed("", PoolClosed(f"{self!r} was closed"))
         entering = self._entering
@@ -358,8 +350,24 @@ class Pool:
             return
         await self._teardown()
 
+    def _enter(self, new: PoolState) -> None:
+        if new not in _TRANSITIONS[self._state]:
+            raise IllegalTransition(f"{self!r}: {self._state} -> {new}")
+        self._state = new
+
+    def _close(self) -> None:
+        """Any state -> ``closed`` (closing again does nothing)."""
+        if self._state != "closed":
+            self._enter("closed")
+
+    @property
+    def _closed(self) -> bool:
+        # Read through here where a check above narrowed self._state for mypy:
+        # another task may have closed the pool meanwhile.
+        return self._state == "closed"
+
     def _check_not_closed(self, doing: str) -> None:
-        if self._state == "closed":
+        if self._closed:
             raise PoolClosed(f"{self!r} was closed while it {doing}")
 
     async def _teardown(self) -> None:
@@ -380,44 +388,15 @@ class Pool:
                     # it started is then part of the tree stopped below.
                     async with self._restarting:
                         pass
-                if self._tg is not None:
-                    self._tg.cancel_scope.cancel()
-                    assert self._background_done is not None
-                    await self._background_done.wait()
+                await self._host.stop_background()
                 if self._supervisor is not None:
                     await self._supervisor.stop("shutdown", timeout=None)
                 if self._own_launcher is not None:
                     await self._own_launcher.aclose()
             finally:
                 self._events.close()  # last: the workers' exits are published
-                await self._stop_host()
+                await self._host.stop()  # its group is empty by now
                 done.set()
-
-    async def _stop_host(self) -> None:
-        host = self._host
-        if host is None:
-            return
-        assert self._release is not None
-        self._release.set()
-        await asyncio.wait([host])  # never raises; the group is empty by now
-        if not host.cancelled() and host.exception() is not None:
-            logger.error("%r: its task group failed", self, exc_info=host.exception())
-
-    async def _background(
-        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        # Recycling, housekeeping and the like run in a task group of this
-        # task's own, so that any task can cancel it (_teardown) without
-        # cancelling the task that entered the pool. Its tasks catch their errors.
-        self._background_done = done = anyio.Event()
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                task_status.started()
-                await anyio.sleep_forever()
-        finally:
-            self._tg = None  # nothing more can start there
-            done.set()
 
     async def _start_tree(self, group: TaskGroup) -> SupervisorRef:
         # The top of the tree: the workers' supervisor is its temporary child
@@ -484,10 +463,10 @@ class Pool:
             if old is not None:
                 await old.wait()  # gave up: its workers are stopped
             self._check_not_closed("restarted")
-            assert self._group is not None
+            assert self._host.group is not None
             assert self._supervisor is not None
             if not self._supervisor.alive:  # the top itself was killed
-                self._supervisor = await self._start_tree(self._group)
+                self._supervisor = await self._start_tree(self._host.group)
             self._check_not_closed("restarted")
             self._workers.clear()
             self._leaving.clear()
@@ -496,7 +475,7 @@ class Pool:
             try:
                 await self._start_workers()
             except BaseException as exc:
-                if self._state == "closed":
+                if self._closed:
                     raise PoolClosed(f"{self!r} was closed while it restarted") from exc
                 with anyio.CancelScope(shield=True):
                     with contextlib.suppress(ChildNotFound, ServerExited):
@@ -511,13 +490,14 @@ class Pool:
             if self._state != "degraded":  # closed meanwhile
                 raise PoolClosed(f"{self!r} was closed while it restarted")
             self._degraded = None
-            self._state = "running"
+            self._enter("running")
             logger.warning("%r: restarted, %d workers ready", self, self._size)
 
     async def _start_worker(self) -> WorkerServer:
         """Add one worker to the tree; it boots in the background (see WorkerServer)."""
         config = self.config
         n = next(self._ids)
+        assert self._launcher_in_use is not None
         args = WorkerArgs(
             config,
             self._launcher_in_use,
@@ -552,56 +532,7 @@ class Pool:
             # Terminated and removed: no instance of it can become ready any more.
             self._leaving.discard(worker.worker_id)
 
-    # -- recycling and scaling ------------------------------------------------------------
-
-    def _recycle_reason(self, worker: WorkerServer, *, memory: bool) -> str | None:
-        # ``memory`` reads /proc: the housekeeping's, never on a call's way out.
-        config = self.config
-        limit = config.max_requests_per_worker
-        if limit is not None and worker.requests >= limit:
-            return f"it ran {worker.requests} calls (max_requests_per_worker={limit})"
-        ttl = config.worker_ttl
-        if ttl is not None and worker.ready_at is not None:
-            age = anyio.current_time() - worker.ready_at
-            if age >= ttl:
-                return f"it ran {age:.0f}s (worker_ttl={ttl:g})"
-        max_mb = config.max_worker_memory_mb
-        if memory and max_mb is not None:
-            rss = worker.rss_mb()
-            if rss is not None and rss >= max_mb:
-                return f"it uses {rss:.0f} MiB (max_worker_memory_mb={max_mb:g})"
-        return None
-
-    def _check_recycle(self, worker: WorkerServer, *, memory: bool = False) -> None:
-        if worker.recycling or not worker.usable or self._tg is None:
-            return
-        reason = self._recycle_reason(worker, memory=memory)
-        if reason is not None:
-            worker.recycling = True
-            self._tg.start_soon(self._recycle, worker, reason)
-
-    async def _recycle(self, old: WorkerServer, reason: str) -> None:
-        # The replacement is ready before the old one stops: capacity never drops.
-        try:
-            logger.info("recycling worker %r: %s", old.worker_id, reason)
-            new = await self._start_worker()
-            await new.booted.wait()
-            self._recycled += 1  # replaced: the old one takes no calls from here on
-            if self._events.active:
-                self._events.publish(WorkerRecycled(old.worker_id, reason, anyio.current_time()))
-            await self._stop_worker(old)
-        except Exception:
-            logger.exception("recycling worker %r failed", old.worker_id)
-
-    async def _housekeeping(self) -> None:
-        # worker_ttl and max_worker_memory_mb need a look now and then.
-        interval = min(
-            x for x in (self.config.health_interval, self.config.worker_ttl, 5.0) if x is not None
-        )
-        while True:
-            await anyio.sleep(interval)
-            for worker in list(self._workers.values()):
-                self._check_recycle(worker, memory=True)
+    # -- scaling ------------------------------------------------------------------------------
 
     async def scale(self, size: int) -> None:
         """Grow or shrink the pool to ``size`` workers; return when that is done.
@@ -621,13 +552,11 @@ class Pool:
         self._size = size
         if self.config.max_restarts is None and self._workers_sup is not None:
             with contextlib.suppress(ServerExited):  # gave up meanwhile: degraded
-                await WorkerSupervisor.set_max_restarts(
-                    self._workers_sup, self.config.restart_limit(size)
-                )
+                await self._workers_sup.set_max_restarts(self.config.restart_limit(size))
         if delta > 0:
             new = [await self._start_worker() for _ in range(delta)]
             for worker in new:
-                await worker.booted.wait()  # ready, failed, or ended (degraded, closed)
+                await worker.wait_booted()  # ready, failed, or ended (degraded, closed)
             self._running()  # closed or degraded meanwhile: say so
         elif delta < 0:
             victims = sorted(self._workers.values(), key=lambda w: (w.in_flight, w.worker_id))
@@ -672,7 +601,7 @@ class Pool:
 
     def _degrade(self, reason: ExitReason) -> None:
         """Stop taking calls: they raise PoolDegraded until :meth:`restart`. One log line."""
-        self._state = "degraded"
+        self._enter("degraded")
         last = ""
         if self._last_failure:
             last = f"; last start failure: {self._last_failure}"
@@ -804,167 +733,10 @@ class Pool:
                     raise  # no time left for another try
                 await anyio.sleep(backoff)
 
-    async def _checkout(
-        self,
-        scheduler: Scheduler[WorkerServer],
-        deadline: float | None,
-        on_wait: Callable[[int], object] | None = None,
-    ) -> WorkerServer:
-        # A slot, and enough of the call's own timeout left to run in: a call
-        # that waited and is handed a slot with microseconds left would time
-        # out and get its healthy worker killed; it is refused as a wait that
-        # ran out instead. (One that gets a slot at once is sent as it is.)
-        waits = deadline is not None and not scheduler.idle
-        waited_from = anyio.current_time() if waits else 0.0
-        worker = await scheduler.checkout(on_wait, deadline=deadline)
-        if waits and deadline is not None and deadline - anyio.current_time() < MIN_RUN_TIME:
-            scheduler.checkin(worker)
-            raise QueueTimeout(
-                f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "
-                "call's timeout (the tool did not run)",
-                timeout=deadline - waited_from,
-            )
-        return worker
-
-    @asynccontextmanager
-    async def _call_on_a_worker(
-        self, tool: str, deadline: float | None = None
-    ) -> AsyncIterator[Multiplexer]:
-        """Check a worker out for one call; map its failures; check it back in.
-
-        The one place a call's outcome is judged: a stopping worker is drained,
-        a broken connection is a crash (worker out of rotation, WorkerCrashed),
-        a timeout gets the worker killed and replaced (not counted as a crash).
-        ``deadline`` (``anyio.current_time()``'s clock) bounds the wait.
-        """
-        scheduler = self._running()
-        events = self._events
-        request_id = 0  # > 0: this call is observed (somebody subscribed before it began)
-        if events.active:
-            request_id = next(self._request_ids)
-            queued_at = anyio.current_time()
-
-            def on_wait(depth: int) -> None:
-                events.publish(RequestQueued(request_id, tool, depth, queued_at))
-
-            try:
-                worker = await self._checkout(scheduler, deadline, on_wait)
-            except BaseException as exc:
-                ended = anyio.current_time()
-                outcome: RequestOutcome = "rejected" if isinstance(exc, Exception) else "cancelled"
-                events.publish(
-                    RequestStopped(request_id, tool, "", outcome, ended - queued_at, ended)
-                )
-                raise
-        else:
-            worker = await self._checkout(scheduler, deadline)
-        self._requests += 1
-        worker.call_started()
-        if request_id:
-            started = anyio.current_time()
-            events.publish(
-                RequestStarted(request_id, tool, worker.worker_id, started - queued_at, started)
-            )
-        outcome = "cancelled"
-        try:
-            if worker.mux is None:
-                raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
-            yield worker.mux
-            outcome = "ok"
-        except WorkerStopping:
-            outcome = "refused"
-            worker.drain()  # stopping on its own (an outside SIGTERM): no new calls
-            raise
-        except WorkerUnavailable as exc:
-            if self._state == "closed":  # stopped by the pool's exit: no crash
-                raise PoolClosed(f"{self!r} stopped with the call to {tool!r} in flight") from exc
-            outcome = "crashed"
-            self._crashes += 1
-            worker.retire("its connection broke", report=False)  # out of rotation, group killed
-            raise await worker.crash_error(exc)  # noqa: B904 - the cause is set inside
-        except ExecutionTimeout as exc:
-            exc.worker_id = worker.worker_id
-            outcome = "timeout"
-            self._timeouts += 1
-            worker.retire(f"a call to {tool!r} timed out", failed=False)  # the pool's decision
-            raise
-        except Exception:
-            outcome = "error"
-            self._errors += 1
-            raise
-        finally:
-            mux = worker.mux
-            left = mux.take_left_running() if mux is not None else None
-            tg = self._tg
-            deferred = False
-            if (
-                left is not None
-                and mux is not None
-                and tg is not None
-                and self._state in ("running", "degraded")  # not while the pool closes
-                and worker.usable
-            ):
-                deferred = True
-                # Cancelled before its reply: the tool may still run in the
-                # worker. The slot stays taken until the worker says it ended
-                # (the caller does not wait for that); see PoolConfig.cancel_grace.
-                # Its RequestStopped is published then, when the call is over.
-                stopped = None
-                if request_id:
-                    stopped = (request_id, started, outcome)
-                tg.start_soon(self._check_in_when_ended, worker, mux, left, tool, stopped)
-            else:
-                worker.call_ended()
-                scheduler.checkin(worker)
-                self._check_recycle(worker)
-            if request_id and not deferred:
-                ended = anyio.current_time()
-                events.publish(
-                    RequestStopped(
-                        request_id, tool, worker.worker_id, outcome, ended - started, ended
-                    )
-                )
-
-    async def _check_in_when_ended(
-        self,
-        worker: WorkerServer,
-        mux: Multiplexer,
-        rid: int,
-        tool: str,
-        stopped: tuple[int, float, RequestOutcome] | None,
-    ) -> None:
-        # A cancelled call's slot: back once the worker reports the call ended;
-        # after cancel_grace without that, the worker is replaced (not a crash).
-        # A pool closing meanwhile cancels this wait: the worker stops anyway.
-        try:
-            grace = self.config.cancel_grace
-            settled = False
-            with anyio.move_on_after(grace) as scope:
-                settled = await mux.settled(rid)
-            if scope.cancelled_caught:
-                worker.retire(
-                    f"a cancelled call to {tool!r} did not end within cancel_grace={grace:g}s",
-                    failed=False,
-                )
-            elif not settled:  # its connection broke: as for a call in flight, out of rotation
-                worker.retire("its connection broke", report=False)
-        finally:
-            worker.call_ended()
-            self._scheduler.checkin(worker)  # a no-op for a retired worker
-            self._check_recycle(worker)
-            if stopped is not None:
-                request_id, started, outcome = stopped
-                ended = anyio.current_time()
-                self._events.publish(
-                    RequestStopped(
-                        request_id, tool, worker.worker_id, outcome, ended - started, ended
-                    )
-                )
-
     async def _execute_once(
         self, tool: str, args: dict[str, Any] | None, deadline: float | None, session_id: str
     ) -> Any:
-        async with self._call_on_a_worker(tool, deadline) as mux:
+        async with self._calls.on_a_worker(tool, deadline) as mux:
             # What is left of the call's timeout after the wait (> 0: checkout
             # raises QueueTimeout at the deadline; a hair above 0 at worst).
             timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
@@ -1003,7 +775,7 @@ class Pool:
     ) -> AsyncGenerator[Any, None]:
         deadline = None if timeout is None else anyio.current_time() + timeout
         async with (
-            self._call_on_a_worker(tool, deadline) as mux,
+            self._calls.on_a_worker(tool, deadline) as mux,
             contextlib.aclosing(
                 mux.stream(tool, args, timeout=timeout, session_id=session_id)
             ) as items,
@@ -1054,12 +826,12 @@ class Pool:
             ready=ready,
             idle=self._scheduler.idle,
             queued=self._scheduler.queued,
-            requests=self._requests,
-            errors=self._errors,
-            timeouts=self._timeouts,
-            crashes=self._crashes,
+            requests=self._calls.requests,
+            errors=self._calls.errors,
+            timeouts=self._calls.timeouts,
+            crashes=self._calls.crashes,
             restarts=self._restarts,
-            recycled=self._recycled,
+            recycled=self._recycler.recycled,
             degraded=None if self._degraded is None else str(self._degraded),
             events_dropped=self._events.dropped,
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal, TypeAlias
 
 import anyio
 import anyio.lowlevel
@@ -21,8 +21,14 @@ from snakepit.errors import (
     WorkerStartError,
     signal_name,
 )
-from snakepit.otp import Broadcast, DynamicSupervisor, ExitReason, GenServer
-from snakepit.otp._server import unwrapped_task_group
+from snakepit.otp import (
+    Broadcast,
+    DynamicSupervisor,
+    ExitReason,
+    GenServer,
+    ServerRef,
+    unwrapped_task_group,
+)
 from snakepit.pool._connection import Multiplexer, WorkerConnection, open_frames_multiplexer
 
 from ._config import PoolConfig
@@ -36,7 +42,7 @@ from ._events import (
 )
 from ._launch._base import Launcher, WorkerHandle
 
-__all__ = ("WorkerArgs", "WorkerServer", "WorkerSupervisor")
+__all__ = ("WorkerArgs", "WorkerServer", "WorkerState", "WorkerSupervisor")
 
 logger = logging.getLogger("snakepit.pool")
 
@@ -72,6 +78,32 @@ class _Replaced(Exception):
     """
 
 
+#: Where a :class:`WorkerServer` is in its life (see its table of transitions).
+WorkerState: TypeAlias = Literal[
+    "booting", "ready", "recycling", "draining", "retired", "exited", "failed", "stopping", "killed"
+]
+
+#: The legal transitions of a :class:`WorkerServer`: state -> the states it may go to.
+TRANSITIONS: Final[Mapping[WorkerState, frozenset[WorkerState]]] = {
+    "booting": frozenset({"ready", "failed", "stopping", "killed"}),
+    "ready": frozenset({"recycling", "draining", "retired", "exited", "stopping", "killed"}),
+    "recycling": frozenset({"draining", "retired", "exited", "stopping", "killed"}),
+    "exited": frozenset({"draining", "retired", "stopping", "killed"}),
+    "draining": frozenset({"stopping"}),
+    "retired": frozenset({"stopping"}),
+    "failed": frozenset({"stopping", "killed"}),
+    "stopping": frozenset(),
+    "killed": frozenset(),
+}
+
+
+class IllegalTransition(AssertionError):
+    """A WorkerServer (or a Pool) was asked for a move its table of transitions does not allow.
+
+    A bug in snakepit (an AssertionError), never a worker's failure.
+    """
+
+
 class WorkerServer(GenServer[Any, Any, None]):
     """Owns one worker process: starts it, watches it, stops and reaps it.
 
@@ -79,36 +111,62 @@ class WorkerServer(GenServer[Any, Any, None]):
     pool's workers start in parallel. When the process exits on its own, the
     WorkerServer exits with that as its reason and its supervisor starts a
     replacement. Calls go straight to :attr:`mux` from the caller's task.
+
+    Its :attr:`state` changes only through the methods named below, each of
+    which checks the move against this table (``TRANSITIONS``; a move it does
+    not list raises :class:`IllegalTransition`)::
+
+        booting   -> ready | failed | stopping | killed
+        ready     -> recycling | draining | retired | exited | stopping | killed
+        recycling -> draining | retired | exited | stopping | killed
+        exited    -> draining | retired | stopping | killed
+        draining  -> stopping
+        retired   -> stopping
+        failed    -> stopping | killed
+        stopping  -> (final)
+        killed    -> (final)
+
+    - ``booting``: its process starts (the first state); ``ready`` once it
+      serves (``_boot``), ``failed`` if it could not start (``_boot``).
+    - ``ready`` and ``recycling`` take calls (:attr:`usable`); ``recycling``:
+      the pool starts its replacement (:meth:`start_recycling`).
+    - ``exited``: its process exited on its own while it served.
+    - ``draining``: takes no new calls, the ones in flight go on (:meth:`drain`).
+    - ``retired``: out of service, its process killed (:meth:`retire`).
+    - ``stopping``: ``terminate`` runs (the pool or the supervisor stops it).
+      A retired worker whose retirement has a reason stays ``retired``: its
+      exit is reported with that reason.
+    - ``killed``: its server was killed (no ``terminate``).
+
+    :meth:`drain` and :meth:`retire` do nothing in a state that already takes
+    no calls (``draining``, ``retired``, ``stopping``, ``killed``); a process
+    exit or a boot that ends after a stop leave ``stopping``/``killed`` as they
+    are. The facts that are not states are plain fields set by the
+    transitions: :attr:`retired_reason`, :attr:`returncode`.
     """
 
     args: WorkerArgs
-    handle: WorkerHandle | None
-    process: WorkerHandle | None
-    client: WorkerConnection | None
-    mux: Multiplexer | None
 
     def __init__(self) -> None:
-        self.handle = None
-        self.client = None
-        self.mux = None
+        self._state: WorkerState = "booting"
+        self.handle: WorkerHandle | None = None
+        self.client: WorkerConnection | None = None
+        self.mux: Multiplexer | None = None
         self.process: WorkerHandle | None = None  # kept after release, for crash reports
-        self._usable = False
-        self._retired = False
+        #: Why :meth:`retire` took it out of service (when it was told to report it).
         self.retired_reason: str | None = None
+        #: Retired for a failure (counted), not by the pool's choice (see :meth:`retire`).
+        self._failed = True
+        #: Its process's exit status, once seen (then reported, once).
+        self.returncode: int | None = None
         #: Calls running on it now, and calls it ran (kept by the pool).
         self.in_flight = 0
         self.requests = 0
         #: ``anyio.current_time()`` when it became ready.
         self.ready_at: float | None = None
-        #: Set once it is ready, or once its start failed.
-        self.booted = anyio.Event()
-        self.recycling = False
+        self._booted = anyio.Event()  # set once the boot is over (ready, failed, or stopped)
         self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
-        self._stopping = False  # the pool stops it: its exit is no crash
-        self._killed = False  # its server was killed (ServerRef.kill)
-        self._exit_reported = False
-        self._failed = True  # retired for a failure (counted), not by the pool's choice
 
     @property
     def worker_id(self) -> str:
@@ -116,32 +174,66 @@ class WorkerServer(GenServer[Any, Any, None]):
         return self.args.worker_id
 
     @property
+    def state(self) -> WorkerState:
+        """Where it is in its life (read-only: the transitions change it)."""
+        return self._state
+
+    @property
     def usable(self) -> bool:
-        """True while the process is ready and not retired, crashed or stopping."""
-        return self._usable and not self._retired
+        """True while it takes calls: ``ready`` or ``recycling``."""
+        return self.state in ("ready", "recycling")
+
+    async def wait_booted(self) -> None:
+        """Return once its boot is over: ready, failed, or cut short by a stop."""
+        await self._booted.wait()
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def _enter(self, new: WorkerState) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"worker {self.worker_id!r}: {self._state} -> {new}")
+        self._state = new
+
+    def _became_ready(self) -> None:
+        """The boot succeeded: ``booting`` -> ``ready`` (a stop that came first stays)."""
+        if self.state == "booting":
+            self._enter("ready")
+
+    def _boot_failed(self) -> None:
+        """The boot failed: ``booting`` -> ``failed`` (a stop that came first stays)."""
+        if self.state == "booting":
+            self._enter("failed")
+
+    def _process_exited(self, code: int) -> None:
+        """Its process exited: report it (once); one that served is now ``exited``."""
+        self._report_exit(code)
+        if self.state in ("ready", "recycling"):
+            self._enter("exited")
+
+    def _server_ended(self) -> None:
+        """Its server ends: killed, unless ``terminate`` ran or it was already out of service."""
+        if self.state in ("booting", "ready", "recycling", "exited", "failed"):
+            self._enter("killed")
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _lifespan(self) -> AbstractAsyncContextManager[object]:
-        return self._owning()
-
     @asynccontextmanager
-    async def _owning(self) -> AsyncIterator[None]:
-        try:
-            async with unwrapped_task_group() as tg:
-                self._tg = tg
-                try:
-                    yield
-                finally:
-                    # Killed (no terminate): a crash, not a stop of the pool's.
-                    self._killed = not self._stopping and not self._retired
-                    tg.cancel_scope.cancel()  # the helpers first: none may use a closed channel
-        finally:
-            # Once the helpers have ended: a boot cut short by the stop may have
-            # started its process after terminate() looked (it goes too).
-            with anyio.CancelScope(shield=True):
-                await self._release(grace=0)
-            self.booted.set()  # a boot cut short ended too: nobody waits for it for good
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Own the task group of the boot and the health checks; release the process last."""
+        async with AsyncExitStack() as stack:
+            # Last, once the helpers have ended: a boot cut short by the stop
+            # may have started its process after terminate() looked (it goes too).
+            stack.push_async_callback(self._release_at_exit)
+            self._tg = tg = await stack.enter_async_context(unwrapped_task_group())
+            # First: the state, then the helpers (none may use a closed channel).
+            stack.callback(tg.cancel_scope.cancel)
+            stack.callback(self._server_ended)
+            yield
+
+    async def _release_at_exit(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._release(grace=0)
+        self._booted.set()  # a boot cut short ended too: nobody waits for it for good
 
     async def init(self, arg: Any) -> None:
         """Remember the args and start booting the process in the background."""
@@ -191,11 +283,12 @@ class WorkerServer(GenServer[Any, Any, None]):
                         self.worker_id, self.ref.generation, exc, anyio.current_time()
                     )
                 )
+            self._boot_failed()
             args.on_failed(self, exc)
-            self.booted.set()
+            self._booted.set()
             self.ref.send(("failed", exc))
             return
-        self._usable = True
+        self._became_ready()
         self.ready_at = now = anyio.current_time()
         if events.active:
             events.publish(
@@ -203,32 +296,31 @@ class WorkerServer(GenServer[Any, Any, None]):
                     self.worker_id, self.handle.pid, self.ref.generation, now - started, now
                 )
             )
-        self.booted.set()
+        self._booted.set()
         args.on_ready(self)
         if args.config.health_interval is not None and self._tg is not None:
             self._tg.start_soon(self._check_health)
         code = await self.handle.wait()
-        self._usable = False
-        self._report_exit(code)
+        self._process_exited(code)
         self.ref.send(("exited", code))
 
-    def _report_exit(self, code: int | None) -> None:
+    def _report_exit(self, code: int) -> None:
         # Once, from whichever saw the process go first: _boot or _release.
-        if self._exit_reported or self.process is None:
+        if self.returncode is not None or self.process is None:
             return
-        self._exit_reported = True
+        self.returncode = code
         events = self.args.events
         if not events.active:
             return
         cause: WorkerExitCause = "crash"
-        if self._stopping:
+        if self.state == "stopping":
             reason, cause = "stopped by the pool", "stopped"
-        elif self._killed:
+        elif self.state == "killed":
             reason = "its WorkerServer was killed"
         elif self.retired_reason is not None:
             reason = self.retired_reason
             cause = "unhealthy" if self._failed else "timeout"
-        elif code is not None and code < 0:
+        elif code < 0:
             reason = f"killed by {signal_name(-code)}"
         else:
             reason = f"exited with code {code}"
@@ -280,9 +372,10 @@ class WorkerServer(GenServer[Any, Any, None]):
             case ("failed", exc):
                 raise exc
             case ("exited", code):
-                if self._retired and not self._failed:
+                retired = self.state == "retired"
+                if retired and not self._failed:
                     raise _Replaced(f"worker {self.worker_id!r} replaced: {self.retired_reason}")
-                if self._retired and self.retired_reason is not None:
+                if retired and self.retired_reason is not None:
                     raise _ProcessExited(
                         f"worker {self.worker_id!r} retired: {self.retired_reason}"
                     )
@@ -309,21 +402,32 @@ class WorkerServer(GenServer[Any, Any, None]):
             super().log_crash(reason)
 
     async def terminate(self, reason: ExitReason, state: None) -> None:
-        """Let calls in flight finish, then stop the process: SIGTERM, the timeout, SIGKILL."""
-        self._stopping = self._stopping or not self._retired or self.retired_reason is None
-        self._retired = True  # no new calls
+        """Let calls in flight finish, then stop the process: SIGTERM, the timeout, SIGKILL.
+
+        -> ``stopping`` (no new calls), but for a worker retired with a reason.
+        """
+        if self.state != "retired" or self.retired_reason is None:
+            self._enter("stopping")
         grace = self.args.config.shutdown_timeout
         with anyio.move_on_after(grace):
             while self.in_flight:
                 await self._idle.wait()
-        if self.booted.is_set():
+        if self._booted.is_set():
             await self._release(grace=grace)
         # else: still booting. The boot is cancelled next, and the process
-        # released once it has stopped (_owning): not under a connect.
+        # released once it has stopped (lifespan): not under a connect.
 
     def drain(self) -> None:
-        """Take no new calls; the ones in flight go on (before a graceful stop)."""
-        self._retired = True
+        """Take no new calls; the ones in flight go on (before a graceful stop).
+
+        -> ``draining``; nothing if it takes no calls already.
+        """
+        if self.state not in _OUT_OF_SERVICE:
+            self._enter("draining")
+
+    def start_recycling(self) -> None:
+        """``ready`` -> ``recycling``: the pool starts its replacement; it serves until then."""
+        self._enter("recycling")
 
     def call_started(self) -> None:
         """The pool sent it a call."""
@@ -350,8 +454,7 @@ class WorkerServer(GenServer[Any, Any, None]):
 
     async def _release(self, grace: float) -> None:
         # Idempotent, and complete when repeated: a graceful release cut short by
-        # a kill is finished by the shielded one in _owning.
-        self._usable = False
+        # a kill is finished by the shielded one in lifespan.
         try:
             if self.mux is not None:
                 await self.mux.aclose()
@@ -371,14 +474,16 @@ class WorkerServer(GenServer[Any, Any, None]):
         The process exit ends this WorkerServer; its supervisor starts a replacement.
         Calls in flight on it fail with :class:`WorkerCrashed` naming ``reason``.
 
+        -> ``retired``; nothing if it takes no calls already.
+
         :param report: log ``reason`` (one line) and report it as the cause.
         :param failed: False when killing it is the pool's decision, not the
             worker's failure (a call timed out): its replacement does not count
             towards the restart intensity.
         """
-        if self._retired:
+        if self.state in _OUT_OF_SERVICE:
             return
-        self._retired = True
+        self._enter("retired")
         self._failed = failed
         if report:  # we kill it for this reason: that is the cause to report
             self.retired_reason = reason
@@ -411,8 +516,10 @@ class WorkerServer(GenServer[Any, Any, None]):
         return crashed
 
 
-#: The request that sets a :class:`WorkerSupervisor`'s ``max_restarts``.
-_SET_MAX_RESTARTS = "set_max_restarts"
+#: States in which drain() and retire() do nothing: it takes no calls already.
+_OUT_OF_SERVICE: Final[frozenset[WorkerState]] = frozenset(
+    {"draining", "retired", "stopping", "killed"}
+)
 
 
 class WorkerSupervisor(DynamicSupervisor):
@@ -425,42 +532,17 @@ class WorkerSupervisor(DynamicSupervisor):
       timed out: :meth:`WorkerServer.retire` with ``failed=False``) is restarted
       like any other, but that restart does not count towards the restart
       intensity; if its replacement then fails to start, that counts;
-    - its ``max_restarts`` follows the pool's size (:meth:`set_max_restarts`);
+    - its ``max_restarts`` follows the pool's size
+      (:meth:`~snakepit.otp.SupervisorRef.set_max_restarts`);
     - reaching the intensity is logged once, by the pool, not as a traceback.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._uncounted = False
-
-    async def handle_info(self, message: Any, state: None) -> None:
-        """Handle a child's exit as a DynamicSupervisor does (a replacement: not counted)."""
-        self._uncounted = isinstance(getattr(message, "reason", None), _Replaced)
-        try:
-            await super().handle_info(message, state)
-        finally:
-            self._uncounted = False
+    def restart_counts(self, ref: ServerRef[Any, Any], reason: ExitReason) -> bool:
+        """A WorkerServer the pool replaced by its own decision restarts uncounted."""
+        return not isinstance(reason, _Replaced)
 
     def log_gave_up(self, error: ReachedMaxRestartIntensity) -> None:
         """Say nothing: the pool logs its own line when its workers supervisor gives up."""
-
-    def _add_restart(self) -> bool:
-        if self._uncounted:
-            self._uncounted = False  # the first start only: a failed one counts
-            return True
-        return super()._add_restart()
-
-    async def handle_call(self, request: Any, state: None) -> tuple[Any, None]:
-        """Serve :meth:`set_max_restarts`, and the supervisor API."""
-        if isinstance(request, tuple) and request[:1] == (_SET_MAX_RESTARTS,):
-            self._max_restarts = request[1]
-            return None, None
-        return await super().handle_call(request, state)
-
-    @staticmethod
-    async def set_max_restarts(ref: Any, max_restarts: int) -> None:
-        """Change the restart intensity of the WorkerSupervisor behind ``ref`` (a SupervisorRef)."""
-        await ref.call((_SET_MAX_RESTARTS, max_restarts))
 
     def log_crash(self, reason: ExitReason) -> None:
         """Say nothing of reaching the restart intensity: the pool logs it in one line."""

@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import Process
 
 from snakepit.errors import ConfigError, check_int
-from snakepit.otp._server import unwrapped_task_group
+from snakepit.otp import unwrapped_task_group
 
 from ._common import DEFAULT_DEADLINE
 

@@ -326,3 +326,79 @@ def test_no_public_signature_names_a_private_or_generated_type() -> None:
                             problems.add(f"{qualname} ({where}): {module}.{cls.__qualname__}")
     left = sorted(problems - _OWNED_ELSEWHERE)
     assert left == [], "\n".join(left)
+
+
+def _private_names(node: ast.AST) -> set[str]:
+    """The ``_x`` names (not dunders) ``node`` defines or uses on ``self``: methods, attributes."""
+    names: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(sub.name)
+        elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+            if sub.value.id in ("self", "cls"):
+                names.add(sub.attr)
+        elif isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+            names.add(sub.value)  # __slots__ entries
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_nothing_outside_the_otp_core_uses_its_private_names() -> None:
+    # The OTP core's extension points are public (GenServer.lifespan,
+    # Supervisor.restart_counts, ...): no other package imports a private otp
+    # module, overrides or calls a private method of an otp class, or touches a
+    # private attribute of one.
+    import snakepit.otp as otp
+
+    exempt = {"snakepit/errors.py": {"snakepit.otp._reasons"}}  # TYPE_CHECKING, see LAYERS
+    otp_classes = [c for c in vars(otp).values() if inspect.isclass(c) and _in_otp(c)]
+    own: dict[type, set[str]] = {
+        c: _private_names(ast.parse(inspect.getsource(c))) for c in otp_classes
+    }
+    otp_only = set().union(*own.values())
+    outside = [p for p in (ROOT / "snakepit").rglob("*.py") if not _under(p, "snakepit/otp")]
+    offenders = []
+    for path in outside:
+        if "_proto" in path.parts:
+            continue
+        name = str(path.relative_to(ROOT))
+        tree = ast.parse(path.read_text())
+        otp_only -= _private_names(tree)  # a name the product uses for its own is not otp's
+        for imported in _imports(path, "snakepit.x"):
+            parts = imported.split(".")
+            private = len(parts) > 2 and parts[:2] == ["snakepit", "otp"] and parts[2][:1] == "_"
+            if private and not any(_within(imported, ok) for ok in exempt.get(name, ())):
+                offenders.append(f"{name}: imports {imported}")
+    for module in _modules():
+        for cls in vars(module).values():
+            if not inspect.isclass(cls) or cls.__module__ != module.__name__ or _in_otp(cls):
+                continue
+            bases = [b for b in cls.__mro__ if b in own]
+            if bases:
+                used = _private_names(ast.parse(inspect.getsource(cls)))
+                for base in bases:
+                    offenders += [
+                        f"{cls.__qualname__}: {base.__name__}.{n}" for n in used & own[base]
+                    ]
+    for path in outside:
+        tree = ast.parse(path.read_text())
+        modules = {  # os._exit is no otp name
+            (alias.asname or alias.name).split(".")[0]
+            for sub in ast.walk(tree)
+            if isinstance(sub, ast.Import)
+            for alias in sub.names
+        }
+        for sub in ast.walk(tree):
+            on_module = isinstance(sub, ast.Attribute) and (
+                isinstance(sub.value, ast.Name) and sub.value.id in modules
+            )
+            if isinstance(sub, ast.Attribute) and sub.attr in otp_only and not on_module:
+                offenders.append(f"{path.relative_to(ROOT)}:{sub.lineno}: .{sub.attr}")
+    assert offenders == []
+
+
+def _in_otp(obj: object) -> bool:
+    return getattr(obj, "__module__", "").startswith("snakepit.otp.")
+
+
+def _under(path: Path, folder: str) -> bool:
+    return path.relative_to(ROOT).as_posix().startswith(folder + "/")

@@ -47,7 +47,7 @@ async def test_exactly_one_down_per_monitor() -> None:
         assert reasons == ["normal"] * 3
         # down() again returns the same single notice; nothing else is delivered
         assert await monitors[0].down() == "normal"
-        assert ref._monitors == []
+        assert ref._links == []
 
 
 async def test_monitor_of_an_already_dead_ref_fires_at_once() -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import gc
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -636,9 +636,9 @@ class TestCallDeadline:
         # A call that waited and is handed a slot with (almost) none of its
         # timeout left would time out at once and get its healthy worker
         # killed: it is refused unrun instead (the floor is 60 s here).
-        from snakepit.pool import _pool
+        from snakepit.pool import _calls
 
-        monkeypatch.setattr(_pool, "MIN_RUN_TIME", 60.0)
+        monkeypatch.setattr(_calls, "MIN_RUN_TIME", 60.0)
         async with make_pool(size=1) as pool:
             events = subscribe(pool)
             (before,) = pool.workers()
@@ -660,15 +660,24 @@ class TestCallDeadline:
             # a slot free at once: sent as it is
             assert await pool.execute("echo", {"value": 2}, timeout=10) == 2
 
+    @pytest.mark.parametrize("api", ["execute", "stream"])
     async def test_a_call_queued_past_its_timeout_raises_queue_timeout_unrun(
-        self, make_pool: MakePool, subscribe: Subscribe, control: Control
+        self, make_pool: MakePool, subscribe: Subscribe, control: Control, api: str
     ) -> None:
         async with make_pool(size=1) as pool:
+
+            async def call() -> None:
+                if api == "execute":
+                    await pool.execute("echo", {"value": 1}, timeout=0.05)
+                    return
+                async with contextlib.aclosing(pool.stream("count", {"n": 2}, timeout=0.05)) as s:
+                    [x async for x in s]
+
             events = subscribe(pool)
             async with anyio.create_task_group() as tg:
                 holder, _ = await hold_a_slot(tg, pool, events, control)
                 with anyio.fail_after(WAIT), pytest.raises(QueueTimeout) as info:
-                    await pool.execute("echo", {"value": 1}, timeout=0.05)
+                    await call()
                 holder.cancel()
             assert isinstance(info.value, TimeoutError)
             assert info.value.timeout is not None
@@ -676,20 +685,6 @@ class TestCallDeadline:
             assert "the call's timeout (the tool did not run)" in str(info.value)
             stats = pool.stats()
             assert (stats.timeouts, stats.restarts) == (0, 0)  # nobody was killed
-
-    async def test_a_stream_queued_past_its_timeout_raises_queue_timeout(
-        self, make_pool: MakePool, subscribe: Subscribe, control: Control
-    ) -> None:
-        async with make_pool(size=1) as pool:
-            events = subscribe(pool)
-            async with anyio.create_task_group() as tg:
-                holder, _ = await hold_a_slot(tg, pool, events, control)
-                with anyio.fail_after(WAIT), pytest.raises(QueueTimeout):
-                    async with contextlib.aclosing(
-                        pool.stream("count", {"n": 2}, timeout=0.05)
-                    ) as s:
-                        [x async for x in s]
-                holder.cancel()
 
 
 class TestArgumentTypes:
@@ -832,6 +827,31 @@ class TestWrongEventLoop:
             assert await pool.execute("ping") == {"status": "pong"}
 
 
+async def race_with_aclose(
+    pool: Pool, operation: Callable[[], Awaitable[object]], done: str, steps: int
+) -> list[str]:
+    """Run ``operation`` in a task, close ``pool`` from this one after ``steps`` checkpoints.
+
+    Returns what ``operation`` did: ``[done]``, or ``["PoolClosed"]`` if it raised that.
+    """
+    outcome: list[str] = []
+
+    async def run() -> None:
+        try:
+            await operation()
+            outcome.append(done)
+        except PoolClosed:
+            outcome.append("PoolClosed")
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            for _ in range(steps):
+                await anyio.lowlevel.checkpoint()
+            await pool.aclose()
+    return outcome
+
+
 class TestCloseFromAnyTask:
     """aclose() works from a task other than the one that entered (issue #11, defect 10)."""
 
@@ -857,21 +877,7 @@ class TestCloseFromAnyTask:
         # aclose() from another task at each early step of __aenter__: the
         # entering task gets PoolClosed, aclose() returns, nothing is left.
         pool = make_pool(size=1)
-        outcome: list[str] = []
-
-        async def enter() -> None:
-            try:
-                await pool.__aenter__()
-                outcome.append("entered")
-            except PoolClosed:
-                outcome.append("PoolClosed")
-
-        with anyio.fail_after(WAIT):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(enter)
-                for _ in range(steps):
-                    await anyio.lowlevel.checkpoint()
-                await pool.aclose()
+        outcome = await race_with_aclose(pool, pool.__aenter__, "entered", steps)
         assert outcome == ["PoolClosed"] if steps <= 3 else outcome in (["PoolClosed"], ["entered"])
         assert pool.stats().ready == 0
         with pytest.raises(PoolClosed):
@@ -886,20 +892,7 @@ class TestCloseFromAnyTask:
         pool = make_pool(size=1)
         await pool.__aenter__()
         await pool.supervisor.kill()
-        outcome: list[str] = []
-
-        async def restart() -> None:
-            try:
-                await pool.restart()
-                outcome.append("restarted")
-            except PoolClosed:
-                outcome.append("PoolClosed")
-
-        with anyio.fail_after(WAIT):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(restart)
-                await anyio.lowlevel.checkpoint()
-                await pool.aclose()
+        outcome = await race_with_aclose(pool, pool.restart, "restarted", steps=1)
         assert outcome in (["PoolClosed"], ["restarted"])
         assert not pool._supervisor.alive  # type: ignore[union-attr]
         assert pool.stats().ready == 0

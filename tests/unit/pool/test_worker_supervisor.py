@@ -101,8 +101,7 @@ class TestTree:
         self, make_pool: MakePool
     ) -> None:
         async with make_pool(size=1) as pool:
-            workers = workers_supervisor(pool)
-            with workers.subscribe() as tree:
+            with workers_supervisor(pool).subscribe() as tree:
                 with pytest.raises(ExecutionTimeout):
                     await pool.execute("hang", timeout=0.01)
                 exited = await next_event(tree, ChildExited)

@@ -1,0 +1,252 @@
+"""Calls: the way of one call through a pool (checkout, telemetry, outcome, check-in)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+
+from snakepit.errors import (
+    ExecutionTimeout,
+    PoolClosed,
+    QueueTimeout,
+    WorkerStopping,
+    WorkerUnavailable,
+)
+from snakepit.otp import Broadcast
+from snakepit.pool._connection import Multiplexer
+
+from ._config import PoolConfig
+from ._events import PoolEvent, RequestOutcome, RequestQueued, RequestStarted, RequestStopped
+from ._host import PoolHost
+from ._recycling import Recycler
+from ._scheduler import Scheduler
+from ._worker_server import WorkerServer
+
+#: Seconds of a call's own timeout that must be left when a worker comes free
+#: for a call that waited for it; with less it raises QueueTimeout (the tool did not run).
+MIN_RUN_TIME = 0.001
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call that holds a worker's slot: what its telemetry and its check-in need."""
+
+    tool: str
+    worker: WorkerServer
+    #: > 0: the call is observed (somebody subscribed before it began).
+    request_id: int = 0
+    queued_at: float = 0.0
+    started: float = 0.0
+    outcome: RequestOutcome = "cancelled"
+
+
+class Calls:
+    """Runs each call of a pool on a worker, and counts them.
+
+    The one place a call's outcome is judged: a stopping worker is drained,
+    a broken connection is a crash (the worker out of rotation,
+    :class:`~snakepit.errors.WorkerCrashed`), a timeout gets the worker
+    killed and replaced (not counted as a crash).
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        scheduler: Scheduler[WorkerServer],
+        events: Broadcast[PoolEvent],
+        host: PoolHost,
+        recycler: Recycler,
+        *,
+        owner: object,
+        running: Callable[[], Scheduler[WorkerServer]],
+        state: Callable[[], str],
+    ) -> None:
+        """Serve the calls of ``owner`` (the pool, named in errors).
+
+        :param running: returns the scheduler, or raises why the pool takes no calls.
+        :param state: the pool's state now (``"running"``, ``"closed"``...).
+        """
+        self._config = config
+        self._scheduler = scheduler
+        self._events = events
+        self._host = host
+        self._recycler = recycler
+        self._owner = owner
+        self._running = running
+        self._state = state
+        self._request_ids = itertools.count(1)
+        #: Calls started, and how many ended in an error, a timeout or a crash.
+        self.requests = self.errors = self.timeouts = self.crashes = 0
+
+    @asynccontextmanager
+    async def on_a_worker(self, tool: str, deadline: float | None) -> AsyncIterator[Multiplexer]:
+        """Check a worker out for one call; map its failures; check it back in.
+
+        ``deadline`` (``anyio.current_time()``'s clock) bounds the wait.
+        """
+        call = await self._check_out(tool, deadline)
+        try:
+            yield self._mux_of(call.worker)
+            call.outcome = "ok"
+        except Exception as exc:
+            error = await self._failed(call, exc)
+            if error is not exc:
+                raise error  # noqa: B904 - its cause is set
+            raise
+        finally:
+            self._check_in(call)
+
+    # -- the steps ----------------------------------------------------------------------
+
+    async def _check_out(self, tool: str, deadline: float | None) -> _Call:
+        """Take a slot (telling subscribers the call queued, or was refused); start the call."""
+        scheduler = self._running()
+        events = self._events
+        if not events.active:
+            return self._start(_Call(tool, await self._take_slot(scheduler, deadline)))
+        request_id = next(self._request_ids)
+        queued_at = anyio.current_time()
+
+        def on_wait(depth: int) -> None:
+            events.publish(RequestQueued(request_id, tool, depth, queued_at))
+
+        try:
+            worker = await self._take_slot(scheduler, deadline, on_wait)
+        except BaseException as exc:
+            ended = anyio.current_time()
+            outcome: RequestOutcome = "rejected" if isinstance(exc, Exception) else "cancelled"
+            events.publish(RequestStopped(request_id, tool, "", outcome, ended - queued_at, ended))
+            raise
+        return self._start(_Call(tool, worker, request_id, queued_at))
+
+    async def _take_slot(
+        self,
+        scheduler: Scheduler[WorkerServer],
+        deadline: float | None,
+        on_wait: Callable[[int], object] | None = None,
+    ) -> WorkerServer:
+        # A slot, and enough of the call's own timeout left to run in: a call
+        # that waited and is handed a slot with microseconds left would time
+        # out and get its healthy worker killed; it is refused as a wait that
+        # ran out instead. (One that gets a slot at once is sent as it is.)
+        waits = deadline is not None and not scheduler.idle
+        waited_from = anyio.current_time() if waits else 0.0
+        worker = await scheduler.checkout(on_wait, deadline=deadline)
+        if waits and deadline is not None and deadline - anyio.current_time() < MIN_RUN_TIME:
+            scheduler.checkin(worker)
+            raise QueueTimeout(
+                f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "
+                "call's timeout (the tool did not run)",
+                timeout=deadline - waited_from,
+            )
+        return worker
+
+    def _start(self, call: _Call) -> _Call:
+        self.requests += 1
+        call.worker.call_started()
+        if call.request_id:
+            call.started = now = anyio.current_time()
+            self._events.publish(
+                RequestStarted(
+                    call.request_id, call.tool, call.worker.worker_id, now - call.queued_at, now
+                )
+            )
+        return call
+
+    @staticmethod
+    def _mux_of(worker: WorkerServer) -> Multiplexer:
+        if worker.mux is None:
+            raise WorkerUnavailable(f"worker {worker.worker_id!r} is gone")
+        return worker.mux
+
+    async def _failed(self, call: _Call, exc: Exception) -> BaseException:
+        """Judge a failed call (its outcome, counters, its worker's fate); return what to raise."""
+        worker = call.worker
+        if isinstance(exc, WorkerStopping):
+            call.outcome = "refused"
+            worker.drain()  # stopping on its own (an outside SIGTERM): no new calls
+            return exc
+        if isinstance(exc, WorkerUnavailable):
+            if self._state() == "closed":  # stopped by the pool's exit: no crash
+                closed = PoolClosed(
+                    f"{self._owner!r} stopped with the call to {call.tool!r} in flight"
+                )
+                closed.__cause__ = exc
+                return closed
+            call.outcome = "crashed"
+            self.crashes += 1
+            worker.retire("its connection broke", report=False)  # out of rotation, group killed
+            return await worker.crash_error(exc)
+        if isinstance(exc, ExecutionTimeout):
+            exc.worker_id = worker.worker_id
+            call.outcome = "timeout"
+            self.timeouts += 1
+            worker.retire(f"a call to {call.tool!r} timed out", failed=False)  # the pool's decision
+            return exc
+        call.outcome = "error"
+        self.errors += 1
+        return exc
+
+    def _check_in(self, call: _Call) -> None:
+        """Give the slot back; for a call cancelled before its reply, once the worker ended it."""
+        worker = call.worker
+        mux = worker.mux
+        left = mux.take_left_running() if mux is not None else None
+        background = self._host.background
+        if (
+            left is not None
+            and mux is not None
+            and background is not None
+            and self._state() in ("running", "degraded")  # not while the pool closes
+            and worker.usable
+        ):
+            # Cancelled before its reply: the tool may still run in the
+            # worker. The slot stays taken until the worker says it ended
+            # (the caller does not wait for that); see PoolConfig.cancel_grace.
+            # Its RequestStopped is published then, when the call is over.
+            background.start_soon(self._check_in_when_ended, call, mux, left)
+            return
+        self._release(call)
+
+    async def _check_in_when_ended(self, call: _Call, mux: Multiplexer, rid: int) -> None:
+        # A cancelled call's slot: back once the worker reports the call ended;
+        # after cancel_grace without that, the worker is replaced (not a crash).
+        # A pool closing meanwhile cancels this wait: the worker stops anyway.
+        worker = call.worker
+        try:
+            grace = self._config.cancel_grace
+            settled = False
+            with anyio.move_on_after(grace) as scope:
+                settled = await mux.settled(rid)
+            if scope.cancelled_caught:
+                worker.retire(
+                    f"a cancelled call to {call.tool!r} did not end within cancel_grace={grace:g}s",
+                    failed=False,
+                )
+            elif not settled:  # its connection broke: as for a call in flight, out of rotation
+                worker.retire("its connection broke", report=False)
+        finally:
+            self._release(call)
+
+    def _release(self, call: _Call) -> None:
+        """The call is over: its slot back (a no-op for a retired worker), its RequestStopped."""
+        worker = call.worker
+        worker.call_ended()
+        self._scheduler.checkin(worker)
+        self._recycler.check(worker)
+        if call.request_id:
+            ended = anyio.current_time()
+            self._events.publish(
+                RequestStopped(
+                    call.request_id,
+                    call.tool,
+                    worker.worker_id,
+                    call.outcome,
+                    ended - call.started,
+                    ended,
+                )
+            )

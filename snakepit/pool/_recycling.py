@@ -1,0 +1,104 @@
+"""Recycler: replaces workers that ran too many calls, ran too long, or grew too big."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+import anyio
+
+from snakepit.otp import Broadcast
+
+from ._config import PoolConfig
+from ._events import PoolEvent, WorkerRecycled
+from ._host import PoolHost
+from ._worker_server import WorkerServer
+
+logger = logging.getLogger("snakepit.pool")
+
+
+class Recycler:
+    """Replaces workers past ``max_requests_per_worker``, ``worker_ttl``, ``max_worker_memory_mb``.
+
+    A worker due is replaced in the pool's background: the replacement is
+    ready before the old one stops (and its calls in flight finish), so the
+    capacity never drops. The request count is checked on each call's way
+    out (:meth:`check`); the age and the memory by :meth:`housekeeping`.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        host: PoolHost,
+        events: Broadcast[PoolEvent],
+        *,
+        start_worker: Callable[[], Awaitable[WorkerServer]],
+        stop_worker: Callable[[WorkerServer], Awaitable[None]],
+    ) -> None:
+        self._config = config
+        self._host = host
+        self._events = events
+        self._start_worker = start_worker
+        self._stop_worker = stop_worker
+        #: Workers replaced so far.
+        self.recycled = 0
+
+    @property
+    def needs_housekeeping(self) -> bool:
+        """True if some limit needs a look now and then (age, memory), not only per call."""
+        config = self._config
+        return config.worker_ttl is not None or config.max_worker_memory_mb is not None
+
+    def reason(self, worker: WorkerServer, *, memory: bool) -> str | None:
+        """Why ``worker`` is due for recycling, or None.
+
+        :param memory: read its memory too (/proc: the housekeeping's, never
+            on a call's way out).
+        """
+        config = self._config
+        limit = config.max_requests_per_worker
+        if limit is not None and worker.requests >= limit:
+            return f"it ran {worker.requests} calls (max_requests_per_worker={limit})"
+        ttl = config.worker_ttl
+        if ttl is not None and worker.ready_at is not None:
+            age = anyio.current_time() - worker.ready_at
+            if age >= ttl:
+                return f"it ran {age:.0f}s (worker_ttl={ttl:g})"
+        max_mb = config.max_worker_memory_mb
+        if memory and max_mb is not None:
+            rss = worker.rss_mb()
+            if rss is not None and rss >= max_mb:
+                return f"it uses {rss:.0f} MiB (max_worker_memory_mb={max_mb:g})"
+        return None
+
+    def check(self, worker: WorkerServer, *, memory: bool = False) -> None:
+        """Start recycling ``worker`` in the background if it is due (and only ``ready``)."""
+        background = self._host.background
+        if worker.state != "ready" or background is None:  # not recycling already, nor out
+            return
+        reason = self.reason(worker, memory=memory)
+        if reason is not None:
+            worker.start_recycling()
+            background.start_soon(self._recycle, worker, reason)
+
+    async def _recycle(self, old: WorkerServer, reason: str) -> None:
+        # The replacement is ready before the old one stops: capacity never drops.
+        try:
+            logger.info("recycling worker %r: %s", old.worker_id, reason)
+            new = await self._start_worker()
+            await new.wait_booted()
+            self.recycled += 1  # replaced: the old one takes no calls from here on
+            if self._events.active:
+                self._events.publish(WorkerRecycled(old.worker_id, reason, anyio.current_time()))
+            await self._stop_worker(old)
+        except Exception:
+            logger.exception("recycling worker %r failed", old.worker_id)
+
+    async def housekeeping(self, workers: Callable[[], Iterable[WorkerServer]]) -> None:
+        """Check ``workers()`` for age and memory now and then, until cancelled."""
+        config = self._config
+        interval = min(x for x in (config.health_interval, config.worker_ttl, 5.0) if x is not None)
+        while True:
+            await anyio.sleep(interval)
+            for worker in list(workers()):
+                self.check(worker, memory=True)
