@@ -18,7 +18,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from snakepit._wire._auth import FRAMES_ACCEPTED, METADATA_KEY, frames_preface
 from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into, error_details
-from snakepit._wire._frames import FlushSoon, FrameError, pack, read_frame, write_nowait
+from snakepit._wire._frames import (
+    ENVELOPE,
+    ITEM_OVERHEAD,
+    FrameBatcher,
+    FrameError,
+    pack,
+    read_frame,
+    write_nowait,
+)
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import (
     ConfigError,
@@ -37,7 +45,6 @@ __all__ = ("WorkerConnection",)
 
 Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
-_ENVELOPE: Final = 1024
 _TIMED_OUT: Final = object()
 _END: Final = object()
 
@@ -154,7 +161,7 @@ def _fill(
             f"{tool}: cannot encode the arguments: {exc}", path=exc.path, type_name=exc.type_name
         ) from exc
     size = request.ByteSize()
-    if size > limit - _ENVELOPE:
+    if size > limit - ENVELOPE:
         raise PayloadTooLarge(
             f"{tool}: the arguments are {size} bytes, over the {limit}-byte message limit"
         )
@@ -350,16 +357,17 @@ class Multiplexer:
         self._unsettled: dict[int, asyncio.Future[bool]] = {}
         # Final replies that came for a cancelled call before its caller resumed.
         self._early: set[int] = set()
-        self._frames = [worker_pb2.ClientFrame()]
-        self._frame_size = 0
         self._wake = asyncio.Event()
         # A transport that writes without waiting (the frames socket) is written
         # from a callback at the end of the loop pass that queued the requests:
         # no hop to the writer task, and requests of one pass share a frame.
-        self._write_nowait: Callable[[worker_pb2.ClientFrame], bool] | None = getattr(
-            self._call, "write_nowait", None
+        self._batch = FrameBatcher(
+            worker_pb2.ClientFrame,
+            limit,
+            write_nowait=getattr(self._call, "write_nowait", None),
+            wake=self._wake.set,
+            flush=self._flush,
         )
-        self._flush_soon = FlushSoon(self._loop, self._flush)
         self._drain = False
         self._broken: WorkerError | None = None
         self._closed = False
@@ -380,30 +388,20 @@ class Multiplexer:
         # The request is built in place inside the frame being filled (no copy);
         # a request that would push the frame over the size limit opens the next.
         rid = next(self._ids)
-        field = getattr(self._frames[-1], kind)
+        batch = self._batch
+        field = getattr(batch.frame, kind)
         request = field.add()
         try:
             _fill(request, rid, tool, args, timeout, session_id, self._limit, self._codec)
         except BaseException:
             del field[-1]
             raise
-        size = request.ByteSize() + 8
-        if self._frame_size and self._frame_size + size > self._limit - _ENVELOPE:
+        size = request.ByteSize() + ITEM_OVERHEAD
+        if not batch.fits(size):
             del field[-1]
-            self._frames.append(worker_pb2.ClientFrame())
-            self._frame_size = 0
-            _fill(
-                getattr(self._frames[-1], kind).add(),
-                rid,
-                tool,
-                args,
-                timeout,
-                session_id,
-                self._limit,
-                self._codec,
-            )
-        self._frame_size += size
-        self._kick()
+            request = getattr(batch.next_frame(), kind).add()
+            _fill(request, rid, tool, args, timeout, session_id, self._limit, self._codec)
+        batch.added(size)
         return rid
 
     async def execute(
@@ -491,8 +489,8 @@ class Multiplexer:
         if rid in self._early:
             self._early.discard(rid)  # its final reply is in: it ended
             return
-        self._frames[-1].cancel.append(rid)
-        self._kick()
+        self._batch.frame.cancel.append(rid)
+        self._batch.added(ITEM_OVERHEAD)
         self._unsettled[rid] = self._loop.create_future()
         _left_running.set((self, rid))
 
@@ -534,23 +532,13 @@ class Multiplexer:
         if settled is not None and not settled.done():
             settled.set_result(True)
 
-    def _kick(self) -> None:
-        if self._write_nowait is None:
-            self._wake.set()
-        else:
-            self._flush_soon()
-
     def _flush(self) -> None:
-        write = self._write_nowait
-        if write is None or self._broken is not None or self._closed:
+        if self._broken is not None or self._closed:
             return
-        frames, self._frames = self._frames, [worker_pb2.ClientFrame()]
-        self._frame_size = 0
         try:
-            for frame in frames:
-                if (frame.execute or frame.stream or frame.cancel) and not write(frame):
-                    self._drain = True  # over the high-water mark: the writer task waits
-                    self._wake.set()
+            if not self._batch.write_all():
+                self._drain = True  # over the high-water mark: the writer task waits
+                self._wake.set()
         except Exception as exc:  # the socket broke under us
             self._fail(WorkerUnavailable(f"the channel broke: {exc!r}"))
 
@@ -565,11 +553,8 @@ class Multiplexer:
                     self._drain = False
                     await self._call.drain()
                     continue
-                frames, self._frames = self._frames, [worker_pb2.ClientFrame()]
-                self._frame_size = 0
-                for frame in frames:
-                    if frame.execute or frame.stream or frame.cancel:
-                        await self._call.write(frame)
+                for frame in self._batch.take():
+                    await self._call.write(frame)
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:

@@ -30,7 +30,7 @@ from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
 from ._auth import AuthInterceptor, Refusals, accept_frames
-from ._channel import ChannelSession
+from ._channel import FramesChannel
 from ._service import AdapterService
 
 __all__ = ("AdapterServer",)
@@ -204,7 +204,7 @@ class AdapterServer:
     async def _serve_frames(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        # One connection: a ChannelSession fed by length-prefixed frames.
+        # One connection: a FramesChannel fed by length-prefixed frames.
         task = asyncio.current_task()
         assert task is not None
         self._frame_tasks.add(task)
@@ -223,13 +223,13 @@ class AdapterServer:
             # is closed unanswered.
             if not await accept_frames(reader, writer, self._secret, self.refusals):
                 return
-            session = ChannelSession(
+            channel = FramesChannel(
                 self.service,
                 write,
                 write_nowait=functools.partial(write_nowait, writer),
                 drain=writer.drain,
             )
-            await session.run(frames(), eof_is_gone=True)
+            await channel.run(frames(), eof_is_gone=True)
         except (FrameError, ConnectionError) as exc:
             logger.warning("frames connection closed: %s", exc)
         except asyncio.CancelledError:
