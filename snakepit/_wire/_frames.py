@@ -19,7 +19,6 @@ __all__ = (
     "FlushSoon",
     "FrameBatcher",
     "FrameError",
-    "frames_path",
     "pack",
     "read_frame",
     "write_nowait",
@@ -56,11 +55,6 @@ F = TypeVar("F", bound=_Message)
 
 class FrameError(Exception):
     """The byte stream broke mid-frame, or a frame is larger than allowed."""
-
-
-def frames_path(socket_path: str) -> str:
-    """The frames socket that goes with a worker's gRPC socket path."""
-    return socket_path + ".frames"
 
 
 def pack(message: _Message) -> bytes:

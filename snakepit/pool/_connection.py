@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from snakepit._wire._address import grpc_target, unix_path
 from snakepit._wire._auth import FRAMES_ACCEPTED, METADATA_KEY, frames_preface
 from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into, error_details
 from snakepit._wire._frames import (
@@ -194,10 +195,9 @@ class WorkerConnection:
         self._metadata: tuple[tuple[str, str], ...] | None = (
             None if secret is None else ((METADATA_KEY, secret.hex()),)
         )
-        target = address[4:] if address.startswith("tcp:") else address
         self._limit = max_message_bytes
         self._channel = grpc.aio.insecure_channel(
-            target,
+            grpc_target(address),
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
@@ -693,11 +693,12 @@ async def open_frames_multiplexer(
     :raises WorkerUnavailable: the socket cannot be reached, the worker
         refused the secret (the message says so), or did not answer in time.
     """
-    if not address.startswith("unix:"):
+    path = unix_path(address)
+    if path is None:
         raise ConfigError("address", f"a frames address is unix:PATH, got {address!r}")
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(address[5:], limit=1024 * 1024)
+            reader, writer = await asyncio.open_unix_connection(path, limit=1024 * 1024)
             try:
                 writer.write(frames_preface(secret))
                 answer = await reader.readexactly(len(FRAMES_ACCEPTED))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 
+from snakepit._wire._address import Address
 from snakepit._wire._auth import new_secret
 from snakepit.errors import WorkerStartError
 from snakepit.worker import Adapter, AdapterServer
@@ -148,7 +149,7 @@ class InProcessLauncher:
             with anyio.CancelScope(shield=True):  # milliseconds; never left half started
                 server = await AdapterServer.start(
                     adapter,
-                    listen=f"unix:{self._socket_dir()}/{worker_id}.sock",
+                    listen=str(Address.unix(self._socket_dir() / f"{worker_id}.sock")),
                     adapter_path=config.adapter,
                     worker_id=worker_id,
                     max_concurrency=config.max_concurrency,

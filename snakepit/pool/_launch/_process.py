@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import anyio
 
 from snakepit._wire._auth import SECRET_BYTES, new_secret
-from snakepit._wire._frames import frames_path
+from snakepit._wire._address import Address, AddressError
 from snakepit.errors import ConfigError, WorkerStartError
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
@@ -316,17 +316,18 @@ def _unexpected_address(ready: dict[str, Any], listen: str, cwd: str | Path | No
     the host chose, never one that a forged report could name.
     """
     address, frames = ready.get("address"), ready.get("frames")
-    if listen.startswith("unix:"):
-        path = Path(listen[len("unix:") :])
-        if not path.is_absolute():
-            path = Path(cwd if cwd is not None else os.getcwd()) / path
-        expected = f"unix:{path}"
+    try:
+        chosen = Address.parse(listen, cwd=cwd)
+    except AddressError as exc:  # the worker refuses it before any report
+        return f"cannot be checked against {listen!r}: {exc}"
+    if chosen.kind == "unix":
+        expected = str(chosen)
         if address != expected:
             return f"names the address {address!r}, not {expected!r}"
-        if frames is not None and frames != f"unix:{frames_path(str(path))}":
+        if frames is not None and frames != str(chosen.frames):
             return f"names the frames socket {frames!r}, not the one of {expected!r}"
         return ""
-    host = listen[len("tcp:") :].rpartition(":")[0]
+    host = chosen.host
     if not isinstance(address, str) or address.rpartition(":")[0] != f"tcp:{host}":
         return f"names the address {address!r}, not one on {host!r}"
     if frames is not None:
