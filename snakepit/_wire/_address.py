@@ -41,12 +41,14 @@ class Address:
 
     @classmethod
     def unix(cls, path: str | os.PathLike[str]) -> Address:
-        """The address of the unix socket at ``path`` (made absolute against the current directory)."""
+        """The address of the unix socket at ``path`` (relative: under the current directory)."""
         return cls("unix", path=str(Path.cwd() / path))
 
     @classmethod
     def parse(cls, text: str, *, cwd: str | os.PathLike[str] | None = None) -> Address:
-        """Read ``unix:PATH`` (a relative PATH is under ``cwd``, default the current directory) or ``tcp:HOST:PORT``.
+        """Read ``unix:PATH`` or ``tcp:HOST:PORT``.
+
+        A relative PATH is under ``cwd`` (default: the current directory).
 
         :raises AddressError: any other form, or a tcp address without a
             host or a numeric port (port 0 is allowed).
@@ -75,7 +77,7 @@ class Address:
 
     @property
     def frames(self) -> Address | None:
-        """Where the frames of a worker serving on this address are (a unix socket next to it), or None on tcp."""
+        """Where a worker serving here serves its frames (a unix socket next to it); None on tcp."""
         return Address("unix", path=frames_path(self.path)) if self.kind == "unix" else None
 
 

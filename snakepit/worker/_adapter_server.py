@@ -24,8 +24,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from snakepit._wire._auth import SECRET_BYTES
 from snakepit._wire._address import Address, AddressError, frames_path
+from snakepit._wire._auth import SECRET_BYTES
 from snakepit._wire._frames import FrameError, pack, read_frame, write_nowait
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
@@ -62,7 +62,9 @@ async def maybe_await(value: Any) -> None:
 
 
 def parse_listen(listen: str) -> Address:
-    """Read ``--listen``: ``unix:PATH`` (a relative PATH under the current directory) or ``tcp:HOST:PORT``.
+    """Read ``--listen``: ``unix:PATH`` or ``tcp:HOST:PORT``.
+
+    A relative PATH is under the current directory.
 
     :raises AdapterStartError: any other form.
     """

@@ -4,17 +4,15 @@ A :class:`ForkServerClient` is one exec'd process per pool that has imported the
 worker runtime; :meth:`ForkServerClient.spawn` asks it to fork a worker and returns
 a :class:`ForkedProcess`, whose exit code the server reports when it reaps it.
 A worker so started is ready in a few milliseconds instead of ~150 ms of
-imports, and crashed workers are replaced as fast. See the worker side's
-docstring for the protocol.
+imports, and crashed workers are replaced as fast. The protocol is in
+:mod:`snakepit._wire._forkserver_protocol`.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import select
@@ -28,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from snakepit._wire import _forkserver_protocol as protocol
 from snakepit.pool._launch._output import CHUNK, OutputLines
 
 __all__ = ()
@@ -268,37 +267,32 @@ class ForkServerClient:
 
     def _on_readable(self) -> None:
         while True:
-            try:
-                data, fds = _recv_fds(self._control, 65536, 1)
-            except (BlockingIOError, InterruptedError):
+            received = protocol.receive(self._control, protocol.MAX_REPLY, 1)
+            if received is None:
                 return
-            except OSError:
-                data, fds = b"", []
+            data, fds = received
             if not data:
-                for fd in fds:
-                    os.close(fd)
                 self._lose("the fork server exited", kill_server=False)
                 return
             try:
-                self._on_message(json.loads(data), fds)
+                self._on_message(protocol.decode(data), fds)
             except (ValueError, KeyError, TypeError) as exc:
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                protocol.close_fds(fds)
                 self._lose(f"the fork server sent an unreadable message: {exc}")
                 return
 
     def _on_message(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message["op"]
-        if op == "exit":
+        if op == protocol.EXIT:
             child = self._children.pop(int(message["pid"]), None)
             if child is not None:
                 child._set_exit(int(message["code"]))
             return
         rid = int(message.get("id") or 0)
-        pid = int(message["pid"]) if op == "spawned" else 0  # checked before anything is taken
+        spawned = op == protocol.SPAWNED
+        pid = int(message["pid"]) if spawned else 0  # checked before anything is taken
         waiter, stdin_fd = self._waiting.pop(rid, (None, None))
-        if op == "spawned":
+        if spawned:
             # Without a pidfd (an old kernel) the server's reports alone tell its exit.
             pidfd = fds.pop() if fds else None
             # Registered now, before anything else is read: its exit report may
@@ -314,12 +308,11 @@ class ForkServerClient:
             if stdin_fd is not None:  # no worker to give it to
                 os.close(stdin_fd)
             if waiter is not None and not waiter.done():
-                if op == "ready":
+                if op == protocol.READY:
                     waiter.set_result(message)
                 else:
                     waiter.set_exception(ForkServerError(str(message.get("message", message))))
-        for fd in fds:  # none expected here
-            os.close(fd)
+        protocol.close_fds(fds)  # none expected here
 
     def _lose(self, why: str, *, kill: bool = True, kill_server: bool = True) -> None:
         """The server is gone or useless: every worker it ran is reported dead (and killed)."""
@@ -370,11 +363,11 @@ class ForkServerClient:
         if not self.alive:
             raise ForkServerError(self._lost or "the fork server is closed")
         rid = next(self._ids)
-        request: dict[str, Any] = {"op": "spawn", "id": rid, "argv": argv}
+        request: dict[str, Any] = {"op": protocol.SPAWN, "id": rid, "argv": argv}
         request["cwd"] = str(cwd if cwd is not None else os.getcwd())
         if env is not None and dict(env) != self.env:
             request["env"] = dict(env)
-        data = json.dumps(request).encode()
+        data = protocol.encode(request)
         pipes: list[tuple[int, int]] = []
         try:
             pipes.append(
@@ -428,7 +421,7 @@ class ForkServerClient:
             if not self.alive:
                 raise ForkServerError(self._lost or "the fork server is closed")
             try:
-                socket.send_fds(self._control, [data], fds)
+                protocol.send(self._control, data, fds)
                 return
             except BlockingIOError:  # its socket is full: wait for room
                 self._room = room = loop.create_future()
@@ -494,22 +487,6 @@ def stdin_with_secret(secret: bytes) -> tuple[int, int]:
         theirs.close()
         raise
     return theirs.detach(), ours.detach()
-
-
-def _recv_fds(sock: socket.socket, size: int, most: int) -> tuple[bytes, list[int]]:
-    """A message and the fds that came with it, received close-on-exec.
-
-    (``socket.recv_fds`` of Python 3.11 drops its ``flags``: the fds would be
-    inheritable by whatever the host's own code starts.)
-    """
-    fds = array.array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(
-        size, socket.CMSG_LEN(most * fds.itemsize), socket.MSG_CMSG_CLOEXEC
-    )
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
 
 
 def worker_channel() -> tuple[int, int]:

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from snakepit._wire._auth import SECRET_BYTES, new_secret
 from snakepit._wire._address import Address, AddressError
+from snakepit._wire._auth import SECRET_BYTES, new_secret
 from snakepit.errors import ConfigError, WorkerStartError
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
