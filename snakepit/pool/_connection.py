@@ -1,16 +1,18 @@
 """The host's connection to one worker: unary, streaming and multiplexed calls.
 
 Every lower-layer failure is mapped here, in one place, to the most specific
-public error (:func:`error_from_info`, :func:`error_from_rpc`): no bare
-``grpc.RpcError`` reaches a user.
+public error: what a worker reports by :func:`error_from_info`, what grpc.aio
+raises by :func:`grpc_errors` (around every gRPC call; :func:`error_from_grpc`
+for the channel's own tasks). No bare ``grpc.RpcError`` reaches a user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Final, Protocol
 
 import grpc
@@ -23,7 +25,6 @@ from snakepit._wire._frames import (
     ENVELOPE,
     ITEM_OVERHEAD,
     FrameBatcher,
-    FrameError,
     pack,
     read_frame,
     write_nowait,
@@ -74,7 +75,7 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
 
 
 def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
-    """The public error for a failed gRPC call (the transport, not the tool)."""
+    """The public error for a failed gRPC call (the transport, not the tool), caused by ``exc``."""
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -90,6 +91,39 @@ def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
         error = WorkerUnavailable(f"{tool}: the connection to the worker failed: {details}")
     error.__cause__ = exc
     return error
+
+
+def error_from_grpc(exc: Exception, what: str) -> WorkerError | None:
+    """The public error for what a grpc.aio call raised, caused by it; None if not grpc's.
+
+    :param what: the call, to start the message (a tool's name, ``"Describe"``).
+    """
+    if isinstance(exc, grpc.RpcError):  # the call failed: its status code says how
+        return error_from_rpc(exc, what)
+    if isinstance(exc, grpc.aio.BaseError):  # UsageError: the channel is closed
+        error = WorkerUnavailable(f"{what}: {exc}")
+        error.__cause__ = exc
+        return error
+    return None
+
+
+@contextlib.contextmanager
+def grpc_errors(what: str) -> Iterator[None]:
+    """Raise the public error (:func:`error_from_grpc`) for a grpc.aio error inside the block.
+
+    Every gRPC call of a :class:`WorkerConnection` runs in one: no bare
+    ``grpc.RpcError`` (or ``grpc.aio.UsageError``) reaches a user.
+
+    :param what: the call, to start the message (a tool's name, ``"Describe"``).
+    :raises WorkerError: the mapped error (``WorkerUnavailable``,
+        ``ExecutionTimeout``, ``PayloadTooLarge``), chained to grpc's.
+    """
+    try:
+        yield
+    except (grpc.RpcError, grpc.aio.BaseError) as exc:
+        error = error_from_grpc(exc, what)
+        assert error is not None
+        raise error from exc
 
 
 async def _finish(call: Any) -> Any:
@@ -243,13 +277,9 @@ class WorkerConnection:
         """
         request = worker_pb2.ExecuteRequest()
         _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
-        try:
+        with grpc_errors(tool):
             call = self._stub.Execute(request, timeout=timeout, metadata=self._metadata)
             response = await _finish(call)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, tool) from None
-        except grpc.aio.UsageError as exc:  # the channel is closed
-            raise WorkerUnavailable(f"{tool}: {exc}") from exc
         return _result(response, tool, self._codec)
 
     async def stream(
@@ -268,36 +298,32 @@ class WorkerConnection:
         """
         request = worker_pb2.ExecuteRequest()
         _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
-        call = self._stub.ExecuteStream(request, timeout=timeout, metadata=self._metadata)
+        with grpc_errors(tool):
+            call = self._stub.ExecuteStream(request, timeout=timeout, metadata=self._metadata)
         try:
-            async for chunk in call:
-                value = _chunk_value(chunk, tool, self._codec)
-                if value is _END:
-                    return
-                yield value
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, tool) from None
+            with grpc_errors(tool):
+                async for chunk in call:
+                    value = _chunk_value(chunk, tool, self._codec)
+                    if value is _END:
+                        return
+                    yield value
         finally:
             call.cancel()
         raise WorkerUnavailable(f"{tool}: the stream ended without its end marker")
 
     async def describe(self, *, timeout: float | None = 10.0) -> worker_pb2.DescribeResponse:
         """The worker's adapter, protocol version and tool specs."""
-        try:
+        with grpc_errors("Describe"):
             described: worker_pb2.DescribeResponse = await _finish(
                 self._stub.Describe(
                     worker_pb2.DescribeRequest(), timeout=timeout, metadata=self._metadata
                 )
             )
-            return described
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "Describe") from None
-        except grpc.aio.UsageError as exc:  # the channel is closed
-            raise WorkerUnavailable(f"Describe: {exc}") from exc
+        return described
 
     async def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
         """The ``grpc.health.v1`` status of ``service`` (``"SERVING"`` when all is well)."""
-        try:
+        with grpc_errors("Health.Check"):
             response = await _finish(
                 self._health.Check(
                     health_pb2.HealthCheckRequest(service=service),
@@ -305,15 +331,16 @@ class WorkerConnection:
                     metadata=self._metadata,
                 )
             )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "Health.Check") from None
-        except grpc.aio.UsageError as exc:  # the channel is closed
-            raise WorkerUnavailable(f"Health.Check: {exc}") from exc
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def multiplexer(self) -> Multiplexer:
-        """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC."""
-        return Multiplexer(_GrpcTransport(self._stub, self._metadata), self._limit, self._codec)
+        """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC.
+
+        :raises WorkerUnavailable: the connection is closed.
+        """
+        with grpc_errors("Channel"):
+            transport = _GrpcTransport(self._stub, self._metadata)
+        return Multiplexer(transport, self._limit, self._codec)
 
 
 #: (channel, request id) of the call the current task left running (cancelled,
@@ -540,7 +567,7 @@ class Multiplexer:
                 self._drain = True  # over the high-water mark: the writer task waits
                 self._wake.set()
         except Exception as exc:  # the socket broke under us
-            self._fail(WorkerUnavailable(f"the channel broke: {exc!r}"))
+            self._fail(_broke(exc))
 
     # -- the two loops -----------------------------------------------------------------
 
@@ -557,10 +584,8 @@ class Multiplexer:
                     await self._call.write(frame)
         except asyncio.CancelledError:
             raise
-        except grpc.RpcError as exc:
-            self._fail(error_from_rpc(exc, "Channel"))
-        except Exception as exc:  # the call was closed under us
-            self._fail(WorkerUnavailable(f"the channel broke: {exc!r}"))
+        except Exception as exc:  # the call failed, or was closed under us
+            self._fail(_broke(exc))
 
     async def _read_loop(self) -> None:
         pending = self._pending
@@ -589,10 +614,8 @@ class Multiplexer:
             self._fail(WorkerUnavailable("the worker closed the channel"))
         except asyncio.CancelledError:
             raise
-        except grpc.RpcError as exc:
-            self._fail(error_from_rpc(exc, "Channel"))
-        except (OSError, FrameError) as exc:
-            self._fail(WorkerUnavailable(f"the channel broke: {exc}"))
+        except Exception as exc:  # the call failed, the socket broke, a frame was unreadable
+            self._fail(_broke(exc))
 
     def _fail(self, error: WorkerError) -> None:
         if self._broken is None:
@@ -721,6 +744,15 @@ async def open_frames_multiplexer(
         raise WorkerUnavailable(f"{address}: not a snakepit worker's frames socket")
     transport = _FramesTransport(reader, writer, max_message_bytes)
     return Multiplexer(transport, max_message_bytes, codec)
+
+
+def _broke(exc: Exception) -> WorkerError:
+    """The error of a channel whose reading or writing raised ``exc``."""
+    error = error_from_grpc(exc, "Channel")
+    if error is None:
+        error = WorkerUnavailable(f"the channel broke: {exc}")
+        error.__cause__ = exc
+    return error
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
