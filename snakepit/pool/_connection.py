@@ -8,6 +8,9 @@ for the channel's own tasks). No bare ``grpc.RpcError`` reaches a user.
 
 from __future__ import annotations
 
+# First: grpc is imported with its logging quieted (before any module below imports it).
+from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
+
 import asyncio
 import contextlib
 import contextvars
@@ -260,6 +263,13 @@ class WorkerConnection:
         """Close the connection (calls in flight fail with WorkerUnavailable)."""
         await self._channel.close()
 
+    def _request(
+        self, tool: str, args: Any, timeout: float | None, session_id: str
+    ) -> worker_pb2.ExecuteRequest:
+        request = worker_pb2.ExecuteRequest()
+        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
+        return request
+
     async def execute(
         self,
         tool: str,
@@ -275,8 +285,7 @@ class WorkerConnection:
         :raises ExecutionTimeout: ``timeout`` passed (the remote call is cancelled).
         :raises PayloadTooLarge, PayloadError, WorkerUnavailable: see :mod:`snakepit.errors`.
         """
-        request = worker_pb2.ExecuteRequest()
-        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
+        request = self._request(tool, args, timeout, session_id)
         with grpc_errors(tool):
             call = self._stub.Execute(request, timeout=timeout, metadata=self._metadata)
             response = await _finish(call)
@@ -296,8 +305,7 @@ class WorkerConnection:
 
         :raises RemoteError, ExecutionTimeout, WorkerUnavailable: as :meth:`execute`.
         """
-        request = worker_pb2.ExecuteRequest()
-        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
+        request = self._request(tool, args, timeout, session_id)
         with grpc_errors(tool):
             call = self._stub.ExecuteStream(request, timeout=timeout, metadata=self._metadata)
         try:

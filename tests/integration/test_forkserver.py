@@ -50,6 +50,19 @@ async def test_a_worker_has_its_own_session_and_the_pools_env_and_cwd(
         assert seen["name"] == "sp:w0"
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_a_workers_grpc_logs_errors_only_though_the_hosts_environment_does_not_say_so(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``import snakepit`` no longer sets GRPC_VERBOSITY in the host: the
+    # launcher puts it in the worker's environment.
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    async with Pool(ADAPTER, size=1, cwd=ROOT, start_method=start_method) as pool:
+        seen = await pool.execute("process", {"variable": "GRPC_VERBOSITY"})
+    assert seen["value"] == "ERROR"
+    assert "GRPC_VERBOSITY" not in os.environ
+
+
 async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:
     async with Pool(ADAPTER, size=2, cwd=ROOT) as pool, pool.subscribe() as events:
         first = await pool.execute("process")

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from snakepit._wire import _forkserver_protocol as protocol
+from snakepit._wire._grpc_logging import quiet_environment
 from snakepit.pool._launch._output import CHUNK, OutputLines
 
 __all__ = ()
@@ -186,13 +187,14 @@ class ForkServerClient:
     ) -> ForkServerClient:
         """Start ``python -m snakepit.worker._forkserver`` and wait for its ready message.
 
-        :param env: its environment, and its workers' (default: the host's).
+        :param env: its environment, and its workers' (default: the host's),
+            with ``GRPC_VERBOSITY=ERROR`` added unless it sets it.
         :param on_spawn: called with its pid as soon as the process exists.
         :raises ForkServerError: it could not be started, exited, or did not
             report ready in time (the message has its exit code and stderr
             tail); nothing is left running.
         """
-        env = dict(env) if env is not None else dict(os.environ)
+        env = quiet_environment(env)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [
             python or sys.executable,

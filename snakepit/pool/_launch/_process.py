@@ -38,6 +38,7 @@ import anyio
 
 from snakepit._wire._address import Address, AddressError
 from snakepit._wire._auth import SECRET_BYTES, new_secret
+from snakepit._wire._grpc_logging import quiet_environment
 from snakepit.errors import ConfigError, WorkerStartError
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
@@ -235,7 +236,8 @@ async def spawn_worker(
 
     :param adapter: ``package.module:Class``.
     :param listen: ``unix:PATH`` (its directory is created 0700) or ``tcp:HOST:PORT``.
-    :param env: the worker's whole environment (default: the host's).
+    :param env: the worker's whole environment (default: the host's), with
+        ``GRPC_VERBOSITY=ERROR`` added unless it sets it.
     :param on_spawn: called with the pid as soon as the process exists.
     :param forkserver: fork the worker from this fork server (its ``python``
         is the server's) instead of starting a new interpreter.
@@ -267,12 +269,15 @@ async def spawn_worker(
         *extra_args,
         "--auth-stdin",
     ]
-    if forkserver is not None:
+    if forkserver is not None:  # no env: the server's own (quieted when it started)
+        env = None if env is None else quiet_environment(env)
         child, out_fd, ready_fd = await _fork(
             forkserver, worker_id, args, env, cwd, ready_timeout, secret
         )
     else:
-        child, out_fd, ready_fd = _exec(worker_id, python, args, env, cwd, secret)
+        child, out_fd, ready_fd = _exec(
+            worker_id, python, args, quiet_environment(env), cwd, secret
+        )
     tail: deque[str] = deque(maxlen=STDERR_LINES)
     lines = OutputLines(tail, logging.getLogger(f"snakepit.worker.{worker_id}"))
     worker = WorkerProcess(worker_id, "", child.pid, {}, child, tail, secret=secret)
@@ -342,7 +347,7 @@ def _exec(
     worker_id: str,
     python: str | None,
     args: list[str],
-    env: Mapping[str, str] | None,
+    env: dict[str, str],
     cwd: str | Path | None,
     secret: bytes,
 ) -> _Started:
@@ -372,7 +377,7 @@ def _exec(
             stderr=out_w,
             pass_fds=(ready_w,),
             start_new_session=True,
-            env=dict(env) if env is not None else None,
+            env=env,
             cwd=cwd,
         )
     except OSError as exc:
