@@ -364,8 +364,13 @@ class Multiplexer:
     Requests that wait while a frame is being written go together in the next
     frame, and the worker batches its replies the same way, so 64 callers in
     flight cost a handful of messages, not 128 RPCs. Close it with
-    :meth:`aclose`; if the stream breaks, every pending call fails with
-    :class:`~snakepit.errors.WorkerUnavailable`.
+    :meth:`aclose` (or use it as an ``async with``); if the stream breaks,
+    every pending call fails with :class:`~snakepit.errors.WorkerUnavailable`.
+
+    It owns two tasks, started here and ended by :meth:`aclose`, which
+    returns once both have: one reads the worker's frames, one writes (or,
+    on the frames socket, waits for the socket's buffer to drain). Whatever
+    ends either one early breaks the channel, and its calls fail with it.
 
     A call whose caller is cancelled, that times out, or a stream closed
     early is cancelled in the worker; its tool may run on a while (a sync
@@ -406,8 +411,14 @@ class Multiplexer:
         self._drain = False
         self._broken: WorkerError | None = None
         self._closed = False
-        self._writer = self._loop.create_task(self._write_loop())
-        self._reader = self._loop.create_task(self._read_loop())
+        self._writer = self._loop.create_task(self._write_loop(), name="snakepit channel writer")
+        self._reader = self._loop.create_task(self._read_loop(), name="snakepit channel reader")
+
+    async def __aenter__(self) -> Multiplexer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # -- calls -------------------------------------------------------------------------
 
@@ -640,14 +651,13 @@ class Multiplexer:
         self._early.clear()
 
     async def aclose(self) -> None:
-        """Close the stream; pending calls fail with WorkerUnavailable."""
-        if self._closed:
-            return
-        self._closed = True
-        self._fail(WorkerUnavailable("the channel was closed"))
-        self._writer.cancel()
-        self._reader.cancel()
-        self._call.cancel()
+        """Close the stream (its pending calls fail with WorkerUnavailable) and end its tasks."""
+        if not self._closed:
+            self._closed = True
+            self._fail(WorkerUnavailable("the channel was closed"))
+            self._writer.cancel()
+            self._reader.cancel()
+            self._call.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
 
 

@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ class ForkedProcess:
     async def wait(self) -> int:
         """Wait for its exit code: the server's report, or a loss of the server."""
         if not self._exited.is_set() and self._pidfd is not None and self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(self._pidfd))
+            self._watcher = self._server._own(self._watch(self._pidfd), f"watch pid {self.pid}")
         await self._exited.wait()
         assert self.returncode is not None
         return self.returncode
@@ -113,6 +113,7 @@ class ForkedProcess:
         finally:
             loop.remove_reader(pidfd)
             report.cancel()
+            await asyncio.wait([report])  # ended, not just asked to
             self._watcher = None
             if self._exited.is_set():  # _set_exit left the pidfd to us
                 self._close_pidfd()
@@ -156,7 +157,8 @@ class ForkServerClient:
         self._fd = control.fileno()  # its number, for the loop, even once closed
         self._room: asyncio.Future[None] | None = None
         self._lost: str | None = None
-        self._pumps: list[asyncio.Task[None]] = []
+        #: Its tasks (its stderr's reader, watchers of its workers): ended by aclose.
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -231,10 +233,9 @@ class ForkServerClient:
         server = cls(proc, ours, deque(maxlen=STDERR_LINES), env)
         loop = asyncio.get_running_loop()
         assert proc.stderr is not None
-        server._pumps.append(
-            loop.create_task(
-                pump_lines(proc.stderr, server._stderr, logging.getLogger("snakepit.forkserver"))
-            )
+        server._own(
+            pump_lines(proc.stderr, server._stderr, logging.getLogger("snakepit.forkserver")),
+            "stderr",
         )
         ready: asyncio.Future[Any] = loop.create_future()
         server._waiting[0] = (ready, None)
@@ -258,6 +259,21 @@ class ForkServerClient:
                 await server.aclose(grace=0)  # reaped, and its stderr read to the end
             raise ForkServerError(failure + server._tail())
         return server
+
+    def _own(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        """Run ``work`` in a task of this server's, which :meth:`aclose` ends.
+
+        Its failure is the server's: it is lost with the error.
+        """
+        task = asyncio.get_running_loop().create_task(work, name=f"snakepit forkserver {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._lose(f"the fork server's {task.get_name()!r} failed: {exc!r}")
 
     def _tail(self) -> str:
         code = self._proc.returncode
@@ -468,9 +484,10 @@ class ForkServerClient:
             # Exited by itself: it killed and reaped what it still ran (unreported).
             # Otherwise what it ran is killed here.
             self._lose("the fork server is closed", kill=not clean, kill_server=False)
-        pumps = [t for t in self._pumps if not t.done()]
-        if pumps:
-            await asyncio.wait(pumps)
+        # Its stderr's reader ends at the EOF of a reaped server; the watchers of
+        # its workers once they are reported dead, as _lose just did.
+        if self._tasks:
+            await asyncio.wait(self._tasks)
 
 
 def stdin_with_secret(secret: bytes) -> tuple[int, int]:

@@ -288,9 +288,7 @@ async def spawn_worker(
         worker._pump = await OutputPump.start(fds.pop(0), lines)
         try:
             async with asyncio.timeout(ready_timeout):
-                line = await read_ready_line(
-                    fds.pop(0), lambda: asyncio.ensure_future(child.wait())
-                )
+                line = await read_ready_line(fds.pop(0), child.wait)
         except TimeoutError:
             raise await _failed(worker, f"no ready line within {ready_timeout:g}s") from None
         if not line:
