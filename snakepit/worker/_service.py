@@ -426,6 +426,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                     cancelled = True
         finally:
             finished.cancel()
+            await asyncio.wait((finished,))  # ended, not just asked to: no task outlives us
         if cancelled:
             raise asyncio.CancelledError
 
