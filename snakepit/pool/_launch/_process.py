@@ -331,7 +331,11 @@ def _unexpected_address(ready: dict[str, Any], listen: str, cwd: str | Path | No
             return f"names the frames socket {frames!r}, not the one of {expected!r}"
         return ""
     host = chosen.host
-    if not isinstance(address, str) or address.rpartition(":")[0] != f"tcp:{host}":
+    try:
+        reported = Address.parse(address) if isinstance(address, str) else None
+    except AddressError:
+        reported = None
+    if reported is None or reported.kind != "tcp" or reported.host != host:
         return f"names the address {address!r}, not one on {host!r}"
     if frames is not None:
         return f"names a frames socket {frames!r} for a tcp address"

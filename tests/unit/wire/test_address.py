@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from snakepit._wire._address import Address, AddressError, frames_path, grpc_target, unix_path
+from snakepit.pool._launch._process import _unexpected_address
 from snakepit.worker._adapter_server import AdapterStartError, parse_listen
 
 
@@ -106,3 +107,22 @@ class TestParseListen:
             parse_listen(listen)
         assert str(caught.value) == message
         assert caught.value.code == 2
+
+
+class TestReadyReportCheck:
+    """spawn_worker reads a worker's reported address with the same parser."""
+
+    @pytest.mark.parametrize(
+        "reported",
+        [
+            "tcp:127.0.0.1:port",  # before: accepted (only the host was compared)
+            "unix:/tcp:127.0.0.1:1",
+            4711,
+        ],
+    )
+    def test_a_tcp_report_must_be_a_tcp_address_on_the_chosen_host(self, reported: object) -> None:
+        found = _unexpected_address({"address": reported}, "tcp:127.0.0.1:0", "/cwd")
+        assert "names the address" in found
+
+    def test_a_tcp_report_on_the_chosen_host_is_accepted(self) -> None:
+        assert _unexpected_address({"address": "tcp:127.0.0.1:4711"}, "tcp:127.0.0.1:0", None) == ""
