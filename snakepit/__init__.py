@@ -2,17 +2,11 @@
 
 The public API is re-exported here; the OTP core lives in :mod:`snakepit.otp`.
 
-grpc logs at INFO to stderr by default (e.g. "Got goaway" whenever a worker
-stops while a host is connected): routine for a pool, noise to its users. This
-package runs before any of its modules imports grpc, and sets
-``GRPC_VERBOSITY=ERROR`` unless the user set it (no effect if grpc was
-imported first).
+Importing it changes nothing outside it (no environment variable: grpc's
+logging is quieted where grpc is imported, see ``snakepit._wire._grpc_logging``).
 """
 
-import os as _os
 from typing import TYPE_CHECKING, Any
-
-_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from snakepit.errors import ArgumentTypeError as ArgumentTypeError
 from snakepit.errors import CallTimeout as CallTimeout

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable
-from typing import Final, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 __all__ = (
+    "ENVELOPE",
     "HIGH_WATER",
     "FlushSoon",
+    "FrameBatcher",
     "FrameError",
-    "frames_path",
     "pack",
     "read_frame",
     "write_nowait",
@@ -29,10 +30,16 @@ _HEADER: Final = struct.Struct("<I")
 HIGH_WATER: Final = 4 * 1024 * 1024
 #: Room above the message limit for a frame's envelope (tags and lengths).
 SLACK: Final = 64 * 1024
+#: Room left below the message limit in a frame for all but its items (field
+#: tags, lengths): what a frame's items may fill is the limit minus this.
+ENVELOPE: Final = 1024
+#: What an item adds to a frame besides its own bytes (its tag and length), at most.
+ITEM_OVERHEAD: Final = 8
 
 
 class _Message(Protocol):
     def SerializeToString(self) -> bytes: ...
+    def ByteSize(self) -> int: ...
 
 
 M = TypeVar("M")
@@ -43,13 +50,11 @@ class _Parser(Protocol[M_co]):
     def FromString(self, data: bytes) -> M_co: ...
 
 
+F = TypeVar("F", bound=_Message)
+
+
 class FrameError(Exception):
     """The byte stream broke mid-frame, or a frame is larger than allowed."""
-
-
-def frames_path(socket_path: str) -> str:
-    """The frames socket that goes with a worker's gRPC socket path."""
-    return socket_path + ".frames"
 
 
 def pack(message: _Message) -> bytes:
@@ -87,6 +92,105 @@ class FlushSoon:
     def _run(self) -> None:
         self._scheduled = False
         self._flush()
+
+
+class FrameBatcher(Generic[F]):
+    """The frames one end of a channel has queued, to be sent together (both ends use one).
+
+    Items go into the current frame (a request may be built in place in it:
+    :attr:`frame`, :meth:`fits`, :meth:`next_frame`, :meth:`added`; or
+    appended whole: :meth:`append`) until the next one would push it past the
+    message limit less :data:`ENVELOPE`; then a new frame opens. Each item
+    added calls :meth:`kick`: with a transport that buffers its writes
+    (``write_nowait``, the frames socket) the frames are written by ``flush``
+    at the end of the loop pass (:class:`FlushSoon`), so what one pass
+    produced goes out in one frame; otherwise ``wake`` tells the owner's
+    writer task to :meth:`take` them.
+
+    :param new_frame: makes an empty frame (the message class).
+    :param max_message_bytes: the message size limit.
+    :param write_nowait: buffers one frame, False once the transport's
+        buffer is over its high-water mark; None: a writer task writes.
+    :param wake: wakes the owner's writer task (no ``write_nowait``).
+    :param flush: called at the end of a loop pass that kicked (with
+        ``write_nowait``); the owner's guard around :meth:`write_all`.
+    """
+
+    __slots__ = ("_frames", "_limit", "_new", "_size", "_write_nowait", "kick")
+
+    def __init__(
+        self,
+        new_frame: Callable[[], F],
+        max_message_bytes: int,
+        *,
+        write_nowait: Callable[[F], bool] | None,
+        wake: Callable[[], object],
+        flush: Callable[[], object],
+    ) -> None:
+        self._new = new_frame
+        self._limit = max_message_bytes - ENVELOPE
+        self._frames = [new_frame()]
+        self._size = 0  # of the last frame's items; 0: nothing queued at all
+        self._write_nowait = write_nowait
+        #: Have the queued frames sent: soon (a flush at the end of this loop
+        #: pass), or by waking the writer task.
+        self.kick: Callable[[], object] = (
+            wake if write_nowait is None else FlushSoon(asyncio.get_running_loop(), flush)
+        )
+
+    @property
+    def frame(self) -> F:
+        """The frame being filled."""
+        return self._frames[-1]
+
+    @property
+    def pending(self) -> bool:
+        """True while something is queued."""
+        return self._size > 0
+
+    def fits(self, item_size: int) -> bool:
+        """Whether an item of ``item_size`` bytes (with its overhead) fits the current frame."""
+        return not self._size or self._size + item_size <= self._limit
+
+    def next_frame(self) -> F:
+        """Open a new frame (the current one is full) and return it."""
+        frame = self._new()
+        self._frames.append(frame)
+        self._size = 0
+        return frame
+
+    def added(self, item_size: int) -> None:
+        """Count an item of ``item_size`` bytes put into :attr:`frame`, and :attr:`kick`."""
+        self._size += item_size
+        self.kick()
+
+    def append(self, field: str, item: _Message) -> None:
+        """Append ``item`` to the repeated ``field`` of the frame it fits in."""
+        size = item.ByteSize() + ITEM_OVERHEAD
+        frame = self._frames[-1] if self.fits(size) else self.next_frame()
+        getattr(frame, field).append(item)
+        self.added(size)
+
+    def take(self) -> list[F]:
+        """The frames queued (none if nothing is); the batcher starts afresh."""
+        if not self._size:
+            return []
+        frames, self._frames = self._frames, [self._new()]
+        self._size = 0
+        return frames
+
+    def write_all(self) -> bool:
+        """Write the queued frames with ``write_nowait``; False once over the high-water mark.
+
+        What the write raises (the socket broke) is the caller's to handle.
+        """
+        write = self._write_nowait
+        assert write is not None
+        below = True
+        for frame in self.take():
+            if not write(frame):
+                below = False
+        return below
 
 
 async def read_frame(reader: asyncio.StreamReader, parser: _Parser[M], limit: int) -> M | None:

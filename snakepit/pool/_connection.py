@@ -1,24 +1,37 @@
 """The host's connection to one worker: unary, streaming and multiplexed calls.
 
 Every lower-layer failure is mapped here, in one place, to the most specific
-public error (:func:`error_from_info`, :func:`error_from_rpc`): no bare
-``grpc.RpcError`` reaches a user.
+public error: what a worker reports by :func:`error_from_info`, what grpc.aio
+raises by :func:`grpc_errors` (around every gRPC call; :func:`error_from_grpc`
+for the channel's own tasks). No bare ``grpc.RpcError`` reaches a user.
 """
 
 from __future__ import annotations
 
+# First: grpc is imported with its logging quieted (before any module below imports it).
+from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
+
 import asyncio
+import contextlib
 import contextvars
 import itertools
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Final, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from snakepit._wire._address import grpc_target, unix_path
 from snakepit._wire._auth import FRAMES_ACCEPTED, METADATA_KEY, frames_preface
 from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into, error_details
-from snakepit._wire._frames import FlushSoon, FrameError, pack, read_frame, write_nowait
+from snakepit._wire._frames import (
+    ENVELOPE,
+    ITEM_OVERHEAD,
+    FrameBatcher,
+    pack,
+    read_frame,
+    write_nowait,
+)
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import (
     ConfigError,
@@ -39,7 +52,6 @@ __all__ = ("WorkerConnection",)
 
 Kind = worker_pb2.ErrorInfo.Kind
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
-_ENVELOPE: Final = 1024
 _TIMED_OUT: Final = object()
 _END: Final = object()
 
@@ -68,7 +80,7 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
 
 
 def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
-    """The public error for a failed gRPC call (the transport, not the tool)."""
+    """The public error for a failed gRPC call (the transport, not the tool), caused by ``exc``."""
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -84,6 +96,39 @@ def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
         error = WorkerUnavailable(f"{tool}: the connection to the worker failed: {details}")
     error.__cause__ = exc
     return error
+
+
+def error_from_grpc(exc: Exception, what: str) -> WorkerError | None:
+    """The public error for what a grpc.aio call raised, caused by it; None if not grpc's.
+
+    :param what: the call, to start the message (a tool's name, ``"Describe"``).
+    """
+    if isinstance(exc, grpc.RpcError):  # the call failed: its status code says how
+        return error_from_rpc(exc, what)
+    if isinstance(exc, grpc.aio.BaseError):  # UsageError: the channel is closed
+        error = WorkerUnavailable(f"{what}: {exc}")
+        error.__cause__ = exc
+        return error
+    return None
+
+
+@contextlib.contextmanager
+def grpc_errors(what: str) -> Iterator[None]:
+    """Raise the public error (:func:`error_from_grpc`) for a grpc.aio error inside the block.
+
+    Every gRPC call of a :class:`WorkerConnection` runs in one: no bare
+    ``grpc.RpcError`` (or ``grpc.aio.UsageError``) reaches a user.
+
+    :param what: the call, to start the message (a tool's name, ``"Describe"``).
+    :raises WorkerError: the mapped error (``WorkerUnavailable``,
+        ``ExecutionTimeout``, ``PayloadTooLarge``), chained to grpc's.
+    """
+    try:
+        yield
+    except (grpc.RpcError, grpc.aio.BaseError) as exc:
+        error = error_from_grpc(exc, what)
+        assert error is not None
+        raise error from exc
 
 
 async def _finish(call: Any) -> Any:
@@ -156,7 +201,7 @@ def _fill(
             f"{tool}: cannot encode the arguments: {exc}", path=exc.path, type_name=exc.type_name
         ) from exc
     size = request.ByteSize()
-    if size > limit - _ENVELOPE:
+    if size > limit - ENVELOPE:
         raise PayloadTooLarge(
             f"{tool}: the arguments are {size} bytes, over the {limit}-byte message limit",
             size=size,
@@ -191,10 +236,9 @@ class WorkerConnection:
         self._metadata: tuple[tuple[str, str], ...] | None = (
             None if secret is None else ((METADATA_KEY, secret.hex()),)
         )
-        target = address[4:] if address.startswith("tcp:") else address
         self._limit = max_message_bytes
         self._channel = grpc.aio.insecure_channel(
-            target,
+            grpc_target(address),
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
@@ -223,6 +267,13 @@ class WorkerConnection:
         """Close the connection (calls in flight fail with WorkerUnavailable)."""
         await self._channel.close()
 
+    def _request(
+        self, tool: str, args: Any, timeout: float | None, session_id: str
+    ) -> worker_pb2.ExecuteRequest:
+        request = worker_pb2.ExecuteRequest()
+        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
+        return request
+
     async def execute(
         self,
         tool: str,
@@ -238,15 +289,10 @@ class WorkerConnection:
         :raises ExecutionTimeout: ``timeout`` passed (the remote call is cancelled).
         :raises PayloadTooLarge, PayloadError, WorkerUnavailable: see :mod:`snakepit.errors`.
         """
-        request = worker_pb2.ExecuteRequest()
-        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
-        try:
+        request = self._request(tool, args, timeout, session_id)
+        with grpc_errors(tool):
             call = self._stub.Execute(request, timeout=timeout, metadata=self._metadata)
             response = await _finish(call)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, tool) from None
-        except grpc.aio.UsageError as exc:  # the channel is closed
-            raise WorkerUnavailable(f"{tool}: {exc}") from exc
         return _result(response, tool, self._codec)
 
     async def stream(
@@ -263,38 +309,33 @@ class WorkerConnection:
 
         :raises RemoteError, ExecutionTimeout, WorkerUnavailable: as :meth:`execute`.
         """
-        request = worker_pb2.ExecuteRequest()
-        _fill(request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec)
-        call = self._stub.ExecuteStream(request, timeout=timeout, metadata=self._metadata)
+        request = self._request(tool, args, timeout, session_id)
+        with grpc_errors(tool):
+            call = self._stub.ExecuteStream(request, timeout=timeout, metadata=self._metadata)
         try:
-            async for chunk in call:
-                value = _chunk_value(chunk, tool, self._codec)
-                if value is _END:
-                    return
-                yield value
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, tool) from None
+            with grpc_errors(tool):
+                async for chunk in call:
+                    value = _chunk_value(chunk, tool, self._codec)
+                    if value is _END:
+                        return
+                    yield value
         finally:
             call.cancel()
         raise WorkerUnavailable(f"{tool}: the stream ended without its end marker")
 
     async def describe(self, *, timeout: float | None = 10.0) -> WorkerDescription:
         """The worker's adapter, protocol version and tool specs."""
-        try:
+        with grpc_errors("Describe"):
             described: worker_pb2.DescribeResponse = await _finish(
                 self._stub.Describe(
                     worker_pb2.DescribeRequest(), timeout=timeout, metadata=self._metadata
                 )
             )
-            return from_message(described)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "Describe") from None
-        except grpc.aio.UsageError as exc:  # the channel is closed
-            raise WorkerUnavailable(f"Describe: {exc}") from exc
+        return from_message(described)
 
     async def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
         """The ``grpc.health.v1`` status of ``service`` (``"SERVING"`` when all is well)."""
-        try:
+        with grpc_errors("Health.Check"):
             response = await _finish(
                 self._health.Check(
                     health_pb2.HealthCheckRequest(service=service),
@@ -302,15 +343,16 @@ class WorkerConnection:
                     metadata=self._metadata,
                 )
             )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "Health.Check") from None
-        except grpc.aio.UsageError as exc:  # the channel is closed
-            raise WorkerUnavailable(f"Health.Check: {exc}") from exc
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def multiplexer(self) -> Multiplexer:
-        """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC."""
-        return Multiplexer(_GrpcTransport(self._stub, self._metadata), self._limit, self._codec)
+        """Open a :class:`Multiplexer` on this connection's ``Channel`` RPC.
+
+        :raises WorkerUnavailable: the connection is closed.
+        """
+        with grpc_errors("Channel"):
+            transport = _GrpcTransport(self._stub, self._metadata)
+        return Multiplexer(transport, self._limit, self._codec)
 
 
 #: (channel, request id) of the call the current task left running (cancelled,
@@ -326,8 +368,13 @@ class Multiplexer:
     Requests that wait while a frame is being written go together in the next
     frame, and the worker batches its replies the same way, so 64 callers in
     flight cost a handful of messages, not 128 RPCs. Close it with
-    :meth:`aclose`; if the stream breaks, every pending call fails with
-    :class:`~snakepit.errors.WorkerUnavailable`.
+    :meth:`aclose` (or use it as an ``async with``); if the stream breaks,
+    every pending call fails with :class:`~snakepit.errors.WorkerUnavailable`.
+
+    It owns two tasks, started here and ended by :meth:`aclose`, which
+    returns once both have: one reads the worker's frames, one writes (or,
+    on the frames socket, waits for the socket's buffer to drain). Whatever
+    ends either one early breaks the channel, and its calls fail with it.
 
     A call whose caller is cancelled, that times out, or a stream closed
     early is cancelled in the worker; its tool may run on a while (a sync
@@ -354,21 +401,28 @@ class Multiplexer:
         self._unsettled: dict[int, asyncio.Future[bool]] = {}
         # Final replies that came for a cancelled call before its caller resumed.
         self._early: set[int] = set()
-        self._frames = [worker_pb2.ClientFrame()]
-        self._frame_size = 0
         self._wake = asyncio.Event()
         # A transport that writes without waiting (the frames socket) is written
         # from a callback at the end of the loop pass that queued the requests:
         # no hop to the writer task, and requests of one pass share a frame.
-        self._write_nowait: Callable[[worker_pb2.ClientFrame], bool] | None = getattr(
-            self._call, "write_nowait", None
+        self._batch = FrameBatcher(
+            worker_pb2.ClientFrame,
+            limit,
+            write_nowait=getattr(self._call, "write_nowait", None),
+            wake=self._wake.set,
+            flush=self._flush,
         )
-        self._flush_soon = FlushSoon(self._loop, self._flush)
         self._drain = False
         self._broken: WorkerError | None = None
         self._closed = False
-        self._writer = self._loop.create_task(self._write_loop())
-        self._reader = self._loop.create_task(self._read_loop())
+        self._writer = self._loop.create_task(self._write_loop(), name="snakepit channel writer")
+        self._reader = self._loop.create_task(self._read_loop(), name="snakepit channel reader")
+
+    async def __aenter__(self) -> Multiplexer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # -- calls -------------------------------------------------------------------------
 
@@ -384,30 +438,20 @@ class Multiplexer:
         # The request is built in place inside the frame being filled (no copy);
         # a request that would push the frame over the size limit opens the next.
         rid = next(self._ids)
-        field = getattr(self._frames[-1], kind)
+        batch = self._batch
+        field = getattr(batch.frame, kind)
         request = field.add()
         try:
             _fill(request, rid, tool, args, timeout, session_id, self._limit, self._codec)
         except BaseException:
             del field[-1]
             raise
-        size = request.ByteSize() + 8
-        if self._frame_size and self._frame_size + size > self._limit - _ENVELOPE:
+        size = request.ByteSize() + ITEM_OVERHEAD
+        if not batch.fits(size):
             del field[-1]
-            self._frames.append(worker_pb2.ClientFrame())
-            self._frame_size = 0
-            _fill(
-                getattr(self._frames[-1], kind).add(),
-                rid,
-                tool,
-                args,
-                timeout,
-                session_id,
-                self._limit,
-                self._codec,
-            )
-        self._frame_size += size
-        self._kick()
+            request = getattr(batch.next_frame(), kind).add()
+            _fill(request, rid, tool, args, timeout, session_id, self._limit, self._codec)
+        batch.added(size)
         return rid
 
     async def execute(
@@ -499,8 +543,8 @@ class Multiplexer:
         if rid in self._early:
             self._early.discard(rid)  # its final reply is in: it ended
             return
-        self._frames[-1].cancel.append(rid)
-        self._kick()
+        self._batch.frame.cancel.append(rid)
+        self._batch.added(ITEM_OVERHEAD)
         self._unsettled[rid] = self._loop.create_future()
         _left_running.set((self, rid))
 
@@ -542,25 +586,15 @@ class Multiplexer:
         if settled is not None and not settled.done():
             settled.set_result(True)
 
-    def _kick(self) -> None:
-        if self._write_nowait is None:
-            self._wake.set()
-        else:
-            self._flush_soon()
-
     def _flush(self) -> None:
-        write = self._write_nowait
-        if write is None or self._broken is not None or self._closed:
+        if self._broken is not None or self._closed:
             return
-        frames, self._frames = self._frames, [worker_pb2.ClientFrame()]
-        self._frame_size = 0
         try:
-            for frame in frames:
-                if (frame.execute or frame.stream or frame.cancel) and not write(frame):
-                    self._drain = True  # over the high-water mark: the writer task waits
-                    self._wake.set()
+            if not self._batch.write_all():
+                self._drain = True  # over the high-water mark: the writer task waits
+                self._wake.set()
         except Exception as exc:  # the socket broke under us
-            self._fail(WorkerUnavailable(f"the channel broke: {exc!r}"))
+            self._fail(_broke(exc))
 
     # -- the two loops -----------------------------------------------------------------
 
@@ -573,17 +607,12 @@ class Multiplexer:
                     self._drain = False
                     await self._call.drain()
                     continue
-                frames, self._frames = self._frames, [worker_pb2.ClientFrame()]
-                self._frame_size = 0
-                for frame in frames:
-                    if frame.execute or frame.stream or frame.cancel:
-                        await self._call.write(frame)
+                for frame in self._batch.take():
+                    await self._call.write(frame)
         except asyncio.CancelledError:
             raise
-        except grpc.RpcError as exc:
-            self._fail(error_from_rpc(exc, "Channel"))
-        except Exception as exc:  # the call was closed under us
-            self._fail(WorkerUnavailable(f"the channel broke: {exc!r}"))
+        except Exception as exc:  # the call failed, or was closed under us
+            self._fail(_broke(exc))
 
     async def _read_loop(self) -> None:
         pending = self._pending
@@ -612,10 +641,8 @@ class Multiplexer:
             self._fail(WorkerUnavailable("the worker closed the channel"))
         except asyncio.CancelledError:
             raise
-        except grpc.RpcError as exc:
-            self._fail(error_from_rpc(exc, "Channel"))
-        except (OSError, FrameError) as exc:
-            self._fail(WorkerUnavailable(f"the channel broke: {exc}"))
+        except Exception as exc:  # the call failed, the socket broke, a frame was unreadable
+            self._fail(_broke(exc))
 
     def _fail(self, error: WorkerError) -> None:
         if self._broken is None:
@@ -632,14 +659,13 @@ class Multiplexer:
         self._early.clear()
 
     async def aclose(self) -> None:
-        """Close the stream; pending calls fail with WorkerUnavailable."""
-        if self._closed:
-            return
-        self._closed = True
-        self._fail(WorkerUnavailable("the channel was closed"))
-        self._writer.cancel()
-        self._reader.cancel()
-        self._call.cancel()
+        """Close the stream (its pending calls fail with WorkerUnavailable) and end its tasks."""
+        if not self._closed:
+            self._closed = True
+            self._fail(WorkerUnavailable("the channel was closed"))
+            self._writer.cancel()
+            self._reader.cancel()
+            self._call.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
 
 
@@ -716,11 +742,12 @@ async def open_frames_multiplexer(
     :raises WorkerUnavailable: the socket cannot be reached, the worker
         refused the secret (the message says so), or did not answer in time.
     """
-    if not address.startswith("unix:"):
+    path = unix_path(address)
+    if path is None:
         raise ConfigError("address", f"a frames address is unix:PATH, got {address!r}")
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(address[5:], limit=1024 * 1024)
+            reader, writer = await asyncio.open_unix_connection(path, limit=1024 * 1024)
             try:
                 writer.write(frames_preface(secret))
                 answer = await reader.readexactly(len(FRAMES_ACCEPTED))
@@ -743,6 +770,15 @@ async def open_frames_multiplexer(
         raise WorkerUnavailable(f"{address}: not a snakepit worker's frames socket")
     transport = _FramesTransport(reader, writer, max_message_bytes)
     return Multiplexer(transport, max_message_bytes, codec)
+
+
+def _broke(exc: Exception) -> WorkerError:
+    """The error of a channel whose reading or writing raised ``exc``."""
+    error = error_from_grpc(exc, "Channel")
+    if error is None:
+        error = WorkerUnavailable(f"the channel broke: {exc}")
+        error.__cause__ = exc
+    return error
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

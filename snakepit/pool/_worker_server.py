@@ -13,6 +13,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from snakepit._wire._address import unix_path
 from snakepit._wire._codec import JSON, PICKLE
 from snakepit.errors import (
     ReachedMaxRestartIntensity,
@@ -361,10 +362,8 @@ class WorkerServer(GenServer[Any, Any, None]):
                 return
 
     def _socket_exists(self) -> bool:
-        handle = self.handle
-        if handle is None or not handle.address.startswith("unix:"):
-            return True
-        return os.path.exists(handle.address[len("unix:") :])
+        path = None if self.handle is None else unix_path(self.handle.address)
+        return path is None or os.path.exists(path)
 
     async def handle_info(self, message: Any, state: None) -> None:
         """React to the process: it failed to start, or exited."""

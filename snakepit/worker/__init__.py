@@ -21,6 +21,8 @@ means to send a description of a value JSON cannot carry, rather than fail
 with ``PayloadError``, returns ``Unserializable.of(value)``.
 """
 
+# First: grpc is imported with its logging quieted (before any module below imports it).
+from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 from snakepit._wire._codec import Unserializable as Unserializable
 
 from ._adapter import Adapter as Adapter

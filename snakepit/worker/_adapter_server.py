@@ -24,13 +24,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from snakepit._wire._address import Address, AddressError, frames_path
 from snakepit._wire._auth import SECRET_BYTES
-from snakepit._wire._frames import FrameError, frames_path, pack, read_frame, write_nowait
+from snakepit._wire._frames import FrameError, pack, read_frame, write_nowait
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
 from ._auth import AuthInterceptor, Refusals, accept_frames
-from ._channel import ChannelSession
+from ._channel import FramesChannel
 from ._service import AdapterService
 
 __all__ = ("AdapterServer",)
@@ -60,23 +61,17 @@ async def maybe_await(value: Any) -> None:
         await value
 
 
-def parse_listen(listen: str) -> tuple[str, Path | None]:
-    """Turn ``unix:PATH`` or ``tcp:HOST:PORT`` into a gRPC address (and the socket path).
+def parse_listen(listen: str) -> Address:
+    """Read ``--listen``: ``unix:PATH`` or ``tcp:HOST:PORT``.
+
+    A relative PATH is under the current directory.
 
     :raises AdapterStartError: any other form.
     """
-    if listen.startswith("unix:"):
-        path = Path(listen[5:])
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        return f"unix:{path}", path
-    if listen.startswith("tcp:"):
-        hostport = listen[4:]
-        host, sep, port = hostport.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise AdapterStartError(f"--listen {listen!r}: expected tcp:HOST:PORT (port 0 allowed)")
-        return hostport, None
-    raise AdapterStartError(f"--listen {listen!r}: expected unix:PATH or tcp:HOST:PORT")
+    try:
+        return Address.parse(listen)
+    except AddressError as exc:
+        raise AdapterStartError(f"--listen {listen!r}: {exc}") from None
 
 
 def _prepare_socket(path: Path) -> None:
@@ -144,7 +139,8 @@ class AdapterServer:
         """
         if secret is not None and (not isinstance(secret, bytes) or len(secret) != SECRET_BYTES):
             raise AdapterStartError(f"the secret must be {SECRET_BYTES} bytes")
-        address, socket_path = parse_listen(listen)
+        address = parse_listen(listen)
+        socket_path = Path(address.path) if address.kind == "unix" else None
         service = AdapterService(
             adapter,
             adapter_path=adapter_path,
@@ -168,22 +164,20 @@ class AdapterServer:
         if socket_path is not None:
             _prepare_socket(socket_path)
         try:
-            port = server.add_insecure_port(address)
+            port = server.add_insecure_port(address.target)
         except RuntimeError as exc:
             service.close()
             raise AdapterStartError(f"--listen {listen!r}: cannot bind: {exc}", EXIT_BIND) from exc
         await server.start()
         if socket_path is not None:
             os.chmod(socket_path, 0o600)
-            bound = address
         else:
-            bound = f"tcp:{address.rpartition(':')[0]}:{port}"
-        frames = None
-        self = cls(bound, frames, service, server, health, socket_path)
+            address = Address("tcp", host=address.host, port=port)
+        self = cls(str(address), None, service, server, health, socket_path)
         self._secret = secret
         self.refusals = refusals
-        if socket_path is not None:
-            frames_socket = frames_path(str(socket_path))
+        if address.frames is not None:
+            frames_socket = address.frames.path
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(frames_socket)  # left by a dead worker of an earlier run
             try:
@@ -196,7 +190,7 @@ class AdapterServer:
                     f"--listen {listen!r}: cannot bind {frames_socket}: {exc}", EXIT_BIND
                 ) from exc
             os.chmod(frames_socket, 0o600)
-            self.frames_address = f"unix:{frames_socket}"
+            self.frames_address = str(address.frames)
         for name in ("", "snakepit.v1.WorkerService"):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self
@@ -204,7 +198,7 @@ class AdapterServer:
     async def _serve_frames(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        # One connection: a ChannelSession fed by length-prefixed frames.
+        # One connection: a FramesChannel fed by length-prefixed frames.
         task = asyncio.current_task()
         assert task is not None
         self._frame_tasks.add(task)
@@ -223,13 +217,13 @@ class AdapterServer:
             # is closed unanswered.
             if not await accept_frames(reader, writer, self._secret, self.refusals):
                 return
-            session = ChannelSession(
+            channel = FramesChannel(
                 self.service,
                 write,
                 write_nowait=functools.partial(write_nowait, writer),
                 drain=writer.drain,
             )
-            await session.run(frames(), eof_is_gone=True)
+            await channel.run(frames(), eof_is_gone=True)
         except (FrameError, ConnectionError) as exc:
             logger.warning("frames connection closed: %s", exc)
         except asyncio.CancelledError:
@@ -274,4 +268,4 @@ class AdapterServer:
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(frames_path(str(self._socket)))
+                os.unlink(frames_path(self._socket))

@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from snakepit._wire._frames import FlushSoon
+from snakepit._wire._frames import FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 
 if TYPE_CHECKING:
@@ -27,11 +27,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("snakepit.worker")
 
-# Room left in a frame for everything but the items (field tags, lengths).
-_ENVELOPE = 1024
 
-
-class ChannelSession:
+class FramesChannel:
     """Serves one channel: reads frames, runs calls, writes coalesced replies.
 
     The transport is the caller's: ``write`` sends one frame (the ``Channel``
@@ -51,20 +48,26 @@ class ChannelSession:
         # A transport that buffers writes (the frames socket) is written from a
         # callback at the end of the loop pass that produced the replies, not
         # by a hop to the writing task; that task then only waits for drains.
-        self._write_nowait = write_nowait
         self._drain = drain
-        self._flush_soon = FlushSoon(asyncio.get_running_loop(), self._flush)
+        self._ready = asyncio.Event()
+        # Each item fits the limit (checked where it was made); frames are split
+        # so that none exceeds it. A stream's chunks keep their order.
+        self._batch = FrameBatcher(
+            worker_pb2.ServerFrame,
+            service.max_message_bytes,
+            write_nowait=write_nowait,
+            wake=self._ready.set,
+            flush=self._flush,
+        )
+        self._nowait = write_nowait is not None
         self._drain_needed = False
         self._reading = True
         self._loop = asyncio.get_running_loop()
         self._tasks: dict[int, asyncio.Task[None]] = {}  # by request id
-        self._responses: list[worker_pb2.ExecuteResponse] = []
-        self._chunks: list[worker_pb2.StreamChunk] = []
         self._running: dict[asyncio.Task[None], int] = {}  # the request id of each task
         self._stream_ids: set[int] = set()
         self._closed = False
         self._gone: asyncio.Future[None] = self._loop.create_future()  # the client is gone
-        self._ready = asyncio.Event()
 
     async def run(
         self, frames: AsyncIterator[worker_pb2.ClientFrame], *, eof_is_gone: bool = False
@@ -87,12 +90,11 @@ class ChannelSession:
                 if self._drain_needed and self._drain is not None:
                     self._drain_needed = False
                     await self._drain()
-                if self._responses or self._chunks:
-                    if self._write_nowait is not None:
-                        self._flush()
-                    else:
-                        for frame in self._frames():
-                            await self._write(frame)
+                if self._nowait:
+                    self._flush()
+                else:
+                    for frame in self._batch.take():
+                        await self._write(frame)
                 if reader.done() and (eof_is_gone or not self._running):
                     reader.result()  # re-raise what ended the reading, if anything
                     return
@@ -166,8 +168,7 @@ class ChannelSession:
             self._stream_ids.discard(rid)
             chunk = worker_pb2.StreamChunk(request_id=rid, error=info)
             if not self._closed:
-                self._chunks.append(chunk)
-                self._schedule()
+                self._batch.append("chunks", chunk)
         elif not self._closed:
             self._reply(worker_pb2.ExecuteResponse(request_id=rid, error=info))
 
@@ -183,46 +184,13 @@ class ChannelSession:
 
     async def _stream(self, request: worker_pb2.ExecuteRequest) -> None:
         async for chunk in self._service.stream(request):
-            self._chunks.append(chunk)
-            self._schedule()
+            self._batch.append("chunks", chunk)
         self._stream_ids.discard(request.request_id)  # its last chunk was the end or an error
 
     def _reply(self, response: worker_pb2.ExecuteResponse) -> None:
-        self._responses.append(response)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if self._write_nowait is None:
-            self._ready.set()
-        else:
-            self._flush_soon()
+        self._batch.append("responses", response)
 
     def _flush(self) -> None:
-        write = self._write_nowait
-        if write is None or not (self._responses or self._chunks):
-            return
-        for frame in self._frames():
-            if not write(frame):
-                self._drain_needed = True  # over the high-water mark
-                self._ready.set()
-
-    # -- writing ------------------------------------------------------------------------
-
-    def _frames(self) -> list[worker_pb2.ServerFrame]:
-        # Each item fits the limit (checked where it was made); frames are split
-        # so that none exceeds it. A stream's chunks keep their order.
-        limit = self._service.max_message_bytes - _ENVELOPE
-        responses, self._responses = self._responses, []
-        chunks, self._chunks = self._chunks, []
-        frames = [worker_pb2.ServerFrame()]
-        size = 0
-        items: list[tuple[str, Any]] = [("responses", r) for r in responses]
-        items += [("chunks", c) for c in chunks]
-        for field, item in items:
-            item_size = item.ByteSize() + 8
-            if size and size + item_size > limit:
-                frames.append(worker_pb2.ServerFrame())
-                size = 0
-            getattr(frames[-1], field).append(item)
-            size += item_size
-        return frames
+        if self._batch.pending and not self._batch.write_all():
+            self._drain_needed = True  # over the high-water mark
+            self._ready.set()

@@ -7,21 +7,9 @@ worker it forks is ready in a few milliseconds. It is itself started by exec
 no event loop, no gRPC server — and stays single-threaded, so a fork of it is
 as clean as a fresh interpreter with those modules loaded.
 
-The host talks to it over a ``SOCK_SEQPACKET`` socket (``--control-fd``), one
-JSON message per packet:
-
-- host -> server: ``{"op": "spawn", "id": ID, "argv": [...], "cwd": ...}`` (and
-  ``"env"`` if it is not the server's own) with three file descriptors (the
-  worker's stdin, stdout, stderr) and optionally a fourth, where the worker
-  reports ready (its number goes to the worker as ``--ready-fd``); with
-  ``--auth-stdin`` in the argv, the stdin (a unix socket) holds the worker's
-  secret, which only the worker reads (the server never does);
-- server -> host: ``{"op": "ready", "pid": N}`` once, then for each spawn
-  ``{"op": "spawned", "id": ID, "pid": N}`` with a pidfd of the worker, or
-  ``{"op": "error", "id": ID, "message": ...}`` (``id``: the request's), and
-  ``{"op": "exit", "pid": N, "code": C}`` when a worker exits (it reaps them;
-  ``code`` as ``Popen.returncode``: negative for a signal; what was left of
-  its process group is killed just before it is reaped).
+The host talks to it over a ``SOCK_SEQPACKET`` socket (``--control-fd``):
+spawn requests in, spawned/error/exit reports out, as
+:mod:`snakepit._wire._forkserver_protocol` describes (both ends use it).
 
 Each worker runs ``snakepit.worker``'s ``run(argv)`` in its own session
 (process group), with ``--parent-pid`` this server's pid and its own
@@ -42,7 +30,6 @@ import contextlib
 import ctypes
 import importlib
 import itertools
-import json
 import os
 import selectors
 import signal
@@ -52,6 +39,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from snakepit._wire import _forkserver_protocol as protocol
+
 from . import _main
 from ._adapter_server import AdapterStartError
 from ._descendants import become_subreaper, descendants, kill_tree
@@ -59,9 +48,6 @@ from ._descendants import become_subreaper, descendants, kill_tree
 __all__ = ("main", "run")
 
 _PR_SET_NAME = 15
-
-#: The largest control message (a spawn carries the worker's environment).
-MAX_MESSAGE = 1 << 20
 
 
 class ForkServer:
@@ -74,11 +60,7 @@ class ForkServer:
 
     def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
         with contextlib.suppress(OSError):  # the host is gone: the loop sees EOF next
-            data = json.dumps(message).encode()
-            if fds:
-                socket.send_fds(self.control, [data], list(fds))
-            else:
-                self.control.sendall(data)
+            protocol.send(self.control, protocol.encode(message), fds)
 
     def serve(self) -> int:
         signal.signal(signal.SIGCHLD, _noop)
@@ -88,7 +70,7 @@ class ForkServer:
         self.selector.register(self.control, selectors.EVENT_READ, "control")
         self.selector.register(0, selectors.EVENT_READ, "stdin")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
-        self.send({"op": "ready", "pid": os.getpid()})
+        self.send({"op": protocol.READY, "pid": os.getpid()})
         while not self.stopping:
             for key, _ in self.selector.select():
                 if key.data == "control":
@@ -107,26 +89,23 @@ class ForkServer:
         self.stopping = True
 
     def _on_control(self) -> None:
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(self.control, MAX_MESSAGE, 4)
-        except (BlockingIOError, InterruptedError):
+        received = protocol.receive(self.control, protocol.MAX_REQUEST, 4)
+        if received is None:
             return
-        except OSError:
-            data, fds = b"", []
+        data, fds = received
         if not data:
-            for fd in fds:
-                os.close(fd)
             self.stopping = True  # the host closed the launcher
             return
         rid = None
         try:
-            request = json.loads(data)
+            request = protocol.decode(data)
             rid = request.get("id")
-            if request.get("op") != "spawn" or len(fds) not in (3, 4):
+            if request.get("op") != protocol.SPAWN or len(fds) not in (3, 4):
                 raise ValueError(f"unexpected request {data[:200]!r} with {len(fds)} fds")
             pid = self._fork(request, fds)
         except Exception as exc:
-            self.send({"op": "error", "id": rid, "message": f"{type(exc).__name__}: {exc}"})
+            message = f"{type(exc).__name__}: {exc}"
+            self.send({"op": protocol.FAILED, "id": rid, "message": message})
         else:
             self.children.add(pid)
             # A pidfd, opened before it can be reaped (we reap it): the host
@@ -137,13 +116,11 @@ class ForkServer:
             except (OSError, AttributeError):
                 pidfds = []
             try:
-                self.send({"op": "spawned", "id": rid, "pid": pid}, pidfds)
+                self.send({"op": protocol.SPAWNED, "id": rid, "pid": pid}, pidfds)
             finally:
-                for pidfd in pidfds:
-                    os.close(pidfd)
+                protocol.close_fds(pidfds)
         finally:
-            for fd in fds:
-                os.close(fd)
+            protocol.close_fds(fds)
 
     def _fork(self, request: dict[str, Any], fds: list[int]) -> int:
         argv = [str(a) for a in request["argv"]]
@@ -222,10 +199,12 @@ class ForkServer:
             # holds the group id (no reused pid can be hit); then it is reaped.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
-            self.children.discard(pid)
-            self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+            self._reaped(pid, os.waitpid(pid, 0)[1])
             self._kill_adopted()
+
+    def _reaped(self, pid: int, status: int) -> None:
+        self.children.discard(pid)
+        self.send({"op": protocol.EXIT, "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
     def _kill_adopted(self) -> None:
         """SIGKILL what a dead worker left in other sessions (re-parented to us, the subreaper)."""
@@ -249,8 +228,7 @@ class ForkServer:
         signal.set_wakeup_fd(-1)
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
-                _, status = os.waitpid(pid, 0)
-                self.send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+                self._reaped(pid, os.waitpid(pid, 0)[1])
         self.children.clear()
         self._kill_adopted()  # what came to us as the workers exited
 

@@ -19,7 +19,7 @@ from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter, ArgumentError, ToolInfo
-from ._channel import ChannelSession
+from ._channel import FramesChannel
 from ._context import Context
 from ._slots import Job, Slots, ToolRaised
 
@@ -38,7 +38,7 @@ MAX_ERROR_MESSAGE = 16 * 1024
 MAX_ERROR_TRACEBACK = 64 * 1024
 
 
-#: Set by a ChannelSession for its calls (tasks inherit it): a future done once
+#: Set by a FramesChannel for its calls (tasks inherit it): a future done once
 #: its client is gone. A cancelled call answers once its tool has really ended
 #: (its thread returned), so that the client knows when the slot is free; with
 #: nobody left to answer (the client gone, or a unary RPC that was cancelled),
@@ -426,6 +426,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                     cancelled = True
         finally:
             finished.cancel()
+            await asyncio.wait((finished,))  # ended, not just asked to: no task outlives us
         if cancelled:
             raise asyncio.CancelledError
 
@@ -474,4 +475,4 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         """Many calls multiplexed on one stream; replies coalesced into frames."""
-        await ChannelSession(self, context.write).run(request_iterator)
+        await FramesChannel(self, context.write).run(request_iterator)

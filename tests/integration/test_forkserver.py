@@ -8,6 +8,7 @@ reported, nothing left behind; and a pool outlives its fork server's death
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -48,6 +49,38 @@ async def test_a_worker_has_its_own_session_and_the_pools_env_and_cwd(
         assert seen["ppid"] != os.getpid()  # forked by the pool's fork server,
         assert seen["ppid"] in ours  # which is ours
         assert seen["name"] == "sp:w0"
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_a_workers_grpc_logs_errors_only_though_the_hosts_environment_does_not_say_so(
+    start_method: StartMethod, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``import snakepit`` no longer sets GRPC_VERBOSITY in the host: the
+    # launcher puts it in the worker's environment.
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    async with Pool(ADAPTER, size=1, cwd=ROOT, start_method=start_method) as pool:
+        seen = await pool.execute("process", {"variable": "GRPC_VERBOSITY"})
+    assert seen["value"] == "ERROR"
+    assert "GRPC_VERBOSITY" not in os.environ
+
+
+async def test_no_task_of_a_fork_server_outlives_its_close(tmp_path: Path) -> None:
+    # Its stderr's reader, the watchers of its workers: its own, ended by aclose.
+    before = asyncio.all_tasks()
+    server = await ForkServerClient.start(cwd=ROOT)
+    try:
+        workers = [
+            await spawn_worker(ADAPTER, f"unix:{tmp_path}/w{i}.sock", cwd=ROOT, forkserver=server)
+            for i in range(2)
+        ]
+        await workers[0].aclose()  # one stopped, one left for the server to stop
+        assert any(not task.done() for task in server._tasks)
+    finally:
+        with anyio.fail_after(10):
+            await server.aclose()
+    with anyio.fail_after(10):
+        assert await workers[1].wait() == -signal.SIGKILL
+    assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
 
 
 async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:

@@ -4,17 +4,15 @@ A :class:`ForkServerClient` is one exec'd process per pool that has imported the
 worker runtime; :meth:`ForkServerClient.spawn` asks it to fork a worker and returns
 a :class:`ForkedProcess`, whose exit code the server reports when it reaps it.
 A worker so started is ready in a few milliseconds instead of ~150 ms of
-imports, and crashed workers are replaced as fast. See the worker side's
-docstring for the protocol.
+imports, and crashed workers are replaced as fast. The protocol is in
+:mod:`snakepit._wire._forkserver_protocol`.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import select
@@ -22,12 +20,14 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from snakepit._wire import _forkserver_protocol as protocol
+from snakepit._wire._grpc_logging import quiet_environment
 from snakepit.errors import exit_status
 from snakepit.pool._launch._output import CHUNK, OutputLines
 
@@ -95,7 +95,7 @@ class ForkedProcess:
     async def wait(self) -> int:
         """Wait for its exit code: the server's report, or a loss of the server."""
         if not self._exited.is_set() and self._pidfd is not None and self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(self._pidfd))
+            self._watcher = self._server._own(self._watch(self._pidfd), f"watch pid {self.pid}")
         await self._exited.wait()
         assert self.returncode is not None
         return self.returncode
@@ -114,6 +114,7 @@ class ForkedProcess:
         finally:
             loop.remove_reader(pidfd)
             report.cancel()
+            await asyncio.wait([report])  # ended, not just asked to
             self._watcher = None
             if self._exited.is_set():  # _set_exit left the pidfd to us
                 self._close_pidfd()
@@ -157,7 +158,8 @@ class ForkServerClient:
         self._fd = control.fileno()  # its number, for the loop, even once closed
         self._room: asyncio.Future[None] | None = None
         self._lost: str | None = None
-        self._pumps: list[asyncio.Task[None]] = []
+        #: Its tasks (its stderr's reader, watchers of its workers): ended by aclose.
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -188,13 +190,14 @@ class ForkServerClient:
     ) -> ForkServerClient:
         """Start ``python -m snakepit.worker._forkserver`` and wait for its ready message.
 
-        :param env: its environment, and its workers' (default: the host's).
+        :param env: its environment, and its workers' (default: the host's),
+            with ``GRPC_VERBOSITY=ERROR`` added unless it sets it.
         :param on_spawn: called with its pid as soon as the process exists.
         :raises ForkServerError: it could not be started, exited, or did not
             report ready in time (the message has its exit code and stderr
             tail); nothing is left running.
         """
-        env = dict(env) if env is not None else dict(os.environ)
+        env = quiet_environment(env)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [
             python or sys.executable,
@@ -231,10 +234,9 @@ class ForkServerClient:
         server = cls(proc, ours, deque(maxlen=STDERR_LINES), env)
         loop = asyncio.get_running_loop()
         assert proc.stderr is not None
-        server._pumps.append(
-            loop.create_task(
-                pump_lines(proc.stderr, server._stderr, logging.getLogger("snakepit.forkserver"))
-            )
+        server._own(
+            pump_lines(proc.stderr, server._stderr, logging.getLogger("snakepit.forkserver")),
+            "stderr",
         )
         ready: asyncio.Future[Any] = loop.create_future()
         server._waiting[0] = (ready, None)
@@ -259,6 +261,21 @@ class ForkServerClient:
             raise ForkServerError(failure + server._tail())
         return server
 
+    def _own(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        """Run ``work`` in a task of this server's, which :meth:`aclose` ends.
+
+        Its failure is the server's: it is lost with the error.
+        """
+        task = asyncio.get_running_loop().create_task(work, name=f"snakepit forkserver {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._lose(f"the fork server's {task.get_name()!r} failed: {exc!r}")
+
     def _tail(self) -> str:
         code = self._proc.returncode
         status = "" if code is None else f" ({exit_status(code)})"
@@ -267,37 +284,32 @@ class ForkServerClient:
 
     def _on_readable(self) -> None:
         while True:
-            try:
-                data, fds = _recv_fds(self._control, 65536, 1)
-            except (BlockingIOError, InterruptedError):
+            received = protocol.receive(self._control, protocol.MAX_REPLY, 1)
+            if received is None:
                 return
-            except OSError:
-                data, fds = b"", []
+            data, fds = received
             if not data:
-                for fd in fds:
-                    os.close(fd)
                 self._lose("the fork server exited", kill_server=False)
                 return
             try:
-                self._on_message(json.loads(data), fds)
+                self._on_message(protocol.decode(data), fds)
             except (ValueError, KeyError, TypeError) as exc:
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                protocol.close_fds(fds)
                 self._lose(f"the fork server sent an unreadable message: {exc}")
                 return
 
     def _on_message(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message["op"]
-        if op == "exit":
+        if op == protocol.EXIT:
             child = self._children.pop(int(message["pid"]), None)
             if child is not None:
                 child._set_exit(int(message["code"]))
             return
         rid = int(message.get("id") or 0)
-        pid = int(message["pid"]) if op == "spawned" else 0  # checked before anything is taken
+        spawned = op == protocol.SPAWNED
+        pid = int(message["pid"]) if spawned else 0  # checked before anything is taken
         waiter, stdin_fd = self._waiting.pop(rid, (None, None))
-        if op == "spawned":
+        if spawned:
             # Without a pidfd (an old kernel) the server's reports alone tell its exit.
             pidfd = fds.pop() if fds else None
             # Registered now, before anything else is read: its exit report may
@@ -313,12 +325,11 @@ class ForkServerClient:
             if stdin_fd is not None:  # no worker to give it to
                 os.close(stdin_fd)
             if waiter is not None and not waiter.done():
-                if op == "ready":
+                if op == protocol.READY:
                     waiter.set_result(message)
                 else:
                     waiter.set_exception(ForkServerError(str(message.get("message", message))))
-        for fd in fds:  # none expected here
-            os.close(fd)
+        protocol.close_fds(fds)  # none expected here
 
     def _lose(self, why: str, *, kill: bool = True, kill_server: bool = True) -> None:
         """The server is gone or useless: every worker it ran is reported dead (and killed)."""
@@ -369,11 +380,11 @@ class ForkServerClient:
         if not self.alive:
             raise ForkServerError(self._lost or "the fork server is closed")
         rid = next(self._ids)
-        request: dict[str, Any] = {"op": "spawn", "id": rid, "argv": argv}
+        request: dict[str, Any] = {"op": protocol.SPAWN, "id": rid, "argv": argv}
         request["cwd"] = str(cwd if cwd is not None else os.getcwd())
         if env is not None and dict(env) != self.env:
             request["env"] = dict(env)
-        data = json.dumps(request).encode()
+        data = protocol.encode(request)
         pipes: list[tuple[int, int]] = []
         try:
             pipes.append(
@@ -427,7 +438,7 @@ class ForkServerClient:
             if not self.alive:
                 raise ForkServerError(self._lost or "the fork server is closed")
             try:
-                socket.send_fds(self._control, [data], fds)
+                protocol.send(self._control, data, fds)
                 return
             except BlockingIOError:  # its socket is full: wait for room
                 self._room = room = loop.create_future()
@@ -472,9 +483,10 @@ class ForkServerClient:
             # Exited by itself: it killed and reaped what it still ran (unreported).
             # Otherwise what it ran is killed here.
             self._lose("the fork server is closed", kill=not clean, kill_server=False)
-        pumps = [t for t in self._pumps if not t.done()]
-        if pumps:
-            await asyncio.wait(pumps)
+        # Its stderr's reader ends at the EOF of a reaped server; the watchers of
+        # its workers once they are reported dead, as _lose just did.
+        if self._tasks:
+            await asyncio.wait(self._tasks)
 
 
 def stdin_with_secret(secret: bytes) -> tuple[int, int]:
@@ -493,22 +505,6 @@ def stdin_with_secret(secret: bytes) -> tuple[int, int]:
         theirs.close()
         raise
     return theirs.detach(), ours.detach()
-
-
-def _recv_fds(sock: socket.socket, size: int, most: int) -> tuple[bytes, list[int]]:
-    """A message and the fds that came with it, received close-on-exec.
-
-    (``socket.recv_fds`` of Python 3.11 drops its ``flags``: the fds would be
-    inheritable by whatever the host's own code starts.)
-    """
-    fds = array.array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(
-        size, socket.CMSG_LEN(most * fds.itemsize), socket.MSG_CMSG_CLOEXEC
-    )
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
 
 
 def worker_channel() -> tuple[int, int]:

@@ -9,6 +9,7 @@ but no process to spawn. There is no crash isolation: it is for tests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import signal
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import anyio
 
+from snakepit._wire._address import Address
 from snakepit._wire._auth import new_secret
 from snakepit.errors import WorkerStartError
 from snakepit.worker import Adapter, AdapterServer
@@ -29,6 +31,8 @@ from .._config import PoolConfig
 
 __all__ = ("InProcessHandle", "InProcessLauncher")
 
+logger = logging.getLogger("snakepit.pool")
+
 
 @dataclass(eq=False)
 class InProcessHandle:
@@ -38,6 +42,11 @@ class InProcessHandle:
     would when a process dies (exit code ``-SIGKILL``); :meth:`aclose` stops
     it gracefully and runs the adapter's ``teardown()`` (exit code 0). A sync
     tool's thread cannot be killed: it runs on to its end.
+
+    The stop runs in a task of its own (``kill()`` does not wait), which
+    :meth:`wait` and :meth:`aclose` see to its end before they return; a
+    failure of a stop that :meth:`kill` started is logged (its exit code is
+    still ``-SIGKILL``), one of :meth:`aclose`'s raised.
     """
 
     #: The id the pool gave it.
@@ -67,25 +76,31 @@ class InProcessHandle:
         return ""
 
     async def wait(self) -> int:
-        """Wait until it stopped; return its exit code."""
+        """Wait until it stopped (its stop task ended); return its exit code."""
         await self._exited.wait()
+        if self._stopping is not None:
+            await asyncio.wait([self._stopping])  # it ends right after it set _exited
         assert self._returncode is not None
         return self._returncode
 
     def kill(self) -> None:
         """Stop serving now: calls in flight fail as if its process had died."""
         if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_task(
-                self._stop(-signal.SIGKILL, grace=None)
-            )
+            self._stopping = self._start_stop(-signal.SIGKILL, None)
+            self._stopping.add_done_callback(_log_failure)
 
     async def aclose(self, grace: float = 5.0) -> int:
         """Finish calls in flight for up to ``grace`` seconds, stop, run ``teardown()``."""
         if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_task(self._stop(0, grace=grace))
+            self._stopping = self._start_stop(0, grace)
         # Shielded: the stop finishes even when the caller is cancelled.
         await asyncio.shield(self._stopping)
         return await self.wait()
+
+    def _start_stop(self, code: int, grace: float | None) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(
+            self._stop(code, grace=grace), name=f"snakepit in-process stop {self.worker_id}"
+        )
 
     async def _stop(self, code: int, grace: float | None) -> None:
         try:
@@ -99,6 +114,11 @@ class InProcessHandle:
             self._exited.set()
             if self._on_stopped is not None:
                 self._on_stopped()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("%s failed", task.get_name(), exc_info=exc)
 
 
 class InProcessLauncher:
@@ -148,7 +168,7 @@ class InProcessLauncher:
             with anyio.CancelScope(shield=True):  # milliseconds; never left half started
                 server = await AdapterServer.start(
                     adapter,
-                    listen=f"unix:{self._socket_dir()}/{worker_id}.sock",
+                    listen=str(Address.unix(self._socket_dir() / f"{worker_id}.sock")),
                     adapter_path=config.adapter,
                     worker_id=worker_id,
                     max_concurrency=config.max_concurrency,

@@ -7,6 +7,7 @@ import os
 
 import anyio
 
+from snakepit._wire._address import Address
 from snakepit.errors import WorkerStartError
 
 from .._config import PoolConfig
@@ -62,7 +63,7 @@ class LocalLauncher:
             forkserver = await self._forkserver(config, env, run, worker_id)
         return await spawn_worker(
             config.adapter,
-            f"unix:{run.socket(worker_id)}",
+            str(Address.unix(run.socket(worker_id))),
             worker_id=worker_id,
             run_id=run.run_id,
             max_concurrency=config.max_concurrency,

@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ()
@@ -200,18 +200,20 @@ class _ReadyProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def read_ready_line(fd: int, exited: Callable[[], asyncio.Future[Any]]) -> bytes | None:
+async def read_ready_line(fd: int, exited: Callable[[], Awaitable[object]]) -> bytes | None:
     """The first line written to the pipe ``fd`` (closed after), or None: the writer exited first.
 
-    :param exited: makes a future done when the writing process exited
-        (then what the pipe already holds is still read).
+    :param exited: waits until the writing process exited (then what the
+        pipe already holds is still read). It runs in a task of this call's
+        own, ended before this returns.
     """
     protocol = _ReadyProtocol()
     await _connect(fd, protocol)
-    death = exited()
+    death: asyncio.Future[Any] = asyncio.ensure_future(exited())
     try:
         await asyncio.wait([protocol.line, death], return_when=asyncio.FIRST_COMPLETED)
         if not protocol.line.done():
+            death.result()  # its failure is ours
             with contextlib.suppress(OSError):
                 while data := os.read(fd, 65536):
                     protocol.data += data
@@ -226,6 +228,9 @@ async def read_ready_line(fd: int, exited: Callable[[], asyncio.Future[Any]]) ->
         death.cancel()
         if protocol.transport is not None:
             protocol.transport.close()
+        await asyncio.wait([death])  # ended, not just asked to
+        if not death.cancelled():
+            death.exception()  # seen (a failure after the line: the next wait raises it again)
 
 
 async def _connect(fd: int, protocol: asyncio.Protocol) -> None:

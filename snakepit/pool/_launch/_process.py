@@ -36,8 +36,9 @@ from typing import Any, Protocol
 
 import anyio
 
+from snakepit._wire._address import Address, AddressError
 from snakepit._wire._auth import SECRET_BYTES, new_secret
-from snakepit._wire._frames import frames_path
+from snakepit._wire._grpc_logging import quiet_environment
 from snakepit.errors import ConfigError, WorkerStartError, exit_status
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
@@ -235,7 +236,8 @@ async def spawn_worker(
 
     :param adapter: ``package.module:Class``.
     :param listen: ``unix:PATH`` (its directory is created 0700) or ``tcp:HOST:PORT``.
-    :param env: the worker's whole environment (default: the host's).
+    :param env: the worker's whole environment (default: the host's), with
+        ``GRPC_VERBOSITY=ERROR`` added unless it sets it.
     :param on_spawn: called with the pid as soon as the process exists.
     :param forkserver: fork the worker from this fork server (its ``python``
         is the server's) instead of starting a new interpreter.
@@ -267,12 +269,15 @@ async def spawn_worker(
         *extra_args,
         "--auth-stdin",
     ]
-    if forkserver is not None:
+    if forkserver is not None:  # no env: the server's own (quieted when it started)
+        env = None if env is None else quiet_environment(env)
         child, out_fd, ready_fd = await _fork(
             forkserver, worker_id, args, env, cwd, ready_timeout, secret
         )
     else:
-        child, out_fd, ready_fd = _exec(worker_id, python, args, env, cwd, secret)
+        child, out_fd, ready_fd = _exec(
+            worker_id, python, args, quiet_environment(env), cwd, secret
+        )
     tail: deque[str] = deque(maxlen=STDERR_LINES)
     lines = OutputLines(tail, logging.getLogger(f"snakepit.worker.{worker_id}"))
     worker = WorkerProcess(worker_id, "", child.pid, {}, child, tail, secret=secret)
@@ -283,9 +288,7 @@ async def spawn_worker(
         worker._pump = await OutputPump.start(fds.pop(0), lines)
         try:
             async with asyncio.timeout(ready_timeout):
-                line = await read_ready_line(
-                    fds.pop(0), lambda: asyncio.ensure_future(child.wait())
-                )
+                line = await read_ready_line(fds.pop(0), child.wait)
         except TimeoutError:
             raise await _failed(worker, f"no ready line within {ready_timeout:g}s") from None
         if not line:
@@ -316,18 +319,23 @@ def _unexpected_address(ready: dict[str, Any], listen: str, cwd: str | Path | No
     the host chose, never one that a forged report could name.
     """
     address, frames = ready.get("address"), ready.get("frames")
-    if listen.startswith("unix:"):
-        path = Path(listen[len("unix:") :])
-        if not path.is_absolute():
-            path = Path(cwd if cwd is not None else os.getcwd()) / path
-        expected = f"unix:{path}"
+    try:
+        chosen = Address.parse(listen, cwd=cwd)
+    except AddressError as exc:  # the worker refuses it before any report
+        return f"cannot be checked against {listen!r}: {exc}"
+    if chosen.kind == "unix":
+        expected = str(chosen)
         if address != expected:
             return f"names the address {address!r}, not {expected!r}"
-        if frames is not None and frames != f"unix:{frames_path(str(path))}":
+        if frames is not None and frames != str(chosen.frames):
             return f"names the frames socket {frames!r}, not the one of {expected!r}"
         return ""
-    host = listen[len("tcp:") :].rpartition(":")[0]
-    if not isinstance(address, str) or address.rpartition(":")[0] != f"tcp:{host}":
+    host = chosen.host
+    try:
+        reported = Address.parse(address) if isinstance(address, str) else None
+    except AddressError:
+        reported = None
+    if reported is None or reported.kind != "tcp" or reported.host != host:
         return f"names the address {address!r}, not one on {host!r}"
     if frames is not None:
         return f"names a frames socket {frames!r} for a tcp address"
@@ -341,7 +349,7 @@ def _exec(
     worker_id: str,
     python: str | None,
     args: list[str],
-    env: Mapping[str, str] | None,
+    env: dict[str, str],
     cwd: str | Path | None,
     secret: bytes,
 ) -> _Started:
@@ -371,7 +379,7 @@ def _exec(
             stderr=out_w,
             pass_fds=(ready_w,),
             start_new_session=True,
-            env=dict(env) if env is not None else None,
+            env=env,
             cwd=cwd,
         )
     except OSError as exc:

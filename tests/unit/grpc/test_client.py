@@ -467,8 +467,8 @@ class TestCancellationAcks:
             (rid,) = mux.left_running
             settled = asyncio.ensure_future(mux.settled(rid))
             await anyio.wait_all_tasks_blocked()
-            mux._frames[-1].cancel.append(rid)  # the second cancel of the same call
-            mux._kick()
+            mux._batch.frame.cancel.append(rid)  # the second cancel of the same call
+            mux._batch.added(8)
             await anyio.wait_all_tasks_blocked()
             assert not settled.done()  # the tool runs on: no reply yet
             gate(key).release.set()

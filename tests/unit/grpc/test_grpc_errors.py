@@ -1,0 +1,144 @@
+"""The one grpc -> snakepit error mapper: no bare grpc error reaches a user."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import anyio
+import grpc
+import pytest
+
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
+from snakepit.errors import ExecutionTimeout, PayloadTooLarge, WorkerError, WorkerUnavailable
+from snakepit.pool._connection import (
+    Multiplexer,
+    WorkerConnection,
+    _GrpcTransport,
+    error_from_grpc,
+    grpc_errors,
+)
+
+from .conftest import Served
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # grpc.aio
+
+
+def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "details")
+
+
+class TestMapper:
+    @pytest.mark.parametrize(
+        ("code", "expected"),
+        [
+            (grpc.StatusCode.RESOURCE_EXHAUSTED, PayloadTooLarge),
+            (grpc.StatusCode.DEADLINE_EXCEEDED, ExecutionTimeout),
+            (grpc.StatusCode.UNAUTHENTICATED, WorkerUnavailable),
+            (grpc.StatusCode.UNAVAILABLE, WorkerUnavailable),
+            (grpc.StatusCode.INTERNAL, WorkerUnavailable),
+        ],
+    )
+    def test_a_status_code_becomes_its_public_error_chained_to_grpcs(
+        self, code: grpc.StatusCode, expected: type[WorkerError]
+    ) -> None:
+        raised = rpc_error(code)
+        with pytest.raises(expected) as caught, grpc_errors("tool"):
+            raise raised
+        assert type(caught.value) is expected
+        assert caught.value.__cause__ is raised
+        assert str(caught.value).startswith("tool: ")
+
+    @pytest.mark.parametrize("kind", [grpc.aio.UsageError, grpc.aio.InternalError])
+    def test_a_grpc_aio_error_is_worker_unavailable(self, kind: type[Exception]) -> None:
+        raised = kind("Channel is closed.")
+        expected = r"^Describe: Channel is closed\.$"
+        with pytest.raises(WorkerUnavailable, match=expected) as caught, grpc_errors("Describe"):
+            raise raised
+        assert caught.value.__cause__ is raised
+
+    def test_other_errors_pass_through(self) -> None:
+        with pytest.raises(KeyError), grpc_errors("tool"):
+            raise KeyError("not grpc's")
+        assert error_from_grpc(KeyError("x"), "tool") is None
+
+
+class TestNoBareGrpcErrorReachesAUser:
+    async def test_every_call_on_a_closed_connection_is_worker_unavailable(self) -> None:
+        # Before: a stream and a multiplexer opened on a closed connection
+        # raised grpc.aio.UsageError.
+        client = WorkerConnection("unix:/nonexistent-snakepit-test.sock")
+        await client.aclose()
+        with pytest.raises(WorkerUnavailable, match="Channel is closed"):
+            await client.execute("echo")
+        with pytest.raises(WorkerUnavailable, match="Channel is closed"):
+            await client.describe()
+        with pytest.raises(WorkerUnavailable, match="Channel is closed"):
+            await client.health()
+        with pytest.raises(WorkerUnavailable, match="Channel is closed"):
+            async for _ in client.stream("count"):
+                pass  # pragma: no cover - nothing comes
+        with pytest.raises(WorkerUnavailable, match="Channel is closed"):
+            client.multiplexer()
+
+    async def test_an_unreachable_worker_keeps_grpcs_error_as_the_cause(
+        self, tmp_path: Path
+    ) -> None:
+        # Before: ``raise ... from None`` dropped the cause the mapper had set.
+        async with WorkerConnection(f"unix:{tmp_path}/none.sock") as client:
+            with pytest.raises(WorkerUnavailable) as caught:
+                await client.execute("echo", timeout=5)
+            assert isinstance(caught.value.__cause__, grpc.RpcError)
+            with pytest.raises(WorkerUnavailable) as streamed:
+                async for _ in client.stream("count", timeout=5):
+                    pass  # pragma: no cover - nothing comes
+            assert isinstance(streamed.value.__cause__, grpc.RpcError)
+
+
+class _Unreadable(_GrpcTransport):
+    """A Channel whose reading fails with an error no layer below expected."""
+
+    def __init__(self) -> None:
+        self.failed = asyncio.Event()
+
+    async def write(self, frame: worker_pb2.ClientFrame) -> None:
+        pass
+
+    async def read(self) -> worker_pb2.ServerFrame | None:
+        await self.failed.wait()
+        raise ValueError("a frame nobody can read")
+
+    def cancel(self) -> None:
+        pass
+
+
+class TestTheChannelsTasks:
+    async def test_an_unexpected_error_in_the_reader_fails_the_calls_in_flight(self) -> None:
+        # Before: the reader task died with it, unseen, and the call hung.
+        transport = _Unreadable()
+        mux = Multiplexer(transport, 1024 * 1024)
+        try:
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+
+                    async def call() -> None:
+                        with pytest.raises(WorkerUnavailable, match="a frame nobody can read"):
+                            await mux.execute("echo", {})
+
+                    tg.start_soon(call)
+                    await anyio.wait_all_tasks_blocked()
+                    transport.failed.set()
+        finally:
+            await mux.aclose()
+
+    async def test_a_transport_error_of_grpc_is_mapped(self, echo: tuple[Served, object]) -> None:
+        served, _ = echo
+        # The Channel RPC without the secret: the worker refuses it.
+        async with WorkerConnection(served.address) as client:
+            mux = client.multiplexer()
+            try:
+                with pytest.raises(WorkerUnavailable, match="authentication failed"):
+                    await mux.execute("echo", {})
+            finally:
+                await mux.aclose()

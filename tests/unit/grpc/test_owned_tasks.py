@@ -1,0 +1,116 @@
+"""Every task the host side starts has an owner, and is over when its owner is closed.
+
+For each owner: after its close (or the call that started the task returns),
+no task it started is still pending, and the close does not hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from snakepit.pool import InProcessLauncher, PoolConfig
+from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+
+from .conftest import Served, Spawn
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # grpc.aio
+
+Echo = tuple[Served, WorkerConnection]
+
+
+def started_since(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
+    """The tasks started since ``before`` was taken that have not ended."""
+    return {task for task in asyncio.all_tasks() - before if not task.done()}
+
+
+def channel_tasks(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
+    """The Multiplexer's own tasks (the worker's server runs in this loop too)."""
+    return {t for t in started_since(before) if t.get_name().startswith("snakepit channel ")}
+
+
+class TestMultiplexer:
+    async def test_its_tasks_end_with_it_on_the_channel_rpc(self, echo: Echo) -> None:
+        _, client = echo
+        before = asyncio.all_tasks()
+        mux = client.multiplexer()
+        assert await mux.execute("echo", {"value": 1}) == 1
+        assert len(channel_tasks(before)) == 2  # its reader and writer
+        with anyio.fail_after(5):
+            await mux.aclose()
+        assert channel_tasks(before) == set()
+
+    async def test_its_tasks_end_with_it_on_the_frames_socket(self, echo: Echo) -> None:
+        served, _ = echo
+        assert served.frames_address is not None
+        before = asyncio.all_tasks()
+        with anyio.fail_after(5):
+            async with await open_frames_multiplexer(
+                served.frames_address, secret=served.secret
+            ) as mux:
+                assert await mux.execute("echo", {"value": 1}) == 1
+        assert channel_tasks(before) == set()
+
+    async def test_a_second_close_waits_for_its_tasks_too(self, echo: Echo) -> None:
+        _, client = echo
+        before = asyncio.all_tasks()
+        mux = client.multiplexer()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await mux.aclose()  # cancelled while it waited for its tasks
+        with anyio.fail_after(5):
+            await mux.aclose()
+        assert channel_tasks(before) == set()
+
+
+class TestSpawnWorker:
+    async def test_no_task_outlives_the_start(self, spawn: Spawn) -> None:
+        before = asyncio.all_tasks()
+        worker = await spawn()
+        # The wait for an early exit is over; what is left is the worker's
+        # reaper, its own (WorkerProcess.aclose ends it).
+        assert started_since(before) <= {getattr(worker._child, "_watcher", None)}
+        with anyio.fail_after(5):
+            await worker.aclose()
+        assert started_since(before) == set()
+
+    async def test_a_worker_that_exits_before_ready_leaves_no_task(self, spawn: Spawn) -> None:
+        from snakepit.errors import WorkerStartError
+
+        before = asyncio.all_tasks()
+        with pytest.raises(WorkerStartError), anyio.fail_after(10):
+            await spawn("no.such.module:Adapter")
+        assert started_since(before) == set()
+
+
+@pytest.fixture
+async def in_process() -> AsyncIterator[InProcessLauncher]:
+    launcher = InProcessLauncher()
+    try:
+        yield launcher
+    finally:
+        await launcher.aclose()
+
+
+class TestInProcessHandle:
+    async def test_a_kill_is_over_when_wait_returns(self, in_process: InProcessLauncher) -> None:
+        config = PoolConfig(adapter="snakepit.testing.adapters:Echo")
+        handle = await in_process.start(config, "w0", "run")
+        before = asyncio.all_tasks()
+        handle.kill()
+        with anyio.fail_after(5):
+            assert await handle.wait() == -signal.SIGKILL
+        assert started_since(before) == set()
+
+    async def test_a_close_is_over_when_it_returns(self, in_process: InProcessLauncher) -> None:
+        config = PoolConfig(adapter="snakepit.testing.adapters:Echo")
+        handle = await in_process.start(config, "w0", "run")
+        before = asyncio.all_tasks()
+        with anyio.fail_after(5):
+            assert await handle.aclose() == 0
+        assert started_since(before) == set()
