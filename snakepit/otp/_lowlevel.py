@@ -22,7 +22,7 @@ import sys
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 #: What a slot holds when the caller's timeout expired first.
 TIMED_OUT: Final = object()
@@ -335,3 +335,25 @@ def current_backend() -> Backend:
     if backend is None:
         backend = _asyncio_backends[loop] = _AsyncioBackend()
     return backend
+
+
+_T = TypeVar("_T")
+
+
+class NoPublicConstructor(type):
+    """The metaclass of a public class that only snakepit makes (a ref, a reply handle).
+
+    Users get instances from snakepit (``GenServer.start`` returns a ref) and
+    never build one: calling the class raises ``TypeError``, so its
+    constructor, which takes the loop's low-level parts, is not API.
+    snakepit builds them with ``Class._create(...)``.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{cls.__module__.split('._')[0]}.{cls.__qualname__} is made by snakepit, "
+            "not constructed directly"
+        )
+
+    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
+        return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]

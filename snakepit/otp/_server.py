@@ -10,14 +10,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from snakepit.errors import CallTimeout, ConfigError, ServerExited
 
-from ._lowlevel import TIMED_OUT, Backend, Failure, Slot, current_backend
+from ._lowlevel import TIMED_OUT, Backend, Failure, NoPublicConstructor, Slot, current_backend
 from ._reasons import ExitReason, Shutdown, is_abnormal
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class Ignore:
         return "Ignore()"
 
 
-class ReplyHandle(Generic[Reply]):
+class ReplyHandle(Generic[Reply], metaclass=NoPublicConstructor):
     """The way to answer one call later (OTP's ``From``); see :class:`NoReply`.
 
     Usable from any task of the server's event loop (not from another thread).
@@ -199,7 +199,7 @@ class MailboxStats:
     received: int
 
 
-class ServerRef(Generic[Request, Reply]):
+class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
     """The identity of one started server instance, and the way to talk to it.
 
     A restarted child gets a new ref with a higher :attr:`generation`; the old
@@ -659,7 +659,7 @@ class GenServer(Generic[Request, Reply, State]):
         slot = ref._current
         if slot is None or ref._backend.current_task() is not ref._task:
             raise ConfigError("reply_handle", "only handle_call, in the server's task, has one")
-        return ReplyHandle(ref, slot)
+        return cast("ReplyHandle[Reply]", ReplyHandle._create(ref, slot))
 
     async def terminate(self, reason: ExitReason, state: State) -> None:
         """Clean up before exit; not called after :meth:`ServerRef.kill`."""
@@ -922,7 +922,7 @@ async def start_server(
     link: ExitCallback | None = None,
 ) -> ServerRef[Request, Reply]:
     """Start ``server`` in ``tg`` (the one place every start goes through)."""
-    ref: ServerRef[Request, Reply] = server._ref_class(
+    ref: ServerRef[Request, Reply] = server._ref_class._create(
         server, current_backend(), name=name, generation=generation
     )
     server.ref = ref

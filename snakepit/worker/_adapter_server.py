@@ -106,7 +106,7 @@ class AdapterServer:
     #: None on tcp, where the ``Channel`` RPC carries them).
     frames_address: str | None
     #: The tools' service (shared by both transports).
-    service: AdapterService
+    _service: AdapterService = field(repr=False)
     _server: grpc.aio.Server = field(repr=False)
     _health: health_aio.HealthServicer = field(repr=False)
     _socket: Path | None = field(repr=False)
@@ -114,7 +114,7 @@ class AdapterServer:
     _frame_tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
     _secret: bytes | None = field(default=None, repr=False)
     #: Connections and calls refused for want of the secret (counted, logged).
-    refusals: Refusals = field(default_factory=Refusals, repr=False)
+    _refusals: Refusals = field(default_factory=Refusals, repr=False)
 
     @classmethod
     async def start(
@@ -175,7 +175,7 @@ class AdapterServer:
             address = Address("tcp", host=address.host, port=port)
         self = cls(str(address), None, service, server, health, socket_path)
         self._secret = secret
-        self.refusals = refusals
+        self._refusals = refusals
         if address.frames is not None:
             frames_socket = address.frames.path
             with contextlib.suppress(FileNotFoundError):
@@ -202,7 +202,7 @@ class AdapterServer:
         task = asyncio.current_task()
         assert task is not None
         self._frame_tasks.add(task)
-        limit = self.service.max_message_bytes
+        limit = self._service.max_message_bytes
 
         async def write(frame: worker_pb2.ServerFrame) -> None:
             writer.write(pack(frame))
@@ -215,10 +215,10 @@ class AdapterServer:
         try:
             # Before anything else is read: a connection without the secret
             # is closed unanswered.
-            if not await accept_frames(reader, writer, self._secret, self.refusals):
+            if not await accept_frames(reader, writer, self._secret, self._refusals):
                 return
             channel = FramesChannel(
-                self.service,
+                self._service,
                 write,
                 write_nowait=functools.partial(write_nowait, writer),
                 drain=writer.drain,
@@ -236,13 +236,13 @@ class AdapterServer:
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let those in flight finish for up to ``grace`` seconds, stop."""
-        self.service.stop_accepting()
+        self._service.stop_accepting()
         await self._health.enter_graceful_shutdown()
         idle = True
         started = time.monotonic()
-        if self.service.in_flight:
+        if self._service.in_flight:
             try:
-                await asyncio.wait_for(self.service.wait_idle(), grace)
+                await asyncio.wait_for(self._service.wait_idle(), grace)
             except TimeoutError:
                 idle = False
                 logger.warning("calls still running after %gs; cancelling them", grace)
@@ -264,7 +264,7 @@ class AdapterServer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.stop(grpc_grace)
-        self.service.close()
+        self._service.close()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):

@@ -534,3 +534,14 @@ class TestRunningStartAndSelfCallEdges:
                 await BlockedInit.start(tg, name="slow", registry=registry)
             assert info.value.reason == "killed"
         assert registry.whereis("slow") is None
+
+
+@pytest.mark.parametrize("made_by_snakepit", ["ServerRef", "SupervisorRef", "ReplyHandle"])
+def test_refs_and_reply_handles_have_no_public_constructor(made_by_snakepit: str) -> None:
+    # They come from start() and reply_handle(); their constructors take the
+    # loop's low-level parts, which are not API.
+    import snakepit.otp
+
+    cls = getattr(snakepit.otp, made_by_snakepit)
+    with pytest.raises(TypeError, match=f"snakepit.otp.{made_by_snakepit} is made by snakepit"):
+        cls(object(), object())
