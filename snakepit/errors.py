@@ -48,6 +48,8 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from snakepit._wire._payload_fields import PayloadFields
+
 if TYPE_CHECKING:
     from snakepit.otp._reasons import ExitReason
 
@@ -374,21 +376,13 @@ class PayloadTooLarge(WorkerError):
         self.limit = limit
 
 
-class PayloadError(WorkerError, ValueError):
+class PayloadError(PayloadFields, WorkerError, ValueError):
     """Arguments or a result cannot be encoded or decoded.
 
     A value with no faithful form (a set, a datetime, an object array...) is never replaced
-    silently: the error names where it is (``path``) and what it is (``type_name``).
+    silently: the error names where it is (``path``: ``args["x"]``, ``result["a"][3]``, None
+    when unknown) and what it is (``type_name``: ``"set"``, ``"datetime.datetime"``, or None).
     """
-
-    def __init__(
-        self, message: str, *, path: str | None = None, type_name: str | None = None
-    ) -> None:
-        super().__init__(message)
-        #: Where the value sits: ``args["x"]``, ``result["a"][3]`` (None when unknown).
-        self.path = path
-        #: The qualified name of its type: ``"set"``, ``"datetime.datetime"`` (or None).
-        self.type_name = type_name
 
 
 class RemoteError(WorkerError):

@@ -87,6 +87,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from snakepit._wire._payload_fields import PayloadFields
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 
 #: The default codec: strict JSON, with markers for what JSON cannot carry.
@@ -125,23 +126,15 @@ def _typed_view(value: object) -> bool:
     return isinstance(value, memoryview) and (value.ndim > 1 or value.format not in ("B", "b", "c"))
 
 
-class CodecError(ValueError):
+class CodecError(PayloadFields, ValueError):
     """A value cannot be encoded, or a payload cannot be decoded; the message says why.
 
     Encoding raises it for a value with no faithful JSON form (a set, a datetime, an object
     ndarray...), a cycle or a structure nested too deeply, naming the value's type and its path
-    (``result["a"][3]``); and for an unknown codec. Decoding raises it for malformed data, an
-    unknown codec, a refused pickle payload, or an ndarray on a side without numpy.
+    (``result["a"][3]``, in ``path`` and ``type_name``); and for an unknown codec. Decoding
+    raises it for malformed data, an unknown codec, a refused pickle payload, or an ndarray on
+    a side without numpy.
     """
-
-    def __init__(
-        self, message: str, *, path: str | None = None, type_name: str | None = None
-    ) -> None:
-        super().__init__(message)
-        #: Where the value sits (``args["x"]``, ``result["a"][3]``), when the encoder knows.
-        self.path = path
-        #: The qualified name of the value's type (``"set"``, ``"datetime.datetime"``).
-        self.type_name = type_name
 
 
 # "cannot encode TYPE at PATH: why": PATH is a root name and subscripts, str keys JSON-quoted.
