@@ -4,8 +4,8 @@ Start one first, e.g.::
 
     python -m snakepit.worker --adapter snakepit.testing.adapters:Echo --listen unix:/tmp/x/w.sock
 
-This uses the low-level client that the pool is built on (``snakepit.pool._connection``);
-applications will use ``snakepit.Pool`` once it exists.
+This uses the connection to one worker that the pool is built on
+(``snakepit.pool.WorkerConnection``); applications use ``snakepit.Pool``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from snakepit.pool._connection import WorkerConnection
+from snakepit.pool import WorkerConnection
 
 
 async def main(address: str) -> None:

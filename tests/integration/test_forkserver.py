@@ -17,8 +17,7 @@ import anyio
 import pytest
 
 from snakepit.errors import PoolStartError, WorkerError, WorkerStartError
-from snakepit.pool import Pool, StartMethod, WorkerExited
-from snakepit.pool._connection import WorkerConnection
+from snakepit.pool import Pool, StartMethod, WorkerConnection, WorkerExited
 from snakepit.pool._launch._forkserver_client import ForkServerClient, ForkServerError
 from snakepit.pool._launch._process import spawn_worker
 from tests._procs import descendant_pids, wait_exit

@@ -17,8 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from snakepit.pool import Pool
-from snakepit.pool._connection import WorkerConnection
+from snakepit.pool import Pool, WorkerConnection
 from snakepit.pool._launch._forkserver_client import ForkServerClient, worker_channel
 from snakepit.pool._launch._process import WorkerProcess, _unexpected_address, spawn_worker
 

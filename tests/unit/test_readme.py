@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit.pool._connection import WorkerConnection
+from snakepit.pool import WorkerConnection
 from snakepit.pool._launch._process import spawn_worker
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from snakepit._wire._auth import new_secret
-from snakepit.pool._connection import WorkerConnection
+from snakepit.pool import WorkerConnection
 from snakepit.pool._launch._process import WorkerProcess, spawn_worker
 from snakepit.worker import AdapterServer
 
