@@ -131,7 +131,7 @@ class PoolStats:
     errors: int
     timeouts: int
     crashes: int
-    #: WorkerServer processes started to replace ones that exited (crashed, or killed
+    #: Worker processes started to replace ones that exited (crashed, or killed
     #: for a timeout or missed health checks), and recycled ones.
     restarts: int
     recycled: int
