@@ -35,18 +35,13 @@ from ._events import (
     SupervisorEvent,
 )
 from ._lowlevel import Failure
+from ._messages import Stop
 from ._reasons import ExitReason, Shutdown, is_abnormal
+from ._ref import DEFAULT_TIMEOUT, ServerRef, check_timeout
 from ._registry import Registry
-from ._server import (
-    DEFAULT_TIMEOUT,
-    GenServer,
-    ServerRef,
-    Stop,
-    check_timeout,
-    start_server,
-    unwrapped_task_group,
-)
+from ._server import GenServer, start_server
 from ._spec import ChildSpec, ChildType, Restart, Strategy, SupervisorSpec, _check_intensity
+from ._task_group import unwrapped_task_group
 
 __all__ = ("ChildCounts", "ChildInfo", "Supervisor", "SupervisorRef")
 
