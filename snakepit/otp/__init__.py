@@ -72,10 +72,10 @@ from ._spec import DynamicSupervisorSpec as DynamicSupervisorSpec
 from ._spec import Restart as Restart
 from ._spec import Strategy as Strategy
 from ._spec import SupervisorSpec as SupervisorSpec
-from ._supervisor import ChildCounts as ChildCounts
-from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import Supervisor as Supervisor
-from ._supervisor import SupervisorRef as SupervisorRef
+from ._supervisor_ref import ChildCounts as ChildCounts
+from ._supervisor_ref import ChildInfo as ChildInfo
+from ._supervisor_ref import SupervisorRef as SupervisorRef
 from ._task_group import unwrapped_task_group as unwrapped_task_group
 
 __all__ = (
