@@ -47,25 +47,24 @@ from ._events import ChildStartFailed as ChildStartFailed
 from ._events import ChildTerminated as ChildTerminated
 from ._events import RestartIntensityReached as RestartIntensityReached
 from ._events import SupervisorEvent as SupervisorEvent
+from ._messages import Continue as Continue
+from ._messages import Ignore as Ignore
+from ._messages import MessageKind as MessageKind
+from ._messages import MessageTracer as MessageTracer
+from ._messages import NoReply as NoReply
+from ._messages import ReplyHandle as ReplyHandle
+from ._messages import Stop as Stop
 from ._monitor import Monitor as Monitor
 from ._monitor import monitor as monitor
 from ._reasons import ExitReason as ExitReason
 from ._reasons import Shutdown as Shutdown
 from ._reasons import exit_detail as exit_detail
 from ._reasons import is_abnormal as is_abnormal
+from ._ref import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._ref import MailboxStats as MailboxStats
+from ._ref import ServerRef as ServerRef
 from ._registry import Registry as Registry
-from ._server import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
-from ._server import Continue as Continue
 from ._server import GenServer as GenServer
-from ._server import Ignore as Ignore
-from ._server import MailboxStats as MailboxStats
-from ._server import MessageKind as MessageKind
-from ._server import MessageTracer as MessageTracer
-from ._server import NoReply as NoReply
-from ._server import ReplyHandle as ReplyHandle
-from ._server import ServerRef as ServerRef
-from ._server import Stop as Stop
-from ._server import unwrapped_task_group as unwrapped_task_group
 from ._spec import ChildShutdown as ChildShutdown
 from ._spec import ChildSpec as ChildSpec
 from ._spec import ChildType as ChildType
@@ -73,10 +72,11 @@ from ._spec import DynamicSupervisorSpec as DynamicSupervisorSpec
 from ._spec import Restart as Restart
 from ._spec import Strategy as Strategy
 from ._spec import SupervisorSpec as SupervisorSpec
-from ._supervisor import ChildCounts as ChildCounts
-from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import Supervisor as Supervisor
-from ._supervisor import SupervisorRef as SupervisorRef
+from ._supervisor_ref import ChildCounts as ChildCounts
+from ._supervisor_ref import ChildInfo as ChildInfo
+from ._supervisor_ref import SupervisorRef as SupervisorRef
+from ._task_group import unwrapped_task_group as unwrapped_task_group
 
 __all__ = (
     "DEFAULT_TIMEOUT",

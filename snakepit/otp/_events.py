@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ._reasons import ExitReason
-from ._server import ServerRef
+from ._ref import ServerRef
 
 __all__ = (
     "ChildExited",

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 
 from ._reasons import ExitReason
-from ._server import ServerRef
+from ._ref import ServerRef
 
 __all__ = ("Monitor", "monitor")
 

@@ -9,7 +9,7 @@ import anyio
 from snakepit.errors import ConfigError, NameNotFound, NameTaken, WaitTimeout
 
 from ._reasons import ExitReason
-from ._server import DEFAULT_TIMEOUT, ServerRef, check_timeout
+from ._ref import DEFAULT_TIMEOUT, ServerRef, check_timeout
 
 __all__ = ("Registry",)
 
