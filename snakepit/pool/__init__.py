@@ -15,7 +15,6 @@ from ._config import PoolOptions as PoolOptions
 from ._config import StartMethod as StartMethod
 from ._config import Transport as Transport
 from ._connection import Multiplexer as Multiplexer
-from ._connection import WorkerConnection as WorkerConnection
 from ._description import ParameterSpec as ParameterSpec
 from ._description import ToolSpec as ToolSpec
 from ._description import WorkerDescription as WorkerDescription
@@ -44,6 +43,7 @@ from ._pool import PoolStats as PoolStats
 from ._pool import WorkerInfo as WorkerInfo
 from ._scheduler import Schedulable as Schedulable
 from ._scheduler import Scheduler as Scheduler
+from ._worker_connection import WorkerConnection as WorkerConnection
 from ._worker_server import WorkerArgs as WorkerArgs
 from ._worker_server import WorkerServer as WorkerServer
 from ._worker_server import WorkerState as WorkerState
