@@ -39,10 +39,10 @@ from ._launch._process import WorkerProcess as WorkerProcess
 from ._launch._rundir import RunDir as RunDir
 from ._launch._rundir import default_run_base as default_run_base
 from ._pool import Pool as Pool
-from ._pool import PoolStats as PoolStats
-from ._pool import WorkerInfo as WorkerInfo
 from ._scheduler import Schedulable as Schedulable
 from ._scheduler import Scheduler as Scheduler
+from ._stats import PoolStats as PoolStats
+from ._stats import WorkerInfo as WorkerInfo
 from ._worker_connection import WorkerConnection as WorkerConnection
 from ._worker_server import WorkerArgs as WorkerArgs
 from ._worker_server import WorkerServer as WorkerServer

@@ -226,7 +226,7 @@ class TestServer:
         launcher = InProcessLauncher()
         async with Pool("snakepit.testing.adapters:Echo", size=1, launcher=launcher) as pool:
             assert await pool.execute("ping") == {"status": "pong"}
-            (worker,) = pool._workers.values()
+            (worker,) = pool._tree.workers.values()
             handle = worker.process
             assert handle is not None
             assert handle.secret is not None
