@@ -90,8 +90,6 @@ class WorkerTree:
         self._config = config
         self._scheduler = scheduler
         self._events = events
-        self._owner = owner
-        self._gave_up = gave_up
         #: The top of the tree, once started.
         self.supervisor: SupervisorRef | None = None
         self._workers_sup: SupervisorRef | None = None
@@ -100,7 +98,7 @@ class WorkerTree:
         self._startup: _Startup | None = None
         self._ids = itertools.count()
         self._ready_changed: anyio.Event | None = None  # made in open() (needs a loop)
-        #: Workers started to replace ones that exited, and recycled ones.
+        #: Workers started to replace ones that exited (a restart of their slot).
         self.restarts = 0
         self._leaving: set[str] = set()  # ids of workers being stopped for good
         #: How many workers the pool runs (:meth:`set_size` changes it).
@@ -109,6 +107,8 @@ class WorkerTree:
         self.last_failure: str = ""
         self._launcher: Launcher | None = None  # the workers': set by open()
         self._run_id = ""  # set by open()
+        self._owner = owner  # named in errors
+        self._gave_up = gave_up  # told when the tree gives up
 
     def open(self, launcher: Launcher, run_id: str) -> None:
         """Start workers with ``launcher``, in the run ``run_id``, from now on."""
