@@ -63,8 +63,9 @@ from typing import Any
 import anyio
 import anyio.to_process
 
-from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+from snakepit.pool._connection import open_frames_multiplexer
 from snakepit.pool._launch._process import spawn_worker
+from snakepit.pool._worker_connection import WorkerConnection
 
 # The pools' children unpickle noop/echo by reference; they inherit this sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -15,7 +15,6 @@ from ._config import PoolOptions as PoolOptions
 from ._config import StartMethod as StartMethod
 from ._config import Transport as Transport
 from ._connection import Multiplexer as Multiplexer
-from ._connection import WorkerConnection as WorkerConnection
 from ._description import ParameterSpec as ParameterSpec
 from ._description import ToolSpec as ToolSpec
 from ._description import WorkerDescription as WorkerDescription
@@ -40,10 +39,11 @@ from ._launch._process import WorkerProcess as WorkerProcess
 from ._launch._rundir import RunDir as RunDir
 from ._launch._rundir import default_run_base as default_run_base
 from ._pool import Pool as Pool
-from ._pool import PoolStats as PoolStats
-from ._pool import WorkerInfo as WorkerInfo
 from ._scheduler import Schedulable as Schedulable
 from ._scheduler import Scheduler as Scheduler
+from ._stats import PoolStats as PoolStats
+from ._stats import WorkerInfo as WorkerInfo
+from ._worker_connection import WorkerConnection as WorkerConnection
 from ._worker_server import WorkerArgs as WorkerArgs
 from ._worker_server import WorkerServer as WorkerServer
 from ._worker_server import WorkerState as WorkerState

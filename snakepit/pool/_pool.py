@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias, Unpack
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from snakepit.errors import (
     ArgumentTypeError,
-    ChildNotFound,
     ConfigError,
     PoolClosed,
     PoolDegraded,
-    PoolError,
     PoolStartError,
-    ReachedMaxRestartIntensity,
-    ServerExited,
     WaitTimeout,
     WorkerCrashed,
     WorkerStopping,
@@ -33,15 +26,7 @@ from snakepit.errors import (
     WrongEventLoop,
     check_int,
 )
-from snakepit.otp import (
-    Broadcast,
-    ChildSpec,
-    DynamicSupervisorSpec,
-    ExitReason,
-    Supervisor,
-    SupervisorRef,
-    SupervisorSpec,
-)
+from snakepit.otp import Broadcast, ExitReason, SupervisorRef
 
 from ._calls import Calls
 from ._config import PoolConfig, PoolOptions, check_seconds
@@ -52,9 +37,11 @@ from ._launch._base import Launcher
 from ._launch._local import LocalLauncher
 from ._recycling import Recycler
 from ._scheduler import Scheduler
-from ._worker_server import IllegalTransition, WorkerArgs, WorkerServer, WorkerSupervisor
+from ._stats import PoolStats, WorkerInfo
+from ._tree import WorkerTree, why
+from ._worker_server import IllegalTransition, WorkerServer
 
-__all__ = ("Pool", "PoolStats", "WorkerInfo")
+__all__ = ("Pool",)
 
 #: Seconds before the first retry of a crashed call; doubled for each next one.
 RETRY_BACKOFF = 0.05
@@ -101,78 +88,6 @@ def _check_call(tool: object, args: object, timeout: object, session_id: object)
     check_seconds("timeout", timeout)
     if not isinstance(session_id, str):
         raise ArgumentTypeError("session_id", f"must be a str, got {session_id!r}")
-
-
-def _why(reason: object) -> str:
-    """Why the tree gave up, from its exit reason (plain, or a Shutdown with a detail)."""
-    detail = getattr(reason, "detail", reason)
-    if isinstance(detail, ReachedMaxRestartIntensity):
-        return (
-            "its workers kept crashing: restart intensity reached (more than "
-            f"{detail.max_restarts} restarts in {detail.max_seconds:g}s)"
-        )
-    return f"its supervision tree exited ({detail})"
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of a pool, from :meth:`Pool.stats`."""
-
-    #: Configured worker processes.
-    size: int
-    #: Workers ready to take calls now.
-    ready: int
-    #: Free call slots now.
-    idle: int
-    #: Calls waiting for a slot now.
-    queued: int
-    #: Calls started, and how many ended in an error, a timeout or a crash.
-    requests: int
-    errors: int
-    timeouts: int
-    crashes: int
-    #: Worker processes started to replace ones that exited (crashed, or killed
-    #: for a timeout or missed health checks), and recycled ones.
-    restarts: int
-    recycled: int
-    #: Why the pool gave up on its workers (restart intensity), or None.
-    degraded: str | None
-    #: Events not delivered to a :meth:`Pool.subscribe` stream that was full.
-    events_dropped: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """One worker of a pool, from :meth:`Pool.workers`."""
-
-    worker_id: str
-    #: Its process id (None before its process started).
-    pid: int | None
-    #: 0 for the first process of this slot, +1 for each replacement.
-    generation: int
-    #: True while it takes calls.
-    ready: bool
-    #: Calls running on it now.
-    in_flight: int
-
-
-class _Startup:
-    """Waits for the first ``size`` workers: all ready, or the first failure."""
-
-    def __init__(self, size: int) -> None:
-        self.waiting = size
-        self.failure: tuple[str, BaseException] | None = None
-        self.done = anyio.Event()
-
-    def ready(self) -> None:
-        self.waiting -= 1
-        if self.waiting == 0:
-            self.done.set()
-
-    def failed(self, worker_id: str, error: BaseException) -> None:
-        if self.failure is None:
-            self.failure = (worker_id, error)
-        self.done.set()
 
 
 class Pool:
@@ -227,32 +142,23 @@ class Pool:
             max_queue=self.config.max_queue,
             queue_timeout=self.config.queue_timeout,
         )
-        self._supervisor: SupervisorRef | None = None
-        self._workers: dict[str, WorkerServer] = {}
-        self._startup: _Startup | None = None
-        self._ids = itertools.count()
-        self._ready_changed: anyio.Event | None = None  # made in __aenter__ (needs a loop)
-        self._restarts = 0
         self._degraded: PoolDegraded | None = None
-        self._leaving: set[str] = set()  # ids of workers being stopped for good
-        self._size = self.config.size
         self._teardown_done: anyio.Event | None = None
         self._restarting: anyio.Lock | None = None
         self._entering: anyio.Event | None = None  # set once __aenter__ has ended
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that entered it
         self._own_launcher: LocalLauncher | None = None  # made here: closed here
-        self._launcher_in_use: Launcher | None = None  # the workers': set on entering
-        self._run_id = ""  # set on entering
-        self._workers_sup: SupervisorRef | None = None
-        self._last_failure: str = ""
         self._events: Broadcast[PoolEvent] = Broadcast()
         self._host = PoolHost(self)  # the pool's task groups, in a task of their own
+        self._tree = WorkerTree(
+            self.config, self._scheduler, self._events, owner=self, gave_up=self._on_gave_up
+        )
         self._recycler = Recycler(
             self.config,
             self._host,
             self._events,
-            start_worker=self._start_worker,
-            stop_worker=self._stop_worker,
+            start_worker=self._tree.start_worker,
+            stop_worker=self._tree.stop_worker,
         )
         self._calls = Calls(
             self.config,
@@ -287,18 +193,16 @@ class Pool:
             launcher: Launcher = local
         else:
             launcher = self._launcher
-        self._launcher_in_use = launcher
-        self._run_id = run_id
-        self._ready_changed = anyio.Event()
+        self._tree.open(launcher, run_id)
         self._restarting = anyio.Lock()
         self._loop = asyncio.get_running_loop()
         self._entering = entering = anyio.Event()
         try:
             group = await self._host.start(f"snakepit pool {run_id}")
             self._check_not_closed("started")
-            self._supervisor = await self._start_tree(group)
+            await self._tree.start(group)
             self._check_not_closed("started")
-            await self._start_workers()
+            await self._tree.start_workers()
             self._check_not_closed("started")
         except BaseException as exc:
             closed_meanwhile = self._closed  # by aclose() from another task
@@ -314,7 +218,7 @@ class Pool:
         background = self._host.background
         assert background is not None
         if self._recycler.needs_housekeeping:
-            background.start_soon(self._recycler.housekeeping, self._workers.values)
+            background.start_soon(self._recycler.housekeeping, self._tree.workers.values)
         self._enter("running")
         return self
 
@@ -339,8 +243,7 @@ class Pool:
             return
         starting = self._state == "starting"
         self._close()
-        if self._startup is not None:  # waiting for workers to start: not any more
-            self._startup.failed("", PoolClosed(f"{self!r} was closed"))
+        self._tree.stop_waiting(PoolClosed(f"{self!r} was closed"))
         entering = self._entering
         if starting and entering is not None:
             # The task entering the pool sees the close at its next step and
@@ -389,57 +292,13 @@ class Pool:
                     async with self._restarting:
                         pass
                 await self._host.stop_background()
-                if self._supervisor is not None:
-                    await self._supervisor.stop("shutdown", timeout=None)
+                await self._tree.stop()
                 if self._own_launcher is not None:
                     await self._own_launcher.aclose()
             finally:
                 self._events.close()  # last: the workers' exits are published
                 await self._host.stop()  # its group is empty by now
                 done.set()
-
-    async def _start_tree(self, group: TaskGroup) -> SupervisorRef:
-        # The top of the tree: the workers' supervisor is its temporary child
-        # (see _start_workers), so the top outlives a degraded pool.
-        spec = SupervisorSpec([], max_restarts=0)
-        ref = await Supervisor.start(group, spec, name="pool")
-        ref.link(self._on_tree_exit)
-        return ref
-
-    async def _start_workers(self) -> None:
-        """Start the WorkerSupervisor and ``size`` workers; return once all are ready.
-
-        :raises PoolStartError: a worker failed to start, or not all were ready
-            in time (the caller stops what started).
-        """
-        config = self.config
-        assert self._supervisor is not None
-        spec = DynamicSupervisorSpec(
-            max_restarts=config.restart_limit(self._size), max_seconds=config.max_seconds
-        )
-        workers = await self._supervisor.start_child(
-            ChildSpec("workers", WorkerSupervisor, spec, restart="temporary")
-        )
-        assert isinstance(workers, SupervisorRef)
-        self._workers_sup = workers
-        workers.link(self._on_workers_exit)
-        self._startup = startup = _Startup(self._size)
-        try:
-            for _ in range(self._size):
-                await self._start_worker()
-            with anyio.move_on_after(config.startup_timeout + 5.0):
-                await startup.done.wait()
-            if startup.failure is not None:
-                failed, error = startup.failure
-                # A PoolError (closed, degraded) is no one worker's failure.
-                worker_id = None if isinstance(error, PoolError) else failed
-                raise PoolStartError(
-                    f"{self!r} did not start: {error}", worker_id=worker_id
-                ) from error
-            if startup.waiting:
-                raise PoolStartError(f"{self!r}: workers not ready after the startup timeout")
-        finally:
-            self._startup = None
 
     async def restart(self) -> None:
         """Bring a degraded pool back: a new worker supervisor and ``size`` new workers.
@@ -459,27 +318,20 @@ class Pool:
                 return
             if self._state != "degraded":
                 raise PoolClosed(f"{self!r} is not running")
-            old = self._workers_sup
-            if old is not None:
-                await old.wait()  # gave up: its workers are stopped
+            await self._tree.wait_gave_up()
             self._check_not_closed("restarted")
             assert self._host.group is not None
-            assert self._supervisor is not None
-            if not self._supervisor.alive:  # the top itself was killed
-                self._supervisor = await self._start_tree(self._host.group)
+            await self._tree.revive(self._host.group)
             self._check_not_closed("restarted")
-            self._workers.clear()
-            self._leaving.clear()
-            self._last_failure = ""
+            self._tree.reset()
             self._scheduler.reopen()  # calls are still refused: the state is "degraded"
             try:
-                await self._start_workers()
+                await self._tree.start_workers()
             except BaseException as exc:
                 if self._closed:
                     raise PoolClosed(f"{self!r} was closed while it restarted") from exc
                 with anyio.CancelScope(shield=True):
-                    with contextlib.suppress(ChildNotFound, ServerExited):
-                        await self._supervisor.terminate_child("workers")
+                    await self._tree.stop_workers()
                     assert self._degraded is not None
                     if isinstance(exc, PoolStartError):
                         self._degraded = PoolDegraded(
@@ -491,46 +343,7 @@ class Pool:
                 raise PoolClosed(f"{self!r} was closed while it restarted")
             self._degraded = None
             self._enter("running")
-            logger.warning("%r: restarted, %d workers ready", self, self._size)
-
-    async def _start_worker(self) -> WorkerServer:
-        """Add one worker to the tree; it boots in the background (see WorkerServer)."""
-        config = self.config
-        n = next(self._ids)
-        assert self._launcher_in_use is not None
-        args = WorkerArgs(
-            config,
-            self._launcher_in_use,
-            f"w{n}",
-            self._run_id,
-            self._on_ready,
-            self._on_failed,
-            self._events,
-        )
-        assert self._workers_sup is not None
-        ref = await self._workers_sup.start_child(
-            ChildSpec(f"w{n}", WorkerServer, args, shutdown=config.shutdown_timeout + 1.0)
-        )
-        worker = ref.server
-        assert isinstance(worker, WorkerServer)
-        return worker
-
-    async def _stop_worker(self, worker: WorkerServer) -> None:
-        """Take a worker out (no new calls), let its calls finish, stop its process.
-
-        By child id, not by ref: a worker being restarted right now is stopped
-        in its new instance (which is not let into service meanwhile).
-        """
-        worker.drain()
-        self._leaving.add(worker.worker_id)
-        self._workers.pop(worker.worker_id, None)
-        try:
-            assert self._workers_sup is not None
-            with contextlib.suppress(ChildNotFound, ServerExited):
-                await self._workers_sup.terminate_child(worker.worker_id)
-        finally:
-            # Terminated and removed: no instance of it can become ready any more.
-            self._leaving.discard(worker.worker_id)
+            logger.warning("%r: restarted, %d workers ready", self, self._tree.size)
 
     # -- scaling ------------------------------------------------------------------------------
 
@@ -548,54 +361,17 @@ class Pool:
         """
         check_int("size", size, 1)
         self._running()
-        delta = size - self._size
-        self._size = size
-        if self.config.max_restarts is None and self._workers_sup is not None:
-            with contextlib.suppress(ServerExited):  # gave up meanwhile: degraded
-                await self._workers_sup.set_max_restarts(self.config.restart_limit(size))
+        delta = size - self._tree.size
+        await self._tree.set_size(size)
         if delta > 0:
-            new = [await self._start_worker() for _ in range(delta)]
-            for worker in new:
-                await worker.wait_booted()  # ready, failed, or ended (degraded, closed)
+            await self._tree.grow(delta)
             self._running()  # closed or degraded meanwhile: say so
         elif delta < 0:
-            victims = sorted(self._workers.values(), key=lambda w: (w.in_flight, w.worker_id))
-            for worker in victims[:-delta]:
-                await self._stop_worker(worker)
+            await self._tree.shrink(-delta)
 
-    def _on_ready(self, worker: WorkerServer) -> None:
-        if worker.worker_id in self._leaving:
-            worker.drain()  # a restart of a worker being stopped: not into service
-            return
-        self._workers[worker.worker_id] = worker
-        if self._ready_changed is not None:
-            self._ready_changed.set()
-        self._ready_changed = anyio.Event()
-        if worker.ref.generation > 0:
-            self._restarts += 1
-        self._scheduler.add(worker, self.config.max_concurrency)
-        if self._startup is not None:
-            self._startup.ready()
-
-    def _on_failed(self, worker: WorkerServer, error: BaseException) -> None:
-        self._last_failure = str(error)
-        if self._startup is not None:
-            self._startup.failed(worker.worker_id, error)
-
-    def _on_tree_exit(self, ref: object, reason: ExitReason) -> None:
-        # The top of the tree only exits when the pool stops it, or when it is
-        # killed from outside: either way no call can be served.
-        if self._state == "running":
-            self._degrade(reason)
-
-    def _on_workers_exit(self, ref: object, reason: ExitReason) -> None:
-        # The WorkerSupervisor exits when it reaches its restart intensity
-        # (with the ReachedMaxRestartIntensity, or a Shutdown-like reason whose
-        # detail is that), or when the pool stops.
-        if ref is not self._workers_sup:
-            return  # one a restart replaced
-        if self._startup is not None:
-            self._startup.failed("workers", PoolDegraded(_why(reason), reason))
+    def _on_gave_up(self, reason: ExitReason) -> None:
+        # The tree gave up (its workers kept crashing, or its top was killed):
+        # no call can be served. When the pool stops it, it is closed already.
         if self._state == "running":
             self._degrade(reason)
 
@@ -603,9 +379,9 @@ class Pool:
         """Stop taking calls: they raise PoolDegraded until :meth:`restart`. One log line."""
         self._enter("degraded")
         last = ""
-        if self._last_failure:
-            last = f"; last start failure: {self._last_failure}"
-        self._degraded = error = PoolDegraded(f"{self!r}: {_why(reason)}{last}", reason)
+        if self._tree.last_failure:
+            last = f"; last start failure: {self._tree.last_failure}"
+        self._degraded = error = PoolDegraded(f"{self!r}: {why(reason)}{last}", reason)
         self._scheduler.close(error)
         logger.error(
             "%s; calls raise PoolDegraded until `await pool.restart()`",
@@ -626,9 +402,7 @@ class Pool:
         check_seconds("timeout", timeout)
         self._running()
         with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-            while self.stats().ready < self._size:
-                assert self._ready_changed is not None
-                await self._ready_changed.wait()
+            await self._tree.wait_all_ready()
             return
         raise WaitTimeout(
             f"{self!r}: only {self.stats().ready} workers ready after {timeout}s", timeout=timeout
@@ -662,9 +436,10 @@ class Pool:
 
         :raises PoolClosed: the pool is not running.
         """
-        if self._supervisor is None or self._state not in ("running", "degraded"):
+        supervisor = self._tree.supervisor
+        if supervisor is None or self._state not in ("running", "degraded"):
             raise PoolClosed(f"{self!r} is not running")
-        return self._supervisor
+        return supervisor
 
     def _running(self) -> Scheduler[WorkerServer]:
         try:
@@ -815,22 +590,21 @@ class Pool:
                 w.usable,
                 w.in_flight,
             )
-            for _, w in sorted(self._workers.items())
+            for _, w in sorted(self._tree.workers.items())
         ]
 
     def stats(self) -> PoolStats:
         """Counters and the state of the workers, now."""
-        ready = sum(1 for w in self._workers.values() if w.usable)
         return PoolStats(
-            size=self._size,
-            ready=ready,
+            size=self._tree.size,
+            ready=self._tree.ready,
             idle=self._scheduler.idle,
             queued=self._scheduler.queued,
             requests=self._calls.requests,
             errors=self._calls.errors,
             timeouts=self._calls.timeouts,
             crashes=self._calls.crashes,
-            restarts=self._restarts,
+            restarts=self._tree.restarts,
             recycled=self._recycler.recycled,
             degraded=None if self._degraded is None else str(self._degraded),
             events_dropped=self._events.dropped,

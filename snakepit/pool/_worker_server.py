@@ -30,7 +30,8 @@ from snakepit.otp import (
     ServerRef,
     unwrapped_task_group,
 )
-from snakepit.pool._connection import Multiplexer, WorkerConnection, open_frames_multiplexer
+from snakepit.pool._connection import Multiplexer, open_frames_multiplexer
+from snakepit.pool._worker_connection import WorkerConnection
 
 from ._config import PoolConfig
 from ._events import (

@@ -31,7 +31,7 @@ def make_pool(**options: Any) -> Pool:
 
 def live_workers(pool: Pool) -> list[WorkerServer]:
     """The pool's usable workers, in a stable order (for a seeded choice)."""
-    return sorted((w for w in pool._workers.values() if w.usable), key=lambda w: w.worker_id)
+    return sorted((w for w in pool._tree.workers.values() if w.usable), key=lambda w: w.worker_id)
 
 
 def pid_of(worker: WorkerServer) -> int:

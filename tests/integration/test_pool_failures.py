@@ -26,7 +26,7 @@ FLAGGED = "tests.unit.grpc._adapters:FailsWhenFlagged"
 
 
 def the_pid(pool: Pool) -> int:
-    (worker,) = [w for w in pool._workers.values() if w.usable]
+    (worker,) = [w for w in pool._tree.workers.values() if w.usable]
     assert worker.process is not None
     assert worker.process.pid is not None
     return worker.process.pid

@@ -78,7 +78,7 @@ async def slots_back(pool: Pool) -> None:
     A stream closed early (or whose consumer was cancelled) keeps its slot
     until its worker says the tool's generator has ended (PoolConfig.cancel_grace).
     """
-    for worker in list(pool._workers.values()):
+    for worker in list(pool._tree.workers.values()):
         mux = worker.mux
         if mux is not None:
             for rid in mux.left_running:
@@ -327,7 +327,7 @@ class TestClosing:
         # asyncio's async-generator finalizer, so the remote cancel went out two
         # loop turns after aclose() had already handed the slot to the next call.
         async with make_pool() as pool:
-            (worker,) = pool._workers.values()
+            (worker,) = pool._tree.workers.values()
             mux = worker.mux
             assert mux is not None
             with anyio.fail_after(DEADLINE):

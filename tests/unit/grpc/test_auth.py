@@ -31,8 +31,9 @@ from snakepit._wire._frames import pack
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import ConfigError, WorkerUnavailable
 from snakepit.pool import InProcessLauncher, Pool
-from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+from snakepit.pool._connection import open_frames_multiplexer
 from snakepit.pool._launch._process import spawn_worker
+from snakepit.pool._worker_connection import WorkerConnection
 from snakepit.worker import AdapterServer, _auth
 from snakepit.worker._adapter_server import AdapterStartError
 from snakepit.worker._main import read_secret
@@ -225,7 +226,7 @@ class TestServer:
         launcher = InProcessLauncher()
         async with Pool("snakepit.testing.adapters:Echo", size=1, launcher=launcher) as pool:
             assert await pool.execute("ping") == {"status": "pong"}
-            (worker,) = pool._workers.values()
+            (worker,) = pool._tree.workers.values()
             handle = worker.process
             assert handle is not None
             assert handle.secret is not None

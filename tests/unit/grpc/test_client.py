@@ -29,14 +29,10 @@ from snakepit.errors import (
     WorkerStopping,
     WorkerUnavailable,
 )
-from snakepit.pool._connection import (
-    Multiplexer,
-    WorkerConnection,
-    error_from_info,
-    error_from_rpc,
-    open_frames_multiplexer,
-)
+from snakepit.pool._connection import Multiplexer, open_frames_multiplexer
+from snakepit.pool._grpc_errors import error_from_info, error_from_rpc
 from snakepit.pool._launch._process import WorkerProcess, spawn_worker
+from snakepit.pool._worker_connection import WorkerConnection
 from snakepit.worker import AdapterServer
 
 from .conftest import Served, Spawn, gone

@@ -11,13 +11,10 @@ import pytest
 
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import ExecutionTimeout, PayloadTooLarge, WorkerError, WorkerUnavailable
-from snakepit.pool._connection import (
-    Multiplexer,
-    WorkerConnection,
-    _GrpcTransport,
-    error_from_grpc,
-    grpc_errors,
-)
+from snakepit.pool._connection import Multiplexer
+from snakepit.pool._grpc_errors import error_from_grpc, grpc_errors
+from snakepit.pool._transports import GrpcTransport
+from snakepit.pool._worker_connection import WorkerConnection
 
 from .conftest import Served
 
@@ -96,7 +93,7 @@ class TestNoBareGrpcErrorReachesAUser:
             assert isinstance(streamed.value.__cause__, grpc.RpcError)
 
 
-class _Unreadable(_GrpcTransport):
+class _Unreadable(GrpcTransport):
     """A Channel whose reading fails with an error no layer below expected."""
 
     def __init__(self) -> None:

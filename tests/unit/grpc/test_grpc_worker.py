@@ -29,8 +29,9 @@ from snakepit.errors import (
     WorkerStartError,
     WorkerUnavailable,
 )
-from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+from snakepit.pool._connection import open_frames_multiplexer
 from snakepit.pool._launch._process import WorkerProcess
+from snakepit.pool._worker_connection import WorkerConnection
 from snakepit.testing import assert_healthy, python_worker
 from snakepit.worker import PROTOCOL_VERSION
 from tests._procs import wait_exit

@@ -14,7 +14,8 @@ import anyio
 import pytest
 
 from snakepit.pool import InProcessLauncher, PoolConfig
-from snakepit.pool._connection import WorkerConnection, open_frames_multiplexer
+from snakepit.pool._connection import open_frames_multiplexer
+from snakepit.pool._worker_connection import WorkerConnection
 
 from .conftest import Served, Spawn
 

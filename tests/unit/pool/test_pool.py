@@ -894,7 +894,7 @@ class TestCloseFromAnyTask:
         await pool.supervisor.kill()
         outcome = await race_with_aclose(pool, pool.restart, "restarted", steps=1)
         assert outcome in (["PoolClosed"], ["restarted"])
-        assert not pool._supervisor.alive  # type: ignore[union-attr]
+        assert not pool._tree.supervisor.alive  # type: ignore[union-attr]
         assert pool.stats().ready == 0
 
     async def test_scale_up_does_not_wait_for_good_when_the_pool_closes(

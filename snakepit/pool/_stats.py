@@ -1,0 +1,49 @@
+"""PoolStats and WorkerInfo: the snapshots a :class:`~snakepit.pool.Pool` gives of itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ("PoolStats", "WorkerInfo")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool, from :meth:`Pool.stats`."""
+
+    #: Configured worker processes.
+    size: int
+    #: Workers ready to take calls now.
+    ready: int
+    #: Free call slots now.
+    idle: int
+    #: Calls waiting for a slot now.
+    queued: int
+    #: Calls started, and how many ended in an error, a timeout or a crash.
+    requests: int
+    errors: int
+    timeouts: int
+    crashes: int
+    #: Worker processes started to replace ones that exited (crashed, or killed
+    #: for a timeout or missed health checks), and recycled ones.
+    restarts: int
+    recycled: int
+    #: Why the pool gave up on its workers (restart intensity), or None.
+    degraded: str | None
+    #: Events not delivered to a :meth:`Pool.subscribe` stream that was full.
+    events_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One worker of a pool, from :meth:`Pool.workers`."""
+
+    worker_id: str
+    #: Its process id (None before its process started).
+    pid: int | None
+    #: 0 for the first process of this slot, +1 for each replacement.
+    generation: int
+    #: True while it takes calls.
+    ready: bool
+    #: Calls running on it now.
+    in_flight: int
