@@ -218,8 +218,10 @@ class Multiplexer:
         if rid in self._early:
             self._early.discard(rid)  # its final reply is in: it ended
             return
-        self._batch.frame.cancel.append(rid)
-        self._batch.added(ITEM_OVERHEAD)
+        batch = self._batch  # a cancel takes room in a frame like any item
+        frame = batch.frame if batch.fits(ITEM_OVERHEAD) else batch.next_frame()
+        frame.cancel.append(rid)
+        batch.added(ITEM_OVERHEAD)
         self._unsettled[rid] = self._loop.create_future()
         _left_running.set((self, rid))
 
@@ -285,7 +287,9 @@ class Multiplexer:
                 for frame in self._batch.take():
                     await self._call.write(frame)
         except asyncio.CancelledError:
-            raise
+            if self._ours(asyncio.current_task()):
+                raise
+            self._fail(WorkerUnavailable("the connection was closed under the channel"))
         except Exception as exc:  # the call failed, or was closed under us
             self._fail(_broke(exc))
 
@@ -315,16 +319,27 @@ class Multiplexer:
                         self._settle(rid)
             self._fail(WorkerUnavailable("the worker closed the channel"))
         except asyncio.CancelledError:
-            raise
+            if self._ours(asyncio.current_task()):
+                raise
+            self._fail(WorkerUnavailable("the connection was closed under the channel"))
         except Exception as exc:  # the call failed, the socket broke, a frame was unreadable
             self._fail(_broke(exc))
+
+    def _ours(self, task: asyncio.Task[Any] | None) -> bool:
+        # A CancelledError in a loop is either the loop's own cancellation
+        # (aclose, or the owner cancelled) or grpc's, when the WorkerConnection
+        # under a Channel was closed: that one breaks the channel (its calls
+        # would wait forever otherwise).
+        return self._closed or task is None or task.cancelling() > 0
 
     def _fail(self, error: WorkerError) -> None:
         if self._broken is None:
             self._broken = error
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(WorkerUnavailable(str(error)))
+                failed = WorkerUnavailable(str(error))
+                failed.__cause__ = error
+                future.set_exception(failed)
         for queue in self._streams.values():
             queue.put_nowait(None)
         unsettled, self._unsettled = self._unsettled, {}

@@ -166,6 +166,15 @@ class WorkerConnection:
                     if value is END:
                         return
                     yield value
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if call.cancelled() and task is not None and not task.cancelling():
+                # grpc's own CancelledError: the connection was closed under
+                # the stream, not the consumer cancelled.
+                raise WorkerUnavailable(
+                    f"{tool}: the connection was closed with the stream in flight"
+                ) from exc
+            raise
         finally:
             call.cancel()
         raise WorkerUnavailable(f"{tool}: the stream ended without its end marker")

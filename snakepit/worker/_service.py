@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into
+from snakepit._wire._frames import ENVELOPE
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter, ArgumentError, ToolInfo
@@ -160,6 +161,9 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         self._max_concurrency = max_concurrency
         #: The message size limit; larger results become PAYLOAD_TOO_LARGE errors.
         self.max_message_bytes = max_message_bytes
+        # The most one reply or chunk may take: a frame carries it with its
+        # envelope and must stay within the limit, as the host's requests do.
+        self._item_limit = max_message_bytes - ENVELOPE
         self._allow_pickle = allow_pickle
         self._slots = Slots(max_concurrency, asyncio.get_running_loop())
         self._accepting = True
@@ -261,7 +265,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             info, kwargs, ctx = self._prepare(request, streaming=False)
             result = await self._call(info, kwargs, ctx)
             encode_into(response.result, result, codec=_reply_codec(request))
-            if response.ByteSize() > self.max_message_bytes:
+            if response.ByteSize() > self._item_limit:
                 size = response.ByteSize()
                 response.error.CopyFrom(
                     _refusal(
@@ -335,7 +339,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                     async for item in items:
                         chunk = worker_pb2.StreamChunk(request_id=rid)
                         encode_into(chunk.chunk, item, codec=_reply_codec(request))
-                        if chunk.ByteSize() > self.max_message_bytes:
+                        if chunk.ByteSize() > self._item_limit:
                             raise _Refused(
                                 Kind.PAYLOAD_TOO_LARGE,
                                 f"{info.name}: a chunk is {chunk.ByteSize()} bytes, over the "

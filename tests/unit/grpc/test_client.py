@@ -14,7 +14,8 @@ import anyio
 import grpc
 import pytest
 
-from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface
+from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface, new_secret
+from snakepit._wire._frames import ENVELOPE
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
     ConfigError,
@@ -35,6 +36,7 @@ from snakepit.pool._launch._process import WorkerProcess, spawn_worker
 from snakepit.pool._worker_connection import WorkerConnection
 from snakepit.worker import AdapterServer
 
+from ._adapters import All
 from .conftest import Served, Spawn, gone
 
 pytestmark = pytest.mark.anyio
@@ -529,3 +531,152 @@ class TestCancellationAcks:
                 await mux.aclose()  # the connection drops with the tool running
         with anyio.fail_after(5):
             await server.abort()  # does not wait for the tool (it never ends by itself)
+
+
+#: A small message limit, so that items near it are cheap to build.
+SMALL_LIMIT = 64 * 1024
+
+
+@pytest.fixture
+async def small(sock_dir: Path) -> AsyncIterator[Echo]:
+    """The test tools served in-process with a 64 KiB message limit, and a client to them."""
+    adapter = All()
+    adapter.setup()
+    secret = new_secret()
+    server = await AdapterServer.start(
+        adapter,
+        listen=f"unix:{sock_dir}/small.sock",
+        adapter_path="tests.unit.grpc._adapters:All",
+        worker_id="small",
+        max_concurrency=4,
+        max_message_bytes=SMALL_LIMIT,
+        secret=secret,
+    )
+    try:
+        async with WorkerConnection(
+            server.address, max_message_bytes=SMALL_LIMIT, secret=secret
+        ) as client:
+            yield Served(server.address, server.frames_address, secret), client
+    finally:
+        await server.abort()
+        adapter.teardown()
+
+
+class TestItemsNearTheLimit:
+    """A frame carries an item and its envelope: no item may take the whole limit."""
+
+    async def test_a_reply_within_an_envelope_of_the_limit_fails_alone(
+        self, small: Echo, open_mux: OpenMux
+    ) -> None:
+        # The worker refused only replies over the limit itself; one just under
+        # it made a frame over it, which killed the whole gRPC Channel (found
+        # by review of issue #12). Now it is that call's PayloadTooLarge.
+        worker, client = small
+        size = SMALL_LIMIT - ENVELOPE // 2
+        mux = await open_mux(worker, client)
+        with pytest.raises(PayloadTooLarge, match="message limit"):
+            await mux.execute("blob", {"size": size})
+        with pytest.raises(PayloadTooLarge, match="message limit"):
+            await client.execute("blob", {"size": size})
+        assert await mux.execute("ping") == {"status": "pong"}  # the channel lives
+        assert len(await mux.execute("blob", {"size": SMALL_LIMIT - 2 * ENVELOPE})) > 0
+        await mux.aclose()
+
+    async def test_cancels_in_the_pass_of_a_full_frame_go_in_a_new_one(self, small: Echo) -> None:
+        # Cancels were appended to the current frame without checking that
+        # they fit: hundreds of them after a request that nearly filled it made
+        # a frame over the limit, and the Channel died (found by review).
+        _, client = small
+        mux = client.multiplexer()
+        hangs = [asyncio.create_task(mux.execute("hang")) for _ in range(700)]
+        await anyio.wait_all_tasks_blocked()
+        assert len(mux.left_running) == 0
+        value = "x" * (SMALL_LIMIT - ENVELOPE - 200)  # a request just under the limit
+        # The request is queued when ``big`` first runs, and the cancels when the
+        # hangs resume: all in the next loop pass, in this order.
+        big = asyncio.create_task(mux.execute("echo", {"value": value}))
+        for hang in hangs:
+            hang.cancel()
+        assert await big == value
+        await asyncio.gather(*hangs, return_exceptions=True)
+        assert await mux.execute("ping") == {"status": "pong"}
+        await mux.aclose()
+
+
+class TestClosedUnderneath:
+    """A WorkerConnection closed under its streams and its Channel fails them, typed."""
+
+    async def test_a_multiplexers_calls_fail_when_its_connection_closes(self, echo: Echo) -> None:
+        # grpc's own CancelledError ended the channel's reader without failing
+        # its calls: they waited forever (found by review of issue #12).
+        _, client = echo
+        mux = client.multiplexer()
+        assert await mux.execute("ping") == {"status": "pong"}
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await mux.execute("hang")
+            except WorkerUnavailable as exc:
+                errors.append(exc)
+
+        async def stream() -> None:
+            try:
+                async with aclosing(mux.stream("hang_stream")) as items:
+                    async for _ in items:
+                        pass
+            except WorkerUnavailable as exc:
+                errors.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                tg.start_soon(stream)
+                await anyio.wait_all_tasks_blocked()
+                await client.aclose()
+        assert len(errors) == 2
+        assert all(error.__cause__ is not None for error in errors)
+        with pytest.raises(WorkerUnavailable):
+            await mux.execute("ping")
+        await mux.aclose()
+
+    async def test_a_unary_stream_fails_typed_when_its_connection_closes(self, echo: Echo) -> None:
+        # It raised grpc's bare CancelledError, which looked like the
+        # consumer's own cancellation (found by review of issue #12).
+        _, client = echo
+        seen: list[object] = []
+
+        async def consume() -> None:
+            async with aclosing(client.stream("hang_stream")) as items:
+                async for item in items:
+                    seen.append(item)
+
+        with anyio.fail_after(10):
+            task = asyncio.create_task(consume())
+            await anyio.wait_all_tasks_blocked()
+            assert seen == [0]
+            await client.aclose()
+            with pytest.raises(WorkerUnavailable, match="closed with the stream in flight"):
+                await task
+
+    async def test_calls_failed_by_a_dying_worker_keep_the_cause(
+        self, echo_process: EchoProcess, open_mux: OpenMux
+    ) -> None:
+        worker, client = echo_process
+        mux = await open_mux(worker, client)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await mux.execute("hang")
+            except WorkerUnavailable as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await anyio.wait_all_tasks_blocked()
+            os.killpg(worker.pid, signal.SIGKILL)
+        assert len(errors) == 1
+        assert isinstance(errors[0].__cause__, WorkerError)
+        await worker.wait()
+        await mux.aclose()
