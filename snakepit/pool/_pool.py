@@ -531,6 +531,10 @@ class Pool:
         the first iteration (its ``timeout`` counts from there).
 
         The worker's slot is held until the stream ends or is closed.
+        Items the worker has produced wait on the host until they are read:
+        there is no flow control per stream yet, so a tool that yields much
+        faster than its consumer reads grows the host's memory (yield fewer,
+        larger items, or have the tool wait for a cue).
 
         :param timeout: seconds allowed for the wait for a free worker
             (:class:`~snakepit.errors.QueueTimeout` after it: the tool did not
