@@ -159,6 +159,7 @@ class Pool:
             self._events,
             start_worker=self._tree.start_worker,
             stop_worker=self._tree.stop_worker,
+            in_service=self._tree.in_service,
         )
         self._calls = Calls(
             self.config,

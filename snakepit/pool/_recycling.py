@@ -34,12 +34,14 @@ class Recycler:
         *,
         start_worker: Callable[[], Awaitable[WorkerServer]],
         stop_worker: Callable[[WorkerServer], Awaitable[None]],
+        in_service: Callable[[WorkerServer], bool],
     ) -> None:
         self._config = config
         self._host = host
         self._events = events
         self._start_worker = start_worker
         self._stop_worker = stop_worker
+        self._in_service = in_service
         #: Workers replaced so far.
         self.recycled = 0
 
@@ -87,6 +89,12 @@ class Recycler:
             logger.info("recycling worker %r: %s", old.worker_id, reason)
             new = await self._start_worker()
             await new.wait_booted()
+            if not self._in_service(old):
+                # Taken out meanwhile (the pool shrank, scale() picked it): its
+                # replacement would be one worker too many.
+                logger.info("worker %r left the pool while recycled", old.worker_id)
+                await self._stop_worker(new)
+                return
             self.recycled += 1  # replaced: the old one takes no calls from here on
             if self._events.active:
                 self._events.publish(WorkerRecycled(old.worker_id, reason, anyio.current_time()))

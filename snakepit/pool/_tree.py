@@ -233,6 +233,10 @@ class WorkerTree:
         assert isinstance(worker, WorkerServer)
         return worker
 
+    def in_service(self, worker: WorkerServer) -> bool:
+        """True while ``worker`` is one of the pool's (not stopped for good, nor replaced)."""
+        return self.workers.get(worker.worker_id) is worker
+
     async def stop_worker(self, worker: WorkerServer) -> None:
         """Take a worker out (no new calls), let its calls finish, stop its process.
 

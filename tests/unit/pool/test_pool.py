@@ -499,6 +499,41 @@ class TestRecycling:
             assert now - first  # new workers, with new ids
             assert await pool.execute("ping") == {"status": "pong"}
 
+    async def test_a_worker_scaled_away_while_recycled_is_not_replaced(
+        self, make_pool: MakePool, control: Control, subscribe: Subscribe
+    ) -> None:
+        # scale() could take out a worker whose replacement was booting; the
+        # recycler then added the replacement anyway: one worker too many per
+        # such race (found by review of issue #12, already so before it).
+        pool = make_pool(size=2, max_requests_per_worker=1)
+        events = subscribe(pool)
+        async with pool:
+            gate = control.hold_from_now_on()  # the replacement's setup waits here
+            await pool.execute("ping")  # its one call: its worker is recycled
+            (old,) = (w for w in pool._tree.workers.values() if w.state == "recycling")
+            await anyio.wait_all_tasks_blocked()  # the replacement waits at the gate
+            victims = sorted(pool._tree.workers.values(), key=lambda w: (w.in_flight, w.worker_id))
+            keep = next(w for w in victims if w is not old)
+            if victims[0] is not old:  # make the recycled one scale()'s choice
+                keep.call_started()
+            await pool.scale(1)
+            assert old.worker_id not in pool._tree.workers
+            if keep.in_flight:
+                keep.call_ended()
+            gate.set()
+            with anyio.fail_after(WAIT):
+                async for event in events:
+                    if isinstance(event, WorkerRecycled):
+                        break  # the bug: the replacement went into service
+                    if isinstance(event, WorkerExited) and event.worker_id not in (
+                        old.worker_id,
+                        keep.worker_id,
+                    ):
+                        break  # the replacement, stopped: the pool stays at one
+            assert pool.stats().recycled == 0
+            assert [w.worker_id for w in pool.workers()] == [keep.worker_id]
+            assert await pool.execute("ping") == {"status": "pong"}
+
 
 class TestClosed:
     async def test_closed_before_entering_and_after_leaving(self, make_pool: MakePool) -> None:
