@@ -337,6 +337,8 @@ def _unexpected_address(ready: dict[str, Any], listen: str, cwd: str | Path | No
         reported = None
     if reported is None or reported.kind != "tcp" or reported.host != host:
         return f"names the address {address!r}, not one on {host!r}"
+    if chosen.port != 0 and reported.port != chosen.port:  # port 0: the worker picks one
+        return f"names the address {address!r}, not the chosen {str(chosen)!r}"
     if frames is not None:
         return f"names a frames socket {frames!r} for a tcp address"
     return ""
