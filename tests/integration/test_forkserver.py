@@ -82,6 +82,30 @@ async def test_no_task_of_a_fork_server_outlives_its_close(tmp_path: Path) -> No
     assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
 
 
+async def test_a_forked_workers_wait_and_close_return_with_its_watcher_ended(
+    tmp_path: Path,
+) -> None:
+    # As an exec'd worker's (tests/unit/grpc/test_owned_tasks.py): before, both
+    # returned while the watcher of its pidfd still ran, the pidfd still open.
+    server = await ForkServerClient.start(cwd=ROOT)
+    try:
+        for i, end in enumerate(["kill and wait", "aclose"]):
+            worker = await spawn_worker(
+                ADAPTER, f"unix:{tmp_path}/w{i}.sock", cwd=ROOT, forkserver=server
+            )
+            before = asyncio.all_tasks()
+            with anyio.fail_after(10):
+                if end == "aclose":
+                    await worker.aclose()
+                else:
+                    worker.kill()
+                    assert await worker.wait() == -signal.SIGKILL
+            assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
+            assert getattr(worker._child, "_pidfd", 0) is None, end
+    finally:
+        await server.aclose()
+
+
 async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:
     async with Pool(ADAPTER, size=2, cwd=ROOT) as pool, pool.subscribe() as events:
         first = await pool.execute("process")

@@ -167,7 +167,8 @@ class TestReadyReportCheck:
     def test_a_tcp_report_must_name_the_chosen_port(self) -> None:
         # before: only the host was compared, and the secret went to port 4444
         found = _unexpected_address({"address": "tcp:127.0.0.1:4444"}, "tcp:127.0.0.1:5555", None)
-        assert found == "names the address 'tcp:127.0.0.1:4444', not the chosen 'tcp:127.0.0.1:5555'"
+        chosen = "not the chosen 'tcp:127.0.0.1:5555'"
+        assert found == f"names the address 'tcp:127.0.0.1:4444', {chosen}"
 
     def test_a_tcp_report_naming_the_chosen_port_is_accepted(self) -> None:
         ready = {"address": "tcp:127.0.0.1:5555"}
