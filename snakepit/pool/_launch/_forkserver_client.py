@@ -41,6 +41,10 @@ class ForkServerError(Exception):
     """The fork server failed or is gone (the launcher turns it into WorkerStartError)."""
 
 
+class RequestTooLarge(ForkServerError):
+    """A spawn request does not fit in one message to the fork server (nothing was sent)."""
+
+
 #: Seconds a host waits for the server's report of a worker it saw exit (a pidfd).
 REPORT_GRACE = 2.0
 
@@ -179,6 +183,8 @@ class ForkServerClient:
         #: Its tasks (its stderr's reader, watchers of its workers): ended by aclose.
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: The largest spawn request it can be sent (its worker's environment, mostly).
+        self.max_request = protocol.fit_send_buffer(control)
 
     @property
     def pid(self) -> int:
@@ -394,6 +400,8 @@ class ForkServerClient:
         :param cwd: its directory (default: the host's current one).
         :param secret: the first bytes of its stdin (a unix socket then, not
             a pipe; see :func:`stdin_with_secret`), for ``--auth-stdin``.
+        :raises RequestTooLarge: the request (with ``env``) does not fit in
+            one message; the server is still fine.
         :raises ForkServerError: the server refused, is gone, or did not
             answer within ``timeout`` seconds (then it is killed: a fork
             server that hangs is of no use).
@@ -406,6 +414,13 @@ class ForkServerClient:
         if env is not None and dict(env) != self.env:
             request["env"] = dict(env)
         data = protocol.encode(request)
+        if len(data) > self.max_request:  # else the kernel's EMSGSIZE: "Message too long"
+            raise RequestTooLarge(
+                f"its spawn request is {len(data)} bytes, more than the fork server"
+                f" takes ({self.max_request}): the worker's environment is too large to"
+                " travel with it; start the fork server with that environment, or use"
+                ' start_method="spawn"'
+            )
         pipes: list[tuple[int, int]] = []
         try:
             pipes.append(

@@ -43,6 +43,7 @@ from snakepit.errors import ConfigError, WorkerStartError, exit_status
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
     ForkServerError,
+    RequestTooLarge,
     signal_group,
     stdin_with_secret,
     worker_channel,
@@ -409,6 +410,10 @@ async def _fork(
     with anyio.CancelScope(shield=True):
         try:
             started = await forkserver.spawn(args, env=env, cwd=cwd, timeout=timeout, secret=secret)
+        except RequestTooLarge as exc:  # not the server's failure: it is fine
+            raise WorkerStartError(
+                worker_id, f"cannot be forked: {exc}", returncode=None, stderr_tail=""
+            ) from exc
         except ForkServerError as exc:
             raise WorkerStartError(
                 worker_id, f"the fork server failed: {exc}", returncode=None, stderr_tail=""
