@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
 OUT = ROOT / "snakepit" / "_wire" / "_proto"
 HEADER = "# Generated from protos/ by scripts/gen_proto.py. Do not edit.\n"
+QUIET_IMPORT = "from snakepit._wire import _grpc_logging  # noqa: F401\n"
 
 
 def generate(into: Path) -> dict[str, str]:
@@ -54,6 +55,9 @@ def generate(into: Path) -> dict[str, str]:
     for package in {str(Path(f).parent) for f in files} | {"snakepit", "."}:
         init = str(Path(package) / "__init__.py")
         files.setdefault(init, HEADER)
+    # The *_pb2_grpc modules import grpc: whichever of them comes first, grpc's
+    # logging is quieted (see snakepit/_wire/_grpc_logging.py).
+    files["__init__.py"] += QUIET_IMPORT
     return files
 
 

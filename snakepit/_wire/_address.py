@@ -20,6 +20,9 @@ UNIX: Final = "unix:"
 TCP: Final = "tcp:"
 #: What the frames socket's path adds to the path of the gRPC socket it goes with.
 FRAMES_SUFFIX: Final = ".frames"
+#: The highest tcp port.
+MAX_PORT: Final = 65535
+_PORT_DIGITS: Final = frozenset("0123456789")
 
 
 class AddressError(ValueError):
@@ -50,17 +53,20 @@ class Address:
 
         A relative PATH is under ``cwd`` (default: the current directory).
 
-        :raises AddressError: any other form, or a tcp address without a
-            host or a numeric port (port 0 is allowed).
+        :raises AddressError: any other form, a unix address without a path,
+            or a tcp address without a host or a port (ASCII digits, at most
+            65535; port 0 is allowed).
         """
         if text.startswith(UNIX):
+            if text == UNIX:
+                raise AddressError("expected unix:PATH (the path is empty)")
             path = Path(text[len(UNIX) :])
             if not path.is_absolute():
                 path = Path(cwd if cwd is not None else os.getcwd()) / path
             return cls("unix", path=str(path))
         if text.startswith(TCP):
             host, sep, port = text[len(TCP) :].rpartition(":")
-            if not sep or not host or not port.isdigit():
+            if not sep or not host or not _is_port(port):
                 raise AddressError("expected tcp:HOST:PORT (port 0 allowed)")
             return cls("tcp", host=host, port=int(port))
         raise AddressError("expected unix:PATH or tcp:HOST:PORT")
@@ -79,6 +85,12 @@ class Address:
     def frames(self) -> Address | None:
         """Where a worker serving here serves its frames (a unix socket next to it); None on tcp."""
         return Address("unix", path=frames_path(self.path)) if self.kind == "unix" else None
+
+
+def _is_port(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also takes "²" and "٣", which int()
+    # refuses or reads; at most 5 of them, so int() never meets its limit.
+    return 0 < len(text) <= 5 and _PORT_DIGITS.issuperset(text) and int(text) <= MAX_PORT
 
 
 def frames_path(socket_path: str | os.PathLike[str]) -> str:

@@ -38,11 +38,13 @@ __all__ = (
     "MAX_REPLY",
     "MAX_REQUEST",
     "READY",
+    "SEND_OVERHEAD",
     "SPAWN",
     "SPAWNED",
     "close_fds",
     "decode",
     "encode",
+    "fit_send_buffer",
     "receive",
     "send",
 )
@@ -58,6 +60,8 @@ EXIT: Final = "exit"
 MAX_REQUEST: Final = 1 << 20
 #: The largest message the server sends.
 MAX_REPLY: Final = 1 << 16
+#: What a socket's send buffer keeps for the kernel's own use (Linux: 32 bytes), with a margin.
+SEND_OVERHEAD: Final = 64
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -86,6 +90,25 @@ def send(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> None:
         socket.send_fds(sock, [data], list(fds))
     else:
         sock.send(data)
+
+
+def fit_send_buffer(sock: socket.socket, size: int = MAX_REQUEST) -> int:
+    """Grow ``sock``'s send buffer to hold ``size`` bytes if allowed; return what it holds.
+
+    A ``SOCK_SEQPACKET`` packet must fit whole in its sender's buffer (on
+    Linux ~208 KiB by default, at most twice ``net.core.wmem_max``): a larger
+    one fails with ``EMSGSIZE``. The result is never more than ``size``:
+    what the peer reads at most (:data:`MAX_REQUEST`).
+    """
+    with contextlib.suppress(OSError):  # best effort: the kernel caps it silently
+        if _send_buffer(sock) - SEND_OVERHEAD < size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size + SEND_OVERHEAD)
+    return max(0, min(size, _send_buffer(sock) - SEND_OVERHEAD))
+
+
+def _send_buffer(sock: socket.socket) -> int:
+    # As the kernel reports it: twice what was asked for (its bookkeeping), capped.
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
 
 
 def receive(sock: socket.socket, size: int, most_fds: int) -> tuple[bytes, list[int]] | None:

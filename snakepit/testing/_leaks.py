@@ -378,6 +378,9 @@ def _hold_grpc() -> Any:
     """
     if not _on_asyncio():
         return None  # grpc.aio runs on asyncio only
+    from snakepit._wire._grpc_logging import import_grpc_quietly
+
+    import_grpc_quietly()  # if it is the first import of grpc: its logging at ERROR
     import grpc.aio
 
     return grpc.aio.insecure_channel("unix:/nonexistent-snakepit-leak-check")

@@ -16,9 +16,14 @@ from pathlib import Path
 import anyio
 import pytest
 
+from snakepit._wire._forkserver_protocol import MAX_REQUEST
 from snakepit.errors import PoolStartError, WorkerError, WorkerStartError
 from snakepit.pool import Pool, StartMethod, WorkerConnection, WorkerExited
-from snakepit.pool._launch._forkserver_client import ForkServerClient, ForkServerError
+from snakepit.pool._launch._forkserver_client import (
+    ForkServerClient,
+    ForkServerError,
+    RequestTooLarge,
+)
 from snakepit.pool._launch._process import spawn_worker
 from tests._procs import descendant_pids, wait_exit
 
@@ -80,6 +85,30 @@ async def test_no_task_of_a_fork_server_outlives_its_close(tmp_path: Path) -> No
     with anyio.fail_after(10):
         assert await workers[1].wait() == -signal.SIGKILL
     assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
+
+
+async def test_a_forked_workers_wait_and_close_return_with_its_watcher_ended(
+    tmp_path: Path,
+) -> None:
+    # As an exec'd worker's (tests/unit/grpc/test_owned_tasks.py): before, both
+    # returned while the watcher of its pidfd still ran, the pidfd still open.
+    server = await ForkServerClient.start(cwd=ROOT)
+    try:
+        for i, end in enumerate(["kill and wait", "aclose"]):
+            worker = await spawn_worker(
+                ADAPTER, f"unix:{tmp_path}/w{i}.sock", cwd=ROOT, forkserver=server
+            )
+            before = asyncio.all_tasks()
+            with anyio.fail_after(10):
+                if end == "aclose":
+                    await worker.aclose()
+                else:
+                    worker.kill()
+                    assert await worker.wait() == -signal.SIGKILL
+            assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
+            assert getattr(worker._child, "_pidfd", 0) is None, end
+    finally:
+        await server.aclose()
 
 
 async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:
@@ -216,6 +245,46 @@ async def test_many_spawns_at_once_with_a_large_environment(tmp_path: Path) -> N
         await server.aclose()
 
 
+async def test_an_environment_past_the_default_socket_buffer_travels_with_a_spawn(
+    tmp_path: Path,
+) -> None:
+    # Before: "cannot reach the fork server: [Errno 90] Message too long" past
+    # ~208 KiB (the socket's default send buffer), far below MAX_REQUEST.
+    env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 300_000}
+    server = await ForkServerClient.start(cwd=ROOT)
+    try:
+        assert server.max_request >= 300_000 + 4096
+        with anyio.fail_after(30):
+            worker = await spawn_worker(
+                ADAPTER, f"unix:{tmp_path}/w.sock", env=env, cwd=ROOT, forkserver=server
+            )
+        await worker.aclose()
+    finally:
+        await server.aclose()
+
+
+async def test_an_environment_too_large_for_a_spawn_request_is_named_as_the_cause(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * (MAX_REQUEST + 1)}
+    fds = set(os.listdir("/proc/self/fd"))
+    server = await ForkServerClient.start(cwd=ROOT)
+    try:
+        with pytest.raises(WorkerStartError) as caught:
+            await spawn_worker(
+                ADAPTER, f"unix:{tmp_path}/w.sock", env=env, cwd=ROOT, forkserver=server
+            )
+        assert isinstance(caught.value.__cause__, RequestTooLarge)
+        message = str(caught.value)
+        assert "cannot be forked: its spawn request is " in message
+        assert "the worker's environment is too large" in message
+        assert 'start_method="spawn"' in message
+        assert server.alive  # not the server's failure
+    finally:
+        await server.aclose()
+    assert set(os.listdir("/proc/self/fd")) == fds
+
+
 async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -> None:
     # Exit reports right behind the spawn replies: none may be lost (no hang).
     server = await ForkServerClient.start(cwd=ROOT)
@@ -257,7 +326,8 @@ async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path)
 async def test_closing_while_spawns_wait_for_room_fails_them(tmp_path: Path) -> None:
     # A stopped server reads nothing: spawns carrying a large environment fill
     # its socket and wait for room; closing the server must fail them all.
-    env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 60_000}
+    # 12 x 200 kB: more than the socket holds, even grown to MAX_REQUEST (x2).
+    env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 200_000}
     server = await ForkServerClient.start(cwd=ROOT)
     os.kill(server.pid, signal.SIGSTOP)
     outcomes: list[str] = []

@@ -41,6 +41,10 @@ class ForkServerError(Exception):
     """The fork server failed or is gone (the launcher turns it into WorkerStartError)."""
 
 
+class RequestTooLarge(ForkServerError):
+    """A spawn request does not fit in one message to the fork server (nothing was sent)."""
+
+
 #: Seconds a host waits for the server's report of a worker it saw exit (a pidfd).
 REPORT_GRACE = 2.0
 
@@ -72,7 +76,7 @@ class ForkedProcess:
             self.returncode = code
             self.lost_reason = lost
         self._exited.set()
-        if self._watcher is None:
+        if self._watcher is None or self._watcher.done():
             self._close_pidfd()
 
     def _close_pidfd(self) -> None:
@@ -93,16 +97,38 @@ class ForkedProcess:
             signal_group(self.pid, signum)
 
     async def wait(self) -> int:
-        """Wait for its exit code: the server's report, or a loss of the server."""
+        """Wait for its exit code: the server's report, or a loss of the server.
+
+        Returns once its watcher (if one was started) has ended too: its
+        pidfd is closed and no task of it is left.
+        """
         if not self._exited.is_set() and self._pidfd is not None and self._watcher is None:
             self._watcher = self._server._own(self._watch(self._pidfd), f"watch pid {self.pid}")
         await self._exited.wait()
+        if self._watcher is not None:
+            # Ended, not just told: it sees the report at once (asyncio.wait
+            # neither raises its error, which is the server's, nor cancels it;
+            # the server's callback has seen that error when it returns).
+            await asyncio.wait([self._watcher])
         assert self.returncode is not None
         return self.returncode
 
     async def _watch(self, pidfd: int) -> None:
-        # One per process, whoever waits: its exit seen on the pidfd, then the
-        # server's report expected soon after.
+        # One per process, whoever waits. If it fails, the process is reported
+        # lost (and killed): nobody else would see its exit, and wait() would
+        # never return. Its error then goes to the server (_task_done), lost too.
+        try:
+            await self._watch_exit(pidfd)
+        except BaseException as exc:
+            if not self._exited.is_set():
+                self.signal_group(signal.SIGKILL)
+                self._set_exit(-signal.SIGKILL, lost=f"watching pid {self.pid} failed: {exc!r}")
+            raise
+        finally:
+            self._close_pidfd()
+
+    async def _watch_exit(self, pidfd: int) -> None:
+        # Its exit seen on the pidfd, then the server's report expected soon after.
         loop = asyncio.get_running_loop()
         gone: asyncio.Future[None] = loop.create_future()
         loop.add_reader(pidfd, _wake, gone)
@@ -115,15 +141,11 @@ class ForkedProcess:
             loop.remove_reader(pidfd)
             report.cancel()
             await asyncio.wait([report])  # ended, not just asked to
-            self._watcher = None
-            if self._exited.is_set():  # _set_exit left the pidfd to us
-                self._close_pidfd()
         if not self._exited.is_set():
             self._server._lose(
                 f"the fork server did not report the exit of worker pid {self.pid}"
                 f" within {self._server.report_grace:g}s"
             )
-        self._close_pidfd()
 
     def close_stdin(self) -> None:
         """Close the host's end of its stdin (EOF tells a worker the host is gone)."""
@@ -161,6 +183,8 @@ class ForkServerClient:
         #: Its tasks (its stderr's reader, watchers of its workers): ended by aclose.
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: The largest spawn request it can be sent (its worker's environment, mostly).
+        self.max_request = protocol.fit_send_buffer(control)
 
     @property
     def pid(self) -> int:
@@ -301,9 +325,12 @@ class ForkServerClient:
     def _on_message(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message["op"]
         if op == protocol.EXIT:
-            child = self._children.pop(int(message["pid"]), None)
+            # Every field read before the child is taken: if one is unreadable,
+            # the server is lost with the child still here to be reported.
+            pid, code = int(message["pid"]), int(message["code"])
+            child = self._children.pop(pid, None)
             if child is not None:
-                child._set_exit(int(message["code"]))
+                child._set_exit(code)
             return
         rid = int(message.get("id") or 0)
         spawned = op == protocol.SPAWNED
@@ -373,6 +400,8 @@ class ForkServerClient:
         :param cwd: its directory (default: the host's current one).
         :param secret: the first bytes of its stdin (a unix socket then, not
             a pipe; see :func:`stdin_with_secret`), for ``--auth-stdin``.
+        :raises RequestTooLarge: the request (with ``env``) does not fit in
+            one message; the server is still fine.
         :raises ForkServerError: the server refused, is gone, or did not
             answer within ``timeout`` seconds (then it is killed: a fork
             server that hangs is of no use).
@@ -385,6 +414,13 @@ class ForkServerClient:
         if env is not None and dict(env) != self.env:
             request["env"] = dict(env)
         data = protocol.encode(request)
+        if len(data) > self.max_request:  # else the kernel's EMSGSIZE: "Message too long"
+            raise RequestTooLarge(
+                f"its spawn request is {len(data)} bytes, more than the fork server"
+                f" takes ({self.max_request}): the worker's environment is too large to"
+                " travel with it; start the fork server with that environment, or use"
+                ' start_method="spawn"'
+            )
         pipes: list[tuple[int, int]] = []
         try:
             pipes.append(

@@ -64,6 +64,8 @@ class InProcessHandle:
     _returncode: int | None = field(default=None, repr=False)
     _exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: The stop is kill()'s: its failure is logged, never raised.
+    _killed: bool = field(default=False, repr=False)
     _on_stopped: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
@@ -86,15 +88,23 @@ class InProcessHandle:
     def kill(self) -> None:
         """Stop serving now: calls in flight fail as if its process had died."""
         if self._stopping is None:
+            self._killed = True
             self._stopping = self._start_stop(-signal.SIGKILL, None)
             self._stopping.add_done_callback(_log_failure)
 
     async def aclose(self, grace: float = 5.0) -> int:
-        """Finish calls in flight for up to ``grace`` seconds, stop, run ``teardown()``."""
+        """Finish calls in flight for up to ``grace`` seconds, stop, run ``teardown()``.
+
+        After :meth:`kill`, it waits for that stop instead, whose failure was
+        logged and is not raised again.
+
+        :raises Exception: what the graceful stop (or ``teardown()``) raised.
+        """
         if self._stopping is None:
             self._stopping = self._start_stop(0, grace)
-        # Shielded: the stop finishes even when the caller is cancelled.
-        await asyncio.shield(self._stopping)
+        if not self._killed:
+            # Shielded: the stop finishes even when the caller is cancelled.
+            await asyncio.shield(self._stopping)
         return await self.wait()
 
     def _start_stop(self, code: int, grace: float | None) -> asyncio.Task[None]:

@@ -43,6 +43,7 @@ from snakepit.errors import ConfigError, WorkerStartError, exit_status
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
     ForkServerError,
+    RequestTooLarge,
     signal_group,
     stdin_with_secret,
     worker_channel,
@@ -337,6 +338,8 @@ def _unexpected_address(ready: dict[str, Any], listen: str, cwd: str | Path | No
         reported = None
     if reported is None or reported.kind != "tcp" or reported.host != host:
         return f"names the address {address!r}, not one on {host!r}"
+    if chosen.port != 0 and reported.port != chosen.port:  # port 0: the worker picks one
+        return f"names the address {address!r}, not the chosen {str(chosen)!r}"
     if frames is not None:
         return f"names a frames socket {frames!r} for a tcp address"
     return ""
@@ -407,6 +410,10 @@ async def _fork(
     with anyio.CancelScope(shield=True):
         try:
             started = await forkserver.spawn(args, env=env, cwd=cwd, timeout=timeout, secret=secret)
+        except RequestTooLarge as exc:  # not the server's failure: it is fine
+            raise WorkerStartError(
+                worker_id, f"cannot be forked: {exc}", returncode=None, stderr_tail=""
+            ) from exc
         except ForkServerError as exc:
             raise WorkerStartError(
                 worker_id, f"the fork server failed: {exc}", returncode=None, stderr_tail=""

@@ -37,10 +37,39 @@ class TestParse:
         address = Address.parse("tcp:[::1]:4711")
         assert (address.host, address.port, address.target) == ("[::1]", 4711, "[::1]:4711")
 
-    @pytest.mark.parametrize("text", ["tcp:127.0.0.1", "tcp::80", "tcp:host:port", "tcp:h:-1"])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "tcp:127.0.0.1",
+            "tcp::80",
+            "tcp:host:port",
+            "tcp:h:-1",
+            "tcp:h:",
+            "tcp:h:+1",
+            "tcp:h: 1",
+            # before: int() raised a bare ValueError on these
+            "tcp:h:\u00b2",  # superscript two: str.isdigit() says yes
+            "tcp:h:" + "9" * 5000,  # past int()'s digit limit
+            # before: accepted, a port that does not exist
+            "tcp:h:65536",
+            "tcp:h:99999",
+            "tcp:h:000001",
+            # before: read as 3 (a non-ASCII digit that int() takes)
+            "tcp:h:\u0663",
+        ],
+    )
     def test_a_tcp_address_needs_a_host_and_a_numeric_port(self, text: str) -> None:
         with pytest.raises(AddressError, match=r"^expected tcp:HOST:PORT \(port 0 allowed\)$"):
             Address.parse(text)
+
+    @pytest.mark.parametrize(("port", "value"), [("0", 0), ("65535", 65535), ("00080", 80)])
+    def test_a_port_is_up_to_five_ascii_digits_up_to_65535(self, port: str, value: int) -> None:
+        assert Address.parse(f"tcp:h:{port}").port == value
+
+    def test_a_unix_address_needs_a_path(self) -> None:
+        # before: "unix:" was the current directory
+        with pytest.raises(AddressError, match=r"^expected unix:PATH \(the path is empty\)$"):
+            Address.parse("unix:", cwd="/cwd")
 
     @pytest.mark.parametrize("text", ["", "/run/w.sock", "http://x", "UNIX:/w", "127.0.0.1:80"])
     def test_any_other_form_is_refused(self, text: str) -> None:
@@ -100,6 +129,11 @@ class TestParseListen:
         [
             ("tcp:nope", "--listen 'tcp:nope': expected tcp:HOST:PORT (port 0 allowed)"),
             ("/r/w.sock", "--listen '/r/w.sock': expected unix:PATH or tcp:HOST:PORT"),
+            # before: a bare ValueError, a traceback and exit code 1
+            ("tcp:h:\u00b2", "--listen 'tcp:h:\u00b2': expected tcp:HOST:PORT (port 0 allowed)"),
+            # before: accepted, and the worker bound some other port
+            ("tcp:h:99999", "--listen 'tcp:h:99999': expected tcp:HOST:PORT (port 0 allowed)"),
+            ("unix:", "--listen 'unix:': expected unix:PATH (the path is empty)"),
         ],
     )
     def test_a_bad_address_is_a_usage_error(self, listen: str, message: str) -> None:
@@ -118,6 +152,9 @@ class TestReadyReportCheck:
             "tcp:127.0.0.1:port",  # before: accepted (only the host was compared)
             "unix:/tcp:127.0.0.1:1",
             4711,
+            "tcp:127.0.0.1:\u00b2",  # before: a bare ValueError out of spawn_worker
+            "tcp:127.0.0.1:" + "9" * 5000,  # the same
+            "tcp:127.0.0.1:99999",  # before: accepted
         ],
     )
     def test_a_tcp_report_must_be_a_tcp_address_on_the_chosen_host(self, reported: object) -> None:
@@ -126,3 +163,13 @@ class TestReadyReportCheck:
 
     def test_a_tcp_report_on_the_chosen_host_is_accepted(self) -> None:
         assert _unexpected_address({"address": "tcp:127.0.0.1:4711"}, "tcp:127.0.0.1:0", None) == ""
+
+    def test_a_tcp_report_must_name_the_chosen_port(self) -> None:
+        # before: only the host was compared, and the secret went to port 4444
+        found = _unexpected_address({"address": "tcp:127.0.0.1:4444"}, "tcp:127.0.0.1:5555", None)
+        chosen = "not the chosen 'tcp:127.0.0.1:5555'"
+        assert found == f"names the address 'tcp:127.0.0.1:4444', {chosen}"
+
+    def test_a_tcp_report_naming_the_chosen_port_is_accepted(self) -> None:
+        ready = {"address": "tcp:127.0.0.1:5555"}
+        assert _unexpected_address(ready, "tcp:127.0.0.1:5555", None) == ""

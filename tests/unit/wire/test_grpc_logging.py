@@ -13,26 +13,44 @@ from snakepit._wire._grpc_logging import QUIET, VARIABLE, quiet_environment
 
 ROOT = str(Path(__file__).resolve().parents[3])
 
-# Prints nothing but what differs in os.environ across the import, then makes
-# a grpc channel (which, with GRPC_TRACE=api, logs at INFO what grpc's
-# verbosity lets through).
+# Prints nothing but the keys of os.environ written during the import (even
+# if put back) or changed across it, then makes a grpc channel (which, with
+# GRPC_TRACE=api, logs at INFO what grpc's verbosity lets through).
 _PROBE = """
 import os, sys
+written = set()
+class Recording(type(os.environ)):
+    def __setitem__(self, key, value):
+        written.add(key)
+        super().__setitem__(key, value)
+    def __delitem__(self, key):
+        written.add(key)
+        super().__delitem__(key)
+os.environ.__class__ = Recording
 before = dict(os.environ)
-import {module}
+{code}
 after = dict(os.environ)
-changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-print(changed)
+written |= {{k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}}
+print(sorted(written))
 import grpc
 grpc.insecure_channel("unix:/nonexistent-snakepit-probe").close()
 """
 
+# What snakepit.testing's leak check does first on asyncio (warm_grpc=True).
+_HOLD_GRPC = """
+import asyncio
+from snakepit.testing._leaks import _hold_grpc
+async def hold():
+    await _hold_grpc().close()
+asyncio.run(hold())
+"""
 
-def probe(module: str, **extra: str) -> tuple[str, str]:
+
+def probe(module: str, code: str = "", **extra: str) -> tuple[str, str]:
     env = {k: v for k, v in os.environ.items() if k != VARIABLE}
     env.update(PYTHONPATH=ROOT, GRPC_TRACE="api", **extra)
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(module=module)],
+        [sys.executable, "-c", _PROBE.format(code=code or f"import {module}")],
         env=env,
         capture_output=True,
         text=True,
@@ -42,16 +60,42 @@ def probe(module: str, **extra: str) -> tuple[str, str]:
     return done.stdout.strip(), done.stderr
 
 
-@pytest.mark.parametrize("module", ["snakepit", "snakepit.pool", "snakepit.worker"])
-def test_importing_snakepit_leaves_the_environment_unchanged(module: str) -> None:
-    changed, _ = probe(module)
-    assert changed == "[]"
+#: Each a first import of grpc (the generated stubs' before: not quieted).
+GRPC_FIRST = [
+    "snakepit.pool",
+    "snakepit.worker",
+    "snakepit._wire._proto.snakepit.v1.worker_pb2_grpc",
+]
 
 
-@pytest.mark.parametrize("module", ["snakepit.pool", "snakepit.worker"])
+@pytest.mark.parametrize("module", ["snakepit", *GRPC_FIRST])
+def test_importing_snakepit_never_writes_the_environment(module: str) -> None:
+    # Before: GRPC_VERBOSITY was in os.environ for the length of grpc's
+    # import, seen by any other thread then (and put in its children's env).
+    written, _ = probe(module)
+    assert written == "[]"
+
+
+@pytest.mark.parametrize("module", GRPC_FIRST)
 def test_grpc_imported_by_snakepit_logs_errors_only(module: str) -> None:
     _, stderr = probe(module)
     assert stderr == ""  # its INFO trace lines are not let through
+
+
+def test_the_leak_checks_grpc_logs_errors_only() -> None:
+    # Before: warm_grpc=True imported grpc itself, at grpc's INFO.
+    written, stderr = probe("", code=_HOLD_GRPC)
+    assert written == "[]"
+    assert stderr == ""
+
+
+def test_the_worker_side_environment_still_says_error() -> None:
+    written, _ = probe(
+        "",
+        code="from snakepit._wire._grpc_logging import quiet_environment as q\n"
+        "assert q()['GRPC_VERBOSITY'] == 'ERROR', q().get('GRPC_VERBOSITY')",
+    )
+    assert written == "[]"
 
 
 def test_a_verbosity_the_user_set_is_theirs() -> None:
