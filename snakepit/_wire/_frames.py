@@ -146,7 +146,7 @@ class FrameBatcher(Generic[F]):
     @property
     def pending(self) -> bool:
         """True while something is queued."""
-        return self._size > 0
+        return self._size > 0 or len(self._frames) > 1
 
     def fits(self, item_size: int) -> bool:
         """Whether an item of ``item_size`` bytes (with its overhead) fits the current frame."""
@@ -172,10 +172,17 @@ class FrameBatcher(Generic[F]):
         self.added(size)
 
     def take(self) -> list[F]:
-        """The frames queued (none if nothing is); the batcher starts afresh."""
+        """The frames queued (none if nothing is); the batcher starts afresh.
+
+        A last frame opened by :meth:`next_frame` with nothing added yet is
+        not sent; the full ones before it are.
+        """
+        frames = self._frames
         if not self._size:
-            return []
-        frames, self._frames = self._frames, [self._new()]
+            frames = frames[:-1]
+            if not frames:
+                return []
+        self._frames = [self._new()]
         self._size = 0
         return frames
 

@@ -131,6 +131,20 @@ class TestFrameBatcher:
         assert [rid for frame in ids(frames) for rid in frame] == list(range(10))
         assert all(f.chunks and f.ByteSize() <= LIMIT - ENVELOPE for f in frames)
 
+    def test_a_frame_opened_with_nothing_added_yet_loses_no_full_frame(self) -> None:
+        # take() judged by the last frame alone: a next_frame() whose item was
+        # never added (its build raised) dropped every full frame before it.
+        batch = batcher()
+        while batch.fits(chunk(0, 1500).ByteSize() + ITEM_OVERHEAD):
+            batch.append("chunks", chunk(0, 1500))
+        batch.next_frame()  # the next item's frame; its build fails: nothing added
+        assert batch.pending
+        frames = batch.take()
+        assert len(frames) == 1
+        assert frames[0].chunks
+        assert batch.take() == []
+        assert not batch.pending
+
     def test_each_item_kicks_the_writer(self) -> None:
         wakes = Wakes()
         batch = batcher(wakes)
