@@ -45,6 +45,7 @@ that ended it (also chained as ``__cause__``).
 
 from __future__ import annotations
 
+import pickle
 import signal
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -94,13 +95,15 @@ class SnakepitError(Exception):
     """Base class of every error snakepit raises on purpose.
 
     Every one pickles with its fields, whatever its constructor takes (an
-    error that crosses a process: multiprocessing, a pytest-xdist worker).
+    error that crosses a process: multiprocessing, a pytest-xdist worker). A
+    field that cannot cross a process (a server's ref: it lives in one event
+    loop) arrives as its ``repr()``.
     """
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception's own reduce calls the class with ``args`` (the message),
         # which a constructor with other parameters refuses or misreads.
-        return (_rebuild, (type(self), self.args), self.__dict__)
+        return (_rebuild, (type(self), self.args), _portable(self.__dict__))
 
 
 class ConfigError(SnakepitError, ValueError):
@@ -514,6 +517,18 @@ def exit_status(returncode: int) -> str:
     if returncode < 0:
         return f"killed by {signal_name(-returncode)}"
     return f"exit code {returncode}"
+
+
+def _portable(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields``, each one that does not pickle replaced by its ``repr()``."""
+    portable = {}
+    for name, value in fields.items():
+        try:
+            pickle.dumps(value)
+        except Exception:
+            value = repr(value)
+        portable[name] = value
+    return portable
 
 
 def _rebuild(cls: type[SnakepitError], args: tuple[Any, ...]) -> SnakepitError:

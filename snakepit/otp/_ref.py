@@ -92,6 +92,7 @@ class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
         "_ignored",
         "_killed",
         "_links",
+        "_unlinks",
         "_mailbox",
         "_parker",
         "_received",
@@ -138,6 +139,7 @@ class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
         self._deferred: set[Slot] | None = None  # calls answered later (NoReply)
         self._deferred_limit = _DEFERRED_PRUNE_AT
         self._links: list[ExitCallback] = []
+        self._unlinks = 0  # how many unlink() found their callback (the exit checks)
         self._done = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self._task: object = None  # the server's task, once it runs
@@ -285,6 +287,7 @@ class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
         """
         with contextlib.suppress(ValueError):
             self._links.remove(callback)
+            self._unlinks += 1
 
     def add_tracer(self, tracer: MessageTracer) -> None:
         """Call ``tracer(kind, message)`` for each message queued to the server from now on.
@@ -428,7 +431,10 @@ class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
             if not slot.done():
                 slot.set(Failure(self._exited()))
         try:
+            unlinks = self._unlinks
             for link in list(self._links):  # a copy: a callback may unlink itself
+                if self._unlinks != unlinks and link not in self._links:
+                    continue  # unlinked by an earlier callback (a monitor demonitored)
                 try:
                     link(self, reason)
                 except Exception:  # a broken callback must not break the exit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import signal
 
+import anyio
 import pytest
 
 from snakepit import errors
@@ -21,6 +22,7 @@ from snakepit.errors import (
     is_number,
     signal_name,
 )
+from snakepit.otp import GenServer, NoReply
 
 
 class TestExitDescriptions:
@@ -144,3 +146,31 @@ def test_every_error_pickles_with_its_fields() -> None:
                 assert repr(getattr(copy, name)) == repr(value)
             else:
                 assert getattr(copy, name) == value, (type(error), name)
+
+
+class _Silent(GenServer[str, None, None]):
+    """Never answers a call (NoReply, and no handle is kept)."""
+
+    async def init(self, arg: object) -> None:
+        return None
+
+    async def handle_call(self, request: str, state: None) -> NoReply[None]:
+        return NoReply(state)
+
+
+@pytest.mark.anyio
+async def test_errors_that_hold_a_server_ref_pickle_with_its_repr() -> None:
+    # CallTimeout.server and ServerExited's ref live in one event loop and do
+    # not pickle; the error did not either (found by review of issue #12).
+    async with anyio.create_task_group() as tg:
+        ref = await _Silent.start(tg, None)
+        with pytest.raises(errors.CallTimeout) as timed_out:
+            await ref.call("x", timeout=0)
+        await ref.stop()
+        with pytest.raises(errors.ServerExited) as exited:
+            await ref.call("x")
+    for error in (timed_out.value, exited.value):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+        assert repr(ref) in vars(copy).values()

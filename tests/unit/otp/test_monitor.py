@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit.otp import GenServer, Stop, monitor
+from snakepit.otp import GenServer, Monitor, Stop, monitor
 
 pytestmark = pytest.mark.anyio
 
@@ -71,3 +71,21 @@ async def test_demonitor_stops_the_notice() -> None:
         assert kept.reason == "normal"
         assert dropped.reason is None
         assert "Monitor of" in repr(kept)
+
+
+async def test_a_monitor_demonitored_during_the_exit_gets_no_down() -> None:
+    # Monitors are links now: one demonitored by an earlier exit callback was
+    # still called (found by review of issue #12).
+    async with anyio.create_task_group() as tg:
+        ref = await Server.start(tg)
+        monitors: list[Monitor] = []
+
+        def demonitor_the_later_one(_ref: Any, _reason: Any) -> None:
+            monitors[0].demonitor()
+
+        ref.link(demonitor_the_later_one)
+        monitors.append(monitor(ref))
+        kept = monitor(ref)
+        await ref.stop()
+        assert monitors[0].reason is None
+        assert kept.reason == "normal"
