@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio
 
-from snakepit.errors import CallTimeout, ConfigError, ServerExited
+from snakepit.errors import ArgumentTypeError, CallTimeout, ConfigError, ServerExited, is_number
 
 from ._lowlevel import TIMED_OUT, Backend, Failure, NoPublicConstructor, Slot
 from ._messages import (
@@ -50,8 +50,17 @@ _DEFERRED_PRUNE_AT: Final = 64
 ExitCallback = Callable[["ServerRef[Any, Any]", ExitReason], None]
 
 
+#: Timeout types taken without a closer look (a bool is an int subclass, not one of these).
+_PLAIN_NUMBERS: Final = frozenset({int, float})
+
+
 def check_timeout(timeout: float | None, field: str = "timeout") -> None:
-    """Raise :class:`ConfigError` unless ``timeout`` is None or a number >= 0."""
+    """Raise :class:`ConfigError` unless ``timeout`` is None or a number >= 0.
+
+    :raises ArgumentTypeError: not a number (a bool, a str...).
+    """
+    if timeout is not None and not is_number(timeout):
+        raise ArgumentTypeError(field, f"must be None or a number >= 0, got {timeout!r}")
     if timeout is not None and not timeout >= 0:  # also rejects NaN
         raise ConfigError(field, f"must be None or >= 0, got {timeout!r}")
 
@@ -92,7 +101,6 @@ class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
         "_ignored",
         "_killed",
         "_links",
-        "_unlinks",
         "_mailbox",
         "_parker",
         "_received",
@@ -102,6 +110,7 @@ class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
         "_stopping",
         "_task",
         "_tracers",
+        "_unlinks",
         "generation",
         "id",
         "name",
@@ -209,8 +218,8 @@ class ServerRef(Generic[Request, Reply], metaclass=NoPublicConstructor):
         if self._backend.current_task() is self._task:
             # It would wait on its own mailbox forever (OTP: calling_self).
             raise ConfigError("server", f"{self!r} cannot call itself from its own task")
-        if timeout is not None and not timeout >= 0:
-            check_timeout(timeout)
+        if timeout is not None and (type(timeout) not in _PLAIN_NUMBERS or not timeout >= 0):
+            check_timeout(timeout)  # the full check, off the common path
         slot = self._backend.new_slot()
         self._post(tag, payload, slot)
         result = await slot.wait(timeout)

@@ -230,7 +230,8 @@ class PoolConfig:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(
-                unknown[0], f"unknown pool option (known: {', '.join(sorted(known))})"
+                unknown[0],
+                f"unknown pool option (known: {', '.join(sorted(known - {'adapter'}))})",
             )
         if adapter is None and "adapter" not in options:
             raise ConfigError("adapter", "is required ('package.module:ClassName')")

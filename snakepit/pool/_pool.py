@@ -135,6 +135,8 @@ class Pool:
     ) -> None:
         if config is not None and (adapter is not None or options):
             raise ConfigError("config", "pass either config= or adapter and options, not both")
+        if config is not None and not isinstance(config, PoolConfig):
+            raise ArgumentTypeError("config", f"must be a PoolConfig, got {config!r}")
         self.config = config if config is not None else PoolConfig.from_options(adapter, options)
         self._launcher = launcher
         self._state: PoolState = "new"

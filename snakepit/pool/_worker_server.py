@@ -420,7 +420,9 @@ class WorkerServer(GenServer[Any, Any, None]):
     def drain(self) -> None:
         """Take no new calls; the ones in flight go on (before a graceful stop).
 
-        -> ``draining``; nothing if it takes no calls already.
+        -> ``draining``; nothing if it takes no calls already. A worker still
+        ``booting``, or ``failed``, has no calls to drain: asking raises
+        :class:`IllegalTransition` (the pool never does).
         """
         if self.state not in _OUT_OF_SERVICE:
             self._enter("draining")
@@ -474,7 +476,9 @@ class WorkerServer(GenServer[Any, Any, None]):
         The process exit ends this WorkerServer; its supervisor starts a replacement.
         Calls in flight on it fail with :class:`WorkerCrashed` naming ``reason``.
 
-        -> ``retired``; nothing if it takes no calls already.
+        -> ``retired``; nothing if it takes no calls already. A worker still
+        ``booting``, or ``failed``, is not in service yet: asking raises
+        :class:`IllegalTransition` (the pool never does; stop it instead).
 
         :param report: log ``reason`` (one line) and report it as the cause.
         :param failed: False when killing it is the pool's decision, not the

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit.errors import CallTimeout, ConfigError, ServerExited
+from snakepit.errors import ArgumentTypeError, CallTimeout, ConfigError, ServerExited
 from snakepit.otp import GenServer, MailboxStats, ServerRef, Stop, monitor
 
 pytestmark = pytest.mark.anyio
@@ -545,3 +545,13 @@ def test_refs_and_reply_handles_have_no_public_constructor(made_by_snakepit: str
     cls = getattr(snakepit.otp, made_by_snakepit)
     with pytest.raises(TypeError, match=f"snakepit.otp.{made_by_snakepit} is made by snakepit"):
         cls(object(), object())
+
+
+@pytest.mark.parametrize("timeout", [True, "5", [1]])
+async def test_a_call_timeout_must_be_a_number(timeout: Any) -> None:
+    # A bool passed as a number, a str raised a bare TypeError (found by review).
+    async with anyio.create_task_group() as tg:
+        ref = await Echo.start(tg)
+        with pytest.raises(ArgumentTypeError, match="timeout: must be None or a number"):
+            await ref.call("x", timeout=timeout)
+        await ref.stop()

@@ -14,7 +14,7 @@ import pytest
 
 import snakepit
 from snakepit.errors import ArgumentTypeError, ConfigError
-from snakepit.pool import PoolConfig, PoolOptions
+from snakepit.pool import Pool, PoolConfig, PoolOptions
 
 ADAPTER = "snakepit.testing.adapters:Echo"
 ROOT = Path(snakepit.__file__).resolve().parents[1]
@@ -85,3 +85,16 @@ def test_mypy_rejects_a_misspelt_or_mistyped_option(
     assert 'Unexpected keyword argument "max_concurency" for "Pool"' in errors[0]
     assert 'Argument "transport" to "Pool" has incompatible type' in errors[1]
     assert 'Argument "size" to "Pool" has incompatible type' in errors[2]
+
+
+def test_an_unknown_option_lists_the_options_pool_takes() -> None:
+    # ``adapter`` is Pool's first parameter, not one of its options.
+    with pytest.raises(ConfigError, match="max_concurency: unknown pool option") as info:
+        Pool("a.b:C", max_concurency=2)  # type: ignore[call-arg]
+    assert "adapter" not in str(info.value)
+    assert "max_concurrency" in str(info.value)
+
+
+def test_config_must_be_a_pool_config() -> None:
+    with pytest.raises(ArgumentTypeError, match="config: must be a PoolConfig"):
+        Pool(config="a.b:C")  # type: ignore[arg-type]
