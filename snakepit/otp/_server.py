@@ -203,8 +203,8 @@ class GenServer(Generic[Request, Reply, State]):
         helper that raises ends the server with that exception as its exit
         reason (logged with :meth:`log_crash`), as a handler's error does, and
         never the task group the server was started in. Unlike a handler's
-        error, it reaches ``terminate`` as ``"shutdown"``: the helper's task
-        group was being left when ``terminate`` ran. An exception from
+        error, ``terminate`` then gets ``"shutdown"`` (the exit reason, which
+        monitors and the supervisor see, is still the helper's exception). An exception from
         ``lifespan`` itself before ``init`` ran is raised by :meth:`start`.
         :class:`Supervisor` uses it for the task group of its children: a
         subclass of a supervisor that overrides it must enter ``super().lifespan()``.
