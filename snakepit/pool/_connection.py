@@ -289,7 +289,8 @@ class Multiplexer:
         except asyncio.CancelledError:
             if self._ours(asyncio.current_task()):
                 raise
-            self._fail(WorkerUnavailable("the connection was closed under the channel"))
+            # grpc's: the call ended under the writer. The reader reports why
+            # (the call's status, or the connection closed under it).
         except Exception as exc:  # the call failed, or was closed under us
             self._fail(_broke(exc))
 
