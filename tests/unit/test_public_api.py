@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -104,11 +105,27 @@ LAYERS: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.cache
+def _parse(path: Path) -> ast.Module:
+    """The syntax tree of ``path`` (each file is parsed once per run)."""
+    return ast.parse(path.read_text())
+
+
+def _class_node(cls: type) -> ast.ClassDef:
+    """The ``class`` statement of ``cls``, from its module's tree."""
+    tree = _parse(Path(inspect.getfile(cls)))
+    return next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__
+    )
+
+
 def _imports(path: Path, module: str) -> set[str]:
     """Every module ``path`` imports, at any depth (in functions too), relative ones resolved."""
     found: set[str] = set()
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -337,9 +354,7 @@ def test_nothing_outside_the_otp_core_uses_its_private_names() -> None:
 
     exempt = {"snakepit/errors.py": {"snakepit.otp._reasons"}}  # TYPE_CHECKING, see LAYERS
     otp_classes = [c for c in vars(otp).values() if inspect.isclass(c) and _in_otp(c)]
-    own: dict[type, set[str]] = {
-        c: _private_names(ast.parse(inspect.getsource(c))) for c in otp_classes
-    }
+    own: dict[type, set[str]] = {c: _private_names(_class_node(c)) for c in otp_classes}
     otp_only = set().union(*own.values())
     outside = [p for p in (ROOT / "snakepit").rglob("*.py") if not _under(p, "snakepit/otp")]
     offenders = []
@@ -347,7 +362,7 @@ def test_nothing_outside_the_otp_core_uses_its_private_names() -> None:
         if "_proto" in path.parts:
             continue
         name = str(path.relative_to(ROOT))
-        tree = ast.parse(path.read_text())
+        tree = _parse(path)
         otp_only -= _private_names(tree)  # a name the product uses for its own is not otp's
         for imported in _imports(path, "snakepit.x"):
             parts = imported.split(".")
@@ -360,13 +375,13 @@ def test_nothing_outside_the_otp_core_uses_its_private_names() -> None:
                 continue
             bases = [b for b in cls.__mro__ if b in own]
             if bases:
-                used = _private_names(ast.parse(inspect.getsource(cls)))
+                used = _private_names(_class_node(cls))
                 for base in bases:
                     offenders += [
                         f"{cls.__qualname__}: {base.__name__}.{n}" for n in used & own[base]
                     ]
     for path in outside:
-        tree = ast.parse(path.read_text())
+        tree = _parse(path)
         modules = {  # os._exit is no otp name
             (alias.asname or alias.name).split(".")[0]
             for sub in ast.walk(tree)
