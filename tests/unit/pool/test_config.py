@@ -52,9 +52,10 @@ def test_the_literal_options_are_checked_at_run_time(name: str, value: Any) -> N
 
 
 def test_mypy_rejects_a_misspelt_or_mistyped_option(tmp_path: Path) -> None:
-    # One mypy run over a small snippet, with a cache of its own (about 1.5 s),
-    # against the snakepit under test. In a process of its own: mypy's heap
-    # would stay in this one and slow every later gc.collect() of the run.
+    # One mypy run over a small snippet, against the snakepit under test. In a
+    # process of its own: mypy's heap would stay in this one and slow every
+    # later gc.collect() of the run. With the project's mypy cache when there
+    # is one (``make test`` type-checks first: 0.2 s instead of 1.5 s).
     pytest.importorskip("mypy")
     snippet = tmp_path / "snippet.py"
     snippet.write_text(
@@ -70,8 +71,9 @@ def test_mypy_rejects_a_misspelt_or_mistyped_option(tmp_path: Path) -> None:
         )
     )
     command = [sys.executable, "-m", "mypy", "--strict", "--no-error-summary"]
+    cache = ROOT / ".mypy_cache"
     done = subprocess.run(
-        [*command, "--cache-dir", str(tmp_path / "cache"), str(snippet)],
+        [*command, "--cache-dir", str(cache if cache.is_dir() else tmp_path), str(snippet)],
         capture_output=True,
         text=True,
         env={**os.environ, "MYPYPATH": str(ROOT)},
