@@ -22,7 +22,7 @@ from snakepit.errors import ExecutionTimeout, WorkerError, WorkerUnavailable
 
 from ._config import Codec
 from ._grpc_errors import error_from_grpc
-from ._messages import DEFAULT_MAX_MESSAGE_BYTES, END, chunk_value, fill_request, result_of
+from ._requests import DEFAULT_MAX_MESSAGE_BYTES, END, chunk_value, fill_request, result_of
 from ._transports import FramesTransport, GrpcTransport, Transport, open_frames_transport
 
 __all__ = ("Multiplexer",)

@@ -23,7 +23,7 @@ from ._config import Codec
 from ._connection import Multiplexer
 from ._description import WorkerDescription, from_message
 from ._grpc_errors import grpc_errors
-from ._messages import DEFAULT_MAX_MESSAGE_BYTES, END, chunk_value, fill_request, result_of
+from ._requests import DEFAULT_MAX_MESSAGE_BYTES, END, chunk_value, fill_request, result_of
 from ._transports import GrpcTransport
 
 __all__ = ("WorkerConnection",)
