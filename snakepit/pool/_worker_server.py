@@ -476,7 +476,10 @@ class WorkerServer(GenServer[Any, Any, None]):
         The process exit ends this WorkerServer; its supervisor starts a replacement.
         Calls in flight on it fail with :class:`WorkerCrashed` naming ``reason``.
 
-        -> ``retired``; nothing if it takes no calls already. A worker still
+        -> ``retired``. Nothing if ``retired`` already. One that takes no
+        calls already (``draining``, ``stopping``, ``killed``) stays in its
+        state, but its process is killed all the same: a call on it broke or
+        timed out, and a stuck tool must not hold up its stop. A worker still
         ``booting``, or ``failed``, is not in service yet: asking raises
         :class:`IllegalTransition` (the pool never does; stop it instead).
 
@@ -486,6 +489,8 @@ class WorkerServer(GenServer[Any, Any, None]):
             towards the restart intensity.
         """
         if self.state in _OUT_OF_SERVICE:
+            if self.state != "retired" and self.handle is not None:
+                self.handle.kill()
             return
         self._enter("retired")
         self._failed = failed

@@ -114,6 +114,39 @@ async def test_retire_without_report_keeps_no_reason() -> None:
     assert server.retired_reason is None
 
 
+class _Handle:
+    """Counts kills (the only part of a WorkerHandle retire() uses)."""
+
+    pid = 4242
+    kills = 0
+
+    def kill(self) -> None:
+        self.kills += 1
+
+
+@pytest.mark.parametrize("state", ["draining", "stopping", "killed"])
+async def test_retire_still_kills_the_process_of_a_worker_out_of_service(
+    state: WorkerState,
+) -> None:
+    # A call on a worker that takes no calls any more broke or timed out: its
+    # process goes, as before the state machine (a flaky chaos test found the
+    # killed-server case: the process then exited 0 on its SIGTERM, not -9).
+    server = server_in(state)
+    handle = _Handle()
+    server.handle = cast(Any, handle)
+    server.retire("its connection broke", report=False)
+    assert (server.state, handle.kills) == (state, 1)
+
+
+async def test_retire_kills_once() -> None:
+    server = server_in("ready")
+    handle = _Handle()
+    server.handle = cast(Any, handle)
+    server.retire("a call to 'x' timed out", failed=False)
+    server.retire("again")
+    assert (server.state, handle.kills) == ("retired", 1)
+
+
 @pytest.mark.parametrize("state", OUT_OF_SERVICE)
 async def test_drain_and_retire_do_nothing_once_it_takes_no_calls(state: WorkerState) -> None:
     server = server_in(state)
