@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,21 +16,13 @@ from snakepit._wire._auth import new_secret
 from snakepit.pool import WorkerConnection
 from snakepit.pool._launch._process import WorkerProcess, spawn_worker
 from snakepit.worker import AdapterServer
+from tests._procs import gone
 
 from ._adapters import All
 
 ROOT = Path(__file__).resolve().parents[3]
 
 Spawn = Callable[..., Awaitable[WorkerProcess]]
-
-
-def gone(pid: int) -> bool:
-    """True once no process has this pid (reaped, not even a zombie of ours)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def exited(pid: int) -> bool:
@@ -92,6 +84,34 @@ class Served:
     secret: bytes | None = None
 
 
+@asynccontextmanager
+async def serve_all(
+    sock_dir: Path, name: str, **options: Any
+) -> AsyncIterator[tuple[Served, WorkerConnection]]:
+    """Every test tool (Echo, Hang, Gated...) served in-process as ``name``, and a client to it.
+
+    ``options`` go to ``AdapterServer.start`` (``max_message_bytes`` also to the client).
+    """
+    adapter = All()
+    adapter.setup()
+    secret = new_secret()
+    server = await AdapterServer.start(
+        adapter,
+        listen=f"unix:{sock_dir}/{name}.sock",
+        adapter_path="tests.unit.grpc._adapters:All",
+        worker_id=name,
+        secret=secret,
+        **options,
+    )
+    limit = {k: v for k, v in options.items() if k == "max_message_bytes"}
+    try:
+        async with WorkerConnection(server.address, secret=secret, **limit) as client:
+            yield Served(server.address, server.frames_address, secret), client
+    finally:
+        await server.abort()
+        adapter.teardown()
+
+
 @pytest.fixture
 async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerConnection]]:
     """Every test tool (Echo, Hang, Gated...) served in-process, and a client to it.
@@ -100,22 +120,8 @@ async def echo(sock_dir: Path) -> AsyncIterator[tuple[Served, WorkerConnection]]
     tests about the process itself (signals, exit, host death, kills) use
     :func:`echo_process` or :func:`spawn`.
     """
-    adapter = All()
-    adapter.setup()
-    secret = new_secret()
-    server = await AdapterServer.start(
-        adapter,
-        listen=f"unix:{sock_dir}/inproc.sock",
-        adapter_path="tests.unit.grpc._adapters:All",
-        worker_id="inproc",
-        secret=secret,
-    )
-    try:
-        async with WorkerConnection(server.address, secret=secret) as client:
-            yield Served(server.address, server.frames_address, secret), client
-    finally:
-        await server.abort()
-        adapter.teardown()
+    async with serve_all(sock_dir, "inproc") as served:
+        yield served
 
 
 @pytest.fixture

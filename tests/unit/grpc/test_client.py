@@ -14,7 +14,7 @@ import anyio
 import grpc
 import pytest
 
-from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface, new_secret
+from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface
 from snakepit._wire._frames import ENVELOPE
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import (
@@ -35,9 +35,9 @@ from snakepit.pool._grpc_errors import error_from_info, error_from_rpc
 from snakepit.pool._launch._process import WorkerProcess, spawn_worker
 from snakepit.pool._worker_connection import WorkerConnection
 from snakepit.worker import AdapterServer
+from tests._procs import gone
 
-from ._adapters import All
-from .conftest import Served, Spawn, gone
+from .conftest import Served, Spawn, serve_all
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -186,6 +186,7 @@ class TestChannel:
             assert await mux.execute("ping") == {"status": "pong"}  # the channel is up
             os.killpg(worker.pid, signal.SIGKILL)
         assert len(errors) == 1
+        assert isinstance(errors[0].__cause__, WorkerError)  # it was lost (found by review)
         with pytest.raises(WorkerUnavailable):
             await mux.execute("ping")
         await worker.wait()
@@ -540,26 +541,10 @@ SMALL_LIMIT = 64 * 1024
 @pytest.fixture
 async def small(sock_dir: Path) -> AsyncIterator[Echo]:
     """The test tools served in-process with a 64 KiB message limit, and a client to them."""
-    adapter = All()
-    adapter.setup()
-    secret = new_secret()
-    server = await AdapterServer.start(
-        adapter,
-        listen=f"unix:{sock_dir}/small.sock",
-        adapter_path="tests.unit.grpc._adapters:All",
-        worker_id="small",
-        max_concurrency=4,
-        max_message_bytes=SMALL_LIMIT,
-        secret=secret,
-    )
-    try:
-        async with WorkerConnection(
-            server.address, max_message_bytes=SMALL_LIMIT, secret=secret
-        ) as client:
-            yield Served(server.address, server.frames_address, secret), client
-    finally:
-        await server.abort()
-        adapter.teardown()
+    async with serve_all(
+        sock_dir, "small", max_concurrency=4, max_message_bytes=SMALL_LIMIT
+    ) as served:
+        yield served
 
 
 class TestItemsNearTheLimit:
@@ -658,25 +643,3 @@ class TestClosedUnderneath:
             await client.aclose()
             with pytest.raises(WorkerUnavailable, match="closed with the stream in flight"):
                 await task
-
-    async def test_calls_failed_by_a_dying_worker_keep_the_cause(
-        self, echo_process: EchoProcess, open_mux: OpenMux
-    ) -> None:
-        worker, client = echo_process
-        mux = await open_mux(worker, client)
-        errors: list[BaseException] = []
-
-        async def call() -> None:
-            try:
-                await mux.execute("hang")
-            except WorkerUnavailable as exc:
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call)
-            await anyio.wait_all_tasks_blocked()
-            os.killpg(worker.pid, signal.SIGKILL)
-        assert len(errors) == 1
-        assert isinstance(errors[0].__cause__, WorkerError)
-        await worker.wait()
-        await mux.aclose()

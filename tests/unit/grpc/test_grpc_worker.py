@@ -34,9 +34,9 @@ from snakepit.pool._launch._process import WorkerProcess
 from snakepit.pool._worker_connection import WorkerConnection
 from snakepit.testing import assert_healthy, python_worker
 from snakepit.worker import PROTOCOL_VERSION
-from tests._procs import wait_exit
+from tests._procs import gone, wait_exit
 
-from .conftest import ROOT, Served, Spawn, exited, gone
+from .conftest import ROOT, Served, Spawn, exited
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
