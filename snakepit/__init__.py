@@ -32,6 +32,10 @@ from snakepit.errors import QueueTimeout as QueueTimeout
 from snakepit.errors import ReachedMaxRestartIntensity as ReachedMaxRestartIntensity
 from snakepit.errors import RemoteError as RemoteError
 from snakepit.errors import ServerExited as ServerExited
+from snakepit.errors import SessionError as SessionError
+from snakepit.errors import SessionExists as SessionExists
+from snakepit.errors import SessionLimitReached as SessionLimitReached
+from snakepit.errors import SessionNotFound as SessionNotFound
 from snakepit.errors import SnakepitError as SnakepitError
 from snakepit.errors import ToolNotFound as ToolNotFound
 from snakepit.errors import WaitTimeout as WaitTimeout

@@ -28,13 +28,17 @@
     │   └── RemoteError                          the tool raised: type, message, traceback
     │       ├── ToolNotFound                     no tool of that name
     │       └── InvalidArguments                 the arguments do not fit the signature
-    └── PoolError                                the pool as a whole
-        ├── PoolStartError                       a worker failed to start; nothing left running
-        ├── PoolClosed                           the pool is not running (not entered, or left)
-        ├── PoolDegraded                         workers kept crashing: the pool gave up
-        ├── QueueFull                            max_queue calls are already waiting
-        ├── QueueTimeout (also TimeoutError)     no worker came free in time; the tool did not run
-        └── WrongEventLoop (also RuntimeError)   called from another event loop than its own
+    ├── PoolError                                the pool as a whole
+    │   ├── PoolStartError                       a worker failed to start; nothing left running
+    │   ├── PoolClosed                           the pool is not running (not entered, or left)
+    │   ├── PoolDegraded                         workers kept crashing: the pool gave up
+    │   ├── QueueFull                            max_queue calls are already waiting
+    │   ├── QueueTimeout (also TimeoutError)     no worker came free in time; the tool did not run
+    │   └── WrongEventLoop (also RuntimeError)   called from another event loop than its own
+    └── SessionError                             a session (snakepit.session)
+        ├── SessionNotFound (also LookupError)   no such session: never made, deleted or expired
+        ├── SessionExists                        an explicit session id is already in use
+        └── SessionLimitReached                  max_sessions sessions exist already
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -79,6 +83,10 @@ __all__ = (
     "ReachedMaxRestartIntensity",
     "RemoteError",
     "ServerExited",
+    "SessionError",
+    "SessionExists",
+    "SessionLimitReached",
+    "SessionNotFound",
     "SnakepitError",
     "ToolNotFound",
     "WaitTimeout",
@@ -475,6 +483,40 @@ class WrongEventLoop(PoolError, RuntimeError):
 
 # -- checks and descriptions shared by every layer ---------------------------------------
 # They live here because snakepit.otp imports nothing but this module; not in __all__.
+
+
+class SessionError(SnakepitError):
+    """A session could not be used as asked (see :mod:`snakepit.session`)."""
+
+
+class SessionNotFound(SessionError, LookupError):
+    """No session has this id: it was never made, or it was deleted or expired.
+
+    ``session_id`` is the id asked for.
+    """
+
+    def __init__(self, session_id: str, detail: str = "") -> None:
+        super().__init__(f"no session {session_id!r}" + (f": {detail}" if detail else ""))
+        #: The id that was asked for.
+        self.session_id = session_id
+
+
+class SessionExists(SessionError):
+    """A session was created with an explicit id that another session has."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"a session {session_id!r} exists already")
+        #: The id that is taken.
+        self.session_id = session_id
+
+
+class SessionLimitReached(SessionError):
+    """``max_sessions`` sessions exist already: delete one, or let one expire."""
+
+    def __init__(self, max_sessions: int) -> None:
+        super().__init__(f"max_sessions={max_sessions} sessions exist already")
+        #: The limit that was reached.
+        self.max_sessions = max_sessions
 
 
 def is_int(value: object) -> TypeGuard[int]:

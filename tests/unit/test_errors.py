@@ -123,6 +123,9 @@ def _every_error() -> list[SnakepitError]:
         errors.QueueFull(7),
         errors.QueueTimeout("no worker", timeout=0.25),
         errors.WrongEventLoop("other loop"),
+        errors.SessionNotFound("s1", "it expired"),
+        errors.SessionExists("s1"),
+        errors.SessionLimitReached(10),
     ]
 
 
@@ -135,6 +138,7 @@ def test_every_error_pickles_with_its_fields() -> None:
         "OTPError",
         "WorkerError",
         "PoolError",
+        "SessionError",
     }
     for error in made:
         copy = pickle.loads(pickle.dumps(error))

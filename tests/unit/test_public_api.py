@@ -18,6 +18,7 @@ from snakepit.otp._lowlevel import NoPublicConstructor
 
 PUBLIC_PACKAGES = (
     "snakepit",
+    "snakepit.session",
     "snakepit.otp",
     "snakepit.errors",
     "snakepit.worker",
@@ -92,6 +93,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # imports nothing (the fields PayloadError shares with the codec's CodecError).
     "snakepit.errors": ("snakepit.otp._reasons", "snakepit._wire._payload_fields"),
     "snakepit.otp": ("snakepit.errors",),
+    "snakepit.session": ("snakepit.errors", "snakepit.otp"),
     "snakepit._wire": ("grpc",),
     "snakepit.worker": ("snakepit._wire", "grpc"),
     "snakepit.pool": (
@@ -200,6 +202,7 @@ TYPED_PACKAGES = (
     "snakepit",
     "snakepit.errors",
     "snakepit.otp",
+    "snakepit.session",
     "snakepit.pool",
     "snakepit.worker",
     "snakepit.testing",
