@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +16,10 @@ import redis.asyncio
 
 from snakepit import ArgumentTypeError, ConfigError, SessionBackendError, SessionLimitReached
 from snakepit.session import RedisBackend, SessionBackend, SessionRecord
-from tests._redis import RedisServer, redis_server
+from tests._procs import wait_exit
+from tests._redis import RedisServer, redis_executable, redis_server
+
+ROOT = Path(__file__).resolve().parents[3]
 
 anyio_backends = ("asyncio",)  # redis.asyncio
 pytestmark = pytest.mark.anyio
@@ -247,11 +253,25 @@ def test_bad_arguments_are_config_errors() -> None:
         RedisBackend(client="redis://h")  # type: ignore[arg-type]
 
 
+async def test_the_test_server_dies_with_a_killed_pytest() -> None:
+    # tests/_redis.py: PR_SET_PDEATHSIG, so a SIGKILLed test process leaves no redis-server.
+    redis_executable()  # or skip
+    script = (
+        "import os\n"
+        "from tests._redis import redis_server\n"
+        "with redis_server() as server:\n"
+        "    print(server.process.pid, os.path.dirname(server.socket), flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    done = await anyio.run_process([sys.executable, "-c", script], cwd=ROOT, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pid, directory = done.stdout.decode().split()
+    shutil.rmtree(directory)  # what a SIGKILL leaves: the temp dir
+    await wait_exit(int(pid), timeout=5)
+
+
 def test_snakepit_imports_without_the_redis_package() -> None:
     # snakepit.session loads the redis package on first use of RedisBackend only.
-    import subprocess
-    import sys
-
     code = (
         "import sys; sys.modules['redis'] = None\n"
         "import snakepit, snakepit.session\n"
