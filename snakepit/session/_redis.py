@@ -16,6 +16,7 @@ package's asyncio client); install it with ``pip install 'snakepit[redis]'``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -207,6 +208,11 @@ class RedisBackend:
     async def _run(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
         """Await ``operation``, turning any error of Redis's into a SessionBackendError."""
         try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # trio, say: redis.asyncio would fail there with no clear word
+            detail = f"{what}: runs on asyncio only (the redis package's client), not this loop"
+            raise SessionBackendError(self._name, detail) from None
+        try:
             return await operation()
         except redis.exceptions.RedisError as exc:
             detail = f"{what} failed: {type(exc).__name__}: {exc}"
@@ -236,7 +242,8 @@ class RedisBackend:
 
         :returns: False if its id is taken (nothing is written).
         :raises SessionLimitReached: ``limit`` sessions exist already (nothing is written).
-        :raises SessionBackendError: Redis is unreachable or answered an error.
+        :raises SessionBackendError: Redis is unreachable or answered an error (or
+            this is not asyncio: so for every method).
         """
         args = [
             record.session_id,

@@ -192,6 +192,13 @@ async def test_nothing_listening_is_a_session_backend_error_at_once(tmp_path: Pa
     assert str(error).startswith("session backend redis unix://")
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_it_says_it_runs_on_asyncio_only(tmp_path: Path) -> None:
+    backend = RedisBackend(f"unix://{tmp_path}/nobody.sock")
+    with pytest.raises(SessionBackendError, match="count: runs on asyncio only"):
+        await backend.count()
+
+
 @pytest.fixture
 def own_redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may kill."""
