@@ -88,9 +88,11 @@ class RedisServer:
                 self.process.wait()
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child before exec: SIGKILL when the parent dies (and now if it already has)."""
-    libc = ctypes.CDLL(None, use_errno=True)
+def _die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
+    """In the child before exec: SIGKILL when the parent dies (and now if it already has).
+
+    ``libc`` is loaded before the fork: no dlopen in a child of a threaded process.
+    """
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -118,13 +120,14 @@ def redis_server(timeout: float = 10.0) -> Iterator[RedisServer]:
         "--logfile", "",
     ]  # fmt: skip
     parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=lambda: _die_with_parent(parent),
+        preexec_fn=lambda: _die_with_parent(libc, parent),
     )
     server = RedisServer(socket, process)
     ready = threading.Event()
