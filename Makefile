@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check-proto proto pytest bench clean
+.PHONY: demo test lint typecheck check-proto proto pytest redis-server bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -44,13 +44,29 @@ proto: $(STAMP)
 check-proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py --check
 
+# The Redis session tests need a redis-server (Debian's package): installed here
+# when missing, as root or with a sudo that asks for no password. It never fails
+# the build: without it those tests are skipped and say why, except where
+# SNAKEPIT_REQUIRE_REDIS=1 (.ci/run) makes them fail instead.
+redis-server: $(STAMP)
+	@command -v redis-server >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ $$sudo apt-get install -y -qq redis-server || \
+		  { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq redis-server; }; \
+		} >$(VENV)/redis-install.log 2>&1 \
+		&& echo "installed redis-server (Debian's package)" \
+		|| echo "redis-server could not be installed (see $(VENV)/redis-install.log):" \
+			"the Redis tests will be skipped"; \
+	}
+
 # Random order (pytest-randomly) and in parallel (xdist, one process more than
 # CPUs: many tests wait on worker processes, which need a CPU of their own);
 # prints the suite's wall time. The suite passes with any -n, -n auto included.
 # Bytecode caching stays on even where PYTHONDONTWRITEBYTECODE is set: without
 # it every worker process the suite starts (~140) compiles snakepit from source
 # and pytest rewrites every test module again in each xdist process.
-pytest: $(STAMP)
+pytest: $(STAMP) redis-server
 	@start=$$(date +%s%N); \
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -p randomly -n $$(($$(nproc) + 1)) -q tests; rc=$$?; \
 	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \

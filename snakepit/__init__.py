@@ -32,6 +32,7 @@ from snakepit.errors import QueueTimeout as QueueTimeout
 from snakepit.errors import ReachedMaxRestartIntensity as ReachedMaxRestartIntensity
 from snakepit.errors import RemoteError as RemoteError
 from snakepit.errors import ServerExited as ServerExited
+from snakepit.errors import SessionBackendError as SessionBackendError
 from snakepit.errors import SessionError as SessionError
 from snakepit.errors import SessionExists as SessionExists
 from snakepit.errors import SessionLimitReached as SessionLimitReached

@@ -38,7 +38,8 @@
     └── SessionError                             a session (snakepit.session)
         ├── SessionNotFound (also LookupError)   no such session: never made, deleted or expired
         ├── SessionExists                        an explicit session id is already in use
-        └── SessionLimitReached                  max_sessions sessions exist already
+        ├── SessionLimitReached                  max_sessions sessions exist already
+        └── SessionBackendError                  the backend's storage failed (cause chained)
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -83,6 +84,7 @@ __all__ = (
     "ReachedMaxRestartIntensity",
     "RemoteError",
     "ServerExited",
+    "SessionBackendError",
     "SessionError",
     "SessionExists",
     "SessionLimitReached",
@@ -517,6 +519,23 @@ class SessionLimitReached(SessionError):
         super().__init__(f"max_sessions={max_sessions} sessions exist already")
         #: The limit that was reached.
         self.max_sessions = max_sessions
+
+
+class SessionBackendError(SessionError):
+    """A session backend's storage failed: unreachable, or it answered with an error.
+
+    Raised by a backend that keeps sessions outside the process (Redis) for a
+    connection refused, lost or timed out, or a reply it cannot use. The
+    exception that caused it is chained as ``__cause__``; whether the
+    operation took effect is unknown when the connection broke mid-way.
+    """
+
+    def __init__(self, backend: str, detail: str) -> None:
+        super().__init__(f"session backend {backend}: {detail}")
+        #: Which backend failed, and where it keeps its data (``redis unix:///tmp/r.sock``).
+        self.backend = backend
+        #: What went wrong.
+        self.detail = detail
 
 
 def is_int(value: object) -> TypeGuard[int]:

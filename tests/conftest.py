@@ -6,17 +6,26 @@ jumps ahead whenever every task is blocked, so timers and restart windows run
 in virtual time. A module can narrow the backends with a module-level
 ``anyio_backends = ("asyncio",)`` (grpc.aio runs on asyncio only). A test that
 parametrizes ``anyio_backend`` itself is left alone.
+
+``redis_session_backend`` is a fresh RedisBackend on a real redis-server (one
+per xdist worker, started on first use); the redis client is asyncio's, so a
+test that asks for it runs on asyncio only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from trio.testing import MockClock
 
 from snakepit.testing._leaks import child_pids, describe_process
+from tests._redis import RedisServer, redis_server
+
+if TYPE_CHECKING:
+    from snakepit.session import RedisBackend
 
 BACKENDS = ("asyncio", "trio")
 
@@ -39,6 +48,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("anyio_backend", ["trio-mockclock"], indirect=True)
     else:
         backends = getattr(metafunc.module, "anyio_backends", BACKENDS)
+        if "redis_session_backend" in fixtures:  # redis.asyncio: asyncio only
+            backends = tuple(b for b in backends if b == "asyncio")
         metafunc.parametrize("anyio_backend", backends, indirect=True)
 
 
@@ -79,3 +90,41 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     if left:
         listing = "\n".join(f"  {describe_process(pid)}" for pid in left)
         pytest.fail(f"{request.node.nodeid} left child processes:\n{listing}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server_for_tests() -> Iterator[RedisServer]:
+    """A redis-server on a unix socket for this (xdist worker) process, started on first use.
+
+    Skipped when Redis is not installed (failed instead under ``SNAKEPIT_REQUIRE_REDIS=1``,
+    as ``.ci/run`` sets); see tests/_redis.py.
+    """
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def redis_session_backend(
+    redis_server_for_tests: RedisServer, anyio_backend: Any
+) -> AsyncIterator[RedisBackend]:
+    """A RedisBackend with a namespace of its own on the shared server; its keys deleted after.
+
+    Asyncio only (the redis client's loop): on another backend the test is skipped.
+    """
+    name = anyio_backend if isinstance(anyio_backend, str) else anyio_backend[0]
+    if name != "asyncio":
+        pytest.skip(f"the Redis backend runs on asyncio only (redis.asyncio), not on {name}")
+    import redis.asyncio
+
+    from snakepit.session import RedisBackend
+
+    backend = RedisBackend(redis_server_for_tests.url, namespace=f"test-{uuid.uuid4().hex}")
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        client = redis.asyncio.Redis(unix_socket_path=redis_server_for_tests.socket)
+        try:
+            await client.delete(*backend.keys)
+        finally:
+            await client.aclose()

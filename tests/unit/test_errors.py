@@ -126,6 +126,7 @@ def _every_error() -> list[SnakepitError]:
         errors.SessionNotFound("s1", "it expired"),
         errors.SessionExists("s1"),
         errors.SessionLimitReached(10),
+        errors.SessionBackendError("redis unix:///tmp/r.sock", "ConnectionError: refused"),
     ]
 
 
