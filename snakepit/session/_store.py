@@ -130,8 +130,9 @@ class SessionStoreRef(ServerRef[Any, Any]):
         :param session_id: its id; None (default): the store makes a random one.
         :param ttl: seconds of disuse after which it expires (default an hour);
             None: never.
-        :param metadata: a small JSON-able dict with str keys, stored as a copy
-            (see :class:`~snakepit.session.SessionStoreConfig` for on_end).
+        :param metadata: a small JSON-able dict with str keys (None: empty),
+            stored as a copy; JSON must carry it unchanged (no tuples, NaN, or
+            non-str keys at any depth), so every backend gives back the same.
         :param affinity: ``"hint"`` (default), ``"strict_queue"`` or ``"strict_fail_fast"``.
         :raises ArgumentTypeError: an argument has the wrong type (an id that is
             not a str, a bool ttl, metadata with a non-str key or a value JSON

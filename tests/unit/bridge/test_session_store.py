@@ -261,6 +261,26 @@ class TestStore:
         assert logged[0].exc_info is not None
         assert isinstance(logged[0].exc_info[1], RuntimeError)
 
+    async def test_a_stop_lets_running_on_end_calls_finish(self, backend: SessionBackend) -> None:
+        release = anyio.Event()
+        finished: list[str] = []
+
+        async def on_end(rec: SessionRecord, why: EndReason) -> None:
+            await release.wait()
+            finished.append(rec.session_id)
+
+        async with anyio.create_task_group() as tg:
+            store = await SessionStore.start(tg, SessionStoreConfig(backend=backend, on_end=on_end))
+            await store.create("a")
+            await store.delete("a")
+            tg.start_soon(store.stop)
+            await anyio.wait_all_tasks_blocked()
+            assert finished == []
+            release.set()
+            with anyio.fail_after(5):
+                await store.wait()
+        assert finished == ["a"]
+
     async def test_concurrent_creates_and_deletes(self, backend: SessionBackend) -> None:
         async with store_of(backend) as store:
             made: list[str] = []
