@@ -20,7 +20,7 @@ from ._config import OnEnd as OnEnd
 from ._config import SessionStoreConfig as SessionStoreConfig
 from ._memory import MemoryBackend as MemoryBackend
 from ._store import SessionStore as SessionStore
-from ._store import SessionStoreRef as SessionStoreRef
+from ._store_ref import SessionStoreRef as SessionStoreRef
 
 __all__ = (
     "DEFAULT_TTL",
