@@ -14,7 +14,6 @@ Where it cannot run (no ``redis-server``, or no ``redis`` package),
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -31,7 +30,6 @@ import pytest
 #: Set to 1 where the Redis tests must run (CI): a missing Redis fails them instead.
 REQUIRE_ENV = "SNAKEPIT_REQUIRE_REDIS"
 
-_PR_SET_PDEATHSIG = 1
 #: Its log line once it listens (7.0: "The server is now ready to accept connections at PATH").
 _READY = b"ready to accept connections"
 
@@ -88,14 +86,8 @@ class RedisServer:
                 self.process.wait()
 
 
-def _die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
-    """In the child before exec: SIGKILL when the parent dies (and now if it already has).
-
-    ``libc`` is loaded before the fork: no dlopen in a child of a threaded process.
-    """
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGKILL)
+#: The pids of the redis-servers this process runs now (session-scoped: not a test's leak).
+SERVER_PIDS: set[int] = set()
 
 
 @contextlib.contextmanager
@@ -107,7 +99,11 @@ def redis_server(timeout: float = 10.0) -> Iterator[RedisServer]:
     executable = redis_executable()
     directory = tempfile.mkdtemp(prefix="snakepit-redis-")  # 0700, a short path for the socket
     socket = os.path.join(directory, "redis.sock")
+    # setpriv (util-linux) sets the parent-death signal and execs redis-server:
+    # no preexec_fn (Python code in the child of a threaded process), and a
+    # SIGKILLed test process takes its server with it.
     argv = [
+        "setpriv", "--pdeathsig", "KILL",
         executable,
         "--port", "0",
         "--unixsocket", socket,
@@ -119,16 +115,14 @@ def redis_server(timeout: float = 10.0) -> Iterator[RedisServer]:
         "--loglevel", "notice",
         "--logfile", "",
     ]  # fmt: skip
-    parent = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=lambda: _die_with_parent(libc, parent),
     )
+    SERVER_PIDS.add(process.pid)
     server = RedisServer(socket, process)
     ready = threading.Event()
     started = threading.Event()
@@ -150,6 +144,7 @@ def redis_server(timeout: float = 10.0) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+        SERVER_PIDS.discard(process.pid)
         reader.join(5)
         assert process.stdout is not None
         process.stdout.close()

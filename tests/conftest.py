@@ -22,7 +22,7 @@ import pytest
 from trio.testing import MockClock
 
 from snakepit.testing._leaks import child_pids, describe_process
-from tests._redis import RedisServer, redis_server
+from tests._redis import SERVER_PIDS, RedisServer, redis_server
 
 if TYPE_CHECKING:
     from snakepit.session import RedisBackend
@@ -86,7 +86,7 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if before is None:
         return  # no /proc here
-    left = sorted((child_pids() or set()) - before)
+    left = sorted((child_pids() or set()) - before - SERVER_PIDS)  # redis: session-scoped
     if left:
         listing = "\n".join(f"  {describe_process(pid)}" for pid in left)
         pytest.fail(f"{request.node.nodeid} left child processes:\n{listing}", pytrace=False)

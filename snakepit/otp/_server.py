@@ -86,7 +86,11 @@ class GenServer(Generic[Request, Reply, State]):
     ref: ServerRef[Request, Reply]
     """This instance's ref, set before ``init`` runs."""
 
-    _ref_class: type[ServerRef[Any, Any]] = ServerRef
+    #: The class of the ref :meth:`start` returns: a subclass of
+    #: :class:`ServerRef` that gives a server's users a typed API
+    #: (:class:`Supervisor` names :class:`SupervisorRef`). Its constructor is
+    #: snakepit's, not the subclass's: add methods, not state.
+    ref_class: type[ServerRef[Any, Any]] = ServerRef
 
     # -- callbacks ----------------------------------------------------------------
 
@@ -373,7 +377,7 @@ async def start_server(
     link: ExitCallback | None = None,
 ) -> ServerRef[Request, Reply]:
     """Start ``server`` in ``tg`` (the one place every start goes through)."""
-    ref: ServerRef[Request, Reply] = server._ref_class._create(
+    ref: ServerRef[Request, Reply] = server.ref_class._create(
         server, current_backend(), name=name, generation=generation
     )
     server.ref = ref

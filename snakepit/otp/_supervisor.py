@@ -96,7 +96,7 @@ class Supervisor(GenServer[Any, Any, None]):
     """
 
     _child_type: Final = "supervisor"
-    _ref_class = SupervisorRef
+    ref_class = SupervisorRef
     ref: SupervisorRef
     #: No limit: ``terminate`` stops the children in reverse order, each within
     #: its own ``shutdown``, also when the supervisor is cancelled from outside.

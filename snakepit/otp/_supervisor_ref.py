@@ -74,7 +74,7 @@ class SupervisorRef(ServerRef[Any, Any]):
 
     @property
     def _sup(self) -> Supervisor:
-        # Only a Supervisor makes a SupervisorRef (its _ref_class).
+        # Only a Supervisor makes a SupervisorRef (its ref_class).
         return cast("Supervisor", self._server)
 
     @property

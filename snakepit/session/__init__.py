@@ -1,16 +1,31 @@
 """Sessions: a store of sessions in the pool's supervision tree, and where they are kept.
 
-Work in progress (issue #13): the backend protocol and its record are here;
-the store, the backends and the pool's use of them are being built.
+:class:`SessionStore` is a GenServer that owns the sessions' rules (ids,
+TTLs and their expiry, ``max_sessions``, metadata, the worker a session is
+pinned to, an ``on_end`` callback); its ref, a :class:`SessionStoreRef`, is
+the API. It keeps the sessions in a :class:`SessionBackend`:
+:class:`MemoryBackend` (the default) in this process, outside the server,
+so that a restart of the server keeps them; :class:`RedisBackend` in Redis,
+for pools on several hosts. :class:`RedisBackend` needs the ``redis``
+package (``pip install 'snakepit[redis]'``): it is imported on first use,
+so snakepit works without it.
 
-:class:`RedisBackend` needs the ``redis`` package (``pip install 'snakepit[redis]'``):
-it is imported on first use, so snakepit works without it.
+Work in progress (issue #13): the pool's use of the store (affinity,
+``pool.session()``, ``ctx.session``, ``Adapter.on_session_end``) is being built.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from ._backend import SessionBackend as SessionBackend
 from ._backend import SessionRecord as SessionRecord
+from ._config import DEFAULT_TTL as DEFAULT_TTL
+from ._config import Affinity as Affinity
+from ._config import EndReason as EndReason
+from ._config import OnEnd as OnEnd
+from ._config import SessionStoreConfig as SessionStoreConfig
+from ._memory import MemoryBackend as MemoryBackend
+from ._store import SessionStore as SessionStore
+from ._store_ref import SessionStoreRef as SessionStoreRef
 
 if TYPE_CHECKING:
     from ._redis import RedisBackend as RedisBackend
@@ -24,4 +39,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'snakepit.session' has no attribute {name!r}")
 
 
-__all__ = ("RedisBackend", "SessionBackend", "SessionRecord")
+__all__ = (
+    "DEFAULT_TTL",
+    "Affinity",
+    "EndReason",
+    "MemoryBackend",
+    "OnEnd",
+    "RedisBackend",
+    "SessionBackend",
+    "SessionRecord",
+    "SessionStore",
+    "SessionStoreConfig",
+    "SessionStoreRef",
+)

@@ -1,0 +1,115 @@
+"""MemoryBackend: the in-process SessionBackend (dicts and a heap of expiry times)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Final
+
+from snakepit.errors import SessionLimitReached
+
+from ._backend import SessionRecord
+
+__all__ = ("MemoryBackend",)
+
+# Rebuild the heap when it holds more than this many entries per live session
+# (touches leave stale entries behind; they are dropped lazily).
+_STALE_FACTOR: Final = 2
+_STALE_SLACK: Final = 64
+
+
+class MemoryBackend:
+    """A :class:`~snakepit.session.SessionBackend` that keeps sessions in this process.
+
+    The default backend of a :class:`~snakepit.session.SessionStore`. Its data
+    lives in this object, not in the store's server, so a restart of the
+    server (the same backend in its config) keeps every session; it is lost
+    with the process. Every method runs without an await point, so each is
+    atomic on its own.
+
+    :meth:`due` is cheap: the records that expire are kept in a heap by
+    expiry time, so a sweep that finds nothing looks at one entry, and one
+    that finds ``k`` records costs ``O(k log n)``, not a scan of every
+    session. An update that moves a record's expiry leaves its old heap
+    entry behind, skipped when met and dropped when the heap is rebuilt
+    (whenever stale entries outnumber the live sessions).
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, SessionRecord] = {}
+        # (expires_at, seq, session_id); an entry is current while _seq[id] is its seq.
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq: dict[str, int] = {}
+        self._counter = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"<MemoryBackend sessions={len(self._records)}>"
+
+    def _schedule(self, record: SessionRecord) -> None:
+        expires_at = record.expires_at
+        session_id = record.session_id
+        if expires_at is None:
+            self._seq.pop(session_id, None)
+            return
+        seq = next(self._counter)
+        self._seq[session_id] = seq
+        heapq.heappush(self._heap, (expires_at, seq, session_id))
+        if len(self._heap) > _STALE_FACTOR * len(self._seq) + _STALE_SLACK:
+            self._heap = [e for e in self._heap if self._seq.get(e[2]) == e[1]]
+            heapq.heapify(self._heap)
+
+    async def create(self, record: SessionRecord, *, limit: int | None) -> bool:
+        """Store ``record`` if its id is free and fewer than ``limit`` sessions exist.
+
+        :returns: False if its id is taken (nothing is written).
+        :raises SessionLimitReached: ``limit`` sessions exist already (nothing is written).
+        """
+        if record.session_id in self._records:
+            return False
+        if limit is not None and len(self._records) >= limit:
+            raise SessionLimitReached(limit)
+        self._records[record.session_id] = record
+        self._schedule(record)
+        return True
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        """The record of ``session_id``, or None."""
+        return self._records.get(session_id)
+
+    async def replace(self, record: SessionRecord) -> bool:
+        """Store ``record`` over the one with its id; False (nothing written) if there is none."""
+        old = self._records.get(record.session_id)
+        if old is None:
+            return False
+        self._records[record.session_id] = record
+        if old.expires_at != record.expires_at:
+            self._schedule(record)
+        return True
+
+    async def delete(self, session_id: str) -> SessionRecord | None:
+        """Remove ``session_id``; return the record removed, or None if there was none."""
+        self._seq.pop(session_id, None)  # its heap entry is stale from now on
+        return self._records.pop(session_id, None)
+
+    async def records(self) -> list[SessionRecord]:
+        """Every record, in no particular order."""
+        return list(self._records.values())
+
+    async def count(self) -> int:
+        """How many sessions there are."""
+        return len(self._records)
+
+    async def due(self, now: float) -> list[SessionRecord]:
+        """The records whose ``expires_at`` is <= ``now`` (they stay stored)."""
+        heap = self._heap
+        found: list[tuple[float, int, str]] = []
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._seq.get(entry[2]) == entry[1]:
+                found.append(entry)
+        for entry in found:  # still current: the store decides what to do with them
+            heapq.heappush(heap, entry)
+        return [self._records[entry[2]] for entry in found]
+
+    async def aclose(self) -> None:
+        """Nothing to release: the sessions stay in this object."""
