@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -12,6 +14,17 @@ from snakepit.testing._measure import Measurement, measure
 pytestmark = pytest.mark.anyio
 
 KEPT: list[bytes] = []
+
+
+@pytest.fixture(autouse=True)
+def _old_objects_frozen() -> Iterator[None]:
+    # measure() runs gc.collect() around its passes: in an xdist worker late in
+    # the suite, the heap the earlier tests left makes each one take ~0.1 s.
+    # What this test allocates is all measure() looks at: the rest can sit in
+    # gc's permanent generation meanwhile.
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 async def test_measures_sync_and_async_calls() -> None:
