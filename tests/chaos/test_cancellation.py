@@ -297,7 +297,7 @@ async def test_cancellations_at_random_points_leave_every_slot_free(
                 for _ in range(CALLERS):
                     tg.start_soon(caller)
         assert outcomes["cancelled"] > CALLS // 3, outcomes
-        assert len(seen) > 50, outcomes
+        assert len(seen) > CALLS // 100, outcomes  # some probes ran (about 1 call in 40)
         assert [s for s in seen if s["waited"] or s["waiting"] or s["free"] < 0] == []
         workers = live_workers(pool)
         with anyio.fail_after(10):  # every cancelled call's end reported by its worker
