@@ -117,13 +117,9 @@ class SessionStore(GenServer[Any, Any, None]):
         registry: Registry | None = None,
     ) -> AsyncIterator[SessionStoreRef]:
         """Run a store for an ``async with`` block (own task group); stopped on exit."""
-        async with unwrapped_task_group() as tg:
-            ref = await cls.start(tg, arg, name=name, registry=registry)
-            try:
-                yield ref
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await ref.stop("shutdown")
+        async with super().running(arg, name=name, registry=registry) as ref:
+            assert isinstance(ref, SessionStoreRef)  # GenServer.running, typed
+            yield ref
 
     # -- GenServer callbacks ----------------------------------------------------------
 
