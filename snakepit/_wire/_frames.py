@@ -164,11 +164,17 @@ class FrameBatcher(Generic[F]):
         self._size += item_size
         self.kick()
 
-    def append(self, field: str, item: _Message) -> None:
-        """Append ``item`` to the repeated ``field`` of the frame it fits in."""
-        size = item.ByteSize() + ITEM_OVERHEAD
-        frame = self._frames[-1] if self.fits(size) else self.next_frame()
-        getattr(frame, field).append(item)
+    def frame_for(self, item_size: int) -> F:
+        """The frame an item of ``item_size`` bytes (overhead included) goes in."""
+        return self._frames[-1] if self.fits(item_size) else self.next_frame()
+
+    def append(self, field: str, item: _Message | int) -> None:
+        """Append ``item`` (a message, or a scalar such as a cancelled request's id) to ``field``.
+
+        The item goes in the frame it fits in; a scalar counts as :data:`ITEM_OVERHEAD` bytes.
+        """
+        size = ITEM_OVERHEAD if isinstance(item, int) else item.ByteSize() + ITEM_OVERHEAD
+        getattr(self.frame_for(size), field).append(item)
         self.added(size)
 
     def take(self) -> list[F]:

@@ -122,10 +122,9 @@ class Multiplexer:
             del field[-1]
             raise
         size = request.ByteSize() + ITEM_OVERHEAD
-        if not batch.fits(size):
+        if not batch.fits(size):  # into the next frame, as built (not encoded again)
+            getattr(batch.next_frame(), kind).add().CopyFrom(request)
             del field[-1]
-            request = getattr(batch.next_frame(), kind).add()
-            fill_request(request, rid, tool, args, timeout, session_id, self._limit, self._codec)
         batch.added(size)
         return rid
 
@@ -218,10 +217,7 @@ class Multiplexer:
         if rid in self._early:
             self._early.discard(rid)  # its final reply is in: it ended
             return
-        batch = self._batch  # a cancel takes room in a frame like any item
-        frame = batch.frame if batch.fits(ITEM_OVERHEAD) else batch.next_frame()
-        frame.cancel.append(rid)
-        batch.added(ITEM_OVERHEAD)
+        self._batch.append("cancel", rid)  # takes room in a frame like any item
         self._unsettled[rid] = self._loop.create_future()
         _left_running.set((self, rid))
 

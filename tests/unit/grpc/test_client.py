@@ -567,6 +567,18 @@ class TestItemsNearTheLimit:
         assert len(await mux.execute("blob", {"size": SMALL_LIMIT - 2 * ENVELOPE})) > 0
         await mux.aclose()
 
+    async def test_requests_that_fill_frames_move_to_the_next_whole(
+        self, small: Echo, open_mux: OpenMux
+    ) -> None:
+        # Two of these fill a frame: most are built in one frame and moved, as
+        # built, to the next (not encoded a second time).
+        worker, client = small
+        mux = await open_mux(worker, client)
+        values = [f"{i}" + "x" * (SMALL_LIMIT // 3) for i in range(12)]
+        results = await asyncio.gather(*(mux.execute("echo", {"value": v}) for v in values))
+        assert results == values
+        await mux.aclose()
+
     async def test_cancels_in_the_pass_of_a_full_frame_go_in_a_new_one(self, small: Echo) -> None:
         # Cancels were appended to the current frame without checking that
         # they fit: hundreds of them after a request that nearly filled it made
