@@ -37,9 +37,11 @@ from snakepit.errors import SessionError as SessionError
 from snakepit.errors import SessionExists as SessionExists
 from snakepit.errors import SessionLimitReached as SessionLimitReached
 from snakepit.errors import SessionNotFound as SessionNotFound
+from snakepit.errors import SessionWorkerLost as SessionWorkerLost
 from snakepit.errors import SnakepitError as SnakepitError
 from snakepit.errors import ToolNotFound as ToolNotFound
 from snakepit.errors import WaitTimeout as WaitTimeout
+from snakepit.errors import WorkerBusy as WorkerBusy
 from snakepit.errors import WorkerCrashed as WorkerCrashed
 from snakepit.errors import WorkerError as WorkerError
 from snakepit.errors import WorkerStartError as WorkerStartError

@@ -34,11 +34,13 @@
     │   ├── PoolDegraded                         workers kept crashing: the pool gave up
     │   ├── QueueFull                            max_queue calls are already waiting
     │   ├── QueueTimeout (also TimeoutError)     no worker came free in time; the tool did not run
+    │   ├── WorkerBusy                           a strict_fail_fast session's worker has no free slot
     │   └── WrongEventLoop (also RuntimeError)   called from another event loop than its own
     └── SessionError                             a session (snakepit.session)
         ├── SessionNotFound (also LookupError)   no such session: never made, deleted or expired
         ├── SessionExists                        an explicit session id is already in use
         ├── SessionLimitReached                  max_sessions sessions exist already
+        ├── SessionWorkerLost                    a strict session's worker died or was replaced
         └── SessionBackendError                  the backend's storage failed (cause chained)
 
 Closed versus broken, as trio separates them: using something you stopped
@@ -92,6 +94,8 @@ __all__ = (
     "SnakepitError",
     "ToolNotFound",
     "WaitTimeout",
+    "SessionWorkerLost",
+    "WorkerBusy",
     "WorkerCrashed",
     "WorkerError",
     "WorkerStartError",
@@ -475,6 +479,23 @@ class QueueTimeout(PoolError, TimeoutError):
         self.timeout = timeout
 
 
+class WorkerBusy(PoolError):
+    """The worker a ``strict_fail_fast`` session is pinned to has no free slot; the tool did not run.
+
+    Try again later, or use ``affinity="strict_queue"`` to wait for it.
+    """
+
+    def __init__(self, session_id: str, worker_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} is pinned to worker {worker_id!r}, which is busy "
+            "(affinity 'strict_fail_fast': the call did not wait)"
+        )
+        #: The session of the call.
+        self.session_id = session_id
+        #: The worker it is pinned to.
+        self.worker_id = worker_id
+
+
 class WrongEventLoop(PoolError, RuntimeError):
     """The pool was used from an event loop (or thread) other than the one that entered it.
 
@@ -519,6 +540,29 @@ class SessionLimitReached(SessionError):
         super().__init__(f"max_sessions={max_sessions} sessions exist already")
         #: The limit that was reached.
         self.max_sessions = max_sessions
+
+
+class SessionWorkerLost(SessionError):
+    """The worker a strict session is pinned to is gone; the tool did not run.
+
+    Raised for a session whose affinity is ``"strict_queue"`` or
+    ``"strict_fail_fast"`` when the worker it is pinned to crashed, was
+    recycled, replaced or stopped (whatever per-session state that process
+    held is gone with it), or is not one of this pool's workers. The session
+    itself stays (delete it, or pin it again with ``pool.sessions.pin``);
+    a ``"hint"`` session is pinned to another worker instead.
+    """
+
+    def __init__(self, session_id: str, worker_id: str, reason: str) -> None:
+        super().__init__(
+            f"session {session_id!r} is pinned to worker {worker_id!r}, which is gone: {reason}"
+        )
+        #: The session of the call.
+        self.session_id = session_id
+        #: The worker it was pinned to (``"w3.1"``: slot ``w3``, generation 1).
+        self.worker_id = worker_id
+        #: Why that worker went.
+        self.reason = reason
 
 
 class SessionBackendError(SessionError):

@@ -39,6 +39,8 @@ from ._launch._process import WorkerProcess as WorkerProcess
 from ._launch._rundir import RunDir as RunDir
 from ._launch._rundir import default_run_base as default_run_base
 from ._pool import Pool as Pool
+from ._session import PoolSession as PoolSession
+from ._scheduler import PinnedWorkerGone as PinnedWorkerGone
 from ._scheduler import Schedulable as Schedulable
 from ._scheduler import Scheduler as Scheduler
 from ._stats import PoolStats as PoolStats
@@ -57,11 +59,13 @@ __all__ = (
     "LocalLauncher",
     "Multiplexer",
     "ParameterSpec",
+    "PinnedWorkerGone",
     "Pool",
     "PoolConfig",
     "PoolEvent",
     "PoolGaveUp",
     "PoolOptions",
+    "PoolSession",
     "PoolStats",
     "RequestOutcome",
     "RequestQueued",

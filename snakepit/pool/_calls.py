@@ -18,12 +18,14 @@ from snakepit.errors import (
 )
 from snakepit.otp import Broadcast
 from snakepit.pool._connection import Multiplexer
+from snakepit.session import SessionRecord
 
 from ._config import PoolConfig
 from ._events import PoolEvent, RequestOutcome, RequestQueued, RequestStarted, RequestStopped
 from ._host import PoolHost
 from ._recycling import Recycler
 from ._scheduler import Scheduler
+from ._sessions import SessionRouter
 from ._worker_server import WorkerServer
 
 #: Seconds of a call's own timeout that must be left when a worker comes free
@@ -60,6 +62,7 @@ class Calls:
         events: Broadcast[PoolEvent],
         host: PoolHost,
         recycler: Recycler,
+        router: SessionRouter,
         *,
         owner: object,
         running: Callable[[], Scheduler[WorkerServer]],
@@ -75,6 +78,7 @@ class Calls:
         self._events = events
         self._host = host
         self._recycler = recycler
+        self._router = router
         self._owner = owner
         self._running = running
         self._state = state
@@ -83,12 +87,15 @@ class Calls:
         self.requests = self.errors = self.timeouts = self.crashes = 0
 
     @asynccontextmanager
-    async def on_a_worker(self, tool: str, deadline: float | None) -> AsyncIterator[Multiplexer]:
+    async def on_a_worker(
+        self, tool: str, deadline: float | None, session: SessionRecord | None = None
+    ) -> AsyncIterator[Multiplexer]:
         """Check a worker out for one call; map its failures; check it back in.
 
-        ``deadline`` (``anyio.current_time()``'s clock) bounds the wait.
+        ``deadline`` (``anyio.current_time()``'s clock) bounds the wait. A
+        call of ``session`` goes where the session's affinity says.
         """
-        call = await self._check_out(tool, deadline)
+        call = await self._check_out(tool, deadline, session)
         try:
             yield self._mux_of(call.worker)
             call.outcome = "ok"
@@ -102,12 +109,14 @@ class Calls:
 
     # -- the steps ----------------------------------------------------------------------
 
-    async def _check_out(self, tool: str, deadline: float | None) -> _Call:
+    async def _check_out(
+        self, tool: str, deadline: float | None, session: SessionRecord | None
+    ) -> _Call:
         """Take a slot (telling subscribers the call queued, or was refused); start the call."""
         scheduler = self._running()
         events = self._events
         if not events.active:
-            return self._start(_Call(tool, await self._take_slot(scheduler, deadline)))
+            return self._start(_Call(tool, await self._take_slot(scheduler, deadline, session)))
         request_id = next(self._request_ids)
         queued_at = anyio.current_time()
 
@@ -115,7 +124,7 @@ class Calls:
             events.publish(RequestQueued(request_id, tool, depth, queued_at))
 
         try:
-            worker = await self._take_slot(scheduler, deadline, on_wait)
+            worker = await self._take_slot(scheduler, deadline, session, on_wait)
         except BaseException as exc:
             ended = anyio.current_time()
             outcome: RequestOutcome = "rejected" if isinstance(exc, Exception) else "cancelled"
@@ -127,6 +136,7 @@ class Calls:
         self,
         scheduler: Scheduler[WorkerServer],
         deadline: float | None,
+        session: SessionRecord | None,
         on_wait: Callable[[int], object] | None = None,
     ) -> WorkerServer:
         # A slot, and enough of the call's own timeout left to run in: a call
@@ -135,7 +145,10 @@ class Calls:
         # ran out instead. (One that gets a slot at once is sent as it is.)
         waits = deadline is not None and not scheduler.idle
         waited_from = anyio.current_time() if waits else 0.0
-        worker = await scheduler.checkout(on_wait, deadline=deadline)
+        if session is None:
+            worker = await scheduler.checkout(on_wait, deadline=deadline)
+        else:
+            worker = await self._router.take_slot(session, on_wait, deadline)
         if waits and deadline is not None and deadline - anyio.current_time() < MIN_RUN_TIME:
             scheduler.checkin(worker)
             raise QueueTimeout(
@@ -168,7 +181,7 @@ class Calls:
         worker = call.worker
         if isinstance(exc, WorkerStopping):
             call.outcome = "refused"
-            worker.drain()  # stopping on its own (an outside SIGTERM): no new calls
+            worker.drain("it is stopping on its own (a SIGTERM from outside?)")  # no new calls
             return exc
         if isinstance(exc, WorkerUnavailable):
             if self._state() == "closed":  # stopped by the pool's exit: no crash

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, TypedDict
 
 from snakepit.errors import ArgumentTypeError, ConfigError, check_int, is_number
+from snakepit.session import SessionStoreConfig
 
 __all__ = ("Codec", "PoolConfig", "PoolOptions", "StartMethod", "Transport")
 
@@ -162,6 +163,11 @@ class PoolConfig:
     #: only. False (the default): JSON, and a value with no faithful JSON form raises
     #: ``PayloadError`` naming its path and type.
     allow_pickle: bool = False
+    #: The session store's options (its backend, ``max_sessions``, ``on_end``...);
+    #: None: a :class:`~snakepit.session.MemoryBackend` of the pool's own, no limit.
+    #: The store's ``on_end`` is called after the pool told the session's worker
+    #: (``Adapter.on_session_end``). A backend passed here is the caller's to close.
+    sessions: SessionStoreConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.adapter, str):
@@ -219,6 +225,10 @@ class PoolConfig:
         if self.transport not in ("frames", "grpc"):
             raise ConfigError("transport", f"must be 'frames' or 'grpc', got {self.transport!r}")
         object.__setattr__(self, "run_dir", _optional_path("run_dir", self.run_dir))
+        if self.sessions is not None and not isinstance(self.sessions, SessionStoreConfig):
+            raise ArgumentTypeError(
+                "sessions", f"must be a SessionStoreConfig or None, got {self.sessions!r}"
+            )
 
     @classmethod
     def from_options(cls, adapter: str | None, options: Mapping[str, Any]) -> PoolConfig:
@@ -294,3 +304,4 @@ class PoolOptions(TypedDict, total=False):
     start_method: StartMethod
     run_dir: str | os.PathLike[str] | None
     allow_pickle: bool
+    sessions: SessionStoreConfig | None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import dataclasses
+import inspect
 import uuid
-from collections.abc import AsyncGenerator, Mapping
-from types import TracebackType
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from types import EllipsisType, TracebackType
 from typing import Any, Final, Literal, TypeAlias, Unpack
 
 import anyio
@@ -19,6 +21,9 @@ from snakepit.errors import (
     PoolClosed,
     PoolDegraded,
     PoolStartError,
+    ServerExited,
+    SessionError,
+    SessionNotFound,
     WaitTimeout,
     WorkerCrashed,
     WorkerStopping,
@@ -27,6 +32,14 @@ from snakepit.errors import (
     check_int,
 )
 from snakepit.otp import Broadcast, ExitReason, SupervisorRef
+from snakepit.session import (
+    DEFAULT_TTL,
+    Affinity,
+    EndReason,
+    SessionRecord,
+    SessionStoreConfig,
+    SessionStoreRef,
+)
 
 from ._calls import Calls
 from ._config import PoolConfig, PoolOptions, check_seconds
@@ -37,6 +50,8 @@ from ._launch._base import Launcher
 from ._launch._local import LocalLauncher
 from ._recycling import Recycler
 from ._scheduler import Scheduler
+from ._session import PoolSession
+from ._sessions import SessionRouter, encode_metadata
 from ._stats import PoolStats, WorkerInfo
 from ._tree import WorkerTree, why
 from ._worker_server import IllegalTransition, WorkerServer
@@ -88,6 +103,24 @@ def _check_call(tool: object, args: object, timeout: object, session_id: object)
     check_seconds("timeout", timeout)
     if not isinstance(session_id, str):
         raise ArgumentTypeError("session_id", f"must be a str, got {session_id!r}")
+
+
+def _check_resumed(record: SessionRecord, ttl: object, affinity: object, metadata: object) -> None:
+    """What ``pool.session()`` asks of a session that exists must be what it has.
+
+    :raises ConfigError: naming the option that differs.
+    """
+    if ttl is not ... and ttl != record.ttl:
+        raise ConfigError("ttl", f"session {record.session_id!r} exists with ttl={record.ttl!r}")
+    if affinity is not None and affinity != record.affinity:
+        raise ConfigError(
+            "affinity",
+            f"session {record.session_id!r} exists with affinity={record.affinity!r}",
+        )
+    if metadata is not None and metadata != record.metadata:
+        raise ConfigError(
+            "metadata", f"session {record.session_id!r} exists with other metadata"
+        )
 
 
 class Pool:
@@ -152,8 +185,18 @@ class Pool:
         self._own_launcher: LocalLauncher | None = None  # made here: closed here
         self._events: Broadcast[PoolEvent] = Broadcast()
         self._host = PoolHost(self)  # the pool's task groups, in a task of their own
+        self._router = SessionRouter(self._scheduler, self._store)
+        sessions = self.config.sessions or SessionStoreConfig()
+        self._user_on_end = sessions.on_end
+        sessions = dataclasses.replace(sessions, on_end=self._session_ended)
         self._tree = WorkerTree(
-            self.config, self._scheduler, self._events, owner=self, gave_up=self._on_gave_up
+            self.config,
+            self._scheduler,
+            self._events,
+            self._router,
+            sessions,
+            owner=self,
+            gave_up=self._on_gave_up,
         )
         self._recycler = Recycler(
             self.config,
@@ -169,6 +212,7 @@ class Pool:
             self._events,
             self._host,
             self._recycler,
+            self._router,
             owner=self,
             running=self._running,
             state=lambda: self._state,
@@ -482,12 +526,22 @@ class Pool:
             killed and replaced (it may be stuck in a sync tool; this
             replacement does not count towards ``max_restarts``). Both are
             ``TimeoutError``. ``queue_timeout`` bounds the wait alone.
+        :param session_id: the id of a session of this pool's store
+            (:meth:`session`, :attr:`sessions`): the call is a use of it (its
+            TTL starts again) and goes to a worker as its affinity says; the
+            tool sees ``ctx.session``. "" (default): no session.
         :param retries: for idempotent tools only: how many times a call whose
             worker crashed is tried again on another worker, with backoff.
             0 by default: a crash is never retried silently.
         :raises RemoteError: the tool raised (``ToolNotFound``, ``InvalidArguments``).
         :raises WorkerCrashed: the worker died with the call in flight.
         :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: no worker to run it.
+        :raises SessionNotFound: ``session_id`` names no session (never made,
+            deleted or expired); the tool did not run.
+        :raises SessionWorkerLost: a strict session's worker is gone (crashed,
+            recycled, replaced); the tool did not run.
+        :raises WorkerBusy: a ``strict_fail_fast`` session's worker has no
+            free slot; the tool did not run.
         :raises ArgumentTypeError, ConfigError: an argument of the wrong type
             or value (``tool`` not a str, ``args`` not a dict of str keys,
             ``timeout`` not None or a finite number > 0, ``session_id`` not a
@@ -514,11 +568,29 @@ class Pool:
     async def _execute_once(
         self, tool: str, args: dict[str, Any] | None, deadline: float | None, session_id: str
     ) -> Any:
-        async with self._calls.on_a_worker(tool, deadline) as mux:
+        session = None if not session_id else await self._use_session(session_id, deadline)
+        async with self._calls.on_a_worker(tool, deadline, session) as mux:
             # What is left of the call's timeout after the wait (> 0: checkout
             # raises QueueTimeout at the deadline; a hair above 0 at worst).
             timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
-            return await mux.execute(tool, args, timeout=timeout, session_id=session_id)
+            if session is None:
+                return await mux.execute(tool, args, timeout=timeout)
+            return await mux.execute(
+                tool,
+                args,
+                timeout=timeout,
+                session_id=session_id,
+                session_metadata=encode_metadata(session.metadata),
+            )
+
+    async def _use_session(self, session_id: str, deadline: float | None) -> SessionRecord:
+        """Touch ``session_id`` (a use: its TTL starts again); return its record.
+
+        :raises SessionNotFound: no such session (never made, deleted, expired).
+        """
+        self._running()
+        timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
+        return await self._store().touch(session_id, timeout=timeout)
 
     def stream(
         self,
@@ -545,7 +617,9 @@ class Pool:
             that keeps yielding never times out; one that stalls longer raises
             :class:`~snakepit.errors.ExecutionTimeout` and its worker is
             killed and replaced (not counted towards ``max_restarts``).
+        :param session_id: a session's id, as for :meth:`execute`.
         :raises RemoteError, WorkerCrashed: as :meth:`execute`.
+        :raises SessionNotFound, SessionWorkerLost, WorkerBusy: as :meth:`execute`.
         :raises ArgumentTypeError, ConfigError: a bad argument, as :meth:`execute`
             (raised by this call itself, before any iteration).
         """
@@ -556,15 +630,113 @@ class Pool:
         self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
     ) -> AsyncGenerator[Any, None]:
         deadline = None if timeout is None else anyio.current_time() + timeout
+        session = None if not session_id else await self._use_session(session_id, deadline)
+        metadata = b"" if session is None else encode_metadata(session.metadata)
         async with (
-            self._calls.on_a_worker(tool, deadline) as mux,
+            self._calls.on_a_worker(tool, deadline, session) as mux,
             contextlib.aclosing(
-                mux.stream(tool, args, timeout=timeout, session_id=session_id)
+                mux.stream(
+                    tool, args, timeout=timeout, session_id=session_id, session_metadata=metadata
+                )
             ) as items,
         ):
             # Closed explicitly: the remote cancel is queued before the slot is returned.
             async for item in items:
                 yield item
+
+    # -- sessions --------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> SessionStoreRef:
+        """The pool's session store: ``list()``, ``get(id)``, ``delete(id)``, ``create()``...
+
+        Deleting a session here runs ``Adapter.on_session_end`` in the
+        worker it was pinned to, as an expiry does.
+
+        :raises PoolClosed, PoolDegraded: the pool is not running.
+        :raises SessionError: the store is being restarted after a crash.
+        """
+        self._running()
+        return self._store()
+
+    def _store(self) -> SessionStoreRef:
+        return self._tree.store
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self,
+        session_id: str | None = None,
+        *,
+        ttl: float | None | EllipsisType = ...,
+        affinity: Affinity | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        keep: bool = False,
+    ) -> AsyncIterator[PoolSession]:
+        """Create a session (or resume one), for an ``async with`` block; delete it at the end.
+
+        ::
+
+            async with pool.session(metadata={"user": "ada"}) as s:
+                await s.execute("load", {"path": "model.bin"})
+                await s.execute("predict", {"x": 1})  # the same worker process
+
+        :param session_id: None: a new session with a random id. A str: the
+            session of that id, resumed if it exists (the options given must
+            then be the ones it has), else created with that id.
+        :param ttl: seconds of disuse after which it expires (default: an
+            hour; None: never).
+        :param affinity: ``"hint"`` (default: its worker when free, else any
+            free one, which it is then pinned to), ``"strict_queue"`` (wait
+            for its worker, in order; :class:`~snakepit.errors.SessionWorkerLost`
+            once that is gone), ``"strict_fail_fast"`` (as strict_queue, but
+            :class:`~snakepit.errors.WorkerBusy` instead of waiting).
+        :param metadata: a small JSON-able dict the tools see as
+            ``ctx.session.metadata`` (read-only).
+        :param keep: True: the session is not deleted at the end of the block
+            (resume it later by id, or delete it with ``pool.sessions.delete``).
+        :raises ArgumentTypeError, ConfigError: a bad option (naming it), or
+            one that differs from the resumed session's.
+        :raises SessionLimitReached: the store's ``max_sessions`` sessions exist.
+        :raises PoolClosed, PoolDegraded: the pool is not running.
+        """
+        if not isinstance(keep, bool):
+            raise ArgumentTypeError("keep", f"must be a bool, got {keep!r}")
+        store = self.sessions
+        record = None
+        if session_id is not None:
+            try:
+                record = await store.get(session_id)
+            except SessionNotFound:
+                pass
+        if record is not None:
+            _check_resumed(record, ttl, affinity, metadata)
+        else:
+            record = await store.create(
+                session_id,
+                ttl=DEFAULT_TTL if ttl is ... else ttl,
+                affinity=affinity if affinity is not None else "hint",
+                metadata=metadata,
+            )
+        try:
+            yield PoolSession(self, record)
+        finally:
+            if not keep:
+                with anyio.CancelScope(shield=True):
+                    await self._end_session(record.session_id)
+
+    async def _end_session(self, session_id: str) -> None:
+        # The end of a pool.session() block: a pool that stopped meanwhile took
+        # its sessions with it (memory), or left them to their TTL (a shared backend).
+        with contextlib.suppress(PoolClosed, PoolDegraded, SessionError, ServerExited):
+            await self.sessions.delete(session_id)
+
+    async def _session_ended(self, record: SessionRecord, why: EndReason) -> None:
+        # The store's on_end: the session's worker frees its state, then the user's on_end.
+        self._router.ended(record, why)
+        if self._user_on_end is not None:
+            result = self._user_on_end(record, why)
+            if inspect.isawaitable(result):
+                await result
 
     async def describe(self) -> WorkerDescription:
         """The adapter and its tools, as a free worker describes them.
@@ -596,6 +768,7 @@ class Pool:
                 w.ref.generation,
                 w.usable,
                 w.in_flight,
+                w.pin_id,
             )
             for _, w in sorted(self._tree.workers.items())
         ]
@@ -615,4 +788,11 @@ class Pool:
             recycled=self._recycler.recycled,
             degraded=None if self._degraded is None else str(self._degraded),
             events_dropped=self._events.dropped,
+            sessions=self._sessions_known(),
         )
+
+    def _sessions_known(self) -> int:
+        try:
+            return self._tree.store.known_count
+        except SessionError:
+            return 0

@@ -33,7 +33,7 @@ class Recycler:
         events: Broadcast[PoolEvent],
         *,
         start_worker: Callable[[], Awaitable[WorkerServer]],
-        stop_worker: Callable[[WorkerServer], Awaitable[None]],
+        stop_worker: Callable[[WorkerServer, str], Awaitable[None]],
         in_service: Callable[[WorkerServer], bool],
     ) -> None:
         self._config = config
@@ -93,12 +93,12 @@ class Recycler:
                 # Taken out meanwhile (the pool shrank, scale() picked it): its
                 # replacement would be one worker too many.
                 logger.info("worker %r left the pool while recycled", old.worker_id)
-                await self._stop_worker(new)
+                await self._stop_worker(new, "its recycling was cut short")
                 return
             self.recycled += 1  # replaced: the old one takes no calls from here on
             if self._events.active:
                 self._events.publish(WorkerRecycled(old.worker_id, reason, anyio.current_time()))
-            await self._stop_worker(old)
+            await self._stop_worker(old, f"it was recycled ({reason})")
         except Exception:
             logger.exception("recycling worker %r failed", old.worker_id)
 

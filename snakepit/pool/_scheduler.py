@@ -9,7 +9,7 @@ from typing import Generic, Protocol, TypeVar
 
 from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
 
-__all__ = ("Schedulable", "Scheduler")
+__all__ = ("PinnedWorkerGone", "Schedulable", "Scheduler")
 
 
 class Schedulable(Protocol):
@@ -24,37 +24,69 @@ class Schedulable(Protocol):
 W = TypeVar("W", bound=Schedulable)
 
 
+class PinnedWorkerGone(PoolError):
+    """The worker :meth:`Scheduler.checkout_pinned` was asked for left service (or had left).
+
+    A pool raises :class:`~snakepit.errors.SessionWorkerLost` for it, naming the session.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        #: Why the worker left service.
+        self.reason = reason
+
+
 class Scheduler(Generic[W]):
     """Free slots of the pool's workers, and the calls waiting for one.
 
     Each worker adds one slot per call it may run at once. :meth:`checkout`
-    takes a slot (no message to any server: a deque pop), or waits in order;
-    :meth:`checkin` hands the slot straight to the oldest waiter. A slot of a
-    worker that is no longer usable (crashed, retired) is dropped; its
-    replacement brings new ones.
+    takes any free slot (no message to any server: a deque pop), or waits in
+    order; :meth:`checkout_pinned` takes a slot of one given worker (a
+    session's), or waits for one of its slots, in order. :meth:`checkin` hands
+    the slot to the oldest call waiting for that worker, else to the oldest
+    call waiting for any, else back to the free slots. A slot of a worker that
+    is no longer usable (crashed, retired) is dropped; its replacement brings
+    new ones.
+
+    Every operation is O(1) (amortized): the free slots are a deque of
+    workers, one entry per free slot, with a count of free slots per worker.
+    A pinned checkout takes from the count and leaves its entry in the deque
+    (stale); an unpinned checkout skips a worker's entries beyond its count.
+    A worker has at most as many entries as it has slots.
     """
 
     def __init__(self, *, max_queue: int, queue_timeout: float | None) -> None:
         self._max_queue = max_queue
         self._queue_timeout = queue_timeout
         self._idle: deque[W] = deque()
+        #: Free slots per worker (a worker with none has no key), and its entries in _idle.
+        self._free: dict[W, int] = {}
+        self._entries: dict[W, int] = {}
         self._waiters: deque[asyncio.Future[W]] = deque()
+        #: Calls waiting for one worker's slot, per worker (no key: none waits).
+        self._pinned: dict[W, deque[asyncio.Future[W]]] = {}
         self._closed: PoolError | None = None
 
     @property
     def queued(self) -> int:
         """Calls waiting for a slot now."""
-        return len(self._waiters)
+        return len(self._waiters) + sum(len(q) for q in self._pinned.values())
 
     @property
     def has_idle(self) -> bool:
         """True when a slot may be free (cheap; a dead worker's slot counts until taken)."""
-        return bool(self._idle)
+        return bool(self._free)
 
     @property
     def idle(self) -> int:
         """Free slots of usable workers now."""
-        return sum(1 for w in self._idle if w.usable)
+        return sum(n for w, n in self._free.items() if w.usable)
+
+    def free_slots(self, worker: W) -> int:
+        """Free slots of ``worker`` now."""
+        return self._free.get(worker, 0) if worker.usable else 0
+
+    # -- taking a slot ------------------------------------------------------------------
 
     async def checkout(
         self, on_wait: Callable[[int], object] | None = None, *, deadline: float | None = None
@@ -74,17 +106,80 @@ class Scheduler(Generic[W]):
         if self._closed is not None:
             raise self._closed
         idle = self._idle
+        free = self._free
+        entries = self._entries
         while idle:
             worker = idle.popleft()
-            if worker.usable:
-                return worker
-        if len(self._waiters) >= self._max_queue:
+            left = entries[worker] - 1
+            if left:
+                entries[worker] = left
+            else:
+                del entries[worker]
+            slots = free.get(worker, 0)
+            if not slots:
+                continue  # a slot a pinned checkout took
+            if not worker.usable:
+                del free[worker]
+                continue
+            if slots == 1:
+                del free[worker]
+            else:
+                free[worker] = slots - 1
+            return worker
+        return await self._wait(self._waiters, on_wait, deadline)
+
+    def try_take(self, worker: W) -> bool:
+        """Take a free slot of ``worker`` if it has one (never waits); True if taken."""
+        if self._closed is not None:
+            raise self._closed
+        slots = self._free.get(worker, 0)
+        if not slots or not worker.usable:
+            return False
+        if slots == 1:
+            del self._free[worker]  # its entry in _idle is now stale
+        else:
+            self._free[worker] = slots - 1
+        return True
+
+    async def checkout_pinned(
+        self,
+        worker: W,
+        on_wait: Callable[[int], object] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> W:
+        """Take a slot of ``worker``, waiting for one in order (after the calls waiting for it).
+
+        As :meth:`checkout` otherwise (``queue_timeout``, ``deadline``,
+        ``max_queue`` counts every waiting call).
+
+        :raises PinnedWorkerGone: ``worker`` is not usable, or left service while the call waited.
+        """
+        if self._closed is not None:
+            raise self._closed
+        if not worker.usable:
+            raise PinnedWorkerGone("it is out of service")
+        queue = self._pinned.get(worker)
+        if not queue and self.try_take(worker):
+            return worker
+        if queue is None:
+            queue = self._pinned[worker] = deque()
+        return await self._wait(queue, on_wait, deadline)
+
+    async def _wait(
+        self,
+        queue: deque[asyncio.Future[W]],
+        on_wait: Callable[[int], object] | None,
+        deadline: float | None,
+    ) -> W:
+        if self.queued >= self._max_queue:
+            self._forget(queue)
             raise QueueFull(self._max_queue)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[W] = loop.create_future()
-        self._waiters.append(waiter)
+        queue.append(waiter)
         if on_wait is not None:
-            on_wait(len(self._waiters))
+            on_wait(self.queued)
         now = loop.time()
         when = None if self._queue_timeout is None else now + self._queue_timeout
         own = deadline is not None and (when is None or deadline < when)
@@ -94,7 +189,7 @@ class Scheduler(Generic[W]):
             async with asyncio.timeout_at(when):
                 return await waiter
         except TimeoutError:
-            self._give_up(waiter)
+            self._give_up(waiter, queue)
             if own:
                 assert deadline is not None
                 raise QueueTimeout(
@@ -106,34 +201,71 @@ class Scheduler(Generic[W]):
                 f"no worker came free within {self._queue_timeout:g}s",
                 timeout=self._queue_timeout,
             ) from None
-        except BaseException:  # cancelled, or PoolClosed
-            self._give_up(waiter)
+        except BaseException:  # cancelled, PoolClosed, PinnedWorkerGone
+            self._give_up(waiter, queue)
             raise
 
-    def _give_up(self, waiter: asyncio.Future[W]) -> None:
+    def _give_up(self, waiter: asyncio.Future[W], queue: deque[asyncio.Future[W]]) -> None:
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             self.checkin(waiter.result())  # handed over just as the caller gave up
         else:
             waiter.cancel()
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if waiter in queue:
+                queue.remove(waiter)
+        self._forget(queue)
+
+    def _forget(self, queue: deque[asyncio.Future[W]]) -> None:
+        # An empty queue of pinned waiters is dropped (not the shared one).
+        if not queue and queue is not self._waiters:
+            for worker, pinned in list(self._pinned.items()):
+                if pinned is queue:
+                    del self._pinned[worker]
+
+    # -- giving it back -----------------------------------------------------------------
 
     def checkin(self, worker: W) -> None:
-        """Return a slot: to the oldest waiter, else to the free slots."""
+        """Return a slot: to the oldest call waiting for ``worker``, else for any, else free."""
         if not worker.usable:
             return
+        pinned = self._pinned.get(worker)
+        if pinned is not None:
+            while pinned:
+                waiter = pinned.popleft()
+                if not waiter.done():
+                    if not pinned:
+                        del self._pinned[worker]
+                    waiter.set_result(worker)
+                    return
+            del self._pinned[worker]
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(worker)
                 return
-        self._idle.append(worker)
+        slots = self._free.get(worker, 0) + 1
+        self._free[worker] = slots
+        entries = self._entries.get(worker, 0)
+        if entries < slots:
+            self._idle.append(worker)
+            self._entries[worker] = entries + 1
 
     def add(self, worker: W, slots: int) -> None:
         """Offer ``slots`` slots of a worker that became ready."""
         for _ in range(slots):
             self.checkin(worker)
+
+    def lost(self, worker: W, reason: str) -> None:
+        """``worker`` left service: the calls waiting for its slots raise :class:`PinnedWorkerGone`.
+
+        Its free slots are dropped (their entries are skipped when reached).
+        """
+        self._free.pop(worker, None)
+        pinned = self._pinned.pop(worker, None)
+        while pinned:
+            waiter = pinned.popleft()
+            if not waiter.done():
+                waiter.set_exception(PinnedWorkerGone(reason))
 
     def reopen(self) -> None:
         """Take calls again after :meth:`close` (a degraded pool restarted)."""
@@ -142,8 +274,13 @@ class Scheduler(Generic[W]):
     def close(self, error: PoolError | None = None) -> None:
         """Refuse new calls with ``error`` (default :class:`PoolClosed`); fail waiting ones."""
         self._closed = error if error is not None else PoolClosed("the pool stopped")
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(self._closed)
+        queues = [self._waiters, *self._pinned.values()]
+        self._pinned.clear()
+        for queue in queues:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_exception(self._closed)
         self._idle.clear()
+        self._free.clear()
+        self._entries.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ("PoolStats", "WorkerInfo")
 
@@ -32,6 +32,9 @@ class PoolStats:
     degraded: str | None
     #: Events not delivered to a :meth:`Pool.subscribe` stream that was full.
     events_dropped: int = 0
+    #: Sessions in the pool's store, as far as it knows without asking the
+    #: backend (exact for the memory backend; see ``SessionStoreRef.known_count``).
+    sessions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +50,6 @@ class WorkerInfo:
     ready: bool
     #: Calls running on it now.
     in_flight: int
+    #: The id a session pinned to this process records (``SessionRecord.worker_id``):
+    #: ``w3.1@<run id>``. Not compared (it holds the pool's random run id).
+    pin_id: str = field(default="", compare=False)

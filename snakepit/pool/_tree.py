@@ -30,8 +30,15 @@ from snakepit.otp import (
 from ._config import PoolConfig
 from ._events import PoolEvent
 from ._launch._base import Launcher
+from snakepit.session import SessionStore, SessionStoreConfig, SessionStoreRef
+
 from ._scheduler import Scheduler
+from ._sessions import SessionRouter, store_not_running
 from ._worker_server import WorkerArgs, WorkerServer, WorkerSupervisor
+
+#: Restarts of the session store the top of the tree allows in ``STORE_SECONDS``.
+STORE_RESTARTS = 3
+STORE_SECONDS = 5.0
 
 
 def why(reason: object) -> str:
@@ -65,10 +72,14 @@ class _Startup:
 
 
 class WorkerTree:
-    """A pool's supervision tree: a top Supervisor over a WorkerSupervisor of WorkerServers.
+    """A pool's supervision tree: a top Supervisor over the SessionStore and a WorkerSupervisor.
 
-    The top (``supervisor``) outlives a degraded pool; the WorkerSupervisor
-    is its temporary child, replaced by :meth:`start_workers` on a restart.
+    The top (``supervisor``) outlives a degraded pool. Its first child is the
+    :class:`~snakepit.session.SessionStore` (``"sessions"``, permanent: a
+    crash of it is restarted, up to ``STORE_RESTARTS`` in ``STORE_SECONDS``),
+    so it starts before the workers and stops after them. The
+    WorkerSupervisor is its temporary child, replaced by
+    :meth:`start_workers` on a restart.
     A worker ready is put into service (``workers``, the scheduler); one
     stopped for good is taken out first. When the tree gives up (the
     WorkerSupervisor reached its restart intensity, or the top was killed),
@@ -83,11 +94,15 @@ class WorkerTree:
         config: PoolConfig,
         scheduler: Scheduler[WorkerServer],
         events: Broadcast[PoolEvent],
+        router: SessionRouter,
+        sessions: SessionStoreConfig,
         *,
         owner: object,
         gave_up: Callable[[ExitReason], None],
     ) -> None:
         self._config = config
+        self._router = router
+        self._sessions = sessions
         self._scheduler = scheduler
         self._events = events
         #: The top of the tree, once started.
@@ -133,10 +148,23 @@ class WorkerTree:
         """Start the top of the tree in ``group`` (again if it was killed)."""
         # The top of the tree: the workers' supervisor is its temporary child
         # (see start_workers), so the top outlives a degraded pool.
-        spec = SupervisorSpec([], max_restarts=0)
+        store = ChildSpec("sessions", SessionStore, arg=self._sessions)
+        spec = SupervisorSpec([store], max_restarts=STORE_RESTARTS, max_seconds=STORE_SECONDS)
         ref = await Supervisor.start(group, spec, name="pool")
         ref.link(self._on_tree_exit)
         self.supervisor = ref
+
+    @property
+    def store(self) -> SessionStoreRef:
+        """The running session store.
+
+        :raises SessionError: it is not running (being restarted after a crash).
+        """
+        supervisor = self.supervisor
+        store = None if supervisor is None else supervisor.child("sessions")
+        if not isinstance(store, SessionStoreRef):
+            raise store_not_running()
+        return store
 
     async def revive(self, group: TaskGroup) -> None:
         """Start a new top in ``group`` if the top itself was killed."""
@@ -224,6 +252,7 @@ class WorkerTree:
             self._on_ready,
             self._on_failed,
             self._events,
+            self._router.worker_left,
         )
         assert self._workers_sup is not None
         ref = await self._workers_sup.start_child(
@@ -237,13 +266,15 @@ class WorkerTree:
         """True while ``worker`` is one of the pool's (not stopped for good, nor replaced)."""
         return self.workers.get(worker.worker_id) is worker
 
-    async def stop_worker(self, worker: WorkerServer) -> None:
+    async def stop_worker(self, worker: WorkerServer, why: str = "the pool stopped it") -> None:
         """Take a worker out (no new calls), let its calls finish, stop its process.
 
         By child id, not by ref: a worker being restarted right now is stopped
         in its new instance (which is not let into service meanwhile).
+
+        :param why: why it goes (its :attr:`~WorkerServer.left_because`).
         """
-        worker.drain()
+        worker.drain(why)
         self._leaving.add(worker.worker_id)
         self.workers.pop(worker.worker_id, None)
         try:
@@ -276,7 +307,7 @@ class WorkerTree:
         """Stop ``count`` workers, idle ones first; their calls in flight finish."""
         victims = sorted(self.workers.values(), key=lambda w: (w.in_flight, w.worker_id))
         for worker in victims[:count]:
-            await self.stop_worker(worker)
+            await self.stop_worker(worker, "the pool scaled down")
 
     # -- what the tree tells ------------------------------------------------------------
 
@@ -290,6 +321,7 @@ class WorkerTree:
         self._ready_changed = anyio.Event()
         if worker.ref.generation > 0:
             self.restarts += 1
+        self._router.worker_ready(worker)
         self._scheduler.add(worker, self._config.max_concurrency)
         if self._startup is not None:
             self._startup.ready()

@@ -66,6 +66,8 @@ class WorkerArgs:
     on_failed: Callable[[WorkerServer, BaseException], None]
     #: Where its telemetry goes (the pool's subscribers).
     events: Broadcast[PoolEvent]
+    #: Called with the worker when it stops taking calls (see :attr:`WorkerServer.left_because`).
+    on_leaving: Callable[[WorkerServer], None] | None = None
 
 
 class _ProcessExited(Exception):
@@ -157,6 +159,8 @@ class WorkerServer(GenServer[Any, Any, None]):
         self.process: WorkerHandle | None = None  # kept after release, for crash reports
         #: Why :meth:`retire` took it out of service (when it was told to report it).
         self.retired_reason: str | None = None
+        #: Why it stopped taking calls (None while it takes them, or before it did).
+        self.left_because: str | None = None
         #: Retired for a failure (counted), not by the pool's choice (see :meth:`retire`).
         self._failed = True
         #: Its process's exit status, once seen (then reported, once).
@@ -176,6 +180,14 @@ class WorkerServer(GenServer[Any, Any, None]):
         return self.args.worker_id
 
     @property
+    def pin_id(self) -> str:
+        """This process's id as a session records it: ``w3.1@<run id>`` (slot, generation, run).
+
+        Unique per process across restarts (the generation) and pools (the run).
+        """
+        return f"{self.args.worker_id}.{self.ref.generation}@{self.args.run_id}"
+
+    @property
     def state(self) -> WorkerState:
         """Where it is in its life (read-only: the transitions change it)."""
         return self._state
@@ -191,10 +203,15 @@ class WorkerServer(GenServer[Any, Any, None]):
 
     # -- transitions ----------------------------------------------------------------------
 
-    def _enter(self, new: WorkerState) -> None:
-        if new not in TRANSITIONS[self.state]:
-            raise IllegalTransition(f"worker {self.worker_id!r}: {self._state} -> {new}")
+    def _enter(self, new: WorkerState, why: str | None = None) -> None:
+        old = self._state
+        if new not in TRANSITIONS[old]:
+            raise IllegalTransition(f"worker {self.worker_id!r}: {old} -> {new}")
         self._state = new
+        if old in ("ready", "recycling") and new not in ("ready", "recycling"):
+            self.left_because = why or _LEFT_BECAUSE[new]
+            if self.args.on_leaving is not None:
+                self.args.on_leaving(self)
 
     def _became_ready(self) -> None:
         """The boot succeeded: ``booting`` -> ``ready`` (a stop that came first stays)."""
@@ -210,7 +227,8 @@ class WorkerServer(GenServer[Any, Any, None]):
         """Its process exited: report it (once); one that served is now ``exited``."""
         self._report_exit(code)
         if self.state in ("ready", "recycling"):
-            self._enter("exited")
+            how = f"killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
+            self._enter("exited", f"its process {how}")
 
     def _server_ended(self) -> None:
         """Its server ends: killed, unless ``terminate`` ran or it was already out of service."""
@@ -417,15 +435,17 @@ class WorkerServer(GenServer[Any, Any, None]):
         # else: still booting. The boot is cancelled next, and the process
         # released once it has stopped (lifespan): not under a connect.
 
-    def drain(self) -> None:
+    def drain(self, why: str = "the pool stopped it") -> None:
         """Take no new calls; the ones in flight go on (before a graceful stop).
 
         -> ``draining``; nothing if it takes no calls already. A worker still
         ``booting``, or ``failed``, has no calls to drain: asking raises
         :class:`IllegalTransition` (the pool never does).
+
+        :param why: why it goes (:attr:`left_because`).
         """
         if self.state not in _OUT_OF_SERVICE:
-            self._enter("draining")
+            self._enter("draining", why)
 
     def start_recycling(self) -> None:
         """``ready`` -> ``recycling``: the pool starts its replacement; it serves until then."""
@@ -492,7 +512,7 @@ class WorkerServer(GenServer[Any, Any, None]):
             if self.state != "retired" and self.handle is not None:
                 self.handle.kill()
             return
-        self._enter("retired")
+        self._enter("retired", reason)
         self._failed = failed
         if report:  # we kill it for this reason: that is the cause to report
             self.retired_reason = reason
@@ -524,6 +544,15 @@ class WorkerServer(GenServer[Any, Any, None]):
         crashed.__cause__ = error
         return crashed
 
+
+#: Why a worker stopped taking calls, by the state it went to, when no more is known.
+_LEFT_BECAUSE: Final[Mapping[WorkerState, str]] = {
+    "draining": "the pool stopped it",
+    "retired": "the pool replaced it",
+    "exited": "its process exited",
+    "stopping": "the pool stopped it",
+    "killed": "its WorkerServer was killed",
+}
 
 #: States in which drain() and retire() do nothing: it takes no calls already.
 _OUT_OF_SERVICE: Final[frozenset[WorkerState]] = frozenset(

@@ -87,6 +87,8 @@ class SessionStore(GenServer[Any, Any, None]):
         self._sweeper: anyio.CancelScope | None = None
         self._rearm: anyio.Event | None = None
         self._interval = derived_sweep_interval(DEFAULT_TTL)
+        #: How many sessions there are, as far as this server knows (see SessionStoreRef).
+        self.known_count = 0
 
     @classmethod
     async def start(
@@ -151,6 +153,7 @@ class SessionStore(GenServer[Any, Any, None]):
         if config.sweep_interval is not None:
             self._interval = config.sweep_interval
         await self._expire_due(anyio.current_time())
+        self.known_count = await config.backend.count()
         assert self._tg is not None
         self._rearm = anyio.Event()
         self._tg.start_soon(self._sweep_forever)
@@ -174,6 +177,9 @@ class SessionStore(GenServer[Any, Any, None]):
             return await self._replace(replace(record, last_used=now))
         if type(request) is _Pin:
             record = await self._live(request.session_id, now)
+            expected = request.only_if_pinned_to
+            if expected is not ... and record.worker_id != expected:
+                return record
             return await self._replace(replace(record, worker_id=request.worker_id))
         if type(request) is _Delete:
             return await self._delete(request.session_id, now)
@@ -181,10 +187,13 @@ class SessionStore(GenServer[Any, Any, None]):
             return await self._create(request, now)
         if request == _LIST:
             await self._expire_due(now)
-            return sorted(await backend.records(), key=lambda r: (r.created_at, r.session_id))
+            records = await backend.records()
+            self.known_count = len(records)
+            return sorted(records, key=lambda r: (r.created_at, r.session_id))
         if request == _COUNT:
             await self._expire_due(now)
-            return await backend.count()
+            self.known_count = count = await backend.count()
+            return count
         if request == _SWEEP:
             return await self._expire_due(now)
         raise ValueError(f"unknown request {request!r}")
@@ -218,6 +227,7 @@ class SessionStore(GenServer[Any, Any, None]):
                 affinity=request.affinity,
             )
             if await backend.create(record, limit=self._config.max_sessions):
+                self.known_count += 1
                 break
             if request.session_id is not None:
                 raise SessionExists(session_id)
@@ -234,6 +244,7 @@ class SessionStore(GenServer[Any, Any, None]):
         record = await self._config.backend.delete(session_id)
         if record is None:
             return None
+        self.known_count = max(0, self.known_count - 1)
         if _expired(record, now):
             self._notify(record, "expired")
             return None
@@ -243,6 +254,7 @@ class SessionStore(GenServer[Any, Any, None]):
     async def _end(self, session_id: str, why: EndReason) -> SessionRecord | None:
         record = await self._config.backend.delete(session_id)
         if record is not None:
+            self.known_count = max(0, self.known_count - 1)
             self._notify(record, why)
         return record
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any, Final, cast
 
 from snakepit.otp import DEFAULT_TIMEOUT, ServerRef
@@ -47,6 +48,8 @@ class _Touch:
 class _Pin:
     session_id: str
     worker_id: str | None
+    #: Pin only if the session is pinned to this now (``...``: whatever it is pinned to).
+    only_if_pinned_to: str | None | EllipsisType = ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,18 +153,28 @@ class SessionStoreRef(ServerRef[Any, Any]):
         session_id: str,
         worker_id: str | None,
         *,
+        only_if_pinned_to: str | None | EllipsisType = ...,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> SessionRecord:
-        """Record the worker ``session_id`` is pinned to (None: unpin); return the new record.
+        """Record the worker ``session_id`` is pinned to (None: unpin); return its record.
 
         Pinning is not a use: ``last_used`` is unchanged (call :meth:`touch`).
+        A pool pins a session to the ``pin_id`` of a worker (see
+        :attr:`~snakepit.pool.WorkerInfo.pin_id`).
 
+        :param only_if_pinned_to: pin only if the session is pinned to this
+            worker now (None: to none), atomically; otherwise nothing is
+            written and the record returned is the current one (compare its
+            ``worker_id``). ``...`` (default): whatever it is pinned to.
         :raises SessionNotFound: no such session (never made, deleted, or expired).
         :raises ArgumentTypeError, ConfigError: an id is not a non-empty str.
         """
         check_session_id(session_id)
         check_worker_id(worker_id)
-        return cast(SessionRecord, await self._ask(_Pin(session_id, worker_id), timeout))
+        if only_if_pinned_to is not ...:
+            check_worker_id(only_if_pinned_to)
+        request = _Pin(session_id, worker_id, only_if_pinned_to)
+        return cast(SessionRecord, await self._ask(request, timeout))
 
     async def delete(
         self, session_id: str, *, timeout: float | None = DEFAULT_TIMEOUT
@@ -184,6 +197,18 @@ class SessionStoreRef(ServerRef[Any, Any]):
     ) -> builtins.list[SessionRecord]:
         """Return the record of every session, oldest first (by ``created_at``, then id)."""
         return cast("builtins.list[SessionRecord]", await self._ask(_LIST, timeout))
+
+    @property
+    def known_count(self) -> int:
+        """How many sessions the store knows of now, without asking it (0 if it is not running).
+
+        Exact for a backend only this store writes (memory); with a shared
+        backend (Redis), sessions other stores create or delete are seen at
+        the next :meth:`count` or :meth:`list`. Expired sessions the sweep
+        has not removed yet are counted.
+        """
+        count: int = getattr(self.server, "known_count", 0) if self.alive else 0
+        return count
 
     async def count(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> int:
         """Return how many sessions there are (expired ones not counted)."""

@@ -99,6 +99,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "snakepit.pool": (
         "snakepit.errors",
         "snakepit.otp",
+        "snakepit.session",
         "snakepit._wire",
         "snakepit.worker",
         "snakepit.pool",

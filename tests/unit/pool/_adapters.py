@@ -13,11 +13,12 @@ import itertools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
 from snakepit.testing.adapters import Hang
-from snakepit.worker import tool
+from snakepit.worker import Context, tool
 
 #: The deadline of a wait that should end at once (it only guards against a hang).
 WAIT = 10.0
@@ -48,6 +49,8 @@ class Control:
     teardowns: int = 0
     #: ``block`` calls that began running in a worker (never decreases).
     blocked: int = 0
+    #: ``(worker, session_id)`` for each ``on_session_end`` call, in order.
+    ended: list[tuple[str, str]] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def fail_from_now_on(self) -> None:
@@ -71,6 +74,20 @@ class Control:
         """Return once ``n`` ``block`` calls in all have begun running in the workers."""
         with anyio.fail_after(WAIT):
             while self.blocked < n:
+                await self._changed.wait()
+
+    def _note_ended(self, worker: str, session_id: str) -> None:
+        self.ended.append((worker, session_id))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_ended(self, session_id: str) -> str:
+        """Return the worker whose ``on_session_end`` ran for ``session_id``, once one did."""
+        with anyio.fail_after(WAIT):
+            while True:
+                for worker, ended in self.ended:
+                    if ended == session_id:
+                        return worker
                 await self._changed.wait()
 
 
@@ -99,6 +116,39 @@ class Controlled(Hang):
         """Say it runs (``Control.wait_blocked``), then wait until cancelled."""
         type(self).control._note_blocked()
         await asyncio.Event().wait()
+
+
+    # -- sessions: each worker (an instance of the class) keeps its sessions' state
+
+    @tool
+    def whoami(self) -> str:
+        """This worker's identity (in-process workers share a pid: the instance's id)."""
+        return f"adapter-{id(self)}"
+
+    @tool
+    def remember(self, ctx: Context, value: Any) -> None:
+        """Keep ``value`` for the call's session, in this worker."""
+        self._sessions()[ctx.session_id] = value
+
+    @tool
+    def recall(self, ctx: Context) -> Any:
+        """What this worker keeps for the call's session (None if nothing)."""
+        return self._sessions().get(ctx.session_id)
+
+    @tool
+    def session_info(self, ctx: Context) -> dict[str, Any] | None:
+        """The call's ``ctx.session`` as a dict (None outside a session)."""
+        if ctx.session is None:
+            return None
+        return {"session_id": ctx.session.session_id, "metadata": dict(ctx.session.metadata)}
+
+    async def on_session_end(self, session_id: str) -> None:
+        """Free the session's state; tell the Control."""
+        self._sessions().pop(session_id, None)
+        type(self).control._note_ended(self.whoami(), session_id)
+
+    def _sessions(self) -> dict[str, Any]:
+        return self.__dict__.setdefault("_session_state", {})
 
 
 class BadSetup(Hang):

@@ -16,6 +16,7 @@ import pytest
 
 from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
 from snakepit.pool import Scheduler
+from snakepit.pool._scheduler import PinnedWorkerGone
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # the scheduler's waiters are asyncio futures, as the pool's
@@ -308,3 +309,178 @@ class TestClose:
         b = Fake("b")
         sched.add(b, 1)
         assert await sched.checkout() is b  # the slot from before the close is gone
+
+
+class TestPinned:
+    """A session's calls: a slot of one given worker (``try_take``, ``checkout_pinned``), O(1)."""
+
+    async def test_try_take_takes_only_that_workers_free_slot(self) -> None:
+        sched = scheduler()
+        a, b = Fake("a"), Fake("b")
+        sched.add(a, 1)
+        sched.add(b, 1)
+        assert sched.try_take(b)
+        assert not sched.try_take(b)  # its one slot is taken
+        assert (sched.idle, sched.free_slots(a), sched.free_slots(b)) == (1, 1, 0)
+        # The unpinned checkout skips b's stale entry and finds a's slot; then none is left.
+        assert await sched.checkout() is a
+        assert (sched.idle, sched.has_idle) == (0, False)
+
+    async def test_an_unpinned_checkout_skips_the_entries_a_pinned_one_took(self) -> None:
+        sched = scheduler(queue_timeout=0)
+        a = Fake("a")
+        sched.add(a, 2)
+        assert sched.try_take(a) and sched.try_take(a)
+        with pytest.raises(QueueTimeout):
+            await sched.checkout()  # two entries of a in the free list, both stale
+        sched.checkin(a)
+        assert await sched.checkout() is a
+
+    async def test_pinned_only_traffic_keeps_the_free_list_bounded(self) -> None:
+        sched = scheduler()
+        a = Fake("a")
+        sched.add(a, 2)
+        for _ in range(1000):
+            assert sched.try_take(a)
+            sched.checkin(a)
+        # At most one entry per slot, whatever the traffic.
+        assert len(sched._idle) == 2
+        assert sched.free_slots(a) == 2
+
+    async def test_a_checked_in_slot_goes_to_the_calls_waiting_for_that_worker_first(
+        self,
+    ) -> None:
+        sched = scheduler()
+        a = Fake("a")
+        sched.add(a, 1)
+        assert sched.try_take(a)
+        got: list[str] = []
+
+        async def pinned(label: str) -> None:
+            assert await sched.checkout_pinned(a) is a
+            got.append(label)
+
+        async def anyone(label: str) -> None:
+            await sched.checkout()
+            got.append(label)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyone, "any")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(pinned, "p1")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(pinned, "p2")
+            await anyio.wait_all_tasks_blocked()
+            assert sched.queued == 3
+            for _ in range(3):
+                sched.checkin(a)
+                await anyio.wait_all_tasks_blocked()
+        assert got == ["p1", "p2", "any"]  # the pinned ones in order, then the older unpinned
+
+    async def test_a_slot_of_another_worker_does_not_serve_a_pinned_waiter(self) -> None:
+        sched = scheduler()
+        a, b = Fake("a"), Fake("b")
+        sched.add(a, 1)
+        assert sched.try_take(a)
+        waiters: list[Fake] = []
+
+        async def pinned() -> None:
+            waiters.append(await sched.checkout_pinned(a))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pinned)
+            await anyio.wait_all_tasks_blocked()
+            sched.add(b, 1)  # a slot of b: free, not for the waiter
+            await anyio.wait_all_tasks_blocked()
+            assert waiters == [] and sched.free_slots(b) == 1
+            sched.checkin(a)
+        assert waiters == [a]
+
+    async def test_lost_fails_the_calls_waiting_for_that_worker(self) -> None:
+        sched = scheduler()
+        a = Fake("a")
+        sched.add(a, 1)
+        assert sched.try_take(a)
+        errors: list[BaseException] = []
+
+        async def pinned() -> None:
+            try:
+                await sched.checkout_pinned(a)
+            except PinnedWorkerGone as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pinned)
+            await anyio.wait_all_tasks_blocked()
+            a.usable = False
+            sched.lost(a, "its process exited with code 1")
+        assert [str(e) for e in errors] == ["its process exited with code 1"]
+        assert sched.queued == 0
+        with pytest.raises(PinnedWorkerGone):
+            await sched.checkout_pinned(a)  # gone before the call: at once
+
+    async def test_pinned_waiters_count_towards_max_queue_and_time_out(self) -> None:
+        sched = scheduler(max_queue=1, queue_timeout=0)
+        a = Fake("a")
+        sched.add(a, 1)
+        assert sched.try_take(a)
+        with pytest.raises(QueueTimeout):
+            await sched.checkout_pinned(a)
+        assert sched.queued == 0 and not sched._pinned  # nothing left behind
+        sched2 = scheduler(max_queue=1)
+        sched2.add(a, 1)
+        assert sched2.try_take(a)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sched2.checkout_pinned, a)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(QueueFull):
+                await sched2.checkout()
+            with pytest.raises(QueueFull):
+                await sched2.checkout_pinned(a)
+            sched2.checkin(a)
+
+    async def test_a_cancelled_pinned_waiter_passes_its_turn_on(self) -> None:
+        sched = scheduler()
+        a = Fake("a")
+        sched.add(a, 1)
+        assert sched.try_take(a)
+        got: list[str] = []
+        scopes: dict[str, anyio.CancelScope] = {}
+
+        async def pinned(label: str) -> None:
+            with anyio.CancelScope() as scopes[label]:
+                await sched.checkout_pinned(a)
+                got.append(label)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pinned, "first")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(pinned, "second")
+            await anyio.wait_all_tasks_blocked()
+            scopes["first"].cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert sched.queued == 1
+            sched.checkin(a)
+        assert got == ["second"]
+        assert not sched._pinned
+
+    async def test_close_fails_pinned_waiters(self) -> None:
+        sched = scheduler()
+        a = Fake("a")
+        sched.add(a, 1)
+        assert sched.try_take(a)
+        errors: list[BaseException] = []
+
+        async def pinned() -> None:
+            try:
+                await sched.checkout_pinned(a)
+            except PoolError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pinned)
+            await anyio.wait_all_tasks_blocked()
+            sched.close()
+        assert [type(e) for e in errors] == [PoolClosed]
+        with pytest.raises(PoolClosed):
+            sched.try_take(a)

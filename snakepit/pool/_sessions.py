@@ -1,0 +1,138 @@
+"""Sessions of a pool: which worker a session's call goes to, and a session's end in its worker."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from snakepit.errors import SessionError, SessionWorkerLost, WorkerBusy
+from snakepit.session import EndReason, SessionRecord, SessionStoreRef
+
+from ._scheduler import PinnedWorkerGone, Scheduler
+from ._worker_server import WorkerServer
+
+#: Workers that left service whose reason a session pinned to them is told (the newest).
+GONE_KEPT: Final = 1024
+
+
+def encode_metadata(metadata: Mapping[str, Any]) -> bytes:
+    """A session's metadata as the worker receives it: compact JSON, b"" when empty."""
+    if not metadata:
+        return b""
+    return json.dumps(metadata, separators=(",", ":")).encode()
+
+
+class SessionRouter:
+    """The pool's side of its sessions: the worker each session's call goes to.
+
+    Knows the pool's workers by :attr:`~WorkerServer.pin_id` (the id a
+    session is pinned to) while they take calls, and why the last
+    :data:`GONE_KEPT` of them left. :meth:`take_slot` applies a session's
+    affinity; :meth:`ended` tells a session's worker that it ended.
+
+    :param store: returns the pool's store (raises when it is not running).
+    """
+
+    def __init__(
+        self, scheduler: Scheduler[WorkerServer], store: Callable[[], SessionStoreRef]
+    ) -> None:
+        self._scheduler = scheduler
+        self._store = store
+        self._live: dict[str, WorkerServer] = {}
+        self._gone: OrderedDict[str, str] = OrderedDict()
+
+    # -- what the tree tells ------------------------------------------------------------
+
+    def worker_ready(self, worker: WorkerServer) -> None:
+        """``worker`` takes calls: sessions may be pinned to it."""
+        self._live[worker.pin_id] = worker
+
+    def worker_left(self, worker: WorkerServer) -> None:
+        """``worker`` takes no more calls: strict sessions pinned to it are lost."""
+        pin = worker.pin_id
+        if self._live.get(pin) is worker:
+            del self._live[pin]
+        reason = worker.left_because or "it left the pool"
+        self._gone[pin] = reason
+        if len(self._gone) > GONE_KEPT:
+            self._gone.popitem(last=False)
+        self._scheduler.lost(worker, reason)
+
+    def why_gone(self, pin: str) -> str:
+        """Why the worker ``pin`` takes no calls (it may be another pool's)."""
+        reason = self._gone.get(pin)
+        if reason is not None:
+            return reason
+        if self._live.get(pin) is not None:
+            return "it takes no calls"
+        return "it is not one of this pool's workers (another pool's, or gone long ago)"
+
+    def ended(self, record: SessionRecord, why: EndReason) -> None:
+        """The store's ``on_end``: the worker the session was pinned to frees its state."""
+        worker = self._live.get(record.worker_id) if record.worker_id is not None else None
+        if worker is not None and worker.mux is not None:
+            worker.mux.end_session(record.session_id)
+
+    # -- a session's call ---------------------------------------------------------------
+
+    async def take_slot(
+        self,
+        record: SessionRecord,
+        on_wait: Callable[[int], object] | None,
+        deadline: float | None,
+    ) -> WorkerServer:
+        """A slot for a call of the session ``record``, as its affinity says; pin it there.
+
+        ``hint``: its worker if that has a free slot, else the first free one
+        (the session is pinned there). ``strict_queue``: a slot of its worker,
+        waiting in order. ``strict_fail_fast``: a free slot of its worker, or
+        :class:`~snakepit.errors.WorkerBusy` at once. A session not pinned yet
+        is pinned to the first free worker (atomically: of two first calls at
+        once, a strict session's both go to the worker the first one pinned).
+
+        :raises SessionWorkerLost: a strict session's worker left service.
+        :raises WorkerBusy: a ``strict_fail_fast`` session's worker has no free slot.
+        :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: as an unpinned call.
+        """
+        scheduler = self._scheduler
+        session_id = record.session_id
+        while True:
+            pin = record.worker_id
+            strict = record.affinity != "hint"
+            worker = None if pin is None else self._live.get(pin)
+            if worker is not None and not worker.usable:
+                worker = None
+            if strict and pin is not None:
+                if worker is None:
+                    raise SessionWorkerLost(session_id, pin, self.why_gone(pin))
+                if record.affinity == "strict_queue":
+                    try:
+                        return await scheduler.checkout_pinned(worker, on_wait, deadline=deadline)
+                    except PinnedWorkerGone as exc:
+                        raise SessionWorkerLost(session_id, pin, exc.reason) from None
+                if scheduler.try_take(worker):
+                    return worker
+                raise WorkerBusy(session_id, pin)
+            if worker is not None and scheduler.try_take(worker):
+                return worker
+            taken = await scheduler.checkout(on_wait, deadline=deadline)
+            if taken.pin_id == pin:
+                return taken  # hint: its own worker came free first
+            try:
+                record = await self._store().pin(
+                    session_id, taken.pin_id, only_if_pinned_to=pin, timeout=None
+                )
+            except BaseException:
+                scheduler.checkin(taken)
+                raise
+            if record.worker_id == taken.pin_id or not strict:
+                return taken
+            # A strict session's first call lost the race to pin it: go to the winner's worker.
+            scheduler.checkin(taken)
+
+
+def store_not_running() -> SessionError:
+    """The error for a session used while the pool's store is not running."""
+    return SessionError("the pool's session store is not running (restarting after a crash?)")

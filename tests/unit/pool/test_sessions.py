@@ -1,0 +1,347 @@
+"""A pool's sessions (pool.session(), pool.sessions, session_id): the store in the tree, affinity.
+
+In-process workers (InProcessLauncher): each worker is an instance of the test's
+adapter class, so ``whoami`` tells the workers apart; the worker-side hook
+(``on_session_end``) reports to the test's Control. Every wait is on an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from snakepit.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    PoolClosed,
+    SessionExists,
+    SessionLimitReached,
+    SessionNotFound,
+    SessionWorkerLost,
+    WorkerBusy,
+)
+from snakepit.pool import Pool, PoolSession
+from snakepit.session import SessionRecord, SessionStoreConfig
+from snakepit.testing import worker_ref
+
+from ._adapters import WAIT, Control
+from .conftest import MakePool
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)
+
+
+async def pinned_worker(pool: Pool, session: PoolSession) -> str:
+    """The worker id (``w0``) the session is pinned to now."""
+    record = await session.info()
+    assert record.worker_id is not None
+    return next(w.worker_id for w in pool.workers() if w.pin_id == record.worker_id)
+
+
+class TestLifecycle:
+    async def test_a_session_block_creates_then_deletes_its_session(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool() as pool:
+            assert pool.stats().sessions == 0
+            async with pool.session(metadata={"user": "ada"}) as s:
+                assert isinstance(s, PoolSession)
+                assert [r.session_id for r in await pool.sessions.list()] == [s.session_id]
+                assert pool.stats().sessions == 1
+                assert s.record.metadata == {"user": "ada"}
+                assert (s.record.affinity, s.record.ttl) == ("hint", 3600.0)
+            assert await pool.sessions.list() == []
+            assert pool.stats().sessions == 0
+            with pytest.raises(SessionNotFound):
+                await pool.execute("echo", {"value": 1}, session_id=s.session_id)
+
+    async def test_keep_leaves_the_session_and_a_later_block_resumes_it(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool() as pool:
+            async with pool.session("s1", keep=True, affinity="strict_queue") as s:
+                await s.execute("remember", {"value": 41})
+            async with pool.session("s1") as again:  # resumed: same worker, same state
+                assert again.record.affinity == "strict_queue"
+                assert await again.execute("recall") == 41
+            assert await pool.sessions.list() == []
+
+    async def test_a_resumed_session_must_match_the_options_asked(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool() as pool:
+            await pool.sessions.create("s1", affinity="hint", ttl=60, metadata={"a": 1})
+            for options, name in [
+                ({"affinity": "strict_queue"}, "affinity"),
+                ({"ttl": 30}, "ttl"),
+                ({"metadata": {"a": 2}}, "metadata"),
+            ]:
+                with pytest.raises(ConfigError, match=name) as info:
+                    async with pool.session("s1", **options):
+                        pass
+                assert info.value.field == name
+            async with pool.session("s1", affinity="hint", ttl=60, metadata={"a": 1}):
+                pass  # the same options: resumed
+            assert await pool.sessions.list() == []
+
+    async def test_the_block_deletes_its_session_when_it_is_cancelled_or_raises(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool() as pool:
+            with anyio.CancelScope() as scope:
+                async with pool.session("c"):
+                    scope.cancel()
+                    await anyio.sleep_forever()
+            with pytest.raises(ZeroDivisionError):
+                async with pool.session("r"):
+                    raise ZeroDivisionError
+            assert await pool.sessions.list() == []
+
+    async def test_sessions_of_a_pool_that_is_not_running(self, make_pool: MakePool) -> None:
+        pool = make_pool()
+        with pytest.raises(PoolClosed):
+            pool.sessions  # noqa: B018
+        with pytest.raises(PoolClosed):
+            async with pool.session():
+                pass
+        async with pool:
+            async with pool.session() as s:
+                pass
+        with pytest.raises(PoolClosed):
+            await s.execute("ping")
+        assert pool.stats().sessions == 0
+
+
+class TestBadInput:
+    async def test_bad_options_raise_typed_errors_and_write_nothing(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool() as pool:
+            cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+                ({"session_id": 5}, ArgumentTypeError, "session_id"),
+                ({"session_id": ""}, ConfigError, "session_id"),
+                ({"ttl": -1}, ConfigError, "ttl"),
+                ({"ttl": "1"}, ArgumentTypeError, "ttl"),
+                ({"affinity": "sticky"}, ConfigError, "affinity"),
+                ({"metadata": {1: 2}}, ArgumentTypeError, "metadata"),
+                ({"metadata": {"x": object()}}, ArgumentTypeError, "metadata"),
+                ({"metadata": {"t": (1, 2)}}, ConfigError, "metadata"),
+                ({"keep": "yes"}, ArgumentTypeError, "keep"),
+            ]
+            for options, error, name in cases:
+                with pytest.raises(error) as info:
+                    async with pool.session(**options):
+                        pass
+                assert getattr(info.value, "field", None) == name, options
+            assert await pool.sessions.list() == []
+
+    async def test_a_duplicate_id_an_unknown_one_and_a_wrong_type(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool() as pool:
+            await pool.sessions.create("dup")
+            with pytest.raises(SessionExists):
+                await pool.sessions.create("dup")
+            with pytest.raises(SessionNotFound, match="nope"):
+                await pool.execute("echo", {"value": 1}, session_id="nope")
+            with pytest.raises(SessionNotFound):
+                await pool.stream("count", {"n": 2}, session_id="nope").__anext__()
+            with pytest.raises(ArgumentTypeError):
+                await pool.execute("echo", session_id=b"dup")  # type: ignore[arg-type]
+            assert pool.stats().requests == 0  # no tool ran
+
+    async def test_max_sessions(self, make_pool: MakePool) -> None:
+        async with make_pool(sessions=SessionStoreConfig(max_sessions=1)) as pool:
+            async with pool.session():
+                with pytest.raises(SessionLimitReached):
+                    async with pool.session():
+                        pass
+            async with pool.session():  # the first one ended
+                pass
+
+    async def test_a_pool_option_sessions_of_the_wrong_type(self, make_pool: MakePool) -> None:
+        with pytest.raises(ArgumentTypeError, match="sessions"):
+            make_pool(sessions={"max_sessions": 1})
+
+
+class TestToolsSeeTheirSession:
+    async def test_ctx_session_and_its_metadata(self, make_pool: MakePool) -> None:
+        async with make_pool() as pool:
+            assert await pool.execute("session_info") is None
+            async with pool.session(metadata={"user": "ada", "n": [1, 2]}) as s:
+                info = await s.execute("session_info")
+                assert info == {"session_id": s.session_id, "metadata": {"user": "ada", "n": [1, 2]}}
+            async with pool.session() as bare:
+                assert await bare.execute("session_info") == {
+                    "session_id": bare.session_id,
+                    "metadata": {},
+                }
+
+    async def test_a_stream_in_a_session(self, make_pool: MakePool) -> None:
+        async with make_pool() as pool, pool.session() as s:
+            assert [i async for i in s.stream("count", {"n": 3})] == [0, 1, 2]
+            record = await s.info()
+            assert record.worker_id is not None  # pinned by its first call
+
+
+class TestAffinity:
+    @pytest.mark.parametrize("affinity", ["hint", "strict_queue", "strict_fail_fast"])
+    async def test_a_sessions_calls_go_to_one_worker_and_its_state_is_there(
+        self, make_pool: MakePool, affinity: Any
+    ) -> None:
+        async with make_pool(size=3) as pool, pool.session(affinity=affinity) as s:
+            await s.execute("remember", {"value": "kept"})
+            first = await s.execute("whoami")
+            for _ in range(10):
+                assert await s.execute("whoami") == first
+                assert await s.execute("recall") == "kept"
+
+    async def test_delete_runs_on_session_end_in_the_pinned_worker(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=3) as pool:
+            async with pool.session() as s:
+                worker = await s.execute("whoami")
+            assert await control.wait_ended(s.session_id) == worker
+
+    async def test_expiry_runs_on_session_end_and_the_session_is_gone(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=2) as pool:
+            async with pool.session(ttl=0.05, keep=True) as s:
+                worker = await s.execute("whoami")
+            assert await control.wait_ended(s.session_id) == worker  # the sweep ran
+            with pytest.raises(SessionNotFound):
+                await s.execute("whoami")
+            assert pool.stats().sessions == 0
+
+    async def test_a_user_on_end_runs_after_the_workers_hook(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        seen: list[tuple[str, str, int]] = []
+        done = anyio.Event()
+
+        def on_end(record: SessionRecord, why: str) -> None:
+            seen.append((record.session_id, why, len(control.ended)))
+            done.set()
+
+        async with make_pool(sessions=SessionStoreConfig(on_end=on_end)) as pool:
+            async with pool.session("u") as s:
+                await s.execute("ping")
+            with anyio.fail_after(WAIT):
+                await done.wait()
+        assert seen == [("u", "deleted", 1)]
+
+    async def test_hint_re_pins_when_its_worker_was_killed(self, make_pool: MakePool) -> None:
+        async with make_pool(size=2) as pool, pool.session() as s:
+            await s.execute("remember", {"value": 1})
+            old = await pinned_worker(pool, s)
+            old_pin = (await s.info()).worker_id
+            await worker_ref(pool, old).kill()
+            assert await s.execute("recall") is None  # its state went with the worker
+            assert (await s.info()).worker_id != old_pin
+
+    @pytest.mark.parametrize("affinity", ["strict_queue", "strict_fail_fast"])
+    async def test_strict_raises_session_worker_lost_naming_the_worker_and_why(
+        self, make_pool: MakePool, affinity: Any
+    ) -> None:
+        async with make_pool(size=2) as pool, pool.session(affinity=affinity) as s:
+            await s.execute("ping")
+            pin = (await s.info()).worker_id
+            assert pin is not None
+            await worker_ref(pool, await pinned_worker(pool, s)).kill()
+            with anyio.fail_after(WAIT):
+                await pool.wait_ready()
+            with pytest.raises(SessionWorkerLost) as info:
+                await s.execute("ping")
+            assert (info.value.session_id, info.value.worker_id) == (s.session_id, pin)
+            assert "killed" in info.value.reason
+            assert pool.stats().requests == 1  # the tool did not run
+
+    async def test_strict_queue_waits_for_its_worker_while_others_are_free(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=2) as pool, pool.session(affinity="strict_queue") as s:
+            me = await s.execute("whoami")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.execute, "block")
+                await control.wait_blocked(1)
+                got: list[str] = []
+
+                async def call() -> None:
+                    got.append(await s.execute("whoami"))
+
+                tg.start_soon(call)
+                await anyio.wait_all_tasks_blocked()
+                assert got == [] and pool.stats().queued == 1 and pool.stats().idle == 1
+                tg.cancel_scope.cancel()  # the block ends; the waiting call is cancelled too
+            assert await s.execute("whoami") == me
+
+    async def test_strict_fail_fast_raises_worker_busy_at_once(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=2) as pool, pool.session(affinity="strict_fail_fast") as s:
+            await s.execute("ping")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.execute, "block")
+                await control.wait_blocked(1)
+                with pytest.raises(WorkerBusy) as info:
+                    await s.execute("ping")
+                assert info.value.session_id == s.session_id
+                tg.cancel_scope.cancel()
+
+    async def test_hint_takes_another_worker_when_its_own_is_busy_and_re_pins(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=2) as pool, pool.session() as s:
+            me = await s.execute("whoami")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.execute, "block")
+                await control.wait_blocked(1)
+                other = await s.execute("whoami")
+                assert other != me
+                tg.cancel_scope.cancel()
+            assert await s.execute("whoami") == other  # re-pinned there
+
+    async def test_first_calls_at_once_of_a_strict_session_all_go_to_one_worker(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool(size=4) as pool, pool.session(affinity="strict_queue") as s:
+            seen: list[str] = []
+
+            async def call() -> None:
+                seen.append(await s.execute("whoami"))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(call)
+            assert len(set(seen)) == 1
+
+    async def test_unpinned_calls_are_not_held_up_by_pinned_ones(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        async with make_pool(size=2) as pool, pool.session(affinity="strict_queue") as s:
+            await s.execute("ping")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.execute, "block")
+                await control.wait_blocked(1)
+                for _ in range(5):  # the other worker serves them
+                    assert await pool.execute("echo", {"value": 1}) == 1
+                tg.cancel_scope.cancel()
+
+
+class TestStoreInTheTree:
+    async def test_a_crashed_store_is_restarted_and_keeps_its_sessions(
+        self, make_pool: MakePool
+    ) -> None:
+        async with make_pool() as pool, pool.session(affinity="strict_queue") as s:
+            await s.execute("remember", {"value": 7})
+            store = pool.sessions
+            await store.kill()
+            with anyio.fail_after(WAIT):
+                await pool.supervisor.wait_stable()
+            assert pool.sessions is not store  # a new server...
+            assert [r.session_id for r in await pool.sessions.list()] == [s.session_id]  # ...same data
+            assert await s.execute("recall") == 7
