@@ -168,12 +168,18 @@ class FrameBatcher(Generic[F]):
         """The frame an item of ``item_size`` bytes (overhead included) goes in."""
         return self._frames[-1] if self.fits(item_size) else self.next_frame()
 
-    def append(self, field: str, item: _Message | int) -> None:
+    def append(self, field: str, item: _Message | int | str) -> None:
         """Append ``item`` (a message, or a scalar such as a cancelled request's id) to ``field``.
 
-        The item goes in the frame it fits in; a scalar counts as :data:`ITEM_OVERHEAD` bytes.
+        The item goes in the frame it fits in; an int counts as :data:`ITEM_OVERHEAD`
+        bytes, a str (an ended session's id) as its UTF-8 length plus that.
         """
-        size = ITEM_OVERHEAD if isinstance(item, int) else item.ByteSize() + ITEM_OVERHEAD
+        if isinstance(item, int):
+            size = ITEM_OVERHEAD
+        elif isinstance(item, str):
+            size = len(item.encode("utf-8")) + ITEM_OVERHEAD
+        else:
+            size = item.ByteSize() + ITEM_OVERHEAD
         getattr(self.frame_for(size), field).append(item)
         self.added(size)
 

@@ -108,7 +108,13 @@ class Multiplexer:
             raise WorkerUnavailable("the channel is closed")
 
     def _queue(
-        self, kind: str, tool: str, args: Any, timeout: float | None, session_id: str
+        self,
+        kind: str,
+        tool: str,
+        args: Any,
+        timeout: float | None,
+        session_id: str,
+        session_metadata: bytes,
     ) -> int:
         # The request is built in place inside the frame being filled (no copy);
         # a request that would push the frame over the size limit opens the next.
@@ -117,7 +123,17 @@ class Multiplexer:
         field = getattr(batch.frame, kind)
         request = field.add()
         try:
-            fill_request(request, rid, tool, args, timeout, session_id, self._limit, self._codec)
+            fill_request(
+                request,
+                rid,
+                tool,
+                args,
+                timeout,
+                session_id,
+                session_metadata,
+                self._limit,
+                self._codec,
+            )
         except BaseException:
             del field[-1]
             raise
@@ -135,13 +151,19 @@ class Multiplexer:
         *,
         timeout: float | None = None,
         session_id: str = "",
+        session_metadata: bytes = b"",
     ) -> Any:
         """Call ``tool`` over the channel; semantics as :meth:`WorkerConnection.execute`.
 
         Cancelling the awaiting task cancels the remote call.
+
+        :param session_id: the session the call belongs to ("" for none).
+        :param session_metadata: that session's metadata in its wire form
+            (:func:`snakepit._wire._session.encode_metadata`; b"" for none),
+            what the tool reads as ``ctx.session.metadata``.
         """
         self._check()
-        rid = self._queue("execute", tool, args, timeout, session_id)
+        rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = future
         timer = self._loop.call_later(timeout, _expire, future) if timeout is not None else None
@@ -175,10 +197,14 @@ class Multiplexer:
         *,
         timeout: float | None = None,
         session_id: str = "",
+        session_metadata: bytes = b"",
     ) -> AsyncGenerator[Any, None]:
-        """Call a streaming ``tool`` over the channel; ``aclose()`` cancels it remotely."""
+        """Call a streaming ``tool`` over the channel; ``aclose()`` cancels it remotely.
+
+        ``session_id`` and ``session_metadata`` as in :meth:`execute`.
+        """
         self._check()
-        rid = self._queue("stream", tool, args, timeout, session_id)
+        rid = self._queue("stream", tool, args, timeout, session_id, session_metadata)
         queue: asyncio.Queue[worker_pb2.StreamChunk | None] = asyncio.Queue()
         self._streams[rid] = queue
         finished = False
@@ -220,6 +246,20 @@ class Multiplexer:
         self._batch.append("cancel", rid)  # takes room in a frame like any item
         self._unsettled[rid] = self._loop.create_future()
         _left_running.set((self, rid))
+
+    def end_session(self, session_id: str) -> None:
+        """Tell the worker that the session ``session_id`` ended; it runs ``on_session_end``.
+
+        For a session deleted or expired whose calls this worker served: the
+        worker's adapter frees what it kept for it (``Adapter.on_session_end``,
+        run in the worker in the order the ids were given). Never blocks: the id
+        goes into the next frame with whatever else is queued, and nothing
+        answers it. On a closed or broken channel it does nothing: the worker
+        is gone, and what it kept for the session with it.
+        """
+        if self._broken is not None or self._closed or not session_id:
+            return
+        self._batch.append("end_sessions", session_id)  # takes room in a frame like any item
 
     def take_left_running(self) -> int | None:
         """The request the current task's last call left running on this channel, or None.

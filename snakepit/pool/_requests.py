@@ -49,14 +49,27 @@ def fill_request(
     args: Any,
     timeout: float | None,
     session_id: str,
+    session_metadata: bytes,
     limit: int,
     codec: str,
 ) -> None:
+    """Fill the fresh ``request`` in place; its size is checked against ``limit``.
+
+    ``session_metadata`` is the session's metadata in its wire form
+    (:func:`snakepit._wire._session.encode_metadata`); b"" (no session, or no
+    metadata) leaves the field unset and costs nothing.
+
+    :raises ConfigError: ``timeout`` is not None or > 0.
+    :raises PayloadError: the arguments cannot be encoded.
+    :raises PayloadTooLarge: the request is over the message limit.
+    """
     if timeout is not None and not timeout > 0:
         raise ConfigError("timeout", f"must be None or > 0, got {timeout!r}")
     request.request_id = rid
     request.tool = tool
     request.session_id = session_id
+    if session_metadata:
+        request.session_metadata = session_metadata
     request.timeout = timeout or 0.0
     try:
         encode_into(request.args, {} if args is None else args, codec=codec, root="args")

@@ -117,7 +117,15 @@ class WorkerConnection:
     ) -> worker_pb2.ExecuteRequest:
         request = worker_pb2.ExecuteRequest()
         fill_request(
-            request, next(self._ids), tool, args, timeout, session_id, self._limit, self._codec
+            request,
+            next(self._ids),
+            tool,
+            args,
+            timeout,
+            session_id,
+            b"",
+            self._limit,
+            self._codec,
         )
         return request
 

@@ -31,6 +31,7 @@ from ._adapter import ToolParam as ToolParam
 from ._adapter import tool as tool
 from ._adapter_server import AdapterServer as AdapterServer
 from ._context import Context as Context
+from ._context import Session as Session
 from ._main import main as main
 from ._main import run as run
 from ._service import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -40,6 +41,7 @@ __all__ = (
     "Adapter",
     "AdapterServer",
     "Context",
+    "Session",
     "ToolInfo",
     "ToolParam",
     "Unserializable",

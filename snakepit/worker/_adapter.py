@@ -148,6 +148,24 @@ class Adapter:
     def teardown(self) -> Any:
         """Release what ``setup`` took; sync or async. Runs on a graceful stop."""
 
+    def on_session_end(self, session_id: str) -> Any:
+        """Free what this worker kept for a session that ended; sync or async.
+
+        Called in the worker that served the session's calls when the session
+        is deleted or expires, so that per-session state
+        (``self.state[session_id]``) does not outlive it; the default does
+        nothing. It runs in the background, one ended session after another
+        in the order they came: a sync one on a tool thread (as sync tools
+        run; a slow one delays the tools waiting for that thread), an
+        ``async`` one on the worker's event loop. What it raises is logged on
+        the worker's stderr (logger ``snakepit.worker``) and the worker goes
+        on serving. One still running when the worker stops is cancelled (an
+        ``async`` one) or abandoned (a sync one), as a tool would be. A worker
+        that died or was replaced is not called: its state went with it.
+
+        :param session_id: the id of the session that ended.
+        """
+
 
 def _describe(cls: type, attr: str, name: str, func: Callable[..., Any]) -> ToolInfo:
     if inspect.isasyncgenfunction(func):

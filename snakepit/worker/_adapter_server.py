@@ -240,7 +240,7 @@ class AdapterServer:
         await self._health.enter_graceful_shutdown()
         idle = True
         started = time.monotonic()
-        if self._service.in_flight:
+        if self._service.in_flight or self._service.ending_sessions:
             try:
                 await asyncio.wait_for(self._service.wait_idle(), grace)
             except TimeoutError:
@@ -264,7 +264,7 @@ class AdapterServer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.stop(grpc_grace)
-        self._service.close()
+        await self._service.aclose()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):

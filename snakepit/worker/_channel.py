@@ -119,6 +119,8 @@ class FramesChannel:
                     task = self._tasks.get(rid)
                     if task is not None:
                         task.cancel()
+                if frame.end_sessions:  # the adapter's hook runs in the service's task
+                    self._service.end_sessions(frame.end_sessions)
         finally:
             self._reading = False
             self._ready.set()  # the writer checks whether it is all over

@@ -1,14 +1,66 @@
-"""Context: what a tool knows about the call it serves."""
+"""Context: what a tool knows about the call it serves; Session: the session it is part of."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ("Context",)
+from snakepit._wire._session import decode_metadata, encode_metadata
+
+__all__ = ("Context", "Session")
+
+
+class Session:
+    """The session a call belongs to, as its tool sees it: ``ctx.session``.
+
+    Read-only here: :attr:`session_id` and :attr:`metadata`, what the caller
+    gave when it created the session. Per-session state the adapter keeps
+    belongs in the adapter (``self.state[ctx.session_id]``), freed by
+    :meth:`Adapter.on_session_end <snakepit.worker.Adapter.on_session_end>`.
+
+    :param session_id: the session's id.
+    :param metadata: its metadata: a mapping (copied through JSON, as the
+        worker would receive it) or the wire form (compact JSON bytes, decoded
+        on the first read of :attr:`metadata`).
+    """
+
+    __slots__ = ("_metadata", "_raw", "_session_id")
+
+    def __init__(self, session_id: str, metadata: Mapping[str, Any] | bytes = b"") -> None:
+        self._session_id = session_id
+        self._raw = metadata if isinstance(metadata, bytes) else encode_metadata(metadata)
+        self._metadata: Mapping[str, Any] | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The session's id."""
+        return self._session_id
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The session's metadata, read-only (empty if it has none).
+
+        Decoded from the request on first read (a tool that never looks pays
+        nothing). Nested values are this call's own copies: changing them
+        changes nothing in the session.
+
+        :raises snakepit._wire._session.MetadataError: the request's metadata
+            is not a JSON object (only a broken client sends that); a call
+            that lets it propagate is answered with an INVALID_ARGUMENTS error
+            naming ``session_metadata``.
+        """
+        metadata = self._metadata
+        if metadata is None:
+            metadata = self._metadata = types.MappingProxyType(decode_metadata(self._raw))
+        return metadata
+
+    def __repr__(self) -> str:
+        return f"Session({self._session_id!r})"
 
 
 @dataclass(slots=True)
@@ -35,6 +87,13 @@ class Context:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     #: The worker's service (private: an introspection hook for snakepit's own tests).
     _service: Any = field(default=None, repr=False, compare=False)
+    #: What :attr:`session` returns.
+    _session: Session | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def session(self) -> Session | None:
+        """The session the call belongs to (its id and metadata), or None outside a session."""
+        return self._session
 
     @property
     def cancelled(self) -> bool:

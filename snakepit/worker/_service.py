@@ -10,7 +10,8 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
 from typing import Any
 
 import grpc
@@ -18,10 +19,11 @@ import grpc
 from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into
 from snakepit._wire._frames import ENVELOPE
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit._wire._session import MetadataError
 
 from ._adapter import Adapter, ArgumentError, ToolInfo
 from ._channel import FramesChannel
-from ._context import Context
+from ._context import Context, Session
 from ._slots import Job, Slots, ToolRaised
 
 __all__ = ("PROTOCOL_VERSION",)
@@ -135,6 +137,17 @@ def _refusal(kind: worker_pb2.ErrorInfo.Kind, message: str) -> worker_pb2.ErrorI
     return worker_pb2.ErrorInfo(kind=kind, type="", message=message)
 
 
+def _one_line(exc: BaseException) -> str:
+    # "Type: message" on one line, for a log record; never raises.
+    name = _type_name(exc)
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<str() raised>"
+    text = f"{name}: {message}" if message else name
+    return _bounded(text, MAX_ERROR_MESSAGE, keep_end=False).replace("\n", "\\n")
+
+
 class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     """Runs one adapter instance's tools for every RPC of ``snakepit.v1.WorkerService``.
 
@@ -142,6 +155,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     async ones on the event loop. At most ``max_concurrency`` calls run at
     once; more wait in order. Results larger than ``max_message_bytes`` are
     replaced by a PAYLOAD_TOO_LARGE error, so a connection never breaks on size.
+    The adapter's ``on_session_end`` runs for the ended sessions a channel
+    names (:meth:`end_sessions`), in a task this service owns until :meth:`aclose`.
     """
 
     def __init__(
@@ -170,6 +185,16 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Adapter.on_session_end, unless the adapter keeps the default (which
+        # does nothing): then an ended session costs nothing at all.
+        hook = type(adapter).on_session_end
+        self._session_end: Callable[[str], Any] | None = (
+            None if hook is Adapter.on_session_end else adapter.on_session_end
+        )
+        self._session_end_async = inspect.iscoroutinefunction(hook)
+        self._ended: deque[str] = deque()  # ended sessions whose hook has not run yet
+        self._ending: asyncio.Task[None] | None = None  # runs them, one after another
+        self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -182,13 +207,76 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         """Calls running now."""
         return self._inflight
 
+    @property
+    def ending_sessions(self) -> int:
+        """Ended sessions whose ``on_session_end`` has not returned yet."""
+        return len(self._ended) + (self._ending is not None)
+
     async def wait_idle(self) -> None:
-        """Return once no call is in flight."""
-        await self._idle.wait()
+        """Return once no call is in flight and no ``on_session_end`` is pending."""
+        while True:
+            await self._idle.wait()
+            ending = self._ending
+            if ending is None:
+                return
+            await asyncio.wait((ending,))
 
     def close(self) -> None:
-        """Release the tool threads (does not wait for a stuck sync tool)."""
+        """Release the tool threads (does not wait for a stuck sync tool).
+
+        Pending ``on_session_end`` calls are dropped and a running one is
+        cancelled (an async one) or abandoned (a sync one, in its thread);
+        :meth:`aclose` also waits for that cancellation to end.
+        """
+        self._closed = True
+        self._ended.clear()
+        if self._ending is not None:
+            self._ending.cancel()
         self._slots.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait until the task running ``on_session_end`` has ended."""
+        ending = self._ending
+        self.close()
+        if ending is not None:
+            await asyncio.wait((ending,))
+
+    # -- ended sessions -----------------------------------------------------------------
+
+    def end_sessions(self, session_ids: Iterable[str]) -> None:
+        """Run the adapter's ``on_session_end`` for each id, in order, in the background.
+
+        Returns at once (the frame loop that calls it goes on reading); the
+        hooks run one after another in a task this service owns. What a hook
+        raises is logged and forgotten. After :meth:`close` it does nothing.
+        """
+        if self._session_end is None or self._closed:
+            return
+        self._ended.extend(session_ids)
+        if self._ending is None and self._ended:
+            self._ending = asyncio.get_running_loop().create_task(
+                self._run_session_ends(), name="snakepit on_session_end"
+            )
+
+    async def _run_session_ends(self) -> None:
+        hook = self._session_end
+        assert hook is not None
+        try:
+            while self._ended:
+                session_id = self._ended.popleft()
+                try:
+                    if self._session_end_async:
+                        await hook(session_id)
+                    else:  # on a tool thread, without a slot: the host counts none for it
+                        await self._slots.run(functools.partial(hook, session_id)).future
+                except BaseException as exc:
+                    if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                        raise  # the service is closing
+                    if isinstance(exc, ToolRaised):
+                        exc = exc.exception
+                    logger.error("on_session_end(%r) raised %s", session_id, _one_line(exc))
+        finally:
+            self._ending = None
 
     def slot_state(self) -> dict[str, int]:
         """Slots of this worker now: size, free, waiting (and waited so far), calls in flight."""
@@ -231,12 +319,14 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         except ArgumentError as exc:
             raise _Refused(Kind.INVALID_ARGUMENTS, str(exc)) from exc
         timeout = request.timeout
+        session_id = request.session_id
         ctx = Context(
             request_id=request.request_id,
-            session_id=request.session_id,
+            session_id=session_id,
             deadline=time.monotonic() + timeout if timeout > 0 else None,
             logger=info.logger,
             _service=self,
+            _session=Session(session_id, request.session_metadata) if session_id else None,
         )
         if info.wants_ctx:
             kwargs = {**kwargs, "ctx": ctx}
@@ -282,6 +372,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             )
         except CodecError as exc:
             response.error.CopyFrom(error_info(exc, Kind.CODEC))
+        except MetadataError as exc:  # the tool read ctx.session.metadata, and it is not JSON
+            response.error.CopyFrom(_refusal(Kind.INVALID_ARGUMENTS, f"{request.tool}: {exc}"))
         except Exception as exc:
             response.error.CopyFrom(error_info(exc))
         except BaseException as exc:
@@ -350,6 +442,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 error = _refusal(exc.kind, str(exc))
             except CodecError as exc:
                 error = error_info(exc, Kind.CODEC)
+            except MetadataError as exc:
+                error = _refusal(Kind.INVALID_ARGUMENTS, f"{info.name}: {exc}")
             except Exception as exc:
                 error = error_info(exc)
             except BaseException as exc:

@@ -53,18 +53,20 @@ class ErrorInfo(_message.Message):
     def __init__(self, kind: _Optional[_Union[ErrorInfo.Kind, str]] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("request_id", "tool", "args", "session_id", "timeout")
+    __slots__ = ("request_id", "tool", "args", "session_id", "timeout", "session_metadata")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_METADATA_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     tool: str
     args: Payload
     session_id: str
     timeout: float
-    def __init__(self, request_id: _Optional[int] = ..., tool: _Optional[str] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., session_id: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
+    session_metadata: bytes
+    def __init__(self, request_id: _Optional[int] = ..., tool: _Optional[str] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., session_id: _Optional[str] = ..., timeout: _Optional[float] = ..., session_metadata: _Optional[bytes] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("request_id", "result", "error")
@@ -133,14 +135,16 @@ class DescribeResponse(_message.Message):
     def __init__(self, adapter: _Optional[str] = ..., protocol_version: _Optional[int] = ..., worker_id: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolSpec, _Mapping]]] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
-    __slots__ = ("execute", "stream", "cancel")
+    __slots__ = ("execute", "stream", "cancel", "end_sessions")
     EXECUTE_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    END_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     execute: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
     stream: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
     cancel: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, execute: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., stream: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ...) -> None: ...
+    end_sessions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, execute: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., stream: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ..., end_sessions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
     __slots__ = ("responses", "chunks")
