@@ -34,7 +34,7 @@
     │   ├── PoolDegraded                         workers kept crashing: the pool gave up
     │   ├── QueueFull                            max_queue calls are already waiting
     │   ├── QueueTimeout (also TimeoutError)     no worker came free in time; the tool did not run
-    │   ├── WorkerBusy                           a strict_fail_fast session's worker has no free slot
+    │   ├── WorkerBusy                           a strict_fail_fast session's worker is busy
     │   └── WrongEventLoop (also RuntimeError)   called from another event loop than its own
     └── SessionError                             a session (snakepit.session)
         ├── SessionNotFound (also LookupError)   no such session: never made, deleted or expired
@@ -91,10 +91,10 @@ __all__ = (
     "SessionExists",
     "SessionLimitReached",
     "SessionNotFound",
+    "SessionWorkerLost",
     "SnakepitError",
     "ToolNotFound",
     "WaitTimeout",
-    "SessionWorkerLost",
     "WorkerBusy",
     "WorkerCrashed",
     "WorkerError",
@@ -480,7 +480,7 @@ class QueueTimeout(PoolError, TimeoutError):
 
 
 class WorkerBusy(PoolError):
-    """The worker a ``strict_fail_fast`` session is pinned to has no free slot; the tool did not run.
+    """A ``strict_fail_fast`` session's worker has no free slot; the tool did not run.
 
     Try again later, or use ``affinity="strict_queue"`` to wait for it.
     """

@@ -39,10 +39,10 @@ from ._launch._process import WorkerProcess as WorkerProcess
 from ._launch._rundir import RunDir as RunDir
 from ._launch._rundir import default_run_base as default_run_base
 from ._pool import Pool as Pool
-from ._session import PoolSession as PoolSession
 from ._scheduler import PinnedWorkerGone as PinnedWorkerGone
 from ._scheduler import Schedulable as Schedulable
 from ._scheduler import Scheduler as Scheduler
+from ._session import PoolSession as PoolSession
 from ._stats import PoolStats as PoolStats
 from ._stats import WorkerInfo as WorkerInfo
 from ._worker_connection import WorkerConnection as WorkerConnection

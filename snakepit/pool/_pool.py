@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import dataclasses
 import inspect
+import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import EllipsisType, TracebackType
@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, TypeAlias, Unpack
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from snakepit._wire._session import encode_metadata
 from snakepit.errors import (
     ArgumentTypeError,
     ConfigError,
@@ -51,7 +52,7 @@ from ._launch._local import LocalLauncher
 from ._recycling import Recycler
 from ._scheduler import Scheduler
 from ._session import PoolSession
-from ._sessions import SessionRouter, encode_metadata
+from ._sessions import SessionRouter
 from ._stats import PoolStats, WorkerInfo
 from ._tree import WorkerTree, why
 from ._worker_server import IllegalTransition, WorkerServer
@@ -118,9 +119,7 @@ def _check_resumed(record: SessionRecord, ttl: object, affinity: object, metadat
             f"session {record.session_id!r} exists with affinity={record.affinity!r}",
         )
     if metadata is not None and metadata != record.metadata:
-        raise ConfigError(
-            "metadata", f"session {record.session_id!r} exists with other metadata"
-        )
+        raise ConfigError("metadata", f"session {record.session_id!r} exists with other metadata")
 
 
 class Pool:
@@ -667,7 +666,7 @@ class Pool:
         self,
         session_id: str | None = None,
         *,
-        ttl: float | None | EllipsisType = ...,
+        ttl: float | EllipsisType | None = ...,
         affinity: Affinity | None = None,
         metadata: Mapping[str, Any] | None = None,
         keep: bool = False,
@@ -704,10 +703,8 @@ class Pool:
         store = self.sessions
         record = None
         if session_id is not None:
-            try:
+            with contextlib.suppress(SessionNotFound):
                 record = await store.get(session_id)
-            except SessionNotFound:
-                pass
         if record is not None:
             _check_resumed(record, ttl, affinity, metadata)
         else:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
 from snakepit.errors import SessionError, SessionWorkerLost, WorkerBusy
 from snakepit.session import EndReason, SessionRecord, SessionStoreRef
@@ -15,13 +14,6 @@ from ._worker_server import WorkerServer
 
 #: Workers that left service whose reason a session pinned to them is told (the newest).
 GONE_KEPT: Final = 1024
-
-
-def encode_metadata(metadata: Mapping[str, Any]) -> bytes:
-    """A session's metadata as the worker receives it: compact JSON, b"" when empty."""
-    if not metadata:
-        return b""
-    return json.dumps(metadata, separators=(",", ":")).encode()
 
 
 class SessionRouter:

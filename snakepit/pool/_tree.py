@@ -26,12 +26,11 @@ from snakepit.otp import (
     SupervisorRef,
     SupervisorSpec,
 )
+from snakepit.session import SessionStore, SessionStoreConfig, SessionStoreRef
 
 from ._config import PoolConfig
 from ._events import PoolEvent
 from ._launch._base import Launcher
-from snakepit.session import SessionStore, SessionStoreConfig, SessionStoreRef
-
 from ._scheduler import Scheduler
 from ._sessions import SessionRouter, store_not_running
 from ._worker_server import WorkerArgs, WorkerServer, WorkerSupervisor

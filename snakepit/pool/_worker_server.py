@@ -181,7 +181,9 @@ class WorkerServer(GenServer[Any, Any, None]):
 
     @property
     def pin_id(self) -> str:
-        """This process's id as a session records it: ``w3.1@<run id>`` (slot, generation, run).
+        """The id a session pinned to this process records: ``w3.1@<run id>``.
+
+        Its slot (``w3``), its generation (``1``), and the pool's run.
 
         Unique per process across restarts (the generation) and pools (the run).
         """

@@ -49,7 +49,7 @@ class _Pin:
     session_id: str
     worker_id: str | None
     #: Pin only if the session is pinned to this now (``...``: whatever it is pinned to).
-    only_if_pinned_to: str | None | EllipsisType = ...
+    only_if_pinned_to: str | EllipsisType | None = ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ class SessionStoreRef(ServerRef[Any, Any]):
         session_id: str,
         worker_id: str | None,
         *,
-        only_if_pinned_to: str | None | EllipsisType = ...,
+        only_if_pinned_to: str | EllipsisType | None = ...,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> SessionRecord:
         """Record the worker ``session_id`` is pinned to (None: unpin); return its record.

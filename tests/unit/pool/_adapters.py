@@ -117,7 +117,6 @@ class Controlled(Hang):
         type(self).control._note_blocked()
         await asyncio.Event().wait()
 
-
     # -- sessions: each worker (an instance of the class) keeps its sessions' state
 
     @tool
@@ -148,7 +147,8 @@ class Controlled(Hang):
         type(self).control._note_ended(self.whoami(), session_id)
 
     def _sessions(self) -> dict[str, Any]:
-        return self.__dict__.setdefault("_session_state", {})
+        state: dict[str, Any] = self.__dict__.setdefault("_session_state", {})
+        return state
 
 
 class BadSetup(Hang):

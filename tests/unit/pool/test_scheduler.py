@@ -330,7 +330,8 @@ class TestPinned:
         sched = scheduler(queue_timeout=0)
         a = Fake("a")
         sched.add(a, 2)
-        assert sched.try_take(a) and sched.try_take(a)
+        assert sched.try_take(a)
+        assert sched.try_take(a)
         with pytest.raises(QueueTimeout):
             await sched.checkout()  # two entries of a in the free list, both stale
         sched.checkin(a)
@@ -392,7 +393,8 @@ class TestPinned:
             await anyio.wait_all_tasks_blocked()
             sched.add(b, 1)  # a slot of b: free, not for the waiter
             await anyio.wait_all_tasks_blocked()
-            assert waiters == [] and sched.free_slots(b) == 1
+            assert waiters == []
+            assert sched.free_slots(b) == 1
             sched.checkin(a)
         assert waiters == [a]
 
@@ -426,7 +428,8 @@ class TestPinned:
         assert sched.try_take(a)
         with pytest.raises(QueueTimeout):
             await sched.checkout_pinned(a)
-        assert sched.queued == 0 and not sched._pinned  # nothing left behind
+        assert sched.queued == 0  # nothing left behind
+        assert not sched._pinned
         sched2 = scheduler(max_queue=1)
         sched2.add(a, 1)
         assert sched2.try_take(a)
