@@ -127,6 +127,8 @@ def _every_error() -> list[SnakepitError]:
         errors.SessionExists("s1"),
         errors.SessionLimitReached(10),
         errors.SessionBackendError("redis unix:///tmp/r.sock", "ConnectionError: refused"),
+        errors.WorkerBusy("s1", "w0.0@run"),
+        errors.SessionWorkerLost("s1", "w0.0@run", "its process exited with code 1"),
     ]
 
 
