@@ -143,13 +143,24 @@ class Calls:
         # that waited and is handed a slot with microseconds left would time
         # out and get its healthy worker killed; it is refused as a wait that
         # ran out instead. (One that gets a slot at once is sent as it is.)
-        waits = deadline is not None and not scheduler.idle
-        waited_from = anyio.current_time() if waits else 0.0
+        if deadline is None:
+            if session is None:
+                return await scheduler.checkout(on_wait)
+            return await self._router.take_slot(session, on_wait, None)
+        waited_from = anyio.current_time()
+        waited = False
+
+        def note_wait(depth: int) -> None:
+            nonlocal waited
+            waited = True
+            if on_wait is not None:
+                on_wait(depth)
+
         if session is None:
-            worker = await scheduler.checkout(on_wait, deadline=deadline)
+            worker = await scheduler.checkout(note_wait, deadline=deadline)
         else:
-            worker = await self._router.take_slot(session, on_wait, deadline)
-        if waits and deadline is not None and deadline - anyio.current_time() < MIN_RUN_TIME:
+            worker = await self._router.take_slot(session, note_wait, deadline)
+        if waited and deadline - anyio.current_time() < MIN_RUN_TIME:
             scheduler.checkin(worker)
             raise QueueTimeout(
                 f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "

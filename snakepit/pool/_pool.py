@@ -702,18 +702,23 @@ class Pool:
             raise ArgumentTypeError("keep", f"must be a bool, got {keep!r}")
         store = self.sessions
         record = None
-        if session_id is not None:
-            with contextlib.suppress(SessionNotFound):
-                record = await store.get(session_id)
-        if record is not None:
-            _check_resumed(record, ttl, affinity, metadata)
-        else:
-            record = await store.create(
-                session_id,
-                ttl=DEFAULT_TTL if ttl is ... else ttl,
-                affinity=affinity if affinity is not None else "hint",
-                metadata=metadata,
-            )
+        # Shielded: a cancel that came while the store created the session
+        # would leave it to its TTL; it is delivered in the block instead,
+        # whose end deletes the session.
+        with anyio.CancelScope(shield=True):
+            if session_id is not None:
+                with contextlib.suppress(SessionNotFound):
+                    record = await store.get(session_id)
+            if record is not None:
+                _check_resumed(record, ttl, affinity, metadata)
+            else:
+                record = await store.create(
+                    session_id,
+                    ttl=DEFAULT_TTL if ttl is ... else ttl,
+                    affinity=affinity if affinity is not None else "hint",
+                    metadata=metadata,
+                )
+        assert record is not None  # (a shielded scope swallows no exception)
         try:
             yield PoolSession(self, record)
         finally:

@@ -16,6 +16,7 @@ from snakepit.errors import (
     ArgumentTypeError,
     ConfigError,
     PoolClosed,
+    QueueTimeout,
     SessionExists,
     SessionLimitReached,
     SessionNotFound,
@@ -23,7 +24,7 @@ from snakepit.errors import (
     WorkerBusy,
 )
 from snakepit.pool import Pool, PoolSession
-from snakepit.session import SessionRecord, SessionStoreConfig
+from snakepit.session import MemoryBackend, SessionRecord, SessionStoreConfig
 
 from ._adapters import WAIT, Control
 from ._helpers import worker_ref
@@ -350,3 +351,81 @@ class TestStoreInTheTree:
                 s.session_id
             ]  # ...same data
             assert await s.execute("recall") == 7
+
+
+class TestDeadlines:
+    async def test_a_pinned_call_handed_its_slot_with_no_time_left_is_not_sent(
+        self, make_pool: MakePool, control: Control, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # As for an unpinned call: a call that waited for its worker and got it
+        # with less than MIN_RUN_TIME left is refused unrun (the worker is not
+        # killed for a timeout), even though another worker was idle meanwhile.
+        from snakepit.pool import _calls
+
+        monkeypatch.setattr(_calls, "MIN_RUN_TIME", 60.0)
+        async with make_pool(size=2) as pool, pool.session(affinity="strict_queue") as s:
+            await s.execute("ping")
+            before = pool.workers()
+            errors: list[BaseException] = []
+
+            async def call() -> None:
+                try:
+                    await s.execute("echo", {"value": 1}, timeout=10)
+                except QueueTimeout as exc:
+                    errors.append(exc)
+
+            holder = anyio.CancelScope()
+
+            async def hold() -> None:
+                with holder:
+                    await s.execute("block")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hold)
+                await control.wait_blocked(1)
+                tg.start_soon(call)
+                await anyio.wait_all_tasks_blocked()
+                assert pool.stats().idle == 1  # the other worker is free
+                assert pool.stats().queued == 1
+                holder.cancel()  # the block ends: its slot goes to the waiting call
+            assert len(errors) == 1
+            assert "did not run" in str(errors[0])
+            assert pool.stats().timeouts == 0
+            assert [w.pid for w in pool.workers()] == [w.pid for w in before]
+
+
+class _GatedBackend(MemoryBackend):
+    """A memory backend whose ``create`` waits for a gate (a store slow to answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.creating = anyio.Event()
+
+    async def create(self, record: SessionRecord, *, limit: int | None) -> bool:
+        self.creating.set()
+        await self.gate.wait()
+        return await super().create(record, limit=limit)
+
+
+class TestCancellation:
+    async def test_a_block_cancelled_while_its_session_is_created_leaves_no_session(
+        self, make_pool: MakePool
+    ) -> None:
+        backend = _GatedBackend()
+        async with make_pool(sessions=SessionStoreConfig(backend=backend)) as pool:
+            entered: list[PoolSession] = []
+
+            async def use() -> None:
+                async with pool.session() as s:
+                    entered.append(s)
+                    await s.execute("ping")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(use)
+                with anyio.fail_after(WAIT):
+                    await backend.creating.wait()
+                tg.cancel_scope.cancel()  # while the store writes the session
+                backend.gate.set()
+            assert await pool.sessions.list() == []  # created, then deleted at the block's end
+            assert pool.stats().requests == 0  # the body's call never ran
