@@ -28,6 +28,11 @@ OnEnd: TypeAlias = Callable[[SessionRecord, EndReason], object]
 
 AFFINITIES: Final[tuple[str, ...]] = get_args(Affinity)
 
+#: The longest session id, in characters (every call of the session carries it).
+MAX_SESSION_ID: Final = 256
+#: The largest metadata, as compact JSON in bytes (every call of the session carries it).
+MAX_METADATA_BYTES: Final = 64 * 1024
+
 # The sweep's period when none is set: half the smallest TTL, within these bounds.
 MIN_SWEEP: Final = 0.05
 MAX_SWEEP: Final = 60.0
@@ -94,10 +99,12 @@ def check_seconds(name: str, value: object) -> None:
 
 
 def check_session_id(value: object, *, allow_none: bool = False) -> None:
-    """Check a session id: a non-empty str (or None when the store is to choose one).
+    """Check a session id: a non-empty str of at most MAX_SESSION_ID characters (or None).
+
+    None: the store is to choose one.
 
     :raises ArgumentTypeError: not a str.
-    :raises ConfigError: empty.
+    :raises ConfigError: empty, or too long.
     """
     if value is None and allow_none:
         return
@@ -106,6 +113,10 @@ def check_session_id(value: object, *, allow_none: bool = False) -> None:
         raise ArgumentTypeError("session_id", f"must be a str{either}, got {value!r}")
     if not value:
         raise ConfigError("session_id", "must not be empty")
+    if len(value) > MAX_SESSION_ID:
+        raise ConfigError(
+            "session_id", f"must be at most {MAX_SESSION_ID} characters, got {len(value)}"
+        )
 
 
 def check_worker_id(value: object) -> None:
@@ -139,13 +150,13 @@ def checked_metadata(value: object) -> dict[str, Any]:
 
     It must be a mapping with str keys that JSON carries unchanged (no NaN or
     infinity, no tuple, no non-str key at any depth), so that every backend
-    gives back what was stored. The copy is made through JSON: nothing the
+    gives back what was stored, and at most :data:`MAX_METADATA_BYTES` as JSON. The copy is made through JSON: nothing the
     caller keeps shares it.
 
     :raises ArgumentTypeError: not a mapping, a key that is not a str, or a
         value JSON has no form for (an object, bytes...).
     :raises ConfigError: a value JSON would change (a tuple, NaN, a nested
-        non-str key) or cannot carry (a cycle).
+        non-str key) or cannot carry (a cycle, nesting too deep); too large.
     """
     if value is None:
         return {}
@@ -155,11 +166,20 @@ def checked_metadata(value: object) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ArgumentTypeError("metadata", f"keys must be str, got {key!r}")
     try:
-        text = json.dumps(dict(value), allow_nan=False)
+        text = json.dumps(dict(value), allow_nan=False, separators=(",", ":"))
     except TypeError as exc:
         raise ArgumentTypeError("metadata", f"must be JSON-able: {exc}") from None
     except ValueError as exc:  # NaN or infinity, a cycle
         raise ConfigError("metadata", f"must be JSON-able: {exc}") from None
+    except RecursionError:
+        raise ConfigError("metadata", "is nested too deeply for JSON") from None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_METADATA_BYTES:
+        raise ConfigError(
+            "metadata",
+            f"must be at most {MAX_METADATA_BYTES} bytes as JSON (it travels with every "
+            f"call of the session), got {size}",
+        )
     copy: dict[str, Any] = json.loads(text)
     if copy != value:
         raise ConfigError(

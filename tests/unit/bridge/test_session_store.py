@@ -358,7 +358,16 @@ BAD_CREATE: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"metadata": {"x": float("nan")}}, ConfigError, "metadata"),
     ({"metadata": {"t": (1, 2)}}, ConfigError, "metadata"),
     ({"metadata": {"d": {1: "a"}}}, ConfigError, "metadata"),
+    ({"session_id": "x" * 257}, ConfigError, "session_id"),
+    ({"metadata": {"big": "x" * 70_000}}, ConfigError, "metadata"),
 ]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {}
+    for _ in range(depth):
+        inner = {"d": inner}
+    return inner
 
 
 class TestBadInput:
@@ -381,6 +390,16 @@ class TestBadInput:
             with pytest.raises(ConfigError, match="metadata"):
                 await store.create(metadata=cyclic)
             assert await store.count() == 0
+
+    async def test_metadata_nested_too_deep_for_json_is_refused(
+        self, backend: SessionBackend
+    ) -> None:
+        async with store_of(backend) as store:
+            with pytest.raises(ConfigError, match="nested too deeply"):
+                await store.create(metadata=_nested(100_000))
+            assert await store.count() == 0
+            # the limits' edges are fine
+            await store.create("x" * 256, metadata={"big": "x" * 60_000})
 
     async def test_metadata_is_copied(self, backend: SessionBackend) -> None:
         mine: dict[str, Any] = {"tags": ["a"]}
