@@ -150,8 +150,8 @@ def checked_metadata(value: object) -> dict[str, Any]:
 
     It must be a mapping with str keys that JSON carries unchanged (no NaN or
     infinity, no tuple, no non-str key at any depth), so that every backend
-    gives back what was stored, and at most :data:`MAX_METADATA_BYTES` as JSON. The copy is made through JSON: nothing the
-    caller keeps shares it.
+    gives back what was stored, and at most :data:`MAX_METADATA_BYTES` as JSON.
+    The copy is made through JSON: nothing the caller keeps shares it.
 
     :raises ArgumentTypeError: not a mapping, a key that is not a str, or a
         value JSON has no form for (an object, bytes...).
