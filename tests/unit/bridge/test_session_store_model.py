@@ -109,7 +109,10 @@ class SessionStoreMachine(GenServerMachine):
             self.live[made.session_id] = made
 
     @precondition(lambda self: self.live or self.model_ended)
-    @rule(data=st.data(), op=st.sampled_from(["get", "touch", "pin", "unpin"]))
+    @rule(
+        data=st.data(),
+        op=st.sampled_from(["get", "touch", "pin", "unpin", "pin_if_w1", "pin_if_none"]),
+    )
     def use(self, data: st.DataObject, op: str) -> None:
         session_id = self._draw_id(data)
         store = self.store
@@ -118,6 +121,10 @@ class SessionStoreMachine(GenServerMachine):
             "touch": lambda: store.touch(session_id),
             "pin": lambda: store.pin(session_id, "w1"),
             "unpin": lambda: store.pin(session_id, None),
+            # Compare-and-set pins (a pool's first call of a session): written
+            # only if the session is pinned to that now.
+            "pin_if_w1": lambda: store.pin(session_id, "w2", only_if_pinned_to="w1"),
+            "pin_if_none": lambda: store.pin(session_id, "w3", only_if_pinned_to=None),
         }
         if session_id not in self.live:
             with pytest.raises(SessionNotFound):
@@ -128,6 +135,10 @@ class SessionStoreMachine(GenServerMachine):
             record = replace(record, last_used=self.now)
         elif op in ("pin", "unpin"):
             record = replace(record, worker_id="w1" if op == "pin" else None)
+        elif op == "pin_if_w1" and record.worker_id == "w1":
+            record = replace(record, worker_id="w2")
+        elif op == "pin_if_none" and record.worker_id is None:
+            record = replace(record, worker_id="w3")
         assert self.call(calls[op]) == record
         self.live[session_id] = record
 
