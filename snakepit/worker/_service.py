@@ -194,6 +194,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         self._session_end_async = inspect.iscoroutinefunction(hook)
         self._ended: deque[str] = deque()  # ended sessions whose hook has not run yet
         self._ending: asyncio.Task[None] | None = None  # runs them, one after another
+        self._hook_running = False
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
@@ -210,7 +211,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     @property
     def ending_sessions(self) -> int:
         """Ended sessions whose ``on_session_end`` has not returned yet."""
-        return len(self._ended) + (self._ending is not None)
+        return len(self._ended) + self._hook_running
 
     async def wait_idle(self) -> None:
         """Return once no call is in flight and no ``on_session_end`` is pending."""
@@ -231,7 +232,9 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         self._closed = True
         self._ended.clear()
         if self._ending is not None:
+            # (A task cancelled before its first step never runs its finally.)
             self._ending.cancel()
+            self._ending = None
         self._slots.close()
 
     async def aclose(self) -> None:
@@ -264,6 +267,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         try:
             while self._ended:
                 session_id = self._ended.popleft()
+                self._hook_running = True
                 try:
                     if self._session_end_async:
                         await hook(session_id)
@@ -275,6 +279,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                     if isinstance(exc, ToolRaised):
                         exc = exc.exception
                     logger.error("on_session_end(%r) raised %s", session_id, _one_line(exc))
+                finally:
+                    self._hook_running = False
         finally:
             self._ending = None
 

@@ -250,3 +250,30 @@ class TestReadFrame:
         # Up to the slack is allowed: a frame's envelope around items at the limit.
         frame = Frame(chunks=[chunk(1, LIMIT + SLACK - 100)])
         assert await self.read(pack(frame)) == frame
+
+
+class TestStrItems:
+    """A str item (an ended session's id) takes room in a frame like any item."""
+
+    def test_ids_go_in_order_and_share_a_frame_with_other_items(self) -> None:
+        batch: FrameBatcher[worker_pb2.ClientFrame] = FrameBatcher(
+            worker_pb2.ClientFrame, LIMIT, write_nowait=None, wake=Wakes(), flush=lambda: None
+        )
+        batch.append("end_sessions", "a")
+        batch.append("cancel", 3)
+        batch.append("end_sessions", "b")
+        [frame] = batch.take()
+        assert list(frame.end_sessions) == ["a", "b"]
+        assert list(frame.cancel) == [3]
+
+    def test_an_id_counts_its_utf8_length(self) -> None:
+        batch: FrameBatcher[worker_pb2.ClientFrame] = FrameBatcher(
+            worker_pb2.ClientFrame, LIMIT, write_nowait=None, wake=Wakes(), flush=lambda: None
+        )
+        # Ids of 2-byte characters: half as many fit as their str length says.
+        sid = "é" * ((LIMIT - ENVELOPE) // 4)
+        for _ in range(3):
+            batch.append("end_sessions", sid)
+        frames = batch.take()
+        assert [len(f.end_sessions) for f in frames] == [1, 1, 1]
+        assert all(f.ByteSize() <= LIMIT - ENVELOPE + ITEM_OVERHEAD for f in frames)

@@ -1,0 +1,266 @@
+"""Sessions on the wire: ``ctx.session``, and ``Multiplexer.end_session`` -> ``on_session_end``.
+
+Every test serves an adapter of ``_session_adapters`` in the test's own loop
+(the same ``AdapterServer`` a worker process runs) and talks to it through a
+:class:`Multiplexer` on each transport (the ``Channel`` RPC, the frames socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+
+from snakepit._wire._auth import new_secret
+from snakepit._wire._session import encode_metadata
+from snakepit.errors import InvalidArguments, WorkerUnavailable
+from snakepit.pool._connection import Multiplexer, open_frames_multiplexer
+from snakepit.pool._worker_connection import WorkerConnection
+from snakepit.worker import AdapterServer
+
+from ._session_adapters import AsyncSessionEnds, NoHook, SyncSessionEnds, _SessionTools
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # grpc.aio
+
+A = TypeVar("A", bound=_SessionTools)
+
+METADATA = {"user": "ada", "tags": [1, 2.5, None, True], "nested": {"k": "é", "n": {}}}
+
+
+@dataclass
+class Served:
+    """An adapter served in-process and a Multiplexer to it."""
+
+    adapter: Any
+    server: AdapterServer
+    mux: Multiplexer
+
+
+Serve = Callable[[type[_SessionTools]], Awaitable[Served]]
+
+
+@pytest.fixture(params=["grpc", "frames"])
+async def serve(request: pytest.FixtureRequest, sock_dir: Path) -> AsyncIterator[Serve]:
+    """Serves an adapter class in-process; a Multiplexer to it over this run's transport."""
+    async with _serving(sock_dir, request.param) as serve:
+        yield serve
+
+
+@asynccontextmanager
+async def _serving(sock_dir: Path, transport: str) -> AsyncIterator[Serve]:
+    opened: list[tuple[AdapterServer, WorkerConnection, Multiplexer]] = []
+
+    async def serve(cls: type[_SessionTools]) -> Served:
+        adapter = cls()
+        adapter.setup()
+        secret = new_secret()
+        server = await AdapterServer.start(
+            adapter,
+            listen=f"unix:{sock_dir}/s{len(opened)}.sock",
+            adapter_path=f"tests.unit.grpc._session_adapters:{cls.__name__}",
+            worker_id=f"s{len(opened)}",
+            secret=secret,
+        )
+        client = WorkerConnection(server.address, secret=secret)
+        if transport == "grpc":
+            mux = client.multiplexer()
+        else:
+            assert server.frames_address is not None
+            mux = await open_frames_multiplexer(server.frames_address, secret=secret)
+        opened.append((server, client, mux))
+        return Served(adapter, server, mux)
+
+    try:
+        yield serve
+    finally:
+        for server, client, mux in opened:
+            await mux.aclose()
+            await client.aclose()
+            await server.abort()
+
+
+class TestContextSession:
+    """What a tool sees of its session: ``ctx.session`` and ``ctx.session_id``."""
+
+    async def test_a_call_sees_its_session_and_metadata(self, serve: Serve) -> None:
+        mux = (await serve(NoHook)).mux
+        view = await mux.execute(
+            "session_view", session_id="s-1", session_metadata=encode_metadata(METADATA)
+        )
+        assert view == {
+            "session_id": "s-1",
+            "has_session": True,
+            "id_matches": True,
+            "metadata": METADATA,
+        }
+        assert (
+            await mux.execute(
+                "async_session_metadata",
+                session_id="s-1",
+                session_metadata=encode_metadata(METADATA),
+            )
+            == METADATA
+        )
+        items = [
+            item
+            async for item in mux.stream(
+                "session_stream", session_id="s-1", session_metadata=b'{"b":2,"a":1}'
+            )
+        ]
+        assert items == [["a", 1], ["b", 2]]
+
+    async def test_a_call_outside_a_session_has_none(self, serve: Serve) -> None:
+        mux = (await serve(NoHook)).mux
+        view = await mux.execute("session_view")
+        assert view == {
+            "session_id": "",
+            "has_session": False,
+            "id_matches": False,
+            "metadata": None,
+        }
+        # Metadata without a session id: no session either (nothing decodes it).
+        assert (await mux.execute("session_view", session_metadata=b"{bad"))["has_session"] is False
+
+    async def test_a_session_without_metadata_has_an_empty_mapping(self, serve: Serve) -> None:
+        mux = (await serve(NoHook)).mux
+        view = await mux.execute("session_view", session_id="s-2")
+        assert view["has_session"] is True
+        assert view["metadata"] == {}
+
+    @pytest.mark.parametrize(
+        "bad", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe{}", b'{"x": NaN}']
+    )
+    async def test_bad_metadata_refuses_only_the_calls_that_read_it(
+        self, serve: Serve, bad: bytes
+    ) -> None:
+        mux = (await serve(NoHook)).mux
+        # Decoded on first read only: a tool that never looks is not refused.
+        assert await mux.execute("session_id_only", session_id="s", session_metadata=bad) == "s"
+        for tool in ("session_view", "async_session_metadata"):
+            with pytest.raises(InvalidArguments, match="session_metadata"):
+                await mux.execute(tool, session_id="s", session_metadata=bad)
+        with pytest.raises(InvalidArguments, match="session_metadata"):
+            async for _ in mux.stream("session_stream", session_id="s", session_metadata=bad):
+                pass
+        # The worker goes on serving.
+        view = await mux.execute("session_view", session_id="s", session_metadata=b'{"a":1}')
+        assert view["metadata"] == {"a": 1}
+
+
+class TestEndSession:
+    """``Multiplexer.end_session`` -> ``ClientFrame.end_sessions`` -> ``Adapter.on_session_end``."""
+
+    @pytest.mark.parametrize("cls", [SyncSessionEnds, AsyncSessionEnds])
+    async def test_the_hook_runs_for_each_id_in_order(
+        self, serve: Serve, cls: type[_SessionTools]
+    ) -> None:
+        served = await serve(cls)
+        mux = served.mux
+        mux.end_session("a")
+        mux.end_session("b")  # a and b in one frame
+        assert await mux.execute("wait_ended", {"n": 2}) == ["a", "b"]
+        for sid in ("c", "d", "e"):
+            mux.end_session(sid)
+        assert await mux.execute("wait_ended", {"n": 5}) == ["a", "b", "c", "d", "e"]
+        if cls is SyncSessionEnds:  # on the tool threads, as sync tools run
+            assert all(name.startswith("snakepit-tool-") for name in served.adapter.threads)
+
+    async def test_ids_queued_in_one_loop_pass_share_a_frame(self, serve: Serve) -> None:
+        mux = (await serve(AsyncSessionEnds)).mux
+        mux.end_session("x")
+        mux.end_session("y")
+        queued = mux._batch.frame  # not sent before the end of this loop pass
+        assert list(queued.end_sessions) == ["x", "y"]
+        assert await mux.execute("wait_ended", {"n": 2}) == ["x", "y"]
+
+    @pytest.mark.parametrize("cls", [SyncSessionEnds, AsyncSessionEnds])
+    async def test_a_raising_hook_is_logged_on_one_line_and_the_worker_serves_on(
+        self, serve: Serve, cls: type[_SessionTools], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        mux = (await serve(cls)).mux
+        with caplog.at_level(logging.ERROR, logger="snakepit.worker"):
+            for sid in ("a", "boom-1", "c"):
+                mux.end_session(sid)
+            assert await mux.execute("wait_ended", {"n": 3}) == ["a", "boom-1", "c"]
+            # The hook of "c" ran after the one that raised: its log record is in.
+        records = [r for r in caplog.records if r.name == "snakepit.worker"]
+        assert len(records) == 1, records
+        line = records[0].getMessage()
+        assert "'boom-1'" in line
+        assert (
+            "RuntimeError: cannot free boom-1" if cls is SyncSessionEnds else "KeyError"
+        ) in line
+        assert "\n" not in line
+        assert records[0].exc_info is None
+        view = await mux.execute("session_view", session_id="s", session_metadata=b'{"a":1}')
+        assert view["metadata"] == {"a": 1}
+
+    async def test_an_adapter_without_a_hook_ignores_ended_sessions(self, serve: Serve) -> None:
+        served = await serve(NoHook)
+        served.mux.end_session("a")
+        assert await served.mux.execute("session_id_only", session_id="b") == "b"
+        assert served.server._service.ending_sessions == 0
+        assert served.adapter.ended == []
+
+    async def test_a_closed_or_broken_multiplexer_ignores_end_session(self, serve: Serve) -> None:
+        served = await serve(NoHook)
+        mux = served.mux
+        await mux.aclose()
+        mux.end_session("a")  # no error: the worker's state is gone with it
+        assert not mux._batch.pending
+        broken = await serve(NoHook)
+        await broken.server.abort()
+        with pytest.raises(WorkerUnavailable):
+            await broken.mux.execute("session_id_only", session_id="s")
+        broken.mux.end_session("a")
+        assert not broken.mux._batch.pending
+
+    async def test_an_empty_id_is_not_sent(self, serve: Serve) -> None:
+        mux = (await serve(NoHook)).mux
+        mux.end_session("")
+        assert not mux._batch.pending
+
+    async def test_an_async_hook_running_when_the_worker_stops_is_cancelled(
+        self, serve: Serve
+    ) -> None:
+        served = await serve(AsyncSessionEnds)
+        served.mux.end_session("hang")
+        served.mux.end_session("never")  # queued behind it: dropped at the stop
+        await served.mux.execute("wait_hook_started")
+        with anyio.fail_after(10):
+            await served.server.abort()
+        assert served.adapter.cancelled == ["hang"]
+        assert served.adapter.ended == ["hang"]
+
+    async def test_a_sync_hook_running_when_the_worker_stops_is_abandoned(
+        self, serve: Serve
+    ) -> None:
+        served = await serve(SyncSessionEnds)
+        served.mux.end_session("hang")
+        await served.mux.execute("wait_hook_started")
+        try:
+            with anyio.fail_after(10):
+                await served.server.abort()  # does not wait for the thread
+        finally:
+            served.adapter.release()
+
+    async def test_a_graceful_stop_lets_a_pending_hook_finish(self, serve: Serve) -> None:
+        served = await serve(AsyncSessionEnds)
+        served.mux.end_session("hang")
+        await served.mux.execute("wait_hook_started")
+        stopping = asyncio.ensure_future(served.server.stop(grace=30))
+        await anyio.wait_all_tasks_blocked()
+        assert not stopping.done()  # waiting for the hook
+        served.adapter.release()
+        with anyio.fail_after(10):
+            await stopping
+        assert served.adapter.cancelled == []
+        assert served.adapter.ended == ["hang"]
