@@ -6,12 +6,18 @@ import asyncio
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from snakepit.worker import Adapter, Context, tool
 
 
 class TextTools(Adapter):
-    """A few tools: some quick, one that streams, one that never returns."""
+    """A few tools: some quick, one that streams, one that never returns; per-session notes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: What this process keeps for each session (its notes), by session id.
+        self.state: dict[str, list[str]] = {}
 
     @tool
     def word_count(self, text: str) -> dict[str, int]:
@@ -44,3 +50,27 @@ class TextTools(Adapter):
     def stuck(self, ctx: Context) -> None:
         """Block a worker thread for good, ignoring cancellation (a stuck C extension)."""
         threading.Event().wait()
+
+    # -- sessions: a session's calls come to this process, which keeps its state
+
+    @tool
+    def remember(self, ctx: Context, value: str) -> dict[str, Any]:
+        """Add ``value`` to the session's notes, kept in this process; return them and the pid."""
+        notes = self.state.setdefault(ctx.session_id, [])
+        notes.append(value)
+        return {"notes": list(notes), "pid": os.getpid()}
+
+    @tool
+    def recall(self, ctx: Context) -> dict[str, Any]:
+        """The session's notes this process keeps (none if another process served it)."""
+        return {"notes": list(self.state.get(ctx.session_id, [])), "pid": os.getpid()}
+
+    @tool
+    def session_info(self, ctx: Context) -> dict[str, Any]:
+        """What the tool sees of its session: id, metadata, and this process's pid."""
+        metadata = {} if ctx.session is None else dict(ctx.session.metadata)
+        return {"session_id": ctx.session_id, "metadata": metadata, "pid": os.getpid()}
+
+    def on_session_end(self, session_id: str) -> None:
+        """The session was deleted or expired: free its notes."""
+        self.state.pop(session_id, None)

@@ -1,4 +1,4 @@
-"""snakepit's main job, narrated: a pool of worker processes, calls, a crash, a timeout.
+"""snakepit's main job, narrated: a pool of worker processes, calls, a crash, a timeout, sessions.
 
 Run it with ``make demo``.
 """
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import snakepit  # noqa: E402
-from snakepit.errors import ExecutionTimeout, WorkerCrashed  # noqa: E402
+from snakepit.errors import ExecutionTimeout, SessionWorkerLost, WorkerCrashed  # noqa: E402
 from snakepit.pool import RequestStopped, WorkerExited, WorkerReady  # noqa: E402
 
 
@@ -25,6 +25,59 @@ def show_workers(pool: snakepit.Pool) -> None:
     for w in pool.workers():
         state = "ready" if w.ready else "starting"
         print(f"     {w.worker_id}: pid {w.pid}, generation {w.generation}, {state}")
+
+
+def worker_of(pool: snakepit.Pool, pin: str | None) -> snakepit.pool.WorkerInfo:
+    """The worker a session is pinned to (its record's ``worker_id`` is the worker's pin_id)."""
+    return next(w for w in pool.workers() if w.pin_id == pin)
+
+
+async def kill_and_wait(pool: snakepit.Pool, worker: snakepit.pool.WorkerInfo) -> None:
+    """SIGKILL ``worker``'s process; return once its replacement is ready."""
+    with pool.subscribe() as watch:
+        os.kill(worker.pid or 0, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            async for event in watch:
+                if isinstance(event, WorkerReady) and event.worker_id == worker.worker_id:
+                    break
+    await pool.wait_ready()
+
+
+async def sessions_part(pool: snakepit.Pool) -> None:
+    async with pool.session(metadata={"user": "ada"}) as s:
+        info = await s.execute("session_info")
+        print(f"   pool.session(metadata=...) -> session {s.session_id[:8]}..., affinity 'hint'")
+        print(f"   (the default); its tools see ctx.session.metadata = {info['metadata']}")
+        first = await s.execute("remember", {"value": "draft 1"})
+        second = await s.execute("remember", {"value": "draft 2"})
+        pids = f"pid {first['pid']}, remember 'draft 2' -> pid {second['pid']}"
+        print(f"   remember 'draft 1' -> {pids}:")
+        print(f"   one process, which keeps the session's notes: {second['notes']}")
+        pinned = worker_of(pool, (await s.info()).worker_id)
+        name = f"{pinned.worker_id} (pid {pinned.pid})"
+        print(f"   kill -9 that worker, {name}; wait for its replacement")
+        await kill_and_wait(pool, pinned)
+        after = await s.execute("recall")
+        now = worker_of(pool, (await s.info()).worker_id)
+        moved = f"re-pinned the session to {now.worker_id}"
+        print(f"   recall -> pid {after['pid']}, notes {after['notes']}: 'hint' {moved};")
+        print("   the notes were kept in the killed process, and went with it.")
+
+    async with pool.session(affinity="strict_queue") as strict:
+        await strict.execute("remember", {"value": "x"})
+        pinned = worker_of(pool, (await strict.info()).worker_id)
+        name = f"{pinned.worker_id} (pid {pinned.pid})"
+        print(f"   a 'strict_queue' session, pinned to {name}; kill -9 it:")
+        await kill_and_wait(pool, pinned)
+        try:
+            await strict.execute("recall")
+        except SessionWorkerLost as exc:
+            print(f"   its next call raises SessionWorkerLost: {exc}")
+        else:
+            print("   unexpected: its next call ran (no SessionWorkerLost)")
+    left = pool.stats().sessions
+    print(f"   the blocks deleted both sessions on exit (sessions left: {left}); a live pinned")
+    print("   worker runs the adapter's on_session_end, which frees what it kept.")
 
 
 async def main() -> None:
@@ -70,13 +123,17 @@ async def main() -> None:
         show_workers(pool)
         print("  ", await pool.execute("word_count", {"text": "still serving"}))
 
-        print("\n6. The pool's statistics:")
-        stats = pool.stats()
-        for field in ("size", "ready", "requests", "errors", "timeouts", "crashes", "restarts"):
-            print(f"     {field:<9} {getattr(stats, field)}")
-    print("\n7. Leaving the block stopped every worker (SIGTERM, then SIGKILL) and reaped it.")
+        print("\n6. Sessions: a session's calls go to the worker it is pinned to.")
+        await sessions_part(pool)
 
-    print("\n8. The pool's event stream (pool.subscribe()), what the steps above produced:")
+        print("\n7. The pool's statistics:")
+        stats = pool.stats()
+        fields = ("size", "ready", "requests", "errors", "timeouts", "crashes", "restarts")
+        for field in fields:
+            print(f"     {field:<9} {getattr(stats, field)}")
+    print("\n8. Leaving the block stopped every worker (SIGTERM, then SIGKILL) and reaped it.")
+
+    print("\n9. The pool's event stream (pool.subscribe()), what the steps above produced:")
     outcomes: Counter[str] = Counter()
     async with events:
         async for event in events:

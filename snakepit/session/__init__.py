@@ -10,8 +10,15 @@ for pools on several hosts. :class:`RedisBackend` needs the ``redis``
 package (``pip install 'snakepit[redis]'``): it is imported on first use,
 so snakepit works without it.
 
-Work in progress (issue #13): the pool's use of the store (affinity,
-``pool.session()``, ``ctx.session``, ``Adapter.on_session_end``) is being built.
+Each :class:`~snakepit.Pool` runs a store as the first child of its
+supervision tree (started before the workers, stopped after them), with the
+pool's ``sessions=SessionStoreConfig(...)`` option (a memory backend of its
+own by default). ``pool.session()`` creates and deletes sessions in it,
+``pool.sessions`` is its :class:`SessionStoreRef`, and a session's calls go
+to the worker the store records it is pinned to (``SessionRecord.worker_id``,
+a worker's ``pin_id``), as its :data:`Affinity` says. When a session ends
+(deleted, or expired), the pool has its worker run
+``Adapter.on_session_end``, then calls the config's ``on_end``.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -3,10 +3,11 @@
 Deterministic tests of concurrent, supervised code: assertions and waits on
 servers and supervisors (``assert_child_count``, ``assert_process_restarted``,
 ``cast_and_sync``, ``trace_supervision``...), chaos helpers driven by a
-seeded rng, leak checks, worker and stream helpers, and a pytest plugin
+seeded rng, leak checks, worker, stream and session helpers
+(``cleanup_sessions``, ``assert_no_sessions``), and a pytest plugin
 (fixtures ``otp_sandbox``, ``chaos_rng``, ``snakepit_pool``...). See
 ``docs/testing.md``. :mod:`snakepit.testing.adapters` holds ready-made
-adapters for tests (Echo, Hang, Crash, SlowStart, FaultInjecting,
+adapters for tests (Echo, Sessions, Hang, Crash, SlowStart, FaultInjecting,
 DirectedFaults, Gated).
 
 The helpers are imported on first use: adapters run inside worker
@@ -70,6 +71,8 @@ if TYPE_CHECKING:  # the same names, imported at once, for type checkers
     from ._servers import concurrent_calls as concurrent_calls
     from ._servers import get_state as get_state
     from ._servers import stress as stress
+    from ._sessions import assert_no_sessions as assert_no_sessions
+    from ._sessions import cleanup_sessions as cleanup_sessions
     from ._supervision import TreeSpec as TreeSpec
     from ._supervision import assert_all_children_alive as assert_all_children_alive
     from ._supervision import assert_child_count as assert_child_count
@@ -103,6 +106,7 @@ _MODULES = (
     "_leaks",
     "_workers",
     "_measure",
+    "_sessions",
     "_plugin",
 )
 

@@ -584,8 +584,9 @@ async def snakepit_pool(
     process (``Crash``) needs: in-process it is refused with a
     ``pytest.UsageError``. Every pool runs in a task of the fixture and is
     closed at teardown, before the test's ``otp_sandbox`` (which it uses, so
-    ``otp(strict_leaks=True)`` sees the pools come and go). asyncio only
-    (grpc.aio): skipped on trio.
+    ``otp(strict_leaks=True)`` sees the pools come and go); the sessions a
+    test left are deleted first (``cleanup_sessions``), so their workers run
+    ``on_session_end``. asyncio only (grpc.aio): skipped on trio.
     """
     from ._leaks import _on_asyncio
 
@@ -594,6 +595,8 @@ async def snakepit_pool(
     import anyio
 
     from snakepit.pool import InProcessLauncher, LocalLauncher, Pool
+
+    from ._sessions import cleanup_sessions
 
     events: PoolEvents | None = None
     if "pool_events" in request.fixturenames:
@@ -607,6 +610,7 @@ async def snakepit_pool(
         async with pool:
             task_status.started(pool)
             await done.wait()
+            await cleanup_sessions(pool)  # while its workers run their on_session_end
 
     async with anyio.create_task_group() as tg:
 

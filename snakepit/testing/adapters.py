@@ -16,7 +16,16 @@ from typing import Any
 
 from snakepit.worker import Adapter, Context, tool
 
-__all__ = ("Crash", "DirectedFaults", "Echo", "FaultInjecting", "Gated", "Hang", "SlowStart")
+__all__ = (
+    "Crash",
+    "DirectedFaults",
+    "Echo",
+    "FaultInjecting",
+    "Gated",
+    "Hang",
+    "Sessions",
+    "SlowStart",
+)
 
 
 class Echo(Adapter):
@@ -91,6 +100,67 @@ class Echo(Adapter):
             "has_deadline": ctx.deadline is not None,
             "pid": os.getpid(),
         }
+
+
+def _session_of(ctx: Context, tool_name: str) -> str:
+    if not ctx.session_id:
+        raise ValueError(
+            f"{tool_name} keeps state per session: call it in a session "
+            "(pool.session(), or session_id=...)"
+        )
+    return ctx.session_id
+
+
+class Sessions(Echo):
+    """Echo, plus per-session state kept in the worker: what a session's affinity is for.
+
+    ``remember(value)`` keeps ``value`` for the call's session in this worker
+    (in :attr:`state`, keyed by session id), ``recall()`` returns it (None
+    when this worker keeps nothing for the session: another worker served it,
+    or this one was replaced). ``session_info()`` tells what the tool sees of
+    its session, and which process ran it. :meth:`on_session_end` frees the
+    session's state when the session is deleted or expires. ``remember`` and
+    ``recall`` outside a session raise ``ValueError`` (a ``RemoteError`` for
+    the caller).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: What this worker keeps for each session, by session id.
+        self.state: dict[str, Any] = {}
+
+    @tool
+    def remember(self, ctx: Context, value: Any = None) -> None:
+        """Keep ``value`` for the call's session, in this worker (replacing what was kept)."""
+        self.state[_session_of(ctx, "remember")] = value
+
+    @tool
+    def recall(self, ctx: Context) -> Any:
+        """Return what this worker keeps for the call's session (None if nothing)."""
+        return self.state.get(_session_of(ctx, "recall"))
+
+    @tool
+    def held_sessions(self) -> list[str]:
+        """The ids of the sessions this worker keeps state for, sorted."""
+        return sorted(self.state)
+
+    @tool
+    def session_info(self, ctx: Context) -> dict[str, Any]:
+        """The call's session as its tool sees it, and this worker's pid.
+
+        ``{"session_id": ..., "metadata": {...}, "pid": ...}``; outside a
+        session the id is "" and the metadata ``None``.
+        """
+        session = ctx.session
+        return {
+            "session_id": ctx.session_id,
+            "metadata": None if session is None else dict(session.metadata),
+            "pid": os.getpid(),
+        }
+
+    def on_session_end(self, session_id: str) -> None:
+        """Free what this worker kept for ``session_id`` (it was deleted or expired)."""
+        self.state.pop(session_id, None)
 
 
 class Hang(Echo):
