@@ -488,6 +488,15 @@ class Pool:
         return supervisor
 
     def _running(self) -> Scheduler[WorkerServer]:
+        self._check_loop()
+        if self._state == "degraded":
+            assert self._degraded is not None
+            raise PoolDegraded(str(self._degraded), self._degraded.reason)
+        if self._state != "running":
+            raise PoolClosed(f"{self!r} is not running")
+        return self._scheduler
+
+    def _check_loop(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -497,12 +506,6 @@ class Pool:
                 f"{self!r} was entered on another event loop: call it from that loop "
                 "(from another thread: asyncio.run_coroutine_threadsafe)"
             )
-        if self._state == "degraded":
-            assert self._degraded is not None
-            raise PoolDegraded(str(self._degraded), self._degraded.reason)
-        if self._state != "running":
-            raise PoolClosed(f"{self!r} is not running")
-        return self._scheduler
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -650,12 +653,18 @@ class Pool:
         """The pool's session store: ``list()``, ``get(id)``, ``delete(id)``, ``create()``...
 
         Deleting a session here runs ``Adapter.on_session_end`` in the
-        worker it was pinned to, as an expiry does.
+        worker it was pinned to, as an expiry does. A degraded pool's store
+        still runs (it is the first child of the tree, which outlives the
+        workers): its sessions can be listed and deleted; their calls raise
+        :class:`~snakepit.errors.PoolDegraded`.
 
-        :raises PoolClosed, PoolDegraded: the pool is not running.
+        :raises PoolClosed: the pool is not running (not entered, or left).
         :raises SessionError: the store is being restarted after a crash.
         """
-        self._running()
+        if self._state == "degraded":
+            self._check_loop()
+        else:
+            self._running()
         return self._store()
 
     def _store(self) -> SessionStoreRef:
@@ -700,7 +709,8 @@ class Pool:
         """
         if not isinstance(keep, bool):
             raise ArgumentTypeError("keep", f"must be a bool, got {keep!r}")
-        store = self.sessions
+        self._running()
+        store = self._store()
         record = None
         # Shielded: a cancel that came while the store created the session
         # would leave it to its TTL; it is delivered in the block instead,

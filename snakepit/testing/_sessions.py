@@ -24,15 +24,12 @@ NAMED: Final = 10
 
 def _store(pool: Pool) -> SessionStoreRef | None:
     """The pool's running store, or None if the pool is not running."""
-    from snakepit.errors import PoolClosed, PoolDegraded
+    from snakepit.errors import PoolClosed
 
     try:
-        return pool.sessions
+        return pool.sessions  # a degraded pool's too: its store outlives its workers
     except PoolClosed:
         return None
-    except PoolDegraded:
-        # The store is the first child of the pool's tree, which outlives its workers.
-        return pool._store()
 
 
 async def cleanup_sessions(pool: Pool, *, timeout: float | None = 5.0) -> int:

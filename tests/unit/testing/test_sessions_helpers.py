@@ -199,8 +199,14 @@ class TestCleanupSessions:
                                 break
             finally:
                 Recording.fail_setup = False
+            # Its store still runs: its sessions can be listed (and deleted),
+            # but neither a new session nor a session's call can be served.
+            assert [r.session_id for r in await pool.sessions.list()] == [s.session_id]
             with pytest.raises(PoolDegraded):
-                pool.sessions  # noqa: B018
+                async with pool.session():
+                    pass
+            with pytest.raises(PoolDegraded):
+                await s.execute("ping")
             with pytest.raises(AssertionError, match=s.session_id):
                 await assert_no_sessions(pool)
             assert await cleanup_sessions(pool) == 1
