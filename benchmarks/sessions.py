@@ -28,9 +28,12 @@ is reported, and the ratio pinned / unpinned of those medians (p50: lower is
 better; calls/s: higher is better).
 
 Target: on the memory backend a pinned call costs <= 1.1x an unpinned one
-(p50). ``--profile`` also times ``SessionStoreRef.touch`` and
-``SessionRouter.take_slot`` (the two steps a pinned call adds) around a
-sequential run on each backend and prints their mean cost per call.
+(p50). ``--profile`` also times ``SessionStoreRef.touch``,
+``SessionRouter.take_slot`` and ``SessionStoreRef.pin`` (the steps a pinned
+call adds; a ``hint`` call that takes another worker re-pins) in a pool of
+each backend: sequential pinned calls, then @64 with 64 ``hint`` sessions and
+with 64 ``strict_queue`` ones (which never re-pin), and prints how many
+times each ran and its mean and p50 wall time.
 """
 
 from __future__ import annotations
@@ -271,22 +274,63 @@ def timed(owner: type, name: str, spent: dict[str, list[int]]) -> Iterator[None]
         setattr(owner, name, original)
 
 
-async def profile_backend(backend: str, redis_url: str | None, n: int) -> dict[str, float]:
-    """Mean µs per call of touch and take_slot over ``n`` sequential pinned calls; p50s."""
+def summarize(spent: dict[str, list[int]], prefix: str) -> dict[str, float]:
+    """Per timed method: calls, mean and p50 wall µs (keys ``{prefix}{name}_n|_mean|_p50``)."""
+    result: dict[str, float] = {}
+    for name, values in spent.items():
+        result[f"{prefix}{name}_n"] = len(values)
+        result[f"{prefix}{name}_mean"] = statistics.mean(values) / 1e3
+        result[f"{prefix}{name}_p50"] = statistics.median(values) / 1e3
+    return result
+
+
+async def profile_backend(backend: str, redis_url: str | None, opts: Opts) -> dict[str, float]:
+    """Time touch, take_slot and pin: sequential pinned calls, then @64 hint and strict_queue.
+
+    Returns each timed method's count, mean and p50 (µs), per phase (``seq_``,
+    ``hint64_``, ``strict64_``), the sequential p50s and the @64 calls/s (timers on).
+    """
     from snakepit.pool._sessions import SessionRouter
     from snakepit.session import SessionStoreRef
 
-    spent: dict[str, list[int]] = {}
-    async with open_pool(backend, redis_url) as pool, pool.session(affinity="hint") as s:
+    def timers(spent: dict[str, list[int]]) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(timed(SessionStoreRef, "touch", spent))
+        stack.enter_context(timed(SessionStoreRef, "pin", spent))
+        stack.enter_context(timed(SessionRouter, "take_slot", spent))
+        return stack
+
+    result: dict[str, float] = {}
+    async with open_pool(backend, redis_url) as pool, contextlib.AsyncExitStack() as sessions:
+        one = await sessions.enter_async_context(pool.session(affinity="hint"))
         unpinned = functools.partial(pool.execute, "noop")
-        pinned = functools.partial(pool.execute, "noop", session_id=s.session_id)
-        for _ in range(200):
+        pinned = functools.partial(pool.execute, "noop", session_id=one.session_id)
+        for _ in range(opts["warmup_calls"]):
             await pinned()
-        with timed(SessionStoreRef, "touch", spent), timed(SessionRouter, "take_slot", spent):
-            p50_unpinned, p50_pinned = await measure_latency_pair(unpinned, pinned, n)
-    result = {name: statistics.mean(values) / 1e3 for name, values in spent.items()}
-    result |= {name + "_p50": statistics.median(values) / 1e3 for name, values in spent.items()}
-    result |= {"unpinned_p50": p50_unpinned, "pinned_p50": p50_pinned}
+        spent: dict[str, list[int]] = {}
+        with timers(spent):
+            p50_unpinned, p50_pinned = await measure_latency_pair(
+                unpinned, pinned, opts["latency_calls"]
+            )
+        result |= summarize(spent, "seq_")
+        result |= {"seq_unpinned_p50": p50_unpinned, "seq_pinned_p50": p50_pinned}
+        for affinity in ("hint", "strict_queue"):
+            many = [
+                await sessions.enter_async_context(pool.session(affinity=affinity))
+                for _ in range(INFLIGHT)
+            ]
+            calls: list[Call] = [
+                functools.partial(pool.execute, "noop", session_id=s.session_id) for s in many
+            ]
+            await measure_throughput(calls, 2)  # pins them
+            prefix = "hint64_" if affinity == "hint" else "strict64_"
+            spent = {}
+            with timers(spent):
+                result[prefix + "calls_per_s"] = await measure_throughput(calls, opts["per_caller"])
+            result |= summarize(spent, prefix)
+        result["unpinned64_calls_per_s"] = await measure_throughput(
+            [unpinned] * INFLIGHT, opts["per_caller"]
+        )
     return result
 
 
@@ -383,13 +427,27 @@ def report(rows: list[Row], skipped: list[str], opts: Opts) -> dict[str, Any]:
 
 def print_profile(profiles: dict[str, dict[str, float]]) -> None:
     print()
-    print("profile: what a pinned call adds, wall µs per call (mean / p50), sequential")
+    print("profile (timers on): what a pinned call adds; per timed step: calls, mean / p50 µs")
     for backend, p in profiles.items():
+        print(f"  {backend}:")
+        phases = (
+            ("seq_", "sequential, one hint session"),
+            ("hint64_", f"@{INFLIGHT}, {INFLIGHT} hint sessions"),
+            ("strict64_", f"@{INFLIGHT}, {INFLIGHT} strict_queue sessions"),
+        )
+        for prefix, label in phases:
+            steps = "; ".join(
+                f"{name} {int(p[f'{prefix}{name}_n'])}x {p[f'{prefix}{name}_mean']:.0f} / "
+                f"{p[f'{prefix}{name}_p50']:.0f}"
+                for name in ("touch", "take_slot", "pin")
+                if f"{prefix}{name}_n" in p
+            )
+            print(f"    {label}: {steps}")
         print(
-            f"  {backend}: SessionStoreRef.touch {p['touch']:.0f} / {p['touch_p50']:.0f}; "
-            f"SessionRouter.take_slot {p['take_slot']:.0f} / {p['take_slot_p50']:.0f}; "
-            f"call p50 unpinned {p['unpinned_p50']:.0f}, pinned {p['pinned_p50']:.0f} "
-            f"(+{p['pinned_p50'] - p['unpinned_p50']:.0f}; timers on)"
+            f"    sequential call p50: unpinned {p['seq_unpinned_p50']:.0f}, pinned "
+            f"{p['seq_pinned_p50']:.0f} µs │ calls/s @{INFLIGHT}: unpinned "
+            f"{p['unpinned64_calls_per_s']:,.0f}, hint {p['hint64_calls_per_s']:,.0f}, "
+            f"strict_queue {p['strict64_calls_per_s']:,.0f}"
         )
 
 
@@ -448,9 +506,8 @@ def main() -> None:
         run(rows, opts, redis_url)
         summary = report(rows, skipped, opts)
         if args.profile:
-            n = opts["latency_calls"]
             profiles = {
-                r.backend: asyncio.run(profile_backend(r.backend, redis_url, n)) for r in rows
+                r.backend: asyncio.run(profile_backend(r.backend, redis_url, opts)) for r in rows
             }
             print_profile(profiles)
             summary["profile_us"] = profiles
