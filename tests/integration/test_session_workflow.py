@@ -11,6 +11,7 @@ for on the pool's events (the replacement's ``WorkerReady``); nothing sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -21,10 +22,11 @@ import pytest
 
 from snakepit.errors import SessionNotFound, SessionWorkerLost
 from snakepit.pool import Pool, PoolSession, WorkerInfo, WorkerReady
-from snakepit.session import SessionStoreConfig
+from snakepit.session import SessionRecord, SessionStore, SessionStoreConfig
 
 if TYPE_CHECKING:
     from snakepit.session import RedisBackend
+    from tests._redis import RedisServer
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -131,6 +133,46 @@ class TestWorkflow:
             assert await pool.sessions.list() == []
 
 
+class GatedReplace:
+    """A backend that delegates to ``inner``; its next ``replace`` waits for :attr:`gate`.
+
+    :attr:`at_gate` is set when that replace arrives (the store has read the record).
+    """
+
+    def __init__(self, inner: RedisBackend) -> None:
+        self.inner = inner
+        self.at_gate = anyio.Event()
+        self.gate: anyio.Event | None = None
+
+    async def create(self, record: SessionRecord, *, limit: int | None) -> bool:
+        return await self.inner.create(record, limit=limit)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return await self.inner.get(session_id)
+
+    async def replace(self, record: SessionRecord) -> bool:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            self.at_gate.set()
+            await gate.wait()
+        return await self.inner.replace(record)
+
+    async def delete(self, session_id: str) -> SessionRecord | None:
+        return await self.inner.delete(session_id)
+
+    async def records(self) -> list[SessionRecord]:
+        return await self.inner.records()
+
+    async def count(self) -> int:
+        return await self.inner.count()
+
+    async def due(self, now: float) -> list[SessionRecord]:
+        return await self.inner.due(now)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class TestKilledWorker:
     async def test_hint_re_pins_and_strict_sessions_raise_session_worker_lost(self) -> None:
         async with make_pool() as pool:
@@ -203,3 +245,34 @@ class TestRedisBackend:
             assert await pool.sessions.list() == []
             with pytest.raises(SessionNotFound):
                 await s.execute("get_counter")
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="BUG (found by sesstest): a store's touch/pin is get + replace, two Redis "
+        "commands; between them another store sharing the namespace may write, and the "
+        "replace overwrites that write with a stale copy (here: another pool's pin is lost)",
+    )
+    async def test_two_stores_sharing_a_namespace_lose_no_pin(
+        self, redis_session_backend: RedisBackend, redis_server_for_tests: RedisServer
+    ) -> None:
+        from snakepit.session import RedisBackend
+
+        # Another pool's backend: the same server and namespace, a client of its own.
+        shared = RedisBackend(redis_server_for_tests.url, namespace=redis_session_backend.namespace)
+        gated = GatedReplace(shared)
+        async with (
+            contextlib.aclosing(shared),
+            SessionStore.running(SessionStoreConfig(backend=gated)) as a,
+            SessionStore.running(SessionStoreConfig(backend=redis_session_backend)) as b,
+        ):
+            await a.create("s", affinity="strict_queue")
+            await b.pin("s", "w0.0@host-a")
+            gated.gate = gate = anyio.Event()
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(a.touch, "s")  # reads the record, then waits to write it
+                    await gated.at_gate.wait()
+                    await b.pin("s", "w1.0@host-b")  # another pool re-pins it meanwhile
+                    gate.set()
+            assert (await b.get("s")).worker_id == "w1.0@host-b"
