@@ -123,13 +123,59 @@ class TestWorkflow:
         async with make_pool() as pool:
             async with pool.session(ttl=0.2, keep=True) as s:
                 pid = (await s.execute("initialize_session"))["pid"]
-                pin = (await s.info()).worker_id
+                pin = next(w.pin_id for w in pool.workers() if w.pid == pid)  # no use of it
             # Not deleted (keep=True): its TTL passes, the sweep ends it.
             ended = await wait_ended_in(pool, pin, s.session_id)
             assert ended == {"pid": pid, "state_freed": True}
             with pytest.raises(SessionNotFound):
                 await s.execute("get_counter")
             assert pool.stats().sessions == 0
+            assert await pool.sessions.list() == []
+
+
+class TestKilledWorker:
+    async def test_hint_re_pins_and_strict_sessions_raise_session_worker_lost(self) -> None:
+        async with make_pool() as pool:
+            victim = pool.workers()[0]
+            async with (
+                pool.session(affinity="hint") as hint,
+                pool.session(affinity="strict_queue") as queue,
+                pool.session(affinity="strict_fail_fast") as fail_fast,
+            ):
+                for s in (hint, queue, fail_fast):  # all three on the victim, with state there
+                    await pool.sessions.pin(s.session_id, victim.pin_id)
+                    assert (await s.execute("initialize_session"))["pid"] == victim.pid
+                    await s.execute("set_counter", {"value": 7})
+                    assert await s.execute("get_counter") == {"value": 7, "pid": victim.pid}
+
+                await kill_and_wait_replaced(pool, victim)
+
+                # hint: another process serves it now (re-pinned); its state went with the victim.
+                after = await hint.execute("get_counter")
+                assert after["value"] is None
+                assert after["pid"] != victim.pid
+                assert (await hint.info()).worker_id != victim.pin_id
+                assert await pinned_pid(pool, hint) == after["pid"]
+                assert (await hint.execute("where"))["pid"] == after["pid"]  # pinned there now
+
+                # strict: the tool does not run; the error names the worker and why it went.
+                requests = pool.stats().requests
+                for s in (queue, fail_fast):
+                    with pytest.raises(SessionWorkerLost) as info:
+                        await s.execute("get_counter")
+                    assert (info.value.session_id, info.value.worker_id) == (
+                        s.session_id,
+                        victim.pin_id,
+                    )
+                    assert "killed" in info.value.reason, info.value.reason
+                    assert (await s.info()).worker_id == victim.pin_id  # the session stays
+                assert pool.stats().requests == requests
+
+                # Pinned again by hand (as the error says), a strict session works again.
+                fresh = next(w for w in pool.workers() if w.worker_id == victim.worker_id)
+                assert fresh.pid != victim.pid
+                await pool.sessions.pin(queue.session_id, fresh.pin_id)
+                assert (await queue.execute("get_counter")) == {"value": None, "pid": fresh.pid}
             assert await pool.sessions.list() == []
 
 
@@ -171,54 +217,6 @@ class GatedReplace:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-class TestKilledWorker:
-    async def test_hint_re_pins_and_strict_sessions_raise_session_worker_lost(self) -> None:
-        async with make_pool() as pool:
-            victim = pool.workers()[0]
-            sessions: dict[str, PoolSession] = {}
-            async with (
-                pool.session(affinity="hint") as hint,
-                pool.session(affinity="strict_queue") as queue,
-                pool.session(affinity="strict_fail_fast") as fail_fast,
-            ):
-                sessions = {"hint": hint, "strict_queue": queue, "strict_fail_fast": fail_fast}
-                for s in sessions.values():  # all three on the victim, with state there
-                    await pool.sessions.pin(s.session_id, victim.pin_id)
-                    assert (await s.execute("initialize_session"))["pid"] == victim.pid
-                    await s.execute("set_counter", {"value": 7})
-                    assert await s.execute("get_counter") == {"value": 7, "pid": victim.pid}
-
-                await kill_and_wait_replaced(pool, victim)
-
-                # hint: another process serves it now (re-pinned); its state went with the victim.
-                after = await hint.execute("get_counter")
-                assert after["value"] is None
-                assert after["pid"] != victim.pid
-                assert (await hint.info()).worker_id != victim.pin_id
-                assert await pinned_pid(pool, hint) == after["pid"]
-                assert (await hint.execute("where"))["pid"] == after["pid"]  # pinned there now
-
-                # strict: the tool does not run; the error names the worker and why it went.
-                requests = pool.stats().requests
-                for s in (queue, fail_fast):
-                    with pytest.raises(SessionWorkerLost) as info:
-                        await s.execute("get_counter")
-                    assert (info.value.session_id, info.value.worker_id) == (
-                        s.session_id,
-                        victim.pin_id,
-                    )
-                    assert "killed" in info.value.reason, info.value.reason
-                    assert (await s.info()).worker_id == victim.pin_id  # the session stays
-                assert pool.stats().requests == requests
-
-                # Pinned again by hand (as the error says), a strict session works again.
-                fresh = next(w for w in pool.workers() if w.worker_id == victim.worker_id)
-                assert fresh.pid != victim.pid
-                await pool.sessions.pin(queue.session_id, fresh.pin_id)
-                assert (await queue.execute("get_counter")) == {"value": None, "pid": fresh.pid}
-            assert await pool.sessions.list() == []
 
 
 class TestRedisBackend:
