@@ -77,6 +77,7 @@ bench: $(STAMP)
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python benchmarks/otp_call.py
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python benchmarks/transport.py
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python benchmarks/pool_vs_peers.py --json benchmarks/pool_vs_peers.json
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python benchmarks/sessions.py --json benchmarks/sessions.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.venv-triotp
