@@ -21,6 +21,7 @@ from snakepit.errors import (
     ConfigError,
     PoolClosed,
     PoolDegraded,
+    PoolError,
     PoolStartError,
     ServerExited,
     SessionError,
@@ -187,7 +188,10 @@ class Pool:
         self._router = SessionRouter(self._scheduler, self._store)
         sessions = self.config.sessions or SessionStoreConfig()
         self._user_on_end = sessions.on_end
-        sessions = dataclasses.replace(sessions, on_end=self._session_ended)
+        self._user_in_use = sessions.in_use
+        sessions = dataclasses.replace(
+            sessions, on_end=self._session_ended, in_use=self._session_in_use
+        )
         self._tree = WorkerTree(
             self.config,
             self._scheduler,
@@ -570,29 +574,52 @@ class Pool:
     async def _execute_once(
         self, tool: str, args: dict[str, Any] | None, deadline: float | None, session_id: str
     ) -> Any:
-        session = None if not session_id else await self._use_session(session_id, deadline)
-        async with self._calls.on_a_worker(tool, deadline, session) as mux:
-            # What is left of the call's timeout after the wait (> 0: checkout
-            # raises QueueTimeout at the deadline; a hair above 0 at worst).
-            timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
-            if session is None:
+        if not session_id:
+            async with self._calls.on_a_worker(tool, deadline) as mux:
+                # What is left of the call's timeout after the wait (> 0: checkout
+                # raises QueueTimeout at the deadline; a hair above 0 at worst).
+                timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
                 return await mux.execute(tool, args, timeout=timeout)
-            return await mux.execute(
-                tool,
-                args,
-                timeout=timeout,
-                session_id=session_id,
-                session_metadata=encode_metadata(session.metadata),
-            )
+        session = await self._use_session(session_id, deadline)
+        try:
+            async with self._calls.on_a_worker(tool, deadline, session) as mux:
+                timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
+                return await mux.execute(
+                    tool,
+                    args,
+                    timeout=timeout,
+                    session_id=session_id,
+                    session_metadata=encode_metadata(session.metadata),
+                )
+        finally:
+            self._session_call_ended(session)
 
     async def _use_session(self, session_id: str, deadline: float | None) -> SessionRecord:
         """Touch ``session_id`` (a use: its TTL starts again); return its record.
+
+        From here until :meth:`_session_call_ended`, the session is in use:
+        it does not expire, however long the call runs.
 
         :raises SessionNotFound: no such session (never made, deleted, expired).
         """
         self._running()
         timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
-        return await self._store().touch(session_id, timeout=timeout)
+        record = await self._store().touch(session_id, timeout=timeout)
+        self._router.call_began(session_id)
+        return record
+
+    def _session_call_ended(self, record: SessionRecord) -> None:
+        # The last call of a session that ran for half its TTL or more: touch
+        # it again (in the background), so that its TTL counts from now.
+        if not self._router.call_ended(record.session_id) or record.ttl is None:
+            return
+        background = self._host.background
+        if background is not None and anyio.current_time() - record.last_used >= record.ttl / 2:
+            background.start_soon(self._touch_quietly, record.session_id)
+
+    async def _touch_quietly(self, session_id: str) -> None:
+        with contextlib.suppress(SessionError, PoolError, ServerExited):
+            await self._store().touch(session_id)
 
     def stream(
         self,
@@ -634,17 +661,25 @@ class Pool:
         deadline = None if timeout is None else anyio.current_time() + timeout
         session = None if not session_id else await self._use_session(session_id, deadline)
         metadata = b"" if session is None else encode_metadata(session.metadata)
-        async with (
-            self._calls.on_a_worker(tool, deadline, session) as mux,
-            contextlib.aclosing(
-                mux.stream(
-                    tool, args, timeout=timeout, session_id=session_id, session_metadata=metadata
-                )
-            ) as items,
-        ):
-            # Closed explicitly: the remote cancel is queued before the slot is returned.
-            async for item in items:
-                yield item
+        try:
+            async with (
+                self._calls.on_a_worker(tool, deadline, session) as mux,
+                contextlib.aclosing(
+                    mux.stream(
+                        tool,
+                        args,
+                        timeout=timeout,
+                        session_id=session_id,
+                        session_metadata=metadata,
+                    )
+                ) as items,
+            ):
+                # Closed explicitly: the remote cancel is queued before the slot is returned.
+                async for item in items:
+                    yield item
+        finally:
+            if session is not None:
+                self._session_call_ended(session)
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -741,6 +776,11 @@ class Pool:
         # its sessions with it (memory), or left them to their TTL (a shared backend).
         with contextlib.suppress(PoolClosed, PoolDegraded, SessionError, ServerExited):
             await self.sessions.delete(session_id)
+
+    def _session_in_use(self, session_id: str) -> bool:
+        # The store's in_use: a call of it runs here (or the user's in_use says so).
+        user = self._user_in_use
+        return self._router.in_use(session_id) or (user is not None and user(session_id))
 
     async def _session_ended(self, record: SessionRecord, why: EndReason) -> None:
         # The store's on_end: the session's worker frees its state, then the user's on_end.

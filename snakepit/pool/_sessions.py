@@ -34,6 +34,27 @@ class SessionRouter:
         self._store = store
         self._live: dict[str, WorkerServer] = {}
         self._gone: OrderedDict[str, str] = OrderedDict()
+        #: Calls running now, by session (no key: none).
+        self._running: dict[str, int] = {}
+
+    # -- calls in flight ----------------------------------------------------------------
+
+    def in_use(self, session_id: str) -> bool:
+        """True while a call of ``session_id`` runs (the store does not expire it then)."""
+        return session_id in self._running
+
+    def call_began(self, session_id: str) -> None:
+        """A call of ``session_id`` began (after its touch)."""
+        self._running[session_id] = self._running.get(session_id, 0) + 1
+
+    def call_ended(self, session_id: str) -> bool:
+        """A call of ``session_id`` ended; True if it was the last one running."""
+        left = self._running[session_id] - 1
+        if left:
+            self._running[session_id] = left
+            return False
+        del self._running[session_id]
+        return True
 
     # -- what the tree tells ------------------------------------------------------------
 

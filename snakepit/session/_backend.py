@@ -8,16 +8,19 @@ expiry whatever the backend. Times are the store's clock
 (``anyio.current_time()``), in seconds.
 
 Every method is a coroutine, atomic on its own (a Redis backend uses one
-transaction or script per method); none is called concurrently with
-``aclose()``. A backend that persists outside the process (Redis) keeps its
-sessions across a restart of the store's server; the memory backend keeps its
-data in the backend object, outside the server's state, for the same reason.
+transaction or script per method), and may be called by many tasks at once
+(the store's ref reads, touches and pins through the backend in the caller's
+task); none is called concurrently with ``aclose()``. A backend that
+persists outside the process (Redis) keeps its sessions across a restart
+of the store's server; the memory backend keeps its data in the backend
+object, outside the server's state, for the same reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ("SessionBackend", "SessionRecord")
@@ -67,8 +70,43 @@ class SessionBackend(Protocol):
         """Store ``record`` over the one with its id; False (nothing written) if there is none."""
         ...
 
-    async def delete(self, session_id: str) -> SessionRecord | None:
-        """Remove ``session_id``; return the record removed, or None if there was none."""
+    async def touch(self, session_id: str, now: float) -> SessionRecord | None:
+        """Set ``last_used`` of a session that has not expired at ``now`` to ``now``, atomically.
+
+        :returns: the new record; None (nothing written) if there is no such
+            session or it expired at ``now`` (``expires_at <= now``).
+        """
+        ...
+
+    async def pin(
+        self,
+        session_id: str,
+        worker_id: str | None,
+        now: float,
+        *,
+        only_if_pinned_to: str | EllipsisType | None = ...,
+    ) -> SessionRecord | None:
+        """Set ``worker_id`` of a session that has not expired at ``now``, atomically.
+
+        With ``only_if_pinned_to`` (a worker id, or None for none), only if
+        the session is pinned to that now (a compare-and-set); ``...``:
+        whatever it is pinned to. ``last_used`` is unchanged.
+
+        :returns: the record after the call (the new one, or the current one
+            if the condition did not hold); None (nothing written) if there
+            is no such session or it expired at ``now``.
+        """
+        ...
+
+    async def delete(
+        self, session_id: str, *, expired_at: float | None = None
+    ) -> SessionRecord | None:
+        """Remove ``session_id``; return the record removed, or None if there was none.
+
+        With ``expired_at``, only if it has expired then (``expires_at <=
+        expired_at``), atomically: the store's sweep, which must not remove
+        a session another caller has just used.
+        """
         ...
 
     async def records(self) -> list[SessionRecord]:

@@ -64,6 +64,10 @@ class SessionStoreConfig:
         each session that ends (``why`` is ``"deleted"`` or ``"expired"``),
         in a task of the store's own, so a slow callback delays no call of
         the store. Its exceptions are logged, never raised.
+    :param in_use: ``in_use(session_id)``: True while a call of the session
+        runs (a pool sets it): such a session does not expire, whatever its
+        TTL (the pool touches it when a long call ends). None: any session
+        expires when its TTL passes.
     :raises ArgumentTypeError: an option has the wrong type.
     :raises ConfigError: an option's value is out of range.
     """
@@ -72,6 +76,7 @@ class SessionStoreConfig:
     max_sessions: int | None = None
     sweep_interval: float | None = None
     on_end: OnEnd | None = None
+    in_use: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, SessionBackend):
@@ -82,6 +87,8 @@ class SessionStoreConfig:
         check_seconds("sweep_interval", self.sweep_interval)
         if self.on_end is not None and not callable(self.on_end):
             raise ArgumentTypeError("on_end", f"must be callable or None, got {self.on_end!r}")
+        if self.in_use is not None and not callable(self.in_use):
+            raise ArgumentTypeError("in_use", f"must be callable or None, got {self.in_use!r}")
 
 
 def check_seconds(name: str, value: object) -> None:

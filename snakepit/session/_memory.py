@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from dataclasses import replace
+from types import EllipsisType
 from typing import Final
 
 from snakepit.errors import SessionLimitReached
@@ -86,8 +88,53 @@ class MemoryBackend:
             self._schedule(record)
         return True
 
-    async def delete(self, session_id: str) -> SessionRecord | None:
-        """Remove ``session_id``; return the record removed, or None if there was none."""
+    def _live(self, session_id: str, now: float) -> SessionRecord | None:
+        record = self._records.get(session_id)
+        if record is None:
+            return None
+        expires_at = record.expires_at
+        if expires_at is not None and expires_at <= now:
+            return None
+        return record
+
+    async def touch(self, session_id: str, now: float) -> SessionRecord | None:
+        """Set ``last_used`` to ``now`` unless the session is gone or expired; the new record."""
+        record = self._live(session_id, now)
+        if record is None:
+            return None
+        record = replace(record, last_used=now)
+        self._records[session_id] = record
+        if record.ttl is not None:
+            self._schedule(record)
+        return record
+
+    async def pin(
+        self,
+        session_id: str,
+        worker_id: str | None,
+        now: float,
+        *,
+        only_if_pinned_to: str | EllipsisType | None = ...,
+    ) -> SessionRecord | None:
+        """Set ``worker_id`` (if pinned to ``only_if_pinned_to``); the record, or None if gone."""
+        record = self._live(session_id, now)
+        if record is None:
+            return None
+        if only_if_pinned_to is not ... and record.worker_id != only_if_pinned_to:
+            return record
+        record = replace(record, worker_id=worker_id)
+        self._records[session_id] = record
+        return record
+
+    async def delete(
+        self, session_id: str, *, expired_at: float | None = None
+    ) -> SessionRecord | None:
+        """Remove ``session_id`` (with ``expired_at``: only if expired then); the record removed."""
+        if expired_at is not None:
+            record = self._records.get(session_id)
+            expires_at = None if record is None else record.expires_at
+            if expires_at is None or expires_at > expired_at:
+                return None
         self._seq.pop(session_id, None)  # its heap entry is stale from now on
         return self._records.pop(session_id, None)
 

@@ -5,13 +5,19 @@ as JSON, and a sorted set ``{NS}:expiry`` of session id -> its
 ``expires_at`` (a record whose ``ttl`` is None is not in it), which answers
 :meth:`~RedisBackend.due` with one range query. The namespace is in braces
 (a Redis Cluster hash tag) so both keys live on one node and a script may
-touch both.
+touch both. In the JSON, times are the exact ``repr()`` of their float and
+the metadata is JSON text, both as strings: a script decodes a record, sets
+a field and encodes it again (Redis's cjson) without changing the others.
 
 Each method is one command or one Lua script, so atomic on the server:
 :meth:`~RedisBackend.create` checks the id and the limit and writes both keys
 in one script, so concurrent creates (from this process or from pools on
-other hosts) never exceed the limit. It runs on asyncio only (the ``redis``
-package's asyncio client); install it with ``pip install 'snakepit[redis]'``.
+other hosts) never exceed the limit; :meth:`~RedisBackend.touch` and
+:meth:`~RedisBackend.pin` read, check (the expiry, the pin they replace)
+and write in one script, so stores on several hosts lose no update; the
+sweep's delete removes a session only if it has expired by then. It runs
+on asyncio only (the ``redis`` package's asyncio client); install it with
+``pip install 'snakepit[redis]'``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from types import EllipsisType
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,10 +67,57 @@ end
 return 1
 """
 
-# KEYS as above; ARGV: id. The JSON removed, or nil.
+# A live record (the JSON in `value`, decoded to `r`) at ARGV[2] (now), or a return of false.
+_LIVE: Final = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return false end
+local r = cjson.decode(value)
+if r.ttl ~= cjson.null and tonumber(r.last_used) + tonumber(r.ttl) <= tonumber(ARGV[2]) then
+  return false
+end
+"""
+
+# KEYS as above; ARGV: id, now. The new JSON, or nil (no such session, or expired).
+_TOUCH: Final = (
+    _LIVE
+    + """
+r.last_used = ARGV[2]
+if r.ttl ~= cjson.null then
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(r.ttl), ARGV[1])
+end
+value = cjson.encode(r)
+redis.call('HSET', KEYS[1], ARGV[1], value)
+return value
+"""
+)
+
+# KEYS as above; ARGV: id, now, worker ("" none), "is" to compare first ("" not),
+# the worker it must be pinned to ("" none). The JSON after it, or nil (gone or expired).
+_PIN: Final = (
+    _LIVE
+    + """
+if ARGV[4] == 'is' then
+  local current = r.worker_id
+  if current == cjson.null then current = '' end
+  if current ~= ARGV[5] then return value end
+end
+if ARGV[3] == '' then r.worker_id = cjson.null else r.worker_id = ARGV[3] end
+value = cjson.encode(r)
+redis.call('HSET', KEYS[1], ARGV[1], value)
+return value
+"""
+)
+
+# KEYS as above; ARGV: id, expired_at ("": whatever its expiry). The JSON removed, or nil.
 _DELETE: Final = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return false end
+if ARGV[2] ~= '' then
+  local r = cjson.decode(value)
+  if r.ttl == cjson.null or tonumber(r.last_used) + tonumber(r.ttl) > tonumber(ARGV[2]) then
+    return false
+  end
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return value
@@ -87,13 +141,15 @@ def _score(value: float | None) -> str:
 
 
 def _encode(record: SessionRecord) -> str:
+    # Times as their exact repr and the metadata as JSON text: strings, which
+    # a script's cjson decodes and encodes again unchanged.
     return json.dumps(
         {
             "session_id": record.session_id,
-            "created_at": record.created_at,
-            "last_used": record.last_used,
-            "ttl": record.ttl,
-            "metadata": dict(record.metadata),
+            "created_at": repr(float(record.created_at)),
+            "last_used": repr(float(record.last_used)),
+            "ttl": _score(record.ttl) or None,
+            "metadata": json.dumps(dict(record.metadata), separators=(",", ":")),
             "worker_id": record.worker_id,
             "affinity": record.affinity,
         },
@@ -190,6 +246,8 @@ class RedisBackend:
         self._create = self._client.register_script(_CREATE)
         self._replace = self._client.register_script(_REPLACE)
         self._delete = self._client.register_script(_DELETE)
+        self._touch = self._client.register_script(_TOUCH)
+        self._pin = self._client.register_script(_PIN)
         self._due = self._client.register_script(_DUE)
 
     def __repr__(self) -> str:
@@ -224,12 +282,13 @@ class RedisBackend:
             if not isinstance(raw, bytes | str):
                 raise TypeError(f"a reply of type {type(raw).__name__}")
             data = json.loads(raw)
+            ttl = data["ttl"]
             return SessionRecord(
                 session_id=data["session_id"],
-                created_at=data["created_at"],
-                last_used=data["last_used"],
-                ttl=data["ttl"],
-                metadata=data["metadata"],
+                created_at=float(data["created_at"]),
+                last_used=float(data["last_used"]),
+                ttl=None if ttl is None else float(ttl),
+                metadata=json.loads(data["metadata"]),
                 worker_id=data["worker_id"],
                 affinity=data["affinity"],
             )
@@ -276,13 +335,52 @@ class RedisBackend:
         done = await self._run("replace", lambda: self._replace(keys=keys, args=args))
         return bool(done == 1)
 
-    async def delete(self, session_id: str) -> SessionRecord | None:
-        """Remove ``session_id``; return the record removed, or None (one script).
+    async def touch(self, session_id: str, now: float) -> SessionRecord | None:
+        """Set ``last_used`` to ``now`` unless the session is gone or expired (one script).
 
+        :returns: the new record, or None (nothing written).
         :raises SessionBackendError: Redis is unreachable or answered an error.
         """
         keys = [self._hash, self._expiry]
-        raw = await self._run("delete", lambda: self._delete(keys=keys, args=[session_id]))
+        args = [session_id, _score(now)]
+        raw = await self._run("touch", lambda: self._touch(keys=keys, args=args))
+        return None if raw is None else self._decode(raw)
+
+    async def pin(
+        self,
+        session_id: str,
+        worker_id: str | None,
+        now: float,
+        *,
+        only_if_pinned_to: str | EllipsisType | None = ...,
+    ) -> SessionRecord | None:
+        """Set ``worker_id`` (if pinned to ``only_if_pinned_to``) unless gone or expired.
+
+        One script.
+
+        :returns: the record after it (see the protocol), or None (nothing written).
+        :raises SessionBackendError: Redis is unreachable or answered an error.
+        """
+        keys = [self._hash, self._expiry]
+        compare = "" if only_if_pinned_to is ... else "is"
+        expected = (
+            "" if only_if_pinned_to is ... or only_if_pinned_to is None else only_if_pinned_to
+        )
+        args = [session_id, _score(now), worker_id or "", compare, expected]
+        raw = await self._run("pin", lambda: self._pin(keys=keys, args=args))
+        return None if raw is None else self._decode(raw)
+
+    async def delete(
+        self, session_id: str, *, expired_at: float | None = None
+    ) -> SessionRecord | None:
+        """Remove ``session_id`` (with ``expired_at``: only if expired then); one script.
+
+        :returns: the record removed, or None.
+        :raises SessionBackendError: Redis is unreachable or answered an error.
+        """
+        keys = [self._hash, self._expiry]
+        args = [session_id, _score(expired_at)]
+        raw = await self._run("delete", lambda: self._delete(keys=keys, args=args))
         return None if raw is None else self._decode(raw)
 
     async def records(self) -> list[SessionRecord]:

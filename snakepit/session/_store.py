@@ -35,6 +35,7 @@ from ._store_ref import (
     SessionStoreRef,
     _Create,
     _Delete,
+    _expired,
     _Failed,
     _Get,
     _Pin,
@@ -47,11 +48,6 @@ logger = logging.getLogger("snakepit.session")
 
 # Bytes of randomness in an id the store chooses (32 hex digits).
 _ID_BYTES: Final = 16
-
-
-def _expired(record: SessionRecord, now: float) -> bool:
-    expires_at = record.expires_at
-    return expires_at is not None and expires_at <= now
 
 
 class SessionStore(GenServer[Any, Any, None]):
@@ -80,7 +76,8 @@ class SessionStore(GenServer[Any, Any, None]):
 
     ref_class = SessionStoreRef
     ref: SessionStoreRef
-    _config: SessionStoreConfig  # set by init
+    #: Its config (set by ``init``); the ref reads its backend.
+    config: SessionStoreConfig
 
     def __init__(self) -> None:
         self._tg: TaskGroup | None = None
@@ -149,7 +146,7 @@ class SessionStore(GenServer[Any, Any, None]):
             raise ArgumentTypeError(
                 "arg", f"a SessionStore takes a SessionStoreConfig, got {arg!r}"
             )
-        self._config = config
+        self.config = config
         if config.sweep_interval is not None:
             self._interval = config.sweep_interval
         await self._expire_due(anyio.current_time())
@@ -169,7 +166,7 @@ class SessionStore(GenServer[Any, Any, None]):
     # -- the rules ----------------------------------------------------------------------
 
     async def _handle(self, request: Any, now: float) -> Any:
-        backend = self._config.backend
+        backend = self.config.backend
         if type(request) is _Get:
             return await self._live(request.session_id, now)
         if type(request) is _Touch:
@@ -198,24 +195,28 @@ class SessionStore(GenServer[Any, Any, None]):
             return await self._expire_due(now)
         raise ValueError(f"unknown request {request!r}")
 
+    def _in_use(self, session_id: str) -> bool:
+        in_use = self.config.in_use
+        return in_use is not None and in_use(session_id)
+
     async def _live(self, session_id: str, now: float) -> SessionRecord:
-        record = await self._config.backend.get(session_id)
+        record = await self.config.backend.get(session_id)
         if record is None:
             raise SessionNotFound(session_id)
-        if _expired(record, now):
-            await self._end(session_id, "expired")
+        if _expired(record, now) and not self._in_use(session_id):
+            await self._end(session_id, "expired", expired_at=now)
             raise SessionNotFound(session_id, "it expired")
         return record
 
     async def _replace(self, record: SessionRecord) -> SessionRecord:
-        if not await self._config.backend.replace(record):
+        if not await self.config.backend.replace(record):
             raise SessionNotFound(record.session_id)  # removed behind our back (another host)
         return record
 
     async def _create(self, request: _Create, now: float) -> SessionRecord:
         # Expired sessions neither hold their ids nor count against max_sessions.
         await self._expire_due(now)
-        backend = self._config.backend
+        backend = self.config.backend
         while True:
             session_id = request.session_id or secrets.token_hex(_ID_BYTES)
             record = SessionRecord(
@@ -226,13 +227,13 @@ class SessionStore(GenServer[Any, Any, None]):
                 metadata=request.metadata,
                 affinity=request.affinity,
             )
-            if await backend.create(record, limit=self._config.max_sessions):
+            if await backend.create(record, limit=self.config.max_sessions):
                 self.known_count += 1
                 break
             if request.session_id is not None:
                 raise SessionExists(session_id)
             # A random id that is taken: draw another.
-        if request.ttl is not None and self._config.sweep_interval is None:
+        if request.ttl is not None and self.config.sweep_interval is None:
             interval = derived_sweep_interval(request.ttl)
             if interval < self._interval:
                 self._interval = interval
@@ -241,18 +242,21 @@ class SessionStore(GenServer[Any, Any, None]):
         return record
 
     async def _delete(self, session_id: str, now: float) -> SessionRecord | None:
-        record = await self._config.backend.delete(session_id)
+        record = await self.config.backend.delete(session_id)
         if record is None:
             return None
         self.known_count = max(0, self.known_count - 1)
-        if _expired(record, now):
+        if _expired(record, now) and not self._in_use(session_id):
             self._notify(record, "expired")
             return None
         self._notify(record, "deleted")
         return record
 
-    async def _end(self, session_id: str, why: EndReason) -> SessionRecord | None:
-        record = await self._config.backend.delete(session_id)
+    async def _end(
+        self, session_id: str, why: EndReason, *, expired_at: float | None = None
+    ) -> SessionRecord | None:
+        # With expired_at: only if it has expired then (another caller may have just used it).
+        record = await self.config.backend.delete(session_id, expired_at=expired_at)
         if record is not None:
             self.known_count = max(0, self.known_count - 1)
             self._notify(record, why)
@@ -260,20 +264,22 @@ class SessionStore(GenServer[Any, Any, None]):
 
     async def _expire_due(self, now: float) -> int:
         ended = 0
-        for record in await self._config.backend.due(now):
-            if await self._end(record.session_id, "expired") is not None:
+        for record in await self.config.backend.due(now):
+            if self._in_use(record.session_id):
+                continue  # a call of it runs: it expires once idle for its TTL
+            if await self._end(record.session_id, "expired", expired_at=now) is not None:
                 ended += 1
         return ended
 
     # -- helpers in the server's task group ----------------------------------------------
 
     def _notify(self, record: SessionRecord, why: EndReason) -> None:
-        if self._config.on_end is not None:
+        if self.config.on_end is not None:
             assert self._tg is not None
             self._tg.start_soon(self._call_on_end, record, why)
 
     async def _call_on_end(self, record: SessionRecord, why: EndReason) -> None:
-        on_end = self._config.on_end
+        on_end = self.config.on_end
         assert on_end is not None
         try:
             result = on_end(record, why)

@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any, Final, cast
 
+import anyio
+
+from snakepit.errors import CallTimeout
 from snakepit.otp import DEFAULT_TIMEOUT, ServerRef
 
-from ._backend import SessionRecord
+from ._backend import SessionBackend, SessionRecord
 from ._config import (
     DEFAULT_TTL,
     Affinity,
+    SessionStoreConfig,
     check_affinity,
     check_seconds,
     check_session_id,
     check_worker_id,
     checked_metadata,
 )
+from ._memory import MemoryBackend
 
 __all__ = ("SessionStoreRef",)
+
+
+def _expired(record: SessionRecord, now: float) -> bool:
+    expires_at = record.expires_at
+    return expires_at is not None and expires_at <= now
+
 
 # -- requests (made by SessionStoreRef only, after it checked the arguments) ---------
 
@@ -92,6 +103,42 @@ class SessionStoreRef(ServerRef[Any, Any]):
             raise reply.error
         return reply
 
+    def _store_backend(self) -> SessionBackend | None:
+        """The store's backend, for a read or an atomic update from the caller's task.
+
+        None when the server is not running (the caller asks it instead, and
+        gets its ServerExited).
+        """
+        if not self.alive:
+            return None
+        config: SessionStoreConfig | None = getattr(self.server, "config", None)
+        return None if config is None else config.backend
+
+    async def _direct(
+        self,
+        what: str,
+        operation: Callable[[SessionBackend], Awaitable[SessionRecord | None]],
+        timeout: float | None,
+    ) -> SessionRecord | None:
+        """``operation(backend)`` in the caller's task (None: ask the server instead).
+
+        Each backend method is atomic on its own, so a read, a touch or a pin
+        needs no turn in the server's mailbox: calls of many tasks run at
+        once (Redis), and a memory backend's cost no message. Only what the
+        store must decide (a session that expired, or does not exist) goes
+        through the server.
+        """
+        backend = self._store_backend()
+        if backend is None:
+            return None
+        if timeout is None or type(backend) is MemoryBackend:  # no await point in it
+            return await operation(backend)
+        with anyio.move_on_after(timeout):
+            return await operation(backend)
+        raise CallTimeout(
+            f"{self!r}: no reply to {what} within {timeout}s", server=self, timeout=timeout
+        )
+
     async def create(
         self,
         session_id: str | None = None,
@@ -135,6 +182,9 @@ class SessionStoreRef(ServerRef[Any, Any]):
         :raises ArgumentTypeError, ConfigError: ``session_id`` is not a non-empty str.
         """
         check_session_id(session_id)
+        record = await self._direct("get", lambda b: b.get(session_id), timeout)
+        if record is not None and not _expired(record, anyio.current_time()):
+            return record
         return cast(SessionRecord, await self._ask(_Get(session_id), timeout))
 
     async def touch(
@@ -146,6 +196,11 @@ class SessionStoreRef(ServerRef[Any, Any]):
         :raises ArgumentTypeError, ConfigError: ``session_id`` is not a non-empty str.
         """
         check_session_id(session_id)
+        now = anyio.current_time()
+        record = await self._direct("touch", lambda b: b.touch(session_id, now), timeout)
+        if record is not None:
+            return record
+        # Gone, or expired (the server ends it, unless a call of it runs).
         return cast(SessionRecord, await self._ask(_Touch(session_id), timeout))
 
     async def pin(
@@ -173,6 +228,14 @@ class SessionStoreRef(ServerRef[Any, Any]):
         check_worker_id(worker_id)
         if only_if_pinned_to is not ...:
             check_worker_id(only_if_pinned_to)
+        now = anyio.current_time()
+        record = await self._direct(
+            "pin",
+            lambda b: b.pin(session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to),
+            timeout,
+        )
+        if record is not None:
+            return record
         request = _Pin(session_id, worker_id, only_if_pinned_to)
         return cast(SessionRecord, await self._ask(request, timeout))
 

@@ -21,6 +21,7 @@ from trio.testing import MockClock
 from snakepit.errors import (
     ArgumentTypeError,
     ConfigError,
+    ServerExited,
     SessionExists,
     SessionLimitReached,
     SessionNotFound,
@@ -124,6 +125,78 @@ class TestBackendContract:
         assert [r.session_id for r in await backend.due(1e9)] == ["late"]
         await backend.replace(record("late", 0.0, None))  # never expires now
         assert await backend.due(1e9) == []
+
+    async def test_touch_sets_last_used_of_a_live_session_only(
+        self, backend: SessionBackend
+    ) -> None:
+        await backend.create(record("a", 1.0, 10.0, worker_id="w1"), limit=None)
+        touched = await backend.touch("a", 4.5)
+        assert touched == record("a", 4.5, 10.0, worker_id="w1")
+        assert touched is not None
+        assert touched.created_at == 0.0  # unchanged
+        assert await backend.get("a") == touched
+        assert [r.session_id for r in await backend.due(14.5)] == ["a"]  # its expiry moved
+        assert await backend.due(14.0) == []
+        assert await backend.touch("a", 14.5) is None  # expired then: nothing written
+        assert await backend.get("a") == touched
+        assert await backend.touch("nope", 1.0) is None
+        await backend.create(record("forever", 1.0, None), limit=None)
+        assert await backend.touch("forever", 1e9) == record("forever", 1e9, None)
+        assert await backend.due(1e10) == [touched]  # "forever" is never due
+
+    async def test_pin_and_compare_and_set_pin(self, backend: SessionBackend) -> None:
+        await backend.create(record("a", 1.0, 10.0), limit=None)
+        assert await backend.pin("a", "w1", 2.0) == record("a", 1.0, 10.0, worker_id="w1")
+        # Only if pinned to w0 (it is not): nothing written, the current record back.
+        kept = await backend.pin("a", "w2", 2.0, only_if_pinned_to="w0")
+        assert kept == record("a", 1.0, 10.0, worker_id="w1")
+        assert await backend.pin("a", "w2", 2.0, only_if_pinned_to=None) == kept
+        moved = await backend.pin("a", "w2", 2.0, only_if_pinned_to="w1")
+        assert moved == record("a", 1.0, 10.0, worker_id="w2")
+        assert await backend.pin("a", None, 2.0) == record("a", 1.0, 10.0)  # unpinned
+        first = await backend.pin("a", "w3", 2.0, only_if_pinned_to=None)
+        assert first == record("a", 1.0, 10.0, worker_id="w3")
+        assert await backend.pin("a", "w4", 11.0) is None  # expired at 11: nothing written
+        assert await backend.pin("nope", "w1", 2.0) is None
+        assert await backend.get("a") == first
+
+    async def test_the_sweeps_delete_removes_only_what_has_expired(
+        self, backend: SessionBackend
+    ) -> None:
+        await backend.create(record("a", 1.0, 10.0), limit=None)
+        await backend.create(record("forever", 1.0, None), limit=None)
+        assert await backend.delete("a", expired_at=10.9) is None  # not yet
+        assert await backend.delete("forever", expired_at=1e9) is None  # never
+        await backend.touch("a", 5.0)  # used meanwhile: expires at 15
+        assert await backend.delete("a", expired_at=11.0) is None
+        assert await backend.delete("a", expired_at=15.0) == record("a", 5.0, 10.0)
+        assert await backend.get("a") is None
+        assert await backend.delete("a", expired_at=99.0) is None
+        assert await backend.count() == 1
+
+    async def test_updates_keep_every_other_field_exactly(self, backend: SessionBackend) -> None:
+        # (A Redis script decodes and encodes the record: times, metadata and
+        # ids must come back bit for bit.)
+        metadata = {
+            "f": 0.1 + 0.2,
+            "big": 2**60 + 1,
+            "e": [],
+            "d": {},
+            "s": 'é/\\"x\u2028',
+            "n": None,
+            "deep": [[{"a": [1.5e-300]}]],
+        }
+        made = record("é/s", 1234567.891011121314, 0.3, metadata=metadata, affinity="hint")
+        assert await backend.create(made, limit=None)
+        touched = await backend.touch("é/s", 1234567.9000000001)
+        pinned = await backend.pin("é/s", "w9.1@run", 1234567.9000000001)
+        from dataclasses import replace
+
+        assert touched == replace(made, last_used=1234567.9000000001)
+        assert pinned == replace(made, last_used=1234567.9000000001, worker_id="w9.1@run")
+        assert await backend.get("é/s") == pinned
+        assert pinned is not None
+        assert pinned.metadata == metadata
 
 
 def test_memory_backend_drops_stale_expiry_entries() -> None:
@@ -519,3 +592,59 @@ class TestExpiry:
             await ended.wait_for(1)
             assert ended.calls == [("short", "expired")]
             assert ended.times[0] <= t0 + 1.5
+
+    async def test_a_session_in_use_does_not_expire(self, mock_clock: MockClock) -> None:
+        # A pool says which sessions have a call running (in_use): a call
+        # longer than the TTL must not lose its session under it.
+        ended = Ended()
+        busy = {"long"}
+        options = {"on_end": ended, "sweep_interval": 1.0, "in_use": busy.__contains__}
+        async with store_of(MemoryBackend(), **options) as store:
+            await store.create("long", ttl=5)
+            await store.create("idle", ttl=5)
+            mock_clock.jump(10)  # both past their TTL; sweeps ran
+            await ended.wait_for(1, timeout=60)
+            assert ended.calls == [("idle", "expired")]
+            assert [r.session_id for r in await store.list()] == ["long"]
+            record = await store.touch("long")  # used again while in use: fine
+            assert record.last_used == anyio.current_time()
+            busy.clear()  # its call ended
+            mock_clock.jump(5)
+            await ended.wait_for(2, timeout=60)
+            assert ended.calls[1] == ("long", "expired")
+
+
+class TestTheRefsFastPath:
+    """Reads, touches and pins go to the backend from the caller's task, one atomic operation."""
+
+    async def test_touch_pin_and_get_are_one_backend_operation_each(self) -> None:
+        calls: list[str] = []
+
+        class Recording(MemoryBackend):
+            async def get(self, session_id: str) -> SessionRecord | None:
+                calls.append("get")
+                return await super().get(session_id)
+
+            async def replace(self, record: SessionRecord) -> bool:
+                calls.append("replace")
+                return await super().replace(record)
+
+            async def touch(self, session_id: str, now: float) -> SessionRecord | None:
+                calls.append("touch")
+                return await super().touch(session_id, now)
+
+        async with store_of(Recording()) as store:
+            await store.create("s")
+            calls.clear()
+            await store.touch("s")
+            await store.pin("s", "w1", only_if_pinned_to=None)
+            await store.get("s")
+            assert calls == ["touch", "get"]  # pin: MemoryBackend.pin, not get + replace
+
+    async def test_a_dead_store_still_raises_server_exited(self) -> None:
+        async with store_of(MemoryBackend()) as store:
+            await store.create("s")
+        with pytest.raises(ServerExited):
+            await store.touch("s")
+        with pytest.raises(ServerExited):
+            await store.pin("s", "w1")

@@ -24,7 +24,7 @@ from snakepit.errors import (
     WorkerBusy,
 )
 from snakepit.pool import Pool, PoolSession
-from snakepit.session import MemoryBackend, SessionRecord, SessionStoreConfig
+from snakepit.session import MemoryBackend, SessionRecord, SessionStore, SessionStoreConfig
 
 from ._adapters import WAIT, Control
 from ._helpers import worker_ref
@@ -427,5 +427,39 @@ class TestCancellation:
                     await backend.creating.wait()
                 tg.cancel_scope.cancel()  # while the store writes the session
                 backend.gate.set()
-            assert await pool.sessions.list() == []  # created, then deleted at the block's end
-            assert pool.stats().requests == 0  # the body's call never ran
+            # created, then deleted at the block's end (the cancel reached the body)
+            assert await pool.sessions.list() == []
+            assert entered
+
+
+class TestInUse:
+    async def test_a_session_is_in_use_for_the_store_while_its_calls_run(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        # Found by a review: a call longer than its session's TTL saw the
+        # session expire under it (on_session_end freed its state mid-call).
+        # The pool tells its store which sessions have a call running (the
+        # store's own test shows such a session does not expire, on a MockClock).
+        async with make_pool(size=2) as pool, pool.session() as s:
+            server = pool.sessions.server
+            assert isinstance(server, SessionStore)
+            in_use = server.config.in_use
+            assert in_use is not None
+            assert not in_use(s.session_id)
+            holders = [anyio.CancelScope(), anyio.CancelScope()]
+
+            async def hold(scope: anyio.CancelScope) -> None:
+                with scope:
+                    await s.execute("block")
+
+            async with anyio.create_task_group() as tg:
+                for scope in holders:
+                    tg.start_soon(hold, scope)
+                await control.wait_blocked(2)
+                assert in_use(s.session_id)
+                holders[0].cancel()
+                await anyio.wait_all_tasks_blocked()
+                assert in_use(s.session_id)  # one call still runs
+                holders[1].cancel()
+            assert not in_use(s.session_id)
+            assert not in_use("another")
