@@ -160,7 +160,8 @@ class Calls:
             worker = await scheduler.checkout(note_wait, deadline=deadline)
         else:
             worker = await self._router.take_slot(session, note_wait, deadline)
-        if waited and deadline - anyio.current_time() < MIN_RUN_TIME:
+        # A session call may also have spent its time on the store (a touch, a pin).
+        if (waited or session is not None) and deadline - anyio.current_time() < MIN_RUN_TIME:
             scheduler.checkin(worker)
             raise QueueTimeout(
                 f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "

@@ -15,17 +15,17 @@ from typing import Any, Final, Literal, TypeAlias, Unpack
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from snakepit._wire._session import encode_metadata
 from snakepit.errors import (
     ArgumentTypeError,
+    CallTimeout,
     ConfigError,
     PoolClosed,
     PoolDegraded,
-    PoolError,
     PoolStartError,
-    ServerExited,
     SessionError,
+    SessionExists,
     SessionNotFound,
+    SnakepitError,
     WaitTimeout,
     WorkerCrashed,
     WorkerStopping,
@@ -53,7 +53,7 @@ from ._launch._local import LocalLauncher
 from ._recycling import Recycler
 from ._scheduler import Scheduler
 from ._session import PoolSession
-from ._sessions import SessionRouter
+from ._sessions import SessionRouter, store_timeout
 from ._stats import PoolStats, WorkerInfo
 from ._tree import WorkerTree, why
 from ._worker_server import IllegalTransition, WorkerServer
@@ -589,7 +589,7 @@ class Pool:
                     args,
                     timeout=timeout,
                     session_id=session_id,
-                    session_metadata=encode_metadata(session.metadata),
+                    session_metadata=self._router.metadata_of(session),
                 )
         finally:
             self._session_call_ended(session)
@@ -603,8 +603,14 @@ class Pool:
         :raises SessionNotFound: no such session (never made, deleted, expired).
         """
         self._running()
-        timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
-        record = await self._store().touch(session_id, timeout=timeout)
+        if deadline is None:
+            record = await self._store().touch(session_id)
+        else:
+            timeout = max(deadline - anyio.current_time(), 1e-6)
+            try:
+                record = await self._store().touch(session_id, timeout=timeout)
+            except CallTimeout as exc:
+                raise store_timeout(exc, "a touch") from None
         self._router.call_began(session_id)
         return record
 
@@ -618,7 +624,7 @@ class Pool:
             background.start_soon(self._touch_quietly, record.session_id)
 
     async def _touch_quietly(self, session_id: str) -> None:
-        with contextlib.suppress(SessionError, PoolError, ServerExited):
+        with contextlib.suppress(SnakepitError):  # gone meanwhile, or the store is
             await self._store().touch(session_id)
 
     def stream(
@@ -660,7 +666,7 @@ class Pool:
     ) -> AsyncGenerator[Any, None]:
         deadline = None if timeout is None else anyio.current_time() + timeout
         session = None if not session_id else await self._use_session(session_id, deadline)
-        metadata = b"" if session is None else encode_metadata(session.metadata)
+        metadata = b"" if session is None else self._router.metadata_of(session)
         try:
             async with (
                 self._calls.on_a_worker(tool, deadline, session) as mux,
@@ -754,15 +760,20 @@ class Pool:
             if session_id is not None:
                 with contextlib.suppress(SessionNotFound):
                     record = await store.get(session_id)
-            if record is not None:
-                _check_resumed(record, ttl, affinity, metadata)
+            if record is None:
+                try:
+                    record = await store.create(
+                        session_id,
+                        ttl=DEFAULT_TTL if ttl is ... else ttl,
+                        affinity=affinity if affinity is not None else "hint",
+                        metadata=metadata,
+                    )
+                except SessionExists:
+                    assert session_id is not None
+                    record = await store.get(session_id)  # created meanwhile: resumed
+                    _check_resumed(record, ttl, affinity, metadata)
             else:
-                record = await store.create(
-                    session_id,
-                    ttl=DEFAULT_TTL if ttl is ... else ttl,
-                    affinity=affinity if affinity is not None else "hint",
-                    metadata=metadata,
-                )
+                _check_resumed(record, ttl, affinity, metadata)
         assert record is not None  # (a shielded scope swallows no exception)
         try:
             yield PoolSession(self, record)
@@ -773,9 +784,22 @@ class Pool:
 
     async def _end_session(self, session_id: str) -> None:
         # The end of a pool.session() block: a pool that stopped meanwhile took
-        # its sessions with it (memory), or left them to their TTL (a shared backend).
-        with contextlib.suppress(PoolClosed, PoolDegraded, SessionError, ServerExited):
+        # its sessions with it (memory), or left them to their TTL (a shared
+        # backend). A delete that fails (a store that does not answer, Redis
+        # down) is logged, not raised: it must not hide the block's own error.
+        try:
             await self.sessions.delete(session_id)
+        except PoolClosed:
+            pass
+        except SnakepitError as exc:
+            logger.warning(
+                "%r: the session %r was not deleted at the end of its block (%s: %s); "
+                "it ends with its TTL",
+                self,
+                session_id,
+                type(exc).__name__,
+                exc,
+            )
 
     def _session_in_use(self, session_id: str) -> bool:
         # The store's in_use: a call of it runs here (or the user's in_use says so).
@@ -784,7 +808,12 @@ class Pool:
 
     async def _session_ended(self, record: SessionRecord, why: EndReason) -> None:
         # The store's on_end: the session's worker frees its state, then the user's on_end.
-        self._router.ended(record, why)
+        try:
+            self._router.ended(record, why)
+        except Exception:
+            logger.exception(
+                "%r: telling the worker that session %r ended failed", self, record.session_id
+            )
         if self._user_on_end is not None:
             result = self._user_on_end(record, why)
             if inspect.isawaitable(result):

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
-from snakepit.errors import SessionError, SessionWorkerLost, WorkerBusy
+import anyio
+
+from snakepit._wire._session import encode_metadata
+from snakepit.errors import (
+    CallTimeout,
+    QueueTimeout,
+    SessionError,
+    SessionNotFound,
+    SessionWorkerLost,
+    WorkerBusy,
+)
 from snakepit.session import EndReason, SessionRecord, SessionStoreRef
 
 from ._scheduler import PinnedWorkerGone, Scheduler
@@ -14,6 +25,21 @@ from ._worker_server import WorkerServer
 
 #: Workers that left service whose reason a session pinned to them is told (the newest).
 GONE_KEPT: Final = 1024
+#: Sessions whose metadata's wire form is kept (the most recently used).
+METADATA_KEPT: Final = 4096
+
+logger = logging.getLogger("snakepit.pool")
+
+
+def store_timeout(exc: CallTimeout, doing: str) -> QueueTimeout:
+    """The error of a call whose timeout passed while the session store answered: it did not run."""
+    error = QueueTimeout(
+        f"the session store did not answer ({doing}) within the call's timeout "
+        "(the tool did not run)",
+        timeout=exc.timeout,
+    )
+    error.__cause__ = exc
+    return error
 
 
 class SessionRouter:
@@ -36,6 +62,26 @@ class SessionRouter:
         self._gone: OrderedDict[str, str] = OrderedDict()
         #: Calls running now, by session (no key: none).
         self._running: dict[str, int] = {}
+        #: Sessions that ended while calls of them ran here: session id ->
+        #: the ``created_at`` of each ended one (an id may be used again).
+        self._ended: dict[str, set[float]] = {}
+        #: The wire form of a session's metadata, by (id, created_at).
+        self._metadata: OrderedDict[tuple[str, float], bytes] = OrderedDict()
+
+    def metadata_of(self, record: SessionRecord) -> bytes:
+        """The session's metadata as the worker receives it, encoded once per session."""
+        if not record.metadata:
+            return b""
+        key = (record.session_id, record.created_at)
+        cache = self._metadata
+        data = cache.get(key)
+        if data is None:
+            data = cache[key] = encode_metadata(record.metadata)
+            if len(cache) > METADATA_KEPT:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        return data
 
     # -- calls in flight ----------------------------------------------------------------
 
@@ -54,6 +100,7 @@ class SessionRouter:
             self._running[session_id] = left
             return False
         del self._running[session_id]
+        self._ended.pop(session_id, None)
         return True
 
     # -- what the tree tells ------------------------------------------------------------
@@ -83,10 +130,28 @@ class SessionRouter:
         return "it is not one of this pool's workers (another pool's, or gone long ago)"
 
     def ended(self, record: SessionRecord, why: EndReason) -> None:
-        """The store's ``on_end``: the worker the session was pinned to frees its state."""
-        worker = self._live.get(record.worker_id) if record.worker_id is not None else None
+        """The store's ``on_end``: the worker the session was pinned to frees its state.
+
+        Calls of it still waiting for a slot here raise ``SessionNotFound``.
+        """
+        session_id = record.session_id
+        self._metadata.pop((session_id, record.created_at), None)
+        if session_id in self._running:
+            self._ended.setdefault(session_id, set()).add(record.created_at)
+        self._tell_end(record.worker_id, session_id)
+
+    def _tell_end(self, pin: str | None, session_id: str) -> None:
+        # The worker runs Adapter.on_session_end once its calls of the session ended.
+        worker = None if pin is None else self._live.get(pin)
         if worker is not None and worker.mux is not None:
-            worker.mux.end_session(record.session_id)
+            worker.mux.end_session(session_id)
+
+    def _check_not_ended(self, record: SessionRecord, worker: WorkerServer) -> WorkerServer:
+        ended = self._ended.get(record.session_id)
+        if ended is not None and record.created_at in ended:
+            self._scheduler.checkin(worker)
+            raise SessionNotFound(record.session_id, "it was deleted while the call waited")
+        return worker
 
     # -- a session's call ---------------------------------------------------------------
 
@@ -105,10 +170,25 @@ class SessionRouter:
         is pinned to the first free worker (atomically: of two first calls at
         once, a strict session's both go to the worker the first one pinned).
 
+        A hint session that moves from a worker still in service tells that
+        one the session ended there (its ``on_session_end`` frees what it
+        kept). A session deleted while its call waited raises
+        :class:`~snakepit.errors.SessionNotFound` (the slot goes back).
+
         :raises SessionWorkerLost: a strict session's worker left service.
         :raises WorkerBusy: a ``strict_fail_fast`` session's worker has no free slot.
-        :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: as an unpinned call.
+        :raises SessionNotFound: it was deleted while the call waited.
+        :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: as an unpinned call
+            (QueueTimeout too when the store did not answer a pin before ``deadline``).
         """
+        return self._check_not_ended(record, await self._take(record, on_wait, deadline))
+
+    async def _take(
+        self,
+        record: SessionRecord,
+        on_wait: Callable[[int], object] | None,
+        deadline: float | None,
+    ) -> WorkerServer:
         scheduler = self._scheduler
         session_id = record.session_id
         while True:
@@ -133,14 +213,22 @@ class SessionRouter:
             taken = await scheduler.checkout(on_wait, deadline=deadline)
             if taken.pin_id == pin:
                 return taken  # hint: its own worker came free first
+            timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
             try:
                 record = await self._store().pin(
-                    session_id, taken.pin_id, only_if_pinned_to=pin, timeout=None
+                    session_id, taken.pin_id, only_if_pinned_to=pin, timeout=timeout
                 )
+            except CallTimeout as exc:
+                scheduler.checkin(taken)
+                raise store_timeout(exc, "a pin") from None
             except BaseException:
                 scheduler.checkin(taken)
                 raise
-            if record.worker_id == taken.pin_id or not strict:
+            if record.worker_id == taken.pin_id:
+                if pin is not None and worker is not None:
+                    self._tell_end(pin, session_id)  # it moved: the old worker frees its state
+                return taken
+            if not strict:
                 return taken
             # A strict session's first call lost the race to pin it: go to the winner's worker.
             scheduler.checkin(taken)

@@ -124,6 +124,18 @@ def check_session_id(value: object, *, allow_none: bool = False) -> None:
         raise ConfigError(
             "session_id", f"must be at most {MAX_SESSION_ID} characters, got {len(value)}"
         )
+    _check_utf8("session_id", value)
+
+
+def _check_utf8(field: str, value: str) -> None:
+    """An id travels as UTF-8 (protobuf, Redis): a lone surrogate cannot.
+
+    :raises ConfigError: ``value`` has no UTF-8 form.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(field, f"must be valid Unicode (no lone surrogates): {exc}") from None
 
 
 def check_worker_id(value: object) -> None:
@@ -138,6 +150,7 @@ def check_worker_id(value: object) -> None:
         raise ArgumentTypeError("worker_id", f"must be a str or None, got {value!r}")
     if not value:
         raise ConfigError("worker_id", "must not be empty")
+    _check_utf8("worker_id", value)
 
 
 def check_affinity(value: object) -> None:
@@ -173,14 +186,19 @@ def checked_metadata(value: object) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ArgumentTypeError("metadata", f"keys must be str, got {key!r}")
     try:
-        text = json.dumps(dict(value), allow_nan=False, separators=(",", ":"))
+        # ensure_ascii off: the text is what the wire carries (UTF-8), and a
+        # lone surrogate, which UTF-8 cannot carry, is found below.
+        text = json.dumps(dict(value), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except TypeError as exc:
         raise ArgumentTypeError("metadata", f"must be JSON-able: {exc}") from None
     except ValueError as exc:  # NaN or infinity, a cycle
         raise ConfigError("metadata", f"must be JSON-able: {exc}") from None
     except RecursionError:
         raise ConfigError("metadata", "is nested too deeply for JSON") from None
-    size = len(text.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ConfigError("metadata", "must be valid Unicode (no lone surrogates)") from None
     if size > MAX_METADATA_BYTES:
         raise ConfigError(
             "metadata",

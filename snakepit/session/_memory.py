@@ -56,6 +56,10 @@ class MemoryBackend:
         seq = next(self._counter)
         self._seq[session_id] = seq
         heapq.heappush(self._heap, (expires_at, seq, session_id))
+        self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        # Rebuilt when stale entries outnumber the live ones (amortized O(1) per update).
         if len(self._heap) > _STALE_FACTOR * len(self._seq) + _STALE_SLACK:
             self._heap = [e for e in self._heap if self._seq.get(e[2]) == e[1]]
             heapq.heapify(self._heap)
@@ -135,7 +139,8 @@ class MemoryBackend:
             expires_at = None if record is None else record.expires_at
             if expires_at is None or expires_at > expired_at:
                 return None
-        self._seq.pop(session_id, None)  # its heap entry is stale from now on
+        if self._seq.pop(session_id, None) is not None:  # its heap entry is stale now
+            self._drop_stale()
         return self._records.pop(session_id, None)
 
     async def records(self) -> list[SessionRecord]:

@@ -212,6 +212,20 @@ def test_memory_backend_drops_stale_expiry_entries() -> None:
     assert len(backend._heap) < 100  # touches do not grow it without bound
 
 
+def test_memory_backend_drops_the_expiry_entries_of_deleted_sessions() -> None:
+    # Found by a review: 20,000 sessions deleted left 22,000 heap entries behind.
+    backend = MemoryBackend()
+
+    async def main() -> None:
+        for i in range(2000):
+            await backend.create(record(f"s{i}", 0.0, 10.0), limit=None)
+        for i in range(2000):
+            await backend.delete(f"s{i}")
+
+    anyio.run(main)
+    assert len(backend._heap) < 100
+
+
 # -- the store's rules -------------------------------------------------------------------
 
 
@@ -432,6 +446,8 @@ BAD_CREATE: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"metadata": {"t": (1, 2)}}, ConfigError, "metadata"),
     ({"metadata": {"d": {1: "a"}}}, ConfigError, "metadata"),
     ({"session_id": "x" * 257}, ConfigError, "session_id"),
+    ({"session_id": "\ud800"}, ConfigError, "session_id"),  # no UTF-8 form
+    ({"metadata": {"k": "\udc80"}}, ConfigError, "metadata"),
     ({"metadata": {"big": "x" * 70_000}}, ConfigError, "metadata"),
 ]
 

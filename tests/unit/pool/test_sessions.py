@@ -7,6 +7,7 @@ adapter class, so ``whoami`` tells the workers apart; the worker-side hook
 
 from __future__ import annotations
 
+from types import EllipsisType
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from snakepit.errors import (
     ConfigError,
     PoolClosed,
     QueueTimeout,
+    SessionBackendError,
     SessionExists,
     SessionLimitReached,
     SessionNotFound,
@@ -463,3 +465,153 @@ class TestInUse:
                 holders[1].cancel()
             assert not in_use(s.session_id)
             assert not in_use("another")
+
+
+class _SlowBackend(MemoryBackend):
+    """A memory backend whose touch or pin waits for a gate that a test may never open."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.gate = anyio.Event()
+
+    async def touch(self, session_id: str, now: float) -> SessionRecord | None:
+        if self.slow == "touch":
+            await self.gate.wait()
+        return await super().touch(session_id, now)
+
+    async def pin(
+        self,
+        session_id: str,
+        worker_id: str | None,
+        now: float,
+        *,
+        only_if_pinned_to: str | EllipsisType | None = ...,
+    ) -> SessionRecord | None:
+        if self.slow == "pin":
+            await self.gate.wait()
+        return await super().pin(session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to)
+
+
+class TestReviewFindings:
+    @pytest.mark.parametrize("slow", ["touch", "pin"])
+    async def test_a_slow_store_makes_a_queue_timeout_not_a_killed_worker(
+        self, make_pool: MakePool, slow: str
+    ) -> None:
+        # Found by a review: the store's time ate the call's timeout, the call
+        # was sent with ~1 us left, timed out, and its healthy worker was killed.
+        backend = _SlowBackend(slow)
+        async with make_pool(sessions=SessionStoreConfig(backend=backend)) as pool:
+            before = [w.pid for w in pool.workers()]
+            await pool.sessions.create("s")
+            with pytest.raises(QueueTimeout, match="did not run") as info:
+                await pool.execute("ping", session_id="s", timeout=0.05)
+            assert "session store" in str(info.value)
+            stats = pool.stats()
+            assert (stats.timeouts, stats.restarts, stats.requests) == (0, 0, 0)
+            assert stats.idle == 2  # the slot taken before the pin went back
+            assert [w.pid for w in pool.workers()] == before
+
+    async def test_a_call_waiting_for_a_deleted_session_does_not_run(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        # Found by a review: a strict_queue call waiting behind a long call ran
+        # after its session was deleted, and left state in the worker.
+        async with make_pool(size=2) as pool:
+            async with pool.session(affinity="strict_queue") as s:
+                await s.execute("ping")
+                holder = anyio.CancelScope()
+                errors: list[BaseException] = []
+
+                async def hold() -> None:
+                    with holder:
+                        await s.execute("block")
+
+                async def queued() -> None:
+                    try:
+                        await s.execute("remember", {"value": "late"})
+                    except SessionNotFound as exc:
+                        errors.append(exc)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(hold)
+                    await control.wait_blocked(1)
+                    tg.start_soon(queued)
+                    await anyio.wait_all_tasks_blocked()
+                    assert pool.stats().queued == 1
+                    await s.delete()
+                    holder.cancel()
+            assert [str(e) for e in errors] == [
+                f"no session {s.session_id!r}: it was deleted while the call waited"
+            ]
+            assert pool.stats().requests == 2  # ping and block: the queued call never ran
+
+    async def test_a_hint_session_that_moves_frees_its_state_in_the_worker_it_left(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        # Found by a review: only the last worker was told, the first kept the state.
+        async with make_pool(size=2) as pool, pool.session() as s:
+            first = await s.execute("whoami")
+            holder = anyio.CancelScope()
+
+            async def hold() -> None:
+                with holder:
+                    await s.execute("block")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hold)
+                await control.wait_blocked(1)
+                second = await s.execute("whoami")  # its worker is busy: it moves
+                assert second != first
+                holder.cancel()
+            assert await control.wait_ended(s.session_id) == first
+
+    async def test_concurrent_blocks_of_one_explicit_id_all_resume_it(
+        self, make_pool: MakePool
+    ) -> None:
+        # Found by a review: all but one got SessionExists.
+        async with make_pool() as pool:
+            ids: list[str] = []
+
+            async def use() -> None:
+                async with pool.session("same", keep=True) as s:
+                    ids.append(s.session_id)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(use)
+            assert ids == ["same"] * 5
+            assert [r.session_id for r in await pool.sessions.list()] == ["same"]
+
+    async def test_a_delete_that_fails_at_the_end_of_a_block_does_not_hide_its_error(
+        self, make_pool: MakePool, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Failing(MemoryBackend):
+            async def delete(
+                self, session_id: str, *, expired_at: float | None = None
+            ) -> SessionRecord | None:
+                raise SessionBackendError("test", "down")
+
+        async with make_pool(sessions=SessionStoreConfig(backend=Failing())) as pool:
+            with pytest.raises(ZeroDivisionError):
+                async with pool.session("s"):
+                    raise ZeroDivisionError
+            assert "was not deleted at the end of its block" in caplog.text
+
+    async def test_a_sessions_metadata_is_encoded_once(
+        self, make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from snakepit._wire._session import encode_metadata
+
+        encoded: list[object] = []
+
+        def counting(metadata: Any) -> bytes:
+            encoded.append(metadata)
+            return encode_metadata(metadata)
+
+        monkeypatch.setattr("snakepit.pool._sessions.encode_metadata", counting)
+        async with make_pool() as pool, pool.session(metadata={"big": "x" * 1000}) as s:
+            for _ in range(5):
+                info = await s.execute("session_info")
+                assert info["metadata"] == {"big": "x" * 1000}
+        assert len(encoded) == 1
