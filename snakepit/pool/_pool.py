@@ -620,7 +620,13 @@ class Pool:
         if not self._router.call_ended(record.session_id) or record.ttl is None:
             return
         background = self._host.background
-        if background is not None and anyio.current_time() - record.last_used >= record.ttl / 2:
+        if background is None:
+            return
+        try:
+            idle_for = self._store().now() - record.last_used
+        except SessionError:  # the store is restarting
+            return
+        if idle_for >= record.ttl / 2:
             background.start_soon(self._touch_quietly, record.session_id)
 
     async def _touch_quietly(self, session_id: str) -> None:

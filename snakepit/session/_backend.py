@@ -4,8 +4,8 @@ A backend is storage only: it keeps :class:`SessionRecord` values by id and
 answers which ones are due to expire at a given time. Every decision (ids,
 TTLs, limits, what "now" is) is the :class:`~snakepit.session.SessionStore`'s,
 so the same contract tests run against every backend, and a MockClock drives
-expiry whatever the backend. Times are the store's clock
-(``anyio.current_time()``), in seconds.
+expiry whatever the backend. Times are the store's clock (its config's
+``clock``: ``time.time()`` by default), in seconds.
 
 Every method is a coroutine, atomic on its own (a Redis backend uses one
 transaction or script per method), and may be called by many tasks at once

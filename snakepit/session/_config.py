@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, get_args
@@ -64,6 +65,11 @@ class SessionStoreConfig:
         each session that ends (``why`` is ``"deleted"`` or ``"expired"``),
         in a task of the store's own, so a slow callback delays no call of
         the store. Its exceptions are logged, never raised.
+    :param clock: what the sessions' times are on (``created_at``,
+        ``last_used``, expiry): ``time.time`` by default (seconds since the
+        epoch: sessions a backend keeps across restarts and hosts expire at
+        the same time for all); ``anyio.current_time`` in tests, to drive
+        expiry with trio's ``MockClock``.
     :param in_use: ``in_use(session_id)``: True while a call of the session
         runs (a pool sets it): such a session does not expire, whatever its
         TTL (the pool touches it when a long call ends). None: any session
@@ -77,6 +83,7 @@ class SessionStoreConfig:
     sweep_interval: float | None = None
     on_end: OnEnd | None = None
     in_use: Callable[[str], bool] | None = None
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, SessionBackend):
@@ -87,6 +94,8 @@ class SessionStoreConfig:
         check_seconds("sweep_interval", self.sweep_interval)
         if self.on_end is not None and not callable(self.on_end):
             raise ArgumentTypeError("on_end", f"must be callable or None, got {self.on_end!r}")
+        if not callable(self.clock):
+            raise ArgumentTypeError("clock", f"must be callable, got {self.clock!r}")
         if self.in_use is not None and not callable(self.in_use):
             raise ArgumentTypeError("in_use", f"must be callable or None, got {self.in_use!r}")
 

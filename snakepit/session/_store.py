@@ -67,11 +67,16 @@ class SessionStore(GenServer[Any, Any, None]):
 
     Expiry: a session expires ``ttl`` seconds after its last use. An expired
     session is gone for every request at once (read at the request, on
-    ``anyio.current_time()``); a sweep on a timer in the server's own task
-    group removes them meanwhile, and so does a start (what expired while no
-    store ran). Each ended session gets one ``on_end`` call (see the
-    config). All times are ``anyio.current_time()``, so trio's ``MockClock``
-    drives expiry in tests.
+    :meth:`now`); a sweep on a timer in the server's own task group removes
+    them meanwhile, and so does a start (what expired while no store ran).
+    Each ended session gets one ``on_end`` call (see the config).
+
+    Times (``created_at``, ``last_used``, expiry) are the config's ``clock``
+    (:meth:`now`): ``time.time()`` by default, seconds since the epoch, so
+    that stores on several hosts, or one that starts again after a reboot,
+    sharing a backend agree on them as far as their clocks agree. Tests pass
+    ``clock=anyio.current_time`` to drive expiry with trio's ``MockClock``
+    (the sweep's timer is on the event loop's clock either way).
     """
 
     ref_class = SessionStoreRef
@@ -149,7 +154,7 @@ class SessionStore(GenServer[Any, Any, None]):
         self.config = config
         if config.sweep_interval is not None:
             self._interval = config.sweep_interval
-        await self._expire_due(anyio.current_time())
+        await self._expire_due(self.now())
         self.known_count = await config.backend.count()
         assert self._tg is not None
         self._rearm = anyio.Event()
@@ -158,10 +163,14 @@ class SessionStore(GenServer[Any, Any, None]):
     async def handle_call(self, request: Any, state: None) -> tuple[Any, None]:
         """Answer one request; its error is the caller's (a :class:`_Failed` reply)."""
         try:
-            reply = await self._handle(request, anyio.current_time())
+            reply = await self._handle(request, self.now())
         except Exception as exc:
             reply = _Failed(exc)
         return reply, state
+
+    def now(self) -> float:
+        """The store's time: its config's ``clock()``."""
+        return self.config.clock()
 
     # -- the rules ----------------------------------------------------------------------
 

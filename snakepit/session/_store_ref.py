@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType
@@ -103,6 +104,14 @@ class SessionStoreRef(ServerRef[Any, Any]):
             raise reply.error
         return reply
 
+    def now(self) -> float:
+        """The store's time (its config's ``clock()``): what its records' times are on.
+
+        ``time.time()`` when the store is not running.
+        """
+        config: SessionStoreConfig | None = getattr(self.server, "config", None)
+        return time.time() if config is None or not self.alive else config.clock()
+
     def _store_backend(self) -> SessionBackend | None:
         """The store's backend, for a read or an atomic update from the caller's task.
 
@@ -183,7 +192,7 @@ class SessionStoreRef(ServerRef[Any, Any]):
         """
         check_session_id(session_id)
         record = await self._direct("get", lambda b: b.get(session_id), timeout)
-        if record is not None and not _expired(record, anyio.current_time()):
+        if record is not None and not _expired(record, self.now()):
             return record
         return cast(SessionRecord, await self._ask(_Get(session_id), timeout))
 
@@ -196,7 +205,7 @@ class SessionStoreRef(ServerRef[Any, Any]):
         :raises ArgumentTypeError, ConfigError: ``session_id`` is not a non-empty str.
         """
         check_session_id(session_id)
-        now = anyio.current_time()
+        now = self.now()
         record = await self._direct("touch", lambda b: b.touch(session_id, now), timeout)
         if record is not None:
             return record
@@ -228,7 +237,7 @@ class SessionStoreRef(ServerRef[Any, Any]):
         check_worker_id(worker_id)
         if only_if_pinned_to is not ...:
             check_worker_id(only_if_pinned_to)
-        now = anyio.current_time()
+        now = self.now()
         record = await self._direct(
             "pin",
             lambda b: b.pin(session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to),

@@ -69,6 +69,8 @@ class Ended:
 
 @asynccontextmanager
 async def store_of(backend: SessionBackend, **options: Any) -> AsyncIterator[SessionStoreRef]:
+    # On the event loop's clock: a MockClock drives expiry (the default is time.time).
+    options.setdefault("clock", anyio.current_time)
     async with SessionStore.running(SessionStoreConfig(backend=backend, **options)) as store:
         yield store
 
@@ -530,6 +532,8 @@ class TestBadInput:
         ({"sweep_interval": 0}, ConfigError, "sweep_interval"),
         ({"sweep_interval": "1"}, ArgumentTypeError, "sweep_interval"),
         ({"on_end": "print"}, ArgumentTypeError, "on_end"),
+        ({"in_use": 1}, ArgumentTypeError, "in_use"),
+        ({"clock": 0.0}, ArgumentTypeError, "clock"),
     ],
 )
 def test_bad_config(options: dict[str, Any], error: type[ConfigError], field: str) -> None:
@@ -628,6 +632,17 @@ class TestExpiry:
             mock_clock.jump(5)
             await ended.wait_for(2, timeout=60)
             assert ended.calls[1] == ("long", "expired")
+
+
+async def test_the_default_clock_is_the_wall_clock() -> None:
+    # Times a backend keeps across restarts and hosts: seconds since the epoch.
+    import time
+
+    async with SessionStore.running(SessionStoreConfig()) as store:
+        before = time.time()
+        made = await store.create()
+        assert before <= made.created_at <= time.time()
+        assert before <= store.now() <= time.time() + 1
 
 
 class TestTheRefsFastPath:

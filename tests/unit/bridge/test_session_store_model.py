@@ -65,6 +65,7 @@ class SessionStoreMachine(GenServerMachine):
             max_sessions=MAX_SESSIONS,
             sweep_interval=sweep,
             on_end=lambda rec, why: self.ended.append((rec.session_id, why)),
+            clock=anyio.current_time,  # the MockClock's
         )
         self.memory = config.backend
         self.store: SessionStoreRef = self.enter(SessionStore.running(config))
