@@ -217,6 +217,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             None if hook is Adapter.on_session_end else adapter.on_session_end
         )
         self._session_end_async = inspect.iscoroutinefunction(hook)
+        # Without a hook, a call's session needs no accounting at all.
+        self._tracks_sessions = self._session_end is not None
         # Calls of each session running now (from the end of their wait for a
         # pending end of their session until their tool really ended).
         self._session_calls: dict[str, int] = {}
@@ -259,11 +261,10 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         also waits for the cancelled hooks to end.
         """
         self._closed = True
-        shutting_down = _Refused(Kind.UNAVAILABLE, "the worker is shutting down")
         for ends in self._ends.values():
             for _, waiter in ends.waiters:
                 if not waiter.done():
-                    waiter.set_exception(shutting_down)
+                    waiter.set_exception(_Refused(Kind.UNAVAILABLE, "the worker is shutting down"))
         self._ends.clear()
         self._ending = 0
         for task in self._end_tasks:
@@ -334,6 +335,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                     if isinstance(exc, ToolRaised):
                         exc = exc.exception
                     logger.error("on_session_end(%r) raised %s", session_id, _one_line(exc))
+                if self._closed:
+                    return  # a hook that ignored the cancellation: close() dropped the rest
                 ends.ran += 1
                 self._ending -= 1
                 # The calls that came before the next end (or after the last)
@@ -488,7 +491,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         deadline = asyncio.timeout(ctx.time_remaining())
         try:
             async with deadline:
-                if session_id:
+                if session_id and self._tracks_sessions:
                     ends = self._ends.get(session_id)
                     if ends is None:
                         calls = self._session_calls
@@ -533,7 +536,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         try:
             try:
                 info, kwargs, ctx = self._prepare(request, streaming=True)
-                if session_id:
+                if session_id and self._tracks_sessions:
                     left = []
                     ends = self._ends.get(session_id)
                     if ends is None:

@@ -282,6 +282,27 @@ class TestEndWhileCallsRun:
         assert adapter.state == {}
         assert svc._session_calls == {}
 
+    async def test_a_cancelled_stream_counts_until_its_generators_thread_returned(
+        self, service: Any
+    ) -> None:
+        adapter = AsyncSessionEnds()
+        svc: AdapterService = service(adapter)
+        chunks = svc.stream(request("gated_stream", "s", value=1))
+        assert decode((await chunks.__anext__()).chunk) == 1
+        second = asyncio.ensure_future(chunks.__anext__())
+        await adapter.gate_entered.wait()  # its next step runs in its thread
+        second.cancel()  # nobody to answer: the stream ends without waiting for it
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        svc.end_sessions(["s"])
+        await anyio.wait_all_tasks_blocked()
+        assert adapter.ended == []
+        adapter.open_gate()
+        with anyio.fail_after(5):
+            await svc.wait_idle()
+        assert adapter.ended == ["s"]
+        assert adapter.state == {}
+
     @pytest.mark.parametrize("cls", [SyncSessionEnds, AsyncSessionEnds])
     @pytest.mark.parametrize("streaming", [False, True])
     async def test_a_reused_id_waits_for_the_old_sessions_hook(
