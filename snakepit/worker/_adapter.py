@@ -154,14 +154,25 @@ class Adapter:
         Called in the worker that served the session's calls when the session
         is deleted or expires, so that per-session state
         (``self.state[session_id]``) does not outlive it; the default does
-        nothing. It runs in the background, one ended session after another
-        in the order they came: a sync one on a tool thread (as sync tools
-        run; a slow one delays the tools waiting for that thread), an
-        ``async`` one on the worker's event loop. What it raises is logged on
-        the worker's stderr (logger ``snakepit.worker``) and the worker goes
-        on serving. One still running when the worker stops is cancelled (an
-        ``async`` one) or abandoned (a sync one), as a tool would be. A worker
-        that died or was replaced is not called: its state went with it.
+        nothing. It runs in the background once no call of that session runs
+        in this worker (a cancelled call counts until its tool really ended),
+        and a call of the session that comes meanwhile (the id used again)
+        waits for it to return before its tool starts. The ends of one id run
+        in the order they came; those of different sessions do not wait for
+        each other: an ``async`` hook runs on the worker's event loop, a sync
+        one on the worker's one hook thread (never on a tool thread; sync
+        hooks run there one after another, so a slow one delays the next sync
+        hooks, not the tools). What it raises is logged on the worker's stderr
+        (logger ``snakepit.worker``) and the worker goes on serving. One still
+        running when the worker stops is cancelled (an ``async`` one) or
+        abandoned (a sync one), as a tool would be. A worker that died or was
+        replaced is not called: its state went with it.
+
+        It may be called for a session id this adapter holds nothing for (a
+        session that served its calls in another worker, or none at all: the
+        host may tell every worker a session was pinned to), and more than once
+        for one id over time (an id used again by a new session): free what
+        there is, and do nothing (without raising) when there is nothing.
 
         :param session_id: the id of the session that ended.
         """

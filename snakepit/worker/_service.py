@@ -148,6 +148,26 @@ def _one_line(exc: BaseException) -> str:
     return _bounded(text, MAX_ERROR_MESSAGE, keep_end=False).replace("\n", "\\n")
 
 
+class _Ends:
+    """The ended sessions of one id whose ``on_session_end`` has not returned yet.
+
+    The ends are numbered 1, 2, ... in the order they came; ``ran`` of them
+    have run. A call of this id that comes meanwhile waits (in ``waiters``,
+    with the number of the last end queued when it came) until that end has
+    run: it is then counted as running before it resumes, so that the next
+    end of the id waits for it.
+    """
+
+    __slots__ = ("drained", "queued", "ran", "waiters")
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.ran = 0
+        self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: Set by the last call of the id to end, while its next hook waits for that.
+        self.drained: asyncio.Future[None] | None = None
+
+
 class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     """Runs one adapter instance's tools for every RPC of ``snakepit.v1.WorkerService``.
 
@@ -156,7 +176,12 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     once; more wait in order. Results larger than ``max_message_bytes`` are
     replaced by a PAYLOAD_TOO_LARGE error, so a connection never breaks on size.
     The adapter's ``on_session_end`` runs for the ended sessions a channel
-    names (:meth:`end_sessions`), in a task this service owns until :meth:`aclose`.
+    names (:meth:`end_sessions`), in tasks this service owns until :meth:`aclose`:
+    the hook of a session waits until no call of that session runs here, and a
+    call of a session whose end is pending waits for its hook before its tool
+    starts (so that a session id used again right after its end never loses
+    its new state to the old session's hook). Calls without a session pay
+    nothing for this; one with a session a dict update at its start and end.
     """
 
     def __init__(
@@ -192,9 +217,15 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             None if hook is Adapter.on_session_end else adapter.on_session_end
         )
         self._session_end_async = inspect.iscoroutinefunction(hook)
-        self._ended: deque[str] = deque()  # ended sessions whose hook has not run yet
-        self._ending: asyncio.Task[None] | None = None  # runs them, one after another
-        self._hook_running = False
+        # Without a hook, a call's session needs no accounting at all.
+        self._tracks_sessions = self._session_end is not None
+        # Calls of each session running now (from the end of their wait for a
+        # pending end of their session until their tool really ended).
+        self._session_calls: dict[str, int] = {}
+        self._ends: dict[str, _Ends] = {}  # sessions whose hook is queued or running
+        self._ending = 0  # ends queued or running, all sessions
+        self._end_tasks: set[asyncio.Task[None]] = set()  # one per session in _ends
+        self._hook_thread: Slots | None = None  # runs sync hooks, made when first needed
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
@@ -211,78 +242,139 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     @property
     def ending_sessions(self) -> int:
         """Ended sessions whose ``on_session_end`` has not returned yet."""
-        return len(self._ended) + self._hook_running
+        return self._ending
 
     async def wait_idle(self) -> None:
         """Return once no call is in flight and no ``on_session_end`` is pending."""
         while True:
             await self._idle.wait()
-            ending = self._ending
-            if ending is None:
+            if not self._end_tasks:
                 return
-            await asyncio.wait((ending,))
+            await asyncio.wait(set(self._end_tasks))
 
     def close(self) -> None:
-        """Release the tool threads (does not wait for a stuck sync tool).
+        """Release the tool threads and the hook thread (does not wait for a stuck one).
 
-        Pending ``on_session_end`` calls are dropped and a running one is
-        cancelled (an async one) or abandoned (a sync one, in its thread);
-        :meth:`aclose` also waits for that cancellation to end.
+        Pending ``on_session_end`` calls are dropped and running ones are
+        cancelled (async ones) or abandoned (a sync one, in its thread); calls
+        waiting for a session's hook are refused (UNAVAILABLE). :meth:`aclose`
+        also waits for the cancelled hooks to end.
         """
         self._closed = True
-        self._ended.clear()
-        if self._ending is not None:
+        for ends in self._ends.values():
+            for _, waiter in ends.waiters:
+                if not waiter.done():
+                    waiter.set_exception(_Refused(Kind.UNAVAILABLE, "the worker is shutting down"))
+        self._ends.clear()
+        self._ending = 0
+        for task in self._end_tasks:
             # (A task cancelled before its first step never runs its finally.)
-            self._ending.cancel()
-            self._ending = None
+            task.cancel()
         self._slots.close()
+        if self._hook_thread is not None:
+            self._hook_thread.close()
 
     async def aclose(self) -> None:
-        """:meth:`close`, then wait until the task running ``on_session_end`` has ended."""
-        ending = self._ending
+        """:meth:`close`, then wait until the tasks running ``on_session_end`` have ended."""
         self.close()
-        if ending is not None:
-            await asyncio.wait((ending,))
+        if self._end_tasks:
+            await asyncio.wait(set(self._end_tasks))
 
     # -- ended sessions -----------------------------------------------------------------
 
     def end_sessions(self, session_ids: Iterable[str]) -> None:
-        """Run the adapter's ``on_session_end`` for each id, in order, in the background.
+        """Run the adapter's ``on_session_end`` for each id, in the background.
 
-        Returns at once (the frame loop that calls it goes on reading); the
-        hooks run one after another in a task this service owns. What a hook
-        raises is logged and forgotten. After :meth:`close` it does nothing.
+        Returns at once (the frame loop that calls it goes on reading). The
+        hook of a session runs once no call of that session runs in this
+        worker (a cancelled call counts until its tool really ended); the
+        ends of one session id run in the order they came, those of different
+        ids do not wait for each other: an ``async`` hook runs in a task of
+        its own, a sync one on the service's hook thread (one after another:
+        never on a tool thread, whose slot the host counts as free). What a
+        hook raises is logged and forgotten. After :meth:`close` it does nothing.
         """
         if self._session_end is None or self._closed:
             return
-        self._ended.extend(session_ids)
-        if self._ending is None and self._ended:
-            self._ending = asyncio.get_running_loop().create_task(
-                self._run_session_ends(), name="snakepit on_session_end"
+        loop = asyncio.get_running_loop()
+        for session_id in session_ids:
+            self._ending += 1
+            ends = self._ends.get(session_id)
+            if ends is not None:
+                ends.queued += 1  # its task runs it after the ones before
+                continue
+            ends = self._ends[session_id] = _Ends()
+            ends.queued = 1
+            task = loop.create_task(
+                self._run_session_ends(session_id, ends), name="snakepit on_session_end"
             )
+            self._end_tasks.add(task)
+            task.add_done_callback(self._end_tasks.discard)
 
-    async def _run_session_ends(self) -> None:
+    async def _run_session_ends(self, session_id: str, ends: _Ends) -> None:
+        # The ends of one session, in order (more may be queued meanwhile).
         hook = self._session_end
         assert hook is not None
+        loop = asyncio.get_running_loop()
         try:
-            while self._ended:
-                session_id = self._ended.popleft()
-                self._hook_running = True
+            while ends.ran < ends.queued:
+                while self._session_calls.get(session_id):
+                    ends.drained = loop.create_future()  # set by its last call's end
+                    await ends.drained
+                    ends.drained = None
                 try:
                     if self._session_end_async:
                         await hook(session_id)
-                    else:  # on a tool thread, without a slot: the host counts none for it
-                        await self._slots.run(functools.partial(hook, session_id)).future
+                    else:
+                        if self._hook_thread is None:
+                            self._hook_thread = Slots(1, loop, name="snakepit-session-end")
+                        await self._hook_thread.run(functools.partial(hook, session_id)).future
                 except BaseException as exc:
                     if isinstance(exc, asyncio.CancelledError) and _cancelling():
                         raise  # the service is closing
                     if isinstance(exc, ToolRaised):
                         exc = exc.exception
                     logger.error("on_session_end(%r) raised %s", session_id, _one_line(exc))
-                finally:
-                    self._hook_running = False
+                if self._closed:
+                    return  # a hook that ignored the cancellation: close() dropped the rest
+                ends.ran += 1
+                self._ending -= 1
+                # The calls that came before the next end (or after the last)
+                # may start now: they count as running from here on.
+                waiters = ends.waiters
+                calls = self._session_calls
+                while waiters and waiters[0][0] <= ends.ran:
+                    waiter = waiters.popleft()[1]
+                    if not waiter.done():
+                        waiter.set_result(None)
+                        calls[session_id] = calls.get(session_id, 0) + 1
         finally:
-            self._ending = None
+            if self._ends.get(session_id) is ends:
+                del self._ends[session_id]
+
+    async def _after_end(self, session_id: str, ends: _Ends) -> None:
+        # A call of a session whose end is pending: wait until that end (the
+        # last one queued now) has run; counted as running once this returns.
+        waiter = asyncio.get_running_loop().create_future()
+        ends.waiters.append((ends.queued, waiter))
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._leave(session_id)  # let in, and cancelled before it resumed
+            raise
+
+    def _leave(self, session_id: str) -> None:
+        # A call of the session ended (its tool really has).
+        calls = self._session_calls
+        n = calls[session_id] - 1
+        if n:
+            calls[session_id] = n
+            return
+        del calls[session_id]
+        ends = self._ends.get(session_id)
+        if ends is not None and ends.drained is not None and not ends.drained.done():
+            ends.drained.set_result(None)  # its hook may run
 
     def slot_state(self) -> dict[str, int]:
         """Slots of this worker now: size, free, waiting (and waited so far), calls in flight."""
@@ -394,9 +486,19 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         func = getattr(self._adapter, info.attr)
         slots = self._slots
         job = None
+        session_id = ctx.session_id
+        counted = False
         deadline = asyncio.timeout(ctx.time_remaining())
         try:
             async with deadline:
+                if session_id and self._tracks_sessions:
+                    ends = self._ends.get(session_id)
+                    if ends is None:
+                        calls = self._session_calls
+                        calls[session_id] = calls.get(session_id, 0) + 1
+                    else:  # its session's end is pending: its hook first
+                        await self._after_end(session_id, ends)
+                    counted = True
                 if info.kind != "async":
                     # The slot is taken and given back on the tool thread.
                     job = slots.call(functools.partial(func, **kwargs), ctx.cancel_event)
@@ -415,16 +517,40 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             if isinstance(exc, TimeoutError) and deadline.expired():
                 raise _Deadline() from None
             raise
+        finally:
+            if counted:
+                if job is None or job.returned:
+                    self._leave(session_id)
+                else:  # its thread runs on: the session's call has not ended
+                    slots.when_ended(job, functools.partial(self._leave, session_id))
 
     async def stream(
         self, request: worker_pb2.ExecuteRequest
     ) -> AsyncIterator[worker_pb2.StreamChunk]:
         """Run a streaming tool: chunks in order, then ``end`` or one ``error`` chunk."""
         rid = request.request_id
+        session_id = request.session_id
+        counted = False
+        left: list[Job] | None = None  # a generator's thread job that outlived the stream
         self._begin()
         try:
             try:
                 info, kwargs, ctx = self._prepare(request, streaming=True)
+                if session_id and self._tracks_sessions:
+                    left = []
+                    ends = self._ends.get(session_id)
+                    if ends is None:
+                        calls = self._session_calls
+                        calls[session_id] = calls.get(session_id, 0) + 1
+                    else:  # its session's end is pending: its hook first
+                        try:
+                            async with asyncio.timeout(ctx.time_remaining()):
+                                await self._after_end(session_id, ends)
+                        except TimeoutError:
+                            raise _Refused(
+                                Kind.DEADLINE_EXCEEDED, f"{request.tool}: the call's timeout passed"
+                            ) from None
+                    counted = True
             except _Refused as exc:
                 yield worker_pb2.StreamChunk(request_id=rid, error=_refusal(exc.kind, str(exc)))
                 return
@@ -433,7 +559,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             try:
                 # Closed here, not left to the garbage collector: the slot is
                 # given back once the tool's generator has really ended.
-                async with contextlib.aclosing(self._items(info, kwargs, ctx)) as items:
+                async with contextlib.aclosing(self._items(info, kwargs, ctx, left)) as items:
                     async for item in items:
                         chunk = worker_pb2.StreamChunk(request_id=rid)
                         encode_into(chunk.chunk, item, codec=_reply_codec(request))
@@ -466,10 +592,15 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 return
             yield worker_pb2.StreamChunk(request_id=rid, end=True)
         finally:
+            if counted:
+                if not left:
+                    self._leave(session_id)
+                else:  # its thread runs on: the session's call has not ended
+                    self._slots.when_ended(left[-1], functools.partial(self._leave, session_id))
             self._end()
 
     async def _items(
-        self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context
+        self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context, left: list[Job] | None
     ) -> AsyncGenerator[Any, None]:
         func = getattr(self._adapter, info.attr)
         if info.kind == "async_generator":
@@ -504,12 +635,17 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             ctx.cancel_event.set()
             # The stream ends once the generator has: a step still running in
             # its thread (the caller cancelled), then its close().
-            if step is not None:
-                await self._until_ended(step)
-            if inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:
-                closing = run(gen.close)
-                closing.future.add_done_callback(functools.partial(_closed, info.name))
-                await self._until_ended(closing)
+            last = step
+            try:
+                if step is not None:
+                    await self._until_ended(step)
+                if inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:
+                    last = closing = run(gen.close)
+                    closing.future.add_done_callback(functools.partial(_closed, info.name))
+                    await self._until_ended(closing)
+            finally:
+                if left is not None and last is not None and not last.returned:
+                    left.append(last)  # not waited for: nobody is left to answer
 
     async def _until_ended(self, job: Job) -> None:
         # Wait for a tool thread's end, while somebody waits for the answer.

@@ -58,14 +58,19 @@ class Job:
         self.slotted = slotted
         #: True once its outcome reached the loop (its thread is done with it).
         self.returned = False
-        #: Made by Slots.finished for a cancelled job: set when its thread returned.
+        #: Made by Slots.finished or Slots.when_ended: set when its thread returned.
         self.ended: asyncio.Future[None] | None = None
 
 
 class Slots:
-    """``size`` concurrency slots and ``size`` tool threads for one worker."""
+    """``size`` concurrency slots and ``size`` tool threads for one worker.
 
-    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+    The threads are named ``{name}-{i}``.
+    """
+
+    def __init__(
+        self, size: int, loop: asyncio.AbstractEventLoop, *, name: str = "snakepit-tool"
+    ) -> None:
         self._loop = loop
         self._lock = threading.Lock()
         self._free = size
@@ -76,7 +81,7 @@ class Slots:
         self._posted = False
         self._waited = 0
         self._threads = [
-            threading.Thread(target=self._work, name=f"snakepit-tool-{i}", daemon=True)
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(size)
         ]
         for thread in self._threads:
@@ -152,10 +157,24 @@ class Slots:
             except ValueError:
                 pass  # taken by a thread already
         if job.returned:
+            if job.ended is not None and not job.ended.done():
+                job.ended.set_result(None)  # for when_ended
             return
         if job.ended is None:
             job.ended = self._loop.create_future()
         await asyncio.shield(job.ended)
+
+    def when_ended(self, job: Job, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) once ``job``'s thread is done with it; now if it is.
+
+        Whatever the job's outcome, and whether its future was cancelled or not.
+        """
+        if job.returned:
+            callback()
+            return
+        if job.ended is None:
+            job.ended = self._loop.create_future()
+        job.ended.add_done_callback(lambda _: callback())
 
     @property
     def free(self) -> int:
@@ -234,11 +253,11 @@ class Slots:
             self._posted = False
         for job, ok, value in done:
             job.returned = True
+            ended = job.ended  # somebody waits for the thread's end
+            if ended is not None and not ended.done():
+                ended.set_result(None)
             future = job.future
-            if future.done():  # cancelled: somebody may wait for the thread's end
-                ended = job.ended
-                if ended is not None and not ended.done():
-                    ended.set_result(None)
+            if future.done():  # cancelled: the outcome is not seen
                 continue
             if ok:
                 future.set_result(value)

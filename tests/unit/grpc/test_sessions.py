@@ -8,12 +8,13 @@ Every test serves an adapter of ``_session_adapters`` in the test's own loop
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import pytest
@@ -44,7 +45,12 @@ class Served:
     mux: Multiplexer
 
 
-Serve = Callable[[type[_SessionTools]], Awaitable[Served]]
+class Serve(Protocol):
+    """Serves an adapter class (with ``max_concurrency`` slots) and connects to it."""
+
+    def __call__(self, cls: type[_SessionTools], max_concurrency: int = 1) -> Awaitable[Served]:
+        """Serve ``cls``."""
+        ...
 
 
 @pytest.fixture(params=["grpc", "frames"])
@@ -58,7 +64,7 @@ async def serve(request: pytest.FixtureRequest, sock_dir: Path) -> AsyncIterator
 async def _serving(sock_dir: Path, transport: str) -> AsyncIterator[Serve]:
     opened: list[tuple[AdapterServer, WorkerConnection, Multiplexer]] = []
 
-    async def serve(cls: type[_SessionTools]) -> Served:
+    async def serve(cls: type[_SessionTools], max_concurrency: int = 1) -> Served:
         adapter = cls()
         adapter.setup()
         secret = new_secret()
@@ -68,6 +74,7 @@ async def _serving(sock_dir: Path, transport: str) -> AsyncIterator[Serve]:
             adapter_path=f"tests.unit.grpc._session_adapters:{cls.__name__}",
             worker_id=f"s{len(opened)}",
             secret=secret,
+            max_concurrency=max_concurrency,
         )
         client = WorkerConnection(server.address, secret=secret)
         if transport == "grpc":
@@ -170,8 +177,8 @@ class TestEndSession:
         for sid in ("c", "d", "e"):
             mux.end_session(sid)
         assert await mux.execute("wait_ended", {"n": 5}) == ["a", "b", "c", "d", "e"]
-        if cls is SyncSessionEnds:  # on the tool threads, as sync tools run
-            assert all(name.startswith("snakepit-tool-") for name in served.adapter.threads)
+        if cls is SyncSessionEnds:  # on the hook thread, never on a tool thread
+            assert set(served.adapter.threads) == {"snakepit-session-end-0"}
 
     async def test_ids_queued_in_one_loop_pass_share_a_frame(self, serve: Serve) -> None:
         mux = (await serve(AsyncSessionEnds)).mux
@@ -233,7 +240,7 @@ class TestEndSession:
     ) -> None:
         served = await serve(AsyncSessionEnds)
         served.mux.end_session("hang")
-        served.mux.end_session("never")  # queued behind it: dropped at the stop
+        served.mux.end_session("hang")  # the same session's next end: dropped at the stop
         await served.mux.execute("wait_hook_started")
         with anyio.fail_after(10):
             await served.server.abort()
@@ -264,3 +271,78 @@ class TestEndSession:
             await stopping
         assert served.adapter.cancelled == []
         assert served.adapter.ended == ["hang"]
+
+
+class TestEndWhileCallsRun:
+    """Over the wire: a session's hook waits for its calls, and its calls for its hook."""
+
+    @pytest.mark.parametrize("tool", ["gated_remember", "gated_stream"])
+    @pytest.mark.parametrize("cls", [SyncSessionEnds, AsyncSessionEnds])
+    async def test_the_hook_waits_for_the_sessions_running_call(
+        self, serve: Serve, cls: type[_SessionTools], tool: str
+    ) -> None:
+        # Before: the hook ran while the call waited at its gate, and what the
+        # call stored then was never freed.
+        served = await serve(cls, max_concurrency=4)
+        mux = served.mux
+        async with anyio.create_task_group() as tg:
+            if tool == "gated_stream":
+
+                async def consume() -> None:
+                    assert [i async for i in mux.stream(tool, {"value": 1}, session_id="s")] == [
+                        1,
+                        2,
+                    ]
+
+                tg.start_soon(consume)
+            else:
+                tg.start_soon(functools.partial(mux.execute, tool, {"value": 1}, session_id="s"))
+            await mux.execute("wait_gate_entered")
+            mux.end_session("s")
+            mux.end_session("other")
+            assert await mux.execute("wait_ended", {"n": 1}) == ["other"]
+            await mux.execute("open_gate")
+        assert await mux.execute("wait_ended", {"n": 2}) == ["other", "s"]
+        assert await mux.execute("held") == {}
+
+    @pytest.mark.parametrize("cls", [SyncSessionEnds, AsyncSessionEnds])
+    async def test_a_reused_id_waits_for_the_old_sessions_hook(
+        self, serve: Serve, cls: type[_SessionTools]
+    ) -> None:
+        # Before: the new "hang" stored its value at once, and the old one's
+        # hook, still running, wiped it.
+        served = await serve(cls, max_concurrency=4)
+        mux = served.mux
+        mux.end_session("hang")
+        await mux.execute("wait_hook_started")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                functools.partial(mux.execute, "remember", {"value": "new"}, session_id="hang")
+            )
+            assert await mux.execute("session_id_only", session_id="other") == "other"
+            await mux.execute("release_hooks")
+        await served.server._service.wait_idle()
+        assert await mux.execute("held") == {"hang": "new"}
+        assert served.adapter.ended == ["hang"]
+
+    async def test_a_hung_sync_hook_does_not_take_a_tool_thread(self, serve: Serve) -> None:
+        # Before: it held the worker's only tool thread; the next sync call hung.
+        served = await serve(SyncSessionEnds)
+        served.mux.end_session("hang")
+        try:
+            await served.mux.execute("wait_hook_started")
+            with anyio.fail_after(5):
+                assert await served.mux.execute("ended_sessions") == ["hang"]  # a sync tool
+        finally:
+            served.adapter.release()
+
+    async def test_a_hung_async_hook_does_not_hold_other_sessions_ends(self, serve: Serve) -> None:
+        # Before: "a" waited behind "hang" for ever.
+        served = await serve(AsyncSessionEnds)
+        mux = served.mux
+        mux.end_session("hang")
+        mux.end_session("a")
+        with anyio.fail_after(5):
+            assert await mux.execute("wait_ended", {"n": 2}) == ["hang", "a"]
+        assert served.server._service.ending_sessions == 1
+        await mux.execute("release_hooks")

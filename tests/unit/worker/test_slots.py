@@ -185,3 +185,34 @@ async def test_a_cancelled_sync_call_still_queued_is_withdrawn_at_once() -> None
     assert ran == []
     assert slots.free == 1
     slots.close()
+
+
+async def test_when_ended_calls_back_once_the_thread_is_done_with_the_job() -> None:
+    slots = Slots(1, asyncio.get_running_loop(), name="t")
+    ended: list[str] = []
+    done = asyncio.Event()
+
+    def note(what: str) -> None:
+        ended.append(what)
+        if len(ended) == 4:
+            done.set()
+
+    gate = threading.Event()
+    running = slots.call(gate.wait, threading.Event())  # holds the only slot
+    queued = slots.call(lambda: "never", threading.Event())
+    returned = slots.run(lambda: threading.current_thread().name)
+    running.future.cancel()  # its thread runs on
+    slots.when_ended(running, lambda: note("running"))
+    queued.future.cancel()
+    slots.when_ended(queued, lambda: note("queued"))
+    await slots.finished(queued)  # withdrawn: it never runs
+    slots.when_ended(returned, lambda: note("returned"))
+    await anyio.wait_all_tasks_blocked()
+    assert ended == ["queued"]  # the others wait for the thread
+    gate.set()
+    assert await returned.future == "t-0"
+    slots.when_ended(returned, lambda: note("at once"))
+    with anyio.fail_after(5):
+        await done.wait()
+    assert sorted(ended) == ["at once", "queued", "returned", "running"]
+    slots.close()
