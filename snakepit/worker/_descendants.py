@@ -84,11 +84,14 @@ def descendants(root: int | None = None, *, depth: int = 0) -> list[int]:
     return found
 
 
-def _signal_tree(root: int, signum: int) -> list[int]:
+def _signal_tree(root: int, signum: int, keep: dict[int, int] | None = None) -> list[int]:
     """Send ``signum`` to each descendant of ``root``; return the pids seen.
 
     A pidfd is opened for each first and the listing taken again: a pid
     still listed is pinned by its pidfd, so no reused pid is ever hit.
+
+    :param keep: where to put the pidfds of the processes signalled (the
+        caller closes them) instead of closing them here.
     """
     pids = descendants(root)
     pidfds: dict[int, int] = {}
@@ -103,6 +106,8 @@ def _signal_tree(root: int, signum: int) -> list[int]:
             with contextlib.suppress(OSError):
                 if pid in pidfds:
                     signal.pidfd_send_signal(pidfds[pid], signum)
+                    if keep is not None:
+                        keep[pid] = pidfds.pop(pid)
                 else:
                     os.kill(pid, signum)
     finally:
@@ -117,18 +122,25 @@ def kill_tree(root: int) -> None:
     ``root`` is stopped first, then its descendants, so that none starts a
     process that the listing misses; then all are killed, below first. For a
     parent that must end a child's whole tree (the child must not be reaped
-    yet: its pid is then still its own).
+    yet: its pid is then still its own). Each process it stopped is killed
+    through its pidfd at the end, even one no longer below ``root`` (its
+    parent exited meanwhile and it moved to init): none is left stopped.
     """
+    stopped: dict[int, int] = {}
     try:
         with contextlib.suppress(ProcessLookupError):
             os.kill(root, signal.SIGSTOP)
-        _signal_tree(root, signal.SIGSTOP)
+        _signal_tree(root, signal.SIGSTOP, keep=stopped)
         _signal_tree(root, signal.SIGKILL)
     except OSError:  # no listing (out of fds...): the root at least, never left stopped
         pass
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(root, signal.SIGKILL)
+        for fd in stopped.values():
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
 
 
 def _reap_children() -> None:
