@@ -186,6 +186,7 @@ class Pool:
         self._events: Broadcast[PoolEvent] = Broadcast()
         self._host = PoolHost(self)  # the pool's task groups, in a task of their own
         self._router = SessionRouter(self._scheduler, self._store)
+        self._store_ref: SessionStoreRef | None = None
         sessions = self.config.sessions or SessionStoreConfig()
         self._user_on_end = sessions.on_end
         self._user_in_use = sessions.in_use
@@ -580,7 +581,7 @@ class Pool:
                 # raises QueueTimeout at the deadline; a hair above 0 at worst).
                 timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
                 return await mux.execute(tool, args, timeout=timeout)
-        session = await self._use_session(session_id, deadline)
+        session, touched = await self._use_session(session_id, deadline)
         try:
             async with self._calls.on_a_worker(tool, deadline, session) as mux:
                 timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
@@ -592,13 +593,16 @@ class Pool:
                     session_metadata=self._router.metadata_of(session),
                 )
         finally:
-            self._session_call_ended(session)
+            self._session_call_ended(session, touched)
 
-    async def _use_session(self, session_id: str, deadline: float | None) -> SessionRecord:
+    async def _use_session(
+        self, session_id: str, deadline: float | None
+    ) -> tuple[SessionRecord, float]:
         """Touch ``session_id`` (a use: its TTL starts again); return its record.
 
         From here until :meth:`_session_call_ended`, the session is in use:
-        it does not expire, however long the call runs.
+        it does not expire, however long the call runs. Returns its record
+        and when it was touched (``anyio.current_time()``).
 
         :raises SessionNotFound: no such session (never made, deleted, expired).
         """
@@ -612,21 +616,15 @@ class Pool:
             except CallTimeout as exc:
                 raise store_timeout(exc, "a touch") from None
         self._router.call_began(session_id)
-        return record
+        return record, anyio.current_time()
 
-    def _session_call_ended(self, record: SessionRecord) -> None:
+    def _session_call_ended(self, record: SessionRecord, touched: float) -> None:
         # The last call of a session that ran for half its TTL or more: touch
         # it again (in the background), so that its TTL counts from now.
         if not self._router.call_ended(record.session_id) or record.ttl is None:
             return
         background = self._host.background
-        if background is None:
-            return
-        try:
-            idle_for = self._store().now() - record.last_used
-        except SessionError:  # the store is restarting
-            return
-        if idle_for >= record.ttl / 2:
+        if background is not None and anyio.current_time() - touched >= record.ttl / 2:
             background.start_soon(self._touch_quietly, record.session_id)
 
     async def _touch_quietly(self, session_id: str) -> None:
@@ -671,7 +669,9 @@ class Pool:
         self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
     ) -> AsyncGenerator[Any, None]:
         deadline = None if timeout is None else anyio.current_time() + timeout
-        session = None if not session_id else await self._use_session(session_id, deadline)
+        session, touched = (None, 0.0)
+        if session_id:
+            session, touched = await self._use_session(session_id, deadline)
         metadata = b"" if session is None else self._router.metadata_of(session)
         try:
             async with (
@@ -691,7 +691,7 @@ class Pool:
                     yield item
         finally:
             if session is not None:
-                self._session_call_ended(session)
+                self._session_call_ended(session, touched)
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -715,7 +715,12 @@ class Pool:
         return self._store()
 
     def _store(self) -> SessionStoreRef:
-        return self._tree.store
+        # The running store: the one seen last while it lives (a store restarted
+        # after a crash is a new server, looked up again).
+        store = self._store_ref
+        if store is None or not store.alive:
+            store = self._store_ref = self._tree.store
+        return store
 
     @contextlib.asynccontextmanager
     async def session(

@@ -32,9 +32,12 @@ class MemoryBackend:
     :meth:`due` is cheap: the records that expire are kept in a heap by
     expiry time, so a sweep that finds nothing looks at one entry, and one
     that finds ``k`` records costs ``O(k log n)``, not a scan of every
-    session. An update that moves a record's expiry leaves its old heap
-    entry behind, skipped when met and dropped when the heap is rebuilt
-    (whenever stale entries outnumber the live sessions).
+    session. A :meth:`touch` (every call of a session) does not touch the
+    heap: it moves the expiry later, and :meth:`due` re-seats an entry it
+    meets before its record's expiry. A :meth:`replace` that moves the
+    expiry leaves its old heap entry behind, skipped when met and dropped
+    when the heap is rebuilt (whenever stale entries outnumber the live
+    sessions).
     """
 
     def __init__(self) -> None:
@@ -106,10 +109,19 @@ class MemoryBackend:
         record = self._live(session_id, now)
         if record is None:
             return None
-        record = replace(record, last_used=now)
+        # Built directly (dataclasses.replace is slower) and not scheduled
+        # again: a touch moves the expiry later, and due() re-seats an entry
+        # it finds early (the hot path of every session call pays no heap push).
+        record = SessionRecord(
+            session_id,
+            record.created_at,
+            now,
+            record.ttl,
+            record.metadata,
+            record.worker_id,
+            record.affinity,
+        )
         self._records[session_id] = record
-        if record.ttl is not None:
-            self._schedule(record)
         return record
 
     async def pin(
@@ -155,11 +167,18 @@ class MemoryBackend:
         """The records whose ``expires_at`` is <= ``now`` (they stay stored)."""
         heap = self._heap
         found: list[tuple[float, int, str]] = []
+        later: list[tuple[float, int, str]] = []
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
-            if self._seq.get(entry[2]) == entry[1]:
+            _, seq, session_id = entry
+            if self._seq.get(session_id) != seq:
+                continue  # stale: replaced, or deleted
+            expires_at = self._records[session_id].expires_at
+            if expires_at is not None and expires_at > now:
+                later.append((expires_at, seq, session_id))  # touched since: re-seated
+            else:
                 found.append(entry)
-        for entry in found:  # still current: the store decides what to do with them
+        for entry in found + later:  # still current: the store decides what to do with them
             heapq.heappush(heap, entry)
         return [self._records[entry[2]] for entry in found]
 

@@ -109,8 +109,15 @@ class SessionStoreRef(ServerRef[Any, Any]):
 
         ``time.time()`` when the store is not running.
         """
+        config = self._store_config()
+        return time.time() if config is None else config.clock()
+
+    def _store_config(self) -> SessionStoreConfig | None:
+        """The store's config while it runs (None: not running)."""
+        if not self.alive:
+            return None
         config: SessionStoreConfig | None = getattr(self.server, "config", None)
-        return time.time() if config is None or not self.alive else config.clock()
+        return config
 
     def _store_backend(self) -> SessionBackend | None:
         """The store's backend, for a read or an atomic update from the caller's task.
@@ -118,9 +125,7 @@ class SessionStoreRef(ServerRef[Any, Any]):
         None when the server is not running (the caller asks it instead, and
         gets its ServerExited).
         """
-        if not self.alive:
-            return None
-        config: SessionStoreConfig | None = getattr(self.server, "config", None)
+        config = self._store_config()
         return None if config is None else config.backend
 
     async def _direct(
