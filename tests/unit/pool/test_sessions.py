@@ -43,6 +43,20 @@ async def pinned_worker(pool: Pool, session: PoolSession) -> str:
     return next(w.worker_id for w in pool.workers() if w.pin_id == record.worker_id)
 
 
+async def hold(tg: anyio.abc.TaskGroup, s: PoolSession, control: Control) -> anyio.CancelScope:
+    """Start a ``block`` call of ``s`` in ``tg``; return, once it runs, the scope that ends it."""
+    scope = anyio.CancelScope()
+    blocked = control.blocked
+
+    async def call() -> None:
+        with scope:
+            await s.execute("block")
+
+    tg.start_soon(call)
+    await control.wait_blocked(blocked + 1)
+    return scope
+
+
 class TestLifecycle:
     async def test_a_session_block_creates_then_deletes_its_session(
         self, make_pool: MakePool
@@ -376,15 +390,8 @@ class TestDeadlines:
                 except QueueTimeout as exc:
                     errors.append(exc)
 
-            holder = anyio.CancelScope()
-
-            async def hold() -> None:
-                with holder:
-                    await s.execute("block")
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(hold)
-                await control.wait_blocked(1)
+                holder = await hold(tg, s, control)
                 tg.start_soon(call)
                 await anyio.wait_all_tasks_blocked()
                 assert pool.stats().idle == 1  # the other worker is free
@@ -448,16 +455,8 @@ class TestInUse:
             in_use = server.config.in_use
             assert in_use is not None
             assert not in_use(s.session_id)
-            holders = [anyio.CancelScope(), anyio.CancelScope()]
-
-            async def hold(scope: anyio.CancelScope) -> None:
-                with scope:
-                    await s.execute("block")
-
             async with anyio.create_task_group() as tg:
-                for scope in holders:
-                    tg.start_soon(hold, scope)
-                await control.wait_blocked(2)
+                holders = [await hold(tg, s, control), await hold(tg, s, control)]
                 assert in_use(s.session_id)
                 holders[0].cancel()
                 await anyio.wait_all_tasks_blocked()
@@ -520,12 +519,7 @@ class TestReviewFindings:
         async with make_pool(size=2) as pool:
             async with pool.session(affinity="strict_queue") as s:
                 await s.execute("ping")
-                holder = anyio.CancelScope()
                 errors: list[BaseException] = []
-
-                async def hold() -> None:
-                    with holder:
-                        await s.execute("block")
 
                 async def queued() -> None:
                     try:
@@ -534,8 +528,7 @@ class TestReviewFindings:
                         errors.append(exc)
 
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(hold)
-                    await control.wait_blocked(1)
+                    holder = await hold(tg, s, control)
                     tg.start_soon(queued)
                     await anyio.wait_all_tasks_blocked()
                     assert pool.stats().queued == 1
@@ -552,15 +545,8 @@ class TestReviewFindings:
         # Found by a review: only the last worker was told, the first kept the state.
         async with make_pool(size=2) as pool, pool.session() as s:
             first = await s.execute("whoami")
-            holder = anyio.CancelScope()
-
-            async def hold() -> None:
-                with holder:
-                    await s.execute("block")
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(hold)
-                await control.wait_blocked(1)
+                holder = await hold(tg, s, control)
                 second = await s.execute("whoami")  # its worker is busy: it moves
                 assert second != first
                 holder.cancel()
