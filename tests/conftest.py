@@ -21,6 +21,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+# Imported here, while pytest collects: trio's hypothesis plugin registers its
+# PRNG when hypothesis is first imported, and a first import inside a test (a
+# test that imports snakepit.testing._scenario, run alone) turned the
+# HypothesisWarning it then gives into an error.
+import hypothesis  # noqa: F401
 import pytest
 from trio.testing import MockClock
 

@@ -124,7 +124,8 @@ def _class_node(cls: type) -> ast.ClassDef:
     )
 
 
-def _imports(path: Path, module: str) -> set[str]:
+@functools.cache  # several tests ask for every file's imports
+def _imports(path: Path, module: str) -> frozenset[str]:
     """Every module ``path`` imports, at any depth (in functions too), relative ones resolved."""
     found: set[str] = set()
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
@@ -138,7 +139,7 @@ def _imports(path: Path, module: str) -> set[str]:
                 base = f"{anchor}.{base}" if base else anchor
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
+    return frozenset(found)
 
 
 def _within(name: str, prefix: str) -> bool:
