@@ -163,8 +163,9 @@ class Calls:
         # A session call may also have spent its time on the store (a touch, a pin).
         if (waited or session is not None) and deadline - anyio.current_time() < MIN_RUN_TIME:
             scheduler.checkin(worker)
+            where = "a worker came free" if waited else "its session was looked up"
             raise QueueTimeout(
-                f"a worker came free with less than {MIN_RUN_TIME * 1000:g} ms left of the "
+                f"{where} with less than {MIN_RUN_TIME * 1000:g} ms left of the "
                 "call's timeout (the tool did not run)",
                 timeout=deadline - waited_from,
             )

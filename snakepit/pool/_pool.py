@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import EllipsisType, TracebackType
@@ -581,7 +582,7 @@ class Pool:
                 # raises QueueTimeout at the deadline; a hair above 0 at worst).
                 timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
                 return await mux.execute(tool, args, timeout=timeout)
-        session, touched = await self._use_session(session_id, deadline)
+        session = await self._use_session(session_id, deadline)
         try:
             async with self._calls.on_a_worker(tool, deadline, session) as mux:
                 timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
@@ -593,16 +594,13 @@ class Pool:
                     session_metadata=self._router.metadata_of(session),
                 )
         finally:
-            self._session_call_ended(session, touched)
+            self._session_call_ended(session)
 
-    async def _use_session(
-        self, session_id: str, deadline: float | None
-    ) -> tuple[SessionRecord, float]:
+    async def _use_session(self, session_id: str, deadline: float | None) -> SessionRecord:
         """Touch ``session_id`` (a use: its TTL starts again); return its record.
 
         From here until :meth:`_session_call_ended`, the session is in use:
-        it does not expire, however long the call runs. Returns its record
-        and when it was touched (``anyio.current_time()``).
+        it does not expire, however long the call runs.
 
         :raises SessionNotFound: no such session (never made, deleted, expired).
         """
@@ -616,20 +614,38 @@ class Pool:
             except CallTimeout as exc:
                 raise store_timeout(exc, "a touch") from None
         self._router.call_began(session_id)
-        return record, anyio.current_time()
+        return record
 
-    def _session_call_ended(self, record: SessionRecord, touched: float) -> None:
+    def _session_call_ended(self, record: SessionRecord) -> None:
         # The last call of a session that ran for half its TTL or more: touch
-        # it again (in the background), so that its TTL counts from now.
-        if not self._router.call_ended(record.session_id) or record.ttl is None:
-            return
+        # it again (in the background) so that its TTL counts from now, and
+        # only then is it no longer in use (its TTL may have passed during the
+        # call: a touch of a session in use revives it).
+        session_id = record.session_id
         background = self._host.background
-        if background is not None and anyio.current_time() - touched >= record.ttl / 2:
-            background.start_soon(self._touch_quietly, record.session_id)
+        if (
+            record.ttl is not None
+            and background is not None
+            and self._router.last_call(session_id)
+            and self._store_now() - record.last_used >= record.ttl / 2
+        ):
+            background.start_soon(self._touch_then_release, session_id)
+            return
+        self._router.call_ended(session_id)
 
-    async def _touch_quietly(self, session_id: str) -> None:
-        with contextlib.suppress(SnakepitError):  # gone meanwhile, or the store is
-            await self._store().touch(session_id)
+    def _store_now(self) -> float:
+        # The store's clock (what session times are on); -inf while it restarts.
+        try:
+            return self._store().now()
+        except SessionError:
+            return -math.inf
+
+    async def _touch_then_release(self, session_id: str) -> None:
+        try:
+            with contextlib.suppress(SnakepitError):  # gone meanwhile, or the store is
+                await self._store().touch(session_id)
+        finally:
+            self._router.call_ended(session_id)
 
     def stream(
         self,
@@ -669,11 +685,9 @@ class Pool:
         self, tool: str, args: dict[str, Any] | None, timeout: float | None, session_id: str
     ) -> AsyncGenerator[Any, None]:
         deadline = None if timeout is None else anyio.current_time() + timeout
-        session, touched = (None, 0.0)
-        if session_id:
-            session, touched = await self._use_session(session_id, deadline)
-        metadata = b"" if session is None else self._router.metadata_of(session)
+        session = None if not session_id else await self._use_session(session_id, deadline)
         try:
+            metadata = b"" if session is None else self._router.metadata_of(session)
             async with (
                 self._calls.on_a_worker(tool, deadline, session) as mux,
                 contextlib.aclosing(
@@ -691,7 +705,7 @@ class Pool:
                     yield item
         finally:
             if session is not None:
-                self._session_call_ended(session, touched)
+                self._session_call_ended(session)
 
     # -- sessions --------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ from ._worker_server import WorkerServer
 GONE_KEPT: Final = 1024
 #: Sessions whose metadata's wire form is kept (the most recently used).
 METADATA_KEPT: Final = 4096
+#: Sessions that ended whose calls still looking for a slot are refused (the latest).
+ENDED_KEPT: Final = 4096
 
 logger = logging.getLogger("snakepit.pool")
 
@@ -62,9 +64,10 @@ class SessionRouter:
         self._gone: OrderedDict[str, str] = OrderedDict()
         #: Calls running now, by session (no key: none).
         self._running: dict[str, int] = {}
-        #: Sessions that ended while calls of them ran here: session id ->
-        #: the ``created_at`` of each ended one (an id may be used again).
-        self._ended: dict[str, set[float]] = {}
+        #: Sessions that ended lately, as (id, created_at) (an id may be used
+        #: again): a call that looked its session up before the end, and had
+        #: not taken its slot yet, raises SessionNotFound instead of running.
+        self._ended: OrderedDict[tuple[str, float], None] = OrderedDict()
         #: The wire form of a session's metadata, by (id, created_at).
         self._metadata: OrderedDict[tuple[str, float], bytes] = OrderedDict()
 
@@ -93,6 +96,10 @@ class SessionRouter:
         """A call of ``session_id`` began (after its touch)."""
         self._running[session_id] = self._running.get(session_id, 0) + 1
 
+    def last_call(self, session_id: str) -> bool:
+        """True if one call of ``session_id`` runs here (the one that asks)."""
+        return self._running.get(session_id) == 1
+
     def call_ended(self, session_id: str) -> bool:
         """A call of ``session_id`` ended; True if it was the last one running."""
         left = self._running[session_id] - 1
@@ -100,7 +107,6 @@ class SessionRouter:
             self._running[session_id] = left
             return False
         del self._running[session_id]
-        self._ended.pop(session_id, None)
         return True
 
     # -- what the tree tells ------------------------------------------------------------
@@ -135,9 +141,11 @@ class SessionRouter:
         Calls of it still waiting for a slot here raise ``SessionNotFound``.
         """
         session_id = record.session_id
-        self._metadata.pop((session_id, record.created_at), None)
-        if session_id in self._running:
-            self._ended.setdefault(session_id, set()).add(record.created_at)
+        key = (session_id, record.created_at)
+        self._metadata.pop(key, None)
+        self._ended[key] = None
+        if len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
         self._tell_end(record.worker_id, session_id)
 
     def _tell_end(self, pin: str | None, session_id: str) -> None:
@@ -147,8 +155,7 @@ class SessionRouter:
             worker.mux.end_session(session_id)
 
     def _check_not_ended(self, record: SessionRecord, worker: WorkerServer) -> WorkerServer:
-        ended = self._ended.get(record.session_id)
-        if ended is not None and record.created_at in ended:
+        if self._ended and (record.session_id, record.created_at) in self._ended:
             self._scheduler.checkin(worker)
             raise SessionNotFound(record.session_id, "it was deleted while the call waited")
         return worker
@@ -228,9 +235,9 @@ class SessionRouter:
                 if pin is not None and worker is not None:
                     self._tell_end(pin, session_id)  # it moved: the old worker frees its state
                 return taken
-            if not strict:
-                return taken
-            # A strict session's first call lost the race to pin it: go to the winner's worker.
+            # Another call pinned it meanwhile: go where that one did (a hint
+            # call that ran here would leave state in a worker the session's
+            # end is never sent to).
             scheduler.checkin(taken)
 
 

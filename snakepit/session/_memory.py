@@ -115,7 +115,7 @@ class MemoryBackend:
         record = SessionRecord(
             session_id,
             record.created_at,
-            now,
+            max(now, record.last_used),  # a clock set back does not move it back
             record.ttl,
             record.metadata,
             record.worker_id,

@@ -81,9 +81,11 @@ end
 _TOUCH: Final = (
     _LIVE
     + """
-r.last_used = ARGV[2]
-if r.ttl ~= cjson.null then
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(r.ttl), ARGV[1])
+if tonumber(ARGV[2]) > tonumber(r.last_used) then  -- a clock set back does not move it back
+  r.last_used = ARGV[2]
+  if r.ttl ~= cjson.null then
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(r.ttl), ARGV[1])
+  end
 end
 value = cjson.encode(r)
 redis.call('HSET', KEYS[1], ARGV[1], value)

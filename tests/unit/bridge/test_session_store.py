@@ -146,6 +146,14 @@ class TestBackendContract:
         assert await backend.touch("forever", 1e9) == record("forever", 1e9, None)
         assert await backend.due(1e10) == [touched]  # "forever" is never due
 
+    async def test_a_touch_never_moves_last_used_back(self, backend: SessionBackend) -> None:
+        # Found by a review: the default clock (time.time) may be set back; a
+        # touch then moved the expiry earlier than the sweep's entry for it.
+        await backend.create(record("a", 5.0, 10.0), limit=None)
+        assert await backend.touch("a", 3.0) == record("a", 5.0, 10.0)
+        assert await backend.due(14.9) == []
+        assert [r.session_id for r in await backend.due(15.0)] == ["a"]
+
     async def test_pin_and_compare_and_set_pin(self, backend: SessionBackend) -> None:
         await backend.create(record("a", 1.0, 10.0), limit=None)
         assert await backend.pin("a", "w1", 2.0) == record("a", 1.0, 10.0, worker_id="w1")

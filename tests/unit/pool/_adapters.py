@@ -81,6 +81,12 @@ class Control:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def wait_ended_in(self, session_id: str, workers: set[str]) -> None:
+        """Return once ``on_session_end`` ran for ``session_id`` in each of ``workers``."""
+        with anyio.fail_after(WAIT):
+            while not workers <= {w for w, ended in self.ended if ended == session_id}:
+                await self._changed.wait()
+
     async def wait_ended(self, session_id: str) -> str:
         """Return the worker whose ``on_session_end`` ran for ``session_id``, once one did."""
         with anyio.fail_after(WAIT):

@@ -11,6 +11,7 @@ from types import EllipsisType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from snakepit.errors import (
@@ -601,3 +602,119 @@ class TestReviewFindings:
                 info = await s.execute("session_info")
                 assert info["metadata"] == {"big": "x" * 1000}
         assert len(encoded) == 1
+
+
+class _Clock:
+    """A session clock a test moves by hand (the store's times; the loop's run on)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _TouchReplyLate(MemoryBackend):
+    """A touch computed at once whose reply waits for a gate (a slow network to Redis)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: anyio.Event | None = None
+        self.replying = anyio.Event()
+
+    async def touch(self, session_id: str, now: float) -> SessionRecord | None:
+        record = await super().touch(session_id, now)
+        gate = self.gate
+        if gate is not None:
+            self.replying.set()
+            await gate.wait()
+        return record
+
+
+class _YieldingPin(MemoryBackend):
+    """A memory backend whose pin lets other tasks run first (as a remote backend's does)."""
+
+    async def pin(
+        self,
+        session_id: str,
+        worker_id: str | None,
+        now: float,
+        *,
+        only_if_pinned_to: str | EllipsisType | None = ...,
+    ) -> SessionRecord | None:
+        await anyio.lowlevel.checkpoint()
+        return await super().pin(session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to)
+
+
+class TestSecondReviewFindings:
+    async def test_a_session_whose_call_outlived_its_ttl_lives_on_after_it(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        # Found by a review: the call's end let the session go out of use
+        # before the touch that should restart its TTL, and it expired at once.
+        clock = _Clock()
+        config = SessionStoreConfig(clock=clock, sweep_interval=1e6)
+        async with (
+            make_pool(sessions=config) as pool,
+            pool.session(ttl=10, affinity="strict_queue") as s,
+        ):
+            await s.execute("remember", {"value": "kept"})
+            async with anyio.create_task_group() as tg:
+                holder = await hold(tg, s, control)
+                clock.now += 15  # the call runs past the session's TTL
+                holder.cancel()
+            for _ in range(100):  # the end's touch runs in the background
+                if (await pool.sessions.get(s.session_id)).last_used == clock.now:
+                    break
+                await anyio.wait_all_tasks_blocked()
+            assert await s.execute("recall") == "kept"
+            assert control.ended == []
+
+    async def test_concurrent_first_calls_of_a_hint_session_leave_no_state_behind(
+        self, make_pool: MakePool, control: Control
+    ) -> None:
+        # Found by a review: the call that lost the race to pin a hint session
+        # ran where it was, and the session's end never reached that worker.
+        # (A pin that yields once lets both first calls take a worker first.)
+        config = SessionStoreConfig(backend=_YieldingPin())
+        async with make_pool(size=2, sessions=config) as pool:
+            async with pool.session() as s:
+                ran: set[str] = set()
+
+                async def call() -> None:
+                    ran.add(await s.execute("whoami"))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call)
+                    tg.start_soon(call)
+            await control.wait_ended_in(s.session_id, ran)
+
+    async def test_a_delete_while_a_calls_touch_replies_refuses_the_call(
+        self, make_pool: MakePool
+    ) -> None:
+        # Found by a review: the call looked its session up, the session was
+        # deleted before the reply came, and the call still ran.
+        backend = _TouchReplyLate()
+        async with make_pool(sessions=SessionStoreConfig(backend=backend)) as pool:
+            await pool.sessions.create("s")
+            await pool.execute("ping", session_id="s")  # pinned: no pin on the next call
+            backend.gate = gate = anyio.Event()
+            errors: list[BaseException] = []
+
+            async def call() -> None:
+                try:
+                    await pool.execute("remember", {"value": 1}, session_id="s")
+                except SessionNotFound as exc:
+                    errors.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                with anyio.fail_after(WAIT):
+                    await backend.replying.wait()
+                backend.gate = None
+                await pool.sessions.delete("s")
+                gate.set()
+            assert [str(e) for e in errors] == [
+                "no session 's': it was deleted while the call waited"
+            ]
+            assert pool.stats().requests == 1  # the ping
