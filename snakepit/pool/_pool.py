@@ -550,6 +550,9 @@ class Pool:
             recycled, replaced); the tool did not run.
         :raises WorkerBusy: a ``strict_fail_fast`` session's worker has no
             free slot; the tool did not run.
+        :raises CallTimeout: a call without ``timeout`` whose session store
+            did not answer within 5 s (with a ``timeout``: QueueTimeout);
+            the tool did not run.
         :raises ArgumentTypeError, ConfigError: an argument of the wrong type
             or value (``tool`` not a str, ``args`` not a dict of str keys,
             ``timeout`` not None or a finite number > 0, ``session_id`` not a
