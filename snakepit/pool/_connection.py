@@ -266,8 +266,10 @@ class Multiplexer:
         worker's adapter frees what it kept for it (``Adapter.on_session_end``,
         run in the worker in the order the ids were given). Never blocks: the id
         goes into the next frame with whatever else is queued, and nothing
-        answers it. On a closed or broken channel it does nothing: the worker
-        is gone, and what it kept for the session with it.
+        answers it; a call of that session queued after it goes in a later
+        frame (the worker reads a frame's calls before its ends). On a closed
+        or broken channel it does nothing: the worker is gone, and what it
+        kept for the session with it.
         """
         if self._broken is not None or self._closed or not session_id:
             return
