@@ -118,19 +118,19 @@ class FramesChannel:
         # behind its session's pending end) as it is read, before the frame's
         # ends: in the order of the wire, whenever its task gets to run. (The
         # host never puts a call after an end of its session in one frame.)
-        admit = self._service.admit
+        service = self._service
+        admit = service.admit if service.tracks_sessions else None  # None: nothing to count
         free = self._free
+        admitted = self._admitted
         try:
             async for frame in frames:
                 for request in frame.execute:
-                    admission = admit(request)
-                    if admission is not free:
-                        self._admitted[request.request_id] = admission
-                    self._start(request.request_id, self._execute, request, self._reply)
+                    if admit is not None and (admission := admit(request)) is not free:
+                        admitted[request.request_id] = admission
+                    self._start(request.request_id, service.execute, request, self._reply)
                 for request in frame.stream:
-                    admission = admit(request)
-                    if admission is not free:
-                        self._admitted[request.request_id] = admission
+                    if admit is not None and (admission := admit(request)) is not free:
+                        admitted[request.request_id] = admission
                     self._stream_ids.add(request.request_id)
                     self._start(request.request_id, self._stream, request, None)
                 for rid in frame.cancel:
@@ -148,7 +148,7 @@ class FramesChannel:
     def _start(
         self,
         rid: int,
-        call: Callable[[worker_pb2.ExecuteRequest], Coroutine[Any, Any, Any]],
+        call: Callable[[worker_pb2.ExecuteRequest, Admission], Coroutine[Any, Any, Any]],
         request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
@@ -198,24 +198,18 @@ class FramesChannel:
 
     async def _finish(
         self,
-        call: Callable[[worker_pb2.ExecuteRequest], Coroutine[Any, Any, Any]],
+        call: Callable[[worker_pb2.ExecuteRequest, Admission], Coroutine[Any, Any, Any]],
         request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
-        result = await call(request)
+        # The call takes its admission at its first step (and gives it back).
+        admitted = self._admitted
+        admission = admitted.pop(request.request_id, self._free) if admitted else self._free
+        result = await call(request, admission)
         if on_done is not None:
             on_done(result)
 
-    def _admission(self, rid: int) -> Admission:
-        # The call's admission, taken by its task at its first step.
-        admitted = self._admitted
-        return admitted.pop(rid, self._free) if admitted else self._free
-
-    async def _execute(self, request: worker_pb2.ExecuteRequest) -> worker_pb2.ExecuteResponse:
-        return await self._service.execute(request, self._admission(request.request_id))
-
-    async def _stream(self, request: worker_pb2.ExecuteRequest) -> None:
-        admission = self._admission(request.request_id)
+    async def _stream(self, request: worker_pb2.ExecuteRequest, admission: Admission) -> None:
         async for chunk in self._service.stream(request, admission):
             self._batch.append("chunks", chunk)
         self._stream_ids.discard(request.request_id)  # its last chunk was the end or an error

@@ -244,8 +244,9 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             None if hook is Adapter.on_session_end else adapter.on_session_end
         )
         self._session_end_async = inspect.iscoroutinefunction(hook)
-        # Without a hook, a call's session needs no accounting at all.
-        self._tracks_sessions = self._session_end is not None
+        #: Whether calls of sessions are counted (:meth:`admit`): only with a
+        #: hook; without one, a call's session needs no accounting at all.
+        self.tracks_sessions = self._session_end is not None
         # Calls of each session running now (from the end of their wait for a
         # pending end of their session until their tool really ended).
         self._session_calls: dict[str, int] = {}
@@ -392,7 +393,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         by :meth:`release`.
         """
         session_id = request.session_id
-        if not session_id or not self._tracks_sessions:
+        if not session_id or not self.tracks_sessions:
             return FREE
         ends = self._ends.get(session_id)
         if ends is None:
