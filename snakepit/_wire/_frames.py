@@ -116,7 +116,7 @@ class FrameBatcher(Generic[F]):
         ``write_nowait``); the owner's guard around :meth:`write_all`.
     """
 
-    __slots__ = ("_frames", "_limit", "_new", "_size", "_write_nowait", "kick")
+    __slots__ = ("_frames", "_limit", "_new", "_size", "_write_nowait", "kick", "opened")
 
     def __init__(
         self,
@@ -132,6 +132,8 @@ class FrameBatcher(Generic[F]):
         self._frames = [new_frame()]
         self._size = 0  # of the last frame's items; 0: nothing queued at all
         self._write_nowait = write_nowait
+        #: Frames opened so far: it tells the frame being filled from those before it.
+        self.opened = 1
         #: Have the queued frames sent: soon (a flush at the end of this loop
         #: pass), or by waking the writer task.
         self.kick: Callable[[], object] = (
@@ -157,6 +159,7 @@ class FrameBatcher(Generic[F]):
         frame = self._new()
         self._frames.append(frame)
         self._size = 0
+        self.opened += 1
         return frame
 
     def added(self, item_size: int) -> None:
@@ -196,6 +199,7 @@ class FrameBatcher(Generic[F]):
                 return []
         self._frames = [self._new()]
         self._size = 0
+        self.opened += 1
         return frames
 
     def write_all(self) -> bool:

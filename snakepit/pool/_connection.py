@@ -87,6 +87,11 @@ class Multiplexer:
             wake=self._wake.set,
             flush=self._flush,
         )
+        # The sessions ended in the frame being filled (its number, in
+        # ``_batch.opened``): a call of one of them goes in the next frame,
+        # since the worker reads a frame's calls before its ends.
+        self._ended: set[str] = set()
+        self._ended_in = 0
         self._drain = False
         self._broken: WorkerError | None = None
         self._closed = False
@@ -120,6 +125,13 @@ class Multiplexer:
         # a request that would push the frame over the size limit opens the next.
         rid = next(self._ids)
         batch = self._batch
+        ended = self._ended
+        if ended:  # rare: a session ended in this loop pass
+            if batch.opened != self._ended_in:
+                ended.clear()  # that frame is full or sent already
+            elif session_id in ended:
+                batch.next_frame()  # after the end, not before it
+                ended.clear()
         field = getattr(batch.frame, kind)
         request = field.add()
         try:
@@ -254,12 +266,19 @@ class Multiplexer:
         worker's adapter frees what it kept for it (``Adapter.on_session_end``,
         run in the worker in the order the ids were given). Never blocks: the id
         goes into the next frame with whatever else is queued, and nothing
-        answers it. On a closed or broken channel it does nothing: the worker
-        is gone, and what it kept for the session with it.
+        answers it; a call of that session queued after it goes in a later
+        frame (the worker reads a frame's calls before its ends). On a closed
+        or broken channel it does nothing: the worker is gone, and what it
+        kept for the session with it.
         """
         if self._broken is not None or self._closed or not session_id:
             return
-        self._batch.append("end_sessions", session_id)  # takes room in a frame like any item
+        batch = self._batch
+        batch.append("end_sessions", session_id)  # takes room in a frame like any item
+        if batch.opened != self._ended_in:
+            self._ended.clear()
+            self._ended_in = batch.opened
+        self._ended.add(session_id)
 
     def take_left_running(self) -> int | None:
         """The request the current task's last call left running on this channel, or None.

@@ -23,6 +23,7 @@ from snakepit.errors import (
     InvalidArguments,
     PayloadError,
     PayloadTooLarge,
+    QueueTimeout,
     RemoteError,
     ToolNotFound,
     WorkerError,
@@ -33,8 +34,15 @@ from snakepit.errors import (
 Kind = worker_pb2.ErrorInfo.Kind
 
 
-def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
-    """The public error for an ErrorInfo a worker sent back."""
+def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError | QueueTimeout:
+    """The public error for an ErrorInfo a worker sent back.
+
+    A call whose tool never started in the worker (NOT_STARTED: its timeout
+    passed while it waited for its session's previous end) is a
+    :class:`~snakepit.errors.QueueTimeout`, like a call that found no free
+    worker in time: the worker is not at fault and is not replaced (a
+    DEADLINE_EXCEEDED, a tool that ran out of time, is an ExecutionTimeout).
+    """
     kind = info.kind
     if kind == Kind.REMOTE:
         return RemoteError(info.type, info.message, info.traceback)
@@ -46,6 +54,11 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError:
         return PayloadTooLarge(info.message)
     if kind == Kind.DEADLINE_EXCEEDED:
         return ExecutionTimeout(f"{tool}: the worker's deadline passed", tool=tool)
+    if kind == Kind.NOT_STARTED:
+        return QueueTimeout(
+            f"{tool}: the call waited in the worker for its session's previous end"
+            " (on_session_end) and its timeout passed; the tool did not run"
+        )
     if kind == Kind.UNAVAILABLE:
         return WorkerStopping(f"{tool}: {info.message}")
     if kind == Kind.CODEC:

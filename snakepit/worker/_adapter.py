@@ -157,9 +157,12 @@ class Adapter:
         nothing. It runs in the background once no call of that session runs
         in this worker (a cancelled call counts until its tool really ended),
         and a call of the session that comes meanwhile (the id used again)
-        waits for it to return before its tool starts. The ends of one id run
-        in the order they came; those of different sessions do not wait for
-        each other: an ``async`` hook runs on the worker's event loop, a sync
+        waits for it to return before its tool starts (if the call's timeout
+        passes first, it raises :class:`~snakepit.errors.QueueTimeout` in the
+        host: its tool did not run, and the worker is not replaced; calls and
+        ends keep the order the host sent them in). The ends of one id run in
+        the order they came; those of different sessions do not wait for each
+        other: an ``async`` hook runs on the worker's event loop, a sync
         one on the worker's one hook thread (never on a tool thread; sync
         hooks run there one after another, so a slow one delays the next sync
         hooks, not the tools). What it raises is logged on the worker's stderr

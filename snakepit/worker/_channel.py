@@ -23,7 +23,7 @@ from snakepit._wire._frames import FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 
 if TYPE_CHECKING:
-    from ._service import AdapterService
+    from ._service import AdapterService, Admission
 
 logger = logging.getLogger("snakepit.worker")
 
@@ -66,6 +66,12 @@ class FramesChannel:
         self._tasks: dict[int, asyncio.Task[None]] = {}  # by request id
         self._running: dict[asyncio.Task[None], int] = {}  # the request id of each task
         self._stream_ids: set[int] = set()
+        # Session calls admitted whose task has not taken its admission yet
+        # (by request id): one cancelled before its first step gives it back.
+        self._admitted: dict[int, Admission] = {}
+        from ._service import FREE
+
+        self._free = FREE  # the admission of a call without a session to count
         self._closed = False
         self._gone: asyncio.Future[None] = self._loop.create_future()  # the client is gone
 
@@ -108,11 +114,23 @@ class FramesChannel:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, frames: AsyncIterator[worker_pb2.ClientFrame]) -> None:
+        # Each call is admitted (counted among its session's calls, or queued
+        # behind its session's pending end) as it is read, before the frame's
+        # ends: in the order of the wire, whenever its task gets to run. (The
+        # host never puts a call after an end of its session in one frame.)
+        service = self._service
+        admit = service.admit if service.tracks_sessions else None  # None: nothing to count
+        free = self._free
+        admitted = self._admitted
         try:
             async for frame in frames:
                 for request in frame.execute:
-                    self._start(request.request_id, self._service.execute, request, self._reply)
+                    if admit is not None and (admission := admit(request)) is not free:
+                        admitted[request.request_id] = admission
+                    self._start(request.request_id, service.execute, request, self._reply)
                 for request in frame.stream:
+                    if admit is not None and (admission := admit(request)) is not free:
+                        admitted[request.request_id] = admission
                     self._stream_ids.add(request.request_id)
                     self._start(request.request_id, self._stream, request, None)
                 for rid in frame.cancel:
@@ -130,7 +148,7 @@ class FramesChannel:
     def _start(
         self,
         rid: int,
-        call: Callable[[worker_pb2.ExecuteRequest], Coroutine[Any, Any, Any]],
+        call: Callable[[worker_pb2.ExecuteRequest, Admission], Coroutine[Any, Any, Any]],
         request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
@@ -148,6 +166,10 @@ class FramesChannel:
         rid = self._running.pop(task)
         if self._tasks.get(rid) is task:
             del self._tasks[rid]
+        if self._admitted:  # a session call's task cancelled before its first step
+            admission = self._admitted.pop(rid, None)
+            if admission is not None:
+                self._service.release(admission)
         # A task that returned has sent its final reply; one that did not (it
         # was cancelled, maybe before its first step, or it failed) is
         # answered here: every request gets its final reply.
@@ -176,16 +198,19 @@ class FramesChannel:
 
     async def _finish(
         self,
-        call: Callable[[worker_pb2.ExecuteRequest], Coroutine[Any, Any, Any]],
+        call: Callable[[worker_pb2.ExecuteRequest, Admission], Coroutine[Any, Any, Any]],
         request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
-        result = await call(request)
+        # The call takes its admission at its first step (and gives it back).
+        admitted = self._admitted
+        admission = admitted.pop(request.request_id, self._free) if admitted else self._free
+        result = await call(request, admission)
         if on_done is not None:
             on_done(result)
 
-    async def _stream(self, request: worker_pb2.ExecuteRequest) -> None:
-        async for chunk in self._service.stream(request):
+    async def _stream(self, request: worker_pb2.ExecuteRequest, admission: Admission) -> None:
+        async for chunk in self._service.stream(request, admission):
             self._batch.append("chunks", chunk)
         self._stream_ids.discard(request.request_id)  # its last chunk was the end or an error
 

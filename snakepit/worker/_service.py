@@ -168,6 +168,32 @@ class _Ends:
         self.drained: asyncio.Future[None] | None = None
 
 
+class Admission:
+    """A session call's place among its session's ends, taken when its request was read.
+
+    Made by :meth:`AdapterService.admit`, in the order the requests and ends
+    came on the wire: a call admitted while no end of its session is pending
+    counts as running at once (``waiter`` None); otherwise it waits for that
+    end (``waiter``, set once the end's hook has run and the call counts as
+    running). Given back once by :meth:`AdapterService.release`.
+    """
+
+    __slots__ = ("session_id", "waiter")
+
+    def __init__(self, session_id: str, waiter: asyncio.Future[None] | None) -> None:
+        self.session_id = session_id
+        self.waiter = waiter
+
+
+#: The admission of a call that has nothing to count (no session, or no hook).
+FREE = Admission("", None)
+
+#: A call waiting for its session's end gives up this much (at most a quarter
+#: of its timeout) before its deadline: its NOT_STARTED reply then reaches the
+#: host before the host's own timer (started when it sent the request) fires.
+START_MARGIN = 0.05
+
+
 class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     """Runs one adapter instance's tools for every RPC of ``snakepit.v1.WorkerService``.
 
@@ -205,7 +231,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         # envelope and must stay within the limit, as the host's requests do.
         self._item_limit = max_message_bytes - ENVELOPE
         self._allow_pickle = allow_pickle
-        self._slots = Slots(max_concurrency, asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        self._slots = Slots(max_concurrency, self._loop)
         self._accepting = True
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -217,8 +244,9 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             None if hook is Adapter.on_session_end else adapter.on_session_end
         )
         self._session_end_async = inspect.iscoroutinefunction(hook)
-        # Without a hook, a call's session needs no accounting at all.
-        self._tracks_sessions = self._session_end is not None
+        #: Whether calls of sessions are counted (:meth:`admit`): only with a
+        #: hook; without one, a call's session needs no accounting at all.
+        self.tracks_sessions = self._session_end is not None
         # Calls of each session running now (from the end of their wait for a
         # pending end of their session until their tool really ended).
         self._session_calls: dict[str, int] = {}
@@ -352,17 +380,60 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             if self._ends.get(session_id) is ends:
                 del self._ends[session_id]
 
-    async def _after_end(self, session_id: str, ends: _Ends) -> None:
-        # A call of a session whose end is pending: wait until that end (the
-        # last one queued now) has run; counted as running once this returns.
-        waiter = asyncio.get_running_loop().create_future()
+    def admit(self, request: worker_pb2.ExecuteRequest) -> Admission:
+        """Count a call of a session as its request is read, in the order of the wire.
+
+        A channel admits each call when it reads it (before the ends that came
+        after it in the wire are read), a unary RPC when it starts. With no end
+        of the call's session pending, the call counts as running from now
+        (the session's next end waits for it); otherwise it is queued behind
+        the last end queued now, and its tool starts once that end's hook ran.
+        Calls without a session (or an adapter without ``on_session_end``) get
+        :data:`FREE`, which costs nothing. Every admission is given back once,
+        by :meth:`release`.
+        """
+        session_id = request.session_id
+        if not session_id or not self.tracks_sessions:
+            return FREE
+        ends = self._ends.get(session_id)
+        if ends is None:
+            calls = self._session_calls
+            calls[session_id] = calls.get(session_id, 0) + 1
+            return Admission(session_id, None)
+        waiter: asyncio.Future[None] = self._loop.create_future()
         ends.waiters.append((ends.queued, waiter))
+        return Admission(session_id, waiter)
+
+    def release(self, admission: Admission) -> None:
+        """Give an admission back: its call ended (its tool really has) or never started."""
+        session_id = admission.session_id
+        if not session_id:
+            return
+        waiter = admission.waiter
+        if waiter is None or (
+            waiter.done() and not waiter.cancelled() and waiter.exception() is None
+        ):
+            self._leave(session_id)  # it counted as running
+        else:
+            waiter.cancel()  # still waiting: the end's task skips it
+
+    async def _turn(self, admission: Admission, ctx: Context, tool: str) -> None:
+        # Wait until the session's end the call was admitted behind has run.
+        waiter = admission.waiter
+        if waiter is None:
+            return
+        remaining = ctx.time_remaining()
+        if remaining is not None:
+            remaining -= min(START_MARGIN, remaining / 4)
         try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._leave(session_id)  # let in, and cancelled before it resumed
-            raise
+            async with asyncio.timeout(remaining):
+                await waiter
+        except TimeoutError:
+            raise _Refused(
+                Kind.NOT_STARTED,
+                f"{tool}: the call's timeout passed while it waited for its session's"
+                " previous end (on_session_end); the tool did not run",
+            ) from None
 
     def _leave(self, session_id: str) -> None:
         # A call of the session ended (its tool really has).
@@ -439,19 +510,30 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         if self._inflight == 0:
             self._idle.set()
 
-    async def execute(self, request: worker_pb2.ExecuteRequest) -> worker_pb2.ExecuteResponse:
+    async def execute(
+        self, request: worker_pb2.ExecuteRequest, admission: Admission | None = None
+    ) -> worker_pb2.ExecuteResponse:
         """Run a unary tool call; every outcome becomes a response, never an RPC error.
 
         Whatever the tool raises (``SystemExit``, ``KeyboardInterrupt`` and
         ``CancelledError`` included) is its error, reported as a REMOTE error
         naming the type; the worker goes on serving. Only a cancellation of
         the call itself propagates, once the tool has really ended.
+
+        :param admission: the call's :meth:`admit` (taken when its request was
+            read, released here); None: admitted now.
         """
+        if admission is None:
+            admission = self.admit(request)
         response = worker_pb2.ExecuteResponse(request_id=request.request_id)
         self._begin()
         try:
-            info, kwargs, ctx = self._prepare(request, streaming=False)
-            result = await self._call(info, kwargs, ctx)
+            try:
+                info, kwargs, ctx = self._prepare(request, streaming=False)
+            except BaseException:
+                self.release(admission)
+                raise
+            result = await self._call(info, kwargs, ctx, admission)
             encode_into(response.result, result, codec=_reply_codec(request))
             if response.ByteSize() > self._item_limit:
                 size = response.ByteSize()
@@ -482,23 +564,16 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             self._end()
         return response
 
-    async def _call(self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context) -> Any:
+    async def _call(
+        self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context, admission: Admission
+    ) -> Any:
         func = getattr(self._adapter, info.attr)
         slots = self._slots
         job = None
-        session_id = ctx.session_id
-        counted = False
         deadline = asyncio.timeout(ctx.time_remaining())
         try:
+            await self._turn(admission, ctx, info.name)  # its session's pending end first
             async with deadline:
-                if session_id and self._tracks_sessions:
-                    ends = self._ends.get(session_id)
-                    if ends is None:
-                        calls = self._session_calls
-                        calls[session_id] = calls.get(session_id, 0) + 1
-                    else:  # its session's end is pending: its hook first
-                        await self._after_end(session_id, ends)
-                    counted = True
                 if info.kind != "async":
                     # The slot is taken and given back on the tool thread.
                     job = slots.call(functools.partial(func, **kwargs), ctx.cancel_event)
@@ -518,39 +593,28 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 raise _Deadline() from None
             raise
         finally:
-            if counted:
-                if job is None or job.returned:
-                    self._leave(session_id)
-                else:  # its thread runs on: the session's call has not ended
-                    slots.when_ended(job, functools.partial(self._leave, session_id))
+            if job is None or job.returned:
+                self.release(admission)
+            else:  # its thread runs on: the session's call has not ended
+                slots.when_ended(job, functools.partial(self.release, admission))
 
     async def stream(
-        self, request: worker_pb2.ExecuteRequest
+        self, request: worker_pb2.ExecuteRequest, admission: Admission | None = None
     ) -> AsyncIterator[worker_pb2.StreamChunk]:
-        """Run a streaming tool: chunks in order, then ``end`` or one ``error`` chunk."""
+        """Run a streaming tool: chunks in order, then ``end`` or one ``error`` chunk.
+
+        :param admission: as in :meth:`execute`.
+        """
+        if admission is None:
+            admission = self.admit(request)
         rid = request.request_id
-        session_id = request.session_id
-        counted = False
-        left: list[Job] | None = None  # a generator's thread job that outlived the stream
+        # A generator's thread job that outlived the stream (for a session call).
+        left: list[Job] | None = None if admission is FREE else []
         self._begin()
         try:
             try:
                 info, kwargs, ctx = self._prepare(request, streaming=True)
-                if session_id and self._tracks_sessions:
-                    left = []
-                    ends = self._ends.get(session_id)
-                    if ends is None:
-                        calls = self._session_calls
-                        calls[session_id] = calls.get(session_id, 0) + 1
-                    else:  # its session's end is pending: its hook first
-                        try:
-                            async with asyncio.timeout(ctx.time_remaining()):
-                                await self._after_end(session_id, ends)
-                        except TimeoutError:
-                            raise _Refused(
-                                Kind.DEADLINE_EXCEEDED, f"{request.tool}: the call's timeout passed"
-                            ) from None
-                    counted = True
+                await self._turn(admission, ctx, info.name)  # its session's pending end first
             except _Refused as exc:
                 yield worker_pb2.StreamChunk(request_id=rid, error=_refusal(exc.kind, str(exc)))
                 return
@@ -592,11 +656,10 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 return
             yield worker_pb2.StreamChunk(request_id=rid, end=True)
         finally:
-            if counted:
-                if not left:
-                    self._leave(session_id)
-                else:  # its thread runs on: the session's call has not ended
-                    self._slots.when_ended(left[-1], functools.partial(self._leave, session_id))
+            if not left:
+                self.release(admission)
+            else:  # its thread runs on: the session's call has not ended
+                self._slots.when_ended(left[-1], functools.partial(self.release, admission))
             self._end()
 
     async def _items(

@@ -10,9 +10,15 @@ import grpc
 import pytest
 
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
-from snakepit.errors import ExecutionTimeout, PayloadTooLarge, WorkerError, WorkerUnavailable
+from snakepit.errors import (
+    ExecutionTimeout,
+    PayloadTooLarge,
+    QueueTimeout,
+    WorkerError,
+    WorkerUnavailable,
+)
 from snakepit.pool._connection import Multiplexer
-from snakepit.pool._grpc_errors import error_from_grpc, grpc_errors
+from snakepit.pool._grpc_errors import error_from_grpc, error_from_info, grpc_errors
 from snakepit.pool._transports import GrpcTransport
 from snakepit.pool._worker_connection import WorkerConnection
 
@@ -54,6 +60,16 @@ class TestMapper:
         with pytest.raises(WorkerUnavailable, match=expected) as caught, grpc_errors("Describe"):
             raise raised
         assert caught.value.__cause__ is raised
+
+    def test_a_call_that_never_started_in_its_worker_is_a_queue_timeout(self) -> None:
+        # Not an ExecutionTimeout: that one gets the worker replaced.
+        info = worker_pb2.ErrorInfo(kind=worker_pb2.ErrorInfo.Kind.NOT_STARTED, message="m")
+        error = error_from_info(info, "tool")
+        assert type(error) is QueueTimeout
+        assert not isinstance(error, ExecutionTimeout)
+        assert str(error).startswith("tool: ")
+        assert "on_session_end" in str(error)
+        assert "the tool did not run" in str(error)
 
     def test_other_errors_pass_through(self) -> None:
         with pytest.raises(KeyError), grpc_errors("tool"):

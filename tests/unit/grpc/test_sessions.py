@@ -21,7 +21,7 @@ import pytest
 
 from snakepit._wire._auth import new_secret
 from snakepit._wire._session import encode_metadata
-from snakepit.errors import InvalidArguments, WorkerUnavailable
+from snakepit.errors import InvalidArguments, QueueTimeout, WorkerUnavailable
 from snakepit.pool._connection import Multiplexer, open_frames_multiplexer
 from snakepit.pool._worker_connection import WorkerConnection
 from snakepit.worker import AdapterServer
@@ -346,3 +346,61 @@ class TestEndWhileCallsRun:
             assert await mux.execute("wait_ended", {"n": 2}) == ["hang", "a"]
         assert served.server._service.ending_sessions == 1
         await mux.execute("release_hooks")
+
+
+class TestCallAfterAnEnd:
+    """A call of a session sent after that session's end: it runs after the hook, or not at all."""
+
+    async def test_a_call_whose_timeout_passes_while_it_waits_for_the_hook_is_a_queue_timeout(
+        self, serve: Serve
+    ) -> None:
+        # Before: ExecutionTimeout (the host's timer, or DEADLINE_EXCEEDED),
+        # and the pool replaced the healthy worker, killing its other calls.
+        served = await serve(AsyncSessionEnds, max_concurrency=2)
+        mux = served.mux
+        mux.end_session("hang")  # the old session's hook is slow
+        await mux.execute("wait_hook_started")
+        with anyio.fail_after(5), pytest.raises(QueueTimeout, match="the tool did not run"):
+            await mux.execute("remember", {"value": "new"}, session_id="hang", timeout=0.2)
+        with anyio.fail_after(5), pytest.raises(QueueTimeout, match="the tool did not run"):
+            async for _ in mux.stream(
+                "gated_stream", {"value": "new"}, session_id="hang", timeout=0.2
+            ):
+                pass
+        assert served.server._service.in_flight == 0
+        await mux.execute("release_hooks")
+        await served.server._service.wait_idle()
+        assert served.adapter.state == {}  # neither tool ran
+        assert served.server._service._session_calls == {}
+
+    async def test_an_end_then_a_call_of_its_session_in_one_loop_pass_go_in_two_frames(
+        self, serve: Serve
+    ) -> None:
+        # Before: one frame; the worker, which reads a frame's calls before its
+        # ends, ran the call first and the old session's hook then freed the
+        # new session's state.
+        served = await serve(AsyncSessionEnds)
+        mux = served.mux
+        # Queued with no await in between (one loop pass); nothing is sent yet.
+        mux.end_session("s")
+        mux._queue("execute", "remember", {"value": "new"}, None, "s", b"")
+        mux._queue("execute", "remember", {"value": 1}, None, "other", b"")
+        mux.end_session("t")
+        mux._queue("execute", "remember", {"value": 2}, None, "t", b"")
+        frames = list(mux._batch._frames)
+        assert [list(f.end_sessions) for f in frames] == [["s"], ["t"], []]
+        assert [[r.session_id for r in f.execute] for f in frames] == [[], ["s", "other"], ["t"]]
+        assert await mux.execute("wait_ended", {"n": 2}) == ["s", "t"]
+        await served.server._service.wait_idle()
+        assert served.adapter.state == {"s": "new", "other": 1, "t": 2}
+
+    async def test_a_call_right_after_its_sessions_end_runs_after_the_hook(
+        self, serve: Serve
+    ) -> None:
+        served = await serve(AsyncSessionEnds)
+        mux = served.mux
+        mux.end_session("s")
+        await mux.execute("remember", {"value": "new"}, session_id="s")  # the same loop pass
+        await served.server._service.wait_idle()
+        assert served.adapter.ended == ["s"]
+        assert served.adapter.state == {"s": "new"}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from snakepit._wire._codec import JSON
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit._wire._session import encode_metadata
-from snakepit.errors import PayloadTooLarge
+from snakepit.errors import PayloadTooLarge, QueueTimeout
+from snakepit.pool import InProcessLauncher, Pool
 from snakepit.pool._requests import DEFAULT_MAX_MESSAGE_BYTES, fill_request
+
+anyio_backends = ("asyncio",)  # pools run on asyncio (grpc.aio)
 
 
 def request(
@@ -41,3 +45,34 @@ def test_metadata_counts_toward_the_message_limit() -> None:
     limit = 8 * 1024
     with pytest.raises(PayloadTooLarge):
         request("s", b'{"a":"' + b"x" * limit + b'"}', limit=limit)
+
+
+class TestACallThatNeverStartedInItsWorker:
+    """A reply saying the tool did not run (NOT_STARTED) is a QueueTimeout: the worker stays."""
+
+    @pytest.mark.anyio
+    async def test_waiting_for_its_sessions_previous_end_is_a_queue_timeout(
+        self, launcher: InProcessLauncher
+    ) -> None:
+        # Before: ExecutionTimeout, and the pool replaced the healthy worker
+        # (every other call on it failed with it).
+        pool = Pool(
+            "tests.unit.grpc._session_adapters:AsyncSessionEnds",
+            launcher=launcher,
+            size=1,
+            max_concurrency=2,
+        )
+        async with pool:
+            [before] = pool.workers()
+            async with pool.session("hang") as session:  # its end's hook hangs
+                await session.execute("remember", {"value": "old"})
+            await pool.execute("wait_hook_started")
+            async with pool.session("hang") as session:  # the id used again
+                with anyio.fail_after(5), pytest.raises(QueueTimeout, match="did not run"):
+                    await session.execute("remember", {"value": "new"}, timeout=0.2)
+            await pool.execute("release_hooks")
+            assert await pool.execute("held") == {}
+            stats = pool.stats()
+            assert (stats.timeouts, stats.errors) == (0, 1)
+            assert [w.worker_id for w in pool.workers()] == [before.worker_id]
+            assert pool.workers()[0].pid == before.pid

@@ -145,6 +145,20 @@ class TestFrameBatcher:
         assert batch.take() == []
         assert not batch.pending
 
+    def test_opened_changes_whenever_a_new_frame_opens(self) -> None:
+        batch = batcher()
+        first = batch.opened
+        batch.append("chunks", chunk(1, 100))
+        assert batch.opened == first  # the same frame
+        batch.next_frame()
+        assert batch.opened == first + 1
+        batch.append("chunks", chunk(2, 100))  # into the frame just opened
+        assert batch.opened == first + 1
+        batch.append("chunks", chunk(3, LIMIT))  # it does not fit: the next frame
+        assert batch.opened == first + 2
+        batch.take()
+        assert batch.opened == first + 3  # a fresh frame
+
     def test_each_item_kicks_the_writer(self) -> None:
         wakes = Wakes()
         batch = batcher(wakes)

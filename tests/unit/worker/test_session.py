@@ -18,6 +18,7 @@ from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit._wire._session import MetadataError, decode_metadata, encode_metadata
 from snakepit.worker import Context, Session
 from snakepit.worker import _context as context_module
+from snakepit.worker._channel import FramesChannel
 from snakepit.worker._service import AdapterService, _Ends
 from tests.unit.grpc._session_adapters import AsyncSessionEnds, NoHook, SyncSessionEnds
 
@@ -334,6 +335,8 @@ class TestEndWhileCallsRun:
         assert svc._ends == {}
 
     async def test_a_call_waiting_for_a_hook_keeps_its_deadline(self, service: Any) -> None:
+        # Its tool never started: NOT_STARTED (the host's QueueTimeout), not
+        # DEADLINE_EXCEEDED (an ExecutionTimeout, which replaces the worker).
         adapter = AsyncSessionEnds()
         svc: AdapterService = service(adapter)
         svc.end_sessions(["hang"])
@@ -341,8 +344,9 @@ class TestEndWhileCallsRun:
         with anyio.fail_after(5):
             response = await svc.execute(request("remember", "hang", timeout=0.001, value=1))
             chunks = [c async for c in svc.stream(request("gated_stream", "hang", 0.001, value=1))]
-        assert response.error.kind == worker_pb2.ErrorInfo.Kind.DEADLINE_EXCEEDED
-        assert [c.error.kind for c in chunks] == [worker_pb2.ErrorInfo.Kind.DEADLINE_EXCEEDED]
+        assert response.error.kind == worker_pb2.ErrorInfo.Kind.NOT_STARTED
+        assert "the tool did not run" in response.error.message
+        assert [c.error.kind for c in chunks] == [worker_pb2.ErrorInfo.Kind.NOT_STARTED]
         adapter.release()
         await svc.wait_idle()
         assert adapter.state == {}
@@ -370,7 +374,9 @@ class TestEndWhileCallsRun:
         svc: AdapterService = service(AsyncSessionEnds())
         ends = _Ends()
         ends.queued = 1
-        waiting = asyncio.ensure_future(svc._after_end("s", ends))
+        svc._ends["s"] = ends
+        admission = svc.admit(request("remember", "s", value=1))
+        waiting = asyncio.ensure_future(svc.execute(request("remember", "s", value=1), admission))
         await anyio.wait_all_tasks_blocked()
         [(number, waiter)] = ends.waiters
         assert number == 1
@@ -382,6 +388,7 @@ class TestEndWhileCallsRun:
         with pytest.raises(asyncio.CancelledError):
             await waiting
         assert svc._session_calls == {}
+        del svc._ends["s"]
 
     async def test_a_call_waiting_for_a_hook_is_refused_when_the_service_closes(
         self, service: Any
@@ -457,3 +464,82 @@ class TestHooksDoNotBlock:
         await svc.wait_idle()
         assert adapter.ended == ["hang", "a", "b", "hang"]
         assert svc.ending_sessions == 0
+
+
+async def serve_frames(svc: AdapterService, *frames: worker_pb2.ClientFrame) -> list[Any]:
+    """Serve ``frames`` (read at once, as if buffered); each reply's result or error kind."""
+    sent: list[worker_pb2.ServerFrame] = []
+
+    async def write(frame: worker_pb2.ServerFrame) -> None:
+        sent.append(frame)
+
+    async def read() -> AsyncIterator[worker_pb2.ClientFrame]:
+        for frame in frames:
+            yield frame
+
+    with anyio.fail_after(5):
+        await FramesChannel(svc, write).run(read())
+    return [
+        r.error.kind if r.HasField("error") else decode(r.result)
+        for frame in sent
+        for r in frame.responses
+    ]
+
+
+def frame(
+    *calls: worker_pb2.ExecuteRequest, ends: tuple[str, ...] = (), cancel: tuple[int, ...] = ()
+) -> worker_pb2.ClientFrame:
+    return worker_pb2.ClientFrame(execute=calls, end_sessions=ends, cancel=cancel)
+
+
+class TestWireOrder:
+    """A channel admits each call as it reads it: the wire's order of calls and ends is kept."""
+
+    @pytest.mark.parametrize("cls", [SyncSessionEnds, AsyncSessionEnds])
+    async def test_a_call_read_before_its_sessions_end_runs_before_the_hook(
+        self, service: Any, cls: type
+    ) -> None:
+        # Before: the end, read before the call's task first ran, found no call
+        # running; the hook ran first and what the call stored was never freed.
+        adapter = cls()
+        svc: AdapterService = service(adapter)
+        replies = await serve_frames(
+            svc, frame(request("remember", "s", value=1)), frame(ends=("s",))
+        )
+        assert replies == [None]
+        await svc.wait_idle()
+        assert adapter.ended == ["s"]
+        assert adapter.state == {}  # freed: the hook ran after the call
+        assert svc._session_calls == {}
+
+    async def test_a_call_read_after_its_sessions_end_runs_after_the_hook(
+        self, service: Any
+    ) -> None:
+        adapter = AsyncSessionEnds()
+        svc: AdapterService = service(adapter)
+        replies = await serve_frames(
+            svc, frame(ends=("s",)), frame(request("remember", "s", value=2))
+        )
+        assert replies == [None]
+        await svc.wait_idle()
+        assert adapter.ended == ["s"]
+        assert adapter.state == {"s": 2}
+        assert svc._session_calls == {}
+
+    @pytest.mark.parametrize("pending_end", [False, True])
+    async def test_a_call_cancelled_before_its_task_ran_gives_its_admission_back(
+        self, service: Any, pending_end: bool
+    ) -> None:
+        adapter = AsyncSessionEnds()
+        svc: AdapterService = service(adapter)
+        first = (frame(ends=("s",)),) if pending_end else ()
+        replies = await serve_frames(
+            svc, *first, frame(request("remember", "s", value=1), cancel=(1,)), frame(ends=("s",))
+        )
+        assert replies == [worker_pb2.ErrorInfo.Kind.CANCELLED]
+        with anyio.fail_after(5):
+            await svc.wait_idle()  # the last end did not wait for a call that never ran
+        assert adapter.ended == (["s", "s"] if pending_end else ["s"])
+        assert adapter.state == {}
+        assert svc._session_calls == {}
+        assert svc._ends == {}

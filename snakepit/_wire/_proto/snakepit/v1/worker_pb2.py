@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18snakepit/v1/worker.proto\x12\x0bsnakepit.v1\"J\n\x07Payload\x12\r\n\x05\x63odec\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x62lobs\x18\x03 \x03(\x0c\x12\x13\n\x0bhas_markers\x18\x04 \x01(\x08\"\x97\x02\n\tErrorInfo\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.snakepit.v1.ErrorInfo.Kind\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xac\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06REMOTE\x10\x01\x12\x12\n\x0eTOOL_NOT_FOUND\x10\x02\x12\x15\n\x11INVALID_ARGUMENTS\x10\x03\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\t\n\x05\x43ODEC\x10\x08\"\x95\x01\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\"\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07timeout\x18\x05 \x01(\x01\x12\x18\n\x10session_metadata\x18\x06 \x01(\x0c\"\x81\x01\n\x0f\x45xecuteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x14.snakepit.v1.PayloadH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.snakepit.v1.ErrorInfoH\x00\x42\t\n\x07outcome\"\x88\x01\n\x0bStreamChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.snakepit.v1.PayloadH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.snakepit.v1.ErrorInfoH\x00\x12\r\n\x03\x65nd\x18\x04 \x01(\x08H\x00\x42\x06\n\x04item\"\x11\n\x0f\x44\x65scribeRequest\"T\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nannotation\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\t\"y\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64oc\x18\x02 \x01(\t\x12.\n\nparameters\x18\x03 \x03(\x0b\x32\x1a.snakepit.v1.ParameterSpec\x12\x11\n\tstreaming\x18\x04 \x01(\x08\x12\x0f\n\x07returns\x18\x05 \x01(\t\"\x8f\x01\n\x10\x44\x65scribeResponse\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12$\n\x05tools\x18\x04 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\"\x8e\x01\n\x0b\x43lientFrame\x12,\n\x07\x65xecute\x18\x01 \x03(\x0b\x32\x1b.snakepit.v1.ExecuteRequest\x12+\n\x06stream\x18\x02 \x03(\x0b\x32\x1b.snakepit.v1.ExecuteRequest\x12\x0e\n\x06\x63\x61ncel\x18\x03 \x03(\x04\x12\x14\n\x0c\x65nd_sessions\x18\x04 \x03(\t\"h\n\x0bServerFrame\x12/\n\tresponses\x18\x01 \x03(\x0b\x32\x1c.snakepit.v1.ExecuteResponse\x12(\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x18.snakepit.v1.StreamChunk2\xab\x02\n\rWorkerService\x12\x44\n\x07\x45xecute\x12\x1b.snakepit.v1.ExecuteRequest\x1a\x1c.snakepit.v1.ExecuteResponse\x12H\n\rExecuteStream\x12\x1b.snakepit.v1.ExecuteRequest\x1a\x18.snakepit.v1.StreamChunk0\x01\x12G\n\x08\x44\x65scribe\x12\x1c.snakepit.v1.DescribeRequest\x1a\x1d.snakepit.v1.DescribeResponse\x12\x41\n\x07\x43hannel\x12\x18.snakepit.v1.ClientFrame\x1a\x18.snakepit.v1.ServerFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18snakepit/v1/worker.proto\x12\x0bsnakepit.v1\"J\n\x07Payload\x12\r\n\x05\x63odec\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x62lobs\x18\x03 \x03(\x0c\x12\x13\n\x0bhas_markers\x18\x04 \x01(\x08\"\xa8\x02\n\tErrorInfo\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.snakepit.v1.ErrorInfo.Kind\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xbd\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06REMOTE\x10\x01\x12\x12\n\x0eTOOL_NOT_FOUND\x10\x02\x12\x15\n\x11INVALID_ARGUMENTS\x10\x03\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\t\n\x05\x43ODEC\x10\x08\x12\x0f\n\x0bNOT_STARTED\x10\t\"\x95\x01\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\"\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07timeout\x18\x05 \x01(\x01\x12\x18\n\x10session_metadata\x18\x06 \x01(\x0c\"\x81\x01\n\x0f\x45xecuteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x14.snakepit.v1.PayloadH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.snakepit.v1.ErrorInfoH\x00\x42\t\n\x07outcome\"\x88\x01\n\x0bStreamChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.snakepit.v1.PayloadH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.snakepit.v1.ErrorInfoH\x00\x12\r\n\x03\x65nd\x18\x04 \x01(\x08H\x00\x42\x06\n\x04item\"\x11\n\x0f\x44\x65scribeRequest\"T\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nannotation\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\t\"y\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64oc\x18\x02 \x01(\t\x12.\n\nparameters\x18\x03 \x03(\x0b\x32\x1a.snakepit.v1.ParameterSpec\x12\x11\n\tstreaming\x18\x04 \x01(\x08\x12\x0f\n\x07returns\x18\x05 \x01(\t\"\x8f\x01\n\x10\x44\x65scribeResponse\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12$\n\x05tools\x18\x04 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\"\x8e\x01\n\x0b\x43lientFrame\x12,\n\x07\x65xecute\x18\x01 \x03(\x0b\x32\x1b.snakepit.v1.ExecuteRequest\x12+\n\x06stream\x18\x02 \x03(\x0b\x32\x1b.snakepit.v1.ExecuteRequest\x12\x0e\n\x06\x63\x61ncel\x18\x03 \x03(\x04\x12\x14\n\x0c\x65nd_sessions\x18\x04 \x03(\t\"h\n\x0bServerFrame\x12/\n\tresponses\x18\x01 \x03(\x0b\x32\x1c.snakepit.v1.ExecuteResponse\x12(\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x18.snakepit.v1.StreamChunk2\xab\x02\n\rWorkerService\x12\x44\n\x07\x45xecute\x12\x1b.snakepit.v1.ExecuteRequest\x1a\x1c.snakepit.v1.ExecuteResponse\x12H\n\rExecuteStream\x12\x1b.snakepit.v1.ExecuteRequest\x1a\x18.snakepit.v1.StreamChunk0\x01\x12G\n\x08\x44\x65scribe\x12\x1c.snakepit.v1.DescribeRequest\x1a\x1d.snakepit.v1.DescribeResponse\x12\x41\n\x07\x43hannel\x12\x18.snakepit.v1.ClientFrame\x1a\x18.snakepit.v1.ServerFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYLOAD']._serialized_start=41
   _globals['_PAYLOAD']._serialized_end=115
   _globals['_ERRORINFO']._serialized_start=118
-  _globals['_ERRORINFO']._serialized_end=397
+  _globals['_ERRORINFO']._serialized_end=414
   _globals['_ERRORINFO_KIND']._serialized_start=225
-  _globals['_ERRORINFO_KIND']._serialized_end=397
-  _globals['_EXECUTEREQUEST']._serialized_start=400
-  _globals['_EXECUTEREQUEST']._serialized_end=549
-  _globals['_EXECUTERESPONSE']._serialized_start=552
-  _globals['_EXECUTERESPONSE']._serialized_end=681
-  _globals['_STREAMCHUNK']._serialized_start=684
-  _globals['_STREAMCHUNK']._serialized_end=820
-  _globals['_DESCRIBEREQUEST']._serialized_start=822
-  _globals['_DESCRIBEREQUEST']._serialized_end=839
-  _globals['_PARAMETERSPEC']._serialized_start=841
-  _globals['_PARAMETERSPEC']._serialized_end=925
-  _globals['_TOOLSPEC']._serialized_start=927
-  _globals['_TOOLSPEC']._serialized_end=1048
-  _globals['_DESCRIBERESPONSE']._serialized_start=1051
-  _globals['_DESCRIBERESPONSE']._serialized_end=1194
-  _globals['_CLIENTFRAME']._serialized_start=1197
-  _globals['_CLIENTFRAME']._serialized_end=1339
-  _globals['_SERVERFRAME']._serialized_start=1341
-  _globals['_SERVERFRAME']._serialized_end=1445
-  _globals['_WORKERSERVICE']._serialized_start=1448
-  _globals['_WORKERSERVICE']._serialized_end=1747
+  _globals['_ERRORINFO_KIND']._serialized_end=414
+  _globals['_EXECUTEREQUEST']._serialized_start=417
+  _globals['_EXECUTEREQUEST']._serialized_end=566
+  _globals['_EXECUTERESPONSE']._serialized_start=569
+  _globals['_EXECUTERESPONSE']._serialized_end=698
+  _globals['_STREAMCHUNK']._serialized_start=701
+  _globals['_STREAMCHUNK']._serialized_end=837
+  _globals['_DESCRIBEREQUEST']._serialized_start=839
+  _globals['_DESCRIBEREQUEST']._serialized_end=856
+  _globals['_PARAMETERSPEC']._serialized_start=858
+  _globals['_PARAMETERSPEC']._serialized_end=942
+  _globals['_TOOLSPEC']._serialized_start=944
+  _globals['_TOOLSPEC']._serialized_end=1065
+  _globals['_DESCRIBERESPONSE']._serialized_start=1068
+  _globals['_DESCRIBERESPONSE']._serialized_end=1211
+  _globals['_CLIENTFRAME']._serialized_start=1214
+  _globals['_CLIENTFRAME']._serialized_end=1356
+  _globals['_SERVERFRAME']._serialized_start=1358
+  _globals['_SERVERFRAME']._serialized_end=1462
+  _globals['_WORKERSERVICE']._serialized_start=1465
+  _globals['_WORKERSERVICE']._serialized_end=1764
 # @@protoc_insertion_point(module_scope)

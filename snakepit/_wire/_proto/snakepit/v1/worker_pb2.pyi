@@ -33,6 +33,7 @@ class ErrorInfo(_message.Message):
         DEADLINE_EXCEEDED: _ClassVar[ErrorInfo.Kind]
         UNAVAILABLE: _ClassVar[ErrorInfo.Kind]
         CODEC: _ClassVar[ErrorInfo.Kind]
+        NOT_STARTED: _ClassVar[ErrorInfo.Kind]
     KIND_UNSPECIFIED: ErrorInfo.Kind
     REMOTE: ErrorInfo.Kind
     TOOL_NOT_FOUND: ErrorInfo.Kind
@@ -42,6 +43,7 @@ class ErrorInfo(_message.Message):
     DEADLINE_EXCEEDED: ErrorInfo.Kind
     UNAVAILABLE: ErrorInfo.Kind
     CODEC: ErrorInfo.Kind
+    NOT_STARTED: ErrorInfo.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
