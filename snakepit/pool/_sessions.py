@@ -174,8 +174,8 @@ class SessionRouter:
         (the session is pinned there). ``strict_queue``: a slot of its worker,
         waiting in order. ``strict_fail_fast``: a free slot of its worker, or
         :class:`~snakepit.errors.WorkerBusy` at once. A session not pinned yet
-        is pinned to the first free worker (atomically: of two first calls at
-        once, a strict session's both go to the worker the first one pinned).
+        is pinned to the first free worker (a compare-and-set: of two calls
+        that pin it at once, the second goes where the first one pinned it).
 
         A hint session that moves from a worker still in service tells that
         one the session ended there (its ``on_session_end`` frees what it
