@@ -52,7 +52,7 @@ from ._host import PoolHost
 from ._launch._base import Launcher
 from ._launch._local import LocalLauncher
 from ._recycling import Recycler
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, time_left
 from ._session import PoolSession
 from ._sessions import SessionRouter, store_timeout
 from ._stats import PoolStats, WorkerInfo
@@ -579,16 +579,14 @@ class Pool:
     async def _execute_once(
         self, tool: str, args: dict[str, Any] | None, deadline: float | None, session_id: str
     ) -> Any:
-        if not session_id:
-            async with self._calls.on_a_worker(tool, deadline) as mux:
-                # What is left of the call's timeout after the wait (> 0: checkout
-                # raises QueueTimeout at the deadline; a hair above 0 at worst).
-                timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
-                return await mux.execute(tool, args, timeout=timeout)
-        session = await self._use_session(session_id, deadline)
+        session = None if not session_id else await self._use_session(session_id, deadline)
         try:
             async with self._calls.on_a_worker(tool, deadline, session) as mux:
-                timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
+                # What is left of the call's timeout after the wait (checkout
+                # raises QueueTimeout at the deadline).
+                timeout = time_left(deadline)
+                if session is None:
+                    return await mux.execute(tool, args, timeout=timeout)
                 return await mux.execute(
                     tool,
                     args,
@@ -597,7 +595,8 @@ class Pool:
                     session_metadata=self._router.metadata_of(session),
                 )
         finally:
-            self._session_call_ended(session)
+            if session is not None:
+                self._session_call_ended(session)
 
     async def _use_session(self, session_id: str, deadline: float | None) -> SessionRecord:
         """Touch ``session_id`` (a use: its TTL starts again); return its record.
@@ -611,9 +610,8 @@ class Pool:
         if deadline is None:
             record = await self._store().touch(session_id)
         else:
-            timeout = max(deadline - anyio.current_time(), 1e-6)
             try:
-                record = await self._store().touch(session_id, timeout=timeout)
+                record = await self._store().touch(session_id, timeout=time_left(deadline))
             except CallTimeout as exc:
                 raise store_timeout(exc, "a touch") from None
         self._router.call_began(session_id)
@@ -780,7 +778,7 @@ class Pool:
             raise ArgumentTypeError("keep", f"must be a bool, got {keep!r}")
         self._running()
         store = self._store()
-        record = None
+        record = created = None
         # Shielded: a cancel that came while the store created the session
         # would leave it to its TTL; it is delivered in the block instead,
         # whose end deletes the session.
@@ -789,18 +787,17 @@ class Pool:
                 with contextlib.suppress(SessionNotFound):
                     record = await store.get(session_id)
             if record is None:
-                try:
-                    record = await store.create(
+                with contextlib.suppress(SessionExists):  # created meanwhile: resumed below
+                    created = record = await store.create(
                         session_id,
                         ttl=DEFAULT_TTL if ttl is ... else ttl,
                         affinity=affinity if affinity is not None else "hint",
                         metadata=metadata,
                     )
-                except SessionExists:
-                    assert session_id is not None
-                    record = await store.get(session_id)  # created meanwhile: resumed
-                    _check_resumed(record, ttl, affinity, metadata)
-            else:
+            if record is None:
+                assert session_id is not None  # (a random id is never taken)
+                record = await store.get(session_id)
+            if record is not created:
                 _check_resumed(record, ttl, affinity, metadata)
         assert record is not None  # (a shielded scope swallows no exception)
         try:
@@ -902,6 +899,6 @@ class Pool:
 
     def _sessions_known(self) -> int:
         try:
-            return self._tree.store.known_count
+            return self._store().known_count
         except SessionError:
             return 0

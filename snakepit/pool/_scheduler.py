@@ -12,6 +12,17 @@ from snakepit.errors import PoolClosed, PoolError, QueueFull, QueueTimeout
 __all__ = ("PinnedWorkerGone", "Schedulable", "Scheduler")
 
 
+def time_left(deadline: float | None) -> float | None:
+    """Seconds to ``deadline`` (the loop's clock), at least a microsecond; None without one.
+
+    What is left of a call's timeout for its next step (a store request, the
+    call itself): a hair above 0 at worst, never 0 (which means no limit).
+    """
+    if deadline is None:
+        return None
+    return max(deadline - asyncio.get_running_loop().time(), 1e-6)
+
+
 class Schedulable(Protocol):
     """What a :class:`Scheduler` hands out: anything that says whether it takes calls."""
 

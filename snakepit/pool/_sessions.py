@@ -7,8 +7,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
-import anyio
-
 from snakepit._wire._session import encode_metadata
 from snakepit.errors import (
     CallTimeout,
@@ -20,7 +18,7 @@ from snakepit.errors import (
 )
 from snakepit.session import EndReason, SessionRecord, SessionStoreRef
 
-from ._scheduler import PinnedWorkerGone, Scheduler
+from ._scheduler import PinnedWorkerGone, Scheduler, time_left
 from ._worker_server import WorkerServer
 
 #: Workers that left service whose reason a session pinned to them is told (the newest).
@@ -220,10 +218,9 @@ class SessionRouter:
             taken = await scheduler.checkout(on_wait, deadline=deadline)
             if taken.pin_id == pin:
                 return taken  # hint: its own worker came free first
-            timeout = None if deadline is None else max(deadline - anyio.current_time(), 1e-6)
             try:
                 record = await self._store().pin(
-                    session_id, taken.pin_id, only_if_pinned_to=pin, timeout=timeout
+                    session_id, taken.pin_id, only_if_pinned_to=pin, timeout=time_left(deadline)
                 )
             except CallTimeout as exc:
                 scheduler.checkin(taken)

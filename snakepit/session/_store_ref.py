@@ -119,22 +119,16 @@ class SessionStoreRef(ServerRef[Any, Any]):
         config: SessionStoreConfig | None = getattr(self.server, "config", None)
         return config
 
-    def _store_backend(self) -> SessionBackend | None:
-        """The store's backend, for a read or an atomic update from the caller's task.
-
-        None when the server is not running (the caller asks it instead, and
-        gets its ServerExited).
-        """
-        config = self._store_config()
-        return None if config is None else config.backend
-
     async def _direct(
         self,
         what: str,
-        operation: Callable[[SessionBackend], Awaitable[SessionRecord | None]],
+        operation: Callable[[SessionBackend, float], Awaitable[SessionRecord | None]],
         timeout: float | None,
     ) -> SessionRecord | None:
-        """``operation(backend)`` in the caller's task (None: ask the server instead).
+        """``operation(backend, now)`` in the caller's task (None: ask the server instead).
+
+        None too when the server is not running: the caller asks it, and gets
+        its ServerExited.
 
         Each backend method is atomic on its own, so a read, a touch or a pin
         needs no turn in the server's mailbox: calls of many tasks run at
@@ -142,13 +136,14 @@ class SessionStoreRef(ServerRef[Any, Any]):
         store must decide (a session that expired, or does not exist) goes
         through the server.
         """
-        backend = self._store_backend()
-        if backend is None:
+        config = self._store_config()
+        if config is None:
             return None
+        backend = config.backend
         if timeout is None or type(backend) is MemoryBackend:  # no await point in it
-            return await operation(backend)
+            return await operation(backend, config.clock())
         with anyio.move_on_after(timeout):
-            return await operation(backend)
+            return await operation(backend, config.clock())
         raise CallTimeout(
             f"{self!r}: no reply to {what} within {timeout}s", server=self, timeout=timeout
         )
@@ -196,7 +191,7 @@ class SessionStoreRef(ServerRef[Any, Any]):
         :raises ArgumentTypeError, ConfigError: ``session_id`` is not a non-empty str.
         """
         check_session_id(session_id)
-        record = await self._direct("get", lambda b: b.get(session_id), timeout)
+        record = await self._direct("get", lambda b, now: b.get(session_id), timeout)
         if record is not None and not _expired(record, self.now()):
             return record
         return cast(SessionRecord, await self._ask(_Get(session_id), timeout))
@@ -210,8 +205,7 @@ class SessionStoreRef(ServerRef[Any, Any]):
         :raises ArgumentTypeError, ConfigError: ``session_id`` is not a non-empty str.
         """
         check_session_id(session_id)
-        now = self.now()
-        record = await self._direct("touch", lambda b: b.touch(session_id, now), timeout)
+        record = await self._direct("touch", lambda b, now: b.touch(session_id, now), timeout)
         if record is not None:
             return record
         # Gone, or expired (the server ends it, unless a call of it runs).
@@ -242,10 +236,9 @@ class SessionStoreRef(ServerRef[Any, Any]):
         check_worker_id(worker_id)
         if only_if_pinned_to is not ...:
             check_worker_id(only_if_pinned_to)
-        now = self.now()
         record = await self._direct(
             "pin",
-            lambda b: b.pin(session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to),
+            lambda b, now: b.pin(session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to),
             timeout,
         )
         if record is not None:

@@ -417,11 +417,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         else:
             waiter.cancel()  # still waiting: the end's task skips it
 
-    async def _turn(self, admission: Admission, ctx: Context, tool: str) -> None:
+    async def _turn(self, waiter: asyncio.Future[None], ctx: Context, tool: str) -> None:
         # Wait until the session's end the call was admitted behind has run.
-        waiter = admission.waiter
-        if waiter is None:
-            return
         remaining = ctx.time_remaining()
         if remaining is not None:
             remaining -= min(START_MARGIN, remaining / 4)
@@ -572,7 +569,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         job = None
         deadline = asyncio.timeout(ctx.time_remaining())
         try:
-            await self._turn(admission, ctx, info.name)  # its session's pending end first
+            if admission.waiter is not None:  # its session's pending end first
+                await self._turn(admission.waiter, ctx, info.name)
             async with deadline:
                 if info.kind != "async":
                     # The slot is taken and given back on the tool thread.
@@ -614,7 +612,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         try:
             try:
                 info, kwargs, ctx = self._prepare(request, streaming=True)
-                await self._turn(admission, ctx, info.name)  # its session's pending end first
+                if admission.waiter is not None:  # its session's pending end first
+                    await self._turn(admission.waiter, ctx, info.name)
             except _Refused as exc:
                 yield worker_pb2.StreamChunk(request_id=rid, error=_refusal(exc.kind, str(exc)))
                 return
