@@ -83,13 +83,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 # The pools' children unpickle noop/echo by reference; they inherit this sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _transport_fns as fns
+from _report import fmt, ratio, verdict, versions
 
 ADAPTER = "snakepit.testing.adapters:Echo"
 GATED_ADAPTER = "snakepit.testing.adapters:Gated"
@@ -590,18 +590,6 @@ def run(peers: list[Peer], opts: Opts) -> tuple[dict[str, list[float]], list[dic
 # --- report --------------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, spec: str, width: int) -> str:
-    return f"{'—':>{width}}" if value is None else f"{value:>{width}{spec}}"
-
-
-def ratio(value: float | None, base: float | None) -> float | None:
-    return None if value is None or not base else value / base
-
-
-def verdict(met: bool) -> str:
-    return "met" if met else "NOT MET"
-
-
 def report(
     peers: list[Peer],
     skipped: list[str],
@@ -761,15 +749,6 @@ def report(
         "targets": targets,
         "skipped": skipped,
     }
-
-
-def versions(*names: str) -> dict[str, str]:
-    """The installed versions of these distributions (those installed)."""
-    found = {}
-    for name in names:
-        with contextlib.suppress(PackageNotFoundError):
-            found[name] = version(name)
-    return found
 
 
 def main() -> None:

@@ -52,9 +52,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from _report import fmt, ratio, verdict, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = "snakepit.testing.adapters:Echo"
@@ -352,18 +353,6 @@ def run(rows: list[Row], opts: Opts, redis_url: str | None) -> None:
 # --- report --------------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, spec: str, width: int) -> str:
-    return f"{'—':>{width}}" if value is None else f"{value:>{width}{spec}}"
-
-
-def ratio(value: float | None, base: float | None) -> float | None:
-    return None if value is None or not base else value / base
-
-
-def verdict(met: bool) -> str:
-    return "met" if met else "NOT MET"
-
-
 def report(rows: list[Row], skipped: list[str], opts: Opts) -> dict[str, Any]:
     results = []
     for row in rows:
@@ -449,15 +438,6 @@ def print_profile(profiles: dict[str, dict[str, float]]) -> None:
             f"{p['unpinned64_calls_per_s']:,.0f}, hint {p['hint64_calls_per_s']:,.0f}, "
             f"strict_queue {p['strict64_calls_per_s']:,.0f}"
         )
-
-
-def versions(*names: str) -> dict[str, str]:
-    """The installed versions of these distributions (those installed)."""
-    found = {}
-    for name in names:
-        with contextlib.suppress(PackageNotFoundError):
-            found[name] = version(name)
-    return found
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ from snakepit.pool._worker_connection import WorkerConnection
 # The pools' children unpickle noop/echo by reference; they inherit this sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _transport_fns as fns
+from _report import fmt, ratio
 
 ADAPTER = "snakepit.testing.adapters:Echo"
 INFLIGHT = 64
@@ -331,14 +332,6 @@ def leftover_children() -> list[str]:
 
 
 # --- report --------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, spec: str, width: int) -> str:
-    return f"{'—':>{width}}" if value is None else f"{value:>{width}{spec}}"
-
-
-def ratio(value: float | None, base: float | None) -> float | None:
-    return None if value is None or base is None else value / base
 
 
 def report(subjects: list[Subject], opts: Opts) -> dict[str, Any]:
