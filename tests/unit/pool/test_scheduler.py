@@ -311,6 +311,22 @@ class TestClose:
         assert await sched.checkout() is b  # the slot from before the close is gone
 
 
+def busy_worker(sched: Scheduler[Fake]) -> Fake:
+    """A worker of one slot, added to ``sched`` and taken."""
+    worker = Fake("a")
+    sched.add(worker, 1)
+    assert sched.try_take(worker)
+    return worker
+
+
+async def wait_pinned(sched: Scheduler[Fake], worker: Fake, errors: list[BaseException]) -> None:
+    """Wait for a slot of ``worker``; what refuses it goes to ``errors``."""
+    try:
+        await sched.checkout_pinned(worker)
+    except PoolError as exc:  # PinnedWorkerGone too
+        errors.append(exc)
+
+
 class TestPinned:
     """A session's calls: a slot of one given worker (``try_take``, ``checkout_pinned``), O(1)."""
 
@@ -352,9 +368,7 @@ class TestPinned:
         self,
     ) -> None:
         sched = scheduler()
-        a = Fake("a")
-        sched.add(a, 1)
-        assert sched.try_take(a)
+        a = busy_worker(sched)
         got: list[str] = []
 
         async def pinned(label: str) -> None:
@@ -400,23 +414,16 @@ class TestPinned:
 
     async def test_lost_fails_the_calls_waiting_for_that_worker(self) -> None:
         sched = scheduler()
-        a = Fake("a")
-        sched.add(a, 1)
-        assert sched.try_take(a)
+        a = busy_worker(sched)
         errors: list[BaseException] = []
-
-        async def pinned() -> None:
-            try:
-                await sched.checkout_pinned(a)
-            except PinnedWorkerGone as exc:
-                errors.append(exc)
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(pinned)
+            tg.start_soon(wait_pinned, sched, a, errors)
             await anyio.wait_all_tasks_blocked()
             a.usable = False
             sched.lost(a, "its process exited with code 1")
-        assert [str(e) for e in errors] == ["its process exited with code 1"]
+        assert [(type(e), str(e)) for e in errors] == [
+            (PinnedWorkerGone, "its process exited with code 1")
+        ]
         assert sched.queued == 0
         with pytest.raises(PinnedWorkerGone):
             await sched.checkout_pinned(a)  # gone before the call: at once
@@ -444,9 +451,7 @@ class TestPinned:
 
     async def test_a_cancelled_pinned_waiter_passes_its_turn_on(self) -> None:
         sched = scheduler()
-        a = Fake("a")
-        sched.add(a, 1)
-        assert sched.try_take(a)
+        a = busy_worker(sched)
         got: list[str] = []
         scopes: dict[str, anyio.CancelScope] = {}
 
@@ -469,19 +474,10 @@ class TestPinned:
 
     async def test_close_fails_pinned_waiters(self) -> None:
         sched = scheduler()
-        a = Fake("a")
-        sched.add(a, 1)
-        assert sched.try_take(a)
+        a = busy_worker(sched)
         errors: list[BaseException] = []
-
-        async def pinned() -> None:
-            try:
-                await sched.checkout_pinned(a)
-            except PoolError as exc:
-                errors.append(exc)
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(pinned)
+            tg.start_soon(wait_pinned, sched, a, errors)
             await anyio.wait_all_tasks_blocked()
             sched.close()
         assert [type(e) for e in errors] == [PoolClosed]

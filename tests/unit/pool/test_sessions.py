@@ -286,8 +286,7 @@ class TestAffinity:
         async with make_pool(size=2) as pool, pool.session(affinity="strict_queue") as s:
             me = await s.execute("whoami")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(s.execute, "block")
-                await control.wait_blocked(1)
+                await hold(tg, s, control)
                 got: list[str] = []
 
                 async def call() -> None:
@@ -306,8 +305,7 @@ class TestAffinity:
         async with make_pool(size=2) as pool, pool.session(affinity="strict_fail_fast") as s:
             await s.execute("ping")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(s.execute, "block")
-                await control.wait_blocked(1)
+                await hold(tg, s, control)
                 with pytest.raises(WorkerBusy) as info:
                     await s.execute("ping")
                 assert info.value.session_id == s.session_id
@@ -319,8 +317,7 @@ class TestAffinity:
         async with make_pool(size=2) as pool, pool.session() as s:
             me = await s.execute("whoami")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(s.execute, "block")
-                await control.wait_blocked(1)
+                await hold(tg, s, control)
                 other = await s.execute("whoami")
                 assert other != me
                 tg.cancel_scope.cancel()
@@ -346,8 +343,7 @@ class TestAffinity:
         async with make_pool(size=2) as pool, pool.session(affinity="strict_queue") as s:
             await s.execute("ping")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(s.execute, "block")
-                await control.wait_blocked(1)
+                await hold(tg, s, control)
                 for _ in range(5):  # the other worker serves them
                     assert await pool.execute("echo", {"value": 1}) == 1
                 tg.cancel_scope.cancel()
