@@ -21,7 +21,7 @@ from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import ExecutionTimeout, WorkerError, WorkerUnavailable
 
 from ._config import Codec
-from ._grpc_errors import error_from_grpc
+from ._grpc_errors import ended_under_a_write, error_from_grpc
 from ._requests import DEFAULT_MAX_MESSAGE_BYTES, END, chunk_value, fill_request, result_of
 from ._transports import FramesTransport, GrpcTransport, Transport, open_frames_transport
 
@@ -335,6 +335,8 @@ class Multiplexer:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._closed:
+                    return
                 if self._drain:
                     self._drain = False
                     await self._call.drain()
@@ -409,9 +411,13 @@ class Multiplexer:
         if not self._closed:
             self._closed = True
             self._fail(WorkerUnavailable("the channel was closed"))
-            self._writer.cancel()
-            self._reader.cancel()
-            self._call.cancel()
+            self._wake.set()  # the writer sees _closed
+            try:
+                await self._call.close(self._writer, self._reader)
+            finally:  # what is left (after the transport's grace, or a cancelled close)
+                self._writer.cancel()
+                self._reader.cancel()
+                self._call.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
 
 
@@ -441,6 +447,15 @@ async def open_frames_multiplexer(
 
 def _broke(exc: Exception) -> WorkerError:
     """The error of a channel whose reading or writing raised ``exc``."""
+    if ended_under_a_write(exc):
+        # A wrong secret is refused at once, so a first write can meet it;
+        # grpc's own error says nothing of why the stream ended.
+        ended = WorkerUnavailable(
+            "Channel: the worker ended the stream as a frame was written to it:"
+            " authentication failed (a missing or wrong secret), or the worker stopped"
+        )
+        ended.__cause__ = exc
+        return ended
     error = error_from_grpc(exc, "Channel")
     if error is None:
         error = WorkerUnavailable(f"the channel broke: {exc}")

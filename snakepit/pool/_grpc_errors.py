@@ -11,6 +11,7 @@ from __future__ import annotations
 # First: grpc is imported with its logging quieted (before any module below imports it).
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -32,6 +33,9 @@ from snakepit.errors import (
 )
 
 Kind = worker_pb2.ErrorInfo.Kind
+
+#: The details of the status grpc sets itself when a batch of a call failed.
+_CORE_BATCH_FAILED = "Internal error from Core"
 
 
 def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError | QueueTimeout:
@@ -100,6 +104,23 @@ def error_from_grpc(exc: Exception, what: str) -> WorkerError | None:
         error.__cause__ = exc
         return error
     return None
+
+
+def ended_under_a_write(exc: Exception) -> bool:
+    """Whether ``exc`` is grpc's when a stream's peer ended it as a message was written.
+
+    grpc then fails the write with a status of its own (``INTERNAL``,
+    "Internal error from Core"), which also replaces the peer's status for a
+    read that follows; or with ``InvalidStateError`` if the peer's status came
+    in first. Neither says why the peer ended the stream.
+    """
+    if isinstance(exc, asyncio.InvalidStateError):
+        return True
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() == grpc.StatusCode.INTERNAL
+        and exc.details() == _CORE_BATCH_FAILED
+    )
 
 
 @contextlib.contextmanager

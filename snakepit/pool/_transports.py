@@ -11,6 +11,7 @@ from __future__ import annotations
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import asyncio
+import contextlib
 from typing import Any, Protocol
 
 import grpc
@@ -21,11 +22,15 @@ from snakepit._wire._frames import pack, read_frame, write_nowait
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import ConfigError, WorkerUnavailable
 
+#: Seconds a closing ``Channel`` stream waits for the worker to end it.
+CLOSE_GRACE = 1.0
+
 
 class Transport(Protocol):
     async def write(self, frame: worker_pb2.ClientFrame) -> None: ...
     async def drain(self) -> None: ...
     async def read(self) -> worker_pb2.ServerFrame | None: ...
+    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None: ...
     def cancel(self) -> None: ...
 
 
@@ -34,6 +39,27 @@ class GrpcTransport:
 
     def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...] | None = None) -> None:
         self._call = stub.Channel(metadata=metadata)
+
+    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
+        """End the stream from this side; return once ``writer`` and ``reader`` ended.
+
+        The writer ends after the frame it is writing; the worker takes the
+        end of the requests as the client gone (it cancels the calls still
+        running and ends the RPC), and the reader ends on that. Cancelling
+        the call instead would leave grpc waiting for the stream's last read
+        and status: those complete later, and if the loop was closed by then,
+        grpc fails in the next loop of the process ("Event loop is closed").
+        After :data:`CLOSE_GRACE` seconds (a worker that does not answer)
+        the caller cancels the call and both tasks.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE):
+                await asyncio.wait([writer])
+                if not self._call.done():
+                    # A call that failed meanwhile raises here; the reader says why.
+                    with contextlib.suppress(Exception):
+                        await self._call.done_writing()
+                await asyncio.wait([reader])
 
     async def write(self, frame: worker_pb2.ClientFrame) -> None:
         await self._call.write(frame)
@@ -72,6 +98,9 @@ class FramesTransport:
 
     async def read(self) -> worker_pb2.ServerFrame | None:
         return await read_frame(self._reader, worker_pb2.ServerFrame, self._limit)
+
+    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
+        """Nothing to wait for: the caller cancels both tasks and closes the socket."""
 
     def cancel(self) -> None:
         self._writer.close()

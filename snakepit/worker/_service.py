@@ -776,5 +776,10 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         request_iterator: AsyncIterator[worker_pb2.ClientFrame],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
-        """Many calls multiplexed on one stream; replies coalesced into frames."""
-        await FramesChannel(self, context.write).run(request_iterator)
+        """Many calls multiplexed on one stream; replies coalesced into frames.
+
+        The end of the client's requests means the client is gone (its
+        ``Multiplexer`` closed): the calls still running are cancelled and the
+        RPC ends, as on the frames socket.
+        """
+        await FramesChannel(self, context.write).run(request_iterator, eof_is_gone=True)

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,8 @@ class Served:
     frames_address: str | None
     #: What its connections must have (as ``WorkerProcess.secret``).
     secret: bytes | None = None
+    #: The server itself (in-process only).
+    server: AdapterServer | None = field(default=None, repr=False, compare=False)
 
 
 @asynccontextmanager
@@ -106,7 +108,7 @@ async def serve_all(
     limit = {k: v for k, v in options.items() if k == "max_message_bytes"}
     try:
         async with WorkerConnection(server.address, secret=secret, **limit) as client:
-            yield Served(server.address, server.frames_address, secret), client
+            yield Served(server.address, server.frames_address, secret, server), client
     finally:
         await server.abort()
         adapter.teardown()

@@ -122,8 +122,22 @@ class _Unreadable(GrpcTransport):
         await self.failed.wait()
         raise ValueError("a frame nobody can read")
 
+    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
+        pass
+
     def cancel(self) -> None:
         pass
+
+
+class _EndedUnderWrite(_Unreadable):
+    """A Channel the worker ended as the writer wrote: grpc's write fails as ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def write(self, frame: worker_pb2.ClientFrame) -> None:
+        raise self.error
 
 
 class TestTheChannelsTasks:
@@ -144,6 +158,38 @@ class TestTheChannelsTasks:
                     transport.failed.set()
         finally:
             await mux.aclose()
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            # grpc's write after the worker ended the stream: the batch failed
+            # (grpc sets this status itself), or the status came in first.
+            grpc.aio.AioRpcError(
+                grpc.StatusCode.INTERNAL,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details="Internal error from Core",
+            ),
+            asyncio.InvalidStateError("RPC already finished."),
+        ],
+    )
+    async def test_a_stream_ended_under_a_write_says_why_it_may_have_ended(
+        self, error: Exception
+    ) -> None:
+        # Before: "the connection to the worker failed: Internal error from
+        # Core" (or "the channel broke: RPC already finished."), when a worker
+        # refused the secret at the instant of the first write.
+        mux = Multiplexer(_EndedUnderWrite(error), 1024 * 1024)
+        try:
+            with anyio.fail_after(5), pytest.raises(WorkerUnavailable) as caught:
+                await mux.execute("echo", {})
+        finally:
+            await mux.aclose()
+        message = str(caught.value)
+        assert "the worker ended the stream" in message
+        assert "authentication failed (a missing or wrong secret)" in message
+        assert "Internal error from Core" not in message
+        assert caught.value.__cause__ is not None
 
     async def test_a_transport_error_of_grpc_is_mapped(self, echo: tuple[Served, object]) -> None:
         served, _ = echo

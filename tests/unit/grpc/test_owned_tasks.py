@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
 
+from snakepit.errors import WorkerUnavailable
 from snakepit.pool import InProcessLauncher, PoolConfig
 from snakepit.pool._connection import open_frames_multiplexer
 from snakepit.pool._worker_connection import WorkerConnection
 
-from .conftest import Served, Spawn
+from .conftest import Served, Spawn, serve_all
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -28,6 +30,20 @@ Echo = tuple[Served, WorkerConnection]
 def started_since(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
     """The tasks started since ``before`` was taken that have not ended."""
     return {task for task in asyncio.all_tasks() - before if not task.done()}
+
+
+def grpc_call_tasks(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
+    """grpc's tasks for the client calls started since ``before`` (each waits for an operation).
+
+    (The server's own tasks are left out: it runs in this loop too.)
+    """
+    return {
+        task
+        for task in started_since(before)
+        if getattr(task.get_coro(), "__qualname__", "").startswith(
+            ("_AioCall.", "StreamStreamCall.")
+        )
+    }
 
 
 def channel_tasks(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
@@ -56,6 +72,32 @@ class TestMultiplexer:
             ) as mux:
                 assert await mux.execute("echo", {"value": 1}) == 1
         assert channel_tasks(before) == set()
+
+    @pytest.mark.parametrize("server", ["serving", "running a call", "aborted"])
+    async def test_no_grpc_operation_of_its_stream_is_left_pending(
+        self, sock_dir: Path, server: str
+    ) -> None:
+        # Before: aclose cancelled the stream and returned while grpc still
+        # waited for the stream's status (and its last read). Those completed
+        # later, after the loop was closed: the next loop of the process got
+        # "RuntimeError: Event loop is closed" (a test after this one failed).
+        async with serve_all(sock_dir, "pending") as (served, client):
+            before = asyncio.all_tasks()
+            mux = client.multiplexer()
+            assert await mux.execute("echo", {"value": 1}) == 1
+            assert grpc_call_tasks(before)  # the stream's status is awaited from the start
+            if server == "running a call":
+                call = asyncio.ensure_future(mux.execute("hang"))
+                await anyio.wait_all_tasks_blocked()
+            elif server == "aborted":
+                assert served.server is not None
+                await served.server.abort()
+            with anyio.fail_after(5):
+                await mux.aclose()
+            assert grpc_call_tasks(before) == set()
+            if server == "running a call":
+                with pytest.raises(WorkerUnavailable):
+                    await call
 
     async def test_a_second_close_waits_for_its_tasks_too(self, echo: Echo) -> None:
         _, client = echo
