@@ -14,6 +14,7 @@ from types import EllipsisType, TracebackType
 from typing import Any, Final, Literal, TypeAlias, Unpack
 
 import anyio
+import sniffio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from snakepit.errors import (
@@ -231,6 +232,13 @@ class Pool:
     async def __aenter__(self) -> Pool:
         if self._state != "new":
             raise PoolClosed(f"{self!r}: a Pool is entered once")
+        library = sniffio.current_async_library()
+        if library != "asyncio":  # before: "RuntimeError: no running event loop", half-started
+            raise ConfigError(
+                "event loop",
+                f"a Pool runs on asyncio (its workers are spoken to with grpc.aio), not on"
+                f" {library}: run it with anyio.run(..., backend='asyncio') or asyncio.run()",
+            )
         self._enter("starting")
         config = self.config
         run_id = uuid.uuid4().hex[:12]

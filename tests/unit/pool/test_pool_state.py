@@ -7,7 +7,7 @@ from typing import get_args
 
 import pytest
 
-from snakepit.errors import PoolClosed
+from snakepit.errors import ConfigError, PoolClosed
 from snakepit.pool import Pool
 from snakepit.pool._pool import _TRANSITIONS, PoolState
 from snakepit.pool._worker_server import IllegalTransition
@@ -64,3 +64,12 @@ async def test_a_pool_closed_before_it_was_entered_cannot_be_entered() -> None:
     assert pool._state == "closed"
     with pytest.raises(PoolClosed, match="entered once"):
         await pool.__aenter__()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_pool_entered_on_trio_is_a_config_error_naming_asyncio() -> None:
+    # Before: "RuntimeError: no running event loop", from a pool half-started.
+    pool = Pool(ADAPTER, size=1)
+    with pytest.raises(ConfigError, match=r"a Pool runs on asyncio .* not on trio"):
+        await pool.__aenter__()
+    assert pool._state == "new"
