@@ -6,6 +6,7 @@ import os
 
 import anyio
 
+from snakepit.pool import default_fork_servers
 from snakepit.testing._leaks import child_pids, wait_exited
 
 
@@ -22,9 +23,16 @@ def descendant_pids(pid: int | None = None) -> set[int]:
     """Every descendant of this process (or of ``pid``), zombies included (Linux).
 
     Pool workers forked by a fork server are its children: grandchildren of the host.
+    Of this process's, the fork servers it shares between its pools (see the
+    ``snakepit_share_fork_servers`` ini option) are left out: they belong to
+    no test (a test about a pool's fork server is marked
+    ``snakepit_own_fork_server``); their workers are not.
     """
     found = child_pids(pid)
     assert found is not None, "these tests need /proc"
+    shared = default_fork_servers()
+    if pid is None and shared is not None:
+        found -= shared.pids
     return found
 
 

@@ -29,6 +29,7 @@ import hypothesis  # noqa: F401
 import pytest
 from trio.testing import MockClock
 
+from snakepit.pool import default_fork_servers
 from snakepit.testing._leaks import child_pids, describe_process
 from tests._redis import SERVER_PIDS, RedisServer, redis_server
 
@@ -133,7 +134,11 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if before is None:
         return  # no /proc here
-    left = sorted((child_pids() or set()) - before - SERVER_PIDS)  # redis: session-scoped
+    # Session-scoped: redis, and the fork servers shared by this process's pools.
+    shared = default_fork_servers()
+    left = sorted(
+        (child_pids() or set()) - before - SERVER_PIDS - (shared.pids if shared else set())
+    )
     if left:
         listing = "\n".join(f"  {describe_process(pid)}" for pid in left)
         pytest.fail(f"{request.node.nodeid} left child processes:\n{listing}", pytrace=False)

@@ -38,6 +38,9 @@ from ._launch._local import LocalLauncher as LocalLauncher
 from ._launch._process import WorkerProcess as WorkerProcess
 from ._launch._rundir import RunDir as RunDir
 from ._launch._rundir import default_run_base as default_run_base
+from ._launch._shared import SharedForkServers as SharedForkServers
+from ._launch._shared import default_fork_servers as default_fork_servers
+from ._launch._shared import set_default_fork_servers as set_default_fork_servers
 from ._pool import Pool as Pool
 from ._scheduler import PinnedWorkerGone as PinnedWorkerGone
 from ._scheduler import Schedulable as Schedulable
@@ -74,6 +77,7 @@ __all__ = (
     "RunDir",
     "Schedulable",
     "Scheduler",
+    "SharedForkServers",
     "StartMethod",
     "ToolSpec",
     "Transport",
@@ -92,5 +96,7 @@ __all__ = (
     "WorkerStarting",
     "WorkerState",
     "WorkerSupervisor",
+    "default_fork_servers",
     "default_run_base",
+    "set_default_fork_servers",
 )

@@ -147,11 +147,12 @@ class PoolConfig:
     transport: Transport = "frames"
     #: How worker processes start: "forkserver" (one process per pool imports the
     #: worker runtime once and forks each worker from it: a worker is ready in
-    #: milliseconds) or "spawn" (a new interpreter per worker, ~150 ms of imports
-    #: each). Either way a worker runs in its own process group with the same
-    #: ``env`` and ``cwd``. Forked workers share what the fork server fixed when
-    #: it started: hash seed, rlimits, umask; if the fork server dies, each of
-    #: its workers is replaced (and counts as a restart).
+    #: milliseconds; or one shared by the process's pools, see
+    #: :class:`~snakepit.pool.SharedForkServers`) or "spawn" (a new interpreter per
+    #: worker, ~150 ms of imports each). Either way a worker runs in its own
+    #: process group with the same ``env`` and ``cwd``. Forked workers share what
+    #: the fork server fixed when it started: hash seed, rlimits, umask; if the
+    #: fork server dies, each of its workers is replaced (and counts as a restart).
     start_method: StartMethod = "forkserver"
     #: The base directory of the workers' sockets and pid files (default: one per
     #: user, ``$XDG_RUNTIME_DIR/snakepit`` or ``<tmp>/snakepit-<uid>``). A pool

@@ -353,6 +353,22 @@ def _fd_dir() -> str | None:
     return None
 
 
+def _shared_fork_servers() -> tuple[frozenset[int], set[int]]:
+    """The pids and fds of the process's shared fork servers: no test's leak.
+
+    They outlive the test that started them, on purpose (see
+    :class:`~snakepit.pool.SharedForkServers`); their workers are the pools'.
+    """
+    if "snakepit.pool" not in sys.modules:
+        return frozenset(), set()
+    from snakepit.pool import default_fork_servers
+
+    shared = default_fork_servers()
+    if shared is None:
+        return frozenset(), set()
+    return shared.pids, shared.held_fds()
+
+
 def _open_fds() -> dict[int, str] | None:
     """Every open fd and what it points to; None where that cannot be listed."""
     base = _fd_dir()
@@ -471,17 +487,20 @@ class LeakCheck:
         if self._children is None:
             return set()
         now = child_pids()
-        return (now or set()) - self._children
+        return (now or set()) - self._children - _shared_fork_servers()[0]
 
     def _new_fds(self) -> dict[int, str]:
         if self._fds is None:
             return {}
         now = _open_fds() or {}
         ignore = self.ignore_fds
+        shared = _shared_fork_servers()[1]
         return {
             fd: target
             for fd, target in now.items()
-            if self._fds.get(fd) != target and not (ignore is not None and ignore(fd, target))
+            if self._fds.get(fd) != target
+            and fd not in shared
+            and not (ignore is not None and ignore(fd, target))
         }
 
     async def leaks(self) -> list[str]:

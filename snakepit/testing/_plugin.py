@@ -19,7 +19,7 @@ import itertools
 import random
 import warnings
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
     from snakepit.otp import ChildSpec, GenServer, Registry, ServerRef, SupervisorRef
-    from snakepit.pool import Pool, PoolEvent
+    from snakepit.pool import Pool, PoolEvent, SharedForkServers
 
     from ._leaks import LeakCheck
 
@@ -62,14 +62,77 @@ _OTP_OPTIONS: dict[str, Callable[[object], str | None]] = {
 }
 
 
+#: The ini option that shares fork servers between the pools of a test run.
+SHARE_FORK_SERVERS = "snakepit_share_fork_servers"
+#: The marker of a test whose pools start fork servers of their own even then.
+OWN_FORK_SERVER = "snakepit_own_fork_server"
+#: The run's shared fork servers, and the default they replaced.
+_shared_key: pytest.StashKey[tuple[SharedForkServers, SharedForkServers | None]] = pytest.StashKey()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The ``snakepit_share_fork_servers`` ini option."""
+    parser.addini(
+        SHARE_FORK_SERVERS,
+        type="bool",
+        default=False,
+        help="pools fork their workers from fork servers shared by the whole run "
+        "(snakepit.pool.SharedForkServers) instead of starting one each (~0.1 s of CPU "
+        f"per pool); a test marked {OWN_FORK_SERVER} gets its own",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``otp`` marker."""
+    """Register the markers; share fork servers if ``snakepit_share_fork_servers`` is set."""
     config.addinivalue_line(
         "markers",
         "otp(strict_leaks=False, stop_timeout=5.0, leak_grace=1.0): options of the "
         "otp_sandbox fixture; strict_leaks=True fails the test on leaked tasks, child "
         "processes or fds, and on a server that had to be killed at teardown",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{OWN_FORK_SERVER}: the pools of this test start their own fork servers, "
+        f"even with {SHARE_FORK_SERVERS} set (a test that stops or kills one)",
+    )
+    if config.getini(SHARE_FORK_SERVERS) and not _is_xdist_controller(config):
+        from snakepit.pool import SharedForkServers, set_default_fork_servers
+
+        shared = SharedForkServers()
+        config.stash[_shared_key] = (shared, set_default_fork_servers(shared))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the shared fork servers (and put back the default there was)."""
+    found = config.stash.get(_shared_key, None)
+    if found is not None:
+        from snakepit.pool import set_default_fork_servers
+
+        shared, previous = found
+        del config.stash[_shared_key]
+        set_default_fork_servers(previous)
+        shared.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Run a test marked ``snakepit_own_fork_server`` (its fixtures too) with no shared servers."""
+    if item.get_closest_marker(OWN_FORK_SERVER) is None:
+        return (yield)
+    from snakepit.pool import set_default_fork_servers
+
+    previous = set_default_fork_servers(None)
+    try:
+        return (yield)
+    finally:
+        set_default_fork_servers(previous)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    # The controller of ``pytest -n N`` runs no test: its workers share their own.
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", 0))
 
 
 class SandboxWarning(UserWarning):

@@ -27,7 +27,8 @@ from snakepit.pool._launch._forkserver_client import (
 from snakepit.pool._launch._process import spawn_worker
 from tests._procs import descendant_pids, wait_exit
 
-pytestmark = pytest.mark.anyio
+# Each test stops, kills or inspects its pool's fork server: its own, not a shared one.
+pytestmark = [pytest.mark.anyio, pytest.mark.snakepit_own_fork_server]
 anyio_backends = ("asyncio",)  # grpc.aio
 
 ROOT = str(Path(__file__).resolve().parents[2])

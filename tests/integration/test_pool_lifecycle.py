@@ -39,6 +39,7 @@ def pool(*, in_process: bool = False, **options: Any) -> Pool:
 
 class TestLifecycle:
     @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+    @pytest.mark.snakepit_own_fork_server  # it counts the pool's fork server
     async def test_start_call_and_stop_leaves_nothing(self, start_method: str) -> None:
         before = descendant_pids()
         async with pool(start_method=start_method) as p:

@@ -192,6 +192,11 @@ class ForkServerClient:
         return self._proc.pid
 
     @property
+    def control_fd(self) -> int:
+        """The number of this process's end of its control socket."""
+        return self._fd
+
+    @property
     def idle(self) -> bool:
         """True while no worker it forked is running or being forked."""
         return not self._children and not self._waiting

@@ -14,6 +14,7 @@ from .._config import PoolConfig
 from ._forkserver_client import ForkServerClient, ForkServerError
 from ._process import WorkerProcess, spawn_worker
 from ._rundir import RunDir
+from ._shared import SharedForkServer, SharedForkServers, default_fork_servers
 
 __all__ = ("LocalLauncher",)
 
@@ -26,13 +27,25 @@ class LocalLauncher:
     with the workers' pids. The first start claims it: workers left by a
     dead earlier run under the same base are killed and its files removed.
     With ``start_method="forkserver"`` (the default) the first start also
-    starts the run's fork server, and the workers are forked from it.
-    :meth:`aclose` stops the fork server and removes this run's files.
+    starts the run's fork server, and the workers are forked from it (or
+    from shared fork servers, see ``forkservers``).
+    :meth:`aclose` stops its fork server and removes this run's files.
+
+    :param forkservers: fork the workers from these shared fork servers,
+        which outlive this launcher (default: the process's default, see
+        :func:`~snakepit.pool.set_default_fork_servers`; if None, a fork
+        server of its own).
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        forkservers: SharedForkServers | None = None,
+    ) -> None:
         self._base = run_dir
         self._run: RunDir | None = None
+        self._shared = forkservers if forkservers is not None else default_fork_servers()
         self._forkservers: dict[tuple[object, ...], ForkServerClient] = {}
         self._forkserver_lock = asyncio.Lock()
 
@@ -82,7 +95,15 @@ class LocalLauncher:
 
     async def _forkserver(
         self, config: PoolConfig, env: dict[str, str], run: RunDir, worker_id: str
-    ) -> ForkServerClient:
+    ) -> ForkServerClient | SharedForkServer:
+        if self._shared is not None:  # found or started by each fork
+            return self._shared._forkserver(
+                python=config.python,
+                env=env,
+                cwd=config.cwd,
+                run_id=run.run_id,
+                ready_timeout=config.startup_timeout,
+            )
         # One per interpreter, environment and directory (a pool has one); one
         # that died is replaced.
         key = (config.python, config.cwd, tuple(sorted(env.items())))

@@ -41,7 +41,6 @@ from snakepit._wire._auth import SECRET_BYTES, new_secret
 from snakepit._wire._grpc_logging import quiet_environment
 from snakepit.errors import ConfigError, WorkerStartError, exit_status
 from snakepit.pool._launch._forkserver_client import (
-    ForkServerClient,
     ForkServerError,
     RequestTooLarge,
     signal_group,
@@ -74,6 +73,20 @@ class _Spawned(Protocol):
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to its process group (not once it is known to be reaped)."""
         ...
+
+
+class _ForkServer(Protocol):
+    """What forks workers: a :class:`ForkServerClient`, or a shared server's handle."""
+
+    async def spawn(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        timeout: float = 30.0,
+        secret: bytes | None = None,
+    ) -> tuple[_Spawned, int, int]: ...
 
 
 class _ExecSpawned:
@@ -230,7 +243,7 @@ async def spawn_worker(
     ready_timeout: float = 30.0,
     extra_args: Sequence[str] = (),
     on_spawn: Callable[[int], object] | None = None,
-    forkserver: ForkServerClient | None = None,
+    forkserver: _ForkServer | None = None,
     secret: bytes | None = None,
 ) -> WorkerProcess:
     """Start ``python -m snakepit.worker`` and return once it reported ready.
@@ -398,7 +411,7 @@ def _exec(
 
 
 async def _fork(
-    forkserver: ForkServerClient,
+    forkserver: _ForkServer,
     worker_id: str,
     args: list[str],
     env: Mapping[str, str] | None,

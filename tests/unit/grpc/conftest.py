@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from snakepit._wire._auth import new_secret
-from snakepit.pool import WorkerConnection
+from snakepit.pool import WorkerConnection, default_fork_servers
 from snakepit.pool._launch._process import WorkerProcess, spawn_worker
 from snakepit.worker import AdapterServer
 from tests._procs import gone
@@ -56,13 +57,23 @@ async def spawn(sock_dir: Path) -> AsyncIterator[Spawn]:
     counter = iter(range(1000))
 
     async def start(
-        adapter: str = "snakepit.testing.adapters:Echo", **kwargs: Any
+        adapter: str = "snakepit.testing.adapters:Echo", *, exec_: bool = False, **kwargs: Any
     ) -> WorkerProcess:
         n = next(counter)
         kwargs.setdefault("listen", f"unix:{sock_dir}/w{n}.sock")
         kwargs.setdefault("worker_id", f"w{n}")
         kwargs.setdefault("cwd", ROOT)
         listen = kwargs.pop("listen")
+        shared = default_fork_servers()
+        if not exec_ and shared is not None and not {"python", "forkserver"} & kwargs.keys():
+            # Forked, as a pool's workers are by default: ~10 ms of CPU, not ~130.
+            kwargs["forkserver"] = shared._forkserver(
+                python=None,
+                env=os.environ,
+                cwd=kwargs["cwd"],
+                run_id="",
+                ready_timeout=30.0,
+            )
         worker = await spawn_worker(adapter, listen, **kwargs)
         started.append(worker)
         return worker

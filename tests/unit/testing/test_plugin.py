@@ -272,3 +272,57 @@ async def test_snakepit_pool_refuses_a_process_ender_in_process_and_runs_it_loca
     with pytest.raises(WorkerCrashed, match="exit code 3"):
         await pool.execute("exit", {"code": 3})
     await pool_events.wait_for(WorkerReady, generation=1)  # replaced; the fixture closes it all
+
+
+SHARED = """
+import pytest
+
+from snakepit import Pool
+from snakepit.pool import default_fork_servers
+
+PARENTS = []
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+async def forked_from():
+    async with Pool("snakepit.testing.adapters:Echo", size=1) as pool:
+        (worker,) = pool.workers()
+        return parent_of(worker.pid)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+async def test_shared(n):
+    PARENTS.append(await forked_from())
+    assert PARENTS[-1] in default_fork_servers().pids
+
+
+@pytest.mark.snakepit_own_fork_server
+async def test_own():
+    assert default_fork_servers() is None
+    assert await forked_from() not in PARENTS
+
+
+def test_one_server_for_both():
+    assert len(set(PARENTS)) == 1
+"""
+
+
+def test_share_fork_servers_ini_option(pytester: pytest.Pytester) -> None:
+    from snakepit.pool import default_fork_servers
+
+    outer = default_fork_servers()
+    pytester.makeini("[pytest]\nsnakepit_share_fork_servers = true\n")
+    pytester.makepyfile(test_shared=SHARED)
+    result = pytester.runpytest("-p", "no:randomly", "--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    assert default_fork_servers() is outer  # the inner run's are closed, the default put back
