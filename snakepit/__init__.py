@@ -40,6 +40,10 @@ from snakepit.errors import SessionNotFound as SessionNotFound
 from snakepit.errors import SessionWorkerLost as SessionWorkerLost
 from snakepit.errors import SnakepitError as SnakepitError
 from snakepit.errors import ToolNotFound as ToolNotFound
+from snakepit.errors import VariableError as VariableError
+from snakepit.errors import VariableExists as VariableExists
+from snakepit.errors import VariableNotFound as VariableNotFound
+from snakepit.errors import VariableValidationError as VariableValidationError
 from snakepit.errors import WaitTimeout as WaitTimeout
 from snakepit.errors import WorkerBusy as WorkerBusy
 from snakepit.errors import WorkerCrashed as WorkerCrashed

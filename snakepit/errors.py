@@ -41,7 +41,11 @@
         ├── SessionExists                        an explicit session id is already in use
         ├── SessionLimitReached                  max_sessions sessions exist already
         ├── SessionWorkerLost                    a strict session's worker died or was replaced
-        └── SessionBackendError                  the backend's storage failed (cause chained)
+        ├── SessionBackendError                  the backend's storage failed (cause chained)
+        └── VariableError                        a session variable (snakepit.session.variables)
+            ├── VariableNotFound (also LookupError)  the session has no variable of that name
+            ├── VariableExists                   a variable of that name is registered already
+            └── VariableValidationError (also ValueError)  a value breaks its type or a constraint
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -94,6 +98,10 @@ __all__ = (
     "SessionWorkerLost",
     "SnakepitError",
     "ToolNotFound",
+    "VariableError",
+    "VariableExists",
+    "VariableNotFound",
+    "VariableValidationError",
     "WaitTimeout",
     "WorkerBusy",
     "WorkerCrashed",
@@ -580,6 +588,50 @@ class SessionBackendError(SessionError):
         self.backend = backend
         #: What went wrong.
         self.detail = detail
+
+
+class VariableError(SessionError):
+    """A session variable could not be used as asked (see :mod:`snakepit.session`)."""
+
+
+class VariableNotFound(VariableError, LookupError):
+    """The session has no variable of this name (never registered, or deleted)."""
+
+    def __init__(self, session_id: str, name: str) -> None:
+        super().__init__(f"session {session_id!r} has no variable {name!r}")
+        #: The session asked for.
+        self.session_id = session_id
+        #: The variable's name.
+        self.name = name
+
+
+class VariableExists(VariableError):
+    """A variable was registered under a name the session already has."""
+
+    def __init__(self, session_id: str, name: str) -> None:
+        super().__init__(f"session {session_id!r} has a variable {name!r} already")
+        #: The session.
+        self.session_id = session_id
+        #: The name that is taken.
+        self.name = name
+
+
+class VariableValidationError(VariableError, ValueError):
+    """A value breaks its variable's type or one of its constraints; nothing was written.
+
+    ``variable`` names the variable, ``constraint`` the rule broken (``"type"``,
+    ``"min"``, ``"max"``, ``"choices"``, ``"max_length"``, ``"pattern"``,
+    ``"dimension"``, ``"shape"``, ``"dtype"``, ``"finite"``).
+    """
+
+    def __init__(self, variable: str, constraint: str, problem: str) -> None:
+        super().__init__(f"variable {variable!r}: {constraint}: {problem}")
+        #: The variable's name.
+        self.variable = variable
+        #: The constraint broken.
+        self.constraint = constraint
+        #: What is wrong, in words.
+        self.problem = problem
 
 
 def is_int(value: object) -> TypeGuard[int]:

@@ -129,6 +129,10 @@ def _every_error() -> list[SnakepitError]:
         errors.SessionBackendError("redis unix:///tmp/r.sock", "ConnectionError: refused"),
         errors.WorkerBusy("s1", "w0.0@run"),
         errors.SessionWorkerLost("s1", "w0.0@run", "its process exited with code 1"),
+        errors.VariableError("a variable"),
+        errors.VariableNotFound("s1", "counter"),
+        errors.VariableExists("s1", "counter"),
+        errors.VariableValidationError("counter", "max", "11 > 10"),
     ]
 
 
