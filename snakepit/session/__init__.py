@@ -19,6 +19,24 @@ to the worker the store records it is pinned to (``SessionRecord.worker_id``,
 a worker's ``pin_id``), as its :data:`Affinity` says. When a session ends
 (deleted, or expired), the pool has its worker run
 ``Adapter.on_session_end``, then calls the config's ``on_end``.
+
+Session variables are typed: a :class:`VariableSpec` (``VariableSpec.make(name,
+type, **constraints)``, checked when made) gives a variable's name, its
+:data:`VariableType` (``"integer"``, ``"float"``, ``"string"``, ``"boolean"``,
+``"choice"``, ``"embedding"``, ``"tensor"``) and the constraints of that type
+(``min``/``max`` inclusive; ``choices``; ``max_length`` in characters and a
+``pattern`` the whole string matches; an embedding's ``dimension``; a tensor's
+``shape`` and ``dtype``). ``spec.validate(value)`` returns the canonical value
+(numpy scalars as Python ones, an embedding as a tuple of floats, an ndarray as
+a :class:`Tensor`) or raises :class:`~snakepit.errors.VariableValidationError`
+naming the constraint broken; floats and embeddings must be finite.
+``spec.encode``/``spec.decode`` give a value's JSON-able stored form and back.
+A :class:`Tensor` holds a dtype (numpy's name: ``"float32"``...), a shape and
+its items' bytes (C order, little-endian); ``Tensor.from_numpy`` and
+``to_numpy`` convert (numpy is needed only for these). A :class:`Variable` is a
+variable as read (spec, value, version: 1, then +1 per write); a
+:class:`VariableChange` is a change seen by a watch (old and new value,
+version, and who made it).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -33,6 +51,11 @@ from ._config import SessionStoreConfig as SessionStoreConfig
 from ._memory import MemoryBackend as MemoryBackend
 from ._store import SessionStore as SessionStore
 from ._store_ref import SessionStoreRef as SessionStoreRef
+from ._variables import Tensor as Tensor
+from ._variables import Variable as Variable
+from ._variables import VariableChange as VariableChange
+from ._variables import VariableSpec as VariableSpec
+from ._variables import VariableType as VariableType
 
 if TYPE_CHECKING:
     from ._redis import RedisBackend as RedisBackend
@@ -58,4 +81,9 @@ __all__ = (
     "SessionStore",
     "SessionStoreConfig",
     "SessionStoreRef",
+    "Tensor",
+    "Variable",
+    "VariableChange",
+    "VariableSpec",
+    "VariableType",
 )
