@@ -42,7 +42,7 @@
         ├── SessionLimitReached                  max_sessions sessions exist already
         ├── SessionWorkerLost                    a strict session's worker died or was replaced
         ├── SessionBackendError                  the backend's storage failed (cause chained)
-        └── VariableError                        a session variable (snakepit.session.variables)
+        └── VariableError                        a session variable (snakepit.session)
             ├── VariableNotFound (also LookupError)  the session has no variable of that name
             ├── VariableExists                   a variable of that name is registered already
             └── VariableValidationError (also ValueError)  a value breaks its type or a constraint

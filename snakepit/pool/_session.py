@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from snakepit.session import SessionRecord
+from snakepit.session import SessionRecord, SessionVariables
 
 if TYPE_CHECKING:
     from ._pool import Pool
@@ -60,6 +60,11 @@ class PoolSession:
         :raises SessionNotFound: it was deleted or expired.
         """
         return await self._pool.sessions.get(self.session_id)
+
+    @property
+    def variables(self) -> SessionVariables:
+        """Its typed variables (``register``, ``get``, ``set``, ``update``, ``watch``...)."""
+        return self._pool.sessions.variables(self.session_id)
 
     async def delete(self) -> None:
         """End it now (its worker's ``on_session_end`` runs); deleting twice is no error."""

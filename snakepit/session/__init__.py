@@ -49,8 +49,12 @@ from ._config import EndReason as EndReason
 from ._config import OnEnd as OnEnd
 from ._config import SessionStoreConfig as SessionStoreConfig
 from ._memory import MemoryBackend as MemoryBackend
+from ._session_variables import SessionVariables as SessionVariables
 from ._store import SessionStore as SessionStore
 from ._store_ref import SessionStoreRef as SessionStoreRef
+from ._variable_backend import VariableBackend as VariableBackend
+from ._variable_backend import VariableEvent as VariableEvent
+from ._variable_backend import VariableRecord as VariableRecord
 from ._variables import Tensor as Tensor
 from ._variables import Variable as Variable
 from ._variables import VariableChange as VariableChange
@@ -81,9 +85,13 @@ __all__ = (
     "SessionStore",
     "SessionStoreConfig",
     "SessionStoreRef",
+    "SessionVariables",
     "Tensor",
     "Variable",
+    "VariableBackend",
     "VariableChange",
+    "VariableEvent",
+    "VariableRecord",
     "VariableSpec",
     "VariableType",
 )

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from types import EllipsisType
-from typing import Final
+from typing import Any, Final
 
-from snakepit.errors import SessionLimitReached
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from snakepit.errors import (
+    SessionLimitReached,
+    SessionNotFound,
+    VariableError,
+    VariableExists,
+    VariableNotFound,
+)
 
 from ._backend import SessionRecord
+from ._variable_backend import Expectations, VariableEvent, VariableRecord
 
 __all__ = ("MemoryBackend",)
 
@@ -46,6 +58,9 @@ class MemoryBackend:
         self._heap: list[tuple[float, int, str]] = []
         self._seq: dict[str, int] = {}
         self._counter = itertools.count()
+        # Variables by session, then name; watchers by session.
+        self._variables: dict[str, dict[str, VariableRecord]] = {}
+        self._watchers: dict[str, set[_Watcher]] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryBackend sessions={len(self._records)}>"
@@ -153,7 +168,11 @@ class MemoryBackend:
                 return None
         if self._seq.pop(session_id, None) is not None:  # its heap entry is stale now
             self._drop_stale()
-        return self._records.pop(session_id, None)
+        record = self._records.pop(session_id, None)
+        self._variables.pop(session_id, None)  # its variables go with it
+        for watcher in self._watchers.pop(session_id, ()):
+            watcher.send.close()  # the watch ends with the session
+        return record
 
     async def records(self) -> list[SessionRecord]:
         """Every record, in no particular order."""
@@ -184,3 +203,153 @@ class MemoryBackend:
 
     async def aclose(self) -> None:
         """Nothing to release: the sessions stay in this object."""
+
+    # -- variables (VariableBackend) ------------------------------------------------------
+
+    def _live_variables(self, session_id: str, now: float) -> dict[str, VariableRecord]:
+        if self._live(session_id, now) is None:
+            raise SessionNotFound(session_id)
+        return self._variables.setdefault(session_id, {})
+
+    def _publish(self, session_id: str, event: VariableEvent) -> None:
+        for watcher in list(self._watchers.get(session_id, ())):
+            if watcher.names is None or event.name in watcher.names:
+                try:
+                    watcher.send.send_nowait(event)
+                except anyio.WouldBlock:  # ended, said so, rather than a change dropped
+                    watcher.behind = True
+                    watcher.send.close()
+                    self._watchers.get(session_id, set()).discard(watcher)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._watchers.get(session_id, set()).discard(watcher)
+
+    async def register_variable(self, session_id: str, record: VariableRecord, now: float) -> None:
+        """Add ``record`` to the session (SessionNotFound, VariableExists)."""
+        variables = self._live_variables(session_id, now)
+        if record.name in variables:
+            raise VariableExists(session_id, record.name)
+        variables[record.name] = record
+        self._publish(session_id, VariableEvent(record.name, None, record, record.source))
+
+    async def get_variables(
+        self, session_id: str, names: Sequence[str] | None, now: float
+    ) -> dict[str, VariableRecord]:
+        """The records of ``names`` (None: all) (SessionNotFound, VariableNotFound)."""
+        variables = self._live_variables(session_id, now)
+        if names is None:
+            return dict(variables)
+        found = {}
+        for name in names:
+            record = variables.get(name)
+            if record is None:
+                raise VariableNotFound(session_id, name)
+            found[name] = record
+        return found
+
+    async def set_variables(
+        self,
+        session_id: str,
+        values: Mapping[str, Any],
+        expect: Expectations,
+        now: float,
+        source: str,
+    ) -> dict[str, VariableRecord] | None:
+        """Write ``values`` all or none if ``expect`` holds; the new records, or None."""
+        variables = self._live_variables(session_id, now)
+        for name in values:
+            if name not in variables:
+                raise VariableNotFound(session_id, name)
+        for name, (uid, version) in expect.items():
+            record = variables.get(name)
+            if record is None or record.uid != uid:
+                return None
+            if version is not None and record.version != version:
+                return None
+        written = {}
+        events = []
+        for name, value in values.items():
+            old = variables[name]
+            new = VariableRecord(name, old.spec, value, old.version + 1, old.uid, now, source)
+            variables[name] = written[name] = new
+            events.append(VariableEvent(name, old, new, source))
+        for event in events:  # after all are written: no watcher sees half
+            self._publish(session_id, event)
+        return written
+
+    async def delete_variable(
+        self, session_id: str, name: str, now: float, source: str
+    ) -> VariableRecord:
+        """Remove ``name``; its last record (SessionNotFound, VariableNotFound)."""
+        variables = self._live_variables(session_id, now)
+        record = variables.pop(name, None)
+        if record is None:
+            raise VariableNotFound(session_id, name)
+        self._publish(session_id, VariableEvent(name, record, None, source))
+        return record
+
+    @asynccontextmanager
+    async def watch_variables(
+        self, session_id: str, names: frozenset[str] | None, buffer: int
+    ) -> AsyncIterator[AsyncIterator[VariableEvent]]:
+        """Changes of ``names`` (None: all) of the session from now on (see the protocol)."""
+        if session_id not in self._records:
+            raise SessionNotFound(session_id)
+        send, receive = anyio.create_memory_object_stream[VariableEvent](buffer)
+        watcher = _Watcher(names, send)
+        self._watchers.setdefault(session_id, set()).add(watcher)
+
+        try:
+            yield _Events(receive, watcher, session_id, buffer)
+        finally:
+            watchers = self._watchers.get(session_id)
+            if watchers is not None:
+                watchers.discard(watcher)
+                if not watchers:
+                    del self._watchers[session_id]
+            send.close()
+            receive.close()
+
+
+class _Events:
+    """A watch's events (an iterator, not a generator: nothing to finalize if left early)."""
+
+    __slots__ = ("_buffer", "_receive", "_session_id", "_watcher")
+
+    def __init__(
+        self,
+        receive: MemoryObjectReceiveStream[VariableEvent],
+        watcher: _Watcher,
+        session_id: str,
+        buffer: int,
+    ) -> None:
+        self._receive = receive
+        self._watcher = watcher
+        self._session_id = session_id
+        self._buffer = buffer
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> VariableEvent:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self._watcher.behind:
+                raise VariableError(
+                    f"a watch of session {self._session_id!r} fell more than"
+                    f" {self._buffer} changes behind and was ended"
+                ) from None
+            raise StopAsyncIteration from None
+
+
+class _Watcher:
+    """One watch of a memory backend: which names, where its events go."""
+
+    __slots__ = ("behind", "names", "send")
+
+    def __init__(
+        self, names: frozenset[str] | None, send: MemoryObjectSendStream[VariableEvent]
+    ) -> None:
+        self.names = names
+        self.send = send
+        self.behind = False

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 
@@ -26,6 +26,9 @@ from ._config import (
     checked_metadata,
 )
 from ._memory import MemoryBackend
+
+if TYPE_CHECKING:
+    from ._session_variables import SessionVariables
 
 __all__ = ("SessionStoreRef",)
 
@@ -283,3 +286,12 @@ class SessionStoreRef(ServerRef[Any, Any]):
     async def count(self, *, timeout: float | None = DEFAULT_TIMEOUT) -> int:
         """Return how many sessions there are (expired ones not counted)."""
         return cast(int, await self._ask(_COUNT, timeout))
+
+    def variables(self, session_id: str) -> SessionVariables:
+        """The typed variables of the session ``session_id``, from the host (no I/O here).
+
+        :raises ArgumentTypeError: ``session_id`` is not a str.
+        """
+        from ._session_variables import SessionVariables
+
+        return SessionVariables(self, session_id)

@@ -207,6 +207,17 @@ class TestToolsSeeTheirSession:
             assert record.worker_id is not None  # pinned by its first call
 
 
+class TestVariables:
+    async def test_a_sessions_variables_from_the_pool(self, make_pool: MakePool) -> None:
+        async with make_pool() as pool:
+            async with pool.session() as s:
+                await s.variables.register("counter", "integer", 0, min=0)
+                assert await s.variables.update("counter", lambda n: n + 1) == 1
+                assert await pool.sessions.variables(s.session_id).get("counter") == 1
+            with pytest.raises(SessionNotFound):  # gone with its session
+                await s.variables.get("counter")
+
+
 class TestAffinity:
     @pytest.mark.parametrize("affinity", ["hint", "strict_queue", "strict_fail_fast"])
     async def test_a_sessions_calls_go_to_one_worker_and_its_state_is_there(
