@@ -9,6 +9,8 @@ WorkerServer, the Scheduler, the connection to one worker
 (``WorkerDescription``, ``ToolSpec``), and the events of :meth:`Pool.subscribe`.
 """
 
+from ._bridge import BridgeServer as BridgeServer
+from ._bridge import HostTools as HostTools
 from ._config import Codec as Codec
 from ._config import PoolConfig as PoolConfig
 from ._config import PoolOptions as PoolOptions
@@ -55,7 +57,9 @@ from ._worker_server import WorkerState as WorkerState
 from ._worker_server import WorkerSupervisor as WorkerSupervisor
 
 __all__ = (
+    "BridgeServer",
     "Codec",
+    "HostTools",
     "InProcessHandle",
     "InProcessLauncher",
     "Launcher",

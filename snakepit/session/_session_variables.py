@@ -122,6 +122,30 @@ class SessionVariables:
         records = await backend.get_variables(self.session_id, wanted, now)
         return {name: _variable(record) for name, record in records.items()}
 
+    async def _records(self, names: Iterable[str] | None) -> dict[str, VariableRecord]:
+        """The stored records of ``names`` (None: all), read at one instant (the bridge's)."""
+        wanted = None if names is None else _names(names)
+        backend, now = await self._backend()
+        return await backend.get_variables(self.session_id, wanted, now)
+
+    async def _write_stored(
+        self, values: Mapping[str, Any], expect: Mapping[str, tuple[str, int | None]]
+    ) -> dict[str, VariableRecord] | None:
+        """Write values given in their stored form, checked against their specs (the bridge's).
+
+        ``expect`` as the backend's; a name without one is written to the
+        registration read here. None if an expectation did not hold.
+        """
+        names = _names(values)
+        backend, now = await self._backend()
+        records = await backend.get_variables(self.session_id, names, now)
+        encoded = {}
+        for name in names:
+            spec = VariableSpec.from_json(records[name].spec)
+            encoded[name] = spec.encode(spec.decode(values[name]))
+        full = {name: expect.get(name, (records[name].uid, None)) for name in names}
+        return await backend.set_variables(self.session_id, encoded, full, now, self.source)
+
     async def get(self, name: str) -> Any:
         """The value of ``name`` (see :meth:`variable`)."""
         return (await self.variable(name)).value

@@ -1,0 +1,361 @@
+"""The worker -> host bridge's server: a session's variables and the host's tools, for tools.
+
+:class:`BridgeServer` serves ``snakepit.v1.BridgeService`` (protos/snakepit/v1/
+bridge.proto) with grpc.aio on a unix socket. Every call must carry the
+bridge's secret (:data:`~snakepit._wire._bridge.AUTH_KEY`, hex): a process
+that knows only the socket's path gets ``PERMISSION_DENIED``. Variables are
+read and written through the session store's :class:`SessionVariables`
+(values checked against their specs here, on the host: a worker's value is
+never trusted), and :class:`HostTools` holds the functions tools may call
+(``pool.register_host_tool``). What a caller can act on (an unknown session
+or variable, a value that breaks its spec, a host tool that is missing or
+raised) comes back as a ``BridgeFailure`` in the reply; the server goes on.
+"""
+
+from __future__ import annotations
+
+# First: grpc is imported with its logging quieted (before any module below imports it).
+from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
+
+import hmac
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+
+from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, from_wire_value, to_wire
+from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
+from snakepit.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    SessionBackendError,
+    SessionNotFound,
+    VariableError,
+    VariableExists,
+    VariableNotFound,
+    VariableValidationError,
+)
+from snakepit.session import SessionStoreRef, VariableRecord, VariableSpec
+
+__all__ = ("BridgeServer", "HostTools")
+
+logger = logging.getLogger("snakepit.bridge")
+
+Kind = bridge_pb2.BridgeFailure.Kind
+HostTool = Callable[..., Any]
+
+
+class HostTools:
+    """The functions a pool's tools may call on the host (``ctx.call_host(name, args)``).
+
+    A host tool takes the call's arguments as keywords (a JSON object) and
+    returns something JSON-able; it may be a coroutine function. With a
+    parameter named ``session_id`` it gets the calling tool's session id.
+    """
+
+    def __init__(self) -> None:
+        self._tools: dict[str, HostTool] = {}
+
+    def register(self, fn: HostTool, *, name: str | None = None) -> str:
+        """Add ``fn`` under ``name`` (default: its ``__name__``); return the name.
+
+        :raises ArgumentTypeError: ``fn`` is not callable, or ``name`` not a str.
+        :raises ConfigError: the name is empty or taken.
+        """
+        if not callable(fn):
+            raise ArgumentTypeError("fn", f"a host tool is a callable, got {fn!r}")
+        if name is None:
+            name = getattr(fn, "__name__", "")
+        if not isinstance(name, str):
+            raise ArgumentTypeError("name", f"must be a str, got {name!r}")
+        if not name or name == "<lambda>":
+            raise ConfigError("name", "a host tool needs a name (pass name=...)")
+        if name in self._tools:
+            raise ConfigError("name", f"a host tool {name!r} is registered already")
+        self._tools[name] = fn
+        return name
+
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._tools)
+
+    async def call(self, name: str, args: Mapping[str, Any], session_id: str) -> Any:
+        """Run the host tool ``name`` with ``args``; what it returns.
+
+        :raises LookupError: no such host tool.
+        """
+        fn = self._tools.get(name)
+        if fn is None:
+            raise LookupError(name)
+        kwargs = dict(args)
+        if "session_id" in _parameters(fn):
+            kwargs["session_id"] = session_id
+        result = fn(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+def _parameters(fn: HostTool) -> Mapping[str, inspect.Parameter]:
+    try:
+        return inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
+class BridgeServer:
+    """The bridge of one pool, serving on ``unix:PATH`` (see the module's docstring).
+
+    Start with :meth:`start`, stop with :meth:`aclose`.
+    """
+
+    def __init__(self, server: grpc.aio.Server, address: str) -> None:
+        self._server = server
+        #: Where it listens (``unix:PATH``).
+        self.address = address
+
+    @classmethod
+    async def start(
+        cls, path: str, *, sessions: SessionStoreRef, tools: HostTools, secret: bytes
+    ) -> BridgeServer:
+        """Serve on the unix socket ``path`` (it must not exist).
+
+        :raises OSError: the socket cannot be bound.
+        """
+        server = grpc.aio.server(interceptors=[_Auth(secret)])
+        service = _Service(sessions, tools)
+        bridge_pb2_grpc.add_BridgeServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        address = f"unix:{path}"
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        return cls(server, address)
+
+    async def aclose(self, grace: float = 1.0) -> None:
+        """Stop serving: calls in flight get ``grace`` seconds; watches end."""
+        await self._server.stop(grace)
+
+
+class _Auth(grpc.aio.ServerInterceptor):
+    def __init__(self, secret: bytes) -> None:
+        self._token = secret.hex()
+
+    def _ok(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
+            if key == AUTH_KEY:
+                return (
+                    isinstance(value, str)
+                    and value.isascii()
+                    and hmac.compare_digest(value, self._token)
+                )
+        return False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or self._ok(handler_call_details.invocation_metadata):
+            return handler
+        logger.warning("refused a bridge call to %s: no secret", handler_call_details.method)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(_deny_stream)
+        return grpc.unary_unary_rpc_method_handler(_deny)
+
+
+async def _deny(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the bridge's secret is needed")
+
+
+async def _deny_stream(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the bridge's secret is needed")
+
+
+def _failure(exc: BaseException) -> bridge_pb2.BridgeFailure:
+    """What a caller is told of ``exc`` (a snakepit error, or a host tool's)."""
+    if isinstance(exc, SessionNotFound):
+        return bridge_pb2.BridgeFailure(kind=Kind.SESSION_NOT_FOUND, message=str(exc))
+    if isinstance(exc, VariableNotFound):
+        return bridge_pb2.BridgeFailure(
+            kind=Kind.VARIABLE_NOT_FOUND, message=str(exc), variable=exc.name
+        )
+    if isinstance(exc, VariableExists):
+        return bridge_pb2.BridgeFailure(
+            kind=Kind.VARIABLE_EXISTS, message=str(exc), variable=exc.name
+        )
+    if isinstance(exc, VariableValidationError):
+        return bridge_pb2.BridgeFailure(
+            kind=Kind.VALIDATION,
+            message=str(exc),
+            variable=exc.variable,
+            constraint=exc.constraint,
+        )
+    if isinstance(exc, SessionBackendError):
+        return bridge_pb2.BridgeFailure(kind=Kind.BACKEND, message=str(exc))
+    return bridge_pb2.BridgeFailure(
+        kind=Kind.BAD_REQUEST, message=str(exc), error_type=type(exc).__name__
+    )
+
+
+_EXPECTED = (VariableError, SessionNotFound, SessionBackendError, ConfigError, ValueError)
+
+
+def _wire(record: VariableRecord) -> bridge_pb2.BridgeVariable:
+    return to_wire(
+        record.name,
+        record.spec,
+        record.value,
+        record.version,
+        record.uid,
+        record.source,
+        record.updated_at,
+    )
+
+
+def _source(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == SOURCE_KEY and isinstance(value, str) and value:
+            return value[:256]
+    return "worker"
+
+
+class _Service(bridge_pb2_grpc.BridgeServiceServicer):
+    def __init__(self, sessions: SessionStoreRef, tools: HostTools) -> None:
+        self._sessions = sessions
+        self._tools = tools
+
+    async def RegisterVariable(
+        self,
+        request: bridge_pb2.RegisterVariableRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> bridge_pb2.RegisterVariableReply:
+        """Register a variable (its spec and first value checked here)."""
+        try:
+            wire = request.variable
+            spec = VariableSpec.from_json(json.loads(wire.spec_json))
+            value = spec.decode(from_wire_value(wire.value_json, wire.data))
+            variables = self._sessions.variables(request.session_id)
+            variables.source = _source(context)
+            await variables.register(spec.name, spec.type, value, **_constraints(spec))
+            record = (await variables._records([spec.name]))[spec.name]
+        except _EXPECTED as exc:
+            return bridge_pb2.RegisterVariableReply(failure=_failure(exc))
+        return bridge_pb2.RegisterVariableReply(variable=_wire(record))
+
+    async def GetVariables(
+        self, request: bridge_pb2.GetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bridge_pb2.GetVariablesReply:
+        """Read variables (all of them, or by name) at one instant."""
+        try:
+            variables = self._sessions.variables(request.session_id)
+            names = None if request.all else list(request.names)
+            records = await variables._records(names)
+        except _EXPECTED as exc:
+            return bridge_pb2.GetVariablesReply(failure=_failure(exc))
+        return bridge_pb2.GetVariablesReply(variables=[_wire(r) for r in records.values()])
+
+    async def SetVariables(
+        self, request: bridge_pb2.SetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bridge_pb2.SetVariablesReply:
+        """Write values, all or none, checked against their specs; a CAS where asked."""
+        try:
+            variables = self._sessions.variables(request.session_id)
+            variables.source = _source(context)
+            values = {w.name: from_wire_value(w.value_json, w.data) for w in request.values}
+            expect = {
+                w.name: (w.uid, w.version if w.version > 0 else None)
+                for w in request.values
+                if w.uid
+            }
+            written = await variables._write_stored(values, expect)
+        except _EXPECTED as exc:
+            return bridge_pb2.SetVariablesReply(failure=_failure(exc))
+        if written is None:
+            return bridge_pb2.SetVariablesReply(conflict=True)
+        return bridge_pb2.SetVariablesReply(variables=[_wire(r) for r in written.values()])
+
+    async def DeleteVariable(
+        self,
+        request: bridge_pb2.DeleteVariableRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> bridge_pb2.DeleteVariableReply:
+        """Remove a variable."""
+        try:
+            variables = self._sessions.variables(request.session_id)
+            variables.source = _source(context)
+            await variables.delete(request.name)
+        except _EXPECTED as exc:
+            return bridge_pb2.DeleteVariableReply(failure=_failure(exc))
+        return bridge_pb2.DeleteVariableReply()
+
+    async def WatchVariables(
+        self,
+        request: bridge_pb2.WatchVariablesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[bridge_pb2.VariableChangeEvent]:
+        """``started``, then the session's changes in order; ends with the session."""
+        try:
+            variables = self._sessions.variables(request.session_id)
+            backend, _ = await variables._backend()
+            names = frozenset(request.names) if request.names else None
+            async with backend.watch_variables(request.session_id, names, 1024) as events:
+                yield bridge_pb2.VariableChangeEvent(started=True)
+                async for event in events:
+                    change = bridge_pb2.VariableChangeEvent(name=event.name, source=event.source)
+                    if event.old is not None:
+                        change.old.CopyFrom(_wire(event.old))
+                    if event.new is not None:
+                        change.new.CopyFrom(_wire(event.new))
+                    yield change
+        except _EXPECTED as exc:
+            yield bridge_pb2.VariableChangeEvent(failure=_failure(exc))
+
+    async def CallHostTool(
+        self, request: bridge_pb2.CallHostToolRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bridge_pb2.CallHostToolReply:
+        """Run a host tool; its result as JSON, or why it failed."""
+        try:
+            args = json.loads(request.args_json or b"{}")
+            if not isinstance(args, dict):
+                raise ArgumentTypeError("args", f"must be a JSON object, got {args!r}")
+        except (ValueError, ArgumentTypeError) as exc:
+            return bridge_pb2.CallHostToolReply(failure=_failure(exc))
+        try:
+            result = await self._tools.call(request.name, args, request.session_id)
+        except LookupError:
+            return bridge_pb2.CallHostToolReply(
+                failure=bridge_pb2.BridgeFailure(
+                    kind=Kind.HOST_TOOL_NOT_FOUND,
+                    message=f"no host tool {request.name!r} (registered: {self._tools.names()})",
+                )
+            )
+        except Exception as exc:  # the host tool's own error: back to the tool, typed
+            return bridge_pb2.CallHostToolReply(
+                failure=bridge_pb2.BridgeFailure(
+                    kind=Kind.HOST_TOOL_FAILED,
+                    message=f"host tool {request.name!r} raised {type(exc).__name__}: {exc}",
+                    error_type=type(exc).__name__,
+                )
+            )
+        try:
+            encoded = json.dumps(result, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            return bridge_pb2.CallHostToolReply(
+                failure=bridge_pb2.BridgeFailure(
+                    kind=Kind.HOST_TOOL_FAILED,
+                    message=f"host tool {request.name!r} returned what JSON cannot carry: {exc}",
+                    error_type=type(exc).__name__,
+                )
+            )
+        return bridge_pb2.CallHostToolReply(result_json=encoded)
+
+
+def _constraints(spec: VariableSpec) -> dict[str, Any]:
+    data = dict(spec.to_json())
+    for key in ("name", "type"):
+        data.pop(key, None)
+    return data
