@@ -22,6 +22,12 @@ missing). Columns:
 * create+delete/s: ``async with pool.session(): pass`` in a loop (a create and
   a delete in the store, the delete's ``on_session_end`` sent to no worker).
 
+A second table: a session's variables from the host (``s.variables``): p50 of
+sequential ``get`` and ``set`` of an integer variable, and ``update`` (a
+compare-and-set, retried when another write came first) per second with 64
+tasks incrementing that one variable at once. From inside a tool through the
+bridge: not measured yet (the bridge's worker side is not built).
+
 Each repetition runs every backend in its own ``asyncio.run`` with a pool of
 its own (created, warmed up, measured, closed); the median over repetitions
 is reported, and the ratio pinned / unpinned of those medians (p50: lower is
@@ -75,6 +81,9 @@ METRICS = (
     "unpinned_calls_per_s",
     "pinned_calls_per_s",
     "create_delete_per_s",
+    "var_get_p50_us",
+    "var_set_p50_us",
+    "var_update64_per_s",
 )
 
 Opts = dict[str, Any]
@@ -206,6 +215,38 @@ async def measure_create_delete(pool: Any, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+async def measure_variables(pool: Any, opts: Opts) -> tuple[float | None, ...]:
+    """p50 µs of a variable's get and set from the host, and updates/s @64 on one variable.
+
+    None each where the backend keeps no variables.
+    """
+    from snakepit.session import VariableBackend
+
+    if not isinstance(pool.sessions._store_config().backend, VariableBackend):
+        return None, None, None
+    clock = time.perf_counter_ns
+    n = opts["latency_calls"]
+    async with pool.session() as s:
+        v = s.variables
+        await v.register("counter", "integer", 0)
+        gets: list[int] = []
+        sets: list[int] = []
+        for i in range(n):
+            t0 = clock()
+            await v.get("counter")
+            t1 = clock()
+            await v.set("counter", i)
+            sets.append(clock() - t1)
+            gets.append(t1 - t0)
+        await v.set("counter", 0)
+        per_caller = max(1, opts["per_caller"] // 2)
+        bump = functools.partial(v.update, "counter", lambda x: x + 1)
+        per_s = await measure_throughput([bump] * INFLIGHT, per_caller)
+        if await v.get("counter") != INFLIGHT * per_caller:  # no lost update
+            raise RuntimeError("update lost an increment")
+    return statistics.median(gets) / 1e3, statistics.median(sets) / 1e3, per_s
+
+
 async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bool = True) -> None:
     """Open a pool on the row's backend, warm it up, measure every metric, close it."""
     async with open_pool(row.backend, redis_url) as pool:
@@ -244,12 +285,24 @@ async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bo
             per_s_unpinned, per_s_pinned = per_s[False], per_s[True]
         gc.collect()
         sessions_per_s = await measure_create_delete(pool, opts["create_delete"])
+        gc.collect()
+        var_get, var_set, var_update = await measure_variables(pool, opts)
         if pool.stats().sessions != 0:
             raise RuntimeError(f"{row.backend}: {pool.stats().sessions} sessions left")
     if record:
-        values = (p50_unpinned, p50_pinned, per_s_unpinned, per_s_pinned, sessions_per_s)
+        values = (
+            p50_unpinned,
+            p50_pinned,
+            per_s_unpinned,
+            per_s_pinned,
+            sessions_per_s,
+            var_get,
+            var_set,
+            var_update,
+        )
         for metric, value in zip(METRICS, values, strict=True):
-            row.add(metric, value)
+            if value is not None:
+                row.add(metric, value)
 
 
 # --- profile: the two steps a pinned call adds ------------------------------------------------
@@ -386,6 +439,20 @@ def report(rows: list[Row], skipped: list[str], opts: Opts) -> dict[str, Any]:
             f"| {fmt(r['unpinned_calls_per_s'], ',.0f', 0)} "
             f"| {fmt(r['pinned_calls_per_s'], ',.0f', 0)} | {fmt(r['calls_ratio'], '.2f', 0)}x "
             f"| {fmt(r['create_delete_per_s'], ',.0f', 0)} |"
+        )
+    print()
+    print(
+        f"Session variables from the host: p50 of {opts['latency_calls']} sequential get / set "
+        f"│ update @{INFLIGHT}: {INFLIGHT} tasks incrementing one variable (compare-and-set)"
+    )
+    print()
+    print("| backend | get p50 µs | set p50 µs | update/s @64 on one variable |")
+    print("|---|--:|--:|--:|")
+    for r in results:
+        print(
+            f"| {r['backend']} | {fmt(r['var_get_p50_us'], ',.1f', 0)} "
+            f"| {fmt(r['var_set_p50_us'], ',.1f', 0)} "
+            f"| {fmt(r['var_update64_per_s'], ',.0f', 0)} |"
         )
     for line in skipped:
         print(f"\nskipped: {line}")
