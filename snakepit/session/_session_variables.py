@@ -197,7 +197,8 @@ class SessionVariables:
 
         If another write lands between the read and the write, ``fn`` runs
         again on the new value: N concurrent ``update(name, lambda n: n + 1)``
-        add exactly N. ``fn`` may be a coroutine function.
+        add exactly N. ``fn`` may be a coroutine function; what it raises is
+        raised here, and nothing is written.
 
         :raises VariableValidationError: what ``fn`` returned breaks the spec.
         :raises VariableNotFound: the session has no such variable.
