@@ -9,6 +9,8 @@ WorkerServer, the Scheduler, the connection to one worker
 (``WorkerDescription``, ``ToolSpec``), and the events of :meth:`Pool.subscribe`.
 """
 
+from ._bridge import Bridge as Bridge
+from ._bridge import BridgeArgs as BridgeArgs
 from ._bridge import BridgeServer as BridgeServer
 from ._bridge import HostTools as HostTools
 from ._config import Codec as Codec
@@ -57,6 +59,8 @@ from ._worker_server import WorkerState as WorkerState
 from ._worker_server import WorkerSupervisor as WorkerSupervisor
 
 __all__ = (
+    "Bridge",
+    "BridgeArgs",
     "BridgeServer",
     "Codec",
     "HostTools",

@@ -17,13 +17,17 @@ from __future__ import annotations
 # First: grpc is imported with its logging quieted (before any module below imports it).
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
+import contextlib
 import hmac
 import inspect
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import grpc
 
 from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, from_wire_value, to_wire
@@ -31,16 +35,17 @@ from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import (
     ArgumentTypeError,
     ConfigError,
-    SessionBackendError,
+    SessionError,
     SessionNotFound,
     VariableError,
     VariableExists,
     VariableNotFound,
     VariableValidationError,
 )
+from snakepit.otp import ExitReason, GenServer
 from snakepit.session import SessionStoreRef, VariableRecord, VariableSpec
 
-__all__ = ("BridgeServer", "HostTools")
+__all__ = ("Bridge", "BridgeArgs", "BridgeServer", "HostTools")
 
 logger = logging.getLogger("snakepit.bridge")
 
@@ -119,24 +124,36 @@ class BridgeServer:
 
     @classmethod
     async def start(
-        cls, path: str, *, sessions: SessionStoreRef, tools: HostTools, secret: bytes
+        cls,
+        path: str,
+        *,
+        sessions: SessionStoreRef | Callable[[], SessionStoreRef],
+        tools: HostTools,
+        secret: bytes,
     ) -> BridgeServer:
         """Serve on the unix socket ``path`` (it must not exist).
 
+        :param sessions: the session store, or what returns the running one
+            (a pool's: its store may have been restarted).
         :raises OSError: the socket cannot be bound.
         """
         server = grpc.aio.server(interceptors=[_Auth(secret)])
-        service = _Service(sessions, tools)
+        store = sessions if callable(sessions) else (lambda: sessions)
+        service = _Service(store, tools)
         bridge_pb2_grpc.add_BridgeServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         address = f"unix:{path}"
         if server.add_insecure_port(address) == 0:
             raise OSError(f"cannot listen on {address}")
-        await server.start()
+        # Shielded: grpc's start cancelled half-way breaks its server (its
+        # serving task then fails with InvalidStateError, and so does stop).
+        with anyio.CancelScope(shield=True):
+            await server.start()
         return cls(server, address)
 
     async def aclose(self, grace: float = 1.0) -> None:
-        """Stop serving: calls in flight get ``grace`` seconds; watches end."""
-        await self._server.stop(grace)
+        """Stop serving: calls in flight get ``grace`` seconds; watches end (shielded)."""
+        with anyio.CancelScope(shield=True):
+            await self._server.stop(grace)
 
 
 class _Auth(grpc.aio.ServerInterceptor):
@@ -194,14 +211,14 @@ def _failure(exc: BaseException) -> bridge_pb2.BridgeFailure:
             variable=exc.variable,
             constraint=exc.constraint,
         )
-    if isinstance(exc, SessionBackendError):
+    if isinstance(exc, SessionError) and not isinstance(exc, VariableError):
         return bridge_pb2.BridgeFailure(kind=Kind.BACKEND, message=str(exc))
     return bridge_pb2.BridgeFailure(
         kind=Kind.BAD_REQUEST, message=str(exc), error_type=type(exc).__name__
     )
 
 
-_EXPECTED = (VariableError, SessionNotFound, SessionBackendError, ConfigError, ValueError)
+_EXPECTED = (SessionError, ConfigError, ValueError)
 
 
 def _wire(record: VariableRecord) -> bridge_pb2.BridgeVariable:
@@ -224,9 +241,13 @@ def _source(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 class _Service(bridge_pb2_grpc.BridgeServiceServicer):
-    def __init__(self, sessions: SessionStoreRef, tools: HostTools) -> None:
-        self._sessions = sessions
+    def __init__(self, store: Callable[[], SessionStoreRef], tools: HostTools) -> None:
+        self._store = store
         self._tools = tools
+
+    @property
+    def _sessions(self) -> SessionStoreRef:
+        return self._store()  # SessionError while the store is being restarted
 
     async def RegisterVariable(
         self,
@@ -359,3 +380,50 @@ def _constraints(spec: VariableSpec) -> dict[str, Any]:
     for key in ("name", "type"):
         data.pop(key, None)
     return data
+
+
+@dataclass
+class BridgeArgs:
+    """What a pool's :class:`Bridge` serves, kept across the restarts of the server."""
+
+    #: The unix socket's path (in the pool's run directory).
+    path: str
+    #: The running session store (the pool's tree's).
+    store: Callable[[], SessionStoreRef]
+    #: The pool's host tools.
+    tools: HostTools
+    #: What bridge calls must carry (handed to the workers).
+    secret: bytes
+    #: The gRPC server of the last start: a start stops one a kill left serving.
+    serving: BridgeServer | None = None
+
+    async def stop(self) -> None:
+        """Stop the gRPC server if one serves, and remove the socket."""
+        serving, self.serving = self.serving, None
+        if serving is not None:
+            await serving.aclose(grace=0)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class Bridge(GenServer[Any, Any, BridgeArgs]):
+    """A pool's bridge in its supervision tree (``"bridge"``, after ``"sessions"``).
+
+    Serves a :class:`BridgeServer` on ``BridgeArgs.path`` while it runs; a
+    restart (after a crash, or a kill) serves again at the same address.
+    """
+
+    async def init(self, arg: Any) -> BridgeArgs:
+        """Stop what a killed predecessor left, then serve."""
+        if not isinstance(arg, BridgeArgs):
+            raise ArgumentTypeError("arg", f"a Bridge takes BridgeArgs, got {arg!r}")
+        await arg.stop()
+        serving = await BridgeServer.start(
+            arg.path, sessions=arg.store, tools=arg.tools, secret=arg.secret
+        )
+        arg.serving = serving  # before any await: a cancel from here on leaves it to stop()
+        return arg
+
+    async def terminate(self, reason: ExitReason, state: BridgeArgs) -> None:
+        """Stop serving; the socket goes."""
+        await state.stop()

@@ -8,8 +8,11 @@ import dataclasses
 import inspect
 import logging
 import math
+import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import EllipsisType, TracebackType
 from typing import Any, Final, Literal, TypeAlias, Unpack
 
@@ -17,6 +20,7 @@ import anyio
 import sniffio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from snakepit._wire._auth import new_secret
 from snakepit.errors import (
     ArgumentTypeError,
     CallTimeout,
@@ -45,6 +49,7 @@ from snakepit.session import (
     SessionStoreRef,
 )
 
+from ._bridge import BridgeArgs, HostTools
 from ._calls import Calls
 from ._config import PoolConfig, PoolOptions, check_seconds
 from ._description import WorkerDescription
@@ -189,6 +194,9 @@ class Pool:
         self._host = PoolHost(self)  # the pool's task groups, in a task of their own
         self._router = SessionRouter(self._scheduler, self._store)
         self._store_ref: SessionStoreRef | None = None
+        self._host_tools = HostTools()
+        self._bridge: BridgeArgs | None = None  # made by __aenter__
+        self._bridge_dir: str | None = None  # a directory of its own, without a run dir
         sessions = self.config.sessions or SessionStoreConfig()
         self._user_on_end = sessions.on_end
         self._user_in_use = sessions.in_use
@@ -253,7 +261,8 @@ class Pool:
             launcher: Launcher = local
         else:
             launcher = self._launcher
-        self._tree.open(launcher, run_id)
+        self._bridge = self._bridge_args(run_id)
+        self._tree.open(launcher, run_id, self._bridge)
         self._restarting = anyio.Lock()
         self._loop = asyncio.get_running_loop()
         self._entering = entering = anyio.Event()
@@ -353,6 +362,10 @@ class Pool:
                         pass
                 await self._host.stop_background()
                 await self._tree.stop()
+                if self._bridge is not None:
+                    await self._bridge.stop()  # if the tree was killed, it still served
+                if self._bridge_dir is not None:
+                    shutil.rmtree(self._bridge_dir, ignore_errors=True)
                 if self._own_launcher is not None:
                     await self._own_launcher.aclose()
             finally:
@@ -715,6 +728,36 @@ class Pool:
         finally:
             if session is not None:
                 self._session_call_ended(session)
+
+    # -- the bridge ------------------------------------------------------------------------
+
+    def _bridge_args(self, run_id: str) -> BridgeArgs:
+        run = self._own_launcher.run if self._own_launcher is not None else None
+        if run is not None:
+            path = str(run.socket("bridge"))
+        else:  # a launcher of the caller's: a private directory of the pool's
+            self._bridge_dir = tempfile.mkdtemp(prefix="snakepit-bridge-")
+            path = os.path.join(self._bridge_dir, f"{run_id}.sock")
+        return BridgeArgs(path, self._store, self._host_tools, new_secret())
+
+    def register_host_tool(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
+        """Let tools call ``fn`` on the host (``ctx.call_host(name, args)``); return its name.
+
+        ``fn`` takes the call's arguments as keywords and returns something
+        JSON-able; it may be a coroutine function, and gets the calling
+        tool's session id if it has a ``session_id`` parameter. Its errors
+        go back to the tool, typed. Before or after the pool starts.
+
+        :raises ArgumentTypeError: ``fn`` is not callable.
+        :raises ConfigError: no name (a lambda without ``name=``), or it is taken.
+        """
+        return self._host_tools.register(fn, name=name)
+
+    @property
+    def bridge_address(self) -> str | None:
+        """Where the pool's bridge serves its workers (``unix:PATH``), or None before it starts."""
+        bridge = self._bridge
+        return None if bridge is None or bridge.serving is None else bridge.serving.address
 
     # -- sessions --------------------------------------------------------------------------
 

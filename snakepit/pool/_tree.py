@@ -28,6 +28,7 @@ from snakepit.otp import (
 )
 from snakepit.session import SessionStore, SessionStoreConfig, SessionStoreRef
 
+from ._bridge import Bridge, BridgeArgs
 from ._config import PoolConfig
 from ._events import PoolEvent
 from ._launch._base import Launcher
@@ -76,7 +77,8 @@ class WorkerTree:
     The top (``supervisor``) outlives a degraded pool. Its first child is the
     :class:`~snakepit.session.SessionStore` (``"sessions"``, permanent: a
     crash of it is restarted, up to ``STORE_RESTARTS`` in ``STORE_SECONDS``),
-    so it starts before the workers and stops after them. The
+    so it starts before the workers and stops after them; then the pool's
+    :class:`~snakepit.pool.Bridge` (``"bridge"``, permanent), when it has one. The
     WorkerSupervisor is its temporary child, replaced by
     :meth:`start_workers` on a restart.
     A worker ready is put into service (``workers``, the scheduler); one
@@ -120,14 +122,19 @@ class WorkerTree:
         #: Why the last worker that failed to start failed ("" if none did).
         self.last_failure: str = ""
         self._launcher: Launcher | None = None  # the workers': set by open()
+        self._bridge: BridgeArgs | None = None  # set by open()
         self._run_id = ""  # set by open()
         self._owner = owner  # named in errors
         self._gave_up = gave_up  # told when the tree gives up
 
-    def open(self, launcher: Launcher, run_id: str) -> None:
-        """Start workers with ``launcher``, in the run ``run_id``, from now on."""
+    def open(self, launcher: Launcher, run_id: str, bridge: BridgeArgs | None = None) -> None:
+        """Start workers with ``launcher``, in the run ``run_id``, from now on.
+
+        With ``bridge``, the tree's second child is the pool's :class:`Bridge`.
+        """
         self._launcher = launcher
         self._run_id = run_id
+        self._bridge = bridge
         self._ready_changed = anyio.Event()
 
     @property
@@ -148,7 +155,10 @@ class WorkerTree:
         # The top of the tree: the workers' supervisor is its temporary child
         # (see start_workers), so the top outlives a degraded pool.
         store = ChildSpec("sessions", SessionStore, arg=self._sessions)
-        spec = SupervisorSpec([store], max_restarts=STORE_RESTARTS, max_seconds=STORE_SECONDS)
+        children = [store]
+        if self._bridge is not None:  # after the store, whose variables it serves
+            children.append(ChildSpec("bridge", Bridge, arg=self._bridge))
+        spec = SupervisorSpec(children, max_restarts=STORE_RESTARTS, max_seconds=STORE_SECONDS)
         ref = await Supervisor.start(group, spec, name="pool")
         ref.link(self._on_tree_exit)
         self.supervisor = ref

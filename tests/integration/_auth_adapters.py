@@ -15,7 +15,12 @@ import grpc
 from snakepit._wire._auth import SECRET_BYTES, frames_preface
 from snakepit._wire._codec import encode_into
 from snakepit._wire._frames import pack
-from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
+from snakepit._wire._proto.snakepit.v1 import (
+    bridge_pb2,
+    bridge_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 from snakepit.testing.adapters import Echo
 from snakepit.worker import tool
 
@@ -92,18 +97,38 @@ async def _grpc_attempt(path: Path, metadata: tuple[tuple[str, str], ...] | None
     return "OK"
 
 
+async def _bridge_attempt(path: Path, metadata: tuple[tuple[str, str], ...] | None) -> str:
+    """A CallHostTool on the pool's bridge socket; the status it ended with."""
+    async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
+        stub: Any = bridge_pb2_grpc.BridgeServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = bridge_pb2.CallHostToolRequest(name="anything", args_json=b"{}")
+        try:
+            await stub.CallHostTool(request, timeout=10, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            return str(exc.code().name)
+    return "OK"
+
+
 class Prober(Echo):
     """Echo, plus tools that try to reach the other workers and the secret."""
 
     @tool
     async def probe_siblings(self) -> dict[str, dict[str, str]]:
-        """Try to call every other worker in this worker's socket directory, as a stranger."""
+        """Try to call every other worker (and the bridge) in this worker's socket directory."""
         own = _own_socket()
         results = {}
         for sock in sorted(own.parent.glob("*.sock")):
             if sock == own:
                 continue
             frames = Path(f"{sock}.frames")
+            if sock.name == "bridge.sock":  # the pool's bridge: its secret is not ours either
+                results[sock.name] = {
+                    "bridge, no secret": await _bridge_attempt(sock, None),
+                    "bridge, wrong secret": await _bridge_attempt(
+                        sock, (("snakepit-bridge-auth", os.urandom(SECRET_BYTES).hex()),)
+                    ),
+                }
+                continue
             results[sock.name] = {
                 "frames, no preface": await _frames_attempt(frames, b""),
                 "frames, no secret": await _frames_attempt(frames, frames_preface(None)),

@@ -44,7 +44,9 @@ class TestLifecycle:
         before = descendant_pids()
         async with pool(start_method=start_method) as p:
             assert p.stats().ready == 2
-            assert p.supervisor.count_children().active == 2  # the session store, the workers
+            assert (
+                p.supervisor.count_children().active == 3
+            )  # the session store, the bridge, the workers
             workers = p.supervisor.child("workers")
             assert workers is not None
             assert len(workers.server.ref.which_children()) == 2  # type: ignore[attr-defined]

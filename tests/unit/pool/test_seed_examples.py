@@ -36,7 +36,9 @@ def pool(**options: Any) -> Pool:
 
 async def test_pool_starts_configured_number_of_workers() -> None:
     async with pool(size=2) as p:
-        assert_tree(p.supervisor, {"sessions": "worker", "workers": "supervisor"})
+        assert_tree(
+            p.supervisor, {"sessions": "worker", "bridge": "worker", "workers": "supervisor"}
+        )
         assert_child_count(workers_supervisor(p), 2)
         assert_all_children_alive(workers_supervisor(p))
 

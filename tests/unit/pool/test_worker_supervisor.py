@@ -57,11 +57,12 @@ class TestTree:
         self, make_pool: MakePool
     ) -> None:
         async with make_pool(size=3, max_restarts=7, max_seconds=9) as pool:
-            store, top = pool.supervisor.which_children()  # in start order
+            store, bridge, top = pool.supervisor.which_children()  # in start order
             assert (store.id, store.type, store.alive) == ("sessions", "worker", True)
+            assert (bridge.id, bridge.type, bridge.alive) == ("bridge", "worker", True)
             assert (top.id, top.type, top.alive) == ("workers", "supervisor", True)
             counts = pool.supervisor.count_children()
-            assert (counts.specs, counts.active, counts.supervisors, counts.workers) == (2, 2, 1, 1)
+            assert (counts.specs, counts.active, counts.supervisors, counts.workers) == (3, 3, 1, 2)
 
             workers = workers_supervisor(pool)
             assert isinstance(workers.server, DynamicSupervisor)
@@ -171,8 +172,8 @@ class TestRestartIntensity:
             assert "restart intensity" in stats.degraded
             assert (stats.ready, stats.idle) == (0, 0)
             assert pool.supervisor.alive  # the top outlives its workers' supervisor
-            # The workers' supervisor, a temporary child, is gone; the session store stays.
-            assert [c.id for c in pool.supervisor.which_children()] == ["sessions"]
+            # The workers' supervisor, a temporary child, is gone; the store and bridge stay.
+            assert [c.id for c in pool.supervisor.which_children()] == ["sessions", "bridge"]
 
             failed = [e for e in pending(events) if isinstance(e, WorkerStartFailed)]
             assert [(e.worker_id, e.generation) for e in failed] == [("w0", 1), ("w0", 2)]
@@ -397,8 +398,8 @@ class TestDegradedRestart:
             assert (stats.degraded, stats.ready, stats.idle, stats.size) == (None, 2, 2, 2)
             assert await pool.execute("echo", {"value": 5}) == 5
             assert len([e for e in pending(events) if isinstance(e, WorkerReady)]) == 2
-            # the session store, and a new worker supervisor
-            assert pool.supervisor.count_children().active == 2
+            # the session store, the bridge, and a new worker supervisor
+            assert pool.supervisor.count_children().active == 3
             await pool.restart()  # running: nothing to do
             # and the new tree has a budget of its own: one more crash is fine
             await worker_ref(pool, next(iter(w.worker_id for w in pool.workers()))).kill()
