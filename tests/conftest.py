@@ -177,6 +177,8 @@ async def redis_session_backend(
         await backend.aclose()
         client = redis.asyncio.Redis(unix_socket_path=redis_server_for_tests.socket)
         try:
-            await client.delete(*backend.keys)
+            # Its two keys, and a variables hash per session left (all of them "{NS}:...").
+            left = [key async for key in client.scan_iter(match=f"{{{backend.namespace}}}:*")]
+            await client.delete(*backend.keys, *left)
         finally:
             await client.aclose()

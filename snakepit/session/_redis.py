@@ -3,11 +3,24 @@
 Two keys per namespace: a hash ``{NS}:sessions`` of session id -> the record
 as JSON, and a sorted set ``{NS}:expiry`` of session id -> its
 ``expires_at`` (a record whose ``ttl`` is None is not in it), which answers
-:meth:`~RedisBackend.due` with one range query. The namespace is in braces
-(a Redis Cluster hash tag) so both keys live on one node and a script may
-touch both. In the JSON, times are the exact ``repr()`` of their float and
-the metadata is JSON text, both as strings: a script decodes a record, sets
-a field and encodes it again (Redis's cjson) without changing the others.
+:meth:`~RedisBackend.due` with one range query. A session's variables (it is
+a :class:`~snakepit.session.VariableBackend`) are a hash
+``{NS}:vars:<session id>`` of name -> the :class:`VariableRecord` as JSON,
+deleted with the session. The namespace is in braces (a Redis Cluster hash
+tag) so every key of a namespace lives on one node and a script may touch
+several (each is passed in its KEYS). In the JSON, times are the exact
+``repr()`` of their float, and the metadata, a variable's spec and its value
+are JSON text, all as strings: a script decodes a record, sets a field and
+encodes it again (Redis's cjson) without changing the others (cjson would
+round floats it decoded).
+
+Changes of a session's variables are published on the channel
+``{NS}:vch:<session id>`` by the script that makes them (a JSON array of
+``[name, old JSON, new JSON, source]``, null for none: one message per write,
+so a watch never sees half of one), and ``end`` by the script that deletes the
+session (the sweep's too). A watch subscribes a connection of its own before
+it returns; see :meth:`~RedisBackend.watch_variables` for how one that falls
+behind is ended.
 
 Each method is one command or one Lua script, so atomic on the server:
 :meth:`~RedisBackend.create` checks the id and the limit and writes both keys
@@ -15,7 +28,9 @@ in one script, so concurrent creates (from this process or from pools on
 other hosts) never exceed the limit; :meth:`~RedisBackend.touch` and
 :meth:`~RedisBackend.pin` read, check (the expiry, the pin they replace)
 and write in one script, so stores on several hosts lose no update; the
-sweep's delete removes a session only if it has expired by then. It runs
+sweep's delete removes a session only if it has expired by then. Each
+variable operation is one script that checks the session is live at the
+store's ``now``, then reads, checks the expectations and writes, all or none. It runs
 on asyncio only (the ``redis`` package's asyncio client); install it with
 ``pip install 'snakepit[redis]'``.
 """
@@ -23,20 +38,35 @@ on asyncio only (the ``redis`` package's asyncio client); install it with
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from types import EllipsisType
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from snakepit.errors import ArgumentTypeError, ConfigError, SessionBackendError, SessionLimitReached
+from snakepit.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    SessionBackendError,
+    SessionLimitReached,
+    SessionNotFound,
+    VariableError,
+    VariableExists,
+    VariableNotFound,
+)
 
 from ._backend import SessionRecord
+from ._variable_backend import Expectations, VariableEvent, VariableRecord
 
 __all__ = ("RedisBackend",)
 
@@ -110,7 +140,9 @@ return value
 """
 )
 
-# KEYS as above; ARGV: id, expired_at ("": whatever its expiry). The JSON removed, or nil.
+# KEYS as above, then the session's variables hash; ARGV: id, expired_at ("": whatever
+# its expiry), the session's channel. The JSON removed, or nil. Its variables go with
+# it, and its watches are told it ended.
 _DELETE: Final = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return false end
@@ -122,6 +154,8 @@ if ARGV[2] ~= '' then
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('PUBLISH', ARGV[3], 'end')
 return value
 """
 
@@ -135,6 +169,100 @@ for _, id in ipairs(ids) do
 end
 return found
 """
+
+
+# -- variables: KEYS sessions hash, the session's variables hash; ARGV id, now, ... --------
+# A variable's JSON has its spec and value as JSON text (strings: cjson leaves them
+# as they are) and updated_at as the exact repr of its float. Each change is
+# PUBLISHed on the session's channel in the script that makes it: a JSON array of
+# [name, old JSON or null, new JSON or null, source], one message per write.
+
+# ARGV: id, now, channel, name, JSON, source. nil: no live session; 0: the name is taken.
+_REGISTER: Final = (
+    _LIVE
+    + """
+if redis.call('HSETNX', KEYS[2], ARGV[4], ARGV[5]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[3], cjson.encode({{ARGV[4], cjson.null, ARGV[5], ARGV[6]}}))
+return 1
+"""
+)
+
+# ARGV: id, now, "all" or "names", the names. nil: no live session; {0, i}: the i-th
+# name (from 0) is not there; {1, JSON...}: the records (of the names, in order).
+_GET_VARIABLES: Final = (
+    _LIVE
+    + """
+local found
+if ARGV[3] == 'all' then
+  found = redis.call('HVALS', KEYS[2])
+  table.insert(found, 1, 1)
+  return found
+end
+found = {1}
+for i = 4, #ARGV do
+  local record = redis.call('HGET', KEYS[2], ARGV[i])
+  if not record then return {0, i - 4} end
+  found[#found + 1] = record
+end
+return found
+"""
+)
+
+# ARGV: id, now, channel, source, n, n (name, value JSON) pairs, then (name, uid,
+# version or "") expectations. nil: no live session; {0, i}: the i-th name (from 0)
+# is not there; {-1}: an expectation does not hold; {1, JSON...}: the new records
+# (of the names, in order). Nothing is written unless 1.
+_SET_VARIABLES: Final = (
+    _LIVE
+    + """
+local n = tonumber(ARGV[5])
+local olds = {}
+for i = 1, n do
+  local old = redis.call('HGET', KEYS[2], ARGV[4 + 2 * i])
+  if not old then return {0, i - 1} end
+  olds[i] = old
+end
+for i = 6 + 2 * n, #ARGV, 3 do
+  local old = redis.call('HGET', KEYS[2], ARGV[i])
+  if not old then return {-1} end
+  local e = cjson.decode(old)
+  if e.uid ~= ARGV[i + 1] then return {-1} end
+  if ARGV[i + 2] ~= '' and e.version ~= tonumber(ARGV[i + 2]) then return {-1} end
+end
+local written = {1}
+local events = {}
+for i = 1, n do
+  local name = ARGV[4 + 2 * i]
+  local e = cjson.decode(olds[i])
+  e.value = ARGV[5 + 2 * i]
+  e.version = e.version + 1
+  e.updated_at = ARGV[2]
+  e.source = ARGV[4]
+  local new = cjson.encode(e)
+  redis.call('HSET', KEYS[2], name, new)
+  written[i + 1] = new
+  events[i] = {name, olds[i], new, ARGV[4]}
+end
+if n > 0 then redis.call('PUBLISH', ARGV[3], cjson.encode(events)) end
+return written
+"""
+)
+
+# ARGV: id, now, channel, name, source. nil: no live session; 0: no such name; else
+# the JSON removed.
+_DELETE_VARIABLE: Final = (
+    _LIVE
+    + """
+local old = redis.call('HGET', KEYS[2], ARGV[4])
+if not old then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[3], cjson.encode({{ARGV[4], old, cjson.null, ARGV[5]}}))
+return old
+"""
+)
+
+#: What a watch's channel says when its session ends.
+_END: Final = b"end"
 
 
 def _score(value: float | None) -> str:
@@ -154,6 +282,22 @@ def _encode(record: SessionRecord) -> str:
             "metadata": json.dumps(dict(record.metadata), separators=(",", ":")),
             "worker_id": record.worker_id,
             "affinity": record.affinity,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _encode_variable(record: VariableRecord) -> str:
+    # Spec and value as JSON text (a script's cjson would round floats), the time exact.
+    return json.dumps(
+        {
+            "name": record.name,
+            "spec": json.dumps(dict(record.spec), separators=(",", ":")),
+            "value": json.dumps(record.value, separators=(",", ":")),
+            "version": record.version,
+            "uid": record.uid,
+            "updated_at": repr(float(record.updated_at)),
+            "source": record.source,
         },
         separators=(",", ":"),
     )
@@ -251,6 +395,10 @@ class RedisBackend:
         self._touch = self._client.register_script(_TOUCH)
         self._pin = self._client.register_script(_PIN)
         self._due = self._client.register_script(_DUE)
+        self._register_variable = self._client.register_script(_REGISTER)
+        self._get_variables = self._client.register_script(_GET_VARIABLES)
+        self._set_variables = self._client.register_script(_SET_VARIABLES)
+        self._delete_variable = self._client.register_script(_DELETE_VARIABLE)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._name}>"
@@ -262,8 +410,20 @@ class RedisBackend:
 
     @property
     def keys(self) -> tuple[str, str]:
-        """The two Redis keys it uses: the hash of records and the sorted set of expiry times."""
+        """Its two fixed Redis keys: the hash of records and the sorted set of expiry times.
+
+        Each session with variables has a key of its own besides
+        (:meth:`variables_key`), removed with the session.
+        """
         return (self._hash, self._expiry)
+
+    def variables_key(self, session_id: str) -> str:
+        """The Redis key of the hash of ``session_id``'s variables."""
+        return f"{{{self._namespace}}}:vars:{session_id}"
+
+    def variables_channel(self, session_id: str) -> str:
+        """The pub/sub channel of the changes of ``session_id``'s variables."""
+        return f"{{{self._namespace}}}:vch:{session_id}"
 
     async def _run(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
         """Await ``operation``, turning any error of Redis's into a SessionBackendError."""
@@ -377,11 +537,13 @@ class RedisBackend:
     ) -> SessionRecord | None:
         """Remove ``session_id`` (with ``expired_at``: only if expired then); one script.
 
+        Its variables go with it, and its watches end.
+
         :returns: the record removed, or None.
         :raises SessionBackendError: Redis is unreachable or answered an error.
         """
-        keys = [self._hash, self._expiry]
-        args = [session_id, _score(expired_at)]
+        keys = [self._hash, self._expiry, self.variables_key(session_id)]
+        args = [session_id, _score(expired_at), self.variables_channel(session_id)]
         raw = await self._run("delete", lambda: self._delete(keys=keys, args=args))
         return None if raw is None else self._decode(raw)
 
@@ -416,3 +578,294 @@ class RedisBackend:
         """
         if self._owned:
             await self._client.aclose()
+
+    # -- variables (VariableBackend) ------------------------------------------------------
+
+    def _decode_variable(self, raw: object) -> VariableRecord:
+        """A variable's record from its stored JSON (bytes or str)."""
+        try:
+            if not isinstance(raw, bytes | str):
+                raise TypeError(f"a reply of type {type(raw).__name__}")
+            data = json.loads(raw)
+            return VariableRecord(
+                name=data["name"],
+                spec=json.loads(data["spec"]),
+                value=json.loads(data["value"]),
+                version=int(data["version"]),
+                uid=data["uid"],
+                updated_at=float(data["updated_at"]),
+                source=data["source"],
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            detail = f"a stored variable cannot be read ({type(exc).__name__}: {exc}): {raw!r:.200}"
+            raise SessionBackendError(self._name, detail) from exc
+
+    def _decode_events(self, raw: object) -> list[VariableEvent]:
+        """The events of one message of a session's channel."""
+        try:
+            if not isinstance(raw, bytes | str):
+                raise TypeError(f"a message of type {type(raw).__name__}")
+            events = []
+            for name, old, new, source in json.loads(raw):
+                events.append(
+                    VariableEvent(
+                        name,
+                        None if old is None else self._decode_variable(old),
+                        None if new is None else self._decode_variable(new),
+                        source,
+                    )
+                )
+            return events
+        except (ValueError, TypeError) as exc:
+            detail = f"a change cannot be read ({type(exc).__name__}: {exc}): {raw!r:.200}"
+            raise SessionBackendError(self._name, detail) from exc
+
+    def _reply(self, what: str, reply: object) -> list[Any]:
+        """A script's reply that must be a non-empty list."""
+        if not isinstance(reply, list) or not reply:
+            raise SessionBackendError(self._name, f"{what}: an unexpected reply {reply!r:.200}")
+        return reply
+
+    async def register_variable(self, session_id: str, record: VariableRecord, now: float) -> None:
+        """Add ``record`` to the session (one script).
+
+        :raises SessionNotFound: no such session, or it expired at ``now``.
+        :raises VariableExists: the session has a variable of that name.
+        :raises SessionBackendError: Redis is unreachable or answered an error.
+        """
+        keys = [self._hash, self.variables_key(session_id)]
+        args = [
+            session_id,
+            _score(now),
+            self.variables_channel(session_id),
+            record.name,
+            _encode_variable(record),
+            record.source,
+        ]
+        done = await self._run(
+            "register_variable", lambda: self._register_variable(keys=keys, args=args)
+        )
+        if done is None:
+            raise SessionNotFound(session_id)
+        if done == 0:
+            raise VariableExists(session_id, record.name)
+
+    async def get_variables(
+        self, session_id: str, names: Sequence[str] | None, now: float
+    ) -> dict[str, VariableRecord]:
+        """The records of ``names`` (None: every variable of the session), one script.
+
+        :raises SessionNotFound: no such session, or it expired at ``now``.
+        :raises VariableNotFound: one of ``names`` is not there.
+        :raises SessionBackendError: Redis is unreachable or answered an error.
+        """
+        keys = [self._hash, self.variables_key(session_id)]
+        wanted = None if names is None else list(names)
+        args = [session_id, _score(now)]
+        args += ["all"] if wanted is None else ["names", *wanted]
+        reply = await self._run("get_variables", lambda: self._get_variables(keys=keys, args=args))
+        if reply is None:
+            raise SessionNotFound(session_id)
+        found = self._reply("get_variables", reply)
+        if found[0] == 0:
+            assert wanted is not None
+            raise VariableNotFound(session_id, wanted[int(found[1])])
+        records = [self._decode_variable(raw) for raw in found[1:]]
+        if wanted is None:
+            return {record.name: record for record in records}
+        return dict(zip(wanted, records, strict=True))
+
+    async def set_variables(
+        self,
+        session_id: str,
+        values: Mapping[str, Any],
+        expect: Expectations,
+        now: float,
+        source: str,
+    ) -> dict[str, VariableRecord] | None:
+        """Write every encoded value of ``values``, all or none, each version +1 (one script).
+
+        :returns: the new records; None (nothing written) if an expectation
+            in ``expect`` does not hold.
+        :raises SessionNotFound: no such session, or it expired at ``now``.
+        :raises VariableNotFound: a name of ``values`` is not there (nothing written).
+        :raises SessionBackendError: Redis is unreachable or answered an error.
+        """
+        names = list(values)
+        keys = [self._hash, self.variables_key(session_id)]
+        args = [session_id, _score(now), self.variables_channel(session_id), source]
+        args.append(str(len(names)))
+        for name in names:
+            args += [name, json.dumps(values[name], separators=(",", ":"))]
+        for name, (uid, version) in expect.items():
+            args += [name, uid, "" if version is None else str(version)]
+        reply = await self._run("set_variables", lambda: self._set_variables(keys=keys, args=args))
+        if reply is None:
+            raise SessionNotFound(session_id)
+        written = self._reply("set_variables", reply)
+        if written[0] == 0:
+            raise VariableNotFound(session_id, names[int(written[1])])
+        if written[0] == -1:
+            return None
+        records = [self._decode_variable(raw) for raw in written[1:]]
+        return dict(zip(names, records, strict=True))
+
+    async def delete_variable(
+        self, session_id: str, name: str, now: float, source: str
+    ) -> VariableRecord:
+        """Remove ``name``; return its last record (one script).
+
+        :raises SessionNotFound: no such session, or it expired at ``now``.
+        :raises VariableNotFound: it is not there.
+        :raises SessionBackendError: Redis is unreachable or answered an error.
+        """
+        keys = [self._hash, self.variables_key(session_id)]
+        args = [session_id, _score(now), self.variables_channel(session_id), name, source]
+        raw = await self._run(
+            "delete_variable", lambda: self._delete_variable(keys=keys, args=args)
+        )
+        if raw is None:
+            raise SessionNotFound(session_id)
+        if raw == 0:
+            raise VariableNotFound(session_id, name)
+        return self._decode_variable(raw)
+
+    @asynccontextmanager
+    async def watch_variables(
+        self, session_id: str, names: frozenset[str] | None, buffer: int
+    ) -> AsyncIterator[AsyncIterator[VariableEvent]]:
+        """Changes of ``names`` (None: all) of the session from now on, in order.
+
+        A connection of its own, subscribed to the session's channel before
+        this returns; closed on exit. The iterator ends when the session is
+        deleted or swept. Each time it has nothing left to give, it asks
+        Redis (a PING on that connection) for everything published so far:
+        more than ``buffer`` changes then, and the watch is ended with
+        :class:`~snakepit.errors.VariableError` once it has given the first
+        ``buffer`` of them.
+
+        :raises SessionNotFound: no such session.
+        :raises SessionBackendError: Redis is unreachable or answered an error
+            (from the iteration too: a connection lost meanwhile, as changes
+            may have been missed with it).
+        """
+        pubsub = self._client.pubsub()
+        channel = self.variables_channel(session_id)
+
+        opened = False
+
+        async def subscribe() -> bool:
+            nonlocal opened
+            opened = True
+            await pubsub.subscribe(channel)
+            # Its confirmation: every change made from here on reaches this connection.
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is not None and message["type"] == "subscribe":
+                    break
+            return bool(await self._client.hexists(self._hash, session_id))
+
+        try:
+            if not await self._run("watch_variables", subscribe):
+                raise SessionNotFound(session_id)
+            yield _Events(self, pubsub, session_id, names, buffer)
+        finally:
+            if opened:  # else never tried (say, not asyncio): nothing to close
+                with anyio.CancelScope(shield=True):
+                    await self._run("watch_variables", pubsub.aclose)
+
+
+class _Events:
+    """A watch's events from Redis (an iterator, not a generator: nothing to finalize)."""
+
+    __slots__ = (
+        "_backend",
+        "_behind",
+        "_buffer",
+        "_ended",
+        "_error",
+        "_names",
+        "_pending",
+        "_pings",
+        "_pubsub",
+        "_session_id",
+    )
+
+    def __init__(
+        self,
+        backend: RedisBackend,
+        pubsub: PubSub,
+        session_id: str,
+        names: frozenset[str] | None,
+        buffer: int,
+    ) -> None:
+        self._backend = backend
+        self._pubsub = pubsub
+        self._session_id = session_id
+        self._names = names
+        self._buffer = buffer
+        self._pending: deque[VariableEvent] = deque()
+        self._ended = False  # its session ended, or it fell behind: no more reads
+        self._behind = False
+        self._error: SessionBackendError | None = None
+        self._pings = itertools.count()
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> VariableEvent:
+        while not self._pending:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                if self._behind:
+                    raise VariableError(
+                        f"a watch of session {self._session_id!r} fell more than"
+                        f" {self._buffer} changes behind and was ended"
+                    )
+                raise StopAsyncIteration
+            await self._backend._run("watch_variables", self._read)
+        return self._pending.popleft()
+
+    async def _read(self) -> None:
+        """Take what was published so far (how far behind it is); if none, wait for more."""
+        token = f"snakepit-sync-{next(self._pings)}"
+        await self._pubsub.ping(token)
+        while not self._ended:
+            message = await self._pubsub.get_message(timeout=None)
+            if message is None:
+                continue
+            if message["type"] == "pong":
+                if message["data"] in (token, token.encode()):
+                    break
+                continue  # an earlier read's, left when it was cancelled
+            self._take(message)
+        if self._pending or self._ended:
+            return
+        message = await self._pubsub.get_message(timeout=None)
+        if message is not None:
+            self._take(message)
+
+    def _take(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "subscribe":  # subscribed again: its connection was made again
+            self._error = SessionBackendError(
+                self._backend._name,
+                f"a watch of session {self._session_id!r} lost its connection"
+                " (changes may have been missed) and was ended",
+            )
+            self._ended = True
+            raise self._error
+        if kind != "message":
+            return
+        data = message["data"]
+        if data in (_END, _END.decode()):
+            self._ended = True
+            return
+        for event in self._backend._decode_events(data):
+            if self._names is not None and event.name not in self._names:
+                continue
+            if len(self._pending) >= self._buffer:
+                self._ended = self._behind = True
+                return
+            self._pending.append(event)

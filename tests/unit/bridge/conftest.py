@@ -24,3 +24,23 @@ def backend(request: pytest.FixtureRequest) -> SessionBackend:
     except pytest.FixtureLookupError:
         pytest.skip("no redis_session_backend fixture (the Redis backend is not built yet)")
     return made
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out ``backend``'s Redis param on event loops other than asyncio (redis.asyncio's).
+
+    Rather than a skip of each: those runs cannot happen.
+    """
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params: dict[str, object] = {} if callspec is None else callspec.params
+        loop = params.get("anyio_backend", "asyncio")
+        if params.get("backend") == "redis" and loop != "asyncio":
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
