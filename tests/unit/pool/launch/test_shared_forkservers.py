@@ -139,12 +139,12 @@ class TestEnds:
     async def test_cancelled_at_every_step_of_a_pool_start_nothing_is_left(
         self, shared: SharedForkServers
     ) -> None:
-        # Cancelled after 1, 2, 4, 8... loop passes (the others' awaits
+        # Cancelled after 1, 4, 16, 64... loop passes (the others' awaits
         # fall in between), until a pool starts, is called and closes first.
         before = descendant_pids() - set(shared.pids)
         steps = 0
         while True:
-            steps = max(steps + 1, steps * 2)
+            steps = max(steps + 1, steps * 4)
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
 
