@@ -18,6 +18,7 @@ from __future__ import annotations
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import contextlib
+import functools
 import hmac
 import inspect
 import json
@@ -87,18 +88,29 @@ class HostTools:
         """The registered names, sorted."""
         return sorted(self._tools)
 
+    def get(self, name: str) -> HostTool | None:
+        """The host tool registered as ``name``, or None."""
+        return self._tools.get(name)
+
     async def call(self, name: str, args: Mapping[str, Any], session_id: str) -> Any:
         """Run the host tool ``name`` with ``args``; what it returns.
 
-        :raises LookupError: no such host tool.
+        A sync function runs in a worker thread (the host's event loop goes
+        on meanwhile); a coroutine function in the caller's task.
+
+        :raises LookupError: no such host tool (looked up before it runs:
+            a LookupError the tool raises is its own).
         """
         fn = self._tools.get(name)
         if fn is None:
             raise LookupError(name)
         kwargs = dict(args)
+        kwargs.pop("session_id", None)  # the caller's session, not what its args claim
         if "session_id" in _parameters(fn):
             kwargs["session_id"] = session_id
-        result = fn(**kwargs)
+        if inspect.iscoroutinefunction(fn):
+            return await fn(**kwargs)
+        result = await anyio.to_thread.run_sync(functools.partial(fn, **kwargs))
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -213,12 +225,15 @@ def _failure(exc: BaseException) -> bridge_pb2.BridgeFailure:
         )
     if isinstance(exc, SessionError) and not isinstance(exc, VariableError):
         return bridge_pb2.BridgeFailure(kind=Kind.BACKEND, message=str(exc))
+    if type(exc) is VariableError:  # a watch that fell behind
+        return bridge_pb2.BridgeFailure(kind=Kind.WATCH_ENDED, message=str(exc))
     return bridge_pb2.BridgeFailure(
         kind=Kind.BAD_REQUEST, message=str(exc), error_type=type(exc).__name__
     )
 
 
-_EXPECTED = (SessionError, ConfigError, ValueError)
+# RecursionError: JSON nested past the interpreter's limit.
+_EXPECTED = (SessionError, ConfigError, ValueError, RecursionError)
 
 
 def _wire(record: VariableRecord) -> bridge_pb2.BridgeVariable:
@@ -233,10 +248,14 @@ def _wire(record: VariableRecord) -> bridge_pb2.BridgeVariable:
     )
 
 
+#: Sources only the host writes as (a worker that claims one is "worker").
+_RESERVED_SOURCES = frozenset({"host", "expired", "deleted"})
+
+
 def _source(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == SOURCE_KEY and isinstance(value, str) and value:
-            return value[:256]
+            return "worker" if value in _RESERVED_SOURCES else value[:256]
     return "worker"
 
 
@@ -258,14 +277,18 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         try:
             wire = request.variable
             spec = VariableSpec.from_json(json.loads(wire.spec_json))
+            if spec.pattern is not None:
+                # Matched with re on the host: a pattern of a worker's could
+                # take the host's loop exponential time.
+                raise ConfigError("pattern", "a variable with a pattern is registered by the host")
             value = spec.decode(from_wire_value(wire.value_json, wire.data))
             variables = self._sessions.variables(request.session_id)
             variables.source = _source(context)
             await variables.register(spec.name, spec.type, value, **_constraints(spec))
             record = (await variables._records([spec.name]))[spec.name]
+            return bridge_pb2.RegisterVariableReply(variable=_wire(record))
         except _EXPECTED as exc:
             return bridge_pb2.RegisterVariableReply(failure=_failure(exc))
-        return bridge_pb2.RegisterVariableReply(variable=_wire(record))
 
     async def GetVariables(
         self, request: bridge_pb2.GetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -275,9 +298,9 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
             variables = self._sessions.variables(request.session_id)
             names = None if request.all else list(request.names)
             records = await variables._records(names)
+            return bridge_pb2.GetVariablesReply(variables=[_wire(r) for r in records.values()])
         except _EXPECTED as exc:
             return bridge_pb2.GetVariablesReply(failure=_failure(exc))
-        return bridge_pb2.GetVariablesReply(variables=[_wire(r) for r in records.values()])
 
     async def SetVariables(
         self, request: bridge_pb2.SetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -293,11 +316,11 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
                 if w.uid
             }
             written = await variables._write_stored(values, expect)
+            if written is None:
+                return bridge_pb2.SetVariablesReply(conflict=True)
+            return bridge_pb2.SetVariablesReply(variables=[_wire(r) for r in written.values()])
         except _EXPECTED as exc:
             return bridge_pb2.SetVariablesReply(failure=_failure(exc))
-        if written is None:
-            return bridge_pb2.SetVariablesReply(conflict=True)
-        return bridge_pb2.SetVariablesReply(variables=[_wire(r) for r in written.values()])
 
     async def DeleteVariable(
         self,
@@ -343,18 +366,20 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
             args = json.loads(request.args_json or b"{}")
             if not isinstance(args, dict):
                 raise ArgumentTypeError("args", f"must be a JSON object, got {args!r}")
-        except (ValueError, ArgumentTypeError) as exc:
+        except (ValueError, RecursionError, ArgumentTypeError) as exc:
             return bridge_pb2.CallHostToolReply(failure=_failure(exc))
-        try:
-            result = await self._tools.call(request.name, args, request.session_id)
-        except LookupError:
+        if self._tools.get(request.name) is None:
             return bridge_pb2.CallHostToolReply(
                 failure=bridge_pb2.BridgeFailure(
                     kind=Kind.HOST_TOOL_NOT_FOUND,
                     message=f"no host tool {request.name!r} (registered: {self._tools.names()})",
                 )
             )
-        except Exception as exc:  # the host tool's own error: back to the tool, typed
+        try:
+            result = await self._tools.call(request.name, args, request.session_id)
+        except anyio.get_cancelled_exc_class():
+            raise  # the caller gave up (its deadline, or the bridge stops)
+        except BaseException as exc:  # the host tool's own, whatever it is: back to the tool
             return bridge_pb2.CallHostToolReply(
                 failure=bridge_pb2.BridgeFailure(
                     kind=Kind.HOST_TOOL_FAILED,
@@ -364,7 +389,7 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
             )
         try:
             encoded = json.dumps(result, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             return bridge_pb2.CallHostToolReply(
                 failure=bridge_pb2.BridgeFailure(
                     kind=Kind.HOST_TOOL_FAILED,

@@ -367,6 +367,11 @@ class RedisBackend:
                 raise ConfigError("url", "give a url or a client, not both")
             if not isinstance(client, redis.asyncio.Redis):
                 raise ArgumentTypeError("client", f"must be a redis.asyncio.Redis, got {client!r}")
+            if client.connection_pool.connection_kwargs.get("decode_responses"):
+                # Its watches compare raw replies (a decoded PING reply never matched).
+                raise ConfigError(
+                    "client", "must not decode responses (decode_responses=True): give a raw one"
+                )
             self._client = client
             self._owned = False
             where = _where(client.connection_pool.connection_kwargs)

@@ -82,7 +82,7 @@ class SessionVariables:
             )
         return backend, config.clock()
 
-    async def register(self, name: str, type: str, value: Any, **constraints: Any) -> Variable:
+    async def register(self, name: str, type: str, value: Any, /, **constraints: Any) -> Variable:
         """Add a variable of ``type`` with its first ``value`` (version 1).
 
         ``constraints`` are :class:`VariableSpec`'s (``min``, ``max``,
@@ -204,6 +204,7 @@ class SessionVariables:
         :raises VariableNotFound: the session has no such variable.
         :raises SessionNotFound: the session is gone.
         """
+        (name,) = _names([name])
         for _ in range(UPDATE_ATTEMPTS):
             backend, now = await self._backend()
             record = (await backend.get_variables(self.session_id, [name], now))[name]
@@ -231,6 +232,7 @@ class SessionVariables:
         :raises VariableNotFound: the session has no such variable.
         :raises SessionNotFound: the session is gone.
         """
+        (name,) = _names([name])
         backend, now = await self._backend()
         await backend.delete_variable(self.session_id, name, now, self.source)
 

@@ -50,6 +50,9 @@ VARIABLE_TYPES: Final[tuple[str, ...]] = get_args(VariableType)
 
 #: The longest variable name, in characters.
 MAX_NAME: Final = 256
+#: The range of an integer variable and of numeric bounds (a signed 64-bit int's).
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
 
 #: The tensor dtypes supported (numpy's names), and the bytes of one item of each.
 TENSOR_DTYPES: Final[Mapping[str, int]] = {
@@ -277,6 +280,8 @@ class VariableSpec:
                 raise ArgumentTypeError(bound, f"must be an int or a float, got {_kind(value)}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(bound, f"must be finite, got {value!r}")
+            if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+                raise ConfigError(bound, "must be within a signed 64-bit int's range")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ConfigError("min", f"{self.min!r} is greater than max {self.max!r}")
         if self.choices is not None:
@@ -304,7 +309,7 @@ class VariableSpec:
                 )
 
     @classmethod
-    def make(cls, name: str, type: str, **constraints: Any) -> VariableSpec:
+    def make(cls, name: str, type: str, /, **constraints: Any) -> VariableSpec:
         """A checked spec: ``VariableSpec.make("temperature", "float", min=0, max=2)``.
 
         ``choices`` and ``shape`` may be lists (kept as tuples).
@@ -318,6 +323,8 @@ class VariableSpec:
         :raises ArgumentTypeError: an argument of the wrong Python type.
         """
         for key in constraints:
+            if key in ("name", "type"):
+                raise ConfigError(key, "is given once, as make()'s own argument")
             if key not in _ALL_CONSTRAINTS and key != "description":
                 raise ConfigError(key, "is not a constraint of a variable")
         return cls(name, type, **constraints)  # type: ignore[arg-type]
@@ -419,12 +426,18 @@ class VariableSpec:
         return VariableValidationError(self.name, constraint, problem)
 
     def _integer(self, value: object) -> int:
+        number: int | None = None
         if is_int(value):
-            return int(value)
-        np = _numpy()
-        if np is not None and isinstance(value, np.integer):
-            return int(value)
-        raise self._error("type", f"must be an int, got {_kind(value)}")
+            number = int(value)
+        else:
+            np = _numpy()
+            if np is not None and isinstance(value, np.integer):
+                number = int(value)
+        if number is None:
+            raise self._error("type", f"must be an int, got {_kind(value)}")
+        if not INT_MIN <= number <= INT_MAX:  # what every language and store can keep
+            raise self._error("type", "must be within a signed 64-bit int's range")
+        return number
 
     def _float(self, value: object, what: str) -> float:
         np = _numpy()

@@ -24,6 +24,7 @@ import pytest
 
 from snakepit.errors import ExecutionTimeout
 from snakepit.pool import InProcessLauncher, Pool
+from tests._budget import THOROUGH
 from tests._procs import descendant_pids
 from tests.unit.grpc._adapters import drop_gate, gate
 
@@ -195,7 +196,9 @@ class TestCancelledSyncTool:
 
 SIZE = 2
 CALLERS = 64
-CALLS = 2_000  # per run: the seed changes every run, so runs add up (the suite has a 30 s budget)
+# Per run: the seed changes every run, so runs add up (the suite has a 30 s
+# budget); SNAKEPIT_THOROUGH=1 makes it 10,000.
+CALLS = 1_000 * THOROUGH
 CHECKED_CALLS = 200
 
 #: (tool, args, streaming, hangs until cancelled)

@@ -597,3 +597,34 @@ class TestRedis:
                     pass  # pragma: no cover - refused
         finally:
             await backend.aclose()
+
+
+class TestReviewFindingsOfTheHostApi:
+    """Each found by a review; each failed before its fix."""
+
+    async def test_name_in_constraints_and_non_str_names_are_typed_errors(
+        self, backend: SessionBackend
+    ) -> None:
+        async with session(backend) as v:
+            with pytest.raises(ConfigError, match="name"):
+                await v.register("x", "integer", 0, name="y")
+            await v.register("x", "integer", 0)
+            with pytest.raises(ArgumentTypeError):
+                await v.update(123, lambda n: n + 1)  # type: ignore[arg-type]
+            with pytest.raises(ArgumentTypeError):
+                await v.delete(None)  # type: ignore[arg-type]
+            assert await v.get("x") == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_redis_client_that_decodes_responses_is_refused(anyio_backend: str) -> None:
+    import redis.asyncio
+
+    from snakepit.session import RedisBackend
+
+    client = redis.asyncio.Redis(unix_socket_path="/nonexistent", decode_responses=True)
+    try:
+        with pytest.raises(ConfigError, match="decode_responses"):
+            RedisBackend(client=client)
+    finally:
+        await client.aclose()

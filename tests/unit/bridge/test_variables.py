@@ -65,13 +65,15 @@ def test_integer() -> None:
     assert type(INT.validate(np.int64(5))) is int
     assert INT.validate(np.uint8(7)) == 7
     unbounded = VariableSpec.make("big", "integer")
-    assert round_trips(unbounded, 10**30) == 10**30
+    assert round_trips(unbounded, 2**63 - 1) == 2**63 - 1
+    assert round_trips(unbounded, -(2**63)) == -(2**63)
+    refused(unbounded, 2**63, "type")  # past a signed 64-bit int
     for bad in (True, False, 1.0, "1", None, np.float64(1.0), np.bool_(True), [1]):
         refused(INT, bad, "type")
     refused(INT, -4, "min")
     refused(INT, 8, "max")
     refused(INT, np.int64(8), "max")
-    refused(INT, 10**5000, "max")  # a message that does not repr the int (4300 digits max)
+    refused(INT, 10**5000, "type")  # a message that does not repr the int (4300 digits max)
 
 
 def test_float() -> None:
@@ -441,7 +443,10 @@ FINITE = st.floats(allow_nan=False, allow_infinity=False)
 
 #: For each spec, values it accepts.
 VALID: dict[str, tuple[VariableSpec, st.SearchStrategy[Any]]] = {
-    "integer": (VariableSpec.make("n", "integer"), st.integers()),
+    "integer": (
+        VariableSpec.make("n", "integer"),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    ),
     "integer-bounded": (INT, st.integers(-3, 7)),
     "float": (VariableSpec.make("f", "float"), FINITE | st.integers(-(2**60), 2**60)),
     "float-bounded": (FLOAT, st.floats(0, 2)),
@@ -517,3 +522,21 @@ def test_junk_raises_only_validation_errors(value: Any) -> None:
             if error is not None:
                 assert error.variable == spec.name
                 assert error.constraint in CONSTRAINTS
+
+
+class TestReviewFindings:
+    """Each found by a review; each failed before its fix."""
+
+    def test_integers_and_bounds_stay_within_int64(self) -> None:
+        spec = VariableSpec.make("n", "integer")
+        assert spec.validate(2**63 - 1) == 2**63 - 1
+        with pytest.raises(VariableValidationError, match="64-bit"):
+            spec.validate(10**5000)  # its JSON form would not even be written
+        with pytest.raises(ConfigError, match="min"):
+            VariableSpec.make("n", "integer", min=-(10**5000))
+
+    def test_name_and_type_are_not_constraints(self) -> None:
+        with pytest.raises(ConfigError, match="name"):
+            VariableSpec.make("x", "integer", name="y")
+        with pytest.raises(ConfigError, match="type"):
+            VariableSpec.make("x", "integer", type="float")

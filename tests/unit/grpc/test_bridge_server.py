@@ -7,6 +7,7 @@ grpc.aio client with and without the bridge's secret.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,3 +269,98 @@ class TestHostTools:
         with pytest.raises(ConfigError, match="registered already"):
             tools.register(len)
         assert tools.names() == ["len"]
+
+
+class TestReviewFindings:
+    """Each found by a review of the first version; each failed before its fix."""
+
+    async def test_a_worker_cannot_write_as_the_host(self, bridge: Bridge) -> None:
+        variables = bridge.store.variables(bridge.session_id)
+        await variables.register("x", "integer", 0)
+        async with variables.watch(["x"]) as changes:
+            await bridge.stub.SetVariables(
+                bridge_pb2.SetVariablesRequest(
+                    session_id=bridge.session_id,
+                    values=[bridge_pb2.BridgeVariable(name="x", value_json="1")],
+                ),
+                metadata=bridge.md(source="host"),
+            )
+            change = await changes.__anext__()
+        assert change.source == "worker"
+
+    async def test_a_host_tool_raising_anything_is_a_failure_and_the_host_goes_on(
+        self, bridge: Bridge
+    ) -> None:
+        def exits() -> None:
+            raise SystemExit(3)
+
+        def interrupts() -> None:
+            raise KeyboardInterrupt
+
+        def looks_up() -> int:
+            return {"a": 1}["b"]
+
+        for fn in (exits, interrupts, looks_up):
+            bridge.tools.register(fn)
+        for name, error in (
+            ("exits", "SystemExit"),
+            ("interrupts", "KeyboardInterrupt"),
+            ("looks_up", "KeyError"),  # not "no host tool": the tool's own LookupError
+        ):
+            reply = await bridge.stub.CallHostTool(
+                bridge_pb2.CallHostToolRequest(name=name, args_json=b"{}"), metadata=bridge.md()
+            )
+            assert (reply.failure.kind, reply.failure.error_type) == (
+                Kind.HOST_TOOL_FAILED,
+                error,
+            )
+
+    async def test_a_sync_host_tool_runs_off_the_event_loop_with_its_callers_session(
+        self, bridge: Bridge
+    ) -> None:
+        main = threading.current_thread()
+
+        def where(session_id: str) -> list[Any]:
+            return [threading.current_thread() is main, session_id]
+
+        bridge.tools.register(where)
+        reply = await bridge.stub.CallHostTool(
+            bridge_pb2.CallHostToolRequest(
+                session_id=bridge.session_id, name="where", args_json=b'{"session_id": "other"}'
+            ),
+            metadata=bridge.md(),
+        )
+        assert json.loads(reply.result_json) == [False, bridge.session_id]
+
+    async def test_a_worker_cannot_register_a_pattern(self, bridge: Bridge) -> None:
+        # Matched on the host's loop: (a+)+$ against "a" * 30 + "!" takes minutes.
+        reply = await bridge.stub.RegisterVariable(
+            bridge_pb2.RegisterVariableRequest(
+                session_id=bridge.session_id,
+                variable=wire("s", "string", "a", pattern="(a+)+$"),
+            ),
+            metadata=bridge.md(),
+        )
+        assert (reply.failure.kind, "pattern" in reply.failure.message) == (Kind.BAD_REQUEST, True)
+
+    async def test_json_nested_past_the_limit_is_a_bad_request(self, bridge: Bridge) -> None:
+        await bridge.store.variables(bridge.session_id).register("x", "string", "")
+        reply = await bridge.stub.SetVariables(
+            bridge_pb2.SetVariablesRequest(
+                session_id=bridge.session_id,
+                values=[bridge_pb2.BridgeVariable(name="x", value_json="[" * 100_000)],
+            ),
+            metadata=bridge.md(),
+        )
+        assert reply.failure.kind == Kind.BAD_REQUEST
+        args = await bridge.stub.CallHostTool(
+            bridge_pb2.CallHostToolRequest(name="x", args_json=b"[" * 100_000),
+            metadata=bridge.md(),
+        )
+        assert args.failure.kind == Kind.BAD_REQUEST
+
+    def test_a_watch_ended_behind_has_a_kind_of_its_own(self) -> None:
+        from snakepit.errors import VariableError
+        from snakepit.pool._bridge import _failure
+
+        assert _failure(VariableError("fell behind")).kind == Kind.WATCH_ENDED

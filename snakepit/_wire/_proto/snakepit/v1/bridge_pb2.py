@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18snakepit/v1/bridge.proto\x12\x0bsnakepit.v1\"\x95\x01\n\x0e\x42ridgeVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\x12\x12\n\nvalue_json\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x0b\n\x03uid\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"\xc9\x02\n\rBridgeFailure\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.snakepit.v1.BridgeFailure.Kind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08variable\x18\x03 \x01(\t\x12\x12\n\nconstraint\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\"\xbd\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11SESSION_NOT_FOUND\x10\x01\x12\x16\n\x12VARIABLE_NOT_FOUND\x10\x02\x12\x13\n\x0fVARIABLE_EXISTS\x10\x03\x12\x0e\n\nVALIDATION\x10\x04\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x05\x12\x17\n\x13HOST_TOOL_NOT_FOUND\x10\x06\x12\x14\n\x10HOST_TOOL_FAILED\x10\x07\x12\x0b\n\x07\x42\x41\x43KEND\x10\x08\"\\\n\x17RegisterVariableRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12-\n\x08variable\x18\x02 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\"s\n\x15RegisterVariableReply\x12-\n\x08variable\x18\x01 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12+\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"E\n\x13GetVariablesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"p\n\x11GetVariablesReply\x12.\n\tvariables\x18\x01 \x03(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12+\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"V\n\x13SetVariablesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x06values\x18\x02 \x03(\x0b\x32\x1b.snakepit.v1.BridgeVariable\"\x82\x01\n\x11SetVariablesReply\x12.\n\tvariables\x18\x01 \x03(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12\x10\n\x08\x63onflict\x18\x02 \x01(\x08\x12+\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"9\n\x15\x44\x65leteVariableRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"B\n\x13\x44\x65leteVariableReply\x12+\n\x07\x66\x61ilure\x18\x01 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\":\n\x15WatchVariablesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\"\xc5\x01\n\x13VariableChangeEvent\x12\x0f\n\x07started\x18\x01 \x01(\x08\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\x03old\x18\x03 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12(\n\x03new\x18\x04 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12\x0e\n\x06source\x18\x05 \x01(\t\x12+\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"J\n\x13\x43\x61llHostToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\x0c\"U\n\x11\x43\x61llHostToolReply\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x12+\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure2\x95\x04\n\rBridgeService\x12\\\n\x10RegisterVariable\x12$.snakepit.v1.RegisterVariableRequest\x1a\".snakepit.v1.RegisterVariableReply\x12P\n\x0cGetVariables\x12 .snakepit.v1.GetVariablesRequest\x1a\x1e.snakepit.v1.GetVariablesReply\x12P\n\x0cSetVariables\x12 .snakepit.v1.SetVariablesRequest\x1a\x1e.snakepit.v1.SetVariablesReply\x12V\n\x0e\x44\x65leteVariable\x12\".snakepit.v1.DeleteVariableRequest\x1a .snakepit.v1.DeleteVariableReply\x12X\n\x0eWatchVariables\x12\".snakepit.v1.WatchVariablesRequest\x1a .snakepit.v1.VariableChangeEvent0\x01\x12P\n\x0c\x43\x61llHostTool\x12 .snakepit.v1.CallHostToolRequest\x1a\x1e.snakepit.v1.CallHostToolReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18snakepit/v1/bridge.proto\x12\x0bsnakepit.v1\"\x95\x01\n\x0e\x42ridgeVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\x12\x12\n\nvalue_json\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x0b\n\x03uid\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"\xda\x02\n\rBridgeFailure\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.snakepit.v1.BridgeFailure.Kind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08variable\x18\x03 \x01(\t\x12\x12\n\nconstraint\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\"\xce\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11SESSION_NOT_FOUND\x10\x01\x12\x16\n\x12VARIABLE_NOT_FOUND\x10\x02\x12\x13\n\x0fVARIABLE_EXISTS\x10\x03\x12\x0e\n\nVALIDATION\x10\x04\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x05\x12\x17\n\x13HOST_TOOL_NOT_FOUND\x10\x06\x12\x14\n\x10HOST_TOOL_FAILED\x10\x07\x12\x0b\n\x07\x42\x41\x43KEND\x10\x08\x12\x0f\n\x0bWATCH_ENDED\x10\t\"\\\n\x17RegisterVariableRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12-\n\x08variable\x18\x02 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\"s\n\x15RegisterVariableReply\x12-\n\x08variable\x18\x01 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12+\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"E\n\x13GetVariablesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"p\n\x11GetVariablesReply\x12.\n\tvariables\x18\x01 \x03(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12+\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"V\n\x13SetVariablesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x06values\x18\x02 \x03(\x0b\x32\x1b.snakepit.v1.BridgeVariable\"\x82\x01\n\x11SetVariablesReply\x12.\n\tvariables\x18\x01 \x03(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12\x10\n\x08\x63onflict\x18\x02 \x01(\x08\x12+\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"9\n\x15\x44\x65leteVariableRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"B\n\x13\x44\x65leteVariableReply\x12+\n\x07\x66\x61ilure\x18\x01 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\":\n\x15WatchVariablesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\"\xc5\x01\n\x13VariableChangeEvent\x12\x0f\n\x07started\x18\x01 \x01(\x08\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\x03old\x18\x03 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12(\n\x03new\x18\x04 \x01(\x0b\x32\x1b.snakepit.v1.BridgeVariable\x12\x0e\n\x06source\x18\x05 \x01(\t\x12+\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure\"J\n\x13\x43\x61llHostToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\x0c\"U\n\x11\x43\x61llHostToolReply\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x12+\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1a.snakepit.v1.BridgeFailure2\x95\x04\n\rBridgeService\x12\\\n\x10RegisterVariable\x12$.snakepit.v1.RegisterVariableRequest\x1a\".snakepit.v1.RegisterVariableReply\x12P\n\x0cGetVariables\x12 .snakepit.v1.GetVariablesRequest\x1a\x1e.snakepit.v1.GetVariablesReply\x12P\n\x0cSetVariables\x12 .snakepit.v1.SetVariablesRequest\x1a\x1e.snakepit.v1.SetVariablesReply\x12V\n\x0e\x44\x65leteVariable\x12\".snakepit.v1.DeleteVariableRequest\x1a .snakepit.v1.DeleteVariableReply\x12X\n\x0eWatchVariables\x12\".snakepit.v1.WatchVariablesRequest\x1a .snakepit.v1.VariableChangeEvent0\x01\x12P\n\x0c\x43\x61llHostTool\x12 .snakepit.v1.CallHostToolRequest\x1a\x1e.snakepit.v1.CallHostToolReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BRIDGEVARIABLE']._serialized_start=42
   _globals['_BRIDGEVARIABLE']._serialized_end=191
   _globals['_BRIDGEFAILURE']._serialized_start=194
-  _globals['_BRIDGEFAILURE']._serialized_end=523
+  _globals['_BRIDGEFAILURE']._serialized_end=540
   _globals['_BRIDGEFAILURE_KIND']._serialized_start=334
-  _globals['_BRIDGEFAILURE_KIND']._serialized_end=523
-  _globals['_REGISTERVARIABLEREQUEST']._serialized_start=525
-  _globals['_REGISTERVARIABLEREQUEST']._serialized_end=617
-  _globals['_REGISTERVARIABLEREPLY']._serialized_start=619
-  _globals['_REGISTERVARIABLEREPLY']._serialized_end=734
-  _globals['_GETVARIABLESREQUEST']._serialized_start=736
-  _globals['_GETVARIABLESREQUEST']._serialized_end=805
-  _globals['_GETVARIABLESREPLY']._serialized_start=807
-  _globals['_GETVARIABLESREPLY']._serialized_end=919
-  _globals['_SETVARIABLESREQUEST']._serialized_start=921
-  _globals['_SETVARIABLESREQUEST']._serialized_end=1007
-  _globals['_SETVARIABLESREPLY']._serialized_start=1010
-  _globals['_SETVARIABLESREPLY']._serialized_end=1140
-  _globals['_DELETEVARIABLEREQUEST']._serialized_start=1142
-  _globals['_DELETEVARIABLEREQUEST']._serialized_end=1199
-  _globals['_DELETEVARIABLEREPLY']._serialized_start=1201
-  _globals['_DELETEVARIABLEREPLY']._serialized_end=1267
-  _globals['_WATCHVARIABLESREQUEST']._serialized_start=1269
-  _globals['_WATCHVARIABLESREQUEST']._serialized_end=1327
-  _globals['_VARIABLECHANGEEVENT']._serialized_start=1330
-  _globals['_VARIABLECHANGEEVENT']._serialized_end=1527
-  _globals['_CALLHOSTTOOLREQUEST']._serialized_start=1529
-  _globals['_CALLHOSTTOOLREQUEST']._serialized_end=1603
-  _globals['_CALLHOSTTOOLREPLY']._serialized_start=1605
-  _globals['_CALLHOSTTOOLREPLY']._serialized_end=1690
-  _globals['_BRIDGESERVICE']._serialized_start=1693
-  _globals['_BRIDGESERVICE']._serialized_end=2226
+  _globals['_BRIDGEFAILURE_KIND']._serialized_end=540
+  _globals['_REGISTERVARIABLEREQUEST']._serialized_start=542
+  _globals['_REGISTERVARIABLEREQUEST']._serialized_end=634
+  _globals['_REGISTERVARIABLEREPLY']._serialized_start=636
+  _globals['_REGISTERVARIABLEREPLY']._serialized_end=751
+  _globals['_GETVARIABLESREQUEST']._serialized_start=753
+  _globals['_GETVARIABLESREQUEST']._serialized_end=822
+  _globals['_GETVARIABLESREPLY']._serialized_start=824
+  _globals['_GETVARIABLESREPLY']._serialized_end=936
+  _globals['_SETVARIABLESREQUEST']._serialized_start=938
+  _globals['_SETVARIABLESREQUEST']._serialized_end=1024
+  _globals['_SETVARIABLESREPLY']._serialized_start=1027
+  _globals['_SETVARIABLESREPLY']._serialized_end=1157
+  _globals['_DELETEVARIABLEREQUEST']._serialized_start=1159
+  _globals['_DELETEVARIABLEREQUEST']._serialized_end=1216
+  _globals['_DELETEVARIABLEREPLY']._serialized_start=1218
+  _globals['_DELETEVARIABLEREPLY']._serialized_end=1284
+  _globals['_WATCHVARIABLESREQUEST']._serialized_start=1286
+  _globals['_WATCHVARIABLESREQUEST']._serialized_end=1344
+  _globals['_VARIABLECHANGEEVENT']._serialized_start=1347
+  _globals['_VARIABLECHANGEEVENT']._serialized_end=1544
+  _globals['_CALLHOSTTOOLREQUEST']._serialized_start=1546
+  _globals['_CALLHOSTTOOLREQUEST']._serialized_end=1620
+  _globals['_CALLHOSTTOOLREPLY']._serialized_start=1622
+  _globals['_CALLHOSTTOOLREPLY']._serialized_end=1707
+  _globals['_BRIDGESERVICE']._serialized_start=1710
+  _globals['_BRIDGESERVICE']._serialized_end=2243
 # @@protoc_insertion_point(module_scope)

@@ -41,6 +41,7 @@ class BridgeFailure(_message.Message):
         HOST_TOOL_NOT_FOUND: _ClassVar[BridgeFailure.Kind]
         HOST_TOOL_FAILED: _ClassVar[BridgeFailure.Kind]
         BACKEND: _ClassVar[BridgeFailure.Kind]
+        WATCH_ENDED: _ClassVar[BridgeFailure.Kind]
     KIND_UNSPECIFIED: BridgeFailure.Kind
     SESSION_NOT_FOUND: BridgeFailure.Kind
     VARIABLE_NOT_FOUND: BridgeFailure.Kind
@@ -50,6 +51,7 @@ class BridgeFailure(_message.Message):
     HOST_TOOL_NOT_FOUND: BridgeFailure.Kind
     HOST_TOOL_FAILED: BridgeFailure.Kind
     BACKEND: BridgeFailure.Kind
+    WATCH_ENDED: BridgeFailure.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_FIELD_NUMBER: _ClassVar[int]
