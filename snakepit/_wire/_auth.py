@@ -26,6 +26,7 @@ __all__ = (
     "SECRET_BYTES",
     "check_preface",
     "frames_preface",
+    "metadata_has_token",
     "new_secret",
 )
 
@@ -53,6 +54,18 @@ def frames_preface(secret: bytes | None) -> bytes:
     secret's place is zeros: such a worker takes any preface.
     """
     return FRAMES_MAGIC + (secret if secret is not None else bytes(SECRET_BYTES))
+
+
+def metadata_has_token(metadata: object, key: str, token: str) -> bool:
+    """Whether gRPC call ``metadata`` carries ``token`` under ``key`` (constant-time compare).
+
+    A value that is not an ASCII str (bytes, or anything else) is not ours:
+    ``hmac.compare_digest`` takes ASCII str only.
+    """
+    for found, value in metadata or ():  # type: ignore[attr-defined]
+        if found == key:
+            return isinstance(value, str) and value.isascii() and hmac.compare_digest(value, token)
+    return False
 
 
 def check_preface(preface: bytes, secret: bytes) -> bool:

@@ -19,7 +19,6 @@ from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import contextlib
 import functools
-import hmac
 import inspect
 import json
 import logging
@@ -31,6 +30,7 @@ from typing import Any
 import anyio
 import grpc
 
+from snakepit._wire._auth import metadata_has_token
 from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, from_wire_value, to_wire
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import (
@@ -173,14 +173,7 @@ class _Auth(grpc.aio.ServerInterceptor):
         self._token = secret.hex()
 
     def _ok(self, metadata: Any) -> bool:
-        for key, value in metadata or ():
-            if key == AUTH_KEY:
-                return (
-                    isinstance(value, str)
-                    and value.isascii()
-                    and hmac.compare_digest(value, self._token)
-                )
-        return False
+        return metadata_has_token(metadata, AUTH_KEY, self._token)
 
     async def intercept_service(
         self,

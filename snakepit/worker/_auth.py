@@ -11,7 +11,6 @@ whether the worker serves). Refusals are logged, one warning per
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ from snakepit._wire._auth import (
     METADATA_KEY,
     PREFACE_SIZE,
     check_preface,
+    metadata_has_token,
 )
 
 __all__ = ()
@@ -106,15 +106,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._refusals = refusals
 
     def _authorized(self, metadata: Any) -> bool:
-        for key, value in metadata or ():
-            if key == METADATA_KEY:
-                # Not ASCII (or bytes): not ours; compare_digest takes ASCII str only.
-                return (
-                    isinstance(value, str)
-                    and value.isascii()
-                    and hmac.compare_digest(value, self._token)
-                )
-        return False
+        return metadata_has_token(metadata, METADATA_KEY, self._token)
 
     async def intercept_service(
         self,
