@@ -9,6 +9,8 @@ a bridge call. No host import: the worker runtime uses it too.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -21,12 +23,22 @@ __all__ = (
     "from_wire_value",
     "to_wire",
     "to_wire_value",
+    "worker_token",
 )
 
-#: The metadata key of a bridge call's secret (hex).
+#: The metadata key of a bridge call's token (its worker's, hex).
 AUTH_KEY: Final = "snakepit-bridge-auth"
 #: The metadata key naming who calls (a worker's id), as watches report it.
 SOURCE_KEY: Final = "snakepit-bridge-source"
+
+
+def worker_token(secret: bytes, worker_id: str) -> str:
+    """The bridge token of the worker ``worker_id`` of a pool whose bridge secret is ``secret``.
+
+    Each worker gets its own: a call's :data:`SOURCE_KEY` is the worker id
+    its token was made for, so no worker can write as another (or as the host).
+    """
+    return hmac.new(secret, b"bridge:" + worker_id.encode(), hashlib.sha256).hexdigest()
 
 
 def to_wire_value(value: Any) -> tuple[str, bytes]:

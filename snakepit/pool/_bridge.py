@@ -1,9 +1,11 @@
 """The worker -> host bridge's server: a session's variables and the host's tools, for tools.
 
 :class:`BridgeServer` serves ``snakepit.v1.BridgeService`` (protos/snakepit/v1/
-bridge.proto) with grpc.aio on a unix socket. Every call must carry the
-bridge's secret (:data:`~snakepit._wire._bridge.AUTH_KEY`, hex): a process
-that knows only the socket's path gets ``PERMISSION_DENIED``. Variables are
+bridge.proto) with grpc.aio on a unix socket. Every call names its worker
+(:data:`~snakepit._wire._bridge.SOURCE_KEY`) and carries that worker's token
+(:data:`~snakepit._wire._bridge.AUTH_KEY`, :func:`~snakepit._wire._bridge.worker_token`
+of the bridge's secret): a process that knows only the socket's path gets
+``PERMISSION_DENIED``, and a worker cannot write as another. Variables are
 read and written through the session store's :class:`SessionVariables`
 (values checked against their specs here, on the host: a worker's value is
 never trusted), and :class:`HostTools` holds the functions tools may call
@@ -31,7 +33,13 @@ import anyio
 import grpc
 
 from snakepit._wire._auth import metadata_has_token
-from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, from_wire_value, to_wire
+from snakepit._wire._bridge import (
+    AUTH_KEY,
+    SOURCE_KEY,
+    from_wire_value,
+    to_wire,
+    worker_token,
+)
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import (
     ArgumentTypeError,
@@ -169,11 +177,19 @@ class BridgeServer:
 
 
 class _Auth(grpc.aio.ServerInterceptor):
+    """Ends every call without a worker's token for the worker id it names."""
+
     def __init__(self, secret: bytes) -> None:
-        self._token = secret.hex()
+        self._secret = secret
 
     def _ok(self, metadata: Any) -> bool:
-        return metadata_has_token(metadata, AUTH_KEY, self._token)
+        source = ""
+        for key, value in metadata or ():
+            if key == SOURCE_KEY and isinstance(value, str):
+                source = value
+        if not source or len(source) > MAX_SOURCE:
+            return False
+        return metadata_has_token(metadata, AUTH_KEY, worker_token(self._secret, source))
 
     async def intercept_service(
         self,
@@ -183,18 +199,18 @@ class _Auth(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or self._ok(handler_call_details.invocation_metadata):
             return handler
-        logger.warning("refused a bridge call to %s: no secret", handler_call_details.method)
+        logger.warning("refused a bridge call to %s: no token", handler_call_details.method)
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(_deny_stream)
         return grpc.unary_unary_rpc_method_handler(_deny)
 
 
 async def _deny(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the bridge's secret is needed")
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a worker's bridge token is needed")
 
 
 async def _deny_stream(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the bridge's secret is needed")
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a worker's bridge token is needed")
 
 
 def _failure(exc: BaseException) -> bridge_pb2.BridgeFailure:
@@ -245,10 +261,15 @@ def _wire(record: VariableRecord) -> bridge_pb2.BridgeVariable:
 _RESERVED_SOURCES = frozenset({"host", "expired", "deleted"})
 
 
+#: The longest worker id a call may name.
+MAX_SOURCE = 256
+
+
 def _source(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    # The worker id its token was checked for (see _Auth).
     for key, value in context.invocation_metadata() or ():
         if key == SOURCE_KEY and isinstance(value, str) and value:
-            return "worker" if value in _RESERVED_SOURCES else value[:256]
+            return "worker" if value in _RESERVED_SOURCES else value
     return "worker"
 
 

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from snakepit._wire._auth import new_secret
-from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, from_wire_value, to_wire
+from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, from_wire_value, to_wire, worker_token
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import ArgumentTypeError, ConfigError
 from snakepit.pool._bridge import BridgeServer, HostTools
@@ -47,7 +47,8 @@ class Bridge:
     secret: bytes
 
     def md(self, source: str = "w0") -> tuple[tuple[str, str], ...]:
-        return ((AUTH_KEY, self.secret.hex()), (SOURCE_KEY, source))
+        """The metadata of the worker ``source``'s calls: its id and its token."""
+        return ((AUTH_KEY, worker_token(self.secret, source)), (SOURCE_KEY, source))
 
 
 @pytest.fixture
@@ -85,8 +86,21 @@ class TestAuth:
             await bridge.bare.GetVariables(request)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.aio.AioRpcError) as wrong:
-            await bridge.bare.GetVariables(request, metadata=((AUTH_KEY, new_secret().hex()),))
+            await bridge.bare.GetVariables(
+                request, metadata=((AUTH_KEY, new_secret().hex()), (SOURCE_KEY, "w0"))
+            )
         assert wrong.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # The pool's secret itself is no token; one worker's token does not name another.
+        for metadata in (
+            ((AUTH_KEY, bridge.secret.hex()), (SOURCE_KEY, "w0")),
+            ((AUTH_KEY, worker_token(bridge.secret, "w0")), (SOURCE_KEY, "w1")),
+            ((AUTH_KEY, worker_token(bridge.secret, "w0")),),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as other:
+                await bridge.bare.GetVariables(request, metadata=metadata)
+            assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        ok = await bridge.stub.GetVariables(request, metadata=bridge.md("w1"))
+        assert not ok.HasField("failure")
         watch = bridge.bare.WatchVariables(
             bridge_pb2.WatchVariablesRequest(session_id=bridge.session_id)
         )

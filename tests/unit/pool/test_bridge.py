@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from snakepit._wire._bridge import AUTH_KEY
+from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, worker_token
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import ConfigError
 from snakepit.pool import InProcessLauncher, Pool
@@ -34,7 +34,7 @@ async def bridge_of(pool: Pool) -> AsyncIterator[tuple[Any, tuple[tuple[str, str
     assert pool._bridge is not None
     async with grpc.aio.insecure_channel(address) as channel:
         stub = bridge_pb2_grpc.BridgeServiceStub(channel)  # type: ignore[no-untyped-call]
-        yield stub, ((AUTH_KEY, pool._bridge.secret.hex()),)
+        yield stub, ((AUTH_KEY, worker_token(pool._bridge.secret, "w0")), (SOURCE_KEY, "w0"))
 
 
 async def call_host(stub: Any, md: Any, name: str, args: dict[str, Any]) -> Any:
