@@ -9,12 +9,16 @@ logging is quieted where grpc is imported, see ``snakepit._wire._grpc_logging``)
 from typing import TYPE_CHECKING, Any
 
 from snakepit.errors import ArgumentTypeError as ArgumentTypeError
+from snakepit.errors import BridgeError as BridgeError
+from snakepit.errors import BridgeUnavailable as BridgeUnavailable
 from snakepit.errors import CallTimeout as CallTimeout
 from snakepit.errors import ChildNotFound as ChildNotFound
 from snakepit.errors import ChildStartError as ChildStartError
 from snakepit.errors import ConfigError as ConfigError
 from snakepit.errors import DuplicateChild as DuplicateChild
 from snakepit.errors import ExecutionTimeout as ExecutionTimeout
+from snakepit.errors import HostToolFailed as HostToolFailed
+from snakepit.errors import HostToolNotFound as HostToolNotFound
 from snakepit.errors import InvalidArguments as InvalidArguments
 from snakepit.errors import InvalidChildSpec as InvalidChildSpec
 from snakepit.errors import MaxChildrenReached as MaxChildrenReached

@@ -46,6 +46,10 @@
             ├── VariableNotFound (also LookupError)  the session has no variable of that name
             ├── VariableExists                   a variable of that name is registered already
             └── VariableValidationError (also ValueError)  a value breaks its type or a constraint
+    └── BridgeError                              a tool's call to the host (ctx.call_host) failed
+        ├── HostToolNotFound (also LookupError)  the host registered no tool of that name
+        ├── HostToolFailed                       the host tool raised (its type and message)
+        └── BridgeUnavailable                    no bridge (a worker without one), or unreachable
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -67,12 +71,16 @@ if TYPE_CHECKING:
 
 __all__ = (
     "ArgumentTypeError",
+    "BridgeError",
+    "BridgeUnavailable",
     "CallTimeout",
     "ChildNotFound",
     "ChildStartError",
     "ConfigError",
     "DuplicateChild",
     "ExecutionTimeout",
+    "HostToolFailed",
+    "HostToolNotFound",
     "InvalidArguments",
     "InvalidChildSpec",
     "MaxChildrenReached",
@@ -632,6 +640,27 @@ class VariableValidationError(VariableError, ValueError):
         self.constraint = constraint
         #: What is wrong, in words.
         self.problem = problem
+
+
+class BridgeError(SnakepitError):
+    """A tool's call to its host through the bridge failed (raised inside the worker)."""
+
+
+class HostToolNotFound(BridgeError, LookupError):
+    """The host registered no tool of this name (``pool.register_host_tool``)."""
+
+
+class HostToolFailed(BridgeError):
+    """The host tool raised; ``error_type`` is its exception's type name."""
+
+    def __init__(self, message: str, error_type: str = "") -> None:
+        super().__init__(message)
+        #: The type name of what the host tool raised.
+        self.error_type = error_type
+
+
+class BridgeUnavailable(BridgeError):
+    """The worker has no bridge (started without one), or cannot reach it (the host is gone)."""
 
 
 def is_int(value: object) -> TypeGuard[int]:

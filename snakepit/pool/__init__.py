@@ -35,6 +35,7 @@ from ._events import WorkerRecycled as WorkerRecycled
 from ._events import WorkerStartFailed as WorkerStartFailed
 from ._events import WorkerStarting as WorkerStarting
 from ._launch._base import Launcher as Launcher
+from ._launch._base import WorkerBridge as WorkerBridge
 from ._launch._base import WorkerHandle as WorkerHandle
 from ._launch._inprocess import InProcessHandle as InProcessHandle
 from ._launch._inprocess import InProcessLauncher as InProcessLauncher
@@ -90,6 +91,7 @@ __all__ = (
     "ToolSpec",
     "Transport",
     "WorkerArgs",
+    "WorkerBridge",
     "WorkerConnection",
     "WorkerDescription",
     "WorkerExitCause",

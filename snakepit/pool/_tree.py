@@ -9,6 +9,7 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskGroup
 
+from snakepit._wire._bridge import worker_token
 from snakepit.errors import (
     ChildNotFound,
     PoolDegraded,
@@ -31,7 +32,7 @@ from snakepit.session import SessionStore, SessionStoreConfig, SessionStoreRef
 from ._bridge import Bridge, BridgeArgs
 from ._config import PoolConfig
 from ._events import PoolEvent
-from ._launch._base import Launcher
+from ._launch._base import Launcher, WorkerBridge
 from ._scheduler import Scheduler
 from ._sessions import SessionRouter, store_not_running
 from ._worker_server import WorkerArgs, WorkerServer, WorkerSupervisor
@@ -253,15 +254,20 @@ class WorkerTree:
         config = self._config
         n = next(self._ids)
         assert self._launcher is not None
+        worker_id = f"w{n}"
+        bridge = self._bridge
         args = WorkerArgs(
             config,
             self._launcher,
-            f"w{n}",
+            worker_id,
             self._run_id,
             self._on_ready,
             self._on_failed,
             self._events,
             self._router.worker_left,
+            None
+            if bridge is None
+            else WorkerBridge(f"unix:{bridge.path}", worker_token(bridge.secret, worker_id)),
         )
         assert self._workers_sup is not None
         ref = await self._workers_sup.start_child(

@@ -42,7 +42,7 @@ from ._events import (
     WorkerStartFailed,
     WorkerStarting,
 )
-from ._launch._base import Launcher, WorkerHandle
+from ._launch._base import Launcher, WorkerBridge, WorkerHandle
 
 __all__ = ("WorkerArgs", "WorkerServer", "WorkerState", "WorkerSupervisor")
 
@@ -68,6 +68,8 @@ class WorkerArgs:
     events: Broadcast[PoolEvent]
     #: Called with the worker when it stops taking calls (see :attr:`WorkerServer.left_because`).
     on_leaving: Callable[[WorkerServer], None] | None = None
+    #: The pool's bridge, as this worker reaches it (None: no bridge).
+    bridge: WorkerBridge | None = None
 
 
 class _ProcessExited(Exception):
@@ -270,9 +272,13 @@ class WorkerServer(GenServer[Any, Any, None]):
         if events.active:
             events.publish(WorkerStarting(self.worker_id, self.ref.generation, started))
         try:
-            self.handle = self.process = await args.launcher.start(
-                args.config, args.worker_id, args.run_id
-            )
+            if args.bridge is None:  # a launcher of before the bridge works on
+                handle = await args.launcher.start(args.config, args.worker_id, args.run_id)
+            else:
+                handle = await args.launcher.start(
+                    args.config, args.worker_id, args.run_id, bridge=args.bridge
+                )
+            self.handle = self.process = handle
             await anyio.lowlevel.checkpoint_if_cancelled()  # stopped meanwhile: no connection
             codec = PICKLE if args.config.allow_pickle else JSON
             secret = self.handle.secret

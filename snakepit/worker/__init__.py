@@ -18,7 +18,9 @@ when its stdin closes (its host is gone). This package imports nothing from
 the host side of snakepit. :class:`AdapterServer` serves an adapter in the
 current event loop (what the pool's in-process launcher uses). A tool that
 means to send a description of a value JSON cannot carry, rather than fail
-with ``PayloadError``, returns ``Unserializable.of(value)``.
+with ``PayloadError``, returns ``Unserializable.of(value)``. A tool calls a
+function its pool registered (``pool.register_host_tool``) with
+``ctx.call_host(name, args)``, through the worker's :class:`HostBridge`.
 """
 
 # First: grpc is imported with its logging quieted (before any module below imports it).
@@ -30,6 +32,7 @@ from ._adapter import ToolInfo as ToolInfo
 from ._adapter import ToolParam as ToolParam
 from ._adapter import tool as tool
 from ._adapter_server import AdapterServer as AdapterServer
+from ._bridge_client import HostBridge as HostBridge
 from ._context import Context as Context
 from ._context import Session as Session
 from ._main import main as main
@@ -41,6 +44,7 @@ __all__ = (
     "Adapter",
     "AdapterServer",
     "Context",
+    "HostBridge",
     "Session",
     "ToolInfo",
     "ToolParam",

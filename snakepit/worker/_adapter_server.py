@@ -31,6 +31,7 @@ from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
 from ._auth import AuthInterceptor, Refusals, accept_frames
+from ._bridge_client import HostBridge
 from ._channel import FramesChannel
 from ._service import AdapterService
 
@@ -128,8 +129,12 @@ class AdapterServer:
         max_message_bytes: int = 64 * 1024 * 1024,
         allow_pickle: bool = False,
         secret: bytes | None = None,
+        bridge: HostBridge | None = None,
     ) -> AdapterServer:
         """Serve ``adapter`` (set up already) on ``listen`` and return once it serves.
+
+        :param bridge: the client of the pool's bridge its tools' ``ctx.call_host`` use
+            (closed with the server).
 
         :param secret: what every connection must prove it has (a frames
             preface, gRPC metadata); None serves anyone who can reach the
@@ -149,6 +154,7 @@ class AdapterServer:
             max_message_bytes=max_message_bytes,
             allow_pickle=allow_pickle,
         )
+        service.bridge = bridge
         refusals = Refusals()
         server = grpc.aio.server(
             interceptors=[AuthInterceptor(secret, refusals)] if secret is not None else None,
@@ -265,6 +271,8 @@ class AdapterServer:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.stop(grpc_grace)
         await self._service.aclose()
+        if self._service.bridge is not None:
+            await self._service.bridge.aclose()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snakepit._wire._session import decode_metadata, encode_metadata
+from snakepit.errors import BridgeUnavailable
 
 __all__ = ("Context", "Session")
 
@@ -89,6 +92,10 @@ class Context:
     _service: Any = field(default=None, repr=False, compare=False)
     #: What :attr:`session` returns.
     _session: Session | None = field(default=None, repr=False, compare=False)
+    #: The worker's bridge client (a ``HostBridge``), or None.
+    _bridge: Any = field(default=None, repr=False, compare=False)
+    #: The worker's event loop, where bridge calls run.
+    _loop: Any = field(default=None, repr=False, compare=False)
 
     @property
     def session(self) -> Session | None:
@@ -99,6 +106,37 @@ class Context:
     def cancelled(self) -> bool:
         """True once the caller cancelled the call or its deadline passed."""
         return self.cancel_event.is_set()
+
+    def call_host(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Call the host tool ``name`` (``pool.register_host_tool``) with ``args``; its result.
+
+        In an ``async`` tool, await it: ``await ctx.call_host("lookup", {"key": k})``.
+        In a sync tool (it runs in a worker thread) it blocks and returns the
+        result. The arguments and the result travel as JSON.
+
+        :raises HostToolNotFound: the host registered no such tool.
+        :raises HostToolFailed: the host tool raised (``error_type`` says what).
+        :raises BridgeUnavailable: this worker has no bridge, or cannot reach it.
+        :raises ArgumentTypeError: ``name`` is not a str, ``args`` not a mapping
+            of JSON-able values.
+        """
+        bridge, loop = self._bridge, self._loop
+        if bridge is None or loop is None:
+            raise BridgeUnavailable("this worker has no bridge to its host (started without one)")
+        work = bridge.call_host(name, args, self.session_id)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return work
+        if running is not None:  # another loop, in a thread of the tool's: not ours to block
+            work.close()
+            raise BridgeUnavailable("call_host from another event loop than the worker's")
+        try:
+            return asyncio.run_coroutine_threadsafe(work, loop).result()
+        except concurrent.futures.CancelledError as exc:  # the worker is stopping
+            raise BridgeUnavailable("the worker stopped during the call to the host") from exc
 
     def time_remaining(self) -> float | None:
         """Seconds until the deadline (never negative), or None without one."""

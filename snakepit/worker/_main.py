@@ -31,6 +31,7 @@ from ._adapter_server import (
     maybe_await,
     parse_listen,
 )
+from ._bridge_client import HostBridge
 from ._descendants import become_subreaper, kill_descendants
 from ._service import PROTOCOL_VERSION
 
@@ -93,7 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-id", default="worker", help="reported in the ready line")
     parser.add_argument("--run-id", default="", help="the host's run id (orphan cleanup)")
     parser.add_argument("--max-concurrency", type=int, default=1, help="calls run at once")
-    parser.add_argument("--bridge", default="", help="the host's bridge address (sessions)")
+    parser.add_argument(
+        "--bridge",
+        default="",
+        help="the pool's bridge (unix:PATH); with --auth-stdin, its token follows the secret",
+    )
     parser.add_argument("--parent-pid", type=int, default=0, help="exit if this pid goes away")
     parser.add_argument("--max-message-mb", type=float, default=64.0, help="gRPC message limit")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to finish on SIGTERM")
@@ -128,7 +133,12 @@ def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         raise AdapterStartError(f"parent process {parent_pid} is already gone")
 
 
-async def serve(args: argparse.Namespace, ready_fd: int, secret: bytes | None = None) -> int:
+async def serve(
+    args: argparse.Namespace,
+    ready_fd: int,
+    secret: bytes | None = None,
+    bridge_token: str | None = None,
+) -> int:
     """Load, set up and serve the adapter until SIGTERM or EOF on stdin; return the exit code.
 
     The ready report goes to ``ready_fd``, which is closed then (see :func:`_take_stdout`).
@@ -169,6 +179,11 @@ async def serve(args: argparse.Namespace, ready_fd: int, secret: bytes | None = 
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         allow_pickle=args.allow_pickle,
         secret=secret,
+        bridge=(
+            HostBridge(args.bridge, bridge_token, args.worker_id)
+            if args.bridge and bridge_token is not None
+            else None
+        ),
     )
     _report_ready(args, ready_fd, server.address, server.frames_address, sorted(adapter_cls.tools))
 
@@ -375,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         secret = read_secret() if args.auth_stdin else None
+        # The bridge's token follows the secret on stdin, as raw bytes.
+        token = read_secret().hex() if args.auth_stdin and args.bridge else None
     except AdapterStartError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
         return exc.code
@@ -391,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         watch_parent(args.parent_pid)
         if secret is None:
             logger.warning("no --auth-stdin: serving without authentication (development only)")
-        return asyncio.run(serve(args, ready_fd, secret))
+        return asyncio.run(serve(args, ready_fd, secret, token))
     except AdapterStartError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -255,6 +255,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         self._end_tasks: set[asyncio.Task[None]] = set()  # one per session in _ends
         self._hook_thread: Slots | None = None  # runs sync hooks, made when first needed
         self._closed = False
+        #: The worker's client of its pool's bridge (``ctx.call_host``), or None.
+        self.bridge: Any = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -493,6 +495,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             logger=info.logger,
             _service=self,
             _session=Session(session_id, request.session_metadata) if session_id else None,
+            _bridge=self.bridge,
+            _loop=self._loop,
         )
         if info.wants_ctx:
             kwargs = {**kwargs, "ctx": ctx}

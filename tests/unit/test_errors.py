@@ -133,6 +133,10 @@ def _every_error() -> list[SnakepitError]:
         errors.VariableNotFound("s1", "counter"),
         errors.VariableExists("s1", "counter"),
         errors.VariableValidationError("counter", "max", "11 > 10"),
+        errors.BridgeError("a bridge call"),
+        errors.HostToolNotFound("no host tool 'x'"),
+        errors.HostToolFailed("host tool 'x' raised KeyError: 'k'", "KeyError"),
+        errors.BridgeUnavailable("no bridge"),
     ]
 
 

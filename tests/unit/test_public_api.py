@@ -95,7 +95,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "snakepit.otp": ("snakepit.errors",),
     "snakepit.session": ("snakepit.errors", "snakepit.otp"),
     "snakepit._wire": ("grpc",),
-    "snakepit.worker": ("snakepit._wire", "grpc"),
+    # snakepit.errors: a leaf (see above); a tool's bridge errors are of the one hierarchy.
+    "snakepit.worker": ("snakepit._wire", "snakepit.errors", "grpc"),
     "snakepit.pool": (
         "snakepit.errors",
         "snakepit.otp",

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from .._config import PoolConfig
 
-__all__ = ("Launcher", "WorkerHandle")
+__all__ = ("Launcher", "WorkerBridge", "WorkerHandle")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBridge:
+    """How one worker reaches its pool's bridge: where, and its own token (never logged)."""
+
+    #: The bridge's address (``unix:PATH``).
+    address: str
+    #: The worker's token (``snakepit._wire._bridge.worker_token``: 64 hex digits).
+    token: str
+
+    def __repr__(self) -> str:
+        return f"WorkerBridge({self.address!r})"
 
 
 class WorkerHandle(Protocol):
@@ -62,9 +76,18 @@ class WorkerHandle(Protocol):
 class Launcher(Protocol):
     """Starts worker processes for a pool (a subprocess here; an actor on a cluster)."""
 
-    async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> WorkerHandle:
+    async def start(
+        self,
+        config: PoolConfig,
+        worker_id: str,
+        run_id: str,
+        *,
+        bridge: WorkerBridge | None = None,
+    ) -> WorkerHandle:
         """Start one worker and return once it reported ready.
 
+        :param bridge: hand the worker its pool's bridge (its address and
+            the worker's token), or None.
         :raises WorkerStartError: it failed before its ready line.
         """
         ...

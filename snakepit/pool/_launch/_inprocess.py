@@ -28,6 +28,7 @@ from snakepit.worker._adapter_server import AdapterStartError, maybe_await
 from snakepit.worker._main import load_adapter
 
 from .._config import PoolConfig
+from ._base import WorkerBridge
 
 __all__ = ("InProcessHandle", "InProcessLauncher")
 
@@ -157,8 +158,18 @@ class InProcessLauncher:
         if self._serving == 0:
             self.close()
 
-    async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> InProcessHandle:
+    async def start(
+        self,
+        config: PoolConfig,
+        worker_id: str,
+        run_id: str,
+        *,
+        bridge: WorkerBridge | None = None,
+    ) -> InProcessHandle:
         """Load and set up ``config.adapter`` here and serve it; return when it serves.
+
+        ``bridge`` is not handed to in-process adapters yet (their tools have no
+        ``ctx.call_host``).
 
         :raises WorkerStartError: the adapter cannot be loaded, or ``setup()`` raised.
         """

@@ -11,6 +11,7 @@ from snakepit._wire._address import Address
 from snakepit.errors import WorkerStartError
 
 from .._config import PoolConfig
+from ._base import WorkerBridge
 from ._forkserver_client import ForkServerClient, ForkServerError
 from ._process import WorkerProcess, spawn_worker
 from ._rundir import RunDir
@@ -63,8 +64,18 @@ class LocalLauncher:
             self._run = RunDir.claim(self._base, run_id)
         return self._run
 
-    async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> WorkerProcess:
+    async def start(
+        self,
+        config: PoolConfig,
+        worker_id: str,
+        run_id: str,
+        *,
+        bridge: WorkerBridge | None = None,
+    ) -> WorkerProcess:
         """Spawn ``python -m snakepit.worker`` for ``config.adapter``; return when ready.
+
+        With ``bridge``, the worker gets the bridge's address (``--bridge``)
+        and its token on stdin, after its secret.
 
         :raises ConfigError: ``run_dir`` is unusable (not private, too long).
         :raises WorkerStartError: the worker failed before its ready line.
@@ -91,6 +102,7 @@ class LocalLauncher:
             ],
             on_spawn=lambda pid: run.record(worker_id, pid),
             forkserver=forkserver,
+            bridge=bridge,
         )
 
     async def _forkserver(

@@ -40,6 +40,7 @@ from snakepit._wire._address import Address, AddressError
 from snakepit._wire._auth import SECRET_BYTES, new_secret
 from snakepit._wire._grpc_logging import quiet_environment
 from snakepit.errors import ConfigError, WorkerStartError, exit_status
+from snakepit.pool._launch._base import WorkerBridge
 from snakepit.pool._launch._forkserver_client import (
     ForkServerError,
     RequestTooLarge,
@@ -245,6 +246,7 @@ async def spawn_worker(
     on_spawn: Callable[[int], object] | None = None,
     forkserver: _ForkServer | None = None,
     secret: bytes | None = None,
+    bridge: WorkerBridge | None = None,
 ) -> WorkerProcess:
     """Start ``python -m snakepit.worker`` and return once it reported ready.
 
@@ -258,6 +260,8 @@ async def spawn_worker(
     :param secret: what connections to it must have (default: a fresh random
         one); it goes to the worker on its stdin, never its command line or
         environment, and is the returned process's ``secret``.
+    :param bridge: its pool's bridge: the address goes on its command line
+        (``--bridge``), its token on its stdin after the secret.
     :raises WorkerStartError: it could not be started, exited, or sent no
         ready report within ``ready_timeout``; the message has its exit code
         and output tail. Nothing is left running.
@@ -283,14 +287,18 @@ async def spawn_worker(
         *extra_args,
         "--auth-stdin",
     ]
+    stdin_data = secret
+    if bridge is not None:
+        args += ["--bridge", bridge.address]
+        stdin_data += bytes.fromhex(bridge.token)
     if forkserver is not None:  # no env: the server's own (quieted when it started)
         env = None if env is None else quiet_environment(env)
         child, out_fd, ready_fd = await _fork(
-            forkserver, worker_id, args, env, cwd, ready_timeout, secret
+            forkserver, worker_id, args, env, cwd, ready_timeout, stdin_data
         )
     else:
         child, out_fd, ready_fd = _exec(
-            worker_id, python, args, quiet_environment(env), cwd, secret
+            worker_id, python, args, quiet_environment(env), cwd, stdin_data
         )
     tail: deque[str] = deque(maxlen=STDERR_LINES)
     lines = OutputLines(tail, logging.getLogger(f"snakepit.worker.{worker_id}"))

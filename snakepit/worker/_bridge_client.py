@@ -1,0 +1,96 @@
+"""A worker's client of its pool's bridge: what ``ctx.call_host`` goes through.
+
+Made by the worker's main when it was started with ``--bridge ADDRESS`` and
+its token on stdin (after its secret); one grpc.aio channel in the worker's
+event loop, opened on first use. Every call names the worker and carries its
+token. Failures come back as :class:`~snakepit.errors.BridgeError`
+subclasses. No host import: the wire forms are ``snakepit._wire``'s.
+"""
+
+from __future__ import annotations
+
+# First: grpc is imported with its logging quieted (before any module below imports it).
+from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY
+from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
+from snakepit.errors import (
+    ArgumentTypeError,
+    BridgeError,
+    BridgeUnavailable,
+    HostToolFailed,
+    HostToolNotFound,
+)
+
+__all__ = ("HostBridge",)
+
+Kind = bridge_pb2.BridgeFailure.Kind
+
+
+class HostBridge:
+    """The worker's end of its pool's bridge (see the module's docstring)."""
+
+    def __init__(self, address: str, token: str, worker_id: str) -> None:
+        self.address = address
+        self._metadata = ((AUTH_KEY, token), (SOURCE_KEY, worker_id))
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+
+    def __repr__(self) -> str:
+        return f"<HostBridge {self.address}>"
+
+    def _connect(self) -> Any:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+            self._stub = bridge_pb2_grpc.BridgeServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub
+
+    async def call_host(self, name: str, args: Mapping[str, Any] | None, session_id: str) -> Any:
+        """Run the host tool ``name`` with ``args``; what it returned.
+
+        :raises ArgumentTypeError: ``name`` is not a str, or ``args`` not a
+            mapping of JSON-able values.
+        :raises HostToolNotFound: the host has no such tool.
+        :raises HostToolFailed: it raised (``error_type`` names what).
+        :raises BridgeUnavailable: the bridge cannot be reached (the host is gone).
+        """
+        if not isinstance(name, str):
+            raise ArgumentTypeError("name", f"a host tool's name is a str, got {name!r}")
+        if args is not None and not isinstance(args, Mapping):
+            raise ArgumentTypeError("args", f"must be a mapping, got {type(args).__name__}")
+        try:
+            encoded = json.dumps(dict(args or {}), allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ArgumentTypeError("args", f"must be JSON-able: {exc}") from exc
+        request = bridge_pb2.CallHostToolRequest(
+            session_id=session_id, name=name, args_json=encoded
+        )
+        try:
+            reply = await self._connect().CallHostTool(request, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise BridgeUnavailable(
+                f"the bridge at {self.address} failed: {exc.code().name}: {exc.details()}"
+            ) from exc
+        if reply.HasField("failure"):
+            raise _error(reply.failure)
+        return json.loads(reply.result_json)
+
+    async def aclose(self) -> None:
+        """Close the channel (if it was opened)."""
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+
+def _error(failure: bridge_pb2.BridgeFailure) -> BridgeError:
+    if failure.kind == Kind.HOST_TOOL_NOT_FOUND:
+        return HostToolNotFound(failure.message)
+    if failure.kind == Kind.HOST_TOOL_FAILED:
+        return HostToolFailed(failure.message, failure.error_type)
+    return BridgeError(failure.message)

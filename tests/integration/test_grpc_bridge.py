@@ -1,0 +1,86 @@
+"""The worker -> host bridge, end to end: tools of real worker processes call the host.
+
+(The seed's "full gRPC bridge integration": its variables part comes with
+``ctx.session.variables``; see docs/sessions.md.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snakepit.pool import InProcessLauncher, Pool
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # pools: grpc.aio
+
+ROOT = Path(__file__).resolve().parents[2]
+CALLER = "tests.integration._bridge_adapters:Caller"
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+async def whose(session_id: str) -> str:
+    return session_id
+
+
+def fails(why: str) -> None:
+    raise ValueError(why)
+
+
+@pytest.fixture
+async def pool() -> Pool:
+    made = Pool(CALLER, size=2, cwd=ROOT, max_concurrency=2)
+    for fn in (double, whose, fails):
+        made.register_host_tool(fn)
+    return made
+
+
+class TestCallHost:
+    async def test_async_and_sync_tools_call_host_tools(self, pool: Pool) -> None:
+        async with pool:
+            assert await pool.execute("ask", {"name": "double", "args": {"x": 21}}) == 42
+            assert await pool.execute("ask_sync", {"name": "double", "args": {"x": 4}}) == 8
+            async with pool.session() as s:  # the host tool sees the calling tool's session
+                assert await s.execute("ask", {"name": "whose"}) == s.session_id
+                assert await s.execute("ask_sync", {"name": "whose"}) == s.session_id
+
+    @pytest.mark.parametrize("tool", ["ask_catching", "ask_catching_sync"])
+    async def test_failures_reach_the_tool_typed_and_the_pool_stays_healthy(
+        self, pool: Pool, tool: str
+    ) -> None:
+        async with pool:
+            cases: list[tuple[dict[str, Any], dict[str, str]]] = [
+                ({"name": "nope"}, {"type": "HostToolNotFound", "error_type": ""}),
+                (
+                    {"name": "fails", "args": {"why": "on purpose"}},
+                    {"type": "HostToolFailed", "error_type": "ValueError"},
+                ),
+                (  # a missing argument: the host tool's TypeError
+                    {"name": "double"},
+                    {"type": "HostToolFailed", "error_type": "TypeError"},
+                ),
+            ]
+            for args, seen in cases:
+                assert await pool.execute(tool, args) == seen
+            assert await pool.execute("ask", {"name": "double", "args": {"x": 1}}) == 2
+            assert pool.stats().degraded is None
+
+    async def test_args_json_cannot_carry_are_refused_in_the_tool(self, pool: Pool) -> None:
+        from snakepit.errors import RemoteError
+
+        async with pool:
+            with pytest.raises(RemoteError, match="ArgumentTypeError"):  # not a mapping
+                await pool.execute("ask_catching", {"name": "double", "args": [1, 2]})
+
+    async def test_a_worker_without_a_bridge_says_so(self) -> None:
+        # The in-process launcher hands no bridge to its adapters (yet).
+        async with Pool(CALLER, size=1, launcher=InProcessLauncher()) as p:
+            assert await p.execute("ask_catching", {"name": "double"}) == {
+                "type": "BridgeUnavailable",
+                "error_type": "",
+            }
