@@ -283,7 +283,8 @@ async def test_an_environment_too_large_for_a_spawn_request_is_named_as_the_caus
         assert server.alive  # not the server's failure
     finally:
         await server.aclose()
-    assert set(os.listdir("/proc/self/fd")) == fds
+    # None left open by it (another thread may close one of its own meanwhile).
+    assert set(os.listdir("/proc/self/fd")) - fds == set()
 
 
 async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -> None:

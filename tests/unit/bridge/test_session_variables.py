@@ -48,6 +48,9 @@ from snakepit.session import (
 from tests._redis import RedisServer
 
 pytestmark = pytest.mark.anyio
+# The API is anyio's on either backend; the session store's own tests run on
+# trio too (and the MockClock test here does). asyncio only, for the suite's time.
+anyio_backends = ("asyncio",)
 
 
 class Yielding(MemoryBackend):

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from snakepit.errors import ArgumentTypeError, ConfigError, VariableValidationError
 from snakepit.session import Tensor, Variable, VariableChange, VariableSpec
 from snakepit.session._variables import TENSOR_DTYPES
+from tests._budget import THOROUGH
 
 INT = VariableSpec.make("n", "integer", min=-3, max=7)
 FLOAT = VariableSpec.make("t", "float", min=0.0, max=2.0)
@@ -492,7 +493,7 @@ ALL_SPECS = [spec for spec, _ in VALID.values()] + [TENSOR]
 
 
 @pytest.mark.parametrize("kind", VALID)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25 * THOROUGH, deadline=None)
 @given(data=st.data())
 def test_decode_encode_is_identity_on_valid_values(kind: str, data: st.DataObject) -> None:
     spec, values = VALID[kind]
@@ -509,7 +510,7 @@ CONSTRAINTS = frozenset(
 )
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30 * THOROUGH, deadline=None)
 @given(value=JUNK)
 def test_junk_raises_only_validation_errors(value: Any) -> None:
     for spec in ALL_SPECS:
