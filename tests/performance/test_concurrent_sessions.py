@@ -31,7 +31,7 @@ SIZE = 4
 SESSIONS = 1_000
 #: Calls per session; consecutive calls go to the same session, so callers race on it
 #: (its first calls race to pin it: all of them must go to the worker that won).
-CALLS_PER_SESSION = 3
+CALLS_PER_SESSION = 2
 IN_FLIGHT = 64
 #: The deadline of each phase, and of the whole test (they only catch a stall).
 BOUND = 30.0
