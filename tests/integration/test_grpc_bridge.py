@@ -84,3 +84,15 @@ class TestCallHost:
                 "type": "BridgeUnavailable",
                 "error_type": "",
             }
+
+
+async def test_a_bridge_token_that_is_not_one_is_a_config_error(tmp_path: Path) -> None:
+    from snakepit.errors import ConfigError
+    from snakepit.pool import WorkerBridge
+    from snakepit.pool._launch._process import spawn_worker
+
+    for token in ("zz" * 32, "ab" * 31, ""):
+        with pytest.raises(ConfigError, match="bridge"):
+            await spawn_worker(
+                CALLER, f"unix:{tmp_path}/w.sock", bridge=WorkerBridge("unix:/x", token)
+            )

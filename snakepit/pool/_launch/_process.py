@@ -289,8 +289,14 @@ async def spawn_worker(
     ]
     stdin_data = secret
     if bridge is not None:
+        try:
+            token = bytes.fromhex(bridge.token)
+        except (TypeError, ValueError):
+            token = b""
+        if len(token) != SECRET_BYTES:
+            raise ConfigError("bridge", f"its token must be {SECRET_BYTES * 2} hex digits")
         args += ["--bridge", bridge.address]
-        stdin_data += bytes.fromhex(bridge.token)
+        stdin_data += token
     if forkserver is not None:  # no env: the server's own (quieted when it started)
         env = None if env is None else quiet_environment(env)
         child, out_fd, ready_fd = await _fork(
