@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -70,6 +71,15 @@ class WorkerArgs:
     on_leaving: Callable[[WorkerServer], None] | None = None
     #: The pool's bridge, as this worker reaches it (None: no bridge).
     bridge: WorkerBridge | None = None
+
+
+def _takes_bridge(launcher: Launcher) -> bool:
+    """Whether ``launcher.start`` takes ``bridge=`` (or any keyword)."""
+    try:
+        parameters = inspect.signature(launcher.start).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "bridge" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class _ProcessExited(Exception):
@@ -272,7 +282,9 @@ class WorkerServer(GenServer[Any, Any, None]):
         if events.active:
             events.publish(WorkerStarting(self.worker_id, self.ref.generation, started))
         try:
-            if args.bridge is None:  # a launcher of before the bridge works on
+            if args.bridge is None or not _takes_bridge(args.launcher):
+                # A launcher written before the bridge still works: its
+                # workers' tools get BridgeUnavailable from ctx.call_host.
                 handle = await args.launcher.start(args.config, args.worker_id, args.run_id)
             else:
                 handle = await args.launcher.start(

@@ -12,6 +12,7 @@ from __future__ import annotations
 # First: grpc is imported with its logging quieted (before any module below imports it).
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -41,9 +42,18 @@ class HostBridge:
         self._metadata = ((AUTH_KEY, token), (SOURCE_KEY, worker_id))
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<HostBridge {self.address}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called (the worker is stopping)."""
+        return self._closed
+
+    def _stopping(self) -> bool:
+        return self._closed
 
     def _connect(self) -> Any:
         if self._stub is None:
@@ -51,14 +61,23 @@ class HostBridge:
             self._stub = bridge_pb2_grpc.BridgeServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
-    async def call_host(self, name: str, args: Mapping[str, Any] | None, session_id: str) -> Any:
+    async def call_host(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        session_id: str,
+        timeout: float | None = None,
+    ) -> Any:
         """Run the host tool ``name`` with ``args``; what it returned.
 
+        :param timeout: seconds to wait for the answer (the tool's call's
+            deadline), or None.
         :raises ArgumentTypeError: ``name`` is not a str, or ``args`` not a
             mapping of JSON-able values.
         :raises HostToolNotFound: the host has no such tool.
         :raises HostToolFailed: it raised (``error_type`` names what).
-        :raises BridgeUnavailable: the bridge cannot be reached (the host is gone).
+        :raises BridgeUnavailable: the bridge cannot be reached (the host is
+            gone), did not answer within ``timeout``, or the worker is stopping.
         """
         if not isinstance(name, str):
             raise ArgumentTypeError("name", f"a host tool's name is a str, got {name!r}")
@@ -68,21 +87,39 @@ class HostBridge:
             encoded = json.dumps(dict(args or {}), allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise ArgumentTypeError("args", f"must be JSON-able: {exc}") from exc
+        if self.closed:
+            raise BridgeUnavailable("the worker is stopping: its bridge is closed")
         request = bridge_pb2.CallHostToolRequest(
             session_id=session_id, name=name, args_json=encoded
         )
         try:
-            reply = await self._connect().CallHostTool(request, metadata=self._metadata)
+            reply = await self._connect().CallHostTool(
+                request, metadata=self._metadata, timeout=timeout
+            )
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise BridgeUnavailable(
+                    f"host tool {name!r}: no answer within the call's {timeout:g}s"
+                ) from exc
             raise BridgeUnavailable(
                 f"the bridge at {self.address} failed: {exc.code().name}: {exc.details()}"
             ) from exc
+        except (grpc.RpcError, grpc.aio.UsageError) as exc:  # the channel closed under it
+            raise BridgeUnavailable(f"the bridge at {self.address} failed: {exc}") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            stopping = self._stopping()  # (set while the call waited: read it again)
+            if stopping and task is not None and not task.cancelling():
+                # grpc's, as the channel was closed at the worker's stop: not the tool's.
+                raise BridgeUnavailable("the worker stopped during the call to the host") from None
+            raise
         if reply.HasField("failure"):
             raise _error(reply.failure)
         return json.loads(reply.result_json)
 
     async def aclose(self) -> None:
-        """Close the channel (if it was opened)."""
+        """Close the channel (if it was opened); later calls raise BridgeUnavailable."""
+        self._closed = True
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close()

@@ -17,6 +17,9 @@ from snakepit.errors import BridgeUnavailable
 
 __all__ = ("Context", "Session")
 
+#: Seconds between a sync tool's looks at its cancellation while the host answers.
+_CANCEL_POLL = 0.1
+
 
 class Session:
     """The session a call belongs to, as its tool sees it: ``ctx.session``.
@@ -123,7 +126,7 @@ class Context:
         bridge, loop = self._bridge, self._loop
         if bridge is None or loop is None:
             raise BridgeUnavailable("this worker has no bridge to its host (started without one)")
-        work = bridge.call_host(name, args, self.session_id)
+        work = bridge.call_host(name, args, self.session_id, self.time_remaining())
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -134,9 +137,21 @@ class Context:
             work.close()
             raise BridgeUnavailable("call_host from another event loop than the worker's")
         try:
-            return asyncio.run_coroutine_threadsafe(work, loop).result()
-        except concurrent.futures.CancelledError as exc:  # the worker is stopping
-            raise BridgeUnavailable("the worker stopped during the call to the host") from exc
+            future = asyncio.run_coroutine_threadsafe(work, loop)
+        except RuntimeError:  # the worker's loop is closed: it has stopped
+            work.close()
+            raise BridgeUnavailable("the worker stopped: its bridge is closed") from None
+        while True:  # a sync tool: wait, and give up when its call is cancelled
+            try:
+                return future.result(timeout=_CANCEL_POLL)
+            except concurrent.futures.TimeoutError:
+                if self.cancel_event.is_set():
+                    future.cancel()
+                    raise BridgeUnavailable(
+                        "the call was cancelled while the host answered"
+                    ) from None
+            except concurrent.futures.CancelledError as exc:  # the worker is stopping
+                raise BridgeUnavailable("the worker stopped during the call to the host") from exc
 
     def time_remaining(self) -> float | None:
         """Seconds until the deadline (never negative), or None without one."""

@@ -96,3 +96,33 @@ async def test_a_bridge_token_that_is_not_one_is_a_config_error(tmp_path: Path) 
             await spawn_worker(
                 CALLER, f"unix:{tmp_path}/w.sock", bridge=WorkerBridge("unix:/x", token)
             )
+
+
+class TestReviewFindings:
+    """Each found by a review; each failed before its fix."""
+
+    async def test_a_launcher_written_before_the_bridge_still_starts_workers(self) -> None:
+        from snakepit.pool import PoolConfig, WorkerHandle
+
+        class OldLauncher:
+            """start() without bridge=, as launchers were before it."""
+
+            def __init__(self) -> None:
+                self._inner = InProcessLauncher()
+
+            async def start(self, config: PoolConfig, worker_id: str, run_id: str) -> WorkerHandle:
+                return await self._inner.start(config, worker_id, run_id)
+
+            async def aclose(self) -> None:
+                await self._inner.aclose()
+
+        launcher = OldLauncher()
+        try:
+            # Not a Launcher of today (no bridge=): what such code does, typed or not.
+            async with Pool(CALLER, size=1, launcher=launcher) as p:  # type: ignore[arg-type]
+                assert await p.execute("ask_catching", {"name": "double"}) == {
+                    "type": "BridgeUnavailable",
+                    "error_type": "",
+                }
+        finally:
+            await launcher.aclose()

@@ -6,7 +6,9 @@ grpc.aio client with and without the bridge's secret.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import pytest
 from snakepit._wire._auth import new_secret
 from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, from_wire_value, to_wire, worker_token
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
-from snakepit.errors import ArgumentTypeError, ConfigError
+from snakepit.errors import ArgumentTypeError, BridgeUnavailable, ConfigError
 from snakepit.pool._bridge import BridgeServer, HostTools
 from snakepit.session import (
     MemoryBackend,
@@ -30,6 +32,7 @@ from snakepit.session import (
     Tensor,
     VariableSpec,
 )
+from snakepit.worker import Context, HostBridge
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -45,6 +48,7 @@ class Bridge:
     bare: Any  # without it
     session_id: str
     secret: bytes
+    address: str
 
     def md(self, source: str = "w0") -> tuple[tuple[str, str], ...]:
         """The metadata of the worker ``source``'s calls: its id and its token."""
@@ -64,9 +68,14 @@ async def bridge(sock_dir: Path) -> AsyncIterator[Bridge]:
             async with grpc.aio.insecure_channel(server.address) as channel:
                 stub = bridge_pb2_grpc.BridgeServiceStub(channel)  # type: ignore[no-untyped-call]
                 record = await store.create()
-                yield Bridge(store, tools, stub, stub, record.session_id, secret)
+                yield Bridge(store, tools, stub, stub, record.session_id, secret, server.address)
         finally:
             await server.aclose(grace=0)
+
+
+def bridge_address(bridge: Bridge) -> str:
+    """Where the fixture's BridgeServer listens."""
+    return bridge.address
 
 
 def wire(name: str, type_: str, value: Any, **constraints: Any) -> bridge_pb2.BridgeVariable:
@@ -378,3 +387,85 @@ class TestReviewFindings:
         from snakepit.pool._bridge import _failure
 
         assert _failure(VariableError("fell behind")).kind == Kind.WATCH_ENDED
+
+
+class TestTheWorkersClient:
+    """snakepit.worker.HostBridge, and Context.call_host on it (found by a review)."""
+
+    async def test_a_host_tool_that_never_answers_ends_at_the_calls_deadline(
+        self, bridge: Bridge
+    ) -> None:
+        # Before: no deadline; the tool waited for ever.
+        never = anyio.Event()
+
+        async def hangs() -> None:
+            await never.wait()  # never set
+
+        bridge.tools.register(hangs)
+        client = HostBridge(bridge_address(bridge), worker_token(bridge.secret, "w0"), "w0")
+        try:
+            with anyio.fail_after(10), pytest.raises(BridgeUnavailable, match="no answer within"):
+                await client.call_host("hangs", {}, bridge.session_id, timeout=0.2)
+        finally:
+            await client.aclose()
+
+    async def test_a_call_in_flight_when_the_bridge_closes_is_bridge_unavailable(
+        self, bridge: Bridge
+    ) -> None:
+        # Before: a bare CancelledError the tool never asked for.
+        never = anyio.Event()
+        entered = anyio.Event()
+
+        async def hangs() -> None:
+            entered.set()
+            await never.wait()  # never set
+
+        bridge.tools.register(hangs)
+        client = HostBridge(bridge_address(bridge), worker_token(bridge.secret, "w0"), "w0")
+        seen: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await client.call_host("hangs", {}, bridge.session_id)
+            except BaseException as exc:  # what the tool would see
+                seen.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await entered.wait()
+                await client.aclose()  # the worker stops
+        assert [type(e) for e in seen] == [BridgeUnavailable]
+        with pytest.raises(BridgeUnavailable, match="closed"):
+            await client.call_host("hangs", {}, bridge.session_id)
+
+    def test_a_sync_tools_call_gives_up_when_the_call_is_cancelled(self) -> None:
+        # Before: .result() with no timeout; a cancelled call's thread waited on.
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        started = threading.Event()
+
+        class Stuck:
+            async def call_host(self, *args: object) -> None:
+                started.set()
+                await asyncio.Event().wait()  # never set
+
+        ctx = Context(1, "", None, logging.getLogger("t"), _bridge=Stuck(), _loop=loop)
+        result: list[BaseException] = []
+
+        def tool() -> None:
+            try:
+                ctx.call_host("x")
+            except BaseException as exc:
+                result.append(exc)
+
+        worker = threading.Thread(target=tool)
+        worker.start()
+        started.wait(10)
+        ctx.cancel_event.set()
+        worker.join(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        assert [type(e) for e in result] == [BridgeUnavailable]
