@@ -26,7 +26,10 @@ A second table: a session's variables from the host (``s.variables``): p50 of
 sequential ``get`` and ``set`` of an integer variable, and ``update`` (a
 compare-and-set, retried when another write came first) per second with 64
 tasks incrementing that one variable at once. From inside a tool through the
-bridge: not measured yet (the bridge's worker side is not built).
+bridge: not measured yet (``ctx.session.variables`` is not built). A third
+number: p50 of a call whose tool calls a host tool (``ctx.call_host`` of a
+host function that returns at once, through the pool's bridge): next to the
+p50 of a plain call, what the bridge's round trip adds.
 
 Each repetition runs every backend in its own ``asyncio.run`` with a pool of
 its own (created, warmed up, measured, closed); the median over repetitions
@@ -64,7 +67,7 @@ from typing import Any
 from _report import fmt, ratio, verdict, versions
 
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTER = "snakepit.testing.adapters:Echo"
+ADAPTER = "snakepit.testing.adapters:HostCaller"  # Echo, plus a tool that calls the host
 WORKERS = 2
 INFLIGHT = 64
 #: Calls per block of the alternating latency measurement.
@@ -84,6 +87,7 @@ METRICS = (
     "var_get_p50_us",
     "var_set_p50_us",
     "var_update64_per_s",
+    "call_host_p50_us",
 )
 
 Opts = dict[str, Any]
@@ -247,6 +251,19 @@ async def measure_variables(pool: Any, opts: Opts) -> tuple[float | None, ...]:
     return statistics.median(gets) / 1e3, statistics.median(sets) / 1e3, per_s
 
 
+async def measure_call_host(pool: Any, opts: Opts) -> float:
+    """p50 µs of a call whose async tool calls a host tool that returns at once."""
+    if "ping" not in pool._host_tools.names():
+        pool.register_host_tool(lambda: None, name="ping")
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    for _ in range(opts["latency_calls"]):
+        t0 = clock()
+        await pool.execute("call_host", {"name": "ping"})
+        samples.append(clock() - t0)
+    return statistics.median(samples) / 1e3
+
+
 async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bool = True) -> None:
     """Open a pool on the row's backend, warm it up, measure every metric, close it."""
     async with open_pool(row.backend, redis_url) as pool:
@@ -287,6 +304,8 @@ async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bo
         sessions_per_s = await measure_create_delete(pool, opts["create_delete"])
         gc.collect()
         var_get, var_set, var_update = await measure_variables(pool, opts)
+        gc.collect()
+        call_host_p50 = await measure_call_host(pool, opts)
         if pool.stats().sessions != 0:
             raise RuntimeError(f"{row.backend}: {pool.stats().sessions} sessions left")
     if record:
@@ -299,6 +318,7 @@ async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bo
             var_get,
             var_set,
             var_update,
+            call_host_p50,
         )
         for metric, value in zip(METRICS, values, strict=True):
             if value is not None:
@@ -453,6 +473,18 @@ def report(rows: list[Row], skipped: list[str], opts: Opts) -> dict[str, Any]:
             f"| {r['backend']} | {fmt(r['var_get_p50_us'], ',.1f', 0)} "
             f"| {fmt(r['var_set_p50_us'], ',.1f', 0)} "
             f"| {fmt(r['var_update64_per_s'], ',.0f', 0)} |"
+        )
+    print()
+    print("A tool calling the host (ctx.call_host of a host function that returns at once):")
+    print()
+    print("| backend | call p50 µs | call with call_host p50 µs | ratio |")
+    print("|---|--:|--:|--:|")
+    for r in results:
+        with_bridge = r["call_host_p50_us"]
+        plain = r["unpinned_p50_us"]
+        print(
+            f"| {r['backend']} | {fmt(plain, ',.0f', 0)} | {fmt(with_bridge, ',.0f', 0)} "
+            f"| {fmt(ratio(with_bridge, plain), '.2f', 0)}x |"
         )
     for line in skipped:
         print(f"\nskipped: {line}")

@@ -23,6 +23,7 @@ __all__ = (
     "FaultInjecting",
     "Gated",
     "Hang",
+    "HostCaller",
     "Sessions",
     "SlowStart",
 )
@@ -161,6 +162,20 @@ class Sessions(Echo):
     def on_session_end(self, session_id: str) -> None:
         """Free what this worker kept for ``session_id`` (it was deleted or expired)."""
         self.state.pop(session_id, None)
+
+
+class HostCaller(Echo):
+    """Echo, plus tools that call a host tool (``pool.register_host_tool``) through the bridge."""
+
+    @tool
+    async def call_host(self, ctx: Context, name: str, args: dict[str, Any] | None = None) -> Any:
+        """Return what the host tool ``name`` returned for ``args``."""
+        return await ctx.call_host(name, args)
+
+    @tool
+    def call_host_sync(self, ctx: Context, name: str, args: dict[str, Any] | None = None) -> Any:
+        """:meth:`call_host`, from a sync tool (in a worker thread; it blocks)."""
+        return ctx.call_host(name, args)
 
 
 class Hang(Echo):

@@ -126,3 +126,10 @@ class TestReviewFindings:
                 }
         finally:
             await launcher.aclose()
+
+
+async def test_the_testing_adapter_calls_the_host() -> None:
+    async with Pool("snakepit.testing.adapters:HostCaller", size=1) as p:
+        p.register_host_tool(lambda x: x + 1, name="inc")
+        assert await p.execute("call_host", {"name": "inc", "args": {"x": 1}}) == 2
+        assert await p.execute("call_host_sync", {"name": "inc", "args": {"x": 2}}) == 3
