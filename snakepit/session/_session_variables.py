@@ -136,13 +136,24 @@ class SessionVariables:
         ``expect`` as the backend's; a name without one is written to the
         registration read here. None if an expectation did not hold.
         """
+        return await self._write(values, VariableSpec.decode, expect)
+
+    async def _write(
+        self,
+        values: Mapping[str, Any],
+        check: Callable[[VariableSpec, Any], Any],
+        expect: Mapping[str, tuple[str, int | None]],
+    ) -> dict[str, VariableRecord] | None:
+        # One read of the specs, each value made canonical by ``check(spec,
+        # value)``, one write; a name without an expectation is written to the
+        # registration read (at any version). None if an expectation failed.
         names = _names(values)
         backend, now = await self._backend()
         records = await backend.get_variables(self.session_id, names, now)
         encoded = {}
         for name in names:
             spec = VariableSpec.from_json(records[name].spec)
-            encoded[name] = spec.encode(spec.decode(values[name]))
+            encoded[name] = spec.encode(check(spec, values[name]))
         full = {name: expect.get(name, (records[name].uid, None)) for name in names}
         return await backend.set_variables(self.session_id, encoded, full, now, self.source)
 
@@ -174,23 +185,14 @@ class SessionVariables:
             raise ArgumentTypeError(
                 "values", f"must be a mapping of names to values, got {values!r}"
             )
-        names = _names(values)
         for _ in range(UPDATE_ATTEMPTS):
-            backend, now = await self._backend()
-            records = await backend.get_variables(self.session_id, names, now)
-            encoded = {}
-            for name in names:
-                spec = VariableSpec.from_json(records[name].spec)
-                encoded[name] = spec.encode(spec.validate(values[name]))
-            # The registrations read, at any version: one registered again
-            # meanwhile (another spec) makes it read and check again.
-            expect = {name: (records[name].uid, None) for name in names}
-            written = await backend.set_variables(
-                self.session_id, encoded, expect, now, self.source
-            )
+            # None: a name was registered again meanwhile (another spec): check again.
+            written = await self._write(values, VariableSpec.validate, {})
             if written is not None:
                 return {name: record.version for name, record in written.items()}
-        raise VariableError(f"set_many({names!r}): the variables kept being registered again")
+        raise VariableError(
+            f"set_many({list(values)!r}): the variables kept being registered again"
+        )
 
     async def update(self, name: str, fn: Callable[[Any], Any]) -> Any:
         """Write ``fn(current value)``, compare-and-set; return the value written (canonical).

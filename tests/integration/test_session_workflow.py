@@ -15,7 +15,6 @@ import contextlib
 import os
 import signal
 from pathlib import Path
-from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,6 +23,7 @@ import pytest
 from snakepit.errors import SessionNotFound, SessionWorkerLost
 from snakepit.pool import Pool, PoolSession, WorkerInfo, WorkerReady
 from snakepit.session import SessionRecord, SessionStore, SessionStoreConfig
+from tests._backends import DelegatingBackend
 
 if TYPE_CHECKING:
     from snakepit.session import RedisBackend
@@ -180,25 +180,16 @@ class TestKilledWorker:
             assert await pool.sessions.list() == []
 
 
-class GatedTouch:
+class GatedTouch(DelegatingBackend):
     """A backend that delegates to ``inner``; its next ``touch`` waits for :attr:`gate` first.
 
     :attr:`at_gate` is set when that touch arrives (the store has begun it).
     """
 
     def __init__(self, inner: RedisBackend) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.at_gate = anyio.Event()
         self.gate: anyio.Event | None = None
-
-    async def create(self, record: SessionRecord, *, limit: int | None) -> bool:
-        return await self.inner.create(record, limit=limit)
-
-    async def get(self, session_id: str) -> SessionRecord | None:
-        return await self.inner.get(session_id)
-
-    async def replace(self, record: SessionRecord) -> bool:
-        return await self.inner.replace(record)
 
     async def touch(self, session_id: str, now: float) -> SessionRecord | None:
         gate, self.gate = self.gate, None
@@ -206,33 +197,6 @@ class GatedTouch:
             self.at_gate.set()
             await gate.wait()
         return await self.inner.touch(session_id, now)
-
-    async def pin(
-        self,
-        session_id: str,
-        worker_id: str | None,
-        now: float,
-        *,
-        only_if_pinned_to: str | EllipsisType | None = ...,
-    ) -> SessionRecord | None:
-        return await self.inner.pin(session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to)
-
-    async def delete(
-        self, session_id: str, *, expired_at: float | None = None
-    ) -> SessionRecord | None:
-        return await self.inner.delete(session_id, expired_at=expired_at)
-
-    async def records(self) -> list[SessionRecord]:
-        return await self.inner.records()
-
-    async def count(self) -> int:
-        return await self.inner.count()
-
-    async def due(self, now: float) -> list[SessionRecord]:
-        return await self.inner.due(now)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class TestRedisBackend:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from types import EllipsisType
 from typing import Any
 
 import anyio
@@ -45,6 +44,7 @@ from snakepit.session import (
     VariableBackend,
     VariableRecord,
 )
+from tests._backends import DelegatingBackend
 from tests._redis import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -74,52 +74,11 @@ class Yielding(MemoryBackend):
         return await super().set_variables(session_id, values, expect, now, source)
 
 
-class SessionsOnly:
+class SessionsOnly(DelegatingBackend):
     """A SessionBackend that is not a VariableBackend: a MemoryBackend's session methods."""
 
     def __init__(self) -> None:
-        self._inner = MemoryBackend()
-
-    async def create(self, record: SessionRecord, *, limit: int | None) -> bool:
-        return await self._inner.create(record, limit=limit)
-
-    async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._inner.get(session_id)
-
-    async def replace(self, record: SessionRecord) -> bool:
-        return await self._inner.replace(record)
-
-    async def touch(self, session_id: str, now: float) -> SessionRecord | None:
-        return await self._inner.touch(session_id, now)
-
-    async def pin(
-        self,
-        session_id: str,
-        worker_id: str | None,
-        now: float,
-        *,
-        only_if_pinned_to: str | EllipsisType | None = ...,
-    ) -> SessionRecord | None:
-        return await self._inner.pin(
-            session_id, worker_id, now, only_if_pinned_to=only_if_pinned_to
-        )
-
-    async def delete(
-        self, session_id: str, *, expired_at: float | None = None
-    ) -> SessionRecord | None:
-        return await self._inner.delete(session_id, expired_at=expired_at)
-
-    async def records(self) -> list[SessionRecord]:
-        return await self._inner.records()
-
-    async def count(self) -> int:
-        return await self._inner.count()
-
-    async def due(self, now: float) -> list[SessionRecord]:
-        return await self._inner.due(now)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        super().__init__(MemoryBackend())
 
 
 def variables_of(backend: SessionBackend) -> VariableBackend:
