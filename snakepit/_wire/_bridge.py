@@ -19,17 +19,30 @@ from snakepit._wire._proto.snakepit.v1 import bridge_pb2
 
 __all__ = (
     "AUTH_KEY",
+    "DEFAULT_MAX_MESSAGE",
     "SOURCE_KEY",
     "from_wire_value",
+    "message_limits",
     "to_wire",
     "to_wire_value",
     "worker_token",
 )
 
+#: The largest bridge message by default (as a pool's ``max_message_mb``: 64 MiB).
+DEFAULT_MAX_MESSAGE: Final = 64 * 1024 * 1024
+
 #: The metadata key of a bridge call's token (its worker's, hex).
 AUTH_KEY: Final = "snakepit-bridge-auth"
 #: The metadata key naming who calls (a worker's id), as watches report it.
 SOURCE_KEY: Final = "snakepit-bridge-source"
+
+
+def message_limits(max_message_bytes: int) -> list[tuple[str, int]]:
+    """The gRPC options of a bridge's server and client: send and receive up to this."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
 
 
 def worker_token(secret: bytes, worker_id: str) -> str:

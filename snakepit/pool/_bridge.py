@@ -35,8 +35,10 @@ import grpc
 from snakepit._wire._auth import metadata_has_token
 from snakepit._wire._bridge import (
     AUTH_KEY,
+    DEFAULT_MAX_MESSAGE,
     SOURCE_KEY,
     from_wire_value,
+    message_limits,
     to_wire,
     worker_token,
 )
@@ -150,14 +152,20 @@ class BridgeServer:
         sessions: SessionStoreRef | Callable[[], SessionStoreRef],
         tools: HostTools,
         secret: bytes,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE,
     ) -> BridgeServer:
         """Serve on the unix socket ``path`` (it must not exist).
+
+        :param max_message_bytes: the largest request or reply (a host tool's
+            arguments and result, a variable's value), as the pool's calls'.
 
         :param sessions: the session store, or what returns the running one
             (a pool's: its store may have been restarted).
         :raises OSError: the socket cannot be bound.
         """
-        server = grpc.aio.server(interceptors=[_Auth(secret)])
+        server = grpc.aio.server(
+            interceptors=[_Auth(secret)], options=message_limits(max_message_bytes)
+        )
         store = sessions if callable(sessions) else (lambda: sessions)
         service = _Service(store, tools)
         bridge_pb2_grpc.add_BridgeServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -397,7 +405,7 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
             return bridge_pb2.CallHostToolReply(
                 failure=bridge_pb2.BridgeFailure(
                     kind=Kind.HOST_TOOL_FAILED,
-                    message=f"host tool {request.name!r} raised {type(exc).__name__}: {exc}",
+                    message=f"host tool {request.name!r} raised {type(exc).__name__}: {_text(exc)}",
                     error_type=type(exc).__name__,
                 )
             )
@@ -412,6 +420,14 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
                 )
             )
         return bridge_pb2.CallHostToolReply(result_json=encoded)
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or what can be said of it when its ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:  # a hostile __str__: the failure is still the host tool's
+        return f"<{type(exc).__name__} whose str() raised>"
 
 
 def _constraints(spec: VariableSpec) -> dict[str, Any]:
@@ -433,6 +449,8 @@ class BridgeArgs:
     tools: HostTools
     #: What bridge calls must carry (handed to the workers).
     secret: bytes
+    #: The largest message (the pool's ``max_message_bytes``).
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE
     #: The gRPC server of the last start: a start stops one a kill left serving.
     serving: BridgeServer | None = None
 
@@ -458,7 +476,11 @@ class Bridge(GenServer[Any, Any, BridgeArgs]):
             raise ArgumentTypeError("arg", f"a Bridge takes BridgeArgs, got {arg!r}")
         await arg.stop()
         serving = await BridgeServer.start(
-            arg.path, sessions=arg.store, tools=arg.tools, secret=arg.secret
+            arg.path,
+            sessions=arg.store,
+            tools=arg.tools,
+            secret=arg.secret,
+            max_message_bytes=arg.max_message_bytes,
         )
         arg.serving = serving  # before any await: a cancel from here on leaves it to stop()
         return arg

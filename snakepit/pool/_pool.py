@@ -738,7 +738,13 @@ class Pool:
         else:  # a launcher of the caller's: a private directory of the pool's
             self._bridge_dir = tempfile.mkdtemp(prefix="snakepit-bridge-")
             path = os.path.join(self._bridge_dir, f"{run_id}.sock")
-        return BridgeArgs(path, self._store, self._host_tools, new_secret())
+        return BridgeArgs(
+            path,
+            self._store,
+            self._host_tools,
+            new_secret(),
+            max_message_bytes=self.config.max_message_bytes,
+        )
 
     def register_host_tool(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
         """Let tools call ``fn`` on the host (``ctx.call_host(name, args)``); return its name.

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY
+from snakepit._wire._bridge import AUTH_KEY, DEFAULT_MAX_MESSAGE, SOURCE_KEY, message_limits
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import (
     ArgumentTypeError,
@@ -37,8 +37,15 @@ Kind = bridge_pb2.BridgeFailure.Kind
 class HostBridge:
     """The worker's end of its pool's bridge (see the module's docstring)."""
 
-    def __init__(self, address: str, token: str, worker_id: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        worker_id: str,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
         self.address = address
+        self._limits = message_limits(max_message_bytes)
         self._metadata = ((AUTH_KEY, token), (SOURCE_KEY, worker_id))
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
@@ -57,7 +64,7 @@ class HostBridge:
 
     def _connect(self) -> Any:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = grpc.aio.insecure_channel(self.address, options=self._limits)
             self._stub = bridge_pb2_grpc.BridgeServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
@@ -100,6 +107,11 @@ class HostBridge:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise BridgeUnavailable(
                     f"host tool {name!r}: no answer within the call's {timeout:g}s"
+                ) from exc
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise BridgeUnavailable(
+                    f"host tool {name!r}: its arguments or its result are larger than the"
+                    f" bridge takes ({exc.details()})"
                 ) from exc
             raise BridgeUnavailable(
                 f"the bridge at {self.address} failed: {exc.code().name}: {exc.details()}"

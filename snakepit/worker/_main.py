@@ -180,7 +180,12 @@ async def serve(
         allow_pickle=args.allow_pickle,
         secret=secret,
         bridge=(
-            HostBridge(args.bridge, bridge_token, args.worker_id)
+            HostBridge(
+                args.bridge,
+                bridge_token,
+                args.worker_id,
+                int(args.max_message_mb * 1024 * 1024),
+            )
             if args.bridge and bridge_token is not None
             else None
         ),

@@ -133,3 +133,37 @@ async def test_the_testing_adapter_calls_the_host() -> None:
         p.register_host_tool(lambda x: x + 1, name="inc")
         assert await p.execute("call_host", {"name": "inc", "args": {"x": 1}}) == 2
         assert await p.execute("call_host_sync", {"name": "inc", "args": {"x": 2}}) == 3
+
+
+class TestHostileHostTools:
+    """Found by an attack from outside; each failed before its fix."""
+
+    async def test_an_exception_whose_str_raises_is_host_tool_failed(self) -> None:
+        # Before: the bridge's handler died on it: UNKNOWN, BridgeUnavailable.
+        class Broken(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError("no str")
+
+        def broken() -> None:
+            raise Broken
+
+        async with Pool(CALLER, size=1, cwd=ROOT) as p:
+            p.register_host_tool(broken)
+            for tool in ("ask_catching", "ask_catching_sync"):
+                assert await p.execute(tool, {"name": "broken"}) == {
+                    "type": "HostToolFailed",
+                    "error_type": "Broken",
+                }
+
+    async def test_results_and_arguments_up_to_the_pools_message_limit_pass(self) -> None:
+        # Before: gRPC's default 4 MiB: a 5 MiB result was RESOURCE_EXHAUSTED.
+        def big(n: int) -> str:
+            return "x" * n
+
+        async with Pool(CALLER, size=1, cwd=ROOT, max_message_mb=16) as p:
+            p.register_host_tool(big)
+            n = 5 * 1024 * 1024
+            assert len(await p.execute("ask", {"name": "big", "args": {"n": n}})) == n
+            too_big = await p.execute("ask_catching", {"name": "big", "args": {"n": 20 * n}})
+            assert too_big == {"type": "BridgeUnavailable", "error_type": ""}
+            assert await p.execute("ask", {"name": "big", "args": {"n": 3}}) == "xxx"
