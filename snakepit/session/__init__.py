@@ -41,6 +41,12 @@ version, and who made it).
 
 from typing import TYPE_CHECKING, Any
 
+from snakepit._wire._variables import Tensor as Tensor
+from snakepit._wire._variables import Variable as Variable
+from snakepit._wire._variables import VariableChange as VariableChange
+from snakepit._wire._variables import VariableSpec as VariableSpec
+from snakepit._wire._variables import VariableType as VariableType
+
 from ._backend import SessionBackend as SessionBackend
 from ._backend import SessionRecord as SessionRecord
 from ._config import DEFAULT_TTL as DEFAULT_TTL
@@ -55,11 +61,6 @@ from ._store_ref import SessionStoreRef as SessionStoreRef
 from ._variable_backend import VariableBackend as VariableBackend
 from ._variable_backend import VariableEvent as VariableEvent
 from ._variable_backend import VariableRecord as VariableRecord
-from ._variables import Tensor as Tensor
-from ._variables import Variable as Variable
-from ._variables import VariableChange as VariableChange
-from ._variables import VariableSpec as VariableSpec
-from ._variables import VariableType as VariableType
 
 if TYPE_CHECKING:
     from ._redis import RedisBackend as RedisBackend

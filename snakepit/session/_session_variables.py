@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from snakepit._wire._variables import Variable, VariableChange, VariableSpec
 from snakepit.errors import (
     ArgumentTypeError,
     ConfigError,
@@ -32,7 +33,6 @@ from snakepit.errors import (
 )
 
 from ._variable_backend import VariableBackend, VariableEvent, VariableRecord
-from ._variables import Variable, VariableChange, VariableSpec
 
 if TYPE_CHECKING:
     from ._store_ref import SessionStoreRef

@@ -93,8 +93,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # imports nothing (the fields PayloadError shares with the codec's CodecError).
     "snakepit.errors": ("snakepit.otp._reasons", "snakepit._wire._payload_fields"),
     "snakepit.otp": ("snakepit.errors",),
-    "snakepit.session": ("snakepit.errors", "snakepit.otp"),
-    "snakepit._wire": ("grpc",),
+    # _wire._variables: a variable's spec and value, as both sides of the bridge know them.
+    "snakepit.session": ("snakepit.errors", "snakepit.otp", "snakepit._wire._variables"),
+    # snakepit.errors: a leaf; a variable's spec (_wire._variables) raises its errors.
+    "snakepit._wire": ("grpc", "snakepit.errors"),
     # snakepit.errors: a leaf (see above); a tool's bridge errors are of the one hierarchy.
     "snakepit.worker": ("snakepit._wire", "snakepit.errors", "grpc"),
     "snakepit.pool": (

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from snakepit._wire._variables import TENSOR_DTYPES
 from snakepit.errors import ArgumentTypeError, ConfigError, VariableValidationError
 from snakepit.session import Tensor, Variable, VariableChange, VariableSpec
-from snakepit.session._variables import TENSOR_DTYPES
 from tests._budget import THOROUGH
 
 INT = VariableSpec.make("n", "integer", min=-3, max=7)
@@ -431,7 +431,7 @@ def test_variable_and_change() -> None:
 
 
 def test_the_module_does_not_import_numpy() -> None:
-    import snakepit.session._variables as module
+    import snakepit._wire._variables as module
 
     source = Path(module.__file__).read_text()
     assert "import numpy" not in source
