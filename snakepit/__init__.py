@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from snakepit.errors import ArgumentTypeError as ArgumentTypeError
 from snakepit.errors import BridgeError as BridgeError
+from snakepit.errors import BridgeSessionNotFound as BridgeSessionNotFound
 from snakepit.errors import BridgeUnavailable as BridgeUnavailable
+from snakepit.errors import BridgeValidationError as BridgeValidationError
+from snakepit.errors import BridgeVariableExists as BridgeVariableExists
+from snakepit.errors import BridgeVariableNotFound as BridgeVariableNotFound
 from snakepit.errors import CallTimeout as CallTimeout
 from snakepit.errors import ChildNotFound as ChildNotFound
 from snakepit.errors import ChildStartError as ChildStartError

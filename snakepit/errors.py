@@ -49,7 +49,16 @@
     └── BridgeError                              a tool's call to the host (ctx.call_host) failed
         ├── HostToolNotFound (also LookupError)  the host registered no tool of that name
         ├── HostToolFailed                       the host tool raised (its type and message)
-        └── BridgeUnavailable                    no bridge (a worker without one), or unreachable
+        ├── BridgeUnavailable                    no bridge (a worker without one), or unreachable
+        ├── BridgeSessionNotFound                (also SessionNotFound) ctx.session.variables:
+        │                                        the session is gone, or not this worker's
+        ├── BridgeVariableNotFound               (also VariableNotFound)
+        ├── BridgeVariableExists                 (also VariableExists)
+        └── BridgeValidationError                (also VariableValidationError)
+
+Inside a tool, ``ctx.session.variables`` raises the ``Bridge*`` forms of the
+session errors: ``except VariableNotFound`` catches it on either side, and
+``except BridgeError`` everything a tool's call to its host can raise.
 
 Closed versus broken, as trio separates them: using something you stopped
 yourself, or giving bad input, is a :class:`ConfigError` or a
@@ -72,7 +81,11 @@ if TYPE_CHECKING:
 __all__ = (
     "ArgumentTypeError",
     "BridgeError",
+    "BridgeSessionNotFound",
     "BridgeUnavailable",
+    "BridgeValidationError",
+    "BridgeVariableExists",
+    "BridgeVariableNotFound",
     "CallTimeout",
     "ChildNotFound",
     "ChildStartError",
@@ -661,6 +674,22 @@ class HostToolFailed(BridgeError):
 
 class BridgeUnavailable(BridgeError):
     """The worker has no bridge (started without one), or cannot reach it (the host is gone)."""
+
+
+class BridgeSessionNotFound(BridgeError, SessionNotFound):
+    """``ctx.session.variables``: the session is gone, or this worker does not serve it."""
+
+
+class BridgeVariableNotFound(BridgeError, VariableNotFound):
+    """``ctx.session.variables``: the session has no variable of this name."""
+
+
+class BridgeVariableExists(BridgeError, VariableExists):
+    """``ctx.session.variables.register``: the session has a variable of this name."""
+
+
+class BridgeValidationError(BridgeError, VariableValidationError):
+    """``ctx.session.variables``: a value breaks its variable's spec; nothing was written."""
 
 
 def is_int(value: object) -> TypeGuard[int]:

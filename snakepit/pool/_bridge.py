@@ -26,7 +26,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -42,6 +42,7 @@ from snakepit._wire._bridge import (
     to_wire,
     worker_token,
 )
+from snakepit._wire._coherence import CoherencePage, page_path
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import (
     ArgumentTypeError,
@@ -453,6 +454,22 @@ class BridgeArgs:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     #: The gRPC server of the last start: a start stops one a kill left serving.
     serving: BridgeServer | None = None
+    #: The workers' read caches' counters (``page_path(path)``), for the pool's
+    #: life (not the server's: workers keep it mapped); None: workers do not cache.
+    _page: Any = field(default=None, repr=False)
+
+    @property
+    def page(self) -> Any:
+        """The pool's coherence page (workers' caches' counters), or None."""
+        return self._page
+
+    def close_page(self) -> None:
+        """Unmap the coherence page and remove its file (the pool's last step)."""
+        page, self._page = self._page, None
+        if page is not None:
+            page.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(page.path)
 
     async def stop(self) -> None:
         """Stop the gRPC server if one serves, and remove the socket."""
@@ -461,6 +478,20 @@ class BridgeArgs:
             await serving.aclose(grace=0)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def _coherence_page(bridge_path: str) -> CoherencePage | None:
+    """A new coherence page beside the bridge's socket; None if it cannot be made.
+
+    Without one, workers do not cache their reads of variables.
+    """
+    try:
+        return CoherencePage.create(page_path(bridge_path))
+    except OSError as exc:
+        logger.warning(
+            "no coherence page for %s (workers will not cache variables): %s", bridge_path, exc
+        )
+        return None
 
 
 class Bridge(GenServer[Any, Any, BridgeArgs]):

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from types import EllipsisType, TracebackType
 from typing import Any, Final, Literal, TypeAlias, Unpack
 
@@ -49,7 +49,7 @@ from snakepit.session import (
     SessionStoreRef,
 )
 
-from ._bridge import BridgeArgs, HostTools
+from ._bridge import BridgeArgs, HostTools, _coherence_page
 from ._calls import Calls
 from ._config import PoolConfig, PoolOptions, check_seconds
 from ._description import WorkerDescription
@@ -200,8 +200,12 @@ class Pool:
         sessions = self.config.sessions or SessionStoreConfig()
         self._user_on_end = sessions.on_end
         self._user_in_use = sessions.in_use
+        self._user_on_written = sessions.on_variables_written
         sessions = dataclasses.replace(
-            sessions, on_end=self._session_ended, in_use=self._session_in_use
+            sessions,
+            on_end=self._session_ended,
+            in_use=self._session_in_use,
+            on_variables_written=self._variables_written,
         )
         self._tree = WorkerTree(
             self.config,
@@ -364,6 +368,7 @@ class Pool:
                 await self._tree.stop()
                 if self._bridge is not None:
                     await self._bridge.stop()  # if the tree was killed, it still served
+                    self._bridge.close_page()
                 if self._bridge_dir is not None:
                     shutil.rmtree(self._bridge_dir, ignore_errors=True)
                 if self._own_launcher is not None:
@@ -744,7 +749,19 @@ class Pool:
             self._host_tools,
             new_secret(),
             max_message_bytes=self.config.max_message_bytes,
+            _page=_coherence_page(path),
         )
+
+    def _variables_written(self, session_id: str, names: Sequence[str] | None) -> None:
+        # The store's on_variables_written: the workers' caches of these go stale.
+        bridge = self._bridge
+        if bridge is not None and bridge.page is not None:
+            if names is None:  # the session ended
+                bridge.page.session_changed(session_id)
+            else:
+                bridge.page.variables_written(session_id, names)
+        if self._user_on_written is not None:
+            self._user_on_written(session_id, names)
 
     def register_host_tool(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
         """Let tools call ``fn`` on the host (``ctx.call_host(name, args)``); return its name.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, get_args
 
@@ -74,6 +74,13 @@ class SessionStoreConfig:
         runs (a pool sets it): such a session does not expire, whatever its
         TTL (the pool touches it when a long call ends). None: any session
         expires when its TTL passes.
+    :param on_variables_written: ``on_variables_written(session_id, names)``,
+        called (sync) after each write of a session's variables through a
+        :class:`~snakepit.session.SessionVariables` (register, set, update,
+        delete) and before that write returns, and with ``names`` None when
+        the session ended (deleted or expired: its variables went with it):
+        a pool bumps its workers' read caches' counters here. Its exceptions
+        propagate to the writer.
     :raises ArgumentTypeError: an option has the wrong type.
     :raises ConfigError: an option's value is out of range.
     """
@@ -83,6 +90,7 @@ class SessionStoreConfig:
     sweep_interval: float | None = None
     on_end: OnEnd | None = None
     in_use: Callable[[str], bool] | None = None
+    on_variables_written: Callable[[str, Sequence[str] | None], None] | None = None
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -98,6 +106,11 @@ class SessionStoreConfig:
             raise ArgumentTypeError("clock", f"must be callable, got {self.clock!r}")
         if self.in_use is not None and not callable(self.in_use):
             raise ArgumentTypeError("in_use", f"must be callable or None, got {self.in_use!r}")
+        written = self.on_variables_written
+        if written is not None and not callable(written):
+            raise ArgumentTypeError(
+                "on_variables_written", f"must be callable or None, got {written!r}"
+            )
 
 
 def check_seconds(name: str, value: object) -> None:

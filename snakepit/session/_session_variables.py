@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,6 +82,13 @@ class SessionVariables:
             )
         return backend, config.clock()
 
+    def _written(self, names: Sequence[str]) -> None:
+        # After a write, before it returns: the pool's workers' caches learn of it.
+        config = self._ref._store_config()
+        hook = None if config is None else config.on_variables_written
+        if hook is not None:
+            hook(self.session_id, names)
+
     async def register(self, name: str, type: str, value: Any, /, **constraints: Any) -> Variable:
         """Add a variable of ``type`` with its first ``value`` (version 1).
 
@@ -100,7 +107,10 @@ class SessionVariables:
         record = VariableRecord(
             name, spec.to_json(), spec.encode(checked), 1, secrets.token_hex(8), now, self.source
         )
-        await backend.register_variable(self.session_id, record, now)
+        try:
+            await backend.register_variable(self.session_id, record, now)
+        finally:  # (a cancelled or failed write may have landed)
+            self._written([name])
         return Variable(spec, checked, 1)
 
     async def variable(self, name: str) -> Variable:
@@ -155,7 +165,10 @@ class SessionVariables:
             spec = VariableSpec.from_json(records[name].spec)
             encoded[name] = spec.encode(check(spec, values[name]))
         full = {name: expect.get(name, (records[name].uid, None)) for name in names}
-        return await backend.set_variables(self.session_id, encoded, full, now, self.source)
+        try:
+            return await backend.set_variables(self.session_id, encoded, full, now, self.source)
+        finally:
+            self._written(names)
 
     async def get(self, name: str) -> Any:
         """The value of ``name`` (see :meth:`variable`)."""
@@ -215,13 +228,16 @@ class SessionVariables:
             if isinstance(new, Awaitable):
                 new = await new
             checked = spec.validate(new)
-            written = await backend.set_variables(
-                self.session_id,
-                {name: spec.encode(checked)},
-                {name: (record.uid, record.version)},
-                now,
-                self.source,
-            )
+            try:
+                written = await backend.set_variables(
+                    self.session_id,
+                    {name: spec.encode(checked)},
+                    {name: (record.uid, record.version)},
+                    now,
+                    self.source,
+                )
+            finally:
+                self._written([name])
             if written is not None:
                 return checked
         raise VariableError(
@@ -236,7 +252,10 @@ class SessionVariables:
         """
         (name,) = _names([name])
         backend, now = await self._backend()
-        await backend.delete_variable(self.session_id, name, now, self.source)
+        try:
+            await backend.delete_variable(self.session_id, name, now, self.source)
+        finally:
+            self._written([name])
 
     @asynccontextmanager
     async def watch(

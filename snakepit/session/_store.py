@@ -283,6 +283,9 @@ class SessionStore(GenServer[Any, Any, None]):
     # -- helpers in the server's task group ----------------------------------------------
 
     def _notify(self, record: SessionRecord, why: EndReason) -> None:
+        written = self.config.on_variables_written
+        if written is not None:  # its variables went with it (before the delete returns)
+            written(record.session_id, None)
         if self.config.on_end is not None:
             assert self._tg is not None
             self._tg.start_soon(self._call_on_end, record, why)

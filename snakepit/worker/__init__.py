@@ -20,12 +20,20 @@ current event loop (what the pool's in-process launcher uses). A tool that
 means to send a description of a value JSON cannot carry, rather than fail
 with ``PayloadError``, returns ``Unserializable.of(value)``. A tool calls a
 function its pool registered (``pool.register_host_tool``) with
-``ctx.call_host(name, args)``, through the worker's :class:`HostBridge`.
+``ctx.call_host(name, args)``, through the worker's :class:`HostBridge`, and
+reads, writes and watches its session's typed variables with
+``ctx.session.variables`` (:class:`Variables`; :class:`Variable`,
+:class:`VariableSpec`, :class:`VariableChange` and :class:`Tensor` are
+re-exported here for tools).
 """
 
 # First: grpc is imported with its logging quieted (before any module below imports it).
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 from snakepit._wire._codec import Unserializable as Unserializable
+from snakepit._wire._variables import Tensor as Tensor
+from snakepit._wire._variables import Variable as Variable
+from snakepit._wire._variables import VariableChange as VariableChange
+from snakepit._wire._variables import VariableSpec as VariableSpec
 
 from ._adapter import Adapter as Adapter
 from ._adapter import ToolInfo as ToolInfo
@@ -38,6 +46,7 @@ from ._context import Session as Session
 from ._main import main as main
 from ._main import run as run
 from ._service import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._tool_variables import Variables as Variables
 
 __all__ = (
     "PROTOCOL_VERSION",
@@ -46,9 +55,14 @@ __all__ = (
     "Context",
     "HostBridge",
     "Session",
+    "Tensor",
     "ToolInfo",
     "ToolParam",
     "Unserializable",
+    "Variable",
+    "VariableChange",
+    "VariableSpec",
+    "Variables",
     "main",
     "run",
     "tool",

@@ -13,8 +13,9 @@ from __future__ import annotations
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -28,6 +29,8 @@ from snakepit.errors import (
     HostToolFailed,
     HostToolNotFound,
 )
+
+from ._tool_variables import _VariableCache
 
 __all__ = ("HostBridge",)
 
@@ -50,6 +53,8 @@ class HostBridge:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._closed = False
+        #: The worker's cache of its tools' variable reads (``ctx.session.variables``).
+        self.cache = _VariableCache(address)
 
     def __repr__(self) -> str:
         return f"<HostBridge {self.address}>"
@@ -99,18 +104,27 @@ class HostBridge:
         request = bridge_pb2.CallHostToolRequest(
             session_id=session_id, name=name, args_json=encoded
         )
+        reply = await self._unary("CallHostTool", request, timeout, f"host tool {name!r}")
+        if reply.HasField("failure"):
+            raise _error(reply.failure)
+        return json.loads(reply.result_json)
+
+    async def _unary(self, method: str, request: Any, timeout: float | None, what: str) -> Any:
+        # One unary call of the service; transport trouble as BridgeUnavailable.
+        if self.closed:
+            raise BridgeUnavailable("the worker is stopping: its bridge is closed")
         try:
-            reply = await self._connect().CallHostTool(
+            return await getattr(self._connect(), method)(
                 request, metadata=self._metadata, timeout=timeout
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise BridgeUnavailable(
-                    f"host tool {name!r}: no answer within the call's {timeout:g}s"
+                    f"{what}: no answer within the call's {timeout:g}s"
                 ) from exc
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise BridgeUnavailable(
-                    f"host tool {name!r}: its arguments or its result are larger than the"
+                    f"{what}: the request or its answer is larger than the"
                     f" bridge takes ({exc.details()})"
                 ) from exc
             raise BridgeUnavailable(
@@ -125,16 +139,83 @@ class HostBridge:
                 # grpc's, as the channel was closed at the worker's stop: not the tool's.
                 raise BridgeUnavailable("the worker stopped during the call to the host") from None
             raise
-        if reply.HasField("failure"):
-            raise _error(reply.failure)
-        return json.loads(reply.result_json)
+
+    async def _register_variable(
+        self, request: bridge_pb2.RegisterVariableRequest, timeout: float | None
+    ) -> bridge_pb2.RegisterVariableReply:
+        """Send a RegisterVariable; its reply (a failure in it is the caller's to raise).
+
+        :raises BridgeUnavailable: the bridge cannot be reached, or did not answer in time.
+        """
+        reply: bridge_pb2.RegisterVariableReply = await self._unary(
+            "RegisterVariable", request, timeout, "register"
+        )
+        return reply
+
+    async def _get_variables(
+        self, request: bridge_pb2.GetVariablesRequest, timeout: float | None
+    ) -> bridge_pb2.GetVariablesReply:
+        """Send a GetVariables; its reply (see :meth:`_register_variable`)."""
+        reply: bridge_pb2.GetVariablesReply = await self._unary(
+            "GetVariables", request, timeout, "get"
+        )
+        return reply
+
+    async def _set_variables(
+        self, request: bridge_pb2.SetVariablesRequest, timeout: float | None
+    ) -> bridge_pb2.SetVariablesReply:
+        """Send a SetVariables; its reply (see :meth:`_register_variable`)."""
+        reply: bridge_pb2.SetVariablesReply = await self._unary(
+            "SetVariables", request, timeout, "set"
+        )
+        return reply
+
+    async def _delete_variable(
+        self, request: bridge_pb2.DeleteVariableRequest, timeout: float | None
+    ) -> bridge_pb2.DeleteVariableReply:
+        """Send a DeleteVariable; its reply (see :meth:`_register_variable`)."""
+        reply: bridge_pb2.DeleteVariableReply = await self._unary(
+            "DeleteVariable", request, timeout, "delete"
+        )
+        return reply
+
+    @contextlib.asynccontextmanager
+    async def _watch_variables(
+        self, request: bridge_pb2.WatchVariablesRequest
+    ) -> AsyncIterator[AsyncIterator[bridge_pb2.VariableChangeEvent]]:
+        """A watch's events (its first is ``started``), ended when the block is left.
+
+        :raises BridgeUnavailable: the bridge cannot be reached, or the stream broke.
+        """
+        if self.closed:
+            raise BridgeUnavailable("the worker is stopping: its bridge is closed")
+        call = self._connect().WatchVariables(request, metadata=self._metadata)
+        try:
+            yield _events(call, self.address)
+        finally:
+            call.cancel()
 
     async def aclose(self) -> None:
         """Close the channel (if it was opened); later calls raise BridgeUnavailable."""
         self._closed = True
+        self.cache.close()
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close()
+
+
+async def _events(call: Any, address: str) -> AsyncIterator[bridge_pb2.VariableChangeEvent]:
+    try:
+        async for event in call:
+            yield event
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.CANCELLED:
+            return
+        raise BridgeUnavailable(
+            f"the bridge at {address} ended a watch: {exc.code().name}: {exc.details()}"
+        ) from exc
+    except (grpc.RpcError, grpc.aio.UsageError) as exc:
+        raise BridgeUnavailable(f"the bridge at {address} ended a watch: {exc}") from exc
 
 
 def _error(failure: bridge_pb2.BridgeFailure) -> BridgeError:

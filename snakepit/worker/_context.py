@@ -8,12 +8,14 @@ import logging
 import threading
 import time
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from snakepit._wire._session import decode_metadata, encode_metadata
 from snakepit.errors import BridgeUnavailable
+
+from ._tool_variables import Variables
 
 __all__ = ("Context", "Session")
 
@@ -35,12 +37,28 @@ class Session:
         on the first read of :attr:`metadata`).
     """
 
-    __slots__ = ("_metadata", "_raw", "_session_id")
+    __slots__ = ("_ctx", "_metadata", "_raw", "_session_id", "_variables")
 
     def __init__(self, session_id: str, metadata: Mapping[str, Any] | bytes = b"") -> None:
         self._session_id = session_id
         self._raw = metadata if isinstance(metadata, bytes) else encode_metadata(metadata)
         self._metadata: Mapping[str, Any] | None = None
+        self._ctx: Context | None = None  # the call's (set by its Context)
+        self._variables: Variables | None = None
+
+    @property
+    def variables(self) -> Variables:
+        """The session's typed variables, through the worker's bridge (see :class:`Variables`).
+
+        :raises BridgeUnavailable: this session is not a call's (made by hand),
+            or (on use) the worker has no bridge.
+        """
+        variables = self._variables
+        if variables is None:
+            if self._ctx is None:
+                raise BridgeUnavailable("this Session belongs to no call: it has no variables")
+            variables = self._variables = Variables(self._ctx)
+        return variables
 
     @property
     def session_id(self) -> str:
@@ -100,6 +118,10 @@ class Context:
     #: The worker's event loop, where bridge calls run.
     _loop: Any = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self._session is not None:
+            self._session._ctx = self
+
     @property
     def session(self) -> Session | None:
         """The session the call belongs to (its id and metadata), or None outside a session."""
@@ -123,19 +145,29 @@ class Context:
         :raises ArgumentTypeError: ``name`` is not a str, ``args`` not a mapping
             of JSON-able values.
         """
-        bridge, loop = self._bridge, self._loop
-        if bridge is None or loop is None:
+        bridge = self._bridge
+        if bridge is None or self._loop is None:
             raise BridgeUnavailable("this worker has no bridge to its host (started without one)")
-        work = bridge.call_host(name, args, self.session_id, self.time_remaining())
+        return self._run(
+            lambda: bridge.call_host(name, args, self.session_id, self.time_remaining())
+        )
+
+    def _run(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        # make() on the worker's loop: the coroutine itself from the loop (an async
+        # tool awaits it); from a sync tool's thread, block for its result, giving
+        # up when the call is cancelled.
+        loop = self._loop
+        if self._bridge is None or loop is None:
+            raise BridgeUnavailable("this worker has no bridge to its host (started without one)")
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            return work
+            return make()
         if running is not None:  # another loop, in a thread of the tool's: not ours to block
-            work.close()
-            raise BridgeUnavailable("call_host from another event loop than the worker's")
+            raise BridgeUnavailable("a bridge call from another event loop than the worker's")
+        work = make()
         try:
             future = asyncio.run_coroutine_threadsafe(work, loop)
         except RuntimeError:  # the worker's loop is closed: it has stopped

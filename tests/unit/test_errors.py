@@ -137,6 +137,10 @@ def _every_error() -> list[SnakepitError]:
         errors.HostToolNotFound("no host tool 'x'"),
         errors.HostToolFailed("host tool 'x' raised KeyError: 'k'", "KeyError"),
         errors.BridgeUnavailable("no bridge"),
+        errors.BridgeSessionNotFound("s1", "not this worker's"),
+        errors.BridgeVariableNotFound("s1", "counter"),
+        errors.BridgeVariableExists("s1", "counter"),
+        errors.BridgeValidationError("counter", "max", "11 > 10"),
     ]
 
 
