@@ -71,6 +71,25 @@ class TextTools(Adapter):
         metadata = {} if ctx.session is None else dict(ctx.session.metadata)
         return {"session_id": ctx.session_id, "metadata": metadata, "pid": os.getpid()}
 
+    @tool
+    def classify(self, ctx: Context, score: float) -> dict[str, Any]:
+        """Label ``score`` against the session's ``threshold`` variable; count highs; tell the host.
+
+        Reads and writes its session's typed variables (``ctx.session.variables``:
+        a read of an unchanged variable comes from this process's cache) and
+        calls the host's ``audit`` function (``ctx.call_host``).
+        """
+        assert ctx.session is not None, "classify is called in a session"
+        variables = ctx.session.variables
+        threshold = variables.get("threshold")
+        label = "high" if score >= threshold else "low"
+        if label == "high":
+            hits = variables.update("hits", lambda n: n + 1)  # compare-and-set
+        else:
+            hits = variables.get("hits")
+        note = ctx.call_host("audit", {"score": score, "label": label})
+        return {"threshold": threshold, "label": label, "hits": hits, "note": note}
+
     def on_session_end(self, session_id: str) -> None:
         """The session was deleted or expired: free its notes."""
         self.state.pop(session_id, None)

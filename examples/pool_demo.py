@@ -17,7 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import snakepit  # noqa: E402
-from snakepit.errors import ExecutionTimeout, SessionWorkerLost, WorkerCrashed  # noqa: E402
+from snakepit.errors import (  # noqa: E402
+    ExecutionTimeout,
+    SessionWorkerLost,
+    VariableValidationError,
+    WorkerCrashed,
+)
 from snakepit.pool import RequestStopped, WorkerExited, WorkerReady  # noqa: E402
 
 
@@ -80,6 +85,40 @@ async def sessions_part(pool: snakepit.Pool) -> None:
     print("   worker runs the adapter's on_session_end, which frees what it kept.")
 
 
+async def variables_part(pool: snakepit.Pool) -> None:
+    audited: list[str] = []
+
+    def audit(score: float, label: str, session_id: str) -> str:
+        """A host function the tools call (``ctx.call_host("audit", ...)``)."""
+        audited.append(f"{score}:{label}")
+        return f"audit #{len(audited)} of session {session_id[:8]}..."
+
+    pool.register_host_tool(audit)
+    async with pool.session() as s:
+        await s.variables.register("threshold", "float", 0.5, min=0.0, max=1.0)
+        await s.variables.register("hits", "integer", 0, min=0)
+        print("   the host registers 'threshold' (float 0..1) = 0.5 and 'hits' (integer) = 0,")
+        print("   and watches both; the tool 'classify' reads them from its worker:")
+        async with s.variables.watch(["threshold", "hits"]) as changes:
+            for score in (0.7, 0.6):
+                r = await s.execute("classify", {"score": score})
+                seen = f"threshold {r['threshold']}, hits {r['hits']}"
+                print(f"     classify({score}) -> {r['label']} ({seen}); the host: {r['note']!r}")
+            await s.variables.set("threshold", 0.8)
+            r = await s.execute("classify", {"score": 0.7})
+            print("   the host sets threshold = 0.8; the worker's cached 0.5 is never read again:")
+            print(f"     classify(0.7) -> {r['label']} (threshold {r['threshold']})")
+            try:
+                await s.variables.set("threshold", 1.5)
+            except VariableValidationError as exc:
+                print(f"   set('threshold', 1.5) -> VariableValidationError: {exc}")
+            print("   what the host's watch saw (name: old -> new, version, who):")
+            for _ in range(3):
+                c = await anext(changes)
+                print(f"     {c.name}: {c.old} -> {c.new}, v{c.version}, by {c.source}")
+    print(f"   the host's audit function ran {len(audited)} times: {audited}")
+
+
 async def main() -> None:
     print("1. Start a pool of 2 workers: each is its own Python process, in its own")
     print("   process group, supervised (a crashed one is replaced).")
@@ -126,14 +165,17 @@ async def main() -> None:
         print("\n6. Sessions: a session's calls go to the worker it is pinned to.")
         await sessions_part(pool)
 
-        print("\n7. The pool's statistics:")
+        print("\n7. Session variables: typed, versioned, watched; tools read and change them.")
+        await variables_part(pool)
+
+        print("\n8. The pool's statistics:")
         stats = pool.stats()
         fields = ("size", "ready", "requests", "errors", "timeouts", "crashes", "restarts")
         for field in fields:
             print(f"     {field:<9} {getattr(stats, field)}")
-    print("\n8. Leaving the block stopped every worker (SIGTERM, then SIGKILL) and reaped it.")
+    print("\n9. Leaving the block stopped every worker (SIGTERM, then SIGKILL) and reaped it.")
 
-    print("\n9. The pool's event stream (pool.subscribe()), what the steps above produced:")
+    print("\n10. The pool's event stream (pool.subscribe()), what the steps above produced:")
     outcomes: Counter[str] = Counter()
     async with events:
         async for event in events:
