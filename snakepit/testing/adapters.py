@@ -14,7 +14,8 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from snakepit.worker import Adapter, Context, tool
+from snakepit.errors import BridgeSessionNotFound
+from snakepit.worker import Adapter, Context, Session, tool
 
 __all__ = (
     "Crash",
@@ -26,6 +27,7 @@ __all__ = (
     "HostCaller",
     "Sessions",
     "SlowStart",
+    "VariableTools",
 )
 
 
@@ -176,6 +178,51 @@ class HostCaller(Echo):
     def call_host_sync(self, ctx: Context, name: str, args: dict[str, Any] | None = None) -> Any:
         """:meth:`call_host`, from a sync tool (in a worker thread; it blocks)."""
         return ctx.call_host(name, args)
+
+
+class VariableTools(HostCaller):
+    """HostCaller, plus tools that use their session's variables (``ctx.session.variables``).
+
+    Called in a session (outside one they raise ``BridgeSessionNotFound``).
+    """
+
+    @tool
+    async def get_variable(self, ctx: Context, name: str) -> Any:
+        """The value of the session's variable ``name``."""
+        return await _in_session(ctx).variables.get(name)
+
+    @tool
+    def get_variable_sync(self, ctx: Context, name: str) -> Any:
+        """:meth:`get_variable`, from a sync tool."""
+        return _in_session(ctx).variables.get(name)
+
+    @tool
+    async def set_variable(self, ctx: Context, name: str, value: Any) -> int:
+        """Write ``value`` to ``name``; its new version."""
+        version: int = await _in_session(ctx).variables.set(name, value)
+        return version
+
+    @tool
+    def set_variable_sync(self, ctx: Context, name: str, value: Any) -> int:
+        """:meth:`set_variable`, from a sync tool."""
+        version: int = _in_session(ctx).variables.set(name, value)
+        return version
+
+    @tool
+    async def add_to_variable(self, ctx: Context, name: str, n: int = 1) -> Any:
+        """``update(name, lambda v: v + n)`` (compare-and-set); the value written."""
+        return await _in_session(ctx).variables.update(name, lambda v: v + n)
+
+    @tool
+    def add_to_variable_sync(self, ctx: Context, name: str, n: int = 1) -> Any:
+        """:meth:`add_to_variable`, from a sync tool."""
+        return _in_session(ctx).variables.update(name, lambda v: v + n)
+
+
+def _in_session(ctx: Context) -> Session:
+    if ctx.session is None:
+        raise BridgeSessionNotFound("", "the call belongs to no session")
+    return ctx.session
 
 
 class Hang(Echo):

@@ -37,5 +37,7 @@ def test_every_block_runs_its_definitions(block: str) -> None:
         notes = namespace["Notes"]()
         notes.setup()
         assert namespace["describe"](notes) == []
+    elif "Scorer" in namespace:
+        assert sorted(namespace["Scorer"].tools) == ["score", "score_sync"]
     else:
         assert sorted(namespace["Pricing"].tools) == ["quote", "quote_sync"]
