@@ -4,8 +4,9 @@ Each type accepts its good values (canonical forms checked) and refuses bad
 ones with the constraint they break; every constraint is tried at its bounds;
 numpy inputs become Python values or Tensors; bad specs raise ConfigError
 naming the field. Hypothesis checks, per type, that decode(encode(v)) gives
-back the canonical value, and that junk only ever raises
-VariableValidationError (from validate and from decode).
+back the canonical value, that junk only ever raises
+VariableValidationError (from validate and from decode), and, per
+constraint, that a value is accepted exactly when it holds (refused naming it).
 """
 
 from __future__ import annotations
@@ -541,3 +542,96 @@ class TestReviewFindings:
             VariableSpec.make("x", "integer", name="y")
         with pytest.raises(ConfigError, match="type"):
             VariableSpec.make("x", "integer", type="float")
+
+
+# -- one property per constraint: accepted exactly when it holds; refused naming it --------
+
+
+def _verdict(spec: VariableSpec, value: Any) -> str | None:
+    """None if ``spec`` accepts ``value``, else the constraint it names."""
+    try:
+        spec.validate(value)
+    except VariableValidationError as exc:
+        named = (exc.variable, exc.constraint)
+    else:
+        return None
+    assert named[0] == spec.name
+    return named[1]
+
+
+@settings(max_examples=20 * THOROUGH, deadline=None)
+@given(
+    low=st.integers(-100, 100),
+    span=st.integers(0, 50),
+    value=st.integers(-200, 200),
+)
+def test_integer_min_max(low: int, span: int, value: int) -> None:
+    spec = VariableSpec.make("n", "integer", min=low, max=low + span)
+    expected = "min" if value < low else "max" if value > low + span else None
+    assert _verdict(spec, value) == expected
+
+
+@settings(max_examples=20 * THOROUGH, deadline=None)
+@given(
+    low=st.floats(-1e6, 1e6),
+    span=st.floats(0, 1e6),
+    value=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_float_min_max_and_finite(low: float, span: float, value: float) -> None:
+    high = low + span
+    spec = VariableSpec.make("t", "float", min=low, max=high)
+    if not math.isfinite(value):
+        expected: str | None = "finite"
+    else:
+        expected = "min" if value < low else "max" if value > high else None
+    assert _verdict(spec, value) == expected
+
+
+@settings(max_examples=20 * THOROUGH, deadline=None)
+@given(limit=st.integers(0, 8), value=st.text(max_size=12))
+def test_string_max_length(limit: int, value: str) -> None:
+    spec = VariableSpec.make("s", "string", max_length=limit)
+    assert _verdict(spec, value) == (None if len(value) <= limit else "max_length")
+
+
+@settings(max_examples=20 * THOROUGH, deadline=None)
+@given(value=st.text(alphabet="ab1-", max_size=6))
+def test_string_pattern_matches_the_whole_string(value: str) -> None:
+    spec = VariableSpec.make("s", "string", pattern=r"[ab]+")
+    whole = bool(value) and set(value) <= {"a", "b"}
+    assert _verdict(spec, value) == (None if whole else "pattern")
+
+
+@settings(max_examples=20 * THOROUGH, deadline=None)
+@given(
+    choices=st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=4, unique=True),
+    value=st.text(max_size=3),
+)
+def test_choice_choices(choices: list[str], value: str) -> None:
+    spec = VariableSpec.make("c", "choice", choices=choices)
+    assert _verdict(spec, value) == (None if value in choices else "choices")
+
+
+@settings(max_examples=20 * THOROUGH, deadline=None)
+@given(dimension=st.integers(1, 4), value=st.lists(st.floats(-10, 10), max_size=6))
+def test_embedding_dimension(dimension: int, value: list[float]) -> None:
+    spec = VariableSpec.make("e", "embedding", dimension=dimension)
+    assert _verdict(spec, value) == (None if len(value) == dimension else "dimension")
+
+
+@settings(max_examples=20 * THOROUGH, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 3), max_size=3),
+    actual=st.lists(st.integers(0, 3), max_size=3),
+    dtype=st.sampled_from(["float32", "int64", "uint8"]),
+    actual_dtype=st.sampled_from(["float32", "int64", "uint8"]),
+)
+def test_tensor_shape_and_dtype(
+    shape: list[int], actual: list[int], dtype: str, actual_dtype: str
+) -> None:
+    spec = VariableSpec.make("x", "tensor", shape=shape, dtype=dtype)
+    value = np.zeros(actual, dtype=actual_dtype)
+    if actual_dtype != dtype:
+        assert _verdict(spec, value) == "dtype"
+    else:
+        assert _verdict(spec, value) == (None if actual == shape else "shape")
