@@ -276,11 +276,12 @@ class Variables:
         :raises BridgeSessionNotFound: the session is gone, or not this worker's.
         :raises BridgeUnavailable: the host cannot be reached.
         """
-        names = _names([name])
+        if not isinstance(name, str):
+            raise ArgumentTypeError("name", f"a variable's name is a str, got {name!r}")
         on_loop = self._on_loop()
-        hits = self._hits(names)
-        if hits is not None:
-            value = hits[name].variable.value
+        hit = self._cache().lookup(self._ctx.session_id, name)
+        if hit is not None:
+            value = hit.variable.value
             return _ready(value) if on_loop else value
         return self._do(lambda: self._get(name), on_loop)
 
