@@ -917,20 +917,22 @@ class _Events:
         return self
 
     async def __anext__(self) -> VariableEvent:
-        while not self._pending:
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                if self._behind is not None:
-                    raise VariableError(self._behind)
-                raise StopAsyncIteration
-            await self._backend._run("watch_variables", self._read)
-        if type(self._pending[0]) is _Ref:
-            await self._fetch(self._pending[0])
-        event = self._pending.popleft()
-        assert type(event) is VariableEvent
-        self._count -= 1
-        return event
+        while True:
+            while not self._pending:
+                if self._error is not None:
+                    raise self._error
+                if self._ended:
+                    if self._behind is not None:
+                        raise VariableError(self._behind)
+                    raise StopAsyncIteration
+                await self._backend._run("watch_variables", self._read)
+            head = self._pending[0]
+            if isinstance(head, _Ref):
+                await self._fetch(head)
+                continue
+            self._pending.popleft()
+            self._count -= 1
+            return head
 
     async def _fetch(self, ref: _Ref) -> None:
         """Put the changes of ``ref`` (the first in _pending) in its place (a GET)."""
@@ -950,6 +952,7 @@ class _Events:
         wanted = [event for event in events if self._wanted(event.name)][: ref.take]
         self._pending.popleft()
         self._pending.extendleft(reversed(wanted))
+        self._count -= ref.take - len(wanted)  # as many as its message named, unless altered
 
     def _wanted(self, name: str) -> bool:
         return self._names is None or name in self._names
