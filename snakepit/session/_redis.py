@@ -15,12 +15,24 @@ encodes it again (Redis's cjson) without changing the others (cjson would
 round floats it decoded).
 
 Changes of a session's variables are published on the channel
-``{NS}:vch:<session id>`` by the script that makes them (a JSON array of
-``[name, old JSON, new JSON, source]``, null for none: one message per write,
-so a watch never sees half of one), and ``end`` by the script that deletes the
-session (the sweep's too). A watch subscribes a connection of its own before
-it returns; see :meth:`~RedisBackend.watch_variables` for how one that falls
-behind is ended.
+``{NS}:vch:<session id>`` by the script that makes them, one message per
+write (so a watch never sees half of one): a JSON array of ``[name, old JSON,
+new JSON, source]``, null for none; and ``end`` by the script that deletes the
+session (the sweep's too). A write whose array is longer than
+:data:`INLINE_LIMIT` bytes (8 KiB) is published by reference instead: the
+script SETs the array at a new key ``{NS}:vchg:<session id>:<writer>:<n>``
+(named by the writing backend, which passes it in KEYS with the others, so
+every key a script touches is declared; it expires after :data:`CHANGE_TTL`
+seconds, 60) and publishes ``{"ref": key, "names": [...]}``; a watch reads
+the key (a GET, on the backend's client) when its iteration comes to that
+write, in order, and one that comes too late (the key expired) is ended as
+one that fell behind. Inline, a large value (a long string, a tensor)
+overflowed a watching connection's pub/sub output buffer (by default 32 MiB,
+or 8 MiB for 60 s: a change carries the old and the new value, so one of a
+17 MB value passes the first, and a watcher behind by a few 12 MB changes the
+second), and Redis dropped the connection and every watch on it. A watch
+subscribes a connection of its own before it returns; see
+:meth:`~RedisBackend.watch_variables` for how one that falls behind is ended.
 
 Each method is one command or one Lua script, so atomic on the server:
 :meth:`~RedisBackend.create` checks the id and the limit and writes both keys
@@ -40,9 +52,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -171,18 +185,37 @@ return found
 """
 
 
-# -- variables: KEYS sessions hash, the session's variables hash; ARGV id, now, ... --------
+# -- variables: KEYS sessions hash, the session's variables hash[, a change's key];
+# ARGV id, now[, channel, inline limit, TTL ms], ... ---------------------------------
 # A variable's JSON has its spec and value as JSON text (strings: cjson leaves them
-# as they are) and updated_at as the exact repr of its float. Each change is
-# PUBLISHed on the session's channel in the script that makes it: a JSON array of
-# [name, old JSON or null, new JSON or null, source], one message per write.
+# as they are) and updated_at as the exact repr of its float. Each write is
+# published on the session's channel in the script that makes it (_PUBLISH).
 
-# ARGV: id, now, channel, name, JSON, source. nil: no live session; 0: the name is taken.
+# Defines publish(events): one message on ARGV[3] for one write's events (each
+# {name, old JSON or null, new JSON or null, source}): their JSON array itself if it
+# is at most ARGV[4] bytes; else the array is SET at KEYS[3] (a new key, expiring
+# after ARGV[5] ms) and the message is {"ref": KEYS[3], "names": the events' names}.
+_PUBLISH: Final = """
+local function publish(events)
+  local message = cjson.encode(events)
+  if #message > tonumber(ARGV[4]) then
+    redis.call('SET', KEYS[3], message, 'PX', ARGV[5])
+    local names = {}
+    for i, event in ipairs(events) do names[i] = event[1] end
+    message = cjson.encode({ref = KEYS[3], names = names})
+  end
+  redis.call('PUBLISH', ARGV[3], message)
+end
+"""
+
+# ARGV: id, now, channel, limit, TTL, name, JSON, source. nil: no live session; 0: the
+# name is taken.
 _REGISTER: Final = (
-    _LIVE
+    _PUBLISH
+    + _LIVE
     + """
-if redis.call('HSETNX', KEYS[2], ARGV[4], ARGV[5]) == 0 then return 0 end
-redis.call('PUBLISH', ARGV[3], cjson.encode({{ARGV[4], cjson.null, ARGV[5], ARGV[6]}}))
+if redis.call('HSETNX', KEYS[2], ARGV[6], ARGV[7]) == 0 then return 0 end
+publish({{ARGV[6], cjson.null, ARGV[7], ARGV[8]}})
 return 1
 """
 )
@@ -208,21 +241,22 @@ return found
 """
 )
 
-# ARGV: id, now, channel, source, n, n (name, value JSON) pairs, then (name, uid,
-# version or "") expectations. nil: no live session; {0, i}: the i-th name (from 0)
-# is not there; {-1}: an expectation does not hold; {1, JSON...}: the new records
-# (of the names, in order). Nothing is written unless 1.
+# ARGV: id, now, channel, limit, TTL, source, n, n (name, value JSON) pairs, then (name,
+# uid, version or "") expectations. nil: no live session; {0, i}: the i-th name (from 0)
+# is not there; {-1}: an expectation does not hold; {1, JSON...}: the new records (of
+# the names, in order). Nothing is written unless 1.
 _SET_VARIABLES: Final = (
-    _LIVE
+    _PUBLISH
+    + _LIVE
     + """
-local n = tonumber(ARGV[5])
+local n = tonumber(ARGV[7])
 local olds = {}
 for i = 1, n do
-  local old = redis.call('HGET', KEYS[2], ARGV[4 + 2 * i])
+  local old = redis.call('HGET', KEYS[2], ARGV[6 + 2 * i])
   if not old then return {0, i - 1} end
   olds[i] = old
 end
-for i = 6 + 2 * n, #ARGV, 3 do
+for i = 8 + 2 * n, #ARGV, 3 do
   local old = redis.call('HGET', KEYS[2], ARGV[i])
   if not old then return {-1} end
   local e = cjson.decode(old)
@@ -232,37 +266,45 @@ end
 local written = {1}
 local events = {}
 for i = 1, n do
-  local name = ARGV[4 + 2 * i]
+  local name = ARGV[6 + 2 * i]
   local e = cjson.decode(olds[i])
-  e.value = ARGV[5 + 2 * i]
+  e.value = ARGV[7 + 2 * i]
   e.version = e.version + 1
   e.updated_at = ARGV[2]
-  e.source = ARGV[4]
+  e.source = ARGV[6]
   local new = cjson.encode(e)
   redis.call('HSET', KEYS[2], name, new)
   written[i + 1] = new
-  events[i] = {name, olds[i], new, ARGV[4]}
+  events[i] = {name, olds[i], new, ARGV[6]}
 end
-if n > 0 then redis.call('PUBLISH', ARGV[3], cjson.encode(events)) end
+if n > 0 then publish(events) end
 return written
 """
 )
 
-# ARGV: id, now, channel, name, source. nil: no live session; 0: no such name; else
-# the JSON removed.
+# ARGV: id, now, channel, limit, TTL, name, source. nil: no live session; 0: no such
+# name; else the JSON removed.
 _DELETE_VARIABLE: Final = (
-    _LIVE
+    _PUBLISH
+    + _LIVE
     + """
-local old = redis.call('HGET', KEYS[2], ARGV[4])
+local old = redis.call('HGET', KEYS[2], ARGV[6])
 if not old then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[3], cjson.encode({{ARGV[4], old, cjson.null, ARGV[5]}}))
+redis.call('HDEL', KEYS[2], ARGV[6])
+publish({{ARGV[6], old, cjson.null, ARGV[7]}})
 return old
 """
 )
 
 #: What a watch's channel says when its session ends.
 _END: Final = b"end"
+
+#: A write whose message (its changes as JSON) is longer than this many bytes is
+#: published by reference: 1024 changes (a watch's default buffer) that a watcher
+#: has not read yet stay within Redis's default pub/sub soft limit (8 MiB).
+INLINE_LIMIT: Final = 8 * 1024
+#: Seconds a change published by reference is kept for its watches to read.
+CHANGE_TTL: Final = 60.0
 
 
 def _score(value: float | None) -> str:
@@ -391,6 +433,13 @@ class RedisBackend:
             self._owned = True
             where = _redact(url)
         self._namespace = namespace
+        # Changes published by reference: their keys' prefix (unique to this
+        # backend), how large a message goes inline, and how long one is kept.
+        self._changes = f"{{{namespace}}}:vchg:"
+        self._change_ids = itertools.count()
+        self._change_token = secrets.token_hex(8)
+        self._inline_limit = INLINE_LIMIT
+        self._change_ttl = CHANGE_TTL
         self._hash = f"{{{namespace}}}:sessions"
         self._expiry = f"{{{namespace}}}:expiry"
         self._name = f"redis {where} namespace {namespace!r}"
@@ -418,7 +467,9 @@ class RedisBackend:
         """Its two fixed Redis keys: the hash of records and the sorted set of expiry times.
 
         Each session with variables has a key of its own besides
-        (:meth:`variables_key`), removed with the session.
+        (:meth:`variables_key`), removed with the session, and a large
+        change is kept at a key of its own for a while (``{NS}:vchg:...``,
+        see the module's docstring), left to expire.
         """
         return (self._hash, self._expiry)
 
@@ -429,6 +480,24 @@ class RedisBackend:
     def variables_channel(self, session_id: str) -> str:
         """The pub/sub channel of the changes of ``session_id``'s variables."""
         return f"{{{self._namespace}}}:vch:{session_id}"
+
+    def _write_keys(self, session_id: str) -> list[str]:
+        """The KEYS of a script that writes variables: the last a new key for its change.
+
+        (Set only if the change is published by reference: see the module's docstring.)
+        """
+        change = f"{self._changes}{session_id}:{self._change_token}:{next(self._change_ids)}"
+        return [self._hash, self.variables_key(session_id), change]
+
+    def _write_args(self, session_id: str, now: float) -> list[str]:
+        """The first ARGV of a script that writes variables (see _PUBLISH)."""
+        return [
+            session_id,
+            _score(now),
+            self.variables_channel(session_id),
+            str(self._inline_limit),
+            str(max(1, round(self._change_ttl * 1000))),
+        ]
 
     async def _run(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
         """Await ``operation``, turning any error of Redis's into a SessionBackendError."""
@@ -605,6 +674,25 @@ class RedisBackend:
             detail = f"a stored variable cannot be read ({type(exc).__name__}: {exc}): {raw!r:.200}"
             raise SessionBackendError(self._name, detail) from exc
 
+    def _decode_message(self, raw: object) -> list[VariableEvent] | tuple[str, list[str]]:
+        """A message of a session's channel (not ``end``): its events, or a reference.
+
+        A reference: the key of the write's events, and their names.
+        """
+        if isinstance(raw, bytes | str) and raw[:1] in (b"{", "{"):
+            try:
+                found = json.loads(raw)
+                key, names = found["ref"], found["names"]
+                if not isinstance(key, str) or not isinstance(names, list):
+                    raise TypeError("a reference with no key or names")
+                if not all(isinstance(name, str) for name in names):
+                    raise TypeError("a reference with a name that is not a str")
+            except (ValueError, TypeError, KeyError) as exc:
+                detail = f"a change cannot be read ({type(exc).__name__}: {exc}): {raw!r:.200}"
+                raise SessionBackendError(self._name, detail) from exc
+            return key, names
+        return self._decode_events(raw)
+
     def _decode_events(self, raw: object) -> list[VariableEvent]:
         """The events of one message of a session's channel."""
         try:
@@ -638,15 +726,9 @@ class RedisBackend:
         :raises VariableExists: the session has a variable of that name.
         :raises SessionBackendError: Redis is unreachable or answered an error.
         """
-        keys = [self._hash, self.variables_key(session_id)]
-        args = [
-            session_id,
-            _score(now),
-            self.variables_channel(session_id),
-            record.name,
-            _encode_variable(record),
-            record.source,
-        ]
+        keys = self._write_keys(session_id)
+        args = [*self._write_args(session_id, now), record.name]
+        args += [_encode_variable(record), record.source]
         done = await self._run(
             "register_variable", lambda: self._register_variable(keys=keys, args=args)
         )
@@ -697,9 +779,8 @@ class RedisBackend:
         :raises SessionBackendError: Redis is unreachable or answered an error.
         """
         names = list(values)
-        keys = [self._hash, self.variables_key(session_id)]
-        args = [session_id, _score(now), self.variables_channel(session_id), source]
-        args.append(str(len(names)))
+        keys = self._write_keys(session_id)
+        args = [*self._write_args(session_id, now), source, str(len(names))]
         for name in names:
             args += [name, json.dumps(values[name], separators=(",", ":"))]
         for name, (uid, version) in expect.items():
@@ -724,8 +805,8 @@ class RedisBackend:
         :raises VariableNotFound: it is not there.
         :raises SessionBackendError: Redis is unreachable or answered an error.
         """
-        keys = [self._hash, self.variables_key(session_id)]
-        args = [session_id, _score(now), self.variables_channel(session_id), name, source]
+        keys = self._write_keys(session_id)
+        args = [*self._write_args(session_id, now), name, source]
         raw = await self._run(
             "delete_variable", lambda: self._delete_variable(keys=keys, args=args)
         )
@@ -747,7 +828,10 @@ class RedisBackend:
         Redis (a PING on that connection) for everything published so far:
         more than ``buffer`` changes then, and the watch is ended with
         :class:`~snakepit.errors.VariableError` once it has given the first
-        ``buffer`` of them.
+        ``buffer`` of them. A write published by reference (a large one) is
+        read (a GET) when the iteration comes to it; if its key has expired
+        by then (:data:`CHANGE_TTL`), the watch is ended with
+        :class:`~snakepit.errors.VariableError` too, as one that fell behind.
 
         :raises SessionNotFound: no such session.
         :raises SessionBackendError: Redis is unreachable or answered an error
@@ -780,13 +864,26 @@ class RedisBackend:
                     await self._run("watch_variables", pubsub.aclose)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """A write published by reference: the key of its changes, and how many of them to give."""
+
+    key: str
+    take: int
+
+
 class _Events:
-    """A watch's events from Redis (an iterator, not a generator: nothing to finalize)."""
+    """A watch's events from Redis (an iterator, not a generator: nothing to finalize).
+
+    ``_pending`` holds events, and writes published by reference not read yet
+    (each counts as the changes of it the watch gives: its message names them).
+    """
 
     __slots__ = (
         "_backend",
         "_behind",
         "_buffer",
+        "_count",
         "_ended",
         "_error",
         "_names",
@@ -809,9 +906,10 @@ class _Events:
         self._session_id = session_id
         self._names = names
         self._buffer = buffer
-        self._pending: deque[VariableEvent] = deque()
+        self._pending: deque[VariableEvent | _Ref] = deque()
+        self._count = 0  # the events _pending holds or refers to
         self._ended = False  # its session ended, or it fell behind: no more reads
-        self._behind = False
+        self._behind: str | None = None  # why it fell behind (once it has given the rest)
         self._error: SessionBackendError | None = None
         self._pings = itertools.count()
 
@@ -819,18 +917,45 @@ class _Events:
         return self
 
     async def __anext__(self) -> VariableEvent:
-        while not self._pending:
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                if self._behind:
-                    raise VariableError(
-                        f"a watch of session {self._session_id!r} fell more than"
-                        f" {self._buffer} changes behind and was ended"
-                    )
-                raise StopAsyncIteration
-            await self._backend._run("watch_variables", self._read)
-        return self._pending.popleft()
+        while True:
+            while not self._pending:
+                if self._error is not None:
+                    raise self._error
+                if self._ended:
+                    if self._behind is not None:
+                        raise VariableError(self._behind)
+                    raise StopAsyncIteration
+                await self._backend._run("watch_variables", self._read)
+            head = self._pending[0]
+            if isinstance(head, _Ref):
+                await self._fetch(head)
+                continue
+            self._pending.popleft()
+            self._count -= 1
+            return head
+
+    async def _fetch(self, ref: _Ref) -> None:
+        """Put the changes of ``ref`` (the first in _pending) in its place (a GET)."""
+        client = self._backend._client
+        raw = await self._backend._run("watch_variables", lambda: client.get(ref.key))
+        if raw is None:  # expired (or deleted): a change missed, so it ends here
+            self._pending.clear()
+            self._count = 0
+            self._ended = True
+            self._behind = (
+                f"a watch of session {self._session_id!r} fell too far behind: a large"
+                f" change it had not read yet was kept {self._backend._change_ttl:g} s"
+                " and is gone; the watch was ended"
+            )
+            raise VariableError(self._behind)
+        events = self._backend._decode_events(raw)
+        wanted = [event for event in events if self._wanted(event.name)][: ref.take]
+        self._pending.popleft()
+        self._pending.extendleft(reversed(wanted))
+        self._count -= ref.take - len(wanted)  # as many as its message named, unless altered
+
+    def _wanted(self, name: str) -> bool:
+        return self._names is None or name in self._names
 
     async def _read(self) -> None:
         """Take what was published so far (how far behind it is); if none, wait for more."""
@@ -867,10 +992,32 @@ class _Events:
         if data in (_END, _END.decode()):
             self._ended = True
             return
-        for event in self._backend._decode_events(data):
-            if self._names is not None and event.name not in self._names:
+        decoded = self._backend._decode_message(data)
+        if isinstance(decoded, tuple):
+            key, names = decoded
+            self._refer(key, sum(1 for name in names if self._wanted(name)))
+            return
+        for event in decoded:
+            if not self._wanted(event.name):
                 continue
-            if len(self._pending) >= self._buffer:
-                self._ended = self._behind = True
+            if self._count >= self._buffer:
+                self._fell_behind()
                 return
             self._pending.append(event)
+            self._count += 1
+
+    def _refer(self, key: str, wanted: int) -> None:
+        """Queue the write at ``key``, ``wanted`` changes of it watched (up to the buffer)."""
+        take = min(wanted, self._buffer - self._count)
+        if take > 0:
+            self._pending.append(_Ref(key, take))
+            self._count += take
+        if take < wanted:
+            self._fell_behind()
+
+    def _fell_behind(self) -> None:
+        self._ended = True
+        self._behind = (
+            f"a watch of session {self._session_id!r} fell more than"
+            f" {self._buffer} changes behind and was ended"
+        )

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 import redis.asyncio
@@ -44,6 +45,7 @@ from snakepit.session import (
     VariableBackend,
     VariableRecord,
 )
+from snakepit.session._session_variables import _UPDATE_LOCKS
 from tests._backends import DelegatingBackend
 from tests._redis import RedisServer
 
@@ -285,15 +287,37 @@ class TestSessions:
             SessionVariables(None, 5)  # type: ignore[arg-type]
 
 
+def count_writes(backend: SessionBackend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count ``backend``'s set_variables calls (in the list returned: one item a call)."""
+    variables = variables_of(backend)
+    write = variables.set_variables
+    calls: list[int] = []
+
+    async def counted(*args: Any) -> dict[str, VariableRecord] | None:
+        calls.append(1)
+        return await write(*args)
+
+    monkeypatch.setattr(variables, "set_variables", counted)
+    return calls
+
+
+def locks_of(v: SessionVariables) -> list[Any]:
+    """The update locks of ``v``'s session in use now."""
+    return [entry for key, entry in _UPDATE_LOCKS.items() if key[1] == v.session_id]
+
+
 class TestUpdate:
-    async def test_concurrent_updates_add_exactly_n(self, backend: SessionBackend) -> None:
-        # Memory: with a yield before each operation; Redis: every operation awaits
-        # (n tasks in lockstep make ~n*n/2 attempts of two round trips: 100 take 0.6 s
-        # there, so 30 here, and 40 from two hosts in TestRedis).
-        memory = isinstance(backend, MemoryBackend)
-        n = 50 if memory else 30
-        async with session(Yielding() if memory else backend) as v:
+    async def test_concurrent_updates_add_exactly_n_each_in_one_attempt(
+        self, backend: SessionBackend, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Memory: with a yield before each operation; Redis: every operation awaits.
+        # The updates of this process take turns (a lock per variable), so none
+        # conflicts: n writes, not the ~n*n/2 attempts of n compare-and-sets in lockstep.
+        n = 64
+        used = Yielding() if isinstance(backend, MemoryBackend) else backend
+        async with session(used) as v:
             await v.register("counter", "integer", 0)
+            writes = count_writes(used, monkeypatch)
 
             async def bump() -> None:
                 await v.update("counter", lambda n: n + 1)
@@ -302,8 +326,56 @@ class TestUpdate:
                 for _ in range(n):
                     tg.start_soon(bump)
             variable = await v.variable("counter")
-            assert variable.value == n
-            assert variable.version == n + 1
+            assert (variable.value, variable.version, len(writes)) == (n, n + 1, n)
+            assert not locks_of(v)  # each dropped when its last user was done
+
+    @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+    async def test_cancelled_updates_leave_the_variable_unlocked(self) -> None:
+        # asyncio's lock on asyncio, anyio's on trio: a waiter cancelled, then the holder.
+        async with session(Yielding()) as v:
+            await v.register("x", "integer", 0)
+            entered = anyio.Event()
+
+            async def stuck(n: int) -> int:
+                entered.set()
+                await anyio.sleep_forever()
+                raise AssertionError("unreachable")  # pragma: no cover
+
+            async def update(
+                fn: Any, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
+            ) -> None:
+                with anyio.CancelScope() as scope:
+                    task_status.started(scope)
+                    await v.update("x", fn)
+
+            async with anyio.create_task_group() as tg:
+                holder = await tg.start(update, stuck)
+                await entered.wait()
+                waiter = await tg.start(update, lambda n: n + 100)
+                await anyio.wait_all_tasks_blocked()
+                (entry,) = locks_of(v)
+                assert (entry.users, entry.lock.locked()) == (2, True)
+                waiter.cancel()
+                await anyio.wait_all_tasks_blocked()
+                assert (entry.users, entry.lock.locked()) == (1, True)
+                holder.cancel()
+            assert not locks_of(v)
+            assert await v.get("x") == 0
+            with anyio.fail_after(5):
+                assert await v.update("x", lambda n: n + 1) == 1
+            assert not locks_of(v)
+
+    async def test_an_update_from_its_own_fn_is_refused(self, backend: SessionBackend) -> None:
+        async with session(backend) as v:
+            await v.register("x", "integer", 0)
+
+            async def again(n: int) -> int:
+                return int(await v.update("x", lambda m: m + 1)) + n
+
+            with pytest.raises(VariableError, match="from its own fn: it would wait for itself"):
+                await v.update("x", again)
+            assert await v.get("x") == 0
+            assert not locks_of(v)
 
     async def test_an_async_function_and_an_invalid_result(self, backend: SessionBackend) -> None:
         async with session(backend) as v:
