@@ -1,4 +1,4 @@
-"""Followers: the coherence page kept right for writes the pool's own code does not make.
+"""_Followers: the coherence page kept right for writes the pool's own code does not make.
 
 A pool bumps its coherence page (:mod:`snakepit._wire._coherence`) itself
 after each write it makes through :class:`~snakepit.session.SessionVariables`
@@ -29,7 +29,7 @@ from snakepit._wire._coherence import CoherencePage
 from snakepit.errors import SessionError
 from snakepit.session import VariableBackend
 
-__all__ = ("Followers",)
+__all__ = ()
 
 logger = logging.getLogger("snakepit.bridge")
 
@@ -37,7 +37,7 @@ logger = logging.getLogger("snakepit.bridge")
 FOLLOW_BUFFER = 4096
 
 
-class Followers:
+class _Followers:
     """The sessions a pool's bridge follows for its workers' caches (see the module's docstring)."""
 
     def __init__(self, tg: TaskGroup, page: Callable[[], CoherencePage | None]) -> None:
