@@ -744,6 +744,7 @@ class Pool:
             self._host_tools,
             new_secret(),
             max_message_bytes=self.config.max_message_bytes,
+            may_touch=self._router.may_touch,
         )
 
     def register_host_tool(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
