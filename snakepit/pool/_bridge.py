@@ -12,6 +12,12 @@ never trusted), and :class:`HostTools` holds the functions tools may call
 (``pool.register_host_tool``). What a caller can act on (an unknown session
 or variable, a value that breaks its spec, a host tool that is missing or
 raised) comes back as a ``BridgeFailure`` in the reply; the server goes on.
+
+A worker touches only the sessions it serves: with ``may_touch`` (a pool's
+:meth:`~snakepit.pool._sessions.SessionRouter.may_touch`), a call naming a
+session that is neither pinned to the calling worker nor in a call in flight
+on it is refused as ``SESSION_NOT_FOUND`` (whether the session exists is not
+said). A watch is checked when it starts (it then runs until it ends).
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ logger = logging.getLogger("snakepit.bridge")
 
 Kind = bridge_pb2.BridgeFailure.Kind
 HostTool = Callable[..., Any]
+#: Whether the worker (its id) may touch the session (its id): see :class:`BridgeArgs`.
+MayTouch = Callable[[str, str], bool]
 
 
 class HostTools:
@@ -154,11 +162,15 @@ class BridgeServer:
         tools: HostTools,
         secret: bytes,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+        may_touch: MayTouch | None = None,
     ) -> BridgeServer:
         """Serve on the unix socket ``path`` (it must not exist).
 
         :param max_message_bytes: the largest request or reply (a host tool's
             arguments and result, a variable's value), as the pool's calls'.
+        :param may_touch: whether a worker (its id) may touch a session (its
+            id) now; None lets every worker touch every session (a server
+            without a pool, in tests).
 
         :param sessions: the session store, or what returns the running one
             (a pool's: its store may have been restarted).
@@ -168,7 +180,7 @@ class BridgeServer:
             interceptors=[_Auth(secret)], options=message_limits(max_message_bytes)
         )
         store = sessions if callable(sessions) else (lambda: sessions)
-        service = _Service(store, tools)
+        service = _Service(store, tools, may_touch)
         bridge_pb2_grpc.add_BridgeServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         address = f"unix:{path}"
         if server.add_insecure_port(address) == 0:
@@ -283,9 +295,34 @@ def _source(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 class _Service(bridge_pb2_grpc.BridgeServiceServicer):
-    def __init__(self, store: Callable[[], SessionStoreRef], tools: HostTools) -> None:
+    def __init__(
+        self,
+        store: Callable[[], SessionStoreRef],
+        tools: HostTools,
+        may_touch: MayTouch | None = None,
+    ) -> None:
         self._store = store
         self._tools = tools
+        self._may_touch = may_touch
+
+    def _refused(self, context: Any, session_id: str) -> bridge_pb2.BridgeFailure | None:
+        """Why the calling worker may not touch ``session_id``; None if it may.
+
+        It may while it serves the session (pinned to it, or a call of it in
+        flight on it). Refused as SESSION_NOT_FOUND whether the session exists
+        or not: a worker learns nothing of the sessions it does not serve.
+        """
+        may_touch = self._may_touch
+        if may_touch is None:
+            return None
+        source = _source(context)
+        if may_touch(source, session_id):
+            return None
+        logger.warning("refused worker %r a bridge call for a session it does not serve", source)
+        return bridge_pb2.BridgeFailure(
+            kind=Kind.SESSION_NOT_FOUND,
+            message=f"worker {source!r} is not serving session {session_id!r}",
+        )
 
     @property
     def _sessions(self) -> SessionStoreRef:
@@ -297,6 +334,9 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> bridge_pb2.RegisterVariableReply:
         """Register a variable (its spec and first value checked here)."""
+        refused = self._refused(context, request.session_id)
+        if refused is not None:
+            return bridge_pb2.RegisterVariableReply(failure=refused)
         try:
             wire = request.variable
             spec = VariableSpec.from_json(json.loads(wire.spec_json))
@@ -317,6 +357,9 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         self, request: bridge_pb2.GetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bridge_pb2.GetVariablesReply:
         """Read variables (all of them, or by name) at one instant."""
+        refused = self._refused(context, request.session_id)
+        if refused is not None:
+            return bridge_pb2.GetVariablesReply(failure=refused)
         try:
             variables = self._sessions.variables(request.session_id)
             names = None if request.all else list(request.names)
@@ -329,6 +372,9 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         self, request: bridge_pb2.SetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bridge_pb2.SetVariablesReply:
         """Write values, all or none, checked against their specs; a CAS where asked."""
+        refused = self._refused(context, request.session_id)
+        if refused is not None:
+            return bridge_pb2.SetVariablesReply(failure=refused)
         try:
             variables = self._sessions.variables(request.session_id)
             variables.source = _source(context)
@@ -351,6 +397,9 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> bridge_pb2.DeleteVariableReply:
         """Remove a variable."""
+        refused = self._refused(context, request.session_id)
+        if refused is not None:
+            return bridge_pb2.DeleteVariableReply(failure=refused)
         try:
             variables = self._sessions.variables(request.session_id)
             variables.source = _source(context)
@@ -364,7 +413,16 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         request: bridge_pb2.WatchVariablesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[bridge_pb2.VariableChangeEvent]:
-        """``started``, then the session's changes in order; ends with the session."""
+        """``started``, then the session's changes in order; ends with the session.
+
+        The worker is checked when the watch starts only: a watch started in
+        a call of the session runs on after it (until the session ends, the
+        worker closes it, or it falls behind).
+        """
+        refused = self._refused(context, request.session_id)
+        if refused is not None:
+            yield bridge_pb2.VariableChangeEvent(failure=refused)
+            return
         try:
             variables = self._sessions.variables(request.session_id)
             backend, _ = await variables._backend()
@@ -384,7 +442,14 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
     async def CallHostTool(
         self, request: bridge_pb2.CallHostToolRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bridge_pb2.CallHostToolReply:
-        """Run a host tool; its result as JSON, or why it failed."""
+        """Run a host tool; its result as JSON, or why it failed.
+
+        With a ``session_id``, the worker must serve that session; "" (a call
+        outside any session) is let through.
+        """
+        refused = self._refused(context, request.session_id) if request.session_id else None
+        if refused is not None:
+            return bridge_pb2.CallHostToolReply(failure=refused)
         try:
             args = json.loads(request.args_json or b"{}")
             if not isinstance(args, dict):
@@ -452,6 +517,10 @@ class BridgeArgs:
     secret: bytes
     #: The largest message (the pool's ``max_message_bytes``).
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
+    #: Whether a worker (its id) may touch a session (its id) now: the pool's
+    #: sessions' check (pinned to it, or a call of it in flight on it). None:
+    #: every worker may touch every session.
+    may_touch: MayTouch | None = None
     #: The gRPC server of the last start: a start stops one a kill left serving.
     serving: BridgeServer | None = None
     #: The workers' read caches' counters (``page_path(path)``), for the pool's
@@ -512,6 +581,7 @@ class Bridge(GenServer[Any, Any, BridgeArgs]):
             tools=arg.tools,
             secret=arg.secret,
             max_message_bytes=arg.max_message_bytes,
+            may_touch=arg.may_touch,
         )
         arg.serving = serving  # before any await: a cancel from here on leaves it to stop()
         return arg

@@ -39,6 +39,8 @@ class _Call:
 
     tool: str
     worker: WorkerServer
+    #: The call's session ("" for none): the worker serves it until the call is over.
+    session_id: str
     #: > 0: the call is observed (somebody subscribed before it began).
     request_id: int = 0
     queued_at: float = 0.0
@@ -115,8 +117,10 @@ class Calls:
         """Take a slot (telling subscribers the call queued, or was refused); start the call."""
         scheduler = self._running()
         events = self._events
+        session_id = "" if session is None else session.session_id
         if not events.active:
-            return self._start(_Call(tool, await self._take_slot(scheduler, deadline, session)))
+            worker = await self._take_slot(scheduler, deadline, session)
+            return self._start(_Call(tool, worker, session_id))
         request_id = next(self._request_ids)
         queued_at = anyio.current_time()
 
@@ -130,7 +134,7 @@ class Calls:
             outcome: RequestOutcome = "rejected" if isinstance(exc, Exception) else "cancelled"
             events.publish(RequestStopped(request_id, tool, "", outcome, ended - queued_at, ended))
             raise
-        return self._start(_Call(tool, worker, request_id, queued_at))
+        return self._start(_Call(tool, worker, session_id, request_id, queued_at))
 
     async def _take_slot(
         self,
@@ -172,8 +176,12 @@ class Calls:
         return worker
 
     def _start(self, call: _Call) -> _Call:
+        # No await from here to the caller's use of the slot: the worker
+        # serves the session (for the bridge) before the request is sent.
         self.requests += 1
         call.worker.call_started()
+        if call.session_id:
+            self._router.serving_began(call.worker.worker_id, call.session_id)
         if call.request_id:
             call.started = now = anyio.current_time()
             self._events.publish(
@@ -261,6 +269,8 @@ class Calls:
     def _release(self, call: _Call) -> None:
         """The call is over: its slot back (a no-op for a retired worker), its RequestStopped."""
         worker = call.worker
+        if call.session_id:
+            self._router.serving_ended(worker.worker_id, call.session_id)
         worker.call_ended()
         self._scheduler.checkin(worker)
         self._recycler.check(worker)

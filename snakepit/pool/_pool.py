@@ -749,6 +749,7 @@ class Pool:
             self._host_tools,
             new_secret(),
             max_message_bytes=self.config.max_message_bytes,
+            may_touch=self._router.may_touch,
             _page=_coherence_page(path),
         )
 

@@ -27,6 +27,8 @@ GONE_KEPT: Final = 1024
 METADATA_KEPT: Final = 4096
 #: Sessions that ended whose calls still looking for a slot are refused (the latest).
 ENDED_KEPT: Final = 4096
+#: Sessions whose worker the bridge lets touch them outside their calls (the most recently used).
+PINS_KEPT: Final = 65536
 
 logger = logging.getLogger("snakepit.pool")
 
@@ -48,7 +50,8 @@ class SessionRouter:
     Knows the pool's workers by :attr:`~WorkerServer.pin_id` (the id a
     session is pinned to) while they take calls, and why the last
     :data:`GONE_KEPT` of them left. :meth:`take_slot` applies a session's
-    affinity; :meth:`ended` tells a session's worker that it ended.
+    affinity; :meth:`ended` tells a session's worker that it ended;
+    :meth:`may_touch` says whether a worker serves a session (the bridge's check).
 
     :param store: returns the pool's store (raises when it is not running).
     """
@@ -68,6 +71,11 @@ class SessionRouter:
         self._ended: OrderedDict[tuple[str, float], None] = OrderedDict()
         #: The wire form of a session's metadata, by (id, created_at).
         self._metadata: OrderedDict[tuple[str, float], bytes] = OrderedDict()
+        #: Calls in flight by (worker id, session id): from before the request
+        #: is sent until its reply (a cancelled call's: until the worker ended it).
+        self._serving: dict[tuple[str, str], int] = {}
+        #: The worker each session was last pinned to here, as (pin id, created_at).
+        self._pins: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     def metadata_of(self, record: SessionRecord) -> bytes:
         """The session's metadata as the worker receives it, encoded once per session."""
@@ -107,6 +115,45 @@ class SessionRouter:
         del self._running[session_id]
         return True
 
+    # -- who may touch a session (the bridge's check) ----------------------------------
+
+    def serving_began(self, worker_id: str, session_id: str) -> None:
+        """A call of ``session_id`` is about to be sent to the worker ``worker_id``."""
+        key = (worker_id, session_id)
+        self._serving[key] = self._serving.get(key, 0) + 1
+
+    def serving_ended(self, worker_id: str, session_id: str) -> None:
+        """That call is over: its reply (or failure) came, or the worker ended it."""
+        key = (worker_id, session_id)
+        left = self._serving[key] - 1
+        if left:
+            self._serving[key] = left
+        else:
+            del self._serving[key]
+
+    def may_touch(self, worker_id: str, session_id: str) -> bool:
+        """Whether the worker ``worker_id`` serves ``session_id`` now (the bridge's check).
+
+        True while a call of the session is in flight on it (sent, not yet
+        answered), or while the session is pinned to it (its current process,
+        in service), as this pool last pinned it. Two dict lookups, no store.
+        """
+        if (worker_id, session_id) in self._serving:
+            return True
+        pinned = self._pins.get(session_id)
+        if pinned is None:
+            return False
+        worker = self._live.get(pinned[0])
+        return worker is not None and worker.worker_id == worker_id
+
+    def _pinned(self, record: SessionRecord, worker: WorkerServer) -> None:
+        pins = self._pins
+        session_id = record.session_id
+        pins[session_id] = (worker.pin_id, record.created_at)
+        pins.move_to_end(session_id)
+        if len(pins) > PINS_KEPT:
+            pins.popitem(last=False)
+
     # -- what the tree tells ------------------------------------------------------------
 
     def worker_ready(self, worker: WorkerServer) -> None:
@@ -141,6 +188,9 @@ class SessionRouter:
         session_id = record.session_id
         key = (session_id, record.created_at)
         self._metadata.pop(key, None)
+        pinned = self._pins.get(session_id)
+        if pinned is not None and pinned[1] == record.created_at:
+            del self._pins[session_id]
         self._ended[key] = None
         if len(self._ended) > ENDED_KEPT:
             self._ended.popitem(last=False)
@@ -186,7 +236,9 @@ class SessionRouter:
         :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: as an unpinned call
             (QueueTimeout too when the store did not answer a pin before ``deadline``).
         """
-        return self._check_not_ended(record, await self._take(record, on_wait, deadline))
+        worker = self._check_not_ended(record, await self._take(record, on_wait, deadline))
+        self._pinned(record, worker)  # where the session is pinned now
+        return worker
 
     async def _take(
         self,

@@ -22,6 +22,11 @@ class Caller(Adapter):
         return ctx.call_host(name, args)
 
     @tool
+    async def ask_each(self, ctx: Context, names: list[str]) -> list[Any]:
+        """Call the host tools ``names`` one after the other (no arguments); their results."""
+        return [await ctx.call_host(name) for name in names]
+
+    @tool
     async def ask_catching(self, ctx: Context, name: str, args: Any = None) -> dict[str, str]:
         """What the tool sees when the call fails: its type, and what the host tool raised."""
         try:

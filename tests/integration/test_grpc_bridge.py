@@ -9,9 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
+import grpc
 import pytest
 
-from snakepit.pool import InProcessLauncher, Pool
+from snakepit._wire._bridge import AUTH_KEY, SOURCE_KEY, worker_token
+from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
+from snakepit.pool import InProcessLauncher, Pool, PoolSession
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # pools: grpc.aio
@@ -167,3 +171,83 @@ class TestHostileHostTools:
             too_big = await p.execute("ask_catching", {"name": "big", "args": {"n": 20 * n}})
             assert too_big == {"type": "BridgeUnavailable", "error_type": ""}
             assert await p.execute("ask", {"name": "big", "args": {"n": 3}}) == "xxx"
+
+
+class TestAWorkerTouchesOnlyTheSessionsItServes:
+    """The bridge lets a worker touch a session only while it serves it.
+
+    Pinned to it, or a call of it in flight on it; anything else is refused as
+    SESSION_NOT_FOUND. The workers' side of variables is not built yet: the
+    test talks to the pool's bridge as a worker would, with its token.
+    """
+
+    async def test_pinned_or_in_flight_else_refused(self) -> None:
+        entered, release = anyio.Event(), anyio.Event()
+
+        async def gate() -> str:
+            entered.set()
+            await release.wait()
+            return "open"
+
+        pool = Pool(CALLER, size=2, cwd=ROOT, max_concurrency=1)
+        pool.register_host_tool(gate)
+        pool.register_host_tool(whose)
+        async with pool, pool.session() as a, pool.session() as b:
+            assert pool.bridge_address is not None
+            assert pool._bridge is not None
+            secret = pool._bridge.secret
+            await a.variables.register("note", "string", "a's")
+            await b.variables.register("note", "string", "b's")
+
+            async def slot_of(session: PoolSession) -> str:
+                pin = (await session.info()).worker_id
+                return next(w.worker_id for w in pool.workers() if w.pin_id == pin)
+
+            async with grpc.aio.insecure_channel(pool.bridge_address) as channel:
+                stub = bridge_pb2_grpc.BridgeServiceStub(channel)  # type: ignore[no-untyped-call]
+
+                async def read(worker_id: str, session_id: str) -> Any:
+                    """What ``worker_id`` reads of ``session_id``'s "note", or its failure."""
+                    reply = await stub.GetVariables(
+                        bridge_pb2.GetVariablesRequest(session_id=session_id, names=["note"]),
+                        metadata=(
+                            (AUTH_KEY, worker_token(secret, worker_id)),
+                            (SOURCE_KEY, worker_id),
+                        ),
+                    )
+                    if reply.HasField("failure"):
+                        assert reply.failure.message == (
+                            f"worker {worker_id!r} is not serving session {session_id!r}"
+                        )
+                        return bridge_pb2.BridgeFailure.Kind.Name(reply.failure.kind)
+                    return [v.value_json for v in reply.variables]
+
+                async with anyio.create_task_group() as tg:
+                    results: list[Any] = []
+
+                    async def first_call() -> None:
+                        # Blocks in the host tool "gate", then asks whose session it runs in.
+                        results.append(await a.execute("ask_each", {"names": ["gate", "whose"]}))
+
+                    tg.start_soon(first_call)
+                    await entered.wait()
+                    x = await slot_of(a)  # a is pinned to x, whose one slot is taken
+                    assert await b.execute("ask", {"name": "whose"}) == b.session_id
+                    y = await slot_of(b)  # b went to the other worker
+                    assert x != y
+                    # Each worker reads its own session's variables, not the other's.
+                    assert await read(x, a.session_id) == ['"a\'s"']
+                    assert await read(y, b.session_id) == ['"b\'s"']
+                    assert await read(x, b.session_id) == "SESSION_NOT_FOUND"
+                    assert await read(y, a.session_id) == "SESSION_NOT_FOUND"
+                    assert await read(y, "no-such-session") == "SESSION_NOT_FOUND"  # the same
+                    # A hint call of a while x is busy runs on y: a is pinned to y now.
+                    assert await a.execute("ask", {"name": "whose"}) == a.session_id
+                    assert await slot_of(a) == y
+                    # x still runs a's first call: it may touch a until that call ends.
+                    assert await read(x, a.session_id) == ['"a\'s"']
+                    release.set()
+                assert results == [["open", a.session_id]]  # its call_host after the move
+                # The call ended: x neither is pinned nor runs a call of a.
+                assert await read(x, a.session_id) == "SESSION_NOT_FOUND"
+                assert await read(y, a.session_id) == ['"a\'s"']

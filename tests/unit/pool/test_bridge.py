@@ -66,6 +66,7 @@ class TestTheBridgeOfAPool:
                 assert await call_host(stub, md, "double", {"x": 2}) == 4
                 assert await call_host(stub, md, "triple", {"x": 2}) == 6
                 await s.variables.register("counter", "integer", 7)
+                await s.execute("noop")  # pinned to w0: it may touch the session
                 got = await stub.GetVariables(
                     bridge_pb2.GetVariablesRequest(session_id=s.session_id, all=True),
                     metadata=md,

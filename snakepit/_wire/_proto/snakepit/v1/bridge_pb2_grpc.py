@@ -27,7 +27,16 @@ if _version_not_supported:
 
 
 class BridgeServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """A worker touches only the sessions it serves: a call naming a session
+    (its variables, or CallHostTool with a non-empty session_id) is let through
+    while the session is pinned to the calling worker (the worker id of its
+    token, in "snakepit-bridge-source") or while a call of that session is in
+    flight on it (sent, not yet answered). Otherwise the reply carries a
+    BridgeFailure SESSION_NOT_FOUND ("worker ... is not serving session ..."),
+    whether the session exists or not. CallHostTool with session_id "" is a
+    call outside any session: let through. WatchVariables is checked when it
+    starts only: a watch runs on after the call that started it.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -68,7 +77,16 @@ class BridgeServiceStub:
 
 
 class BridgeServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """A worker touches only the sessions it serves: a call naming a session
+    (its variables, or CallHostTool with a non-empty session_id) is let through
+    while the session is pinned to the calling worker (the worker id of its
+    token, in "snakepit-bridge-source") or while a call of that session is in
+    flight on it (sent, not yet answered). Otherwise the reply carries a
+    BridgeFailure SESSION_NOT_FOUND ("worker ... is not serving session ..."),
+    whether the session exists or not. CallHostTool with session_id "" is a
+    call outside any session: let through. WatchVariables is checked when it
+    starts only: a watch runs on after the call that started it.
+    """
 
     def RegisterVariable(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -148,7 +166,16 @@ def add_BridgeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class BridgeService:
-    """Missing associated documentation comment in .proto file."""
+    """A worker touches only the sessions it serves: a call naming a session
+    (its variables, or CallHostTool with a non-empty session_id) is let through
+    while the session is pinned to the calling worker (the worker id of its
+    token, in "snakepit-bridge-source") or while a call of that session is in
+    flight on it (sent, not yet answered). Otherwise the reply carries a
+    BridgeFailure SESSION_NOT_FOUND ("worker ... is not serving session ..."),
+    whether the session exists or not. CallHostTool with session_id "" is a
+    call outside any session: let through. WatchVariables is checked when it
+    starts only: a watch runs on after the call that started it.
+    """
 
     @staticmethod
     def RegisterVariable(request,
