@@ -32,11 +32,13 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import grpc
+from anyio.abc import TaskGroup
 
 from snakepit._wire._auth import metadata_has_token
 from snakepit._wire._bridge import (
@@ -60,8 +62,10 @@ from snakepit.errors import (
     VariableNotFound,
     VariableValidationError,
 )
-from snakepit.otp import ExitReason, GenServer
+from snakepit.otp import ExitReason, GenServer, unwrapped_task_group
 from snakepit.session import SessionStoreRef, VariableRecord, VariableSpec
+
+from ._coherence import _Followers
 
 __all__ = ("Bridge", "BridgeArgs", "BridgeServer", "HostTools")
 
@@ -163,6 +167,7 @@ class BridgeServer:
         secret: bytes,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
         may_touch: MayTouch | None = None,
+        followers: _Followers | None = None,
     ) -> BridgeServer:
         """Serve on the unix socket ``path`` (it must not exist).
 
@@ -171,6 +176,9 @@ class BridgeServer:
         :param may_touch: whether a worker (its id) may touch a session (its
             id) now; None lets every worker touch every session (a server
             without a pool, in tests).
+        :param followers: what follows the sessions whose variables workers
+            read by name (their caches then see other processes' writes);
+            None: nothing is followed.
 
         :param sessions: the session store, or what returns the running one
             (a pool's: its store may have been restarted).
@@ -180,7 +188,7 @@ class BridgeServer:
             interceptors=[_Auth(secret)], options=message_limits(max_message_bytes)
         )
         store = sessions if callable(sessions) else (lambda: sessions)
-        service = _Service(store, tools, may_touch)
+        service = _Service(store, tools, may_touch, followers)
         bridge_pb2_grpc.add_BridgeServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         address = f"unix:{path}"
         if server.add_insecure_port(address) == 0:
@@ -300,10 +308,12 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         store: Callable[[], SessionStoreRef],
         tools: HostTools,
         may_touch: MayTouch | None = None,
+        followers: _Followers | None = None,
     ) -> None:
         self._store = store
         self._tools = tools
         self._may_touch = may_touch
+        self._followers = followers
 
     def _refused(self, context: Any, session_id: str) -> bridge_pb2.BridgeFailure | None:
         """Why the calling worker may not touch ``session_id``; None if it may.
@@ -363,6 +373,10 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         try:
             variables = self._sessions.variables(request.session_id)
             names = None if request.all else list(request.names)
+            if names is not None and self._followers is not None:
+                # What the worker caches: another process's writes must reach its page.
+                backend, _ = await variables._backend()
+                await self._followers.follow(backend, request.session_id)
             records = await variables._records(names)
             return bridge_pb2.GetVariablesReply(variables=[_wire(r) for r in records.values()])
         except _EXPECTED as exc:
@@ -570,6 +584,21 @@ class Bridge(GenServer[Any, Any, BridgeArgs]):
     restart (after a crash, or a kill) serves again at the same address.
     """
 
+    _tg: TaskGroup
+
+    def lifespan(self) -> AbstractAsyncContextManager[object]:
+        """Hold the task group of the followed sessions' watches."""
+        return self._helpers()
+
+    @contextlib.asynccontextmanager
+    async def _helpers(self) -> AsyncIterator[None]:
+        async with unwrapped_task_group() as tg:
+            self._tg = tg
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
     async def init(self, arg: Any) -> BridgeArgs:
         """Stop what a killed predecessor left, then serve."""
         if not isinstance(arg, BridgeArgs):
@@ -582,6 +611,7 @@ class Bridge(GenServer[Any, Any, BridgeArgs]):
             secret=arg.secret,
             max_message_bytes=arg.max_message_bytes,
             may_touch=arg.may_touch,
+            followers=_Followers(self._tg, lambda: arg.page),
         )
         arg.serving = serving  # before any await: a cancel from here on leaves it to stop()
         return arg

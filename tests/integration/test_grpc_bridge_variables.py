@@ -189,3 +189,25 @@ async def test_a_tool_watches_what_the_host_writes(pool: Pool) -> None:
             await s.variables.set("x", 1)
             await s.variables.set("x", 2)
         assert seen == [[["x", 0, 1, 2, "host"], ["x", 1, 2, 3, "host"]]]
+
+
+async def test_a_write_by_another_store_of_the_backend_reaches_the_workers_caches() -> None:
+    # Another process's write (a pool on another host, with Redis) does not go
+    # through this pool: the bridge follows the session through the backend.
+    from snakepit.session import MemoryBackend, SessionStore, SessionStoreConfig
+
+    backend = MemoryBackend()
+    config = SessionStoreConfig(backend=backend)
+    async with (
+        Pool(VARIABLES, size=1, cwd=ROOT, sessions=config) as pool,
+        SessionStore.running(SessionStoreConfig(backend=backend)) as other,
+        pool.session() as s,
+    ):
+        await s.variables.register("x", "integer", 1)
+
+        async def host_sets(name: str) -> None:
+            await other.variables(s.session_id).set(name, 2)  # not through the pool
+            await anyio.wait_all_tasks_blocked()  # its change has reached the bridge
+
+        pool.register_host_tool(host_sets)
+        assert await s.execute("read_around_host", {"name": "x"}) == [1, 1, 2]
