@@ -12,6 +12,12 @@ never trusted), and :class:`HostTools` holds the functions tools may call
 (``pool.register_host_tool``). What a caller can act on (an unknown session
 or variable, a value that breaks its spec, a host tool that is missing or
 raised) comes back as a ``BridgeFailure`` in the reply; the server goes on.
+
+Next to the gRPC socket, at :func:`~snakepit._wire._address.frames_path` of
+its path, the same unary calls are served as length-prefixed frames (the
+framed lane, :mod:`snakepit.pool._bridge_lane`: a fraction of a gRPC call's
+cost), by the same handlers; workers use it for every unary call, and gRPC
+for watches.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import contextlib
 import functools
+import hmac
 import inspect
 import json
 import logging
@@ -32,6 +39,7 @@ from typing import Any
 import anyio
 import grpc
 
+from snakepit._wire._address import frames_path
 from snakepit._wire._auth import metadata_has_token
 from snakepit._wire._bridge import (
     AUTH_KEY,
@@ -55,6 +63,8 @@ from snakepit.errors import (
 )
 from snakepit.otp import ExitReason, GenServer
 from snakepit.session import SessionStoreRef, VariableRecord, VariableSpec
+
+from ._bridge_lane import Handler, LaneServer
 
 __all__ = ("Bridge", "BridgeArgs", "BridgeServer", "HostTools")
 
@@ -139,10 +149,13 @@ class BridgeServer:
     Start with :meth:`start`, stop with :meth:`aclose`.
     """
 
-    def __init__(self, server: grpc.aio.Server, address: str) -> None:
+    def __init__(self, server: grpc.aio.Server, address: str, lane: LaneServer) -> None:
         self._server = server
+        self._lane = lane
         #: Where it listens (``unix:PATH``).
         self.address = address
+        #: Where it serves the framed lane (``unix:PATH.frames``).
+        self.lane_address = f"unix:{lane.path}"
 
     @classmethod
     async def start(
@@ -154,7 +167,7 @@ class BridgeServer:
         secret: bytes,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
     ) -> BridgeServer:
-        """Serve on the unix socket ``path`` (it must not exist).
+        """Serve on the unix socket ``path`` (it must not exist), and the lane next to it.
 
         :param max_message_bytes: the largest request or reply (a host tool's
             arguments and result, a variable's value), as the pool's calls'.
@@ -172,16 +185,46 @@ class BridgeServer:
         address = f"unix:{path}"
         if server.add_insecure_port(address) == 0:
             raise OSError(f"cannot listen on {address}")
+        handlers: dict[str, Handler] = {
+            "register_variable": service.RegisterVariable,
+            "get_variables": service.GetVariables,
+            "set_variables": service.SetVariables,
+            "delete_variable": service.DeleteVariable,
+            "call_host_tool": service.CallHostTool,
+        }
         # Shielded: grpc's start cancelled half-way breaks its server (its
-        # serving task then fails with InvalidStateError, and so does stop).
+        # serving task then fails with InvalidStateError, and so does stop);
+        # the lane's, a listening socket nobody would close.
         with anyio.CancelScope(shield=True):
             await server.start()
-        return cls(server, address)
+            try:
+                lane = await LaneServer.start(
+                    frames_path(path),
+                    handlers,
+                    authorize=functools.partial(_authorized, secret),
+                    max_message_bytes=max_message_bytes,
+                )
+            except BaseException:
+                await server.stop(0)
+                raise
+        return cls(server, address, lane)
 
     async def aclose(self, grace: float = 1.0) -> None:
-        """Stop serving: calls in flight get ``grace`` seconds; watches end (shielded)."""
+        """Stop serving (shielded).
+
+        gRPC calls in flight get ``grace`` seconds and watches end; the lane's
+        connections close at once, their calls cancelled.
+        """
         with anyio.CancelScope(shield=True):
+            await self._lane.aclose()
             await self._server.stop(grace)
+
+
+def _authorized(secret: bytes, worker_id: str, token: str) -> bool:
+    """Whether ``token`` is the worker ``worker_id``'s (a lane's hello; constant-time compare)."""
+    if not worker_id or len(worker_id) > MAX_SOURCE or not token.isascii():
+        return False
+    return hmac.compare_digest(token, worker_token(secret, worker_id))
 
 
 class _Auth(grpc.aio.ServerInterceptor):
@@ -441,7 +484,8 @@ def _constraints(spec: VariableSpec) -> dict[str, Any]:
 class BridgeArgs:
     """What a pool's :class:`Bridge` serves, kept across the restarts of the server."""
 
-    #: The unix socket's path (in the pool's run directory).
+    #: The gRPC unix socket's path (in the pool's run directory); the lane's
+    #: is next to it (``frames_path(path)``).
     path: str
     #: The running session store (the pool's tree's).
     store: Callable[[], SessionStoreRef]
@@ -455,12 +499,13 @@ class BridgeArgs:
     serving: BridgeServer | None = None
 
     async def stop(self) -> None:
-        """Stop the gRPC server if one serves, and remove the socket."""
+        """Stop the server if one serves, and remove its sockets (gRPC's and the lane's)."""
         serving, self.serving = self.serving, None
         if serving is not None:
             await serving.aclose(grace=0)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        for path in (self.path, frames_path(self.path)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 class Bridge(GenServer[Any, Any, BridgeArgs]):
