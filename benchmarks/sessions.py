@@ -26,10 +26,14 @@ A second table: a session's variables from the host (``s.variables``): p50 of
 sequential ``get`` and ``set`` of an integer variable, and ``update`` (a
 compare-and-set, retried when another write came first) per second with 64
 tasks incrementing that one variable at once. From inside a tool through the
-bridge: not measured yet (``ctx.session.variables`` is not built). A third
-number: p50 of a call whose tool calls a host tool (``ctx.call_host`` of a
-host function that returns at once, through the pool's bridge): next to the
-p50 of a plain call, what the bridge's round trip adds.
+bridge: the third table. A third table: p50 of a call whose tool calls a
+host tool (``ctx.call_host`` of a host function that returns at once, through
+the pool's bridge: its framed lane), a sync one (the host runs it in a thread)
+and an async one, and of a call whose tool sets a variable of its session
+through the bridge (``bridge_set``: one ``SetVariablesRequest``, until
+``ctx.session.variables`` wraps it); next to the p50 of a plain call (pinned
+to the same session for the set), measured in alternating blocks: what the
+bridge's round trip adds.
 
 Each repetition runs every backend in its own ``asyncio.run`` with a pool of
 its own (created, warmed up, measured, closed); the median over repetitions
@@ -67,7 +71,9 @@ from typing import Any
 from _report import fmt, ratio, verdict, versions
 
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTER = "snakepit.testing.adapters:HostCaller"  # Echo, plus a tool that calls the host
+BENCHMARKS = ROOT / "benchmarks"
+# Echo, plus tools that call the host (benchmarks/_bridge_tools.py: the pool's cwd is here).
+ADAPTER = "_bridge_tools:BridgeCaller"
 WORKERS = 2
 INFLIGHT = 64
 #: Calls per block of the alternating latency measurement.
@@ -88,6 +94,10 @@ METRICS = (
     "var_set_p50_us",
     "var_update64_per_s",
     "call_host_p50_us",
+    "call_host_async_p50_us",
+    "plain_p50_us",
+    "bridge_set_p50_us",
+    "pinned_plain_p50_us",
 )
 
 Opts = dict[str, Any]
@@ -167,7 +177,12 @@ async def open_pool(backend: str, redis_url: str | None) -> AsyncIterator[Any]:
 
     async with (
         session_backend(backend, redis_url) as store,
-        Pool(ADAPTER, size=WORKERS, sessions=SessionStoreConfig(backend=store)) as pool,
+        Pool(
+            ADAPTER,
+            size=WORKERS,
+            sessions=SessionStoreConfig(backend=store),
+            cwd=BENCHMARKS,
+        ) as pool,
     ):
         yield pool
 
@@ -251,17 +266,55 @@ async def measure_variables(pool: Any, opts: Opts) -> tuple[float | None, ...]:
     return statistics.median(gets) / 1e3, statistics.median(sets) / 1e3, per_s
 
 
-async def measure_call_host(pool: Any, opts: Opts) -> float:
-    """p50 µs of a call whose async tool calls a host tool that returns at once."""
-    if "ping" not in pool._host_tools.names():
-        pool.register_host_tool(lambda: None, name="ping")
+async def measure_alternating(calls: Sequence[Call], n: int) -> list[float]:
+    """``n`` sequential calls of each, in blocks of BLOCK taking turns; the p50 of each in µs."""
     clock = time.perf_counter_ns
-    samples: list[int] = []
-    for _ in range(opts["latency_calls"]):
-        t0 = clock()
-        await pool.execute("call_host", {"name": "ping"})
-        samples.append(clock() - t0)
-    return statistics.median(samples) / 1e3
+    samples: list[list[int]] = [[] for _ in calls]
+    block = 0
+    while len(samples[-1]) < n:
+        order = range(len(calls)) if block % 2 == 0 else reversed(range(len(calls)))
+        for i in order:
+            call, out = calls[i], samples[i]
+            for _ in range(min(BLOCK, n - len(out))):
+                t0 = clock()
+                await call()
+                out.append(clock() - t0)
+        block += 1
+    return [statistics.median(s) / 1e3 for s in samples]
+
+
+async def measure_call_host(pool: Any, opts: Opts) -> tuple[float | None, ...]:
+    """p50 µs of a call whose async tool calls a host tool that returns at once (a sync
+    one, an async one), of a plain call, of a call whose tool sets a variable through
+    the bridge and of a plain call pinned to that variable's session."""
+    if "ping" not in pool._host_tools.names():
+
+        async def aping() -> None:
+            return None
+
+        pool.register_host_tool(lambda: None, name="ping")
+        pool.register_host_tool(aping)
+    n = opts["latency_calls"]
+    plain = functools.partial(pool.execute, "noop")
+    sync = functools.partial(pool.execute, "call_host", {"name": "ping"})
+    async_ = functools.partial(pool.execute, "call_host", {"name": "aping"})
+    for call in (plain, sync, async_):
+        for _ in range(opts["warmup_calls"]):
+            await call()
+    with_host, with_async, plain_p50 = await measure_alternating([sync, async_, plain], n)
+    from snakepit.session import VariableBackend
+
+    if not isinstance(pool.sessions._store_config().backend, VariableBackend):
+        return with_host, with_async, plain_p50, None, None
+    async with pool.session(affinity="hint") as s:
+        await s.variables.register("x", "integer", 0)
+        bridge_set = functools.partial(s.execute, "bridge_set", {"name": "x", "value": 1})
+        pinned = functools.partial(s.execute, "noop")
+        for call in (bridge_set, pinned):
+            for _ in range(opts["warmup_calls"]):
+                await call()
+        set_p50, pinned_p50 = await measure_alternating([bridge_set, pinned], n)
+    return with_host, with_async, plain_p50, set_p50, pinned_p50
 
 
 async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bool = True) -> None:
@@ -305,7 +358,7 @@ async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bo
         gc.collect()
         var_get, var_set, var_update = await measure_variables(pool, opts)
         gc.collect()
-        call_host_p50 = await measure_call_host(pool, opts)
+        bridge = await measure_call_host(pool, opts)
         if pool.stats().sessions != 0:
             raise RuntimeError(f"{row.backend}: {pool.stats().sessions} sessions left")
     if record:
@@ -318,7 +371,7 @@ async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bo
             var_get,
             var_set,
             var_update,
-            call_host_p50,
+            *bridge,
         )
         for metric, value in zip(METRICS, values, strict=True):
             if value is not None:
@@ -475,16 +528,27 @@ def report(rows: list[Row], skipped: list[str], opts: Opts) -> dict[str, Any]:
             f"| {fmt(r['var_update64_per_s'], ',.0f', 0)} |"
         )
     print()
-    print("A tool calling the host (ctx.call_host of a host function that returns at once):")
+    print(
+        "A tool calling the host through the bridge: ctx.call_host of a host function that"
+        " returns at once (sync: run in a thread; async), and a variable set (bridge_set);"
+        " p50 µs, alternating blocks; the ratios to a plain call (the set's: to a plain call"
+        " pinned to the same session)"
+    )
     print()
-    print("| backend | call p50 µs | call with call_host p50 µs | ratio |")
-    print("|---|--:|--:|--:|")
+    print(
+        "| backend | call | call_host sync | ratio | call_host async | ratio "
+        "| pinned call | bridge set | ratio |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in results:
-        with_bridge = r["call_host_p50_us"]
-        plain = r["unpinned_p50_us"]
+        plain = r["plain_p50_us"]
+        sync, async_ = r["call_host_p50_us"], r["call_host_async_p50_us"]
+        pinned, set_ = r["pinned_plain_p50_us"], r["bridge_set_p50_us"]
         print(
-            f"| {r['backend']} | {fmt(plain, ',.0f', 0)} | {fmt(with_bridge, ',.0f', 0)} "
-            f"| {fmt(ratio(with_bridge, plain), '.2f', 0)}x |"
+            f"| {r['backend']} | {fmt(plain, ',.0f', 0)} | {fmt(sync, ',.0f', 0)} "
+            f"| {fmt(ratio(sync, plain), '.2f', 0)}x | {fmt(async_, ',.0f', 0)} "
+            f"| {fmt(ratio(async_, plain), '.2f', 0)}x | {fmt(pinned, ',.0f', 0)} "
+            f"| {fmt(set_, ',.0f', 0)} | {fmt(ratio(set_, pinned), '.2f', 0)}x |"
         )
     for line in skipped:
         print(f"\nskipped: {line}")

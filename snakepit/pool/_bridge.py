@@ -84,6 +84,8 @@ class HostTools:
 
     def __init__(self) -> None:
         self._tools: dict[str, HostTool] = {}
+        # Whether each takes the caller's session id (its signature, read once).
+        self._takes_session: dict[str, bool] = {}
 
     def register(self, fn: HostTool, *, name: str | None = None) -> str:
         """Add ``fn`` under ``name`` (default: its ``__name__``); return the name.
@@ -102,6 +104,7 @@ class HostTools:
         if name in self._tools:
             raise ConfigError("name", f"a host tool {name!r} is registered already")
         self._tools[name] = fn
+        self._takes_session[name] = "session_id" in _parameters(fn)
         return name
 
     def names(self) -> list[str]:
@@ -126,7 +129,7 @@ class HostTools:
             raise LookupError(name)
         kwargs = dict(args)
         kwargs.pop("session_id", None)  # the caller's session, not what its args claim
-        if "session_id" in _parameters(fn):
+        if self._takes_session.get(name, False):
             kwargs["session_id"] = session_id
         if inspect.iscoroutinefunction(fn):
             return await fn(**kwargs)
@@ -152,6 +155,7 @@ class BridgeServer:
     def __init__(self, server: grpc.aio.Server, address: str, lane: LaneServer) -> None:
         self._server = server
         self._lane = lane
+        self._stopped = False
         #: Where it listens (``unix:PATH``).
         self.address = address
         #: Where it serves the framed lane (``unix:PATH.frames``).
@@ -213,8 +217,12 @@ class BridgeServer:
         """Stop serving (shielded).
 
         gRPC calls in flight get ``grace`` seconds and watches end; the lane's
-        connections close at once, their calls cancelled.
+        connections close at once, their calls cancelled. Once is enough
+        (a second stop returns at once: grpc's would wait for ever).
         """
+        if self._stopped:
+            return
+        self._stopped = True
         with anyio.CancelScope(shield=True):
             await self._lane.aclose()
             await self._server.stop(grace)

@@ -13,6 +13,8 @@ hello, or a token that is not that worker's, is answered ``refused``
 (``PERMISSION_DENIED``) and closed. Then each request runs in a task of its
 own (a slow host tool does not hold up a read), and its reply goes back with
 the request's id whenever it is ready; a ``cancel`` stops the call it names.
+A connection is an ``asyncio.Protocol``: its frames are cut out as they
+arrive and their calls' tasks started there, without a reader task between.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from google.protobuf.message import DecodeError
-
 from snakepit._wire._bridge import SOURCE_KEY
-from snakepit._wire._frames import FrameError, read_frame, write_nowait
+from snakepit._wire._frames import FrameError, FrameProtocol, FrameSplitter
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2
 
 __all__ = ("LaneContext", "LaneServer")
@@ -36,9 +37,6 @@ logger = logging.getLogger("snakepit.bridge")
 
 #: A call's handler: the gRPC service's method (its request, a context) -> its reply.
 Handler = Callable[[Any, Any], Awaitable[Any]]
-
-#: Bytes a connection's reader buffers before it waits (a larger frame is still read whole).
-READ_BUFFER: Final = 1024 * 1024
 
 # The gRPC status names a `refused` reply's error_type carries.
 PERMISSION_DENIED: Final = "PERMISSION_DENIED"
@@ -89,9 +87,10 @@ class LaneServer:
         self._handlers = dict(handlers)
         self._authorize = authorize
         self._limit = max_message_bytes
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._closing = False
+        self._listening: socket.socket | None = None
+        self._accepting: set[asyncio.Task[None]] = set()  # sockets becoming connections
+        self._connections: set[_Connection] = set()
+        self._loop = asyncio.get_running_loop()
 
     @classmethod
     async def start(
@@ -112,110 +111,163 @@ class LaneServer:
         :raises OSError: the socket cannot be bound.
         """
         lane = cls(path, handlers, authorize, max_message_bytes)
-        lane._server = await asyncio.start_unix_server(lane._accept, path=path, limit=READ_BUFFER)
+        # Accepted by hand, not by an asyncio.Server: closing one (3.11) while a
+        # socket it accepted is still becoming a transport leaves that socket
+        # open and unanswered (the transport's creation fails, silently).
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listening.bind(path)
+            listening.listen(128)
+            listening.setblocking(False)
+        except BaseException:
+            listening.close()
+            raise
+        lane._listening = listening
+        lane._loop.add_reader(listening.fileno(), lane._accept)
         return lane
+
+    def _accept(self) -> None:
+        listening = self._listening
+        while listening is not None:
+            try:
+                conn, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, say: the next ones may pass
+                logger.warning("the bridge lane could not accept a connection: %s", exc)
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self._connect(conn))
+            self._accepting.add(task)
+            task.add_done_callback(self._accepting.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(lambda: _Connection(self), conn)
+        except Exception as exc:  # pragma: no cover - the socket broke at once
+            conn.close()
+            logger.warning("the bridge lane could not open a connection: %s", exc)
+
+    @property
+    def connections(self) -> int:
+        """How many connections are open."""
+        return len(self._connections)
 
     async def aclose(self) -> None:
         """Stop serving: no new connections, the open ones closed, their calls cancelled."""
-        self._closing = True
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        connections = list(self._connections)
-        for task in connections:
-            task.cancel()
-        if connections:
-            await asyncio.gather(*connections, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if self._closing:
-            writer.close()
+        listening, self._listening = self._listening, None
+        if listening is None:
             return
-        self._connections.add(task)
-        try:
-            await _Connection(self, reader, writer).serve()
-        except asyncio.CancelledError:
-            # aclose() ended it (or the loop is ending): its calls were cancelled and its
-            # socket closed. Not re-raised: asyncio 3.11's done callback of a connection's
-            # task calls task.exception(), which raises (and is logged) for a cancelled one.
-            pass
-        finally:
-            self._connections.discard(task)
+        self._loop.remove_reader(listening.fileno())
+        listening.close()
+        if self._accepting:  # each ends as soon as its connection is made
+            await asyncio.gather(*self._accepting, return_exceptions=True)
+        waits: list[asyncio.Future[None]] = []
+        for connection in list(self._connections):
+            waits += connection.close(abort=True)
+            waits.append(connection.lost)
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
-class _Connection:
+class _Connection(FrameProtocol):
     """One worker's connection: its hello, then its calls, each in a task."""
 
-    def __init__(
-        self, lane: LaneServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, lane: LaneServer) -> None:
+        super().__init__()
         self._lane = lane
-        self._reader = reader
-        self._writer = writer
+        self._frames = FrameSplitter(bridge_pb2.BridgeRequest, lane._limit)
+        self._context: LaneContext | None = None  # set by a good hello
         self._calls: dict[int, asyncio.Task[None]] = {}  # by request id
+        self._loop = asyncio.get_running_loop()
+        #: Done once the socket is closed.
+        self.lost: asyncio.Future[None] = self._loop.create_future()
 
-    async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        handlers, limit = self._lane._handlers, self._lane._limit
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Count it among the lane's (a lane that stops closes them all)."""
+        super().connection_made(transport)
+        self._lane._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Its calls are no one's now: cancelled."""
+        super().connection_lost(exc)
+        self.close()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def close(self, *, abort: bool = False) -> list[asyncio.Task[None]]:
+        """Close the socket and cancel the calls running; those calls' tasks.
+
+        With ``abort``, what is still to send is dropped (the lane stops).
+        """
+        self._lane._connections.discard(self)
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        calls = list(self._calls.values())
+        self._calls.clear()
+        for call in calls:
+            call.cancel()
+        return calls
+
+    def data_received(self, data: bytes) -> None:
+        """Start the calls of the frames ``data`` completes."""
         try:
-            context = await self._hello()
-            if context is None:
-                return
-            while True:
-                request = await read_frame(self._reader, bridge_pb2.BridgeRequest, limit)
-                if request is None:
-                    return  # the worker closed its side: its calls are no one's now
-                rid = request.id
-                kind = request.WhichOneof("call")
-                if kind == "cancel":
-                    call = self._calls.pop(rid, None)
-                    if call is not None:
-                        call.cancel()
-                    continue
-                handler = handlers.get(kind) if kind is not None else None
-                if handler is None or rid in self._calls:
-                    why = f"no call of kind {kind!r}" if handler is None else f"id {rid} is taken"
-                    self._send(_refused(rid, INVALID_ARGUMENT, why))
-                    continue
-                task = loop.create_task(self._run(rid, kind, handler, request, context))
-                self._calls[rid] = task
-                task.add_done_callback(_forget(self._calls, rid))
-        except (FrameError, DecodeError, OSError) as exc:
+            requests = self._frames.feed(data)
+        except FrameError as exc:
             logger.warning("closed a bridge lane connection: %s", exc)
-        finally:
-            calls = list(self._calls.values())
-            self._calls.clear()
-            for call in calls:
-                call.cancel()
-            self._writer.close()
-            if calls:
-                await asyncio.gather(*calls, return_exceptions=True)
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
+            self.close()
+            return
+        for request in requests:
+            if self._context is None:
+                if not self._hello(request):
+                    return
+            else:
+                self._start(request)
 
-    async def _hello(self) -> LaneContext | None:
-        """The context of the worker the first frame names; None once it is refused."""
-        request = await read_frame(self._reader, bridge_pb2.BridgeRequest, self._lane._limit)
-        if request is None:
-            return None
+    def eof_received(self) -> bool:
+        """The worker closed its side: so does the host (its calls are cancelled)."""
+        return False
+
+    def _hello(self, request: bridge_pb2.BridgeRequest) -> bool:
+        """Take the first frame: True if it is a hello of a worker with its token."""
         if request.WhichOneof("call") == "hello":
             hello = request.hello
             if self._lane._authorize(hello.worker_id, hello.token):
-                return LaneContext(hello.worker_id)
+                self._context = LaneContext(hello.worker_id)
+                return True
             why = f"a wrong token for worker {hello.worker_id!r}"
         else:
             why = "no hello"
         logger.warning("refused a bridge lane connection: %s", why)
-        self._send(
+        self.send(
             _refused(request.id, PERMISSION_DENIED, f"a worker's bridge token is needed ({why})")
         )
-        return None
+        self.close()
+        return False
+
+    def _start(self, request: bridge_pb2.BridgeRequest) -> None:
+        rid = request.id
+        kind = request.WhichOneof("call")
+        if kind == "cancel":
+            call = self._calls.pop(rid, None)
+            if call is not None:
+                call.cancel()
+            return
+        handler = self._lane._handlers.get(kind) if kind is not None else None
+        if handler is None or rid in self._calls:
+            why = f"no call of kind {kind!r}" if handler is None else f"id {rid} is taken"
+            self.send(_refused(rid, INVALID_ARGUMENT, why))
+            return
+        assert kind is not None
+        assert self._context is not None
+        task = self._loop.create_task(self._run(rid, kind, handler, request, self._context))
+        self._calls[rid] = task
+        task.add_done_callback(_forget(self._calls, rid))
 
     async def _run(
         self,
@@ -241,15 +293,8 @@ class _Connection:
             reply = _refused(rid, INTERNAL, f"the bridge failed on the call: {type(exc).__name__}")
         if self._calls.get(rid) is not asyncio.current_task():
             return  # cancelled by the worker meanwhile: it waits for no reply
-        if not self._send(reply):
-            with contextlib.suppress(OSError):  # the connection broke: the reader ends
-                await self._writer.drain()
-
-    def _send(self, reply: bridge_pb2.BridgeReply) -> bool:
-        """Buffer ``reply``; False once over the high-water mark (the caller drains)."""
-        if self._writer.is_closing():
-            return True
-        return write_nowait(self._writer, reply)
+        if not self.send(reply):
+            await self.drain()
 
 
 def _forget(calls: dict[int, asyncio.Task[None]], rid: int) -> Callable[[asyncio.Task[None]], None]:

@@ -28,11 +28,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from snakepit._wire._address import frames_path, unix_path
 from snakepit._wire._bridge import AUTH_KEY, DEFAULT_MAX_MESSAGE, SOURCE_KEY, message_limits
-from snakepit._wire._frames import FrameError, read_frame, write_nowait
+from snakepit._wire._frames import FrameError, FrameProtocol, FrameSplitter
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2, bridge_pb2_grpc
 from snakepit.errors import (
     ArgumentTypeError,
@@ -46,81 +45,87 @@ __all__ = ("HostBridge",)
 
 Kind = bridge_pb2.BridgeFailure.Kind
 
-#: Bytes the lane's reader buffers before it waits (a larger frame is still read whole).
-READ_BUFFER: Final = 1024 * 1024
 #: What a call waiting when the worker stops is told.
 _STOPPED: Final = "the worker stopped during the call to the host"
 
 
-class _Lane:
-    """One connection of the framed lane: the calls waiting on it, and its reader task."""
+class _Lane(FrameProtocol):
+    """One connection of the framed lane: the calls waiting on it, their replies as they come.
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        limit: int,
-        address: str,
-    ) -> None:
-        self.writer = writer
+    An ``asyncio.Protocol``: a reply is matched to its call where its bytes
+    arrive (the call's future resolved there), without a reader task between.
+    """
+
+    def __init__(self, limit: int, address: str) -> None:
+        super().__init__()
+        self._frames = FrameSplitter(bridge_pb2.BridgeReply, limit)
+        self._address = address
         self.pending: dict[int, asyncio.Future[bridge_pb2.BridgeReply]] = {}
         #: Why it ended (None while it is up).
         self.lost: str | None = None
-        self._address = address
-        self.reader = asyncio.get_running_loop().create_task(self._read(reader, limit))
-
-    async def _read(self, reader: asyncio.StreamReader, limit: int) -> None:
-        why = f"the bridge at {self._address} closed the connection (the host is gone or stopping)"
-        try:
-            while True:
-                reply = await read_frame(reader, bridge_pb2.BridgeReply, limit)
-                if reply is None:
-                    break
-                if reply.WhichOneof("reply") == "refused" and (
-                    reply.refused.error_type == "PERMISSION_DENIED"
-                ):
-                    refused = reply.refused.message
-                    why = f"the bridge at {self._address} refused this worker: {refused}"
-                future = self.pending.pop(reply.id, None)
-                if future is not None and not future.done():
-                    future.set_result(reply)
-        except (FrameError, DecodeError, OSError) as exc:
-            why = f"the connection to the bridge at {self._address} broke: {exc}"
-        finally:
-            self.end(why)
-
-    def end(self, why: str) -> None:
-        """Close the connection; every call waiting on it fails with BridgeUnavailable(why)."""
-        if self.lost is None:
-            self.lost = why
-        self.writer.close()
-        pending = list(self.pending.values())
-        self.pending.clear()
-        for future in pending:
-            if not future.done():
-                future.set_exception(BridgeUnavailable(self.lost))
+        #: Done once the socket is closed.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._refused: str | None = None
 
     @property
     def up(self) -> bool:
         """True until the connection ends."""
         return self.lost is None
 
-    def send(self, request: bridge_pb2.BridgeRequest) -> bool:
-        """Buffer ``request``; False once over the high-water mark (the caller drains)."""
-        return write_nowait(self.writer, request)
+    def data_received(self, data: bytes) -> None:
+        """Hand the replies ``data`` completes to their calls."""
+        try:
+            replies = self._frames.feed(data)
+        except FrameError as exc:
+            self.end(f"the connection to the bridge at {self._address} broke: {exc}")
+            return
+        pending = self.pending
+        for reply in replies:
+            future = pending.pop(reply.id, None)
+            if reply.WhichOneof("reply") == "refused":
+                refused = reply.refused
+                if refused.error_type == "PERMISSION_DENIED":
+                    self._refused = refused.message
+            if future is not None and not future.done():
+                future.set_result(reply)
 
-    async def drain(self) -> None:
-        """Wait until the buffer is below the low-water mark (or the connection broke)."""
-        with contextlib.suppress(OSError):  # then the reader fails the calls
-            await self.writer.drain()
+    def eof_received(self) -> bool:
+        """The host closed its side: so does the worker."""
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail the calls still waiting."""
+        super().connection_lost(exc)
+        if self._refused is not None:
+            why = f"the bridge at {self._address} refused this worker: {self._refused}"
+        elif exc is not None:
+            why = f"the connection to the bridge at {self._address} broke: {exc}"
+        else:
+            why = (
+                f"the bridge at {self._address} closed the connection"
+                " (the host is gone or stopping)"
+            )
+        self.end(why)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def end(self, why: str) -> None:
+        """Close the connection; every call waiting on it fails with BridgeUnavailable(why)."""
+        if self.lost is None:
+            self.lost = why
+        if self.transport is not None:
+            self.transport.abort()
+        pending = list(self.pending.values())
+        self.pending.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(BridgeUnavailable(self.lost))
 
     async def aclose(self, why: str) -> None:
-        """End it (see :meth:`end`) and wait for its reader and its socket to close."""
+        """End it (see :meth:`end`) and wait until its socket is closed."""
         self.end(why)
-        self.reader.cancel()
-        await asyncio.gather(self.reader, return_exceptions=True)
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
+        if self.transport is not None:
+            await self.closed
 
 
 class HostBridge:
@@ -181,13 +186,13 @@ class HostBridge:
             path = None if self.lane_address is None else unix_path(self.lane_address)
             if path is None:
                 raise BridgeUnavailable(f"the bridge at {self.address} is not a unix socket")
+            lane = _Lane(self._max, self.lane_address or "")
             try:
-                reader, writer = await asyncio.open_unix_connection(path, limit=READ_BUFFER)
+                await asyncio.get_running_loop().create_unix_connection(lambda: lane, path)
             except OSError as exc:
                 raise BridgeUnavailable(
                     f"cannot reach the bridge at {self.lane_address}: {exc}"
                 ) from exc
-            lane = _Lane(reader, writer, self._max, self.lane_address or "")
             if self.closed:  # aclose() ran while it connected
                 await lane.aclose(_STOPPED)
                 raise BridgeUnavailable(_STOPPED)
