@@ -152,14 +152,14 @@ class BridgeServer:
     Start with :meth:`start`, stop with :meth:`aclose`.
     """
 
-    def __init__(self, server: grpc.aio.Server, address: str, lane: LaneServer) -> None:
+    def __init__(self, server: grpc.aio.Server, address: str, _lane: LaneServer) -> None:
         self._server = server
-        self._lane = lane
+        self._lane = _lane
         self._stopped = False
         #: Where it listens (``unix:PATH``).
         self.address = address
         #: Where it serves the framed lane (``unix:PATH.frames``).
-        self.lane_address = f"unix:{lane.path}"
+        self.lane_address = f"unix:{_lane.path}"
 
     @classmethod
     async def start(

@@ -31,8 +31,6 @@ from snakepit._wire._bridge import SOURCE_KEY
 from snakepit._wire._frames import FrameError, FrameProtocol, FrameSplitter
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2
 
-__all__ = ("LaneContext", "LaneServer")
-
 logger = logging.getLogger("snakepit.bridge")
 
 #: A call's handler: the gRPC service's method (its request, a context) -> its reply.

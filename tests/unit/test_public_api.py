@@ -303,10 +303,24 @@ def _signatures(name: str, obj: object) -> list[tuple[str, object, object]]:
     return found
 
 
+#: Public methods that take and return the bridge's messages by design: the worker's
+#: bridge client's wire calls, which the tools' session variables wrap (users call those).
+WIRE_METHODS = frozenset(
+    f"snakepit.worker.HostBridge.{name}"
+    for name in (
+        "register_variable",
+        "get_variables",
+        "set_variables",
+        "delete_variable",
+        "watch_variables",
+    )
+)
+
+
 def test_no_public_signature_names_a_private_or_generated_type() -> None:
     # A user can name, import and document every type a public function or
     # method takes or returns: none lives only in a private module, none is a
-    # generated protobuf message.
+    # generated protobuf message (but WIRE_METHODS' messages).
     import typing
 
     packages = [importlib.import_module(name) for name in TYPED_PACKAGES]
@@ -334,6 +348,8 @@ def test_no_public_signature_names_a_private_or_generated_type() -> None:
                         private = module.startswith("snakepit") and any(
                             part.startswith("_") for part in module.split(".")[1:]
                         )
+                        if generated and qualname in WIRE_METHODS:
+                            continue
                         if generated or (private and id(cls) not in public):
                             problems.add(f"{qualname} ({where}): {module}.{cls.__qualname__}")
     assert sorted(problems) == [], "\n".join(sorted(problems))

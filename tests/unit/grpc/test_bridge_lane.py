@@ -372,23 +372,34 @@ class TestTransportTrouble:
 
 class TestStop:
     async def test_nothing_is_left_after_a_stop(self, lane: Lane) -> None:
-        entered = asyncio.Event()
+        entered: list[str] = []
+        both = asyncio.Event()
 
-        async def hangs() -> None:
-            entered.set()
+        async def hangs(session_id: str) -> None:
+            entered.append(session_id)
+            if len(entered) == 2:
+                both.set()
             await asyncio.Event().wait()  # never set
 
         lane.tools.register(hangs)
         before = asyncio.all_tasks()
         clients = [lane.client(f"w{i}") for i in range(2)]
         calls = [
-            asyncio.get_running_loop().create_task(c.call_host("hangs", {}, "")) for c in clients
+            asyncio.get_running_loop().create_task(c.call_host("hangs", {}, f"s{i}"))
+            for i, c in enumerate(clients)
         ]
-        await entered.wait()
-        assert lane.server._lane.connections == 2
-        reader, writer = await raw(lane)  # a connection that never says hello
+        await both.wait()
+        # And an idle connection (its one call answered).
+        reader, writer = await raw(lane)
+        get = bridge_pb2.GetVariablesRequest(session_id="s")
+        writer.write(
+            pack(hello("w9", worker_token(lane.secret, "w9")))
+            + pack(Request(id=1, get_variables=get))
+        )
+        assert await read_frame(reader, bridge_pb2.BridgeReply, 1 << 20) is not None
+        assert lane.server._lane.connections == 3
         args = BridgeArgs(lane.path, lambda: lane.store, lane.tools, lane.secret)
-        args.serving, lane.server = lane.server, lane.server
+        args.serving = lane.server  # as the pool's Bridge has it
         await args.stop()
         assert not os.path.exists(lane.lane_path)
         assert not os.path.exists(lane.path)
