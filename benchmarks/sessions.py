@@ -26,10 +26,14 @@ A second table: a session's variables from the host (``s.variables``): p50 of
 sequential ``get`` and ``set`` of an integer variable, and ``update`` (a
 compare-and-set, retried when another write came first) per second with 64
 tasks incrementing that one variable at once. From inside a tool through the
-bridge: not measured yet (``ctx.session.variables`` is not built). A third
-number: p50 of a call whose tool calls a host tool (``ctx.call_host`` of a
-host function that returns at once, through the pool's bridge): next to the
-p50 of a plain call, what the bridge's round trip adds.
+bridge: the third table. A third table: p50 of a call whose tool calls a
+host tool (``ctx.call_host`` of a host function that returns at once, through
+the pool's bridge: its framed lane), a sync one (the host runs it in a thread)
+and an async one, and of a call whose tool sets a variable of its session
+through the bridge (``bridge_set``: one ``SetVariablesRequest``, until
+``ctx.session.variables`` wraps it); next to the p50 of a plain call (pinned
+to the same session for the set), measured in alternating blocks: what the
+bridge's round trip adds.
 
 Each repetition runs every backend in its own ``asyncio.run`` with a pool of
 its own (created, warmed up, measured, closed); the median over repetitions
@@ -67,7 +71,9 @@ from typing import Any
 from _report import fmt, ratio, verdict, versions
 
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTER = "snakepit.testing.adapters:HostCaller"  # Echo, plus a tool that calls the host
+BENCHMARKS = ROOT / "benchmarks"
+# Echo, plus tools that call the host (benchmarks/_bridge_tools.py: the pool's cwd is here).
+ADAPTER = "_bridge_tools:BridgeCaller"
 WORKERS = 2
 INFLIGHT = 64
 #: Calls per block of the alternating latency measurement.
@@ -88,7 +94,20 @@ METRICS = (
     "var_set_p50_us",
     "var_update64_per_s",
     "call_host_p50_us",
+    "call_host_async_p50_us",
+    "plain_p50_us",
+    "bridge_set_p50_us",
+    "pinned_plain_p50_us",
+    "tool_cached_read_us",
+    "tool_cached_read_async_us",
+    "tool_cold_read_us",
+    "tool_set_us",
 )
+
+#: A cached read of a variable inside a tool costs at most this (µs).
+TARGET_CACHED_READ_US = 5.0
+#: A variable set inside a tool costs at most this many pool execute round trips.
+TARGET_SET_RATIO = 2.0
 
 Opts = dict[str, Any]
 Call = Callable[[], Awaitable[Any]]
@@ -167,7 +186,12 @@ async def open_pool(backend: str, redis_url: str | None) -> AsyncIterator[Any]:
 
     async with (
         session_backend(backend, redis_url) as store,
-        Pool(ADAPTER, size=WORKERS, sessions=SessionStoreConfig(backend=store)) as pool,
+        Pool(
+            ADAPTER,
+            size=WORKERS,
+            sessions=SessionStoreConfig(backend=store),
+            cwd=BENCHMARKS,
+        ) as pool,
     ):
         yield pool
 
@@ -251,17 +275,77 @@ async def measure_variables(pool: Any, opts: Opts) -> tuple[float | None, ...]:
     return statistics.median(gets) / 1e3, statistics.median(sets) / 1e3, per_s
 
 
-async def measure_call_host(pool: Any, opts: Opts) -> float:
-    """p50 µs of a call whose async tool calls a host tool that returns at once."""
-    if "ping" not in pool._host_tools.names():
-        pool.register_host_tool(lambda: None, name="ping")
+async def measure_alternating(calls: Sequence[Call], n: int) -> list[float]:
+    """``n`` sequential calls of each, in blocks of BLOCK taking turns; the p50 of each in µs."""
     clock = time.perf_counter_ns
-    samples: list[int] = []
-    for _ in range(opts["latency_calls"]):
-        t0 = clock()
-        await pool.execute("call_host", {"name": "ping"})
-        samples.append(clock() - t0)
-    return statistics.median(samples) / 1e3
+    samples: list[list[int]] = [[] for _ in calls]
+    block = 0
+    while len(samples[-1]) < n:
+        order = range(len(calls)) if block % 2 == 0 else reversed(range(len(calls)))
+        for i in order:
+            call, out = calls[i], samples[i]
+            for _ in range(min(BLOCK, n - len(out))):
+                t0 = clock()
+                await call()
+                out.append(clock() - t0)
+        block += 1
+    return [statistics.median(s) / 1e3 for s in samples]
+
+
+async def measure_call_host(pool: Any, opts: Opts) -> tuple[float | None, ...]:
+    """p50 µs of a call whose async tool calls a host tool that returns at once (a sync
+    one, an async one), of a plain call, of a call whose tool sets a variable through
+    the bridge and of a plain call pinned to that variable's session."""
+    if "ping" not in pool._host_tools.names():
+
+        async def aping() -> None:
+            return None
+
+        pool.register_host_tool(lambda: None, name="ping")
+        pool.register_host_tool(aping)
+    n = opts["latency_calls"]
+    plain = functools.partial(pool.execute, "noop")
+    sync = functools.partial(pool.execute, "call_host", {"name": "ping"})
+    async_ = functools.partial(pool.execute, "call_host", {"name": "aping"})
+    for call in (plain, sync, async_):
+        for _ in range(opts["warmup_calls"]):
+            await call()
+    with_host, with_async, plain_p50 = await measure_alternating([sync, async_, plain], n)
+    from snakepit.session import VariableBackend
+
+    if not isinstance(pool.sessions._store_config().backend, VariableBackend):
+        return with_host, with_async, plain_p50, None, None
+    async with pool.session(affinity="hint") as s:
+        await s.variables.register("x", "integer", 0)
+        bridge_set = functools.partial(s.execute, "bridge_set", {"name": "x", "value": 1})
+        pinned = functools.partial(s.execute, "noop")
+        for call in (bridge_set, pinned):
+            for _ in range(opts["warmup_calls"]):
+                await call()
+        set_p50, pinned_p50 = await measure_alternating([bridge_set, pinned], n)
+    return with_host, with_async, plain_p50, set_p50, pinned_p50
+
+
+async def measure_tool_variables(pool: Any, opts: Opts) -> tuple[float, ...]:
+    """µs per operation timed inside a tool (the median of 3 loops each): a cached read
+    from a sync and from an async tool, a read with the cache emptied (a round trip),
+    and a set."""
+    n_cached = 20 * opts["latency_calls"]
+    n_trips = opts["latency_calls"]
+    async with pool.session(affinity="hint") as s:
+        await s.variables.register("y", "integer", 0)
+        found = []
+        for tool, n in (
+            ("time_reads", n_cached),
+            ("time_reads_async", n_cached),
+            ("time_cold_reads", n_trips),
+            ("time_sets", n_trips),
+        ):
+            await s.execute(tool, {"name": "y", "n": 10})  # warm
+            found.append(
+                statistics.median([await s.execute(tool, {"name": "y", "n": n}) for _ in range(3)])
+            )
+    return tuple(found)
 
 
 async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bool = True) -> None:
@@ -305,7 +389,9 @@ async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bo
         gc.collect()
         var_get, var_set, var_update = await measure_variables(pool, opts)
         gc.collect()
-        call_host_p50 = await measure_call_host(pool, opts)
+        bridge = await measure_call_host(pool, opts)
+        gc.collect()
+        in_tool = await measure_tool_variables(pool, opts)
         if pool.stats().sessions != 0:
             raise RuntimeError(f"{row.backend}: {pool.stats().sessions} sessions left")
     if record:
@@ -318,7 +404,8 @@ async def run_backend(row: Row, opts: Opts, redis_url: str | None, *, record: bo
             var_get,
             var_set,
             var_update,
-            call_host_p50,
+            *bridge,
+            *in_tool,
         )
         for metric, value in zip(METRICS, values, strict=True):
             if value is not None:
@@ -475,16 +562,43 @@ def report(rows: list[Row], skipped: list[str], opts: Opts) -> dict[str, Any]:
             f"| {fmt(r['var_update64_per_s'], ',.0f', 0)} |"
         )
     print()
-    print("A tool calling the host (ctx.call_host of a host function that returns at once):")
+    print(
+        "A tool calling the host through the bridge: ctx.call_host of a host function that"
+        " returns at once (sync: run in a thread; async), and a variable set (bridge_set);"
+        " p50 µs, alternating blocks; the ratios to a plain call (the set's: to a plain call"
+        " pinned to the same session)"
+    )
     print()
-    print("| backend | call p50 µs | call with call_host p50 µs | ratio |")
-    print("|---|--:|--:|--:|")
+    print(
+        "| backend | call | call_host sync | ratio | call_host async | ratio "
+        "| pinned call | bridge set | ratio |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in results:
-        with_bridge = r["call_host_p50_us"]
-        plain = r["unpinned_p50_us"]
+        plain = r["plain_p50_us"]
+        sync, async_ = r["call_host_p50_us"], r["call_host_async_p50_us"]
+        pinned, set_ = r["pinned_plain_p50_us"], r["bridge_set_p50_us"]
         print(
-            f"| {r['backend']} | {fmt(plain, ',.0f', 0)} | {fmt(with_bridge, ',.0f', 0)} "
-            f"| {fmt(ratio(with_bridge, plain), '.2f', 0)}x |"
+            f"| {r['backend']} | {fmt(plain, ',.0f', 0)} | {fmt(sync, ',.0f', 0)} "
+            f"| {fmt(ratio(sync, plain), '.2f', 0)}x | {fmt(async_, ',.0f', 0)} "
+            f"| {fmt(ratio(async_, plain), '.2f', 0)}x | {fmt(pinned, ',.0f', 0)} "
+            f"| {fmt(set_, ',.0f', 0)} | {fmt(ratio(set_, pinned), '.2f', 0)}x |"
+        )
+    print()
+    print(
+        "Session variables from inside a tool (ctx.session.variables), µs per operation timed"
+        " in the worker: a cached read (sync tool, async tool), a read with the worker's cache"
+        " emptied first (a round trip to the host), a set; the set's ratio to a pinned call"
+    )
+    print()
+    print("| backend | cached read sync | cached read async | cold read | set | set / call |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for r in results:
+        print(
+            f"| {r['backend']} | {fmt(r['tool_cached_read_us'], ',.2f', 0)} "
+            f"| {fmt(r['tool_cached_read_async_us'], ',.2f', 0)} "
+            f"| {fmt(r['tool_cold_read_us'], ',.0f', 0)} | {fmt(r['tool_set_us'], ',.0f', 0)} "
+            f"| {fmt(ratio(r['tool_set_us'], r['pinned_plain_p50_us']), '.2f', 0)}x |"
         )
     for line in skipped:
         print(f"\nskipped: {line}")
@@ -510,6 +624,29 @@ def report(rows: list[Row], skipped: list[str], opts: Opts) -> dict[str, Any]:
         f"  (for information, calls/s @{INFLIGHT} pinned/unpinned on memory: "
         f"{memory['calls_ratio'] or 0.0:.2f}x)"
     )
+    for r in results:
+        cached = max(r["tool_cached_read_us"] or 0.0, r["tool_cached_read_async_us"] or 0.0)
+        set_ratio = ratio(r["tool_set_us"], r["pinned_plain_p50_us"]) or 0.0
+        targets[f"cached_read_le_{TARGET_CACHED_READ_US:g}us_{r['backend']}"] = {
+            "us": cached,
+            "met": cached <= TARGET_CACHED_READ_US,
+        }
+        targets[f"tool_set_le_{TARGET_SET_RATIO:g}x_call_{r['backend']}"] = {
+            "set_us": r["tool_set_us"],
+            "call_us": r["pinned_plain_p50_us"],
+            "ratio": set_ratio,
+            "met": set_ratio <= TARGET_SET_RATIO,
+        }
+        print(
+            f"  {r['backend']}: a cached read inside a tool <= {TARGET_CACHED_READ_US:g} µs:"
+            f" {cached:.2f} µs (the slower of sync and async)"
+            f"  →  {verdict(cached <= TARGET_CACHED_READ_US)}"
+        )
+        print(
+            f"  {r['backend']}: a set inside a tool <= {TARGET_SET_RATIO:g}x a pool call:"
+            f" {r['tool_set_us'] or 0.0:,.0f} µs vs {r['pinned_plain_p50_us'] or 0.0:,.0f} µs"
+            f" = {set_ratio:.2f}x  →  {verdict(set_ratio <= TARGET_SET_RATIO)}"
+        )
     return {"rows": results, "targets": targets, "skipped": skipped}
 
 

@@ -13,12 +13,16 @@ import struct
 from collections.abc import Callable
 from typing import Final, Generic, Protocol, TypeVar
 
+from google.protobuf.message import DecodeError
+
 __all__ = (
     "ENVELOPE",
     "HIGH_WATER",
     "FlushSoon",
     "FrameBatcher",
     "FrameError",
+    "FrameProtocol",
+    "FrameSplitter",
     "pack",
     "read_frame",
     "write_nowait",
@@ -236,3 +240,113 @@ async def read_frame(reader: asyncio.StreamReader, parser: _Parser[M], limit: in
     except asyncio.IncompleteReadError:
         raise FrameError("the stream ended inside a frame") from None
     return parser.FromString(data)
+
+
+class FrameSplitter(Generic[M]):
+    """Cuts frames out of a byte stream as it arrives (an ``asyncio.Protocol``'s data).
+
+    What :func:`read_frame` does for a stream reader, without a task waiting
+    on it: :meth:`feed` takes what came in and returns the messages it
+    completed, keeping the rest for the next.
+    """
+
+    __slots__ = ("_buffer", "_limit", "_parser")
+
+    def __init__(self, parser: _Parser[M], limit: int) -> None:
+        self._parser = parser
+        self._limit = limit
+        self._buffer = bytearray()
+
+    @property
+    def partial(self) -> bool:
+        """True while part of a frame is kept (a stream that ends now ends inside one)."""
+        return bool(self._buffer)
+
+    def feed(self, data: bytes) -> list[M]:
+        """The messages ``data`` completes (maybe none), in order.
+
+        :raises FrameError: a frame is larger than the limit (plus the
+            envelope's slack), or is not a message of the parser's type.
+        """
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view: bytes | bytearray = buffer
+        else:
+            view = data
+        messages: list[M] = []
+        start, end = 0, len(view)
+        while end - start >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(view, start)
+            if size > self._limit + SLACK:
+                raise FrameError(f"a frame of {size} bytes is over the limit of {self._limit}")
+            stop = start + _HEADER.size + size
+            if stop > end:
+                break
+            try:
+                chunk = view[start + _HEADER.size : stop]
+                messages.append(
+                    self._parser.FromString(chunk if isinstance(chunk, bytes) else bytes(chunk))
+                )
+            except DecodeError as exc:
+                raise FrameError(f"a frame that does not parse: {exc}") from None
+            start = stop
+        if view is buffer:
+            del buffer[:start]
+        elif start < end:
+            buffer += view[start:]
+        return messages
+
+
+class FrameProtocol(asyncio.Protocol):
+    """A frames connection's flow control: :meth:`drain` waits while its buffer is full.
+
+    Its transport is paused for writing over :data:`HIGH_WATER` (and resumed
+    below a quarter of it); :meth:`drain` returns at once unless paused, and
+    when the connection is lost.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._paused = False
+        self._drained: list[asyncio.Future[None]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; its writes pause over :data:`HIGH_WATER`."""
+        assert isinstance(transport, asyncio.Transport)
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Wake the drains."""
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        """The buffer went over the high-water mark."""
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        """The buffer went below the low-water mark (or the connection ended)."""
+        self._paused = False
+        drained, self._drained = self._drained, []
+        for waiter in drained:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def send(self, message: _Message) -> bool:
+        """Buffer one frame; False once the buffer is over :data:`HIGH_WATER` (then drain).
+
+        A closed connection takes nothing (its end is the reader's to report).
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True
+        transport.write(pack(message))
+        return not self._paused
+
+    async def drain(self) -> None:
+        """Wait until the buffer is below the low-water mark, or the connection is lost."""
+        if self._paused:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drained.append(waiter)
+            await waiter

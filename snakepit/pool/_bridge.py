@@ -18,6 +18,12 @@ A worker touches only the sessions it serves: with ``may_touch`` (a pool's
 session that is neither pinned to the calling worker nor in a call in flight
 on it is refused as ``SESSION_NOT_FOUND`` (whether the session exists is not
 said). A watch is checked when it starts (it then runs until it ends).
+
+Next to the gRPC socket, at :func:`~snakepit._wire._address.frames_path` of
+its path, the same unary calls are served as length-prefixed frames (the
+framed lane, :mod:`snakepit.pool._bridge_lane`: a fraction of a gRPC call's
+cost), by the same handlers; workers use it for every unary call, and gRPC
+for watches.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import contextlib
 import functools
+import hmac
 import inspect
 import json
 import logging
@@ -40,6 +47,7 @@ import anyio
 import grpc
 from anyio.abc import TaskGroup
 
+from snakepit._wire._address import frames_path
 from snakepit._wire._auth import metadata_has_token
 from snakepit._wire._bridge import (
     AUTH_KEY,
@@ -65,6 +73,7 @@ from snakepit.errors import (
 from snakepit.otp import ExitReason, GenServer, unwrapped_task_group
 from snakepit.session import SessionStoreRef, VariableRecord, VariableSpec
 
+from ._bridge_lane import Handler, LaneServer
 from ._coherence import _Followers
 
 __all__ = ("Bridge", "BridgeArgs", "BridgeServer", "HostTools")
@@ -87,6 +96,8 @@ class HostTools:
 
     def __init__(self) -> None:
         self._tools: dict[str, HostTool] = {}
+        # Whether each takes the caller's session id (its signature, read once).
+        self._takes_session: dict[str, bool] = {}
 
     def register(self, fn: HostTool, *, name: str | None = None) -> str:
         """Add ``fn`` under ``name`` (default: its ``__name__``); return the name.
@@ -105,6 +116,7 @@ class HostTools:
         if name in self._tools:
             raise ConfigError("name", f"a host tool {name!r} is registered already")
         self._tools[name] = fn
+        self._takes_session[name] = "session_id" in _parameters(fn)
         return name
 
     def names(self) -> list[str]:
@@ -129,7 +141,7 @@ class HostTools:
             raise LookupError(name)
         kwargs = dict(args)
         kwargs.pop("session_id", None)  # the caller's session, not what its args claim
-        if "session_id" in _parameters(fn):
+        if self._takes_session.get(name, False):
             kwargs["session_id"] = session_id
         if inspect.iscoroutinefunction(fn):
             return await fn(**kwargs)
@@ -152,10 +164,14 @@ class BridgeServer:
     Start with :meth:`start`, stop with :meth:`aclose`.
     """
 
-    def __init__(self, server: grpc.aio.Server, address: str) -> None:
+    def __init__(self, server: grpc.aio.Server, address: str, _lane: LaneServer) -> None:
         self._server = server
+        self._lane = _lane
+        self._stopped = False
         #: Where it listens (``unix:PATH``).
         self.address = address
+        #: Where it serves the framed lane (``unix:PATH.frames``).
+        self.lane_address = f"unix:{_lane.path}"
 
     @classmethod
     async def start(
@@ -167,18 +183,18 @@ class BridgeServer:
         secret: bytes,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
         may_touch: MayTouch | None = None,
-        followers: _Followers | None = None,
+        _followers: Any = None,
     ) -> BridgeServer:
-        """Serve on the unix socket ``path`` (it must not exist).
+        """Serve on the unix socket ``path`` (it must not exist), and the lane next to it.
 
         :param max_message_bytes: the largest request or reply (a host tool's
             arguments and result, a variable's value), as the pool's calls'.
         :param may_touch: whether a worker (its id) may touch a session (its
             id) now; None lets every worker touch every session (a server
             without a pool, in tests).
-        :param followers: what follows the sessions whose variables workers
-            read by name (their caches then see other processes' writes);
-            None: nothing is followed.
+        :param _followers: (private: the pool's Bridge's) what follows the
+            sessions whose variables workers read by name, so their caches see
+            other processes' writes; None: nothing is followed.
 
         :param sessions: the session store, or what returns the running one
             (a pool's: its store may have been restarted).
@@ -188,21 +204,55 @@ class BridgeServer:
             interceptors=[_Auth(secret)], options=message_limits(max_message_bytes)
         )
         store = sessions if callable(sessions) else (lambda: sessions)
-        service = _Service(store, tools, may_touch, followers)
+        service = _Service(store, tools, may_touch, _followers)
         bridge_pb2_grpc.add_BridgeServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         address = f"unix:{path}"
         if server.add_insecure_port(address) == 0:
             raise OSError(f"cannot listen on {address}")
+        handlers: dict[str, Handler] = {
+            "register_variable": service.RegisterVariable,
+            "get_variables": service.GetVariables,
+            "set_variables": service.SetVariables,
+            "delete_variable": service.DeleteVariable,
+            "call_host_tool": service.CallHostTool,
+        }
         # Shielded: grpc's start cancelled half-way breaks its server (its
-        # serving task then fails with InvalidStateError, and so does stop).
+        # serving task then fails with InvalidStateError, and so does stop);
+        # the lane's, a listening socket nobody would close.
         with anyio.CancelScope(shield=True):
             await server.start()
-        return cls(server, address)
+            try:
+                lane = await LaneServer.start(
+                    frames_path(path),
+                    handlers,
+                    authorize=functools.partial(_authorized, secret),
+                    max_message_bytes=max_message_bytes,
+                )
+            except BaseException:
+                await server.stop(0)
+                raise
+        return cls(server, address, lane)
 
     async def aclose(self, grace: float = 1.0) -> None:
-        """Stop serving: calls in flight get ``grace`` seconds; watches end (shielded)."""
+        """Stop serving (shielded).
+
+        gRPC calls in flight get ``grace`` seconds and watches end; the lane's
+        connections close at once, their calls cancelled. Once is enough
+        (a second stop returns at once: grpc's would wait for ever).
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         with anyio.CancelScope(shield=True):
+            await self._lane.aclose()
             await self._server.stop(grace)
+
+
+def _authorized(secret: bytes, worker_id: str, token: str) -> bool:
+    """Whether ``token`` is the worker ``worker_id``'s (a lane's hello; constant-time compare)."""
+    if not worker_id or len(worker_id) > MAX_SOURCE or not token.isascii():
+        return False
+    return hmac.compare_digest(token, worker_token(secret, worker_id))
 
 
 class _Auth(grpc.aio.ServerInterceptor):
@@ -521,7 +571,8 @@ def _constraints(spec: VariableSpec) -> dict[str, Any]:
 class BridgeArgs:
     """What a pool's :class:`Bridge` serves, kept across the restarts of the server."""
 
-    #: The unix socket's path (in the pool's run directory).
+    #: The gRPC unix socket's path (in the pool's run directory); the lane's
+    #: is next to it (``frames_path(path)``).
     path: str
     #: The running session store (the pool's tree's).
     store: Callable[[], SessionStoreRef]
@@ -555,12 +606,13 @@ class BridgeArgs:
                 os.unlink(page.path)
 
     async def stop(self) -> None:
-        """Stop the gRPC server if one serves, and remove the socket."""
+        """Stop the server if one serves, and remove its sockets (gRPC's and the lane's)."""
         serving, self.serving = self.serving, None
         if serving is not None:
             await serving.aclose(grace=0)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        for path in (self.path, frames_path(self.path)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _coherence_page(bridge_path: str) -> CoherencePage | None:
@@ -611,7 +663,7 @@ class Bridge(GenServer[Any, Any, BridgeArgs]):
             secret=arg.secret,
             max_message_bytes=arg.max_message_bytes,
             may_touch=arg.may_touch,
-            followers=_Followers(self._tg, lambda: arg.page),
+            _followers=_Followers(self._tg, lambda: arg.page),
         )
         arg.serving = serving  # before any await: a cancel from here on leaves it to stop()
         return arg

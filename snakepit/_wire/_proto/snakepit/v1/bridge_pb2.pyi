@@ -171,3 +171,53 @@ class CallHostToolReply(_message.Message):
     result_json: bytes
     failure: BridgeFailure
     def __init__(self, result_json: _Optional[bytes] = ..., failure: _Optional[_Union[BridgeFailure, _Mapping]] = ...) -> None: ...
+
+class BridgeHello(_message.Message):
+    __slots__ = ("worker_id", "token")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    token: str
+    def __init__(self, worker_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class BridgeCancel(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BridgeRequest(_message.Message):
+    __slots__ = ("id", "hello", "register_variable", "get_variables", "set_variables", "delete_variable", "call_host_tool", "cancel")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    GET_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    SET_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    DELETE_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    CALL_HOST_TOOL_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    hello: BridgeHello
+    register_variable: RegisterVariableRequest
+    get_variables: GetVariablesRequest
+    set_variables: SetVariablesRequest
+    delete_variable: DeleteVariableRequest
+    call_host_tool: CallHostToolRequest
+    cancel: BridgeCancel
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[BridgeHello, _Mapping]] = ..., register_variable: _Optional[_Union[RegisterVariableRequest, _Mapping]] = ..., get_variables: _Optional[_Union[GetVariablesRequest, _Mapping]] = ..., set_variables: _Optional[_Union[SetVariablesRequest, _Mapping]] = ..., delete_variable: _Optional[_Union[DeleteVariableRequest, _Mapping]] = ..., call_host_tool: _Optional[_Union[CallHostToolRequest, _Mapping]] = ..., cancel: _Optional[_Union[BridgeCancel, _Mapping]] = ...) -> None: ...
+
+class BridgeReply(_message.Message):
+    __slots__ = ("id", "register_variable", "get_variables", "set_variables", "delete_variable", "call_host_tool", "refused")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    GET_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    SET_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    DELETE_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    CALL_HOST_TOOL_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    register_variable: RegisterVariableReply
+    get_variables: GetVariablesReply
+    set_variables: SetVariablesReply
+    delete_variable: DeleteVariableReply
+    call_host_tool: CallHostToolReply
+    refused: BridgeFailure
+    def __init__(self, id: _Optional[int] = ..., register_variable: _Optional[_Union[RegisterVariableReply, _Mapping]] = ..., get_variables: _Optional[_Union[GetVariablesReply, _Mapping]] = ..., set_variables: _Optional[_Union[SetVariablesReply, _Mapping]] = ..., delete_variable: _Optional[_Union[DeleteVariableReply, _Mapping]] = ..., call_host_tool: _Optional[_Union[CallHostToolReply, _Mapping]] = ..., refused: _Optional[_Union[BridgeFailure, _Mapping]] = ...) -> None: ...
