@@ -85,13 +85,16 @@ class _VariableCache:
     be mapped (a host on another machine) does not cache.
     """
 
-    __slots__ = ("_entries", "_page", "_path", "_specs", "hits", "misses")
+    __slots__ = ("_entries", "_page", "_path", "_registrations", "_specs", "hits", "misses")
 
     def __init__(self, bridge_address: str) -> None:
         path = bridge_address.removeprefix("unix:")
         self._path = page_path(path) if bridge_address.startswith("unix:") else None
         self._page: CoherencePage | None = None
         self._entries: dict[tuple[str, str], _Entry] = {}
+        # (session, name) -> the spec and uid last seen: what a write is checked
+        # against and expects (the host refuses it, a conflict, if it changed).
+        self._registrations: dict[tuple[str, str], tuple[VariableSpec, str]] = {}
         self._specs: dict[str, VariableSpec] = {}
         #: Reads answered from the cache, and reads that asked the host (for tests).
         self.hits = 0
@@ -136,6 +139,9 @@ class _VariableCache:
         uid: str,
     ) -> None:
         """Keep what the host answered, with the counters noted before it was asked."""
+        if len(self._registrations) >= MAX_ENTRIES:
+            self._registrations.clear()
+        self._registrations[session_id, name] = (variable.spec, uid)
         if stamp is None:
             return
         if len(self._entries) >= MAX_ENTRIES:
@@ -150,8 +156,17 @@ class _VariableCache:
         )
 
     def drop(self, session_id: str, name: str) -> None:
-        """Forget (session, name): the worker wrote it, or its registration changed."""
+        """Forget the value of (session, name): the worker wrote it."""
         self._entries.pop((session_id, name), None)
+
+    def registration(self, session_id: str, name: str) -> tuple[VariableSpec, str] | None:
+        """The spec and uid of (session, name) last seen, or None."""
+        return self._registrations.get((session_id, name))
+
+    def forget(self, session_id: str, name: str) -> None:
+        """Forget all of (session, name): its registration changed, or it was deleted."""
+        self._entries.pop((session_id, name), None)
+        self._registrations.pop((session_id, name), None)
 
     def spec(self, spec_json: str) -> VariableSpec:
         """The spec of this JSON text (parsed once per distinct text)."""
@@ -165,6 +180,7 @@ class _VariableCache:
     def close(self) -> None:
         """Unmap the page and forget everything."""
         self._entries.clear()
+        self._registrations.clear()
         page, self._page, self._path = self._page, None, None
         if page is not None:
             page.close()
@@ -359,7 +375,7 @@ class Variables:
             name=spec.name, spec_json=json.dumps(spec.to_json()), value_json=value_json, data=data
         )
         request = bridge_pb2.RegisterVariableRequest(session_id=self._sid, variable=wire)
-        self._cache().drop(self._sid, spec.name)
+        self._cache().forget(self._sid, spec.name)
         reply = await self._ask("_register_variable", request)
         return self._variable(reply.variable, self._cache())
 
@@ -389,21 +405,24 @@ class Variables:
 
     async def _set_many(self, values: dict[str, Any]) -> dict[str, int]:
         names = list(values)
+        cache = self._cache()
+        sid = self._sid
         for _ in range(ATTEMPTS):
-            entries = await self._entries(names)
-            wires = []
-            for name in names:
-                entry = entries[name]
-                spec = entry.variable.spec
-                value_json, data = to_wire_value(spec.encode(_validate(spec, values[name])))
-                wires.append(
-                    bridge_pb2.BridgeVariable(
-                        name=name, value_json=value_json, data=data, uid=entry.uid
-                    )
-                )
+            known = [cache.registration(sid, name) for name in names]
+            try:
+                wires = _wires(names, values, known)
+            except BridgeValidationError:
+                wires = None  # maybe against a spec replaced since: read the specs
+            if wires is None:
+                entries = await self._entries(names)
+                known = [(entries[n].variable.spec, entries[n].uid) for n in names]
+                wires = _wires(names, values, known)
+                assert wires is not None  # (every registration is known now)
             written = await self._write(names, wires)
             if written is not None:
                 return written
+            for name in names:  # registered again meanwhile: read the specs again
+                cache.forget(sid, name)
         raise BridgeError(f"set_many({names!r}): the variables kept being registered again")
 
     async def _write(
@@ -414,6 +433,10 @@ class Variables:
         request = bridge_pb2.SetVariablesRequest(session_id=self._sid, values=wires)
         try:
             reply = await self._ask("_set_variables", request)
+        except BridgeVariableNotFound:
+            for name in names:  # deleted: what is known of it is wrong
+                cache.forget(self._sid, name)
+            raise
         finally:
             for name in names:  # its own write: read it again (the host's page moved)
                 cache.drop(self._sid, name)
@@ -489,7 +512,7 @@ class Variables:
                 bridge_pb2.DeleteVariableRequest(session_id=self._sid, name=name),
             )
         finally:
-            cache.drop(self._sid, name)
+            cache.forget(self._sid, name)
 
     # -- watch -------------------------------------------------------------------------------
 
@@ -546,6 +569,27 @@ async def _changes(
             else None
         )
         yield VariableChange(event.name, old, new, some.version, event.source)
+
+
+def _wires(
+    names: list[str],
+    values: Mapping[str, Any],
+    known: list[tuple[VariableSpec, str] | None],
+) -> list[bridge_pb2.BridgeVariable] | None:
+    """The values checked and encoded for a write to the registrations known; None if one is not.
+
+    :raises BridgeValidationError: a value breaks its spec.
+    """
+    wires = []
+    for name, registration in zip(names, known, strict=True):
+        if registration is None:
+            return None
+        spec, uid = registration
+        value_json, data = to_wire_value(spec.encode(_validate(spec, values[name])))
+        wires.append(
+            bridge_pb2.BridgeVariable(name=name, value_json=value_json, data=data, uid=uid)
+        )
+    return wires
 
 
 async def _ready(value: Any) -> Any:

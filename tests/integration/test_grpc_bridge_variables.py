@@ -211,3 +211,21 @@ async def test_a_write_by_another_store_of_the_backend_reaches_the_workers_cache
 
         pool.register_host_tool(host_sets)
         assert await s.execute("read_around_host", {"name": "x"}) == [1, 1, 2]
+
+
+async def test_a_tool_writes_to_a_variable_registered_again_with_another_spec(pool: Pool) -> None:
+    # The worker keeps each variable's spec and registration for its writes;
+    # the host refuses a write to a registration that is gone (a conflict),
+    # and the worker reads the new spec and checks the value against it.
+    async with pool, pool.session(affinity="strict_queue") as s:
+        await s.variables.register("x", "integer", 0)
+        assert await s.execute("set", {"name": "x", "value": 1}) == 2
+        await s.variables.delete("x")
+        await s.variables.register("x", "string", "a")
+        assert await s.execute("set", {"name": "x", "value": "b"}) == 2
+        kind, _, _ = await s.execute("attempt", {"op": "set", "args": ["x", 5]})
+        assert kind == "BridgeValidationError"
+        await s.variables.delete("x")
+        kind, _, _ = await s.execute("attempt", {"op": "set", "args": ["x", "c"]})
+        assert kind == "BridgeVariableNotFound"
+        assert [v.name for v in await s.variables.list()] == []
