@@ -342,6 +342,8 @@ _RESERVED_SOURCES = frozenset({"host", "expired", "deleted"})
 
 #: The longest worker id a call may name.
 MAX_SOURCE = 256
+#: Workers whose refusals are counted; past it, each new one's first refusal is logged alone.
+MAX_REFUSERS = 1024
 
 
 def _source(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -364,6 +366,7 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         self._tools = tools
         self._may_touch = may_touch
         self._followers = followers
+        self._refusals: dict[str, int] = {}  # by worker id
 
     def _refused(self, context: Any, session_id: str) -> bridge_pb2.BridgeFailure | None:
         """Why the calling worker may not touch ``session_id``; None if it may.
@@ -378,7 +381,17 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
         source = _source(context)
         if may_touch(source, session_id):
             return None
-        logger.warning("refused worker %r a bridge call for a session it does not serve", source)
+        # Logged at the 1st, 2nd, 4th, 8th... refusal of a worker: a hostile one
+        # cannot flood the host's log.
+        count = self._refusals.get(source, 0) + 1
+        if count > 1 or len(self._refusals) < MAX_REFUSERS:
+            self._refusals[source] = count
+        if count & (count - 1) == 0:
+            logger.warning(
+                "refused worker %r a bridge call for a session it does not serve (%d so far)",
+                source,
+                count,
+            )
         return bridge_pb2.BridgeFailure(
             kind=Kind.SESSION_NOT_FOUND,
             message=f"worker {source!r} is not serving session {session_id!r}",

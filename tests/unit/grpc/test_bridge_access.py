@@ -169,3 +169,19 @@ class TestTheCheck:
             bridge_pb2.WatchVariablesRequest(session_id=a), metadata=guarded.md("w1")
         )
         assert [e.failure.kind async for e in refused] == [Kind.SESSION_NOT_FOUND]  # then ends
+
+
+def test_refusals_of_a_worker_are_logged_at_powers_of_two(caplog: pytest.LogCaptureFixture) -> None:
+    # A hostile worker asking again and again cannot flood the host's log.
+    from snakepit.pool._bridge import _Service
+
+    class Context:
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return ((SOURCE_KEY, "w9"),)
+
+    service = _Service(lambda: None, HostTools(), lambda worker, session: False)  # type: ignore[arg-type,return-value]
+    with caplog.at_level("WARNING", logger="snakepit.bridge"):
+        for _ in range(100):
+            assert service._refused(Context(), "s") is not None
+    counts = [r.getMessage().split("(")[-1] for r in caplog.records]
+    assert counts == [f"{n} so far)" for n in (1, 2, 4, 8, 16, 32, 64)]
