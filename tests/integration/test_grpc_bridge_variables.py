@@ -28,8 +28,20 @@ def pool() -> Pool:
     return Pool(VARIABLES, size=2, cwd=ROOT, max_concurrency=4)
 
 
-async def test_the_seeds_workflow_concurrent_sets_and_updates(pool: Pool) -> None:
-    async with pool, pool.session(affinity="hint") as s:
+@pytest.fixture(params=["memory", "redis"])
+def any_pool(request: pytest.FixtureRequest) -> Pool:
+    """The pool of :func:`pool`, its sessions on the memory backend and on Redis."""
+    from snakepit.session import SessionStoreConfig
+
+    if request.param == "memory":
+        return Pool(VARIABLES, size=2, cwd=ROOT, max_concurrency=4)
+    backend = request.getfixturevalue("redis_session_backend")
+    sessions = SessionStoreConfig(backend=backend)
+    return Pool(VARIABLES, size=2, cwd=ROOT, max_concurrency=4, sessions=sessions)
+
+
+async def test_the_seeds_workflow_concurrent_sets_and_updates(any_pool: Pool) -> None:
+    async with any_pool, any_pool.session(affinity="hint") as s:
         await s.variables.register("counter", "integer", 0)
         async with anyio.create_task_group() as tg:
             for i in range(1, 11):  # 10 concurrent sets, each through a tool and the bridge
@@ -55,15 +67,15 @@ async def test_the_seeds_workflow_concurrent_sets_and_updates(pool: Pool) -> Non
 
 @pytest.mark.parametrize("tool", ["read_around_host", "read_around_host_sync"])
 async def test_a_read_after_a_host_set_returned_never_sees_the_old_value(
-    pool: Pool, tool: str
+    any_pool: Pool, tool: str
 ) -> None:
-    async with pool, pool.session() as s:
+    async with any_pool, any_pool.session() as s:
         await s.variables.register("x", "integer", 1)
 
         async def host_sets(name: str) -> None:
             await s.variables.set(name, 2)
 
-        pool.register_host_tool(host_sets)
+        any_pool.register_host_tool(host_sets)
         before = await s.execute("cache_counts", {})
         assert await s.execute(tool, {"name": "x"}) == [1, 1, 2]
         after = await s.execute("cache_counts", {})
@@ -159,8 +171,8 @@ async def test_a_cached_read_after_the_session_ended_is_bridge_session_not_found
             await session.execute("read_around_host", {"name": "x"})
 
 
-async def test_the_host_watches_what_a_tool_writes(pool: Pool) -> None:
-    async with pool, pool.session() as s:
+async def test_the_host_watches_what_a_tool_writes(any_pool: Pool) -> None:
+    async with any_pool, any_pool.session() as s:
         await s.variables.register("x", "integer", 0)
         async with s.variables.watch(["x"]) as changes:
             await s.execute("set", {"name": "x", "value": 5})
@@ -169,15 +181,15 @@ async def test_the_host_watches_what_a_tool_writes(pool: Pool) -> None:
         assert change.source.startswith("w")  # the worker's id, not "host"
 
 
-async def test_a_tool_watches_what_the_host_writes(pool: Pool) -> None:
-    async with pool, pool.session() as s:
+async def test_a_tool_watches_what_the_host_writes(any_pool: Pool) -> None:
+    async with any_pool, any_pool.session() as s:
         await s.variables.register("x", "integer", 0)
         watching = anyio.Event()
 
         async def mark() -> None:  # on the host's loop
             watching.set()
 
-        pool.register_host_tool(mark, name="watching")
+        any_pool.register_host_tool(mark, name="watching")
         seen: list[Any] = []
 
         async def watch() -> None:
