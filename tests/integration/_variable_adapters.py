@@ -120,6 +120,14 @@ class Variables(Adapter):
         return [before, again, after]
 
     @tool
+    async def double_tensor(self, ctx: Context, name: str) -> list[Any]:
+        """Read the tensor ``name`` as a numpy array, write it back doubled (a numpy array)."""
+        tensor = await _variables(ctx).get(name)
+        array = tensor.to_numpy()
+        await _variables(ctx).set(name, array * 2)
+        return [type(tensor).__name__, list(array.shape), str(array.dtype)]
+
+    @tool
     def cache_counts(self, ctx: Context) -> list[int]:
         """The worker's cache's hits and misses so far."""
         cache = ctx._bridge.cache

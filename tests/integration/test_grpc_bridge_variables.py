@@ -241,3 +241,15 @@ async def test_a_tool_writes_to_a_variable_registered_again_with_another_spec(po
         kind, _, _ = await s.execute("attempt", {"op": "set", "args": ["x", "c"]})
         assert kind == "BridgeVariableNotFound"
         assert [v.name for v in await s.variables.list()] == []
+
+
+async def test_a_tool_reads_and_writes_tensors_as_numpy_arrays(pool: Pool) -> None:
+    import numpy as np
+
+    async with pool, pool.session() as s:
+        start = np.arange(6, dtype="float32").reshape(2, 3)
+        await s.variables.register("w", "tensor", start, shape=[2, 3], dtype="float32")
+        assert await s.execute("double_tensor", {"name": "w"}) == ["Tensor", [2, 3], "float32"]
+        after = (await s.variables.get("w")).to_numpy()
+        assert after.dtype == np.float32
+        assert (after == start * 2).all()
