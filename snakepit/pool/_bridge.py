@@ -31,6 +31,7 @@ from __future__ import annotations
 # First: grpc is imported with its logging quieted (before any module below imports it).
 from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
+import asyncio
 import contextlib
 import functools
 import hmac
@@ -542,16 +543,14 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
             )
         try:
             result = await self._tools.call(request.name, args, request.session_id)
-        except anyio.get_cancelled_exc_class():
-            raise  # the caller gave up (its deadline, or the bridge stops)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the caller gave up (its deadline, or the bridge stops)
+            failure = _host_tool_failed(request.name, exc)  # one the host tool raised itself
+            return bridge_pb2.CallHostToolReply(failure=failure)
         except BaseException as exc:  # the host tool's own, whatever it is: back to the tool
-            return bridge_pb2.CallHostToolReply(
-                failure=bridge_pb2.BridgeFailure(
-                    kind=Kind.HOST_TOOL_FAILED,
-                    message=f"host tool {request.name!r} raised {type(exc).__name__}: {_text(exc)}",
-                    error_type=type(exc).__name__,
-                )
-            )
+            return bridge_pb2.CallHostToolReply(failure=_host_tool_failed(request.name, exc))
         try:
             encoded = json.dumps(result, allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:
@@ -563,6 +562,14 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
                 )
             )
         return bridge_pb2.CallHostToolReply(result_json=encoded)
+
+
+def _host_tool_failed(name: str, exc: BaseException) -> bridge_pb2.BridgeFailure:
+    return bridge_pb2.BridgeFailure(
+        kind=Kind.HOST_TOOL_FAILED,
+        message=f"host tool {name!r} raised {type(exc).__name__}: {_text(exc)}",
+        error_type=type(exc).__name__,
+    )
 
 
 def _text(exc: BaseException) -> str:

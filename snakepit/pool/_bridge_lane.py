@@ -286,6 +286,13 @@ class _Connection(FrameProtocol):
                     f"the reply of {size} bytes is larger than the bridge's limit of"
                     f" {self._lane._limit}",
                 )
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the worker withdrew the call, or the lane closes
+            # A CancelledError of a handler's own (not this task's): still an answer.
+            logger.error("a bridge lane call (%s) failed: %r", kind, exc)
+            reply = _refused(rid, INTERNAL, "the bridge failed on the call: CancelledError")
         except Exception as exc:  # a handler's bug: the call fails, the connection goes on
             logger.exception("a bridge lane call (%s) failed", kind)
             reply = _refused(rid, INTERNAL, f"the bridge failed on the call: {type(exc).__name__}")

@@ -84,6 +84,10 @@ from ._variable_backend import Expectations, VariableEvent, VariableRecord
 
 __all__ = ("RedisBackend",)
 
+#: Connections a RedisBackend made from a URL opens at most (a watch holds one);
+#: past it, an operation waits for one, up to the backend's ``timeout``.
+MAX_CONNECTIONS: Final = 256
+
 #: Where :class:`RedisBackend` connects when given neither a URL nor a client.
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 
@@ -370,7 +374,9 @@ class RedisBackend:
     first use (``redis://``, ``rediss://`` and ``unix://`` URLs, as
     ``redis.asyncio.Redis.from_url`` reads them), with ``timeout`` seconds to
     connect and for each reply, and one immediate retry when a connection
-    breaks (a pooled connection the server closed). Pass ``client`` instead
+    breaks (a pooled connection the server closed). Its connections are
+    pooled, at most :data:`MAX_CONNECTIONS` (each watch holds one): past
+    that, an operation waits up to ``timeout`` for one to come free. Pass ``client`` instead
     to use a ``redis.asyncio.Redis`` of your own (its timeouts and retries,
     and :meth:`aclose` leaves it open: it is yours).
 
@@ -422,12 +428,17 @@ class RedisBackend:
             if not isinstance(url, str):
                 raise ArgumentTypeError("url", f"must be a str, got {url!r}")
             try:
-                self._client = redis.asyncio.Redis.from_url(
+                # Blocking: a burst past max_connections waits (up to
+                # ``timeout``) for a connection instead of failing at once.
+                pool = redis.asyncio.BlockingConnectionPool.from_url(
                     url,
+                    max_connections=MAX_CONNECTIONS,
+                    timeout=timeout,
                     socket_timeout=timeout,
                     socket_connect_timeout=timeout,
                     retry=Retry(NoBackoff(), 1),
                 )
+                self._client = redis.asyncio.Redis.from_pool(pool)
             except ValueError as exc:
                 raise ConfigError("url", f"{_redact(url)!r}: {exc}") from exc
             self._owned = True

@@ -213,7 +213,8 @@ class SessionVariables:
 
     async def get_many(self, names: Iterable[str]) -> dict[str, Any]:
         """The values of ``names`` read at one instant (see :meth:`variables`)."""
-        return {name: v.value for name, v in (await self.variables(names)).items()}
+        wanted = _names(names)  # (None is not "all" here)
+        return {name: v.value for name, v in (await self.variables(wanted)).items()}
 
     async def list(self) -> builtins.list[Variable]:
         """Every variable of the session, by name."""
@@ -377,7 +378,10 @@ class _Changes:
 def _names(names: Iterable[str]) -> list[str]:
     if isinstance(names, str):
         raise ArgumentTypeError("names", f"must be an iterable of names, not a str: {names!r}")
-    found = list(names)
+    try:
+        found = list(names)
+    except TypeError:
+        raise ArgumentTypeError("names", f"must be an iterable of names, got {names!r}") from None
     for name in found:
         if not isinstance(name, str):
             raise ArgumentTypeError("names", f"a variable's name is a str, got {name!r}")

@@ -17,13 +17,15 @@ runs in a thread of the worker's) it blocks and returns the result. Values
 are checked against their variable's spec here first (an invalid value
 costs no round trip) and again by the host, which alone writes.
 
-Reads are cached per worker, and the cache is never stale: the host bumps a
-counter in a page of memory it shares with its workers (see
-:mod:`snakepit._wire._coherence`) after every write of a variable and
-before the write returns, and a cached value is used only while its
-counters are what they were before it was read. So a read of an unchanged
-variable costs no round trip, and a read that starts after a host's
-``set()`` returned sees that value or a newer one. Errors are the
+Reads are cached per worker: the host bumps a counter in a page of memory it
+shares with its workers (see :mod:`snakepit._wire._coherence`) after every
+write of a variable through the pool and before the write returns, and a
+cached value is used only while its counters are what they were before it
+was read. So a read of an unchanged variable costs no round trip, and a read
+that starts after a write through the pool (the host's ``set()``, or a
+tool's) returned sees that value or a newer one. A write by another process
+sharing the backend reaches the cache when its change notification reaches
+the pool (see :mod:`snakepit.pool._coherence`). Errors are the
 ``Bridge*`` forms of the session errors (:class:`~snakepit.errors.BridgeError`
 subclasses): see :mod:`snakepit.errors`.
 """
@@ -612,7 +614,10 @@ def _validate(spec: VariableSpec, value: Any) -> Any:
 def _names(names: Iterable[str]) -> builtins.list[str]:
     if isinstance(names, str):
         raise ArgumentTypeError("names", f"must be an iterable of names, not a str: {names!r}")
-    found = builtins.list(names)
+    try:
+        found = builtins.list(names)
+    except TypeError:
+        raise ArgumentTypeError("names", f"must be an iterable of names, got {names!r}") from None
     for name in found:
         if not isinstance(name, str):
             raise ArgumentTypeError("names", f"a variable's name is a str, got {name!r}")

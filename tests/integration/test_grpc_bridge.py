@@ -159,6 +159,27 @@ class TestHostileHostTools:
                     "error_type": "Broken",
                 }
 
+    async def test_a_host_tool_raising_cancelled_error_is_host_tool_failed(self) -> None:
+        # Before: the bridge took it for its own cancellation and sent no answer:
+        # the tool waited for ever (or its deadline).
+        import asyncio
+
+        async def acancel() -> None:
+            raise asyncio.CancelledError
+
+        def cancel() -> None:
+            raise asyncio.CancelledError
+
+        async with Pool(CALLER, size=1, cwd=ROOT) as p:
+            p.register_host_tool(acancel)
+            p.register_host_tool(cancel)
+            for name in ("acancel", "cancel"):
+                for tool in ("ask_catching", "ask_catching_sync"):
+                    assert await p.execute(tool, {"name": name}) == {
+                        "type": "HostToolFailed",
+                        "error_type": "CancelledError",
+                    }
+
     async def test_results_and_arguments_up_to_the_pools_message_limit_pass(self) -> None:
         # Before: gRPC's default 4 MiB: a 5 MiB result was RESOURCE_EXHAUSTED.
         def big(n: int) -> str:

@@ -148,6 +148,9 @@ async def test_bad_input_is_a_typed_bridge_error_and_nothing_is_written(
         assert kind == "BridgeVariableNotFound"
         kind, _, _ = await attempt("get", 3)
         assert kind == "ArgumentTypeError"
+        for op, arg in (("get_many", None), ("variables", 5)):  # before: a bare TypeError
+            kind, _, _ = await attempt(op, arg)
+            assert kind == "ArgumentTypeError"
         assert await s.variables.get_many(["n", "m"]) == {"n": 5, "m": 1}
         assert (await s.variables.variable("n")).version == 1
         assert pool.stats().degraded is None

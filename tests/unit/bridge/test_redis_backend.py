@@ -290,3 +290,32 @@ def test_snakepit_imports_without_the_redis_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "lazy\n", out.stderr
+
+
+async def test_a_burst_past_the_connection_limit_waits_instead_of_failing(
+    redis_server_for_tests: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: redis-py's pool refused the 101st concurrent operation at once
+    # (MaxConnectionsError, a SessionBackendError) under a burst of bridge calls.
+    from snakepit.session import _redis
+
+    monkeypatch.setattr(_redis, "MAX_CONNECTIONS", 4)  # (the same past 256: cheaper)
+    backend = RedisBackend(redis_server_for_tests.url, namespace=f"burst-{os.getpid()}")
+    try:
+        pool = backend._client.connection_pool
+        assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
+        assert pool.max_connections == 4
+        assert await backend.create(_record("burst"), limit=None)
+        found: list[SessionRecord | None] = []
+
+        async def get() -> None:
+            found.append(await backend.get("burst"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(get)
+        assert len(found) == 50
+        assert all(r is not None and r.session_id == "burst" for r in found)
+        assert await backend.delete("burst") is not None
+    finally:
+        await backend.aclose()

@@ -190,6 +190,10 @@ class TestReadWrite:
                 await v.get_many("ab")
             with pytest.raises(ArgumentTypeError):
                 await v.get_many([1])  # type: ignore[list-item]
+            with pytest.raises(ArgumentTypeError, match="iterable"):  # before: a bare TypeError
+                await v.get_many(None)  # type: ignore[arg-type]
+            with pytest.raises(ArgumentTypeError, match="iterable"):
+                await v.variables(5)  # type: ignore[arg-type]
             with pytest.raises(ArgumentTypeError):
                 await v.set_many([("a", 1)])  # type: ignore[arg-type]
 
