@@ -170,6 +170,10 @@ class LaneServer:
             os.unlink(self.path)
 
 
+#: Seconds a lane connection may stay open before its hello.
+HELLO_TIMEOUT = 10.0
+
+
 class _Connection(FrameProtocol):
     """One worker's connection: its hello, then its calls, each in a task."""
 
@@ -184,9 +188,16 @@ class _Connection(FrameProtocol):
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Count it among the lane's (a lane that stops closes them all)."""
+        """Count it among the lane's (a lane that stops closes them all); await its hello."""
         super().connection_made(transport)
         self._lane._connections.add(self)
+        # A connection that says nothing is closed: it holds no descriptor for long.
+        self._no_hello = self._loop.call_later(HELLO_TIMEOUT, self._hello_late)
+
+    def _hello_late(self) -> None:
+        if self._context is None:
+            logger.warning("closed a bridge lane connection: no hello in %gs", HELLO_TIMEOUT)
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Its calls are no one's now: cancelled."""
@@ -201,6 +212,9 @@ class _Connection(FrameProtocol):
         With ``abort``, what is still to send is dropped (the lane stops).
         """
         self._lane._connections.discard(self)
+        no_hello = getattr(self, "_no_hello", None)
+        if no_hello is not None:
+            no_hello.cancel()
         if self.transport is not None:
             if abort:
                 self.transport.abort()
@@ -237,6 +251,7 @@ class _Connection(FrameProtocol):
             hello = request.hello
             if self._lane._authorize(hello.worker_id, hello.token):
                 self._context = LaneContext(hello.worker_id)
+                self._no_hello.cancel()
                 return True
             why = f"a wrong token for worker {hello.worker_id!r}"
         else:

@@ -135,6 +135,17 @@ class TestAuth:
             assert [(r.id, r.refused.error_type) for r in got] == [(first.id, "PERMISSION_DENIED")]
             assert "token is needed" in got[0].refused.message
 
+    async def test_a_connection_that_sends_no_hello_is_closed(
+        self, lane: Lane, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Before: it stayed open for ever (a descriptor of the host's each).
+        from snakepit.pool import _bridge_lane
+
+        monkeypatch.setattr(_bridge_lane, "HELLO_TIMEOUT", 0.0)
+        reader, writer = await raw(lane)
+        assert await replies(reader) == []  # closed by the host, without a word
+        writer.close()
+
     async def test_a_worker_with_a_wrong_token_gets_bridge_unavailable(self, lane: Lane) -> None:
         client = lane.client("w1", token=worker_token(lane.secret, "w0"))
         with pytest.raises(BridgeUnavailable, match="refused this worker"):
