@@ -33,13 +33,20 @@ import importlib
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 from snakepit.errors import ArgumentTypeError, ConfigError, VariableValidationError, is_int
 
-__all__ = ("Tensor", "Variable", "VariableChange", "VariableSpec", "VariableType")
+__all__ = (
+    "Tensor",
+    "Variable",
+    "VariableChange",
+    "VariableSpec",
+    "VariableType",
+    "check_names",
+)
 
 #: The types a session variable can have.
 VariableType: TypeAlias = Literal[
@@ -607,3 +614,21 @@ def _check_choices(choices: object) -> tuple[str, ...]:
     if len(set(choices)) != len(choices):
         raise ConfigError("choices", f"must be distinct, got {_show(tuple(choices))}")
     return tuple(str.__str__(choice) for choice in choices)
+
+
+def check_names(names: Iterable[str]) -> list[str]:
+    """``names`` as a list of variable names (the host's and the tools' check alike).
+
+    :raises ArgumentTypeError: a str (not an iterable of names), not an
+        iterable, or a name that is not a str.
+    """
+    if isinstance(names, str):
+        raise ArgumentTypeError("names", f"must be an iterable of names, not a str: {names!r}")
+    try:
+        found = list(names)
+    except TypeError:
+        raise ArgumentTypeError("names", f"must be an iterable of names, got {names!r}") from None
+    for name in found:
+        if not isinstance(name, str):
+            raise ArgumentTypeError("names", f"a variable's name is a str, got {name!r}")
+    return found

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import sniffio
 
-from snakepit._wire._variables import Variable, VariableChange, VariableSpec
+from snakepit._wire._variables import Variable, VariableChange, VariableSpec, check_names
 from snakepit.errors import (
     ArgumentTypeError,
     ConfigError,
@@ -375,17 +375,7 @@ class _Changes:
         return _change(event.name, event.old, event.new, event.source)
 
 
-def _names(names: Iterable[str]) -> list[str]:
-    if isinstance(names, str):
-        raise ArgumentTypeError("names", f"must be an iterable of names, not a str: {names!r}")
-    try:
-        found = list(names)
-    except TypeError:
-        raise ArgumentTypeError("names", f"must be an iterable of names, got {names!r}") from None
-    for name in found:
-        if not isinstance(name, str):
-            raise ArgumentTypeError("names", f"a variable's name is a str, got {name!r}")
-    return found
+_names = check_names
 
 
 def _variable(record: VariableRecord) -> Variable:

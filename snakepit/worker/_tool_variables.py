@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Final
 from snakepit._wire._bridge import from_wire_value, to_wire_value
 from snakepit._wire._coherence import CoherencePage, page_path, session_slot, variable_slot
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2
-from snakepit._wire._variables import Variable, VariableChange, VariableSpec
+from snakepit._wire._variables import Variable, VariableChange, VariableSpec, check_names
 from snakepit.errors import (
     ArgumentTypeError,
     BridgeError,
@@ -611,17 +611,7 @@ def _validate(spec: VariableSpec, value: Any) -> Any:
         raise BridgeValidationError(exc.variable, exc.constraint, exc.problem) from None
 
 
-def _names(names: Iterable[str]) -> builtins.list[str]:
-    if isinstance(names, str):
-        raise ArgumentTypeError("names", f"must be an iterable of names, not a str: {names!r}")
-    try:
-        found = builtins.list(names)
-    except TypeError:
-        raise ArgumentTypeError("names", f"must be an iterable of names, got {names!r}") from None
-    for name in found:
-        if not isinstance(name, str):
-            raise ArgumentTypeError("names", f"a variable's name is a str, got {name!r}")
-    return found
+_names = check_names
 
 
 def _error(failure: bridge_pb2.BridgeFailure, session_id: str) -> BridgeError:
