@@ -27,14 +27,17 @@ from snakepit.pool._launch._forkserver_client import (
 from snakepit.pool._launch._process import spawn_worker
 from tests._procs import descendant_pids, wait_exit
 
-# Each test stops, kills or inspects its pool's fork server: its own, not a shared one.
-pytestmark = [pytest.mark.anyio, pytest.mark.snakepit_own_fork_server]
+pytestmark = pytest.mark.anyio
+# A test whose pool's fork server it stops, kills or inspects: its own, not a
+# shared one. (The tests of ForkServerClient start their own anyway.)
+OWN_SERVER = pytest.mark.snakepit_own_fork_server
 anyio_backends = ("asyncio",)  # grpc.aio
 
 ROOT = str(Path(__file__).resolve().parents[2])
 ADAPTER = "tests.integration._process_adapters:Introspect"
 
 
+@OWN_SERVER
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 async def test_a_worker_has_its_own_session_and_the_pools_env_and_cwd(
     start_method: StartMethod, tmp_path: Path
@@ -112,6 +115,7 @@ async def test_a_forked_workers_wait_and_close_return_with_its_watcher_ended(
         await server.aclose()
 
 
+@OWN_SERVER
 async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:
     async with Pool(ADAPTER, size=2, cwd=ROOT) as pool, pool.subscribe() as events:
         first = await pool.execute("process")
@@ -135,12 +139,14 @@ async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() ->
         assert pool.stats().ready == 2
 
 
+@OWN_SERVER
 async def test_a_fork_server_that_cannot_start_is_a_pool_start_error() -> None:
     with pytest.raises(PoolStartError, match="fork server"):
         async with Pool(ADAPTER, size=1, cwd=ROOT, python="/bin/false"):
             pass
 
 
+@OWN_SERVER
 async def test_a_python_that_does_not_exist_is_a_pool_start_error() -> None:
     with pytest.raises(PoolStartError, match="no/such/python"):
         async with Pool(ADAPTER, size=1, cwd=ROOT, python="/no/such/python"):
