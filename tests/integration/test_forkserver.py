@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -18,13 +20,14 @@ import pytest
 
 from snakepit._wire._forkserver_protocol import MAX_REQUEST
 from snakepit.errors import PoolStartError, WorkerError, WorkerStartError
-from snakepit.pool import Pool, StartMethod, WorkerConnection, WorkerExited
+from snakepit.pool import Pool, StartMethod, WorkerConnection, WorkerExited, default_fork_servers
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
     ForkServerError,
     RequestTooLarge,
 )
 from snakepit.pool._launch._process import spawn_worker
+from snakepit.pool._launch._shared import SharedForkServer
 from tests._procs import descendant_pids, wait_exit
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +38,27 @@ anyio_backends = ("asyncio",)  # grpc.aio
 
 ROOT = str(Path(__file__).resolve().parents[2])
 ADAPTER = "tests.integration._process_adapters:Introspect"
+
+
+@asynccontextmanager
+async def a_fork_server() -> AsyncIterator[ForkServerClient | SharedForkServer]:
+    """A fork server to spawn workers from, for a test about what comes through one.
+
+    The suite's shared server when there is one (a server start saved: the
+    same server process and protocol, driven from its own thread), else a
+    new one, closed after.
+    """
+    shared = default_fork_servers()
+    if shared is not None:
+        yield shared._forkserver(
+            python=None, env=os.environ, cwd=ROOT, run_id="", ready_timeout=30.0
+        )
+        return
+    server = await ForkServerClient.start(cwd=ROOT)
+    try:
+        yield server
+    finally:
+        await server.aclose()
 
 
 @OWN_SERVER
@@ -168,8 +192,7 @@ async def test_closing_the_fork_server_kills_and_reaps_what_it_still_runs(
 
 
 async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Path) -> None:
-    server = await ForkServerClient.start(cwd=ROOT)
-    try:
+    async with a_fork_server() as server:
         for i, (tool, args, code) in enumerate(
             [("exit", {"code": 7}, 7), ("segfault", {}, -signal.SIGSEGV)]
         ):
@@ -184,8 +207,6 @@ async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Pat
                     await client.execute(tool, args)
             with anyio.fail_after(10):
                 assert await worker.wait() == code
-    finally:
-        await server.aclose()
 
 
 async def test_a_fork_server_that_fails_at_start_reports_its_stderr(tmp_path: Path) -> None:
@@ -230,26 +251,25 @@ async def test_many_spawns_at_once_with_a_large_environment(tmp_path: Path) -> N
     # Not the server's own: it travels with each request, 8 x 40 kB, more than
     # the control socket holds at once.
     env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 40_000}
-    server = await ForkServerClient.start(cwd=ROOT)
     workers = []
-    try:
+    async with a_fork_server() as server:
+        try:
 
-        async def start(i: int) -> None:
-            workers.append(
-                await spawn_worker(
-                    ADAPTER, f"unix:{tmp_path}/w{i}.sock", env=env, cwd=ROOT, forkserver=server
+            async def start(i: int) -> None:
+                workers.append(
+                    await spawn_worker(
+                        ADAPTER, f"unix:{tmp_path}/w{i}.sock", env=env, cwd=ROOT, forkserver=server
+                    )
                 )
-            )
 
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                for i in range(8):
-                    tg.start_soon(start, i)
-        assert len(workers) == 8
-    finally:
-        for worker in workers:
-            await worker.aclose()
-        await server.aclose()
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(start, i)
+            assert len(workers) == 8
+        finally:
+            for worker in workers:
+                await worker.aclose()
 
 
 async def test_an_environment_past_the_default_socket_buffer_travels_with_a_spawn(
@@ -295,8 +315,7 @@ async def test_an_environment_too_large_for_a_spawn_request_is_named_as_the_caus
 
 async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -> None:
     # Exit reports right behind the spawn replies: none may be lost (no hang).
-    server = await ForkServerClient.start(cwd=ROOT)
-    try:
+    async with a_fork_server() as server:
 
         async def start(i: int) -> None:
             with pytest.raises(WorkerStartError, match="exit code 2"):
@@ -311,13 +330,10 @@ async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -
             async with anyio.create_task_group() as tg:
                 for i in range(8):
                     tg.start_soon(start, i)
-    finally:
-        await server.aclose()
 
 
 async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path) -> None:
-    server = await ForkServerClient.start(cwd=ROOT)
-    try:
+    async with a_fork_server() as server:
         with pytest.raises(WorkerStartError) as info:
             await spawn_worker(
                 "tests.integration._process_adapters:ExitsInSetup",
@@ -325,8 +341,6 @@ async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path)
                 cwd=ROOT,
                 forkserver=server,
             )
-    finally:
-        await server.aclose()
     assert info.value.returncode == 1
     assert "bad config: FOO is not set" in info.value.stderr_tail
 
