@@ -25,10 +25,12 @@ VARIABLES = "tests.integration._variable_adapters:Variables"
 
 @pytest.fixture
 def pool() -> Pool:
-    return Pool(VARIABLES, size=2, cwd=ROOT, max_concurrency=4)
+    """One worker: a session's calls go to one worker anyway (the seed's workflow has two)."""
+    return Pool(VARIABLES, size=1, cwd=ROOT, max_concurrency=4)
 
 
-async def test_the_seeds_workflow_concurrent_sets_and_updates(pool: Pool) -> None:
+async def test_the_seeds_workflow_concurrent_sets_and_updates() -> None:
+    pool = Pool(VARIABLES, size=2, cwd=ROOT, max_concurrency=4)  # writes from both workers
     async with pool, pool.session(affinity="hint") as s:
         await s.variables.register("counter", "integer", 0)
         async with anyio.create_task_group() as tg:
