@@ -22,19 +22,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-# Imported here, while pytest collects: trio's hypothesis plugin registers its
-# PRNG when hypothesis is first imported, and a first import inside a test (a
-# test that imports snakepit.testing._scenario, run alone) turned the
-# HypothesisWarning it then gives into an error.
-import hypothesis  # noqa: F401
 import pytest
-from trio.testing import MockClock
 
-from snakepit.pool import default_fork_servers
 from snakepit.testing._leaks import child_pids, describe_process
 from tests._redis import SERVER_PIDS, RedisServer, redis_server
 
 if TYPE_CHECKING:
+    from trio.testing import MockClock
+
     from snakepit.session import RedisBackend
 
 BACKENDS = ("asyncio", "trio")
@@ -68,6 +63,21 @@ def _drop_grpc_completions_for_closed_loops() -> None:
 
 
 _drop_grpc_completions_for_closed_loops()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Import hypothesis before any test runs, in a process that runs tests.
+
+    Here, before collection: trio's hypothesis plugin registers its PRNG when
+    hypothesis is first imported, and a first import inside a test (a test
+    that imports snakepit.testing._scenario, run alone) turned the
+    HypothesisWarning it then gives into an error. Not in the controller of
+    ``pytest -n N``, which runs no test: what this module imports at its top
+    delays the start of the workers (hypothesis, and snakepit.pool with grpc,
+    are imported where they are used instead).
+    """
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        import hypothesis  # noqa: F401
 
 
 def _parametrizes_backend(metafunc: pytest.Metafunc) -> bool:
@@ -135,6 +145,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def mock_clock() -> MockClock:
     """A trio MockClock with ``autojump_threshold=0``; the test runs on trio only."""
+    from trio.testing import MockClock
+
     return MockClock(autojump_threshold=0)
 
 
@@ -165,6 +177,8 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if before is None:
         return  # no /proc here
+    from snakepit.pool import default_fork_servers
+
     # Session-scoped: redis, and the fork servers shared by this process's pools.
     shared = default_fork_servers()
     left = sorted(

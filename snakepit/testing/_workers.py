@@ -152,6 +152,12 @@ async def python_worker(
     group gets SIGTERM, ``stop_grace`` seconds, then SIGKILL, the worker is
     reaped, and the group is checked to be empty.
 
+    With shared fork servers set as the process's default
+    (:func:`~snakepit.pool.set_default_fork_servers`, as the pytest plugin's
+    ``snakepit_share_fork_servers`` option does), the worker is forked from
+    them, as a pool's worker would be (~10 ms of CPU instead of ~130 for a
+    new interpreter); otherwise it is a new interpreter.
+
     :param tmp_dir: where the socket goes; a path too long for a unix socket
         (or None) gets a short private temporary directory, removed after.
     :param connect: open ``w.client`` (a WorkerConnection) too.
@@ -163,9 +169,20 @@ async def python_worker(
     """
     if not _on_asyncio():
         raise RuntimeError("python_worker needs the asyncio backend (grpc.aio)")
-    from snakepit.pool import WorkerConnection
+    from snakepit.pool import WorkerConnection, default_fork_servers
     from snakepit.pool._launch._process import spawn_worker
 
+    directory = None if cwd is None else Path(cwd)
+    shared = default_fork_servers()
+    forkserver = None
+    if shared is not None:  # the server for this environment and directory
+        forkserver = shared._forkserver(
+            python=None,
+            env=os.environ if env is None else env,
+            cwd=directory,
+            run_id="",
+            ready_timeout=ready_timeout,
+        )
     sock_dir, own_dir = _socket_dir(tmp_dir)
     try:
         process = await spawn_worker(
@@ -174,9 +191,10 @@ async def python_worker(
             worker_id=worker_id,
             max_concurrency=max_concurrency,
             env=env,
-            cwd=None if cwd is None else Path(cwd),
+            cwd=directory,
             ready_timeout=ready_timeout,
             extra_args=extra_args,
+            forkserver=forkserver,
         )
         worker = PythonWorker(process)
         failed = True

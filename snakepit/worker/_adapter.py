@@ -6,6 +6,7 @@ import inspect
 import logging
 import types
 import typing
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
@@ -135,12 +136,29 @@ class Adapter:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         found: dict[str, ToolInfo] = {}
+        own: dict[str, tuple[object, ToolInfo]] = {}
         for klass in reversed(cls.__mro__):
+            # A base adapter's tools were described when it was made: an
+            # inherited tool (the same function under the same attribute and
+            # name) has the same description, and ToolInfo is frozen.
+            # Describing it again for every subclass (signature, type hints)
+            # was most of the cost of importing a module of adapters, which
+            # each forked worker does.
+            described = _OWN_TOOLS.get(klass, {})
             for attr, value in vars(klass).items():
                 tool_name = getattr(value, _TOOL_ATTR, None)
-                if tool_name is not None:
-                    found[tool_name] = _describe(cls, attr, tool_name, value)
+                if tool_name is None:
+                    continue
+                seen = described.get(attr)
+                if seen is not None and seen[0] is value and seen[1].name == tool_name:
+                    info = seen[1]
+                else:
+                    info = _describe(cls, attr, tool_name, value)
+                found[tool_name] = info
+                if klass is cls:
+                    own[attr] = (value, info)
         cls.tools = found
+        _OWN_TOOLS[cls] = own
 
     def setup(self) -> Any:
         """Prepare the process (load models, open files); sync or async."""
@@ -179,6 +197,12 @@ class Adapter:
 
         :param session_id: the id of the session that ended.
         """
+
+
+#: Per adapter class, the tools its own body defines: attribute -> (function, description).
+_OWN_TOOLS: weakref.WeakKeyDictionary[type, dict[str, tuple[object, ToolInfo]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _describe(cls: type, attr: str, name: str, func: Callable[..., Any]) -> ToolInfo:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -18,23 +20,48 @@ import pytest
 
 from snakepit._wire._forkserver_protocol import MAX_REQUEST
 from snakepit.errors import PoolStartError, WorkerError, WorkerStartError
-from snakepit.pool import Pool, StartMethod, WorkerConnection, WorkerExited
+from snakepit.pool import Pool, StartMethod, WorkerConnection, WorkerExited, default_fork_servers
 from snakepit.pool._launch._forkserver_client import (
     ForkServerClient,
     ForkServerError,
     RequestTooLarge,
 )
 from snakepit.pool._launch._process import spawn_worker
+from snakepit.pool._launch._shared import SharedForkServer
 from tests._procs import descendant_pids, wait_exit
 
-# Each test stops, kills or inspects its pool's fork server: its own, not a shared one.
-pytestmark = [pytest.mark.anyio, pytest.mark.snakepit_own_fork_server]
+pytestmark = pytest.mark.anyio
+# A test whose pool's fork server it stops, kills or inspects: its own, not a
+# shared one. (The tests of ForkServerClient start their own anyway.)
+OWN_SERVER = pytest.mark.snakepit_own_fork_server
 anyio_backends = ("asyncio",)  # grpc.aio
 
 ROOT = str(Path(__file__).resolve().parents[2])
 ADAPTER = "tests.integration._process_adapters:Introspect"
 
 
+@asynccontextmanager
+async def a_fork_server() -> AsyncIterator[ForkServerClient | SharedForkServer]:
+    """A fork server to spawn workers from, for a test about what comes through one.
+
+    The suite's shared server when there is one (a server start saved: the
+    same server process and protocol, driven from its own thread), else a
+    new one, closed after.
+    """
+    shared = default_fork_servers()
+    if shared is not None:
+        yield shared._forkserver(
+            python=None, env=os.environ, cwd=ROOT, run_id="", ready_timeout=30.0
+        )
+        return
+    server = await ForkServerClient.start(cwd=ROOT)
+    try:
+        yield server
+    finally:
+        await server.aclose()
+
+
+@OWN_SERVER
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 async def test_a_worker_has_its_own_session_and_the_pools_env_and_cwd(
     start_method: StartMethod, tmp_path: Path
@@ -112,6 +139,7 @@ async def test_a_forked_workers_wait_and_close_return_with_its_watcher_ended(
         await server.aclose()
 
 
+@OWN_SERVER
 async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() -> None:
     async with Pool(ADAPTER, size=2, cwd=ROOT) as pool, pool.subscribe() as events:
         first = await pool.execute("process")
@@ -135,12 +163,14 @@ async def test_a_killed_fork_server_takes_its_workers_and_the_pool_recovers() ->
         assert pool.stats().ready == 2
 
 
+@OWN_SERVER
 async def test_a_fork_server_that_cannot_start_is_a_pool_start_error() -> None:
     with pytest.raises(PoolStartError, match="fork server"):
         async with Pool(ADAPTER, size=1, cwd=ROOT, python="/bin/false"):
             pass
 
 
+@OWN_SERVER
 async def test_a_python_that_does_not_exist_is_a_pool_start_error() -> None:
     with pytest.raises(PoolStartError, match="no/such/python"):
         async with Pool(ADAPTER, size=1, cwd=ROOT, python="/no/such/python"):
@@ -162,8 +192,7 @@ async def test_closing_the_fork_server_kills_and_reaps_what_it_still_runs(
 
 
 async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Path) -> None:
-    server = await ForkServerClient.start(cwd=ROOT)
-    try:
+    async with a_fork_server() as server:
         for i, (tool, args, code) in enumerate(
             [("exit", {"code": 7}, 7), ("segfault", {}, -signal.SIGSEGV)]
         ):
@@ -178,8 +207,6 @@ async def test_exit_codes_and_signals_come_through_the_fork_server(tmp_path: Pat
                     await client.execute(tool, args)
             with anyio.fail_after(10):
                 assert await worker.wait() == code
-    finally:
-        await server.aclose()
 
 
 async def test_a_fork_server_that_fails_at_start_reports_its_stderr(tmp_path: Path) -> None:
@@ -224,26 +251,25 @@ async def test_many_spawns_at_once_with_a_large_environment(tmp_path: Path) -> N
     # Not the server's own: it travels with each request, 8 x 40 kB, more than
     # the control socket holds at once.
     env = {**os.environ, "SNAKEPIT_TEST_VALUE": "x" * 40_000}
-    server = await ForkServerClient.start(cwd=ROOT)
     workers = []
-    try:
+    async with a_fork_server() as server:
+        try:
 
-        async def start(i: int) -> None:
-            workers.append(
-                await spawn_worker(
-                    ADAPTER, f"unix:{tmp_path}/w{i}.sock", env=env, cwd=ROOT, forkserver=server
+            async def start(i: int) -> None:
+                workers.append(
+                    await spawn_worker(
+                        ADAPTER, f"unix:{tmp_path}/w{i}.sock", env=env, cwd=ROOT, forkserver=server
+                    )
                 )
-            )
 
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                for i in range(8):
-                    tg.start_soon(start, i)
-        assert len(workers) == 8
-    finally:
-        for worker in workers:
-            await worker.aclose()
-        await server.aclose()
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(start, i)
+            assert len(workers) == 8
+        finally:
+            for worker in workers:
+                await worker.aclose()
 
 
 async def test_an_environment_past_the_default_socket_buffer_travels_with_a_spawn(
@@ -289,8 +315,7 @@ async def test_an_environment_too_large_for_a_spawn_request_is_named_as_the_caus
 
 async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -> None:
     # Exit reports right behind the spawn replies: none may be lost (no hang).
-    server = await ForkServerClient.start(cwd=ROOT)
-    try:
+    async with a_fork_server() as server:
 
         async def start(i: int) -> None:
             with pytest.raises(WorkerStartError, match="exit code 2"):
@@ -305,13 +330,10 @@ async def test_workers_that_fail_at_once_all_report_their_exit(tmp_path: Path) -
             async with anyio.create_task_group() as tg:
                 for i in range(8):
                     tg.start_soon(start, i)
-    finally:
-        await server.aclose()
 
 
 async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path) -> None:
-    server = await ForkServerClient.start(cwd=ROOT)
-    try:
+    async with a_fork_server() as server:
         with pytest.raises(WorkerStartError) as info:
             await spawn_worker(
                 "tests.integration._process_adapters:ExitsInSetup",
@@ -319,8 +341,6 @@ async def test_sys_exit_in_setup_reads_as_in_a_fresh_interpreter(tmp_path: Path)
                 cwd=ROOT,
                 forkserver=server,
             )
-    finally:
-        await server.aclose()
     assert info.value.returncode == 1
     assert "bad config: FOO is not set" in info.value.stderr_tail
 

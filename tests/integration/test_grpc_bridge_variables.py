@@ -25,12 +25,13 @@ VARIABLES = "tests.integration._variable_adapters:Variables"
 
 @pytest.fixture
 def pool() -> Pool:
-    return Pool(VARIABLES, size=2, cwd=ROOT, max_concurrency=4)
+    """One worker: a session's calls go to one worker anyway (the seed's workflow has two)."""
+    return Pool(VARIABLES, size=1, cwd=ROOT, max_concurrency=4)
 
 
 @pytest.fixture(params=["memory", "redis"])
 def any_pool(request: pytest.FixtureRequest) -> Pool:
-    """The pool of :func:`pool`, its sessions on the memory backend and on Redis."""
+    """Two workers (writes from both), its sessions on the memory backend and on Redis."""
     from snakepit.session import SessionStoreConfig
 
     if request.param == "memory":

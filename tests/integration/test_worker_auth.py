@@ -17,9 +17,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from snakepit.pool import Pool, WorkerConnection
+from snakepit.pool import Pool, WorkerConnection, default_fork_servers
 from snakepit.pool._launch._forkserver_client import ForkServerClient, worker_channel
 from snakepit.pool._launch._process import WorkerProcess, _unexpected_address, spawn_worker
+from snakepit.pool._launch._shared import SharedForkServer
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -56,10 +57,25 @@ async def test_a_tool_in_one_worker_cannot_call_another() -> None:
 
 @pytest.fixture(params=["spawn", "forkserver"])
 async def prober(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
-    """A Prober worker process, exec'd or forked by a fork server."""
-    server = await ForkServerClient.start(cwd=ROOT) if request.param == "forkserver" else None
+    """A Prober worker process, exec'd or forked by a fork server.
+
+    The fork server is the suite's shared one when there is one (a server
+    start saved: these tests look at the worker, not at its server).
+    """
+    server = None
+    forkserver: ForkServerClient | SharedForkServer | None = None
+    if request.param == "forkserver":
+        shared = default_fork_servers()
+        if shared is None:
+            forkserver = server = await ForkServerClient.start(cwd=ROOT)
+        else:
+            forkserver = shared._forkserver(
+                python=None, env=os.environ, cwd=ROOT, run_id="", ready_timeout=30.0
+            )
     try:
-        worker = await spawn_worker(PROBER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=server)
+        worker = await spawn_worker(
+            PROBER, f"unix:{tmp_path}/w.sock", cwd=ROOT, forkserver=forkserver
+        )
         try:
             yield worker
         finally:

@@ -8,6 +8,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
@@ -117,12 +118,17 @@ def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text())
 
 
+@functools.cache
+def _nodes(path: Path) -> tuple[ast.AST, ...]:
+    """Every node of ``path``'s tree, as ``ast.walk`` gives them (walked once per run)."""
+    return tuple(ast.walk(_parse(path)))
+
+
 def _class_node(cls: type) -> ast.ClassDef:
     """The ``class`` statement of ``cls``, from its module's tree."""
-    tree = _parse(Path(inspect.getfile(cls)))
     return next(
         node
-        for node in ast.walk(tree)
+        for node in _nodes(Path(inspect.getfile(cls)))
         if isinstance(node, ast.ClassDef) and node.name == cls.__name__
     )
 
@@ -132,7 +138,7 @@ def _imports(path: Path, module: str) -> frozenset[str]:
     """Every module ``path`` imports, at any depth (in functions too), relative ones resolved."""
     found: set[str] = set()
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    for node in ast.walk(_parse(path)):
+    for node in _nodes(path):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -222,8 +228,7 @@ def _annotation_namespace(name: str) -> dict[str, object]:
 
     module = sys.modules[name]
     namespace = dict(vars(module))
-    source = inspect.getsource(module)
-    for node in ast.walk(ast.parse(source)):
+    for node in _nodes(Path(inspect.getfile(module))):
         if (
             isinstance(node, ast.If)
             and isinstance(node.test, ast.Name | ast.Attribute)
@@ -339,10 +344,13 @@ def test_no_public_signature_names_a_private_or_generated_type() -> None:
     assert sorted(problems) == [], "\n".join(sorted(problems))
 
 
-def _private_names(node: ast.AST) -> set[str]:
-    """The ``_x`` names (not dunders) ``node`` defines or uses on ``self``: methods, attributes."""
+def _private_names(node: ast.AST, nodes: Iterable[ast.AST] | None = None) -> set[str]:
+    """The ``_x`` names (not dunders) ``node`` defines or uses on ``self``: methods, attributes.
+
+    ``nodes``: ``ast.walk(node)``, when it is at hand already.
+    """
     names: set[str] = set()
-    for sub in ast.walk(node):
+    for sub in ast.walk(node) if nodes is None else nodes:
         if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
             names.add(sub.name)
         elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
@@ -370,8 +378,8 @@ def test_nothing_outside_the_otp_core_uses_its_private_names() -> None:
         if "_proto" in path.parts:
             continue
         name = str(path.relative_to(ROOT))
-        tree = _parse(path)
-        otp_only -= _private_names(tree)  # a name the product uses for its own is not otp's
+        # A name the product uses for its own is not otp's.
+        otp_only -= _private_names(_parse(path), _nodes(path))
         for imported in _imports(path, "snakepit.x"):
             parts = imported.split(".")
             private = len(parts) > 2 and parts[:2] == ["snakepit", "otp"] and parts[2][:1] == "_"
@@ -389,14 +397,14 @@ def test_nothing_outside_the_otp_core_uses_its_private_names() -> None:
                         f"{cls.__qualname__}: {base.__name__}.{n}" for n in used & own[base]
                     ]
     for path in outside:
-        tree = _parse(path)
+        nodes = _nodes(path)
         modules = {  # os._exit is no otp name
             (alias.asname or alias.name).split(".")[0]
-            for sub in ast.walk(tree)
+            for sub in nodes
             if isinstance(sub, ast.Import)
             for alias in sub.names
         }
-        for sub in ast.walk(tree):
+        for sub in nodes:
             on_module = isinstance(sub, ast.Attribute) and (
                 isinstance(sub.value, ast.Name) and sub.value.id in modules
             )
