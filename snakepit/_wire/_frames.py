@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar, cast
 
 from google.protobuf.message import DecodeError
 
@@ -313,9 +313,11 @@ class FrameProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; its writes pause over :data:`HIGH_WATER`."""
-        assert isinstance(transport, asyncio.Transport)
-        transport.set_write_buffer_limits(high=HIGH_WATER)
-        self.transport = transport
+        # A stream transport, not always an asyncio.Transport instance: uvloop's
+        # (a worker's loop with snakepit[uvloop]) subclass none of asyncio's.
+        stream = cast(asyncio.Transport, transport)
+        stream.set_write_buffer_limits(high=HIGH_WATER)
+        self.transport = stream
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Wake the drains."""

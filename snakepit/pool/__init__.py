@@ -18,6 +18,7 @@ from ._config import PoolConfig as PoolConfig
 from ._config import PoolOptions as PoolOptions
 from ._config import StartMethod as StartMethod
 from ._config import Transport as Transport
+from ._config import WorkerLoop as WorkerLoop
 from ._connection import Multiplexer as Multiplexer
 from ._description import ParameterSpec as ParameterSpec
 from ._description import ToolSpec as ToolSpec
@@ -98,6 +99,7 @@ __all__ = (
     "WorkerExited",
     "WorkerHandle",
     "WorkerInfo",
+    "WorkerLoop",
     "WorkerProcess",
     "WorkerReady",
     "WorkerRecycled",

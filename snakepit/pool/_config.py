@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from collections.abc import Mapping
@@ -12,12 +13,14 @@ from typing import Any, Literal, TypeAlias, TypedDict
 from snakepit.errors import ArgumentTypeError, ConfigError, check_int, is_number
 from snakepit.session import SessionStoreConfig
 
-__all__ = ("Codec", "PoolConfig", "PoolOptions", "StartMethod", "Transport")
+__all__ = ("Codec", "PoolConfig", "PoolOptions", "StartMethod", "Transport", "WorkerLoop")
 
 #: How calls travel to a worker (see :attr:`PoolConfig.transport`).
 Transport: TypeAlias = Literal["frames", "grpc"]
 #: How worker processes start (see :attr:`PoolConfig.start_method`).
 StartMethod: TypeAlias = Literal["forkserver", "spawn"]
+#: The event loop a worker process runs (see :attr:`PoolConfig.worker_loop`).
+WorkerLoop: TypeAlias = Literal["auto", "asyncio", "uvloop"]
 #: How arguments and results are encoded: JSON, or pickle for trusted workers
 #: (see :attr:`PoolConfig.allow_pickle`).
 Codec: TypeAlias = Literal["json", "pickle"]
@@ -169,6 +172,13 @@ class PoolConfig:
     #: The store's ``on_end`` is called after the pool told the session's worker
     #: (``Adapter.on_session_end``). A backend passed here is the caller's to close.
     sessions: SessionStoreConfig | None = None
+    #: The event loop of each worker process: "auto" (the default: uvloop when the
+    #: workers' Python can import it, ``pip install snakepit[uvloop]``, else asyncio's),
+    #: "asyncio" (always asyncio's own loop) or "uvloop" (required: a ConfigError
+    #: here when the host's Python cannot import it, and a worker whose ``python``
+    #: cannot fails to start). The host's loop is never changed: it is the caller's.
+    #: An in-process worker (``InProcessLauncher``) runs on the host's loop whatever this says.
+    worker_loop: WorkerLoop = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.adapter, str):
@@ -216,7 +226,7 @@ class PoolConfig:
             raise ArgumentTypeError("cap_threads", f"must be a bool, got {self.cap_threads!r}")
         if not isinstance(self.allow_pickle, bool):
             raise ArgumentTypeError("allow_pickle", f"must be a bool, got {self.allow_pickle!r}")
-        for name in ("start_method", "transport"):
+        for name in ("start_method", "transport", "worker_loop"):
             if not isinstance(getattr(self, name), str):
                 raise ArgumentTypeError(name, f"must be a str, got {getattr(self, name)!r}")
         if self.start_method not in ("forkserver", "spawn"):
@@ -225,6 +235,20 @@ class PoolConfig:
             )
         if self.transport not in ("frames", "grpc"):
             raise ConfigError("transport", f"must be 'frames' or 'grpc', got {self.transport!r}")
+        if self.worker_loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(
+                "worker_loop", f"must be 'auto', 'asyncio' or 'uvloop', got {self.worker_loop!r}"
+            )
+        if (
+            self.worker_loop == "uvloop"
+            and self.python is None
+            and importlib.util.find_spec("uvloop") is None
+        ):
+            raise ConfigError(
+                "worker_loop",
+                "'uvloop' needs the uvloop package (pip install 'snakepit[uvloop]'); "
+                "'auto' uses it only when it is installed",
+            )
         object.__setattr__(self, "run_dir", _optional_path("run_dir", self.run_dir))
         if self.sessions is not None and not isinstance(self.sessions, SessionStoreConfig):
             raise ArgumentTypeError(
@@ -306,3 +330,4 @@ class PoolOptions(TypedDict, total=False):
     run_dir: str | os.PathLike[str] | None
     allow_pickle: bool
     sessions: SessionStoreConfig | None
+    worker_loop: WorkerLoop

@@ -16,6 +16,7 @@ from typing import Any
 
 from snakepit.errors import BridgeSessionNotFound
 from snakepit.worker import Adapter, Context, Session, tool
+from snakepit.worker._main import loop_name
 
 __all__ = (
     "Crash",
@@ -46,6 +47,11 @@ class Echo(Adapter):
     @tool
     def noop_sync(self) -> None:
         """Do nothing, in a worker thread."""
+
+    @tool
+    async def event_loop(self) -> str:
+        """The kind of event loop the worker runs: "uvloop" or "asyncio"."""
+        return loop_name(asyncio.get_running_loop())
 
     @tool
     def echo(self, value: Any = None) -> Any:

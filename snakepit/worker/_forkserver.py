@@ -275,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     for module in args.preload:
         importlib.import_module(module)
+    # The workers' event loop when installed (--loop auto or uvloop): imported
+    # once here, not by each forked worker. It starts no thread.
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
     become_subreaper()

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from snakepit._wire._auth import SECRET_BYTES
@@ -113,8 +113,42 @@ def _parser() -> argparse.ArgumentParser:
             "connections that have it (without: anyone who can reach the socket)"
         ),
     )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: uvloop if importable (auto), asyncio's, or uvloop (required)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop factory for ``--loop``: auto, asyncio or uvloop.
+
+    "auto" takes uvloop when it can be imported (``snakepit[uvloop]``), else
+    asyncio's own loop.
+
+    :raises AdapterStartError: "uvloop" and uvloop cannot be imported.
+    """
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError as exc:
+            if choice == "uvloop":
+                raise AdapterStartError(
+                    f"--loop uvloop: cannot import uvloop ({exc}); "
+                    "install snakepit[uvloop] or use --loop auto"
+                ) from exc
+        else:
+            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return factory
+    return asyncio.new_event_loop
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """The kind of event loop ``loop`` is, "uvloop" or "asyncio" (the ready line's ``loop``)."""
+    return "uvloop" if type(loop).__module__.partition(".")[0] == "uvloop" else "asyncio"
 
 
 def watch_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
@@ -258,6 +292,7 @@ def _report_ready(
             "run_id": args.run_id,
             "protocol_version": PROTOCOL_VERSION,
             "tools": tools,
+            "loop": loop_name(asyncio.get_running_loop()),
         }
     )
     data = (line + "\n").encode()
@@ -413,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         watch_parent(args.parent_pid)
         if secret is None:
             logger.warning("no --auth-stdin: serving without authentication (development only)")
-        return asyncio.run(serve(args, ready_fd, secret, token))
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            return runner.run(serve(args, ready_fd, secret, token))
     except AdapterStartError as exc:
         print(f"snakepit.worker: {exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -99,6 +99,8 @@ class LocalLauncher:
                 "--max-message-mb",
                 str(config.max_message_mb),
                 *(["--allow-pickle"] if config.allow_pickle else []),
+                "--loop",
+                config.worker_loop,
             ],
             on_spawn=lambda pid: run.record(worker_id, pid),
             forkserver=forkserver,
