@@ -195,9 +195,24 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-_PLAIN_ENCODER: Final = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_needs_hook
-)
+# json's C encoder, called directly: JSONEncoder.encode builds one per call through three
+# Python-level methods (~1.5 us of a noop call's ~2 us encode). A fresh one per call all
+# the same (its cycle markers are per encode), built with JSONEncoder's own arguments.
+_C_ENCODER: Final[Any] = getattr(json.encoder, "c_make_encoder", None)
+_C_STR: Final[Any] = json.encoder.encode_basestring
+
+
+def _to_json(value: object, default: Any) -> str:
+    """``value`` as compact strict JSON text (as ``json.dumps``), ``default`` its hook."""
+    if _C_ENCODER is None:  # pragma: no cover - an interpreter without json's C speedups
+        return json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default
+        ).encode(value)
+    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys,
+    # skipkeys, allow_nan), as JSONEncoder.iterencode passes them.
+    return "".join(_C_ENCODER({}, default, _C_STR, None, ":", ",", False, False, False)(value, 0))
+
+
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
@@ -478,15 +493,18 @@ def _maybe_huge_int(data: bytes) -> bool:
 def _encode_json(value: object, placeholders: bool, root: str) -> tuple[bytes, list[bytes], bool]:
     if type(value) is bytes:
         return b'{"__snakepit__":"bytes","index":0}', [value], True
+    # The payloads of a call with no arguments and of a tool that returns None.
+    if type(value) is dict and not value:
+        return b"{}", [], False
+    if value is None:
+        return b"null", [], False
     encoding = None
     try:
         try:
-            text = _PLAIN_ENCODER.encode(value)
+            text = _to_json(value, _needs_hook)
         except _Fallback:  # bytes, numpy or a value with no JSON form: again, with the hook
             encoding = _Encoding(placeholders, root)
-            text = json.JSONEncoder(
-                ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=encoding.hook
-            ).encode(value)
+            text = _to_json(value, encoding.hook)
         data = text.encode()
     except Exception:  # NaN, a cycle, surrogates, a key json refuses, no JSON form: walk it
         pass

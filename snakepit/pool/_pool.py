@@ -586,11 +586,19 @@ class Pool:
         """
         _check_call(tool, args, timeout, session_id)
         check_int("retries", retries, 0)
-        deadline = None if timeout is None else anyio.current_time() + timeout
+        deadline = None if timeout is None else self._now() + timeout
         attempt = 0
         while True:
             try:
-                return await self._execute_once(tool, args, deadline, session_id)
+                if session_id:
+                    return await self._execute_in_session(tool, args, deadline, session_id)
+                # A call without a session, in this frame (no coroutine of its own).
+                async with self._calls.on_a_worker(tool, deadline) as mux:
+                    # What is left of the call's timeout after the wait (checkout
+                    # raises QueueTimeout at the deadline).
+                    return await mux.execute(
+                        tool, args, timeout=None if deadline is None else time_left(deadline)
+                    )
             except WorkerStopping:
                 continue  # refused unrun by a stopping worker (now drained): go elsewhere
             except (WorkerCrashed, WorkerUnavailable):
@@ -598,31 +606,32 @@ class Pool:
                     raise
                 attempt += 1
                 backoff = min(RETRY_BACKOFF * 2 ** (attempt - 1), 1.0)
-                if deadline is not None and anyio.current_time() + backoff >= deadline:
+                if deadline is not None and self._now() + backoff >= deadline:
                     raise  # no time left for another try
                 await anyio.sleep(backoff)
 
-    async def _execute_once(
+    async def _execute_in_session(
         self, tool: str, args: dict[str, Any] | None, deadline: float | None, session_id: str
     ) -> Any:
-        session = None if not session_id else await self._use_session(session_id, deadline)
+        # A call of a session (execute() runs one without a session itself).
+        session = await self._use_session(session_id, deadline)
         try:
             async with self._calls.on_a_worker(tool, deadline, session) as mux:
-                # What is left of the call's timeout after the wait (checkout
-                # raises QueueTimeout at the deadline).
-                timeout = time_left(deadline)
-                if session is None:
-                    return await mux.execute(tool, args, timeout=timeout)
                 return await mux.execute(
                     tool,
                     args,
-                    timeout=timeout,
+                    timeout=time_left(deadline),
                     session_id=session_id,
                     session_metadata=self._router.metadata_of(session),
                 )
         finally:
-            if session is not None:
-                self._session_call_ended(session)
+            self._session_call_ended(session)
+
+    def _now(self) -> float:
+        # anyio.current_time() without its backend lookup (~0.5 us a call): the
+        # loop that entered the pool (one that is not is refused right after).
+        loop = self._loop
+        return loop.time() if loop is not None else anyio.current_time()
 
     async def _use_session(self, session_id: str, deadline: float | None) -> SessionRecord:
         """Touch ``session_id`` (a use: its TTL starts again); return its record.

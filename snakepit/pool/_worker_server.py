@@ -183,7 +183,9 @@ class WorkerServer(GenServer[Any, Any, None]):
         #: ``anyio.current_time()`` when it became ready.
         self.ready_at: float | None = None
         self._booted = anyio.Event()  # set once the boot is over (ready, failed, or stopped)
-        self._idle = anyio.Event()
+        #: Set when in_flight drops to 0; made only while somebody waits for that
+        #: (terminate): a call's end must not build an Event it does not need.
+        self._idle: anyio.Event | None = None
         self._tg: TaskGroup | None = None
 
     @property
@@ -449,6 +451,8 @@ class WorkerServer(GenServer[Any, Any, None]):
         grace = self.args.config.shutdown_timeout
         with anyio.move_on_after(grace):
             while self.in_flight:
+                if self._idle is None:
+                    self._idle = anyio.Event()
                 await self._idle.wait()
         if self._booted.is_set():
             await self._release(grace=grace)
@@ -479,9 +483,9 @@ class WorkerServer(GenServer[Any, Any, None]):
     def call_ended(self) -> None:
         """A call it ran ended (with any outcome)."""
         self.in_flight -= 1
-        if not self.in_flight:
+        if not self.in_flight and self._idle is not None:
             self._idle.set()
-            self._idle = anyio.Event()
+            self._idle = None
 
     def rss_mb(self) -> float | None:
         """Its process's resident memory in MiB (Linux), or None if unknown."""

@@ -7,6 +7,7 @@ import itertools
 import re
 from typing import Any, cast, get_args
 
+import anyio
 import pytest
 
 from snakepit.otp import Broadcast
@@ -215,6 +216,37 @@ async def test_terminate_makes_it_stopping(state: WorkerState) -> None:
     server = server_in(state)
     await server.terminate("shutdown", None)  # no process: nothing to release
     assert server.state == "stopping"
+
+
+async def test_terminate_waits_for_the_calls_in_flight_and_a_call_builds_no_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = server_in("ready")
+    made: list[anyio.Event] = []
+    real_event = anyio.Event
+
+    def counting_event() -> anyio.Event:
+        made.append(real_event())
+        return made[-1]
+
+    monkeypatch.setattr(anyio, "Event", counting_event)
+    for _ in range(3):  # calls that end with nobody waiting build nothing
+        server.call_started()
+        server.call_ended()
+    assert made == []
+    server.call_started()
+    server.call_started()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.terminate, "shutdown", None)
+        await anyio.wait_all_tasks_blocked()
+        assert server.state == "stopping"
+        assert len(made) == 1  # waiting for the two calls
+        server.call_ended()
+        await anyio.wait_all_tasks_blocked()
+        assert not made[0].is_set()  # one call still runs
+        server.call_ended()
+    assert made[0].is_set()
+    assert server.in_flight == 0
 
 
 async def test_a_worker_retired_with_a_reason_stays_retired_when_terminated() -> None:

@@ -148,6 +148,20 @@ def test_plain_data_has_no_markers_and_is_plain_json(json_engine: str) -> None:
     assert json.loads(payload.data) == value
 
 
+@pytest.mark.parametrize(
+    "value",
+    [{}, None, [], True, 0, "é\u2028", {"x": [1.5, None, {}], "y": {"z": 'a"b'}}, 2**63 - 1],
+)
+def test_plain_data_is_json_dumps_bytes(value: object) -> None:
+    # The no-arguments and None fast paths and json's C encoder called directly write
+    # exactly what json.dumps writes.
+    payload = encode(value)
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert payload.data == expected.encode()
+    assert not payload.has_markers
+    assert same(decode(payload), value)
+
+
 def test_plain_data_does_not_walk(json_engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_walk(*args: object) -> object:
         raise AssertionError("walked")
