@@ -42,7 +42,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 import anyio
 import grpc
@@ -281,15 +281,11 @@ class _Auth(grpc.aio.ServerInterceptor):
             return handler
         logger.warning("refused a bridge call to %s: no token", handler_call_details.method)
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_deny_stream)
+            return grpc.unary_stream_rpc_method_handler(_deny)  # (a coroutine serves either)
         return grpc.unary_unary_rpc_method_handler(_deny)
 
 
 async def _deny(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a worker's bridge token is needed")
-
-
-async def _deny_stream(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a worker's bridge token is needed")
 
 
@@ -355,6 +351,33 @@ def _source(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return "worker"
 
 
+Reply = TypeVar("Reply")
+_Handler: TypeAlias = Callable[[Any, Any, Any], Awaitable[Reply]]
+
+
+def _answered(reply: Callable[..., Reply]) -> Callable[[_Handler[Reply]], _Handler[Reply]]:
+    """A variable handler's frame: the access check, then expected failures as replies.
+
+    What a caller can act on (:data:`_EXPECTED`) goes back as
+    ``reply(failure=...)``; the handler itself only does its work.
+    """
+
+    def wrap(handler: _Handler[Reply]) -> _Handler[Reply]:
+        @functools.wraps(handler)
+        async def answer(self: _Service, request: Any, context: Any) -> Reply:
+            refused = self._refused(context, request.session_id)
+            if refused is not None:
+                return reply(failure=refused)
+            try:
+                return await handler(self, request, context)
+            except _EXPECTED as exc:
+                return reply(failure=_failure(exc))
+
+        return answer
+
+    return wrap
+
+
 class _Service(bridge_pb2_grpc.BridgeServiceServicer):
     def __init__(
         self,
@@ -402,88 +425,71 @@ class _Service(bridge_pb2_grpc.BridgeServiceServicer):
     def _sessions(self) -> SessionStoreRef:
         return self._store()  # SessionError while the store is being restarted
 
+    @_answered(bridge_pb2.RegisterVariableReply)
     async def RegisterVariable(
         self,
         request: bridge_pb2.RegisterVariableRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> bridge_pb2.RegisterVariableReply:
         """Register a variable (its spec and first value checked here)."""
-        refused = self._refused(context, request.session_id)
-        if refused is not None:
-            return bridge_pb2.RegisterVariableReply(failure=refused)
-        try:
-            wire = request.variable
-            spec = VariableSpec.from_json(json.loads(wire.spec_json))
-            if spec.pattern is not None:
-                # Matched with re on the host: a pattern of a worker's could
-                # take the host's loop exponential time.
-                raise ConfigError("pattern", "a variable with a pattern is registered by the host")
-            value = spec.decode(from_wire_value(wire.value_json, wire.data))
-            variables = self._sessions.variables(request.session_id)
-            variables.source = _source(context)
-            await variables.register(spec.name, spec.type, value, **_constraints(spec))
-            record = (await variables._records([spec.name]))[spec.name]
-            return bridge_pb2.RegisterVariableReply(variable=_wire(record))
-        except _EXPECTED as exc:
-            return bridge_pb2.RegisterVariableReply(failure=_failure(exc))
+        wire = request.variable
+        spec = VariableSpec.from_json(json.loads(wire.spec_json))
+        if spec.pattern is not None:
+            # Matched with re on the host: a pattern of a worker's could
+            # take the host's loop exponential time.
+            raise ConfigError("pattern", "a variable with a pattern is registered by the host")
+        value = spec.decode(from_wire_value(wire.value_json, wire.data))
+        variables = self._sessions.variables(request.session_id)
+        variables.source = _source(context)
+        await variables.register(spec.name, spec.type, value, **_constraints(spec))
+        record = (await variables._records([spec.name]))[spec.name]
+        return bridge_pb2.RegisterVariableReply(variable=_wire(record))
 
+    @_answered(bridge_pb2.GetVariablesReply)
     async def GetVariables(
         self, request: bridge_pb2.GetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bridge_pb2.GetVariablesReply:
         """Read variables (all of them, or by name) at one instant."""
-        refused = self._refused(context, request.session_id)
-        if refused is not None:
-            return bridge_pb2.GetVariablesReply(failure=refused)
-        try:
-            variables = self._sessions.variables(request.session_id)
-            names = None if request.all else list(request.names)
-            if names is not None and self._followers is not None:
-                # What the worker caches: another process's writes must reach its page.
-                backend, _ = await variables._backend()
-                await self._followers.follow(backend, request.session_id)
-            records = await variables._records(names)
-            return bridge_pb2.GetVariablesReply(variables=[_wire(r) for r in records.values()])
-        except _EXPECTED as exc:
-            return bridge_pb2.GetVariablesReply(failure=_failure(exc))
+        variables = self._sessions.variables(request.session_id)
+        names = None if request.all else list(request.names)
+        followers = self._followers
+        if (
+            names is not None
+            and followers is not None
+            and not followers.following(request.session_id)
+        ):
+            # What the worker caches: another process's writes must reach its page.
+            backend, _ = await variables._backend()
+            await followers.follow(backend, request.session_id)
+        records = await variables._records(names)
+        return bridge_pb2.GetVariablesReply(variables=[_wire(r) for r in records.values()])
 
+    @_answered(bridge_pb2.SetVariablesReply)
     async def SetVariables(
         self, request: bridge_pb2.SetVariablesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bridge_pb2.SetVariablesReply:
         """Write values, all or none, checked against their specs; a CAS where asked."""
-        refused = self._refused(context, request.session_id)
-        if refused is not None:
-            return bridge_pb2.SetVariablesReply(failure=refused)
-        try:
-            variables = self._sessions.variables(request.session_id)
-            variables.source = _source(context)
-            values = {w.name: from_wire_value(w.value_json, w.data) for w in request.values}
-            expect = {
-                w.name: (w.uid, w.version if w.version > 0 else None)
-                for w in request.values
-                if w.uid
-            }
-            written = await variables._write_stored(values, expect)
-            if written is None:
-                return bridge_pb2.SetVariablesReply(conflict=True)
-            return bridge_pb2.SetVariablesReply(variables=[_wire(r) for r in written.values()])
-        except _EXPECTED as exc:
-            return bridge_pb2.SetVariablesReply(failure=_failure(exc))
+        variables = self._sessions.variables(request.session_id)
+        variables.source = _source(context)
+        values = {w.name: from_wire_value(w.value_json, w.data) for w in request.values}
+        expect = {
+            w.name: (w.uid, w.version if w.version > 0 else None) for w in request.values if w.uid
+        }
+        written = await variables._write_stored(values, expect)
+        if written is None:
+            return bridge_pb2.SetVariablesReply(conflict=True)
+        return bridge_pb2.SetVariablesReply(variables=[_wire(r) for r in written.values()])
 
+    @_answered(bridge_pb2.DeleteVariableReply)
     async def DeleteVariable(
         self,
         request: bridge_pb2.DeleteVariableRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> bridge_pb2.DeleteVariableReply:
         """Remove a variable."""
-        refused = self._refused(context, request.session_id)
-        if refused is not None:
-            return bridge_pb2.DeleteVariableReply(failure=refused)
-        try:
-            variables = self._sessions.variables(request.session_id)
-            variables.source = _source(context)
-            await variables.delete(request.name)
-        except _EXPECTED as exc:
-            return bridge_pb2.DeleteVariableReply(failure=_failure(exc))
+        variables = self._sessions.variables(request.session_id)
+        variables.source = _source(context)
+        await variables.delete(request.name)
         return bridge_pb2.DeleteVariableReply()
 
     async def WatchVariables(

@@ -48,6 +48,11 @@ class _Followers:
     def __len__(self) -> int:
         return len(self._following)
 
+    def following(self, session_id: str) -> bool:
+        """True once a watch of ``session_id`` is in place (:meth:`follow` has nothing to do)."""
+        started = self._following.get(session_id)
+        return started is not None and started.is_set()
+
     async def follow(self, backend: VariableBackend, session_id: str) -> None:
         """Make sure a watch of ``session_id`` is in place (return once it is).
 

@@ -164,14 +164,14 @@ class SessionVariables:
         :raises VariableNotFound: one of ``names`` is not there.
         :raises SessionNotFound: the session is gone.
         """
-        wanted = None if names is None else _names(names)
+        wanted = None if names is None else check_names(names)
         backend, now = await self._backend()
         records = await backend.get_variables(self.session_id, wanted, now)
         return {name: _variable(record) for name, record in records.items()}
 
     async def _records(self, names: Iterable[str] | None) -> dict[str, VariableRecord]:
         """The stored records of ``names`` (None: all), read at one instant (the bridge's)."""
-        wanted = None if names is None else _names(names)
+        wanted = None if names is None else check_names(names)
         backend, now = await self._backend()
         return await backend.get_variables(self.session_id, wanted, now)
 
@@ -194,7 +194,7 @@ class SessionVariables:
         # One read of the specs, each value made canonical by ``check(spec,
         # value)``, one write; a name without an expectation is written to the
         # registration read (at any version). None if an expectation failed.
-        names = _names(values)
+        names = check_names(values)
         backend, now = await self._backend()
         records = await backend.get_variables(self.session_id, names, now)
         encoded = {}
@@ -213,7 +213,7 @@ class SessionVariables:
 
     async def get_many(self, names: Iterable[str]) -> dict[str, Any]:
         """The values of ``names`` read at one instant (see :meth:`variables`)."""
-        wanted = _names(names)  # (None is not "all" here)
+        wanted = check_names(names)  # (None is not "all" here)
         return {name: v.value for name, v in (await self.variables(wanted)).items()}
 
     async def list(self) -> builtins.list[Variable]:
@@ -262,7 +262,7 @@ class SessionVariables:
         :raises VariableNotFound: the session has no such variable.
         :raises SessionNotFound: the session is gone.
         """
-        (name,) = _names([name])
+        (name,) = check_names([name])
         backend, now = await self._backend()
         key = (id(backend), self.session_id, name)
         entry = _UPDATE_LOCKS.get(key)
@@ -325,7 +325,7 @@ class SessionVariables:
         :raises VariableNotFound: the session has no such variable.
         :raises SessionNotFound: the session is gone.
         """
-        (name,) = _names([name])
+        (name,) = check_names([name])
         backend, now = await self._backend()
         try:
             await backend.delete_variable(self.session_id, name, now, self.source)
@@ -351,7 +351,7 @@ class SessionVariables:
             ``buffer`` changes behind and was ended.
         :raises SessionNotFound: the session is gone.
         """
-        wanted = None if names is None else frozenset(_names(names))
+        wanted = None if names is None else frozenset(check_names(names))
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             raise ConfigError("buffer", f"must be an int >= 1, got {buffer!r}")
         backend, _ = await self._backend()
@@ -373,9 +373,6 @@ class _Changes:
     async def __anext__(self) -> VariableChange:
         event = await self._events.__anext__()
         return _change(event.name, event.old, event.new, event.source)
-
-
-_names = check_names
 
 
 def _variable(record: VariableRecord) -> Variable:

@@ -256,46 +256,17 @@ class HostBridge:
             raise BridgeUnavailable(f"{what}: the bridge refused the call: {refused.message}")
         raise BridgeUnavailable(f"{what}: the bridge answered {got!r}")  # pragma: no cover
 
-    async def _register_variable(
-        self, request: bridge_pb2.RegisterVariableRequest, timeout: float | None = None
-    ) -> bridge_pb2.RegisterVariableReply:
-        """Register a variable; the reply (its ``failure`` is the caller's to map).
+    async def _request(self, kind: str, request: Any, timeout: float | None = None) -> Any:
+        """Send one unary call of ``kind``; its reply (a ``failure`` in it is the caller's to map).
+
+        ``kind`` is the lane's name of it: ``get_variables``, ``set_variables``,
+        ``register_variable`` or ``delete_variable`` (``ctx.session.variables`` maps failures).
 
         :raises BridgeUnavailable: the bridge cannot be reached, did not answer
             within ``timeout`` seconds, the request is too large, or the worker
             is stopping.
         """
-        reply: bridge_pb2.RegisterVariableReply = await self._call(
-            "register_variable", request, timeout, "register_variable"
-        )
-        return reply
-
-    async def _get_variables(
-        self, request: bridge_pb2.GetVariablesRequest, timeout: float | None = None
-    ) -> bridge_pb2.GetVariablesReply:
-        """Read variables; the reply (as :meth:`_register_variable`)."""
-        reply: bridge_pb2.GetVariablesReply = await self._call(
-            "get_variables", request, timeout, "get_variables"
-        )
-        return reply
-
-    async def _set_variables(
-        self, request: bridge_pb2.SetVariablesRequest, timeout: float | None = None
-    ) -> bridge_pb2.SetVariablesReply:
-        """Write variables; the reply (as :meth:`_register_variable`)."""
-        reply: bridge_pb2.SetVariablesReply = await self._call(
-            "set_variables", request, timeout, "set_variables"
-        )
-        return reply
-
-    async def _delete_variable(
-        self, request: bridge_pb2.DeleteVariableRequest, timeout: float | None = None
-    ) -> bridge_pb2.DeleteVariableReply:
-        """Remove a variable; the reply (as :meth:`_register_variable`)."""
-        reply: bridge_pb2.DeleteVariableReply = await self._call(
-            "delete_variable", request, timeout, "delete_variable"
-        )
-        return reply
+        return await self._call(kind, request, timeout, kind)
 
     async def call_host(
         self,

@@ -139,23 +139,23 @@ class _VariableCache:
         stamp: tuple[int, int] | None,
         variable: Variable,
         uid: str,
-    ) -> None:
-        """Keep what the host answered, with the counters noted before it was asked."""
+    ) -> _Entry:
+        """Keep what the host answered, with the counters noted before it was asked.
+
+        Its entry (kept only with counters: a worker without a page caches nothing).
+        """
         if len(self._registrations) >= MAX_ENTRIES:
             self._registrations.clear()
         self._registrations[session_id, name] = (variable.spec, uid)
-        if stamp is None:
-            return
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[session_id, name] = _Entry(
-            variable,
-            uid,
-            variable_slot(session_id, name),
-            stamp[0],
-            session_slot(session_id),
-            stamp[1],
+        vstamp, sstamp = (0, 0) if stamp is None else stamp
+        entry = _Entry(
+            variable, uid, variable_slot(session_id, name), vstamp, session_slot(session_id), sstamp
         )
+        if stamp is not None:
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[session_id, name] = entry
+        return entry
 
     def drop(self, session_id: str, name: str) -> None:
         """Forget the value of (session, name): the worker wrote it."""
@@ -231,9 +231,9 @@ class Variables:
     def _do(self, make: Callable[[], Coroutine[Any, Any, Any]], on_loop: bool) -> Any:
         return make() if on_loop else self._ctx._run(make)
 
-    async def _ask(self, method: str, request: Any) -> Any:
-        bridge = self._ctx._bridge
-        reply = await getattr(bridge, method)(request, self._ctx.time_remaining())
+    async def _ask(self, kind: str, request: Any) -> Any:
+        # One bridge call (its kind as the lane names it); its failure raised typed.
+        reply = await self._ctx._bridge._request(kind, request, self._ctx.time_remaining())
         if reply.HasField("failure"):
             raise _error(reply.failure, self._sid)
         return reply
@@ -244,36 +244,30 @@ class Variables:
             spec, spec.decode(from_wire_value(wire.value_json, wire.data)), wire.version
         )
 
-    async def _fetch(self, names: list[str] | None) -> dict[str, _Entry | Variable]:
-        # Ask the host; cache what it answered (names only: an "all" read is not cached).
+    async def _fetch(self, names: list[str]) -> dict[str, _Entry]:
+        # Ask the host for ``names``; cache what it answered, with the counters
+        # noted before asking.
         cache = self._cache()
         sid = self._sid
-        stamps = {name: cache.stamp(sid, name) for name in names} if names is not None else {}
-        request = bridge_pb2.GetVariablesRequest(
-            session_id=sid, names=names or (), all=names is None
-        )
-        reply = await self._ask("_get_variables", request)
-        found: dict[str, _Entry | Variable] = {}
-        for wire in reply.variables:
-            variable = self._variable(wire, cache)
-            if names is not None:
-                cache.store(sid, wire.name, stamps.get(wire.name), variable, wire.uid)
-                entry = cache._entries.get((sid, wire.name))
-                found[wire.name] = (
-                    entry if entry is not None else _Entry(variable, wire.uid, 0, 0, 0, 0)
-                )
-            else:
-                found[wire.name] = variable
-        return found
+        stamps = {name: cache.stamp(sid, name) for name in names}
+        request = bridge_pb2.GetVariablesRequest(session_id=sid, names=names)
+        reply = await self._ask("get_variables", request)
+        return {
+            w.name: cache.store(sid, w.name, stamps.get(w.name), self._variable(w, cache), w.uid)
+            for w in reply.variables
+        }
+
+    async def _fetch_all(self) -> dict[str, Variable]:
+        # Every variable, at one instant (not cached: no counters were noted for them).
+        cache = self._cache()
+        request = bridge_pb2.GetVariablesRequest(session_id=self._sid, all=True)
+        reply = await self._ask("get_variables", request)
+        return {w.name: self._variable(w, cache) for w in reply.variables}
 
     async def _entries(self, names: list[str]) -> dict[str, _Entry]:
         # The current entries of names: from the cache if all are there, else one read.
-        cache = self._cache()
-        hits = {name: cache.lookup(self._sid, name) for name in names}
-        if all(hit is not None for hit in hits.values()):
-            return {name: hit for name, hit in hits.items() if hit is not None}
-        fetched = await self._fetch(names)
-        return {name: entry for name, entry in fetched.items() if isinstance(entry, _Entry)}
+        hits = self._hits(names)
+        return hits if hits is not None else await self._fetch(names)
 
     def _hits(self, names: list[str]) -> dict[str, _Entry] | None:
         cache = self._cache()
@@ -305,11 +299,11 @@ class Variables:
 
     async def _get(self, name: str) -> Any:
         # (get() looked in the cache already)
-        return _of((await self._fetch([name]))[name]).value
+        return (await self._fetch([name]))[name].variable.value
 
     def variable(self, name: str) -> Any:
         """The variable ``name``: a :class:`~snakepit.session.Variable` (spec, value, version)."""
-        names = _names([name])
+        names = check_names([name])
         on_loop = self._on_loop()
         hits = self._hits(names)
         if hits is not None:
@@ -318,11 +312,11 @@ class Variables:
         return self._do(lambda: self._variable_of(name), on_loop)
 
     async def _variable_of(self, name: str) -> Variable:
-        return _of((await self._fetch([name]))[name])
+        return (await self._fetch([name]))[name].variable
 
     def get_many(self, names: Iterable[str]) -> Any:
         """The values of ``names``, read at one instant: a dict by name."""
-        wanted = _names(names)
+        wanted = check_names(names)
         on_loop = self._on_loop()
         hits = self._hits(wanted)
         if hits is not None:
@@ -332,17 +326,18 @@ class Variables:
 
     async def _get_many(self, names: list[str]) -> dict[str, Any]:
         entries = await self._fetch(names)
-        return {name: _of(entries[name]).value for name in names if name in entries}
+        return {name: entries[name].variable.value for name in names if name in entries}
 
     def variables(self, names: Iterable[str] | None = None) -> Any:
         """Several :class:`~snakepit.session.Variable` read at one instant (None: all), by name."""
-        wanted = None if names is None else _names(names)
+        wanted = None if names is None else check_names(names)
         on_loop = self._on_loop()
         return self._do(lambda: self._variables(wanted), on_loop)
 
     async def _variables(self, names: list[str] | None) -> dict[str, Variable]:
-        entries = await self._fetch(names)
-        return {name: _of(entry) for name, entry in entries.items()}
+        if names is None:
+            return await self._fetch_all()
+        return {name: entry.variable for name, entry in (await self._fetch(names)).items()}
 
     def list(self) -> Any:
         """Every variable of the session, sorted by name (a list of Variable)."""
@@ -378,12 +373,12 @@ class Variables:
         )
         request = bridge_pb2.RegisterVariableRequest(session_id=self._sid, variable=wire)
         self._cache().forget(self._sid, spec.name)
-        reply = await self._ask("_register_variable", request)
+        reply = await self._ask("register_variable", request)
         return self._variable(reply.variable, self._cache())
 
     def set(self, name: str, value: Any) -> Any:
         """Write ``value``; its new version (see :meth:`set_many`)."""
-        names = _names([name])
+        names = check_names([name])
         on_loop = self._on_loop()
         return self._do(lambda: self._set_one(names[0], value), on_loop)
 
@@ -401,7 +396,7 @@ class Variables:
                 "values", f"must be a mapping of names to values, got {values!r}"
             )
         copy = dict(values)
-        _names(copy)
+        check_names(copy)
         on_loop = self._on_loop()
         return self._do(lambda: self._set_many(copy), on_loop)
 
@@ -434,7 +429,7 @@ class Variables:
         cache = self._cache()
         request = bridge_pb2.SetVariablesRequest(session_id=self._sid, values=wires)
         try:
-            reply = await self._ask("_set_variables", request)
+            reply = await self._ask("set_variables", request)
         except BridgeVariableNotFound:
             for name in names:  # deleted: what is known of it is wrong
                 cache.forget(self._sid, name)
@@ -458,7 +453,7 @@ class Variables:
         :raises BridgeValidationError: what ``fn`` returned breaks the spec (nothing written).
         :raises BridgeVariableNotFound: the session has no such variable.
         """
-        (name,) = _names([name])
+        (name,) = check_names([name])
         if not callable(fn):
             raise ArgumentTypeError("fn", f"must be callable, got {fn!r}")
         if self._on_loop():
@@ -502,7 +497,7 @@ class Variables:
 
         :raises BridgeVariableNotFound: the session has no such variable.
         """
-        (name,) = _names([name])
+        (name,) = check_names([name])
         on_loop = self._on_loop()
         return self._do(lambda: self._delete(name), on_loop)
 
@@ -510,7 +505,7 @@ class Variables:
         cache = self._cache()
         try:
             await self._ask(
-                "_delete_variable",
+                "delete_variable",
                 bridge_pb2.DeleteVariableRequest(session_id=self._sid, name=name),
             )
         finally:
@@ -537,7 +532,7 @@ class Variables:
             (it fell too far behind).
         :raises BridgeUnavailable: the host cannot be reached.
         """
-        wanted = [] if names is None else _names(names)
+        wanted = [] if names is None else check_names(names)
         if not self._on_loop():
             raise BridgeError("watch() is for async tools (a sync tool cannot iterate a watch)")
         bridge = self._ctx._bridge
@@ -598,10 +593,6 @@ async def _ready(value: Any) -> Any:
     return value
 
 
-def _of(entry: _Entry | Variable) -> Variable:
-    return entry.variable if isinstance(entry, _Entry) else entry
-
-
 def _validate(spec: VariableSpec, value: Any) -> Any:
     try:
         return spec.validate(value)
@@ -609,9 +600,6 @@ def _validate(spec: VariableSpec, value: Any) -> Any:
         raise
     except VariableValidationError as exc:
         raise BridgeValidationError(exc.variable, exc.constraint, exc.problem) from None
-
-
-_names = check_names
 
 
 def _error(failure: bridge_pb2.BridgeFailure, session_id: str) -> BridgeError:

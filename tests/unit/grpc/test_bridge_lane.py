@@ -162,29 +162,34 @@ class TestAuth:
 class TestCalls:
     async def test_each_kind_of_call(self, lane: Lane) -> None:
         client, sid = lane.client("w3"), lane.session_id
-        registered = await client._register_variable(
-            bridge_pb2.RegisterVariableRequest(session_id=sid, variable=wire("n", "integer", 1))
+        registered = await client._request(
+            "register_variable",
+            bridge_pb2.RegisterVariableRequest(session_id=sid, variable=wire("n", "integer", 1)),
         )
         assert (registered.variable.version, registered.variable.source) == (1, "w3")
-        written = await client._set_variables(lane.set_request("n", 2))
+        written = await client._request("set_variables", lane.set_request("n", 2))
         assert [v.version for v in written.variables] == [2]
         assert await lane.store.variables(sid).get("n") == 2
         stale = bridge_pb2.BridgeVariable(
             name="n", value_json="3", uid=registered.variable.uid, version=1
         )
-        conflict = await client._set_variables(
-            bridge_pb2.SetVariablesRequest(session_id=sid, values=[stale])
+        conflict = await client._request(
+            "set_variables", bridge_pb2.SetVariablesRequest(session_id=sid, values=[stale])
         )
         assert conflict.conflict
-        got = await client._get_variables(bridge_pb2.GetVariablesRequest(session_id=sid, all=True))
+        got = await client._request(
+            "get_variables", bridge_pb2.GetVariablesRequest(session_id=sid, all=True)
+        )
         assert [(v.name, v.value_json) for v in got.variables] == [("n", "2")]
-        invalid = await client._set_variables(lane.set_request("n", "x"))
+        invalid = await client._request("set_variables", lane.set_request("n", "x"))
         assert invalid.failure.kind == Kind.VALIDATION  # the caller's to map
-        deleted = await client._delete_variable(
-            bridge_pb2.DeleteVariableRequest(session_id=sid, name="n")
+        deleted = await client._request(
+            "delete_variable", bridge_pb2.DeleteVariableRequest(session_id=sid, name="n")
         )
         assert not deleted.HasField("failure")
-        gone = await client._get_variables(bridge_pb2.GetVariablesRequest(session_id="nope"))
+        gone = await client._request(
+            "get_variables", bridge_pb2.GetVariablesRequest(session_id="nope")
+        )
         assert gone.failure.kind == Kind.SESSION_NOT_FOUND
 
         async def whose(session_id: str) -> str:
@@ -225,8 +230,9 @@ class TestCalls:
         async with anyio.create_task_group() as tg:
             tg.start_soon(call_slow)
             await entered.wait()
-            got = await client._get_variables(
-                bridge_pb2.GetVariablesRequest(session_id=lane.session_id, names=["n"])
+            got = await client._request(
+                "get_variables",
+                bridge_pb2.GetVariablesRequest(session_id=lane.session_id, names=["n"]),
             )
             done.append(got.variables[0].value_json)
             release.set()
@@ -296,18 +302,18 @@ class TestTransportTrouble:
         assert len(seen) == 1
         assert "closed the connection" in str(seen[0])
         # The bridge serves again (its supervisor restarted it): the next call reconnects.
-        got = await client._get_variables(bridge_pb2.GetVariablesRequest(session_id="s"))
+        got = await client._request("get_variables", bridge_pb2.GetVariablesRequest(session_id="s"))
         assert got.failure.kind == Kind.SESSION_NOT_FOUND
 
     async def test_the_host_not_there_is_bridge_unavailable(self, lane: Lane) -> None:
         client = lane.client()
         await lane.server.aclose(grace=0)
         with pytest.raises(BridgeUnavailable, match="cannot reach the bridge"):
-            await client._get_variables(bridge_pb2.GetVariablesRequest(session_id="s"))
+            await client._request("get_variables", bridge_pb2.GetVariablesRequest(session_id="s"))
         lane.server = await BridgeServer.start(
             lane.path, sessions=lane.store, tools=lane.tools, secret=lane.secret
         )
-        got = await client._get_variables(bridge_pb2.GetVariablesRequest(session_id="s"))
+        got = await client._request("get_variables", bridge_pb2.GetVariablesRequest(session_id="s"))
         assert got.failure.kind == Kind.SESSION_NOT_FOUND
 
     async def test_a_timeout_or_a_cancel_ends_only_that_call_and_its_handler(
@@ -338,7 +344,7 @@ class TestTransportTrouble:
         assert client._lane is not None
         assert client._lane.pending == {}
         # The connection goes on; a call behind the cancels runs after them.
-        got = await client._get_variables(bridge_pb2.GetVariablesRequest(session_id="s"))
+        got = await client._request("get_variables", bridge_pb2.GetVariablesRequest(session_id="s"))
         assert got.failure.kind == Kind.SESSION_NOT_FOUND
         assert sorted(ended) == ["cancel", "timeout"]
         assert lane.server._lane.connections == 1
@@ -378,7 +384,7 @@ class TestTransportTrouble:
         with pytest.raises(BridgeUnavailable, match="worker stopped"):
             await task
         with pytest.raises(BridgeUnavailable, match="closed"):
-            await client._set_variables(lane.set_request("n", 1))
+            await client._request("set_variables", lane.set_request("n", 1))
 
 
 class TestStop:
@@ -433,7 +439,7 @@ class TestWatch:
         request = bridge_pb2.WatchVariablesRequest(session_id=lane.session_id)
         async with client._watch_variables(request) as events:
             assert (await events.__anext__()).started
-            await client._set_variables(lane.set_request("n", 1))
+            await client._request("set_variables", lane.set_request("n", 1))
             change = await events.__anext__()
             assert (change.name, change.new.value_json, change.source) == ("n", "1", "w0")
             await lane.store.delete(lane.session_id)  # the watch ends with the session
