@@ -8,9 +8,6 @@ import dataclasses
 import inspect
 import logging
 import math
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from types import EllipsisType, TracebackType
@@ -57,6 +54,7 @@ from ._events import PoolEvent, PoolGaveUp
 from ._host import PoolHost
 from ._launch._base import Launcher
 from ._launch._local import LocalLauncher
+from ._launch._rundir import RunDir
 from ._recycling import Recycler
 from ._scheduler import Scheduler, time_left
 from ._session import PoolSession
@@ -196,7 +194,9 @@ class Pool:
         self._store_ref: SessionStoreRef | None = None
         self._host_tools = HostTools()
         self._bridge: BridgeArgs | None = None  # made by __aenter__
-        self._bridge_dir: str | None = None  # a directory of its own, without a run dir
+        # A run directory of the bridge's own, with a launcher of the caller's
+        # (locked while the pool runs: the next pool's sweep removes it after a crash).
+        self._bridge_run: RunDir | None = None
         sessions = self.config.sessions or SessionStoreConfig()
         self._user_on_end = sessions.on_end
         self._user_in_use = sessions.in_use
@@ -265,7 +265,11 @@ class Pool:
             launcher: Launcher = local
         else:
             launcher = self._launcher
-        self._bridge = self._bridge_args(run_id)
+        try:
+            self._bridge = self._bridge_args(run_id)  # (a run directory: a bad run_dir fails here)
+        except BaseException:
+            self._close()
+            raise
         self._tree.open(launcher, run_id, self._bridge)
         self._restarting = anyio.Lock()
         self._loop = asyncio.get_running_loop()
@@ -369,8 +373,8 @@ class Pool:
                 if self._bridge is not None:
                     await self._bridge.stop()  # if the tree was killed, it still served
                     self._bridge.close_page()
-                if self._bridge_dir is not None:
-                    shutil.rmtree(self._bridge_dir, ignore_errors=True)
+                if self._bridge_run is not None:
+                    self._bridge_run.close()
                 if self._own_launcher is not None:
                     await self._own_launcher.aclose()
             finally:
@@ -749,9 +753,9 @@ class Pool:
         run = self._own_launcher.run if self._own_launcher is not None else None
         if run is not None:
             path = str(run.socket("bridge"))
-        else:  # a launcher of the caller's: a private directory of the pool's
-            self._bridge_dir = tempfile.mkdtemp(prefix="snakepit-bridge-")
-            path = os.path.join(self._bridge_dir, f"{run_id}.sock")
+        else:  # a launcher of the caller's: a run directory of the pool's own
+            self._bridge_run = RunDir.claim(self.config.run_dir, run_id)
+            path = str(self._bridge_run.socket("bridge"))
         return BridgeArgs(
             path,
             self._store,

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -85,8 +86,28 @@ class TestTheBridgeOfAPool:
             assert pool.bridge_address == address
             async with bridge_of(pool) as (stub, md):
                 assert await call_host(stub, md, "ping", {}) == "pong"
-        assert pool._bridge_dir is not None
-        assert not os.path.exists(pool._bridge_dir)  # its own directory, without a run dir
+        assert pool._bridge_run is not None
+        assert not pool._bridge_run.path.exists()  # its own run directory, without a launcher's
+
+    async def test_the_bridge_directory_of_a_killed_host_is_swept_by_the_next_pool(self) -> None:
+        # Before: a private mkdtemp, left in /tmp (with its page) by a host killed -9.
+        import shutil
+        import tempfile
+
+        from snakepit.pool._launch._rundir import RunDir
+
+        base = Path(tempfile.mkdtemp(prefix="sp-"))  # short: socket paths are limited
+        dead = RunDir.claim(base, "0123456789ab")
+        (dead.path / "bridge.sock.page").write_bytes(b"x")
+        os.close(dead._lock_fd or -1)  # the kernel drops a dead host's lock
+        dead._lock_fd = None
+        try:
+            async with Pool(ADAPTER, size=1, launcher=InProcessLauncher(), run_dir=base) as pool:
+                assert not dead.path.exists()
+                assert pool._bridge_run is not None
+                assert pool._bridge_run.path.parent == base.absolute()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
 
     async def test_a_host_tool_without_a_name_or_twice_is_a_config_error(self) -> None:
         pool = Pool(ADAPTER, size=1)
