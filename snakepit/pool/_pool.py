@@ -266,7 +266,7 @@ class Pool:
         else:
             launcher = self._launcher
         try:
-            self._bridge = self._bridge_args(run_id)  # (a run directory: a bad run_dir fails here)
+            self._bridge = self._bridge_args()  # (a run directory: a bad run_dir fails here)
         except BaseException:
             self._close()
             raise
@@ -749,12 +749,13 @@ class Pool:
 
     # -- the bridge ------------------------------------------------------------------------
 
-    def _bridge_args(self, run_id: str) -> BridgeArgs:
+    def _bridge_args(self) -> BridgeArgs:
         run = self._own_launcher.run if self._own_launcher is not None else None
         if run is not None:
             path = str(run.socket("bridge"))
         else:  # a launcher of the caller's: a run directory of the pool's own
-            self._bridge_run = RunDir.claim(self.config.run_dir, run_id)
+            # An id of its own: the caller's launcher may claim the pool's run id.
+            self._bridge_run = RunDir.claim(self.config.run_dir, uuid.uuid4().hex[:12])
             path = str(self._bridge_run.socket("bridge"))
         return BridgeArgs(
             path,
