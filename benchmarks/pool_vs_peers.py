@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import errno
 import functools
@@ -781,15 +782,110 @@ async def crash_runs(opts: Opts) -> list[dict[str, Any]]:
 # the crash runs, and report() prints their cells after the table and their
 # targets among the others (the JSON has them under "extra_rows").
 #
-# The place of issue #15's crash-under-load row (to be added with the
-# pipelining work): a pool of 2 workers under pipelined load, a worker killed
-# -9; the tool appends its request id to a file; the row counts the outcomes
-# (completed, WorkerCrashed, other) and the double runs (an id twice in the
-# file), and its target line is "every started call -> WorkerCrashed, every
-# not-started one completed elsewhere, no call twice".
+# The crash-under-load row (issue #15): see crash_under_load.
 
 ExtraRowFn = Callable[[Opts], Coroutine[Any, Any, ExtraRow]]
-EXTRA_ROWS: list[ExtraRowFn] = []
+
+RECORDING_ADAPTER = "_crash_tools:Recording"
+
+
+def read_runs(path: str) -> collections.Counter[int]:
+    """How many times each call id is in the file ``record`` appends to."""
+    return collections.Counter(int(line) for line in Path(path).read_bytes().split())
+
+
+async def crash_under_load(opts: Opts) -> ExtraRow:
+    """Kill -9 a busy worker again and again under 64 callers; count outcomes and double runs.
+
+    Each call runs ``record`` (it appends its id to a file first, then spins);
+    a worker is killed after every ``kill_every`` settled calls. Outcomes: the
+    call returned; ``WorkerCrashed`` with its id in the file (it started: the
+    rule); ``WorkerCrashed`` with its id absent (it never ran, yet was reported
+    crashed: the rule wants it run elsewhere); anything else. An id in the file
+    twice is a call that ran twice (the rule: never).
+    """
+    from snakepit.errors import WorkerCrashed
+    from snakepit.pool import Pool
+
+    total, kill_every = opts["crash_load_calls"], opts["crash_load_kill_every"]
+    scratch = tempfile.mkdtemp(prefix="sp-crashload-")
+    path = os.path.join(scratch, "ran")
+    outcomes: dict[int, str] = {}
+    kills = 0
+    logging.getLogger("snakepit.pool").setLevel(logging.CRITICAL)
+    try:
+        async with Pool(
+            RECORDING_ADAPTER, size=WORKERS, max_restarts=10_000, cwd=str(Path(__file__).parent)
+        ) as pool:
+            ids = iter(range(total))
+            settled = asyncio.Event()
+
+            async def caller() -> None:
+                for call_id in ids:
+                    try:
+                        await pool.execute("record", {"path": path, "call_id": call_id})
+                        outcomes[call_id] = "returned"
+                    except WorkerCrashed:
+                        outcomes[call_id] = "crashed"
+                    except Exception as exc:
+                        outcomes[call_id] = type(exc).__name__
+                    settled.set()
+
+            async def killer() -> None:
+                nonlocal kills
+                next_kill = kill_every
+                while len(outcomes) < total:
+                    await settled.wait()
+                    settled.clear()
+                    if len(outcomes) < next_kill:
+                        continue
+                    next_kill += kill_every
+                    busy = [w.pid for w in pool.workers() if w.ready and w.in_flight and w.pid]
+                    if busy:
+                        os.kill(busy[kills % len(busy)], signal.SIGKILL)
+                        kills += 1
+
+            callers = [asyncio.create_task(caller()) for _ in range(INFLIGHT)]
+            kill_task = asyncio.create_task(killer())
+            await asyncio.gather(*callers)
+            kill_task.cancel()
+        runs = read_runs(path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    counts = collections.Counter(outcomes.values())
+    started_crashed = sum(1 for i, o in outcomes.items() if o == "crashed" and runs[i])
+    unstarted_crashed = counts["crashed"] - started_crashed
+    twice = sum(1 for n in runs.values() if n > 1)
+    returned_unrun = sum(1 for i, o in outcomes.items() if o == "returned" and not runs[i])
+    other = total - counts["returned"] - counts["crashed"]
+    cells = {
+        "calls": total,
+        "kills": kills,
+        "returned": counts["returned"],
+        "WorkerCrashed (started)": started_crashed,
+        "WorkerCrashed (never ran)": unstarted_crashed,
+        "other errors": other,
+        "ran twice": twice,
+    }
+    exact = twice == 0 and unstarted_crashed == 0 and other == 0 and returned_unrun == 0
+    return ExtraRow(
+        "crash under load (kill -9 of a busy worker, 64 callers, 2 workers)",
+        cells,
+        [
+            Target(
+                "crash_under_load_exact",
+                "kill -9 under load: every started call -> WorkerCrashed, every not-started "
+                f"call completed elsewhere, no call twice: {kills} kills, {started_crashed} "
+                f"started+crashed, {unstarted_crashed} never ran but reported crashed, "
+                f"{other} other errors, {twice} ran twice",
+                exact,
+                {**cells, "returned but never ran": returned_unrun},
+            )
+        ],
+    )
+
+
+EXTRA_ROWS: list[ExtraRowFn] = [crash_under_load]
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -1108,6 +1204,8 @@ def main() -> None:
             "echo8_per_caller": 1,
             "warmup_calls": 20,
             "crash_reps": 2,
+            "crash_load_calls": 2_000,
+            "crash_load_kill_every": 200,
             "cold_extra": 0,
             "warm_pass": False,
         }
@@ -1120,6 +1218,8 @@ def main() -> None:
             "echo8_per_caller": 4,
             "warmup_calls": 200,
             "crash_reps": 5,
+            "crash_load_calls": 20_000,
+            "crash_load_kill_every": 500,
             "cold_extra": 3,
             "warm_pass": True,
         }
