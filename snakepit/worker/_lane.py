@@ -100,7 +100,10 @@ class Lane:
         self._write_lock = threading.Lock()  # one frame at a time; the socket's closing
         self._state_lock = threading.Lock()  # shutdown and close (not held while writing)
         self._closed = False  # the socket is closed (under both locks)
-        self._queued: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # the loop's frames
+        # The loop's frames that could not be written at once, for the writer thread.
+        self._queued: queue.SimpleQueue[tuple[bytes, bool] | None] = queue.SimpleQueue()
+        self._pending_lock = threading.Lock()
+        self._pending = 0  # queued, not written yet
         self._writer: threading.Thread | None = None
         self._calls: dict[int, _Call] = {}  # by request id
         self._inflight = 0
@@ -134,18 +137,49 @@ class Lane:
             yield frame
 
     def write_nowait(self, frame: worker_pb2.ServerFrame) -> bool:
-        """Queue a frame of the loop's replies for the writer thread; always True.
+        """Write a frame of the loop's replies without blocking; always True.
 
-        The loop never blocks on the socket: its peer may be a client on the
-        same loop (an in-process worker), which must go on reading.
+        The loop never blocks on the socket (its peer may be a client on the
+        same loop, an in-process worker, which must go on reading): a frame
+        that cannot go out at once, whole, goes to a writer thread (the loop's
+        frames keep their order).
         """
+        data = pack(frame)
+        if self._write_lock.acquire(blocking=False):
+            with self._pending_lock:
+                direct = not self._pending
+            if not direct:
+                self._write_lock.release()
+            else:
+                if self._closed:
+                    self._write_lock.release()
+                    return True
+                try:
+                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:  # the connection broke: the reader sees its end
+                    self._write_lock.release()
+                    return True
+                if sent == len(data):
+                    self._write_lock.release()
+                    return True
+                # The rest goes next, before any other frame: the writer
+                # thread takes the lock as it is (held) and releases it.
+                self._queue(data[sent:], held=True)
+                return True
+        self._queue(data, held=False)
+        return True
+
+    def _queue(self, data: bytes, *, held: bool) -> None:
+        with self._pending_lock:
+            self._pending += 1
         if self._writer is None:
             self._writer = threading.Thread(
                 target=self._write_queued, name="snakepit-frames-writer", daemon=True
             )
             self._writer.start()
-        self._queued.put(pack(frame))
-        return True
+        self._queued.put((data, held))
 
     async def write(self, frame: worker_pb2.ServerFrame) -> None:
         """:meth:`write_nowait`, for a caller that awaits."""
@@ -165,8 +199,18 @@ class Lane:
             self._close_socket()  # never started
 
     def _write_queued(self) -> None:
-        while (data := self._queued.get()) is not None:
-            self._send(data)
+        while (item := self._queued.get()) is not None:
+            data, held = item
+            if not held:
+                self._write_lock.acquire()
+            try:
+                if not self._closed:
+                    with contextlib.suppress(OSError):
+                        self._sock.sendall(data)
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
+                self._write_lock.release()
 
     def _woken(self, waiters: list[asyncio.Future[None]]) -> None:
         for waiter in waiters:
