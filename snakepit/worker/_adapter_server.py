@@ -13,12 +13,13 @@ import functools
 import inspect
 import logging
 import os
+import socket
 import stat
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,6 +34,7 @@ from ._adapter import Adapter
 from ._auth import AuthInterceptor, Refusals, accept_frames
 from ._bridge_client import HostBridge
 from ._channel import FramesChannel
+from ._lane import Lane, lane_enabled
 from ._service import AdapterService
 
 __all__ = ("AdapterServer",)
@@ -116,6 +118,8 @@ class AdapterServer:
     _secret: bytes | None = field(default=None, repr=False)
     #: Connections and calls refused for want of the secret (counted, logged).
     _refusals: Refusals = field(default_factory=Refusals, repr=False)
+    #: Whether frames connections may take the fast lane (see ``_lane``).
+    _fast_lane: bool = field(default=True, repr=False)
 
     @classmethod
     async def start(
@@ -130,12 +134,17 @@ class AdapterServer:
         allow_pickle: bool = False,
         secret: bytes | None = None,
         bridge: HostBridge | None = None,
+        fast_lane: bool | None = None,
     ) -> AdapterServer:
         """Serve ``adapter`` (set up already) on ``listen`` and return once it serves.
 
         :param bridge: the client of the pool's bridge its tools' ``ctx.call_host`` use
             (closed with the server).
 
+        :param fast_lane: whether a frames connection of a worker with one
+            slot and no ``on_session_end`` serves its sync calls off the event
+            loop (see ``snakepit.worker._lane``); None: unless the environment's
+            ``SNAKEPIT_WORKER_FAST_LANE`` is ``0``.
         :param secret: what every connection must prove it has (a frames
             preface, gRPC metadata); None serves anyone who can reach the
             socket (a worker started by hand, for development).
@@ -182,6 +191,7 @@ class AdapterServer:
         self = cls(str(address), None, service, server, health, socket_path)
         self._secret = secret
         self._refusals = refusals
+        self._fast_lane = lane_enabled() if fast_lane is None else fast_lane
         if address.frames is not None:
             frames_socket = address.frames.path
             with contextlib.suppress(FileNotFoundError):
@@ -221,7 +231,13 @@ class AdapterServer:
         try:
             # Before anything else is read: a connection without the secret
             # is closed unanswered.
-            if not await accept_frames(reader, writer, self._secret, self._refusals):
+            lane = self._fast_lane and self._service.lane_eligible
+            if not await accept_frames(
+                reader, writer, self._secret, self._refusals, answer=not lane
+            ):
+                return
+            if lane:
+                await self._serve_lane(reader, writer)
                 return
             channel = FramesChannel(
                 self._service,
@@ -239,6 +255,27 @@ class AdapterServer:
         finally:
             self._frame_tasks.discard(task)
             writer.close()
+
+    async def _serve_lane(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The connection leaves the loop: a dup of its socket, blocking, goes
+        # to a Lane's reader thread (which answers the preface); the stream's
+        # own transport stops reading and closes (the caller's finally).
+        cast(asyncio.ReadTransport, writer.transport).pause_reading()
+        # Nothing past the preface should be there (the host waits for the
+        # answer); whatever is goes to the lane first.
+        leftover = bytes(getattr(reader, "_buffer", b""))
+        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+        sock.setblocking(True)
+        writer.close()
+        lane = Lane(self._service, sock, leftover)
+        self._service.add_lane(lane)
+        try:
+            lane.start()
+            channel = FramesChannel(self._service, lane.write, write_nowait=lane.write_nowait)
+            await channel.run(lane.frames(), eof_is_gone=True)
+        finally:
+            lane.close()
+            self._service.remove_lane(lane)
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let those in flight finish for up to ``grace`` seconds, stop."""

@@ -71,11 +71,15 @@ async def accept_frames(
     writer: asyncio.StreamWriter,
     secret: bytes | None,
     refusals: Refusals,
+    *,
+    answer: bool = True,
 ) -> bool:
     """Read a frames connection's preface; True (and answered) if it is the right one.
 
     Without a secret (a worker started without authentication) any preface
     with the right magic is taken. The caller closes a refused connection.
+    With ``answer`` False, an accepted connection is not answered: the
+    caller sends :data:`~snakepit._wire._auth.FRAMES_ACCEPTED` itself.
     """
     try:
         preface = await asyncio.wait_for(reader.readexactly(PREFACE_SIZE), AUTH_TIMEOUT)
@@ -94,7 +98,8 @@ async def accept_frames(
     if not accepted:
         refusals.refuse("a frames connection (wrong preface)")
         return False
-    writer.write(FRAMES_ACCEPTED)
+    if answer:
+        writer.write(FRAMES_ACCEPTED)
     return True
 
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -25,6 +25,9 @@ from ._adapter import Adapter, ArgumentError, ToolInfo
 from ._channel import FramesChannel
 from ._context import Context, Session
 from ._slots import Job, Slots, ToolRaised
+
+if TYPE_CHECKING:
+    from ._lane import Lane
 
 __all__ = ("PROTOCOL_VERSION",)
 
@@ -135,6 +138,20 @@ def _closed(tool: str, future: asyncio.Future[Any]) -> None:
 
 def _refusal(kind: worker_pb2.ErrorInfo.Kind, message: str) -> worker_pb2.ErrorInfo:
     return worker_pb2.ErrorInfo(kind=kind, type="", message=message)
+
+
+def _call_error(request: worker_pb2.ExecuteRequest, exc: BaseException) -> worker_pb2.ErrorInfo:
+    # What a unary call's failure becomes on the wire (a refusal, its own
+    # deadline, a codec or metadata error, or what its tool raised).
+    if isinstance(exc, _Refused):
+        return _refusal(exc.kind, str(exc))
+    if isinstance(exc, _Deadline):
+        return _refusal(Kind.DEADLINE_EXCEEDED, f"{request.tool}: the call's timeout passed")
+    if isinstance(exc, CodecError):
+        return error_info(exc, Kind.CODEC)
+    if isinstance(exc, MetadataError):  # the tool read ctx.session.metadata, and it is not JSON
+        return _refusal(Kind.INVALID_ARGUMENTS, f"{request.tool}: {exc}")
+    return error_info(exc)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -257,6 +274,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         self._closed = False
         #: The worker's client of its pool's bridge (``ctx.call_host``), or None.
         self.bridge: Any = None
+        self._lanes: set[Lane] = set()  # frames connections on the fast lane
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -266,8 +284,38 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
 
     @property
     def in_flight(self) -> int:
-        """Calls running now."""
-        return self._inflight
+        """Calls running now (the frames fast lanes' included)."""
+        n = self._inflight
+        for lane in self._lanes:
+            n += lane.in_flight
+        return n
+
+    @property
+    def lane_eligible(self) -> bool:
+        """Whether a frames connection may take the fast lane for its sync calls.
+
+        One slot (``max_concurrency=1``) and no session accounting (no
+        ``on_session_end``: the ends' order stays the loop's business).
+        """
+        return self._max_concurrency == 1 and not self.tracks_sessions and not self._closed
+
+    @property
+    def slots(self) -> Slots:
+        """The worker's concurrency slots and tool threads."""
+        return self._slots
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the service runs on."""
+        return self._loop
+
+    def add_lane(self, lane: Lane) -> None:
+        """Count ``lane``'s calls in flight with the service's (until :meth:`remove_lane`)."""
+        self._lanes.add(lane)
+
+    def remove_lane(self, lane: Lane) -> None:
+        """Stop counting ``lane`` (its connection ended)."""
+        self._lanes.discard(lane)
 
     @property
     def ending_sessions(self) -> int:
@@ -278,6 +326,10 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         """Return once no call is in flight and no ``on_session_end`` is pending."""
         while True:
             await self._idle.wait()
+            busy = next((lane for lane in self._lanes if lane.in_flight), None)
+            if busy is not None:
+                await busy.wait_idle()
+                continue  # the loop's calls may have started meanwhile
             if not self._end_tasks:
                 return
             await asyncio.wait(set(self._end_tasks))
@@ -453,7 +505,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             "free": self._slots.free,
             "waiting": self._slots.waiting,
             "waited": self._slots.waited,
-            "in_flight": self._inflight,
+            "in_flight": self.in_flight,
         }
 
     # -- one call -------------------------------------------------------------------
@@ -545,25 +597,62 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                         f"{self.max_message_bytes}-byte message limit",
                     )
                 )
-        except _Refused as exc:
-            response.error.CopyFrom(_refusal(exc.kind, str(exc)))
-        except _Deadline:
-            response.error.CopyFrom(
-                _refusal(Kind.DEADLINE_EXCEEDED, f"{request.tool}: the call's timeout passed")
-            )
-        except CodecError as exc:
-            response.error.CopyFrom(error_info(exc, Kind.CODEC))
-        except MetadataError as exc:  # the tool read ctx.session.metadata, and it is not JSON
-            response.error.CopyFrom(_refusal(Kind.INVALID_ARGUMENTS, f"{request.tool}: {exc}"))
-        except Exception as exc:
-            response.error.CopyFrom(error_info(exc))
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and _cancelling():
                 raise  # this call is cancelled (its tool has ended by now)
-            response.error.CopyFrom(error_info(exc))
+            response.error.CopyFrom(_call_error(request, exc))
         finally:
             self._end()
         return response
+
+    # -- the frames fast lane (see _lane) -------------------------------------------------
+
+    def lane_takes(self, request: worker_pb2.ExecuteRequest) -> bool:
+        """Whether the fast lane runs this unary request: all but an async tool's.
+
+        (An unknown tool, or a streaming one called unary, is refused there.)
+        """
+        info = self._tools.get(request.tool)
+        return info is None or info.kind != "async"
+
+    def lane_prepare(
+        self, request: worker_pb2.ExecuteRequest
+    ) -> tuple[str, Callable[[], Any], Context]:
+        """A sync unary call ready to run: its tool's name, the call, its context.
+
+        :raises Exception: why it is refused; :meth:`lane_error` makes its reply.
+        """
+        info, kwargs, ctx = self._prepare(request, streaming=False)
+        return info.name, functools.partial(getattr(self._adapter, info.attr), **kwargs), ctx
+
+    def lane_result(
+        self,
+        response: worker_pb2.ExecuteResponse,
+        request: worker_pb2.ExecuteRequest,
+        name: str,
+        result: Any,
+    ) -> None:
+        """Fill ``response`` (its request id set) with a sync tool's result, as :meth:`execute`."""
+        try:
+            encode_into(response.result, result, codec=_reply_codec(request))
+            if response.ByteSize() > self._item_limit:
+                size = response.ByteSize()
+                response.error.CopyFrom(
+                    _refusal(
+                        Kind.PAYLOAD_TOO_LARGE,
+                        f"{name}: the result is {size} bytes, over the "
+                        f"{self.max_message_bytes}-byte message limit",
+                    )
+                )
+        except BaseException as exc:  # on a tool thread: nothing to cancel here
+            response.error.CopyFrom(_call_error(request, exc))
+
+    @staticmethod
+    def lane_error(
+        request: worker_pb2.ExecuteRequest, exc: BaseException, *, deadline: bool = False
+    ) -> worker_pb2.ErrorInfo:
+        """The error reply :meth:`execute` gives for ``exc`` (``deadline``: its timeout passed)."""
+        return _call_error(request, _Deadline() if deadline else exc)
 
     async def _call(
         self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context, admission: Admission

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections import deque
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ()  # internal to the worker
+
+logger = logging.getLogger("snakepit.worker")
 
 
 class ToolRaised(Exception):
@@ -62,6 +65,30 @@ class Job:
         self.ended: asyncio.Future[None] | None = None
 
 
+class ThreadCall:
+    """A sync call whose outcome is handed to ``deliver`` on its tool thread (no loop hop).
+
+    The frames fast lane's calls (see :mod:`._lane`): ``deliver(ok, value)``
+    runs on the tool thread once the slot is given back; ``value`` is the
+    result, or what the tool raised (a ``BaseException`` that is not an
+    ``Exception`` wrapped in :class:`ToolRaised`). A call whose ``cancel`` is
+    set before its turn does not run: it is delivered
+    ``ToolRaised(CancelledError())``.
+    """
+
+    __slots__ = ("cancel", "deliver", "fn")
+
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        cancel: threading.Event,
+        deliver: Callable[[bool, Any], None],
+    ) -> None:
+        self.fn = fn
+        self.cancel = cancel
+        self.deliver = deliver
+
+
 class Slots:
     """``size`` concurrency slots and ``size`` tool threads for one worker.
 
@@ -75,8 +102,8 @@ class Slots:
         self._lock = threading.Lock()
         self._free = size
         # Waiting for a slot, in order: a loop future (async tool) or a job (sync tool).
-        self._waiting: deque[asyncio.Future[None] | Job] = deque()
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._waiting: deque[asyncio.Future[None] | Job | ThreadCall] = deque()
+        self._jobs: queue.SimpleQueue[Job | ThreadCall | None] = queue.SimpleQueue()
         self._done: list[tuple[Job, bool, Any]] = []
         self._posted = False
         self._waited = 0
@@ -130,6 +157,28 @@ class Slots:
                 self._waiting.append(job)
                 self._waited += 1
         return job
+
+    def submit(self, call: ThreadCall) -> None:
+        """Run ``call`` on a tool thread once a slot is free (in order); from any thread.
+
+        The slot is given back on the thread before ``call.deliver`` runs there.
+        """
+        with self._lock:
+            if self._free:
+                self._free -= 1
+                self._jobs.put(call)
+            else:
+                self._waiting.append(call)
+                self._waited += 1
+
+    def withdraw(self, call: ThreadCall) -> bool:
+        """Take ``call`` out of the queue for a slot; False if a thread has it (or had it)."""
+        with self._lock:
+            try:
+                self._waiting.remove(call)
+            except ValueError:
+                return False
+            return True
 
     def run(self, fn: Callable[[], Any]) -> Job:
         """Run ``fn`` on a tool thread for a caller that already holds a slot."""
@@ -202,7 +251,7 @@ class Slots:
                 self._free += 1
                 return
             waiter = self._waiting.popleft()
-        if isinstance(waiter, Job):
+        if isinstance(waiter, (Job, ThreadCall)):
             self._jobs.put(waiter)
         else:
             with contextlib.suppress(RuntimeError):  # a closed loop: the worker is exiting
@@ -223,6 +272,9 @@ class Slots:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
+            if isinstance(job, ThreadCall):
+                self._call(job)
+                continue
             ok: bool
             value: Any
             if job.cancel is not None and job.cancel.is_set():
@@ -246,6 +298,24 @@ class Slots:
                     self._loop.call_soon_threadsafe(self._deliver)
                 except RuntimeError:  # the loop is closed: the worker is exiting
                     return
+
+    def _call(self, call: ThreadCall) -> None:
+        ok: bool
+        value: Any
+        if call.cancel.is_set():  # cancelled (or its deadline passed) before its turn
+            ok, value = False, ToolRaised(asyncio.CancelledError())
+        else:
+            try:
+                ok, value = True, call.fn()
+            except Exception as exc:
+                ok, value = False, exc
+            except BaseException as exc:
+                ok, value = False, ToolRaised(exc)
+        self.release()  # the slot is free before the call is answered
+        try:
+            call.deliver(ok, value)
+        except BaseException:  # the thread must go on serving
+            logger.exception("delivering a sync call's outcome failed")
 
     def _deliver(self) -> None:
         with self._lock:

@@ -1,0 +1,403 @@
+"""The frames fast lane: a connection's sync unary calls served without the event loop.
+
+With one slot (``max_concurrency=1``) and no session accounting, a frames
+connection is served by a thread of its own that reads the socket with
+blocking ``recv``: each unary call of a sync tool is prepared there and handed
+to the worker's tool thread (:meth:`Slots.submit <._slots.Slots.submit>`),
+which runs it, encodes its reply as :meth:`AdapterService.execute
+<._service.AdapterService.execute>` does and writes it with a blocking
+``sendall``. The loop sees none of it: no task, no cross-thread hop back.
+Everything else (async tools, streams, their cancels, ended sessions) goes to
+the loop, to a :class:`~._channel.FramesChannel` as before; its replies are
+written to the same socket under the same lock.
+
+The documented behaviours hold: a cancelled call's ``ctx.cancel_event`` is set
+as the cancel is read, and it is answered CANCELLED once its tool has really
+returned (the slot is free by then); a call's timeout sets it at the deadline
+(the reader's ``poll`` waits no longer than the earliest deadline) and the
+call is answered DEADLINE_EXCEEDED once the tool returned; a call waiting for
+the slot (an async call holds it) is withdrawn at once. When the client is
+gone (end of the stream, or the worker aborting), the lane's calls are
+abandoned as the loop's are: cancelled, not answered, no longer in flight.
+
+``SNAKEPIT_WORKER_FAST_LANE=0`` in a worker's environment turns the lane off
+(every call then takes the loop's path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from snakepit._wire._auth import FRAMES_ACCEPTED
+from snakepit._wire._frames import FrameError, FrameSplitter, pack
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
+
+from ._context import Context
+from ._service import AdapterService, cancelled_info
+from ._slots import ThreadCall
+
+__all__ = ()  # internal to the worker
+
+logger = logging.getLogger("snakepit.worker")
+
+#: The environment variable that turns the fast lane off ("0", "false", "no", "off").
+LANE_ENV = "SNAKEPIT_WORKER_FAST_LANE"
+
+#: The longest ``poll`` (seconds; it takes milliseconds in a C int): then it polls again.
+_POLL_MAX = 3600.0
+
+#: Bytes asked of each ``recv`` (below malloc's mmap threshold).
+_RECV = 64 * 1024
+
+
+def lane_enabled() -> bool:
+    """Whether the environment leaves the fast lane on (it is, unless :data:`LANE_ENV` says not)."""
+    return os.environ.get(LANE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class _Call:
+    """A unary call of the lane, from its request until its reply (or abandonment)."""
+
+    __slots__ = ("cancelled", "ctx", "expired", "gone", "job", "name", "request")
+
+    def __init__(self, request: worker_pb2.ExecuteRequest, name: str, ctx: Context) -> None:
+        self.request = request
+        self.name = name
+        self.ctx = ctx
+        self.cancelled = False  # the client cancelled it
+        self.expired = False  # its timeout passed
+        self.gone = False  # nobody to answer
+        self.job: ThreadCall | None = None
+
+
+class Lane:
+    """One frames connection served by a reader thread (see the module's docstring).
+
+    ``sock`` is the connection, accepted (its preface read) but not answered
+    yet: the reader thread sends the acceptance, then reads. ``leftover``:
+    bytes read past the preface already.
+    """
+
+    def __init__(self, service: AdapterService, sock: socket.socket, leftover: bytes = b"") -> None:
+        self._service = service
+        self._loop = service.loop
+        self._slots = service.slots
+        self._sock = sock
+        self._leftover = leftover
+        self._lock = threading.Lock()  # the calls, the count, the idle waiters
+        self._write_lock = threading.Lock()  # one frame at a time; the socket's closing
+        self._state_lock = threading.Lock()  # shutdown and close (not held while writing)
+        self._closed = False  # the socket is closed (under both locks)
+        # The loop's frames that could not be written at once, for the writer thread.
+        self._queued: queue.SimpleQueue[tuple[bytes, bool] | None] = queue.SimpleQueue()
+        self._pending_lock = threading.Lock()
+        self._pending = 0  # queued, not written yet
+        self._writer: threading.Thread | None = None
+        self._calls: dict[int, _Call] = {}  # by request id
+        self._inflight = 0
+        self._idle: list[asyncio.Future[None]] = []
+        self._frames: asyncio.Queue[worker_pb2.ClientFrame | None] = asyncio.Queue()
+        self._thread = threading.Thread(target=self._read, name="snakepit-frames-lane", daemon=True)
+
+    # -- the loop's side ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader thread."""
+        self._thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        """The lane's calls running now (a cancelled one until its tool returned)."""
+        return self._inflight
+
+    async def wait_idle(self) -> None:
+        """Return once none of the lane's calls is in flight."""
+        with self._lock:
+            if not self._inflight:
+                return
+            waiter = self._loop.create_future()
+            self._idle.append(waiter)
+        await waiter
+
+    async def frames(self) -> AsyncIterator[worker_pb2.ClientFrame]:
+        """What the loop serves: the frames' other parts, until the client is gone."""
+        while (frame := await self._frames.get()) is not None:
+            yield frame
+
+    def write_nowait(self, frame: worker_pb2.ServerFrame) -> bool:
+        """Write a frame of the loop's replies without blocking; always True.
+
+        The loop never blocks on the socket (its peer may be a client on the
+        same loop, an in-process worker, which must go on reading): a frame
+        that cannot go out at once, whole, goes to a writer thread (the loop's
+        frames keep their order).
+        """
+        data = pack(frame)
+        if self._write_lock.acquire(blocking=False):
+            with self._pending_lock:
+                direct = not self._pending
+            if not direct:
+                self._write_lock.release()
+            else:
+                if self._closed:
+                    self._write_lock.release()
+                    return True
+                try:
+                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:  # the connection broke: the reader sees its end
+                    self._write_lock.release()
+                    return True
+                if sent == len(data):
+                    self._write_lock.release()
+                    return True
+                # The rest goes next, before any other frame: the writer
+                # thread takes the lock as it is (held) and releases it.
+                self._queue(data[sent:], held=True)
+                return True
+        self._queue(data, held=False)
+        return True
+
+    def _queue(self, data: bytes, *, held: bool) -> None:
+        with self._pending_lock:
+            self._pending += 1
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_queued, name="snakepit-frames-writer", daemon=True
+            )
+            self._writer.start()
+        self._queued.put((data, held))
+
+    async def write(self, frame: worker_pb2.ServerFrame) -> None:
+        """:meth:`write_nowait`, for a caller that awaits."""
+        self.write_nowait(frame)
+
+    def close(self) -> None:
+        """End the connection: the reader wakes up, abandons the calls and closes the socket.
+
+        Never blocks (a write in progress fails at once).
+        """
+        with self._state_lock:
+            if not self._closed:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+        self._queued.put(None)
+        if not self._thread.is_alive() and not self._thread.ident:
+            self._close_socket()  # never started
+
+    def _write_queued(self) -> None:
+        while (item := self._queued.get()) is not None:
+            data, held = item
+            if not held:
+                self._write_lock.acquire()
+            try:
+                if not self._closed:
+                    with contextlib.suppress(OSError):
+                        self._sock.sendall(data)
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
+                self._write_lock.release()
+
+    def _woken(self, waiters: list[asyncio.Future[None]]) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _post(self, callback: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is exiting
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- the reader thread --------------------------------------------------------------
+
+    def _read(self) -> None:
+        sock = self._sock
+        splitter = FrameSplitter(worker_pb2.ClientFrame, self._service.max_message_bytes)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        try:
+            self._send(FRAMES_ACCEPTED)
+            if self._leftover:
+                self._serve(splitter.feed(self._leftover))
+                self._leftover = b""
+            while True:
+                left = self._time_left()
+                if left is not None and not poller.poll(math.ceil(min(left, _POLL_MAX) * 1000)):
+                    self._expire()
+                    continue
+                data = sock.recv(_RECV)
+                if not data:
+                    if splitter.partial:
+                        raise FrameError("the stream ended inside a frame")
+                    return
+                self._serve(splitter.feed(data))
+        except (FrameError, ConnectionError) as exc:
+            logger.warning("frames connection closed: %s", exc)
+        except OSError:
+            pass  # closed under us (the worker stops)
+        except BaseException:
+            logger.exception("the frames lane failed")
+        finally:
+            self._gone()
+
+    def _serve(self, frames: list[worker_pb2.ClientFrame]) -> None:
+        service = self._service
+        for frame in frames:
+            rest: worker_pb2.ClientFrame | None = None  # the loop's part
+            for request in frame.execute:
+                if service.lane_takes(request):
+                    self._start(request)
+                else:
+                    if rest is None:
+                        rest = worker_pb2.ClientFrame()
+                    rest.execute.append(request)
+            for rid in frame.cancel:
+                if not self._cancel(rid):  # not the lane's (or answered already)
+                    if rest is None:
+                        rest = worker_pb2.ClientFrame()
+                    rest.cancel.append(rid)
+            if frame.stream or frame.end_sessions:
+                if rest is None:
+                    rest = worker_pb2.ClientFrame()
+                rest.stream.extend(frame.stream)
+                rest.end_sessions.extend(frame.end_sessions)
+            if rest is not None:
+                self._post(self._frames.put_nowait, rest)
+
+    def _start(self, request: worker_pb2.ExecuteRequest) -> None:
+        service = self._service
+        try:
+            name, fn, ctx = service.lane_prepare(request)
+        except BaseException as exc:  # refused before its tool ran
+            frame = worker_pb2.ServerFrame()
+            frame.responses.add(
+                request_id=request.request_id, error=service.lane_error(request, exc)
+            )
+            self._send(pack(frame))
+            return
+        call = _Call(request, name, ctx)
+        call.job = job = ThreadCall(fn, ctx.cancel_event, functools.partial(self._finish, call))
+        with self._lock:
+            self._calls[request.request_id] = call
+            self._inflight += 1
+        self._slots.submit(job)
+
+    def _cancel(self, rid: int) -> bool:
+        with self._lock:
+            call = self._calls.get(rid)
+            if call is None:
+                return False
+            call.cancelled = True
+        self._stop(call)
+        return True
+
+    def _stop(self, call: _Call) -> None:
+        # Its tool sees ctx.cancelled; one still waiting for the slot never runs.
+        call.ctx.cancel_event.set()
+        assert call.job is not None
+        if self._slots.withdraw(call.job):
+            self._finish(call, False, None)
+
+    def _time_left(self) -> float | None:
+        # Seconds until the earliest deadline of a call not expired yet; None: no deadline.
+        if not self._calls:
+            return None
+        with self._lock:
+            deadlines = [
+                c.ctx.deadline
+                for c in self._calls.values()
+                if c.ctx.deadline is not None and not c.expired
+            ]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                c
+                for c in self._calls.values()
+                if c.ctx.deadline is not None and not c.expired and c.ctx.deadline <= now
+            ]
+            for call in due:
+                call.expired = True
+        for call in due:
+            self._stop(call)
+
+    def _gone(self) -> None:
+        # The client is gone (or the worker stops): the calls are abandoned,
+        # the loop's channel ends, the socket closes.
+        with self._lock:
+            calls = list(self._calls.values())
+            self._calls.clear()
+            self._inflight = 0
+            for call in calls:
+                call.gone = True
+            waiters, self._idle = self._idle, []
+        for call in calls:
+            call.ctx.cancel_event.set()
+            assert call.job is not None
+            self._slots.withdraw(call.job)
+        self._close_socket()
+        self._post(self._ended, waiters)
+
+    def _ended(self, waiters: list[asyncio.Future[None]]) -> None:
+        self._frames.put_nowait(None)
+        self._woken(waiters)
+
+    def _close_socket(self) -> None:
+        with self._write_lock, self._state_lock:
+            if not self._closed:
+                self._closed = True
+                self._sock.close()
+
+    # -- a tool thread (or the reader, for a call that never ran) -----------------------
+
+    def _finish(self, call: _Call, ok: bool, value: Any) -> None:
+        request = call.request
+        rid = request.request_id
+        with self._lock:
+            if call.gone:
+                return  # nobody to answer
+            del self._calls[rid]
+            self._inflight -= 1
+            waiters = None
+            if not self._inflight and self._idle:
+                waiters, self._idle = self._idle, []
+        if waiters:
+            self._post(self._woken, waiters)
+        service = self._service
+        frame = worker_pb2.ServerFrame()
+        response = frame.responses.add(request_id=rid)
+        if call.cancelled:
+            response.error.CopyFrom(cancelled_info())
+        elif call.expired:
+            response.error.CopyFrom(service.lane_error(request, TimeoutError(), deadline=True))
+        elif ok:
+            service.lane_result(response, request, call.name, value)
+        else:
+            response.error.CopyFrom(service.lane_error(request, value))
+        self._send(pack(frame))
+
+    def _send(self, data: bytes) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            try:  # noqa: SIM105 - per call: no context manager
+                self._sock.sendall(data)
+            except OSError:
+                pass  # the connection broke: the reader sees its end

@@ -1,0 +1,178 @@
+"""The frames fast lane (snakepit.worker._lane), spoken to over a raw frames socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface
+from snakepit._wire._codec import JSON, decode, encode_into
+from snakepit._wire._frames import pack, read_frame
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
+from snakepit.testing.adapters import Hang
+from snakepit.worker._adapter_server import AdapterServer
+from snakepit.worker._lane import LANE_ENV, lane_enabled
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+Kind = worker_pb2.ErrorInfo.Kind
+LIMIT = 64 * 1024 * 1024
+
+
+class _Client:
+    """A raw frames client: sends ClientFrames, collects the final reply of each request."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.chunks: dict[int, list[worker_pb2.StreamChunk]] = {}
+
+    def send(self, frame: worker_pb2.ClientFrame) -> None:
+        self.writer.write(pack(frame))
+
+    async def replies(self, count: int) -> dict[int, worker_pb2.ExecuteResponse | list]:
+        """Read until ``count`` requests have their final reply (a response, a stream's end)."""
+        done: dict[int, worker_pb2.ExecuteResponse | list] = {}
+        with anyio.fail_after(20):
+            while len(done) < count:
+                frame = await read_frame(self.reader, worker_pb2.ServerFrame, LIMIT)
+                assert frame is not None, "the worker closed the connection"
+                for response in frame.responses:
+                    assert response.request_id not in done  # one final reply per request
+                    done[response.request_id] = response
+                for chunk in frame.chunks:
+                    self.chunks.setdefault(chunk.request_id, []).append(chunk)
+                    if chunk.end or chunk.HasField("error"):
+                        done[chunk.request_id] = self.chunks[chunk.request_id]
+        return done
+
+
+def request(rid: int, tool: str, timeout: float = 0.0, **args: object) -> worker_pb2.ExecuteRequest:
+    req = worker_pb2.ExecuteRequest(request_id=rid, tool=tool, timeout=timeout)
+    encode_into(req.args, args, codec=JSON)
+    return req
+
+
+def value(response: worker_pb2.ExecuteResponse) -> object:
+    assert response.HasField("result"), response.error
+    return decode(response.result)
+
+
+@pytest.fixture(params=[True, False], ids=["lane", "loop"])
+async def served(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[AdapterServer, _Client]]:
+    sock_dir = tmp_path / "s"
+    sock_dir.mkdir(mode=0o700)
+    server = await AdapterServer.start(
+        Hang(),
+        listen=f"unix:{sock_dir}/w.sock",
+        adapter_path="snakepit.testing.adapters:Hang",
+        worker_id="lane",
+        fast_lane=request.param,
+    )
+    assert server.frames_address is not None
+    reader, writer = await asyncio.open_unix_connection(server.frames_address[len("unix:") :])
+    writer.write(frames_preface(None))
+    assert await reader.readexactly(len(FRAMES_ACCEPTED)) == FRAMES_ACCEPTED
+    try:
+        yield server, _Client(reader, writer)
+    finally:
+        writer.close()
+        with anyio.fail_after(10):
+            await server.abort()
+
+
+async def test_a_timed_out_cooperative_tool_sees_cancelled_and_is_deadline_exceeded(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    server, client = served
+    client.send(worker_pb2.ClientFrame(execute=[request(1, "hang_sync", timeout=0.2)]))
+    (reply,) = (await client.replies(1)).values()
+    assert isinstance(reply, worker_pb2.ExecuteResponse)
+    assert reply.error.kind == Kind.DEADLINE_EXCEEDED  # hang_sync returned: it saw ctx.cancelled
+    client.send(worker_pb2.ClientFrame(execute=[request(2, "echo", value=7)]))
+    assert value((await client.replies(1))[2]) == 7  # the slot is back
+    assert server._service.in_flight == 0
+
+
+async def test_a_cancelled_call_is_answered_once_its_tool_returned(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    server, client = served
+    client.send(worker_pb2.ClientFrame(execute=[request(1, "hang_sync")]))
+    client.send(worker_pb2.ClientFrame(cancel=[1]))  # hang_sync returns only once cancelled
+    reply = (await client.replies(1))[1]
+    assert isinstance(reply, worker_pb2.ExecuteResponse)
+    assert reply.error.kind == Kind.CANCELLED
+    assert server._service.slot_state()["free"] == 1  # given back before the reply
+    client.send(worker_pb2.ClientFrame(execute=[request(2, "echo", value="again")]))
+    assert value((await client.replies(1))[2]) == "again"
+
+
+async def test_a_frame_mixing_sync_async_and_stream_calls_answers_all(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    _, client = served
+    frame = worker_pb2.ClientFrame(
+        execute=[
+            request(1, "echo", value=1),
+            request(2, "aecho", value=2),
+            request(3, "no_such_tool"),
+            request(4, "count", n=2),  # a streaming tool called unary: refused
+            request(5, "fail"),
+        ],
+        stream=[request(6, "count", n=3)],
+    )
+    client.send(frame)
+    replies = await client.replies(6)
+    assert value(replies[1]) == 1  # type: ignore[arg-type]
+    assert value(replies[2]) == 2  # type: ignore[arg-type]
+    assert replies[3].error.kind == Kind.TOOL_NOT_FOUND  # type: ignore[union-attr]
+    assert replies[4].error.kind == Kind.INVALID_ARGUMENTS  # type: ignore[union-attr]
+    assert replies[5].error.kind == Kind.REMOTE  # type: ignore[union-attr]
+    chunks = replies[6]
+    assert isinstance(chunks, list)
+    assert [decode(c.chunk) for c in chunks[:-1]] == [0, 1, 2]
+    assert chunks[-1].end
+
+
+async def test_eof_with_a_tool_running_cancels_it_and_leaves_nothing_in_flight(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    server, client = served
+    client.send(worker_pb2.ClientFrame(execute=[request(1, "hang_sync")]))
+    client.writer.close()  # hang_sync returns only once cancelled: the end of the client does
+    with anyio.fail_after(10):
+        await server._service.wait_idle()
+    assert server._service.in_flight == 0
+
+
+async def test_a_stopping_worker_refuses_new_calls(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    server, client = served
+    server._service.stop_accepting()
+    client.send(worker_pb2.ClientFrame(execute=[request(1, "echo"), request(2, "aecho")]))
+    replies = await client.replies(2)
+    assert {r.error.kind for r in replies.values()} == {Kind.UNAVAILABLE}  # type: ignore[union-attr]
+
+
+def test_the_environment_turns_the_lane_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(LANE_ENV, raising=False)
+    assert lane_enabled()
+    for off in ("0", "false", "off", "no"):
+        monkeypatch.setenv(LANE_ENV, off)
+        assert not lane_enabled()
+    monkeypatch.setenv(LANE_ENV, "1")
+    assert lane_enabled()
