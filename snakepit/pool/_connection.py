@@ -89,6 +89,8 @@ class Multiplexer:
             wake=self._wake.set,
             flush=self._flush,
         )
+        self._kick = self._batch.kick
+        self._direct = isinstance(self._call, FramesTransport)
         # The sessions ended in the frame being filled (its number, in
         # ``_batch.opened``): a call of one of them goes in the next frame,
         # since the worker reads a frame's calls before its ends.
@@ -181,9 +183,23 @@ class Multiplexer:
             what the tool reads as ``ctx.session.metadata``.
         """
         self._check()
-        rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
+        batch = self._batch
+        # Alone on the channel (nothing in flight, nothing queued: a caller at
+        # a time per worker): written now, not at the end of the loop pass
+        # (a pass saved per call). Calls in flight together still share frames.
+        alone = self._direct and not self._pending and not batch.pending
+        if alone:
+            batch.kick = _nothing
+            try:
+                rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
+            finally:
+                batch.kick = self._kick
+        else:
+            rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = future
+        if alone:
+            self._flush()  # a socket that broke fails the future
         timer = self._loop.call_later(timeout, _expire, future) if timeout is not None else None
         try:
             response = await future
@@ -484,6 +500,10 @@ def _broke(exc: Exception) -> WorkerError:
         error = WorkerUnavailable(f"the channel broke: {exc}")
         error.__cause__ = exc
     return error
+
+
+def _nothing() -> None:
+    pass
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
