@@ -6,7 +6,6 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
@@ -25,7 +24,7 @@ from ._config import PoolConfig
 from ._events import PoolEvent, RequestOutcome, RequestQueued, RequestStarted, RequestStopped
 from ._host import PoolHost
 from ._recycling import Recycler
-from ._scheduler import Scheduler, time_left
+from ._scheduler import Scheduler
 from ._sessions import SessionRouter
 from ._worker_server import WorkerServer
 
@@ -102,28 +101,6 @@ class Calls:
         try:
             yield self._mux_of(call.worker)
             call.outcome = "ok"
-        except Exception as exc:
-            error = await self._failed(call, exc)
-            if error is not exc:
-                raise error  # noqa: B904 - its cause is set
-            raise
-        finally:
-            self._check_in(call)
-
-    async def execute(self, tool: str, args: dict[str, Any] | None, deadline: float | None) -> Any:
-        """One call without a session: :meth:`on_a_worker` around the multiplexer's execute.
-
-        The same steps in one frame (no context manager, no generator per call).
-        """
-        call = await self._check_out(tool, deadline, None)
-        try:
-            # What is left of the call's timeout after the wait (checkout
-            # raises QueueTimeout at the deadline).
-            result = await self._mux_of(call.worker).execute(
-                tool, args, timeout=None if deadline is None else time_left(deadline)
-            )
-            call.outcome = "ok"
-            return result
         except Exception as exc:
             error = await self._failed(call, exc)
             if error is not exc:

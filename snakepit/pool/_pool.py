@@ -596,7 +596,13 @@ class Pool:
             try:
                 if session_id:
                     return await self._execute_in_session(tool, args, deadline, session_id)
-                return await self._calls.execute(tool, args, deadline)
+                # A call without a session, in this frame (no coroutine of its own).
+                async with self._calls.on_a_worker(tool, deadline) as mux:
+                    # What is left of the call's timeout after the wait (checkout
+                    # raises QueueTimeout at the deadline).
+                    return await mux.execute(
+                        tool, args, timeout=None if deadline is None else time_left(deadline)
+                    )
             except WorkerStopping:
                 continue  # refused unrun by a stopping worker (now drained): go elsewhere
             except (WorkerCrashed, WorkerUnavailable):
