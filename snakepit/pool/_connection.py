@@ -46,10 +46,12 @@ class Multiplexer:
     :meth:`aclose` (or use it as an ``async with``); if the stream breaks,
     every pending call fails with :class:`~snakepit.errors.WorkerUnavailable`.
 
-    It owns two tasks, started here and ended by :meth:`aclose`, which
-    returns once both have: one reads the worker's frames, one writes (or,
-    on the frames socket, waits for the socket's buffer to drain). Whatever
-    ends either one early breaks the channel, and its calls fail with it.
+    It owns its tasks, started here and ended by :meth:`aclose`, which
+    returns once they have: on the Channel RPC one reads the worker's frames
+    and one writes; on the frames socket the frames are pushed to it by the
+    transport (no reader task) and one task waits for the socket's buffer to
+    drain. Whatever ends the reading or the writing early breaks the
+    channel, and its calls fail with it.
 
     A call whose caller is cancelled, that times out, or a stream closed
     early is cancelled in the worker; its tool may run on a while (a sync
@@ -87,6 +89,8 @@ class Multiplexer:
             wake=self._wake.set,
             flush=self._flush,
         )
+        self._kick = self._batch.kick
+        self._direct = isinstance(self._call, FramesTransport)
         # The sessions ended in the frame being filled (its number, in
         # ``_batch.opened``): a call of one of them goes in the next frame,
         # since the worker reads a frame's calls before its ends.
@@ -96,7 +100,11 @@ class Multiplexer:
         self._broken: WorkerError | None = None
         self._closed = False
         self._writer = self._loop.create_task(self._write_loop(), name="snakepit channel writer")
-        self._reader = self._loop.create_task(self._read_loop(), name="snakepit channel reader")
+        self._reader: asyncio.Task[None] | None = None
+        if isinstance(self._call, FramesTransport):
+            self._call.attach(self._dispatch, self._lost)  # frames pushed: no reader task
+        else:
+            self._reader = self._loop.create_task(self._read_loop(), name="snakepit channel reader")
 
     async def __aenter__(self) -> Multiplexer:
         return self
@@ -175,9 +183,23 @@ class Multiplexer:
             what the tool reads as ``ctx.session.metadata``.
         """
         self._check()
-        rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
+        batch = self._batch
+        # Alone on the channel (nothing in flight, nothing queued: a caller at
+        # a time per worker): written now, not at the end of the loop pass
+        # (a pass saved per call). Calls in flight together still share frames.
+        alone = self._direct and not self._pending and not batch.pending
+        if alone:
+            batch.kick = _nothing
+            try:
+                rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
+            finally:
+                batch.kick = self._kick
+        else:
+            rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = future
+        if alone:
+            self._flush()  # a socket that broke fails the future
         timer = self._loop.call_later(timeout, _expire, future) if timeout is not None else None
         try:
             response = await future
@@ -352,35 +374,50 @@ class Multiplexer:
             self._fail(_broke(exc))
 
     async def _read_loop(self) -> None:
-        pending = self._pending
-        streams = self._streams
+        # A transport read by a task (the Channel RPC); the frames socket
+        # pushes its frames to _dispatch itself (FramesTransport.attach).
+        dispatch = self._dispatch
         try:
             while True:
                 frame = await self._call.read()
                 if frame is None:
                     break
-                for response in frame.responses:
-                    rid = response.request_id
-                    future = pending.get(rid)
-                    if future is not None and not future.done():
-                        future.set_result(response)
-                    elif rid in self._unsettled:
-                        self._settle(rid)
-                    elif future is not None:  # its caller gave up and has not resumed yet
-                        self._early.add(rid)
-                for chunk in frame.chunks:
-                    rid = chunk.request_id
-                    queue = streams.get(rid)
-                    if queue is not None:
-                        queue.put_nowait(chunk)
-                    elif rid in self._unsettled and chunk.WhichOneof("item") != "chunk":
-                        self._settle(rid)
+                dispatch(frame)
             self._fail(WorkerUnavailable("the worker closed the channel"))
         except asyncio.CancelledError:
             if self._ours(asyncio.current_task()):
                 raise
             self._fail(WorkerUnavailable("the connection was closed under the channel"))
         except Exception as exc:  # the call failed, the socket broke, a frame was unreadable
+            self._fail(_broke(exc))
+
+    def _dispatch(self, frame: worker_pb2.ServerFrame) -> None:
+        # The worker's replies to the calls waiting for them.
+        pending = self._pending
+        for response in frame.responses:
+            rid = response.request_id
+            future = pending.get(rid)
+            if future is not None and not future.done():
+                future.set_result(response)
+            elif rid in self._unsettled:
+                self._settle(rid)
+            elif future is not None:  # its caller gave up and has not resumed yet
+                self._early.add(rid)
+        if frame.chunks:
+            streams = self._streams
+            for chunk in frame.chunks:
+                rid = chunk.request_id
+                queue = streams.get(rid)
+                if queue is not None:
+                    queue.put_nowait(chunk)
+                elif rid in self._unsettled and chunk.WhichOneof("item") != "chunk":
+                    self._settle(rid)
+
+    def _lost(self, exc: Exception | None) -> None:
+        # The frames socket ended (FramesTransport.attach's ``lost``).
+        if exc is None:
+            self._fail(WorkerUnavailable("the worker closed the channel"))
+        else:
             self._fail(_broke(exc))
 
     def _ours(self, task: asyncio.Task[Any] | None) -> bool:
@@ -416,9 +453,11 @@ class Multiplexer:
                 await self._call.close(self._writer, self._reader)
             finally:  # what is left (after the transport's grace, or a cancelled close)
                 self._writer.cancel()
-                self._reader.cancel()
+                if self._reader is not None:
+                    self._reader.cancel()
                 self._call.cancel()
-        await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+        tasks = (self._writer,) if self._reader is None else (self._writer, self._reader)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def open_frames_multiplexer(
@@ -461,6 +500,10 @@ def _broke(exc: Exception) -> WorkerError:
         error = WorkerUnavailable(f"the channel broke: {exc}")
         error.__cause__ = exc
     return error
+
+
+def _nothing() -> None:
+    pass
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

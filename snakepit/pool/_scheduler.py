@@ -191,6 +191,12 @@ class Scheduler(Generic[W]):
         queue.append(waiter)
         if on_wait is not None:
             on_wait(self.queued)
+        if deadline is None and self._queue_timeout is None:
+            try:  # no time limit: no timeout context to enter and leave
+                return await waiter
+            except BaseException:  # cancelled, PoolClosed, PinnedWorkerGone
+                self._give_up(waiter, queue)
+                raise
         now = loop.time()
         when = None if self._queue_timeout is None else now + self._queue_timeout
         own = deadline is not None and (when is None or deadline < when)

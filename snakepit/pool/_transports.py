@@ -12,13 +12,14 @@ from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
 
 from snakepit._wire._address import unix_path
 from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface
-from snakepit._wire._frames import pack, read_frame, write_nowait
+from snakepit._wire._frames import FrameError, FrameProtocol, FrameSplitter
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import ConfigError, WorkerUnavailable
 
@@ -30,7 +31,9 @@ class Transport(Protocol):
     async def write(self, frame: worker_pb2.ClientFrame) -> None: ...
     async def drain(self) -> None: ...
     async def read(self) -> worker_pb2.ServerFrame | None: ...
-    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None: ...
+    async def close(
+        self, writer: asyncio.Task[None], reader: asyncio.Task[None] | None
+    ) -> None: ...
     def cancel(self) -> None: ...
 
 
@@ -40,7 +43,7 @@ class GrpcTransport:
     def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...] | None = None) -> None:
         self._call = stub.Channel(metadata=metadata)
 
-    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
+    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None] | None) -> None:
         """End the stream from this side; return once ``writer`` and ``reader`` ended.
 
         The writer ends after the frame it is writing; the worker takes the
@@ -59,7 +62,8 @@ class GrpcTransport:
                     # A call that failed meanwhile raises here; the reader says why.
                     with contextlib.suppress(Exception):
                         await self._call.done_writing()
-                await asyncio.wait([reader])
+                if reader is not None:
+                    await asyncio.wait([reader])
 
     async def write(self, frame: worker_pb2.ClientFrame) -> None:
         await self._call.write(frame)
@@ -75,35 +79,130 @@ class GrpcTransport:
         self._call.cancel()
 
 
-class FramesTransport:
-    """Length-prefixed frames on a worker's frames socket (see ``snakepit._wire._frames``)."""
+class FramesTransport(FrameProtocol):
+    """Length-prefixed frames on a worker's frames socket (see ``snakepit._wire._frames``).
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
+    A push transport: the loop hands it the bytes that came in
+    (:meth:`data_received`); it cuts them into frames and gives each to the
+    owner's ``deliver`` in that same callback (no reader task, no task
+    wake-up per frame). The connection's end (the worker closed it, it
+    broke, a frame over the limit or one that does not parse) goes to the
+    owner's ``lost``, once, and the socket is closed. Writes are buffered by
+    the loop's transport (:meth:`write_nowait`); :meth:`drain` waits while
+    its buffer is over :data:`~snakepit._wire._frames.HIGH_WATER`.
+
+    Opened by :func:`open_frames_transport`, which returns it once the
+    worker accepted the secret; frames go to the owner from :meth:`attach` on.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._splitter = FrameSplitter(worker_pb2.ServerFrame, limit)
+        #: The worker's answer to the preface: True (accepted), False (not a
+        #: snakepit worker), or the connection's failure before it answered.
+        self.accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._deliver: Callable[[worker_pb2.ServerFrame], object] | None = None
+        self._lost: Callable[[Exception | None], object] | None = None
+        self._ended = False
+        self._end_error: Exception | None = None  # the end, until an owner attaches
+        self._early: list[worker_pb2.ServerFrame] = []  # frames before attach()
+
+    # -- the owner's side --------------------------------------------------------------
+
+    def attach(
+        self,
+        deliver: Callable[[worker_pb2.ServerFrame], object],
+        lost: Callable[[Exception | None], object],
     ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._limit = limit
+        """Give each frame to ``deliver`` from now on, and the connection's end to ``lost``.
 
-    async def write(self, frame: worker_pb2.ClientFrame) -> None:
-        self._writer.write(pack(frame))
-        await self._writer.drain()
+        ``lost`` gets None for a clean end (the worker closed the socket),
+        the error otherwise, and is called once. Frames that came before,
+        and an end reached before, are handed over here.
+        """
+        early, self._early = self._early, []
+        for frame in early:
+            deliver(frame)
+        if self._ended:
+            lost(self._end_error)
+            return
+        self._deliver = deliver
+        self._lost = lost
 
     def write_nowait(self, frame: worker_pb2.ClientFrame) -> bool:
         """Buffer ``frame``; False once the buffer is over its high-water mark."""
-        return write_nowait(self._writer, frame)
+        return self.send(frame)
 
-    async def drain(self) -> None:
-        await self._writer.drain()
+    async def write(self, frame: worker_pb2.ClientFrame) -> None:
+        """Buffer ``frame``, then wait until the buffer is below its high-water mark."""
+        self.send(frame)
+        await self.drain()
 
     async def read(self) -> worker_pb2.ServerFrame | None:
-        return await read_frame(self._reader, worker_pb2.ServerFrame, self._limit)
+        """Not used: frames are pushed to the owner (:meth:`attach`)."""
+        raise NotImplementedError("a push transport: frames go to attach()'s deliver")
 
-    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
-        """Nothing to wait for: the caller cancels both tasks and closes the socket."""
+    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None] | None) -> None:
+        """Nothing to wait for: the caller cancels its task and closes the socket."""
 
     def cancel(self) -> None:
-        self._writer.close()
+        """Close the socket (what is buffered is still sent)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- the loop's side ---------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Cut ``data`` into frames and deliver those it completes."""
+        if self._ended:
+            return
+        accepted = self.accepted
+        if not accepted.done():  # the worker's one-byte answer to the preface
+            if data[:1] != FRAMES_ACCEPTED:  # pragma: no cover - not a snakepit worker
+                accepted.set_result(False)
+                self._end(None)
+                return
+            accepted.set_result(True)
+            data = data[1:]
+        try:
+            frames = self._splitter.feed(data)
+        except FrameError as exc:
+            self._end(exc)
+            return
+        deliver = self._deliver
+        if deliver is None:
+            self._early.extend(frames)
+            return
+        for frame in frames:
+            deliver(frame)
+
+    def eof_received(self) -> bool:
+        """The worker closed its side: the connection ends (the socket is closed)."""
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail a handshake still waiting; tell the owner how the connection ended."""
+        super().connection_lost(exc)
+        if not self.accepted.done():
+            self.accepted.set_exception(
+                ConnectionResetError("the connection closed") if exc is None else exc
+            )
+        if exc is None and self._splitter.partial:
+            exc = FrameError("the stream ended inside a frame")
+        self._end(exc)
+
+    def _end(self, exc: Exception | None) -> None:
+        # Once: the first end wins (an unreadable frame, not the close it causes).
+        if self._ended:
+            return
+        self._ended = True
+        self._end_error = exc
+        if self.transport is not None:
+            self.transport.close()
+        lost = self._lost
+        self._lost = self._deliver = None
+        if lost is not None:
+            lost(exc)
 
 
 async def open_frames_transport(
@@ -120,16 +219,18 @@ async def open_frames_transport(
     path = unix_path(address)
     if path is None:
         raise ConfigError("address", f"a frames address is unix:PATH, got {address!r}")
+    loop = asyncio.get_running_loop()
+    frames = FramesTransport(max_message_bytes)
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(path, limit=1024 * 1024)
+            transport, _ = await loop.create_unix_connection(lambda: frames, path)
             try:
-                writer.write(frames_preface(secret))
-                answer = await reader.readexactly(len(FRAMES_ACCEPTED))
+                transport.write(frames_preface(secret))
+                accepted = await frames.accepted
             except BaseException:
-                writer.close()
+                transport.close()
                 raise
-    except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+    except ConnectionResetError as exc:
         raise WorkerUnavailable(
             f"{address}: the worker closed the connection before accepting it:"
             " authentication failed (a missing or wrong secret), or it is stopping"
@@ -140,7 +241,6 @@ async def open_frames_transport(
         ) from exc
     except OSError as exc:
         raise WorkerUnavailable(f"cannot connect to {address}: {exc}") from exc
-    if answer != FRAMES_ACCEPTED:  # pragma: no cover - not a snakepit worker
-        writer.close()
+    if not accepted:  # pragma: no cover - not a snakepit worker
         raise WorkerUnavailable(f"{address}: not a snakepit worker's frames socket")
-    return FramesTransport(reader, writer, max_message_bytes)
+    return frames

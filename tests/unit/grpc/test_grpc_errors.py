@@ -122,7 +122,7 @@ class _Unreadable(GrpcTransport):
         await self.failed.wait()
         raise ValueError("a frame nobody can read")
 
-    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
+    async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None] | None) -> None:
         pass
 
     def cancel(self) -> None:

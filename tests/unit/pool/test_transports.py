@@ -1,0 +1,196 @@
+"""The frames socket's push transport (``FramesTransport``) and the Multiplexer on it.
+
+Driven by hand: bytes go to :meth:`FramesTransport.data_received` in the
+pieces a test chooses (a socket would coalesce them as it likes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+
+from snakepit._wire._codec import encode_into
+from snakepit._wire._frames import SLACK, FrameError, pack
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
+from snakepit.errors import WorkerUnavailable
+from snakepit.pool._connection import Multiplexer
+from snakepit.pool._transports import FramesTransport
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)  # an asyncio.Protocol
+
+LIMIT = 64 * 1024
+
+
+class FakeSocket:
+    """The loop's side of a connection: what was written, and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def reply(rid: int, value: Any) -> worker_pb2.ServerFrame:
+    frame = worker_pb2.ServerFrame()
+    response = frame.responses.add()
+    response.request_id = rid
+    encode_into(response.result, value)
+    return frame
+
+
+class Sink:
+    """An owner of the transport: the frames delivered and how the connection ended."""
+
+    def __init__(self) -> None:
+        self.frames: list[worker_pb2.ServerFrame] = []
+        self.ends: list[Exception | None] = []
+
+    def deliver(self, frame: worker_pb2.ServerFrame) -> None:
+        self.frames.append(frame)
+
+    def lost(self, exc: Exception | None) -> None:
+        self.ends.append(exc)
+
+
+def opened(accept: bool = True) -> tuple[FramesTransport, FakeSocket, Sink]:
+    frames = FramesTransport(LIMIT)
+    socket = FakeSocket()
+    frames.connection_made(socket)  # type: ignore[arg-type]
+    if accept:
+        frames.data_received(b"+")
+    sink = Sink()
+    frames.attach(sink.deliver, sink.lost)
+    return frames, socket, sink
+
+
+class TestFramesTransport:
+    async def test_a_frame_split_across_many_reads_is_delivered_once_complete(self) -> None:
+        frames, _, sink = opened()
+        data = pack(reply(7, "x" * 100))
+        for i in range(len(data) - 1):
+            frames.data_received(data[i : i + 1])
+        assert sink.frames == []
+        frames.data_received(data[-1:])
+        assert [f.responses[0].request_id for f in sink.frames] == [7]
+
+    async def test_many_frames_in_one_read_are_delivered_in_order(self) -> None:
+        frames, _, sink = opened()
+        data = b"".join(pack(reply(rid, rid)) for rid in range(1, 51))
+        frames.data_received(data[:-3])  # the last one split
+        assert len(sink.frames) == 49
+        frames.data_received(data[-3:])
+        assert [f.responses[0].request_id for f in sink.frames] == list(range(1, 51))
+
+    async def test_the_acceptance_and_frames_in_one_read(self) -> None:
+        frames = FramesTransport(LIMIT)
+        frames.connection_made(FakeSocket())  # type: ignore[arg-type]
+        frames.data_received(b"+" + pack(reply(1, 1)))
+        assert frames.accepted.result() is True
+        sink = Sink()
+        frames.attach(sink.deliver, sink.lost)  # what came before is handed over
+        assert [f.responses[0].request_id for f in sink.frames] == [1]
+
+    async def test_a_frame_over_the_limit_ends_the_connection_with_a_typed_error(self) -> None:
+        frames, socket, sink = opened()
+        frames.data_received((LIMIT + SLACK + 1).to_bytes(4, "little"))
+        assert len(sink.ends) == 1
+        assert isinstance(sink.ends[0], FrameError)
+        assert socket.closed
+        frames.data_received(pack(reply(1, 1)))  # nothing more is read
+        frames.connection_lost(None)  # the close it caused: reported once
+        assert sink.frames == []
+        assert len(sink.ends) == 1
+
+    async def test_a_frame_that_does_not_parse_ends_the_connection(self) -> None:
+        frames, _, sink = opened()
+        frames.data_received(b"\x02\x00\x00\x00\xff\xff")
+        assert isinstance(sink.ends[0], FrameError)
+
+    async def test_a_clean_end_and_an_end_inside_a_frame(self) -> None:
+        frames, _, sink = opened()
+        frames.connection_lost(None)
+        assert sink.ends == [None]
+        frames, _, sink = opened()
+        frames.data_received(pack(reply(1, 1))[:5])
+        frames.connection_lost(None)
+        assert isinstance(sink.ends[0], FrameError)
+
+    async def test_an_end_before_the_owner_attached_is_handed_over(self) -> None:
+        frames = FramesTransport(LIMIT)
+        frames.connection_made(FakeSocket())  # type: ignore[arg-type]
+        frames.data_received(b"+")
+        error = ConnectionResetError("gone")
+        frames.connection_lost(error)
+        sink = Sink()
+        frames.attach(sink.deliver, sink.lost)
+        assert sink.ends == [error]
+
+    async def test_a_close_before_the_acceptance_fails_the_handshake(self) -> None:
+        frames = FramesTransport(LIMIT)
+        frames.connection_made(FakeSocket())  # type: ignore[arg-type]
+        frames.connection_lost(None)
+        with pytest.raises(ConnectionResetError):
+            frames.accepted.result()
+
+    async def test_writes_report_the_high_water_mark(self) -> None:
+        frames, socket, _ = opened()
+        assert frames.write_nowait(worker_pb2.ClientFrame()) is True
+        frames.pause_writing()
+        assert frames.write_nowait(worker_pb2.ClientFrame()) is False
+        frames.resume_writing()
+        assert len(socket.written) == 8  # two empty frames: their headers
+
+
+class TestMultiplexerOnFrames:
+    async def test_replies_pushed_complete_the_calls_and_a_bad_frame_fails_the_rest(
+        self,
+    ) -> None:
+        frames, socket, _ = opened()
+        mux = Multiplexer(frames, LIMIT)
+        try:
+            with anyio.fail_after(5):
+                first = asyncio.ensure_future(mux.execute("echo", {"value": 1}))
+                await anyio.wait_all_tasks_blocked()
+                assert socket.written  # sent at once: alone on the channel
+                frames.data_received(pack(reply(1, "one")))
+                assert await first == "one"
+                second = asyncio.ensure_future(mux.execute("echo", {"value": 2}))
+                await anyio.wait_all_tasks_blocked()
+                frames.data_received((LIMIT + SLACK + 1).to_bytes(4, "little"))
+                with pytest.raises(WorkerUnavailable) as caught:
+                    await second
+                assert isinstance(caught.value.__cause__, WorkerUnavailable)
+                assert isinstance(caught.value.__cause__.__cause__, FrameError)
+                with pytest.raises(WorkerUnavailable):
+                    await mux.execute("echo", {})  # the channel is broken
+        finally:
+            await mux.aclose()
+
+    async def test_the_worker_closing_fails_every_call_in_flight(self) -> None:
+        frames, _, _ = opened()
+        mux = Multiplexer(frames, LIMIT)
+        try:
+            with anyio.fail_after(5):
+                calls = [asyncio.ensure_future(mux.execute("echo", {})) for _ in range(5)]
+                await anyio.wait_all_tasks_blocked()
+                frames.connection_lost(None)
+                for call in calls:
+                    with pytest.raises(WorkerUnavailable, match="closed the channel"):
+                        await call
+        finally:
+            await mux.aclose()
