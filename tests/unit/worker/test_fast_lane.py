@@ -40,9 +40,11 @@ class _Client:
     def send(self, frame: worker_pb2.ClientFrame) -> None:
         self.writer.write(pack(frame))
 
-    async def replies(self, count: int) -> dict[int, worker_pb2.ExecuteResponse | list]:
+    async def replies(
+        self, count: int
+    ) -> dict[int, worker_pb2.ExecuteResponse | list[worker_pb2.StreamChunk]]:
         """Read until ``count`` requests have their final reply (a response, a stream's end)."""
-        done: dict[int, worker_pb2.ExecuteResponse | list] = {}
+        done: dict[int, worker_pb2.ExecuteResponse | list[worker_pb2.StreamChunk]] = {}
         with anyio.fail_after(20):
             while len(done) < count:
                 frame = await read_frame(self.reader, worker_pb2.ServerFrame, LIMIT)
@@ -63,7 +65,8 @@ def request(rid: int, tool: str, timeout: float = 0.0, **args: object) -> worker
     return req
 
 
-def value(response: worker_pb2.ExecuteResponse) -> object:
+def value(response: worker_pb2.ExecuteResponse | list[worker_pb2.StreamChunk]) -> object:
+    assert isinstance(response, worker_pb2.ExecuteResponse), response
     assert response.HasField("result"), response.error
     return decode(response.result)
 
@@ -136,8 +139,8 @@ async def test_a_frame_mixing_sync_async_and_stream_calls_answers_all(
     )
     client.send(frame)
     replies = await client.replies(6)
-    assert value(replies[1]) == 1  # type: ignore[arg-type]
-    assert value(replies[2]) == 2  # type: ignore[arg-type]
+    assert value(replies[1]) == 1
+    assert value(replies[2]) == 2
     assert replies[3].error.kind == Kind.TOOL_NOT_FOUND  # type: ignore[union-attr]
     assert replies[4].error.kind == Kind.INVALID_ARGUMENTS  # type: ignore[union-attr]
     assert replies[5].error.kind == Kind.REMOTE  # type: ignore[union-attr]
