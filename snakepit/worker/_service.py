@@ -587,16 +587,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 self.release(admission)
                 raise
             result = await self._call(info, kwargs, ctx, admission)
-            encode_into(response.result, result, codec=_reply_codec(request))
-            if response.ByteSize() > self._item_limit:
-                size = response.ByteSize()
-                response.error.CopyFrom(
-                    _refusal(
-                        Kind.PAYLOAD_TOO_LARGE,
-                        f"{info.name}: the result is {size} bytes, over the "
-                        f"{self.max_message_bytes}-byte message limit",
-                    )
-                )
+            self._encode_result(response, request, info.name, result)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and _cancelling():
                 raise  # this call is cancelled (its tool has ended by now)
@@ -634,18 +625,28 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
     ) -> None:
         """Fill ``response`` (its request id set) with a sync tool's result, as :meth:`execute`."""
         try:
-            encode_into(response.result, result, codec=_reply_codec(request))
-            if response.ByteSize() > self._item_limit:
-                size = response.ByteSize()
-                response.error.CopyFrom(
-                    _refusal(
-                        Kind.PAYLOAD_TOO_LARGE,
-                        f"{name}: the result is {size} bytes, over the "
-                        f"{self.max_message_bytes}-byte message limit",
-                    )
-                )
+            self._encode_result(response, request, name, result)
         except BaseException as exc:  # on a tool thread: nothing to cancel here
             response.error.CopyFrom(_call_error(request, exc))
+
+    def _encode_result(
+        self,
+        response: worker_pb2.ExecuteResponse,
+        request: worker_pb2.ExecuteRequest,
+        name: str,
+        result: Any,
+    ) -> None:
+        # The result in the request's codec; an error instead if it is over the limit.
+        encode_into(response.result, result, codec=_reply_codec(request))
+        size = response.ByteSize()
+        if size > self._item_limit:
+            response.error.CopyFrom(
+                _refusal(
+                    Kind.PAYLOAD_TOO_LARGE,
+                    f"{name}: the result is {size} bytes, over the "
+                    f"{self.max_message_bytes}-byte message limit",
+                )
+            )
 
     @staticmethod
     def lane_error(

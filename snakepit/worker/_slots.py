@@ -149,13 +149,7 @@ class Slots:
         stop the thread (nothing can): await :meth:`finished` for its end.
         """
         job = Job(fn, self._loop.create_future(), cancel, slotted=True)
-        with self._lock:
-            if self._free:
-                self._free -= 1
-                self._jobs.put(job)
-            else:
-                self._waiting.append(job)
-                self._waited += 1
+        self._enqueue(job)
         return job
 
     def submit(self, call: ThreadCall) -> None:
@@ -163,12 +157,16 @@ class Slots:
 
         The slot is given back on the thread before ``call.deliver`` runs there.
         """
+        self._enqueue(call)
+
+    def _enqueue(self, job: Job | ThreadCall) -> None:
+        # To a tool thread if a slot is free, else in order behind the waiters.
         with self._lock:
             if self._free:
                 self._free -= 1
-                self._jobs.put(call)
+                self._jobs.put(job)
             else:
-                self._waiting.append(call)
+                self._waiting.append(job)
                 self._waited += 1
 
     def withdraw(self, call: ThreadCall) -> bool:
