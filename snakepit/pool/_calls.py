@@ -13,11 +13,12 @@ from snakepit.errors import (
     ExecutionTimeout,
     PoolClosed,
     QueueTimeout,
+    WorkerCrashed,
     WorkerStopping,
     WorkerUnavailable,
 )
 from snakepit.otp import Broadcast
-from snakepit.pool._connection import Multiplexer
+from snakepit.pool._connection import ChannelBroke, Multiplexer
 from snakepit.session import SessionRecord
 
 from ._config import PoolConfig
@@ -31,6 +32,25 @@ from ._worker_server import WorkerServer
 #: Seconds of a call's own timeout that must be left when a worker comes free
 #: for a call that waited for it; with less it raises QueueTimeout (the tool did not run).
 MIN_RUN_TIME = 0.001
+
+
+class NotStarted(WorkerUnavailable):
+    """The call's worker died before the call started there: it may run on another worker.
+
+    Raised by :class:`Calls` to the pool's own retry loop, which sends the
+    call again (it never reaches the caller, unless the call was sent and
+    lost :data:`MAX_RESENDS` times; then the crash is raised).
+    """
+
+    def __init__(self, crash: WorkerCrashed) -> None:
+        super().__init__(f"the call had not started when its worker died: {crash}")
+        #: The crash that lost the call.
+        self.crash = crash
+
+
+#: Times a call whose worker died before it started is sent again; one more
+#: such loss raises the crash (``WorkerCrashed``) rather than looping.
+MAX_RESENDS = 8
 
 
 @dataclass(slots=True)
@@ -87,6 +107,8 @@ class Calls:
         self._request_ids = itertools.count(1)
         #: Calls started, and how many ended in an error, a timeout or a crash.
         self.requests = self.errors = self.timeouts = self.crashes = 0
+        #: Calls whose worker died before they started there (sent again).
+        self.resent = 0
 
     @asynccontextmanager
     async def on_a_worker(
@@ -211,10 +233,22 @@ class Calls:
                 )
                 closed.__cause__ = exc
                 return closed
+            worker.retire("its connection broke", report=False)  # out of rotation, group killed
+            error = await worker.crash_error(exc)
+            # Once the process exited, its started page says which calls it had begun.
+            if (
+                isinstance(error, WorkerCrashed)
+                and isinstance(exc, ChannelBroke)
+                and exc.never_started()
+            ):
+                call.outcome = "refused"
+                self.resent += 1
+                not_started = NotStarted(error)
+                not_started.__cause__ = error
+                return not_started
             call.outcome = "crashed"
             self.crashes += 1
-            worker.retire("its connection broke", report=False)  # out of rotation, group killed
-            return await worker.crash_error(exc)
+            return error
         if isinstance(exc, ExecutionTimeout):
             exc.worker_id = worker.worker_id
             call.outcome = "timeout"

@@ -18,6 +18,7 @@ from typing import Any, Final
 from snakepit._wire._codec import JSON
 from snakepit._wire._frames import ITEM_OVERHEAD, FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._started import StartedPage
 from snakepit.errors import ExecutionTimeout, WorkerError, WorkerUnavailable
 
 from ._config import Codec
@@ -28,6 +29,27 @@ from ._transports import FramesTransport, GrpcTransport, Transport, open_frames_
 __all__ = ("Multiplexer",)
 
 _TIMED_OUT: Final = object()
+
+
+class ChannelBroke(WorkerUnavailable):
+    """The channel broke with this call in flight (or before it was sent).
+
+    :meth:`Multiplexer.call_started` says, once the worker's process has
+    exited, whether the call had started there.
+    """
+
+    def __init__(self, message: str, mux: Multiplexer, request_id: int | None) -> None:
+        super().__init__(message)
+        #: The channel the call was on.
+        self.mux = mux
+        #: The call's request id on it; None: it was never sent.
+        self.request_id = request_id
+
+    def never_started(self) -> bool:
+        """True when the call certainly did not start (meaningful once the worker exited)."""
+        if self.request_id is None:
+            return True
+        return self.mux.call_started(self.request_id) is False
 
 
 #: (channel, request id) of the call the current task left running (cancelled,
@@ -114,9 +136,36 @@ class Multiplexer:
 
     # -- calls -------------------------------------------------------------------------
 
-    def _check(self) -> None:
+    def call_started(self, request_id: int) -> bool | None:
+        """Whether the worker began the call ``request_id``; None if it cannot be known.
+
+        Read from the connection's started page (``snakepit._wire._started``):
+        only meaningful once the worker's process has exited.
+        """
+        page = self._page()
+        return None if page is None else page.started(request_id)
+
+    def seal_started_page(self, *, exited: bool) -> None:
+        """Free the started page, keeping what it says when the worker's process ``exited``.
+
+        With ``exited`` (nothing can start any more) :meth:`call_started`
+        answers from what was kept; without, it says None (not known) from
+        then on. Idempotent.
+        """
+        page = self._page()
+        if page is not None:
+            if exited:
+                page.seal()
+            else:
+                page.close()
+
+    def _page(self) -> StartedPage | None:
+        return self._call.page if isinstance(self._call, FramesTransport) else None
+
+    def _check(self, request_id: int | None = None) -> None:
+        # request_id: the call in flight that meets the broken channel (None: not sent).
         if self._broken is not None:
-            raise WorkerUnavailable(str(self._broken)) from self._broken
+            raise ChannelBroke(str(self._broken), self, request_id) from self._broken
         if self._closed:
             raise WorkerUnavailable("the channel is closed")
 
@@ -254,7 +303,7 @@ class Multiplexer:
                             f"{tool}: no chunk within {timeout:g}s", tool=tool, timeout=timeout
                         ) from None
                 if chunk is None:
-                    self._check()
+                    self._check(rid)
                     raise WorkerUnavailable(f"{tool}: the channel closed mid-stream")
                 finished = chunk.WhichOneof("item") != "chunk"  # end or error: nothing to cancel
                 value = chunk_value(chunk, tool, self._codec)
@@ -430,9 +479,9 @@ class Multiplexer:
     def _fail(self, error: WorkerError) -> None:
         if self._broken is None:
             self._broken = error
-        for future in self._pending.values():
+        for rid, future in self._pending.items():
             if not future.done():
-                failed = WorkerUnavailable(str(error))
+                failed = ChannelBroke(str(error), self, rid)
                 failed.__cause__ = error
                 future.set_exception(failed)
         for queue in self._streams.values():
@@ -447,6 +496,10 @@ class Multiplexer:
         """Close the stream (its pending calls fail with WorkerUnavailable) and end its tasks."""
         if not self._closed:
             self._closed = True
+            if self._broken is None and (page := self._page()) is not None:
+                # Closed, not broken: no crash to judge. (A broken channel's
+                # page waits for seal_started_page(), once the worker exited.)
+                page.close()
             self._fail(WorkerUnavailable("the channel was closed"))
             self._wake.set()  # the writer sees _closed
             try:

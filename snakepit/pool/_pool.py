@@ -47,7 +47,7 @@ from snakepit.session import (
 )
 
 from ._bridge import BridgeArgs, HostTools, _coherence_page
-from ._calls import Calls
+from ._calls import MAX_RESENDS, Calls, NotStarted
 from ._config import PoolConfig, PoolOptions, check_seconds
 from ._description import WorkerDescription
 from ._events import PoolEvent, PoolGaveUp
@@ -572,7 +572,10 @@ class Pool:
             worker crashed is tried again on another worker, with backoff.
             0 by default: a crash is never retried silently.
         :raises RemoteError: the tool raised (``ToolNotFound``, ``InvalidArguments``).
-        :raises WorkerCrashed: the worker died with the call in flight.
+        :raises WorkerCrashed: the worker died while the call ran there. A
+            call its worker had not started yet when it died (sent, still in
+            the socket or queued in the worker) is sent to another worker
+            instead, with no ``retries`` needed: it cannot run twice.
         :raises QueueFull, QueueTimeout, PoolClosed, PoolDegraded: no worker to run it.
         :raises SessionNotFound: ``session_id`` names no session (never made,
             deleted or expired); the tool did not run.
@@ -591,7 +594,7 @@ class Pool:
         _check_call(tool, args, timeout, session_id)
         check_int("retries", retries, 0)
         deadline = None if timeout is None else self._now() + timeout
-        attempt = 0
+        attempt = resends = 0
         while True:
             try:
                 if session_id:
@@ -605,6 +608,12 @@ class Pool:
                     )
             except WorkerStopping:
                 continue  # refused unrun by a stopping worker (now drained): go elsewhere
+            except NotStarted as lost:
+                # Its worker died before the call started there: it runs elsewhere.
+                resends += 1
+                if resends > MAX_RESENDS:
+                    raise lost.crash from None
+                continue
             except (WorkerCrashed, WorkerUnavailable):
                 if attempt >= retries:
                     raise
@@ -728,21 +737,33 @@ class Pool:
         session = None if not session_id else await self._use_session(session_id, deadline)
         try:
             metadata = b"" if session is None else self._router.metadata_of(session)
-            async with (
-                self._calls.on_a_worker(tool, deadline, session) as mux,
-                contextlib.aclosing(
-                    mux.stream(
-                        tool,
-                        args,
-                        timeout=timeout,
-                        session_id=session_id,
-                        session_metadata=metadata,
-                    )
-                ) as items,
-            ):
-                # Closed explicitly: the remote cancel is queued before the slot is returned.
-                async for item in items:
-                    yield item
+            resends = 0
+            while True:
+                yielded = False
+                try:
+                    async with (
+                        self._calls.on_a_worker(tool, deadline, session) as mux,
+                        contextlib.aclosing(
+                            mux.stream(
+                                tool,
+                                args,
+                                timeout=timeout,
+                                session_id=session_id,
+                                session_metadata=metadata,
+                            )
+                        ) as items,
+                    ):
+                        # Closed explicitly: the remote cancel is queued before the slot is
+                        # returned.
+                        async for item in items:
+                            yielded = True
+                            yield item
+                    return
+                except NotStarted as lost:
+                    # Its worker died before the stream started there: it runs elsewhere.
+                    resends += 1
+                    if yielded or resends > MAX_RESENDS:
+                        raise lost.crash from None
         finally:
             if session is not None:
                 self._session_call_ended(session)
@@ -979,6 +1000,7 @@ class Pool:
             errors=self._calls.errors,
             timeouts=self._calls.timeouts,
             crashes=self._calls.crashes,
+            resent=self._calls.resent,
             restarts=self._tree.restarts,
             recycled=self._recycler.recycled,
             degraded=None if self._degraded is None else str(self._degraded),

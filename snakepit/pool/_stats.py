@@ -35,6 +35,10 @@ class PoolStats:
     #: Sessions in the pool's store, as far as it knows without asking the
     #: backend (exact for the memory backend; see ``SessionStoreRef.known_count``).
     sessions: int = 0
+    #: Calls sent again because the worker they were sent to died before it
+    #: started them (they had not run there: see :meth:`Pool.execute`); each
+    #: sending also counts in ``requests``.
+    resent: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from snakepit._wire import _grpc_logging  # noqa: F401  # isort: skip
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -21,7 +23,10 @@ from snakepit._wire._address import unix_path
 from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface
 from snakepit._wire._frames import FrameError, FrameProtocol, FrameSplitter
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._started import StartedPage
 from snakepit.errors import ConfigError, WorkerUnavailable
+
+logger = logging.getLogger("snakepit.pool")
 
 #: Seconds a closing ``Channel`` stream waits for the worker to end it.
 CLOSE_GRACE = 1.0
@@ -95,8 +100,10 @@ class FramesTransport(FrameProtocol):
     worker accepted the secret; frames go to the owner from :meth:`attach` on.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, page: StartedPage | None = None) -> None:
         super().__init__()
+        #: The connection's started page (named in its first frame), if one could be made.
+        self.page = page
         self._splitter = FrameSplitter(worker_pb2.ServerFrame, limit)
         #: The worker's answer to the preface: True (accepted), False (not a
         #: snakepit worker), or the connection's failure before it answered.
@@ -144,6 +151,8 @@ class FramesTransport(FrameProtocol):
 
     async def close(self, writer: asyncio.Task[None], reader: asyncio.Task[None] | None) -> None:
         """Nothing to wait for: the caller cancels its task and closes the socket."""
+        if self.page is not None:
+            self.page.remove()  # its mapping stays readable, for a crash's judgement
 
     def cancel(self) -> None:
         """Close the socket (what is buffered is still sent)."""
@@ -243,4 +252,22 @@ async def open_frames_transport(
         raise WorkerUnavailable(f"cannot connect to {address}: {exc}") from exc
     if not accepted:  # pragma: no cover - not a snakepit worker
         raise WorkerUnavailable(f"{address}: not a snakepit worker's frames socket")
+    page = frames.page = _started_page(path)
+    if page is not None:  # the first frame names it
+        frames.send(worker_pb2.ClientFrame(started_page=page.path))
     return frames
+
+
+def _started_page(socket_path: str) -> StartedPage | None:
+    """A started page beside the worker's socket; None (logged) where none can be made."""
+    directory, name = os.path.split(socket_path)
+    try:
+        return StartedPage.create(directory or ".", f".{name}-")
+    except OSError as exc:
+        logger.warning(
+            "no started page beside %s (%s): a crash fails every call in flight on it,"
+            " those that had not started too",
+            socket_path,
+            exc,
+        )
+        return None

@@ -509,8 +509,16 @@ class WorkerServer(GenServer[Any, Any, None]):
         except Exception:
             logger.exception("worker %r: closing its connection failed", self.worker_id)
         finally:
-            if self.handle is not None:  # the process is stopped and reaped whatever happened
-                self._report_exit(await self.handle.aclose(grace=grace))
+            try:
+                if self.handle is not None:  # the process is stopped and reaped whatever happened
+                    self._report_exit(await self.handle.aclose(grace=grace))
+            finally:
+                if self.mux is not None:
+                    # Once the process exited, what its page says it started is final.
+                    handle = self.handle
+                    self.mux.seal_started_page(
+                        exited=handle is None or handle.returncode is not None
+                    )
 
     # -- used by the pool -------------------------------------------------------------------
 

@@ -15,15 +15,23 @@ do, would cancel the reader.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from snakepit._wire._frames import FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._started import StartedPage, attach_started_page
 
 if TYPE_CHECKING:
     from ._service import AdapterService, Admission
+
+#: How a call runs: its request, its admission, and what to call as it starts.
+_Call = Callable[
+    ["worker_pb2.ExecuteRequest", "Admission", "Callable[[], object] | None"],
+    Coroutine[Any, Any, Any],
+]
 
 logger = logging.getLogger("snakepit.worker")
 
@@ -74,6 +82,10 @@ class FramesChannel:
         self._free = FREE  # the admission of a call without a session to count
         self._closed = False
         self._gone: asyncio.Future[None] = self._loop.create_future()  # the client is gone
+        # The host's started page (named by its first frame): each call's id
+        # goes in as the call starts, so that the host knows after a crash
+        # which calls never ran (snakepit/_wire/_started.py).
+        self._page: StartedPage | None = None
 
     async def run(
         self, frames: AsyncIterator[worker_pb2.ClientFrame], *, eof_is_gone: bool = False
@@ -112,6 +124,8 @@ class FramesChannel:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._page is not None:  # a tool thread still marking is harmless
+                self._page.close()
 
     async def _read(self, frames: AsyncIterator[worker_pb2.ClientFrame]) -> None:
         # Each call is admitted (counted among its session's calls, or queued
@@ -124,6 +138,8 @@ class FramesChannel:
         admitted = self._admitted
         try:
             async for frame in frames:
+                if frame.started_page:
+                    self._attach(frame.started_page)
                 for request in frame.execute:
                     if admit is not None and (admission := admit(request)) is not free:
                         admitted[request.request_id] = admission
@@ -143,12 +159,16 @@ class FramesChannel:
             self._reading = False
             self._ready.set()  # the writer checks whether it is all over
 
+    def _attach(self, path: str) -> None:
+        if self._page is None:  # one per connection: the first
+            self._page = attach_started_page(path)
+
     # -- running calls ------------------------------------------------------------------
 
     def _start(
         self,
         rid: int,
-        call: Callable[[worker_pb2.ExecuteRequest, Admission], Coroutine[Any, Any, Any]],
+        call: _Call,
         request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
@@ -198,19 +218,27 @@ class FramesChannel:
 
     async def _finish(
         self,
-        call: Callable[[worker_pb2.ExecuteRequest, Admission], Coroutine[Any, Any, Any]],
+        call: _Call,
         request: worker_pb2.ExecuteRequest,
         on_done: Callable[[Any], None] | None,
     ) -> None:
         # The call takes its admission at its first step (and gives it back).
         admitted = self._admitted
         admission = admitted.pop(request.request_id, self._free) if admitted else self._free
-        result = await call(request, admission)
+        page = self._page
+        # Marked as it starts (its slot taken, before anything of its tool runs).
+        started = None if page is None else functools.partial(page.mark, request.request_id)
+        result = await call(request, admission, started)
         if on_done is not None:
             on_done(result)
 
-    async def _stream(self, request: worker_pb2.ExecuteRequest, admission: Admission) -> None:
-        async for chunk in self._service.stream(request, admission):
+    async def _stream(
+        self,
+        request: worker_pb2.ExecuteRequest,
+        admission: Admission,
+        started: Callable[[], object] | None,
+    ) -> None:
+        async for chunk in self._service.stream(request, admission, started):
             self._batch.append("chunks", chunk)
         self._stream_ids.discard(request.request_id)  # its last chunk was the end or an error
 

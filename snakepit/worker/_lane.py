@@ -43,6 +43,7 @@ from typing import Any
 from snakepit._wire._auth import FRAMES_ACCEPTED
 from snakepit._wire._frames import FrameError, FrameSplitter, pack
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
+from snakepit._wire._started import StartedPage, attach_started_page
 
 from ._context import Context
 from ._service import AdapterService, cancelled_info
@@ -106,6 +107,9 @@ class Lane:
         self._pending = 0  # queued, not written yet
         self._writer: threading.Thread | None = None
         self._calls: dict[int, _Call] = {}  # by request id
+        # The host's started page: each call's id goes in on its tool thread,
+        # just before its tool runs (snakepit/_wire/_started.py).
+        self._page: StartedPage | None = None
         self._inflight = 0
         self._idle: list[asyncio.Future[None]] = []
         self._frames: asyncio.Queue[worker_pb2.ClientFrame | None] = asyncio.Queue()
@@ -256,6 +260,8 @@ class Lane:
     def _serve(self, frames: list[worker_pb2.ClientFrame]) -> None:
         service = self._service
         for frame in frames:
+            if frame.started_page:  # the first frame's: before its calls start
+                self._attach(frame.started_page)
             rest: worker_pb2.ClientFrame | None = None  # the loop's part
             for request in frame.execute:
                 if service.lane_takes(request):
@@ -269,11 +275,12 @@ class Lane:
                     if rest is None:
                         rest = worker_pb2.ClientFrame()
                     rest.cancel.append(rid)
-            if frame.stream or frame.end_sessions:
+            if frame.stream or frame.end_sessions or frame.started_page:
                 if rest is None:
                     rest = worker_pb2.ClientFrame()
                 rest.stream.extend(frame.stream)
                 rest.end_sessions.extend(frame.end_sessions)
+                rest.started_page = frame.started_page  # the loop marks its calls in it too
             if rest is not None:
                 self._post(self._frames.put_nowait, rest)
 
@@ -289,11 +296,21 @@ class Lane:
             self._send(pack(frame))
             return
         call = _Call(request, name, ctx)
-        call.job = job = ThreadCall(fn, ctx.cancel_event, functools.partial(self._finish, call))
+        page = self._page
+        call.job = job = ThreadCall(
+            fn,
+            ctx.cancel_event,
+            functools.partial(self._finish, call),
+            None if page is None else functools.partial(page.mark, request.request_id),
+        )
         with self._lock:
             self._calls[request.request_id] = call
             self._inflight += 1
         self._slots.submit(job)
+
+    def _attach(self, path: str) -> None:
+        if self._page is None:  # one per connection: the first
+            self._page = attach_started_page(path)
 
     def _cancel(self, rid: int) -> bool:
         with self._lock:
@@ -353,6 +370,8 @@ class Lane:
             assert call.job is not None
             self._slots.withdraw(call.job)
         self._close_socket()
+        if self._page is not None:  # a tool thread still marking is harmless
+            self._page.close()
         self._post(self._ended, waiters)
 
     def _ended(self, waiters: list[asyncio.Future[None]]) -> None:

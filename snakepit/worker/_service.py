@@ -564,7 +564,10 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             self._idle.set()
 
     async def execute(
-        self, request: worker_pb2.ExecuteRequest, admission: Admission | None = None
+        self,
+        request: worker_pb2.ExecuteRequest,
+        admission: Admission | None = None,
+        started: Callable[[], object] | None = None,
     ) -> worker_pb2.ExecuteResponse:
         """Run a unary tool call; every outcome becomes a response, never an RPC error.
 
@@ -575,6 +578,9 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
 
         :param admission: the call's :meth:`admit` (taken when its request was
             read, released here); None: admitted now.
+        :param started: called once the call has its slot, just before its
+            tool runs (on the tool's thread for a sync tool): the frames
+            channel marks its started page there.
         """
         if admission is None:
             admission = self.admit(request)
@@ -586,7 +592,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             except BaseException:
                 self.release(admission)
                 raise
-            result = await self._call(info, kwargs, ctx, admission)
+            result = await self._call(info, kwargs, ctx, admission, started)
             self._encode_result(response, request, info.name, result)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and _cancelling():
@@ -656,7 +662,12 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         return _call_error(request, _Deadline() if deadline else exc)
 
     async def _call(
-        self, info: ToolInfo, kwargs: dict[str, Any], ctx: Context, admission: Admission
+        self,
+        info: ToolInfo,
+        kwargs: dict[str, Any],
+        ctx: Context,
+        admission: Admission,
+        started: Callable[[], object] | None,
     ) -> Any:
         func = getattr(self._adapter, info.attr)
         slots = self._slots
@@ -668,10 +679,12 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             async with deadline:
                 if info.kind != "async":
                     # The slot is taken and given back on the tool thread.
-                    job = slots.call(functools.partial(func, **kwargs), ctx.cancel_event)
+                    job = slots.call(functools.partial(func, **kwargs), ctx.cancel_event, started)
                     return await job.future
                 await slots.acquire()
                 try:
+                    if started is not None:
+                        started()
                     return await func(**kwargs)
                 finally:
                     slots.release()
@@ -691,11 +704,14 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 slots.when_ended(job, functools.partial(self.release, admission))
 
     async def stream(
-        self, request: worker_pb2.ExecuteRequest, admission: Admission | None = None
+        self,
+        request: worker_pb2.ExecuteRequest,
+        admission: Admission | None = None,
+        started: Callable[[], object] | None = None,
     ) -> AsyncIterator[worker_pb2.StreamChunk]:
         """Run a streaming tool: chunks in order, then ``end`` or one ``error`` chunk.
 
-        :param admission: as in :meth:`execute`.
+        :param admission, started: as in :meth:`execute`.
         """
         if admission is None:
             admission = self.admit(request)
@@ -712,6 +728,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 yield worker_pb2.StreamChunk(request_id=rid, error=_refusal(exc.kind, str(exc)))
                 return
             await self._slots.acquire()
+            if started is not None:
+                started()
             error: worker_pb2.ErrorInfo | None = None
             try:
                 # Closed here, not left to the garbage collector: the slot is

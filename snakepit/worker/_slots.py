@@ -46,7 +46,7 @@ class ToolRaised(Exception):
 class Job:
     """One call for a tool thread: ``future`` gets its outcome (unless cancelled first)."""
 
-    __slots__ = ("cancel", "ended", "fn", "future", "returned", "slotted")
+    __slots__ = ("cancel", "ended", "fn", "future", "returned", "slotted", "started")
 
     def __init__(
         self,
@@ -54,11 +54,14 @@ class Job:
         future: asyncio.Future[Any],
         cancel: threading.Event | None,
         slotted: bool,
+        started: Callable[[], object] | None = None,
     ) -> None:
         self.fn = fn
         self.future = future
         self.cancel = cancel
         self.slotted = slotted
+        #: Called on the tool thread just before ``fn`` (never for a job that does not run).
+        self.started = started
         #: True once its outcome reached the loop (its thread is done with it).
         self.returned = False
         #: Made by Slots.finished or Slots.when_ended: set when its thread returned.
@@ -73,20 +76,23 @@ class ThreadCall:
     result, or what the tool raised (a ``BaseException`` that is not an
     ``Exception`` wrapped in :class:`ToolRaised`). A call whose ``cancel`` is
     set before its turn does not run: it is delivered
-    ``ToolRaised(CancelledError())``.
+    ``ToolRaised(CancelledError())``. ``started``, if given, is called on
+    the tool thread just before ``fn`` (never for a call that does not run).
     """
 
-    __slots__ = ("cancel", "deliver", "fn")
+    __slots__ = ("cancel", "deliver", "fn", "started")
 
     def __init__(
         self,
         fn: Callable[[], Any],
         cancel: threading.Event,
         deliver: Callable[[bool, Any], None],
+        started: Callable[[], object] | None = None,
     ) -> None:
         self.fn = fn
         self.cancel = cancel
         self.deliver = deliver
+        self.started = started
 
 
 class Slots:
@@ -142,13 +148,19 @@ class Slots:
                 self.release()
             raise
 
-    def call(self, fn: Callable[[], Any], cancel: threading.Event | None) -> Job:
+    def call(
+        self,
+        fn: Callable[[], Any],
+        cancel: threading.Event | None,
+        started: Callable[[], object] | None = None,
+    ) -> Job:
         """Run the sync ``fn`` on a tool thread once a slot is free; the slot is released after.
 
         Await ``job.future`` for the outcome. Cancelling that future does not
         stop the thread (nothing can): await :meth:`finished` for its end.
+        ``started`` is called on the thread just before ``fn`` runs.
         """
-        job = Job(fn, self._loop.create_future(), cancel, slotted=True)
+        job = Job(fn, self._loop.create_future(), cancel, slotted=True, started=started)
         self._enqueue(job)
         return job
 
@@ -279,6 +291,8 @@ class Slots:
                 # Cancelled before it started (its future is cancelled: the value is not seen).
                 ok, value = False, ToolRaised(asyncio.CancelledError())
             else:
+                if job.started is not None:
+                    job.started()
                 try:
                     ok, value = True, job.fn()
                 except Exception as exc:
@@ -303,6 +317,8 @@ class Slots:
         if call.cancel.is_set():  # cancelled (or its deadline passed) before its turn
             ok, value = False, ToolRaised(asyncio.CancelledError())
         else:
+            if call.started is not None:
+                call.started()
             try:
                 ok, value = True, call.fn()
             except Exception as exc:

@@ -164,7 +164,10 @@ async def test_kill_storm_under_load(
         assert stats.restarts == len(killed), f"{tag} {stats}"
         assert stats.queued == 0, f"{tag} {stats}"
         assert stats.idle == SIZE, f"{tag} a slot leaked or doubled: {stats}"
-        assert stats.requests == progress.count + sum(typed.values()), f"{tag} {stats}"
+        # A call sent to a killed worker that had not started it was sent again.
+        assert stats.requests == progress.count + sum(typed.values()) + stats.resent, (
+            f"{tag} {stats}"
+        )
         assert stats.crashes == typed["WorkerCrashed"] + typed["WorkerUnavailable"], (
             f"{tag} {typed} {stats}"
         )
@@ -202,28 +205,39 @@ class TestKillMidCall:
     """A SIGKILL from outside fails exactly the call in flight, with the signal named."""
 
     @pytest.mark.parametrize("calls", [3])
-    async def test_hang_calls(self, calls: int) -> None:
-        """Every call in flight on the killed worker fails (max_concurrency > 1 too)."""
+    async def test_running_calls(self, calls: int, tmp_path: Path) -> None:
+        """Every call running on the killed worker fails (max_concurrency > 1 too).
+
+        Each is known to run (a FIFO gate each) when the kill comes: a call
+        sent but not started yet would run on the replacement instead.
+        """
+        gates = [tmp_path / f"gate{i}" for i in range(calls)]
+        for gate in gates:
+            os.mkfifo(gate)
         before = descendant_pids()
         outcome: list[BaseException] = []
         async with make_pool(size=1, max_concurrency=calls) as pool:
             (worker,) = live_workers(pool)
             pid = pid_of(worker)
 
-            async def call() -> None:
+            async def call(gate: Path) -> None:
                 try:
-                    await pool.execute("hang")
+                    await pool.execute("wait_gate", {"path": str(gate)})
                 except Exception as exc:
                     outcome.append(exc)
 
             with anyio.fail_after(RECOVERY_DEADLINE):
                 async with anyio.create_task_group() as tg:
-                    for _ in range(calls):
-                        tg.start_soon(call)
-                    await anyio.wait_all_tasks_blocked()
-                    assert pool.stats().idle == 0  # the calls hold every slot
-                    assert worker.in_flight == calls
-                    await kill_and_wait_replaced(pool, [worker])
+                    for gate in gates:
+                        tg.start_soon(call, gate)
+                    writers = [await open_gate(gate, RECOVERY_DEADLINE) for gate in gates]
+                    try:
+                        assert pool.stats().idle == 0  # the calls hold every slot
+                        assert worker.in_flight == calls
+                        await kill_and_wait_replaced(pool, [worker])
+                    finally:
+                        for writer in writers:
+                            writer.close()
             assert len(outcome) == calls
             for error in outcome:
                 self.check_crash(error, worker, pid)
