@@ -14,10 +14,17 @@ at its head, and, as each call starts and before its tool runs, writes the
 call's request id into slot ``id % SLOTS``. The mapping is shared, so what
 the worker wrote is in the file even after a ``kill -9``; the host reads it
 only once the worker's process has exited. A call is known not to have
-started when the page is signed and its slot holds another id: a slot holds
-the id of the last call that started with that remainder, and a worker never
-has anywhere near :data:`SLOTS` calls in flight. An unsigned page (the worker
-could not map it) says nothing: its calls count as started.
+started when its slot holds another id: a slot holds the id of the last call
+that started with that remainder, and a worker never has anywhere near
+:data:`SLOTS` calls in flight.
+
+A page still unsigned says that the worker had not read the connection's
+first frame, so none of the calls after it: none started. A worker that
+cannot map the page says so before it reads anything else
+(:data:`NO_PAGE_ID`: a reply to request 0, which no call has); the host then
+calls :meth:`StartedPage.refuse`, and the page says nothing from then on:
+every call of the connection counts as started (reported as a crash, never
+run twice).
 """
 
 from __future__ import annotations
@@ -29,9 +36,19 @@ import os
 import tempfile
 from typing import Final
 
+from snakepit._wire._proto.snakepit.v1 import worker_pb2
+
 logger = logging.getLogger("snakepit.worker")
 
-__all__ = ("SIGNATURE", "SIZE", "SLOTS", "StartedPage", "attach_started_page")
+__all__ = (
+    "NO_PAGE_ID",
+    "SIGNATURE",
+    "SIZE",
+    "SLOTS",
+    "StartedPage",
+    "attach_started_page",
+    "no_page_notice",
+)
 
 #: Slots in a page (a power of two): far more than a worker's calls in flight.
 SLOTS: Final = 4096
@@ -41,6 +58,8 @@ _HEAD: Final = len(SIGNATURE)
 #: A page's size in bytes: the signature, then one 8-byte slot per remainder.
 SIZE: Final = _HEAD + 8 * SLOTS
 _MASK: Final = SLOTS - 1
+#: The request id of a worker's notice that it could not map the page (no call has it).
+NO_PAGE_ID: Final = 0
 
 
 class StartedPage:
@@ -53,13 +72,14 @@ class StartedPage:
     crash is left to judge; either also removes the file.
     """
 
-    __slots__ = ("_map", "_slots", "_snapshot", "path")
+    __slots__ = ("_map", "_refused", "_slots", "_snapshot", "path")
 
     def __init__(self, page: mmap.mmap, path: str) -> None:
         self._map: mmap.mmap | None = page
         self._slots: memoryview | None = memoryview(page)[_HEAD:].cast("Q")
-        # After seal(): the page as it was (its slots); None: unsigned or closed.
+        # After seal(): the page's slots as they were (all 0 when it was unsigned).
         self._snapshot: memoryview | None = None
+        self._refused = False  # the worker said it could not map it
         #: Where the file is (removed by :meth:`remove`, :meth:`seal` and :meth:`close`).
         self.path = path
 
@@ -109,14 +129,24 @@ class StartedPage:
     def started(self, request_id: int) -> bool | None:
         """Whether the call ``request_id`` started; None when the page cannot say.
 
-        It cannot when the worker never signed it, or when it was closed
-        (:meth:`close`). Meaningful once the worker can start no more calls
-        (its process exited).
+        It cannot once the worker said it could not map it (:meth:`refuse`),
+        or once it was closed (:meth:`close`). Unsigned, it says False: the
+        worker had not read the connection's first frame. Meaningful once the
+        worker can start no more calls (its process exited), or for a call
+        the worker has answered.
         """
-        slots = self._slots if self._snapshot is None else self._snapshot
-        if slots is None or (self._snapshot is None and not self._signed()):
+        if self._refused:
             return None
+        slots = self._slots if self._snapshot is None else self._snapshot
+        if slots is None:
+            return None
+        if self._snapshot is None and not self._signed():
+            return False
         return bool(slots[request_id & _MASK] == request_id)
+
+    def refuse(self) -> None:
+        """The worker said it could not map the page: it says nothing from now on."""
+        self._refused = True
 
     def _signed(self) -> bool:
         return self._map is not None and self._map[:_HEAD] == SIGNATURE
@@ -131,7 +161,7 @@ class StartedPage:
 
         :meth:`started` answers from what was kept. Idempotent; a closed page stays closed.
         """
-        if self._map is not None and self._signed():
+        if self._map is not None:
             self._snapshot = memoryview(bytes(self._map[_HEAD:])).cast("Q")
         self.close()
 
@@ -154,9 +184,10 @@ class StartedPage:
 def attach_started_page(path: str) -> StartedPage | None:
     """The worker's side of :meth:`StartedPage.attach`; None (logged) where it cannot map it.
 
-    Without it the host counts every call in flight as started when the
-    worker dies: nothing runs twice, but a call that never started is
-    reported as a crash. A page already removed (the host closed the
+    Then the worker must send :func:`no_page_notice` before it reads another
+    frame: the host counts every call of the connection as started when the
+    worker dies (nothing runs twice, but a call that never started is
+    reported as a crash). A page already removed (the host closed the
     connection at once) is no warning.
     """
     try:
@@ -166,3 +197,15 @@ def attach_started_page(path: str) -> StartedPage | None:
     except OSError as exc:
         logger.warning("cannot map the host's started page %s: %s", path, exc)
     return None
+
+
+def no_page_notice() -> worker_pb2.ServerFrame:
+    """What a worker that could not map its started page sends first (see the module)."""
+    frame = worker_pb2.ServerFrame()
+    frame.responses.add(
+        request_id=NO_PAGE_ID,
+        error=worker_pb2.ErrorInfo(
+            kind=worker_pb2.ErrorInfo.Kind.UNAVAILABLE, message="no started page"
+        ),
+    )
+    return frame

@@ -18,7 +18,7 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 from snakepit.otp import Broadcast
-from snakepit.pool._connection import ChannelBroke, Multiplexer
+from snakepit.pool._connection import CallTimedOut, ChannelBroke, Multiplexer
 from snakepit.session import SessionRecord
 
 from ._config import PoolConfig
@@ -47,6 +47,12 @@ class NotStarted(WorkerUnavailable):
         #: The crash that lost the call.
         self.crash = crash
 
+
+#: Seconds the host waits for a worker to answer the cancel of a call whose
+#: timeout its own timer saw pass before the call started (the worker was late
+#: to give it up itself): a worker that does not answer by then is stuck, and
+#: the call is an ExecutionTimeout that gets it replaced.
+UNSTARTED_GRACE = 0.25
 
 #: Times a call whose worker died before it started is sent again; one more
 #: such loss raises the crash (``WorkerCrashed``) rather than looping.
@@ -249,15 +255,45 @@ class Calls:
             call.outcome = "crashed"
             self.crashes += 1
             return error
+        if isinstance(exc, CallTimedOut) and exc.mux.call_started(exc.request_id) is False:
+            # Sent ahead, it still waits in its worker (whose own NOT_STARTED
+            # reply was late): judged once the worker answers the cancel.
+            queued = await self._timed_out_unstarted(call, exc)
+            if queued is not None:
+                return queued
         if isinstance(exc, ExecutionTimeout):
             exc.worker_id = worker.worker_id
             call.outcome = "timeout"
             self.timeouts += 1
             worker.retire(f"a call to {call.tool!r} timed out", failed=False)  # the pool's decision
             return exc
+        if isinstance(exc, QueueTimeout):  # the worker says the tool did not run
+            call.outcome = "rejected"
+            return exc
         call.outcome = "error"
         self.errors += 1
         return exc
+
+    async def _timed_out_unstarted(self, call: _Call, exc: CallTimedOut) -> QueueTimeout | None:
+        # The call's cancel is on its way (it was left running): once the
+        # worker answered it (within cancel_grace), the started page is final
+        # for it. Not started: a QueueTimeout, the worker is not at fault.
+        # Started meanwhile: None (an ExecutionTimeout, as any other).
+        mux, rid = exc.mux, exc.request_id
+        settled = False
+        with anyio.move_on_after(min(self._config.cancel_grace, UNSTARTED_GRACE)):
+            settled = await mux.settled(rid)
+        if not settled or mux.call_started(rid) is not False:
+            return None
+        call.outcome = "rejected"
+        timed_out = QueueTimeout(
+            f"{call.tool}: the call's timeout ({exc.timeout:g}s) passed while it waited in its"
+            " worker for a free slot (it was sent ahead: PoolConfig.prefetch); the tool did"
+            " not run",
+            timeout=exc.timeout,
+        )
+        timed_out.__cause__ = exc
+        return timed_out
 
     def _check_in(self, call: _Call) -> None:
         """Give the slot back; for a call cancelled before its reply, once the worker ended it."""

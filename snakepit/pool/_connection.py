@@ -18,7 +18,7 @@ from typing import Any, Final
 from snakepit._wire._codec import JSON
 from snakepit._wire._frames import ITEM_OVERHEAD, FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
-from snakepit._wire._started import StartedPage
+from snakepit._wire._started import NO_PAGE_ID, StartedPage
 from snakepit.errors import ExecutionTimeout, WorkerError, WorkerUnavailable
 
 from ._config import Codec
@@ -50,6 +50,22 @@ class ChannelBroke(WorkerUnavailable):
         if self.request_id is None:
             return True
         return self.mux.call_started(self.request_id) is False
+
+
+class CallTimedOut(ExecutionTimeout):
+    """The host's timer of a call in flight fired before its reply came.
+
+    As ExecutionTimeout, with the channel and the request id, so that the
+    pool can ask the started page whether the call had started at all (sent
+    ahead, it may still wait in its worker).
+    """
+
+    def __init__(self, message: str, mux: Multiplexer, request_id: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        #: The channel the call was on.
+        self.mux = mux
+        #: The call's request id on it.
+        self.request_id = request_id
 
 
 #: (channel, request id) of the call the current task left running (cancelled,
@@ -147,6 +163,9 @@ class Multiplexer:
 
     def seal_started_page(self, *, exited: bool) -> None:
         """Free the started page, keeping what it says when the worker's process ``exited``.
+
+        Its owner calls it once the worker's process is reaped (a pool's
+        WorkerServer does); otherwise the page is freed with the Multiplexer.
 
         With ``exited`` (nothing can start any more) :meth:`call_started`
         answers from what was kept; without, it says None (not known) from
@@ -268,8 +287,8 @@ class Multiplexer:
             self._pending.pop(rid, None)
         if response is _TIMED_OUT:
             self._leave_running(rid)
-            raise ExecutionTimeout(
-                f"{tool}: no reply within {timeout:g}s", tool=tool, timeout=timeout
+            raise CallTimedOut(
+                f"{tool}: no reply within {timeout:g}s", self, rid, tool=tool, timeout=timeout
             )
         return result_of(response, tool, self._codec)
 
@@ -452,6 +471,8 @@ class Multiplexer:
                 self._settle(rid)
             elif future is not None:  # its caller gave up and has not resumed yet
                 self._early.add(rid)
+            elif rid == NO_PAGE_ID and (page := self._page()) is not None:
+                page.refuse()  # the worker could not map it: it says nothing
         if frame.chunks:
             streams = self._streams
             for chunk in frame.chunks:
@@ -496,10 +517,10 @@ class Multiplexer:
         """Close the stream (its pending calls fail with WorkerUnavailable) and end its tasks."""
         if not self._closed:
             self._closed = True
-            if self._broken is None and (page := self._page()) is not None:
-                # Closed, not broken: no crash to judge. (A broken channel's
-                # page waits for seal_started_page(), once the worker exited.)
-                page.close()
+            # Its started page stays: the worker's process may have died
+            # before its socket said so, and the calls failed here are judged
+            # once it exited (seal_started_page() then frees the page; else it
+            # goes with this Multiplexer).
             self._fail(WorkerUnavailable("the channel was closed"))
             self._wake.set()  # the writer sees _closed
             try:

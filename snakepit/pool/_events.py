@@ -114,7 +114,11 @@ class RequestQueued:
 
 @dataclass(frozen=True, slots=True)
 class RequestStarted:
-    """A call got a worker; ``waited`` is the seconds it spent queued."""
+    """A call got a worker (it is sent to it); ``waited`` is the seconds it spent queued.
+
+    With ``PoolConfig.prefetch``, a call sent ahead to a busy worker waits
+    there to start (the host does not hear when it starts).
+    """
 
     request_id: int
     tool: str

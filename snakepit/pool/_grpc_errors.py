@@ -58,10 +58,11 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError | Queu
         return PayloadTooLarge(info.message)
     if kind == Kind.DEADLINE_EXCEEDED:
         return ExecutionTimeout(f"{tool}: the worker's deadline passed", tool=tool)
-    if kind == Kind.NOT_STARTED:
+    if kind == Kind.NOT_STARTED:  # the worker says why (a slot, a session's end)
         return QueueTimeout(
-            f"{tool}: the call waited in the worker for its session's previous end"
-            " (on_session_end) and its timeout passed; the tool did not run"
+            info.message
+            or f"{tool}: the call's timeout passed while it waited in the worker;"
+            " the tool did not run"
         )
     if kind == Kind.UNAVAILABLE:
         return WorkerStopping(f"{tool}: {info.message}")

@@ -181,6 +181,8 @@ class Pool:
         self._scheduler: Scheduler[WorkerServer] = Scheduler(
             max_queue=self.config.max_queue,
             queue_timeout=self.config.queue_timeout,
+            # queue_timeout bounds a call's wait for a free worker: it waits in the host.
+            prefetch=self.config.prefetch if self.config.queue_timeout is None else 0,
         )
         self._degraded: PoolDegraded | None = None
         self._teardown_done: anyio.Event | None = None

@@ -64,11 +64,29 @@ class Scheduler(Generic[W]):
     A pinned checkout takes from the count and leaves its entry in the deque
     (stale); an unpinned checkout skips a worker's entries beyond its count.
     A worker has at most as many entries as it has slots.
+
+    With ``prefetch`` (pipelining), each worker also has that many slots
+    *ahead*: an unpinned call that finds no free slot takes one, and is sent
+    to a busy worker, where it waits to start (so the worker never waits for
+    the host between calls). Free slots always go first; the ahead slots are
+    a second deque of the same kind, of workers whose calls in flight
+    (:attr:`busy`) are under their slots plus ``prefetch``. A slot given back
+    goes to a waiting call whatever its kind; else back to the free slots
+    when the worker's calls in flight fall under its slots, or to the ahead
+    ones. Pinned calls (a session's) take free slots only.
     """
 
-    def __init__(self, *, max_queue: int, queue_timeout: float | None) -> None:
+    def __init__(self, *, max_queue: int, queue_timeout: float | None, prefetch: int = 0) -> None:
         self._max_queue = max_queue
         self._queue_timeout = queue_timeout
+        self._prefetch = prefetch
+        #: Slots per worker (as added), and its calls in flight (slots taken, of either kind).
+        self._slots: dict[W, int] = {}
+        self._busy: dict[W, int] = {}
+        #: Workers with a free ahead slot, one entry per slot (stale ones skipped), and
+        #: their entries there.
+        self._ahead: deque[W] = deque()
+        self._ahead_entries: dict[W, int] = {}
         self._idle: deque[W] = deque()
         #: Free slots per worker (a worker with none has no key), and its entries in _idle.
         self._free: dict[W, int] = {}
@@ -100,9 +118,13 @@ class Scheduler(Generic[W]):
     # -- taking a slot ------------------------------------------------------------------
 
     async def checkout(
-        self, on_wait: Callable[[int], object] | None = None, *, deadline: float | None = None
+        self,
+        on_wait: Callable[[int], object] | None = None,
+        *,
+        deadline: float | None = None,
+        ahead: bool = True,
     ) -> W:
-        """Take a free slot, waiting in order if there is none.
+        """Take a free slot, else (``ahead``) one ahead, waiting in order if there is none.
 
         ``on_wait`` is called with the queue depth (this call included) when
         the call has to wait (not when it gets a slot at once, nor when it is
@@ -136,8 +158,40 @@ class Scheduler(Generic[W]):
                 del free[worker]
             else:
                 free[worker] = slots - 1
+            self._busy[worker] += 1
             return worker
+        if ahead and self._ahead:
+            busy = self._take_ahead()
+            if busy is not None:
+                return busy
         return await self._wait(self._waiters, on_wait, deadline)
+
+    def _take_ahead(self) -> W | None:
+        # A busy worker with room for a call sent ahead (its entry's room is
+        # checked: the slot may have gone to a waiting call meanwhile).
+        ahead = self._ahead
+        entries = self._ahead_entries
+        busy = self._busy
+        limit = self._prefetch
+        while ahead:
+            worker = ahead.popleft()
+            left = entries[worker] - 1
+            if left:
+                entries[worker] = left
+            else:
+                del entries[worker]
+            n = busy.get(worker)
+            if n is None or not worker.usable:
+                continue  # it left service
+            if n < self._slots[worker] + limit:
+                busy[worker] = n + 1
+                return worker
+        return None
+
+    @property
+    def busy(self) -> dict[W, int]:
+        """Calls in flight per worker in service (a slot taken, free or ahead): a copy."""
+        return dict(self._busy)
 
     def try_take(self, worker: W) -> bool:
         """Take a free slot of ``worker`` if it has one (never waits); True if taken."""
@@ -150,6 +204,7 @@ class Scheduler(Generic[W]):
             del self._free[worker]  # its entry in _idle is now stale
         else:
             self._free[worker] = slots - 1
+        self._busy[worker] += 1
         return True
 
     async def checkout_pinned(
@@ -260,6 +315,18 @@ class Scheduler(Generic[W]):
             if not waiter.done():
                 waiter.set_result(worker)
                 return
+        busy = self._busy.get(worker)
+        if busy is None:  # a worker not added (or lost): one slot more, as add() offers
+            self._slots[worker] = self._slots.get(worker, 0) + 1
+            busy = 1
+        busy -= 1
+        self._busy[worker] = busy
+        if busy >= self._slots[worker]:  # still as busy as its slots: an ahead slot is free
+            entries = self._ahead_entries.get(worker, 0)
+            if entries < self._prefetch:
+                self._ahead.append(worker)
+                self._ahead_entries[worker] = entries + 1
+            return
         slots = self._free.get(worker, 0) + 1
         self._free[worker] = slots
         entries = self._entries.get(worker, 0)
@@ -268,8 +335,10 @@ class Scheduler(Generic[W]):
             self._entries[worker] = entries + 1
 
     def add(self, worker: W, slots: int) -> None:
-        """Offer ``slots`` slots of a worker that became ready."""
-        for _ in range(slots):
+        """Offer ``slots`` slots of a worker that became ready (and its ``prefetch`` ahead)."""
+        self._slots[worker] = slots
+        self._busy[worker] = slots + self._prefetch  # each checkin below gives one back
+        for _ in range(slots + self._prefetch):
             self.checkin(worker)
 
     def lost(self, worker: W, reason: str) -> None:
@@ -278,6 +347,8 @@ class Scheduler(Generic[W]):
         Its free slots are dropped (their entries are skipped when reached).
         """
         self._free.pop(worker, None)
+        self._slots.pop(worker, None)
+        self._busy.pop(worker, None)
         pinned = self._pinned.pop(worker, None)
         while pinned:
             waiter = pinned.popleft()
@@ -301,3 +372,7 @@ class Scheduler(Generic[W]):
         self._idle.clear()
         self._free.clear()
         self._entries.clear()
+        self._ahead.clear()
+        self._ahead_entries.clear()
+        self._slots.clear()
+        self._busy.clear()

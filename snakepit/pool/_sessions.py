@@ -267,7 +267,8 @@ class SessionRouter:
                 raise WorkerBusy(session_id, pin)
             if worker is not None and scheduler.try_take(worker):
                 return worker
-            taken = await scheduler.checkout(on_wait, deadline=deadline)
+            # Never ahead: a session's call runs where it is pinned, at once.
+            taken = await scheduler.checkout(on_wait, deadline=deadline, ahead=False)
             if taken.pin_id == pin:
                 return taken  # hint: its own worker came free first
             try:

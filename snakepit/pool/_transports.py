@@ -31,6 +31,9 @@ logger = logging.getLogger("snakepit.pool")
 #: Seconds a closing ``Channel`` stream waits for the worker to end it.
 CLOSE_GRACE = 1.0
 
+#: Bytes per read of what is left in a lost frames connection.
+_READ_LEFT = 256 * 1024
+
 
 class Transport(Protocol):
     async def write(self, frame: worker_pb2.ClientFrame) -> None: ...
@@ -190,7 +193,15 @@ class FramesTransport(FrameProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Fail a handshake still waiting; tell the owner how the connection ended."""
+        """Fail a handshake still waiting; tell the owner how the connection ended.
+
+        A connection lost to an error of a write (the worker died: a broken
+        pipe) still has the worker's last replies unread in the socket: they
+        are read and delivered first, so that a call that ended before the
+        worker died gets its result, not a crash.
+        """
+        if exc is not None and not self._ended and self.accepted.done():
+            self._read_what_is_left()
         super().connection_lost(exc)
         if not self.accepted.done():
             self.accepted.set_exception(
@@ -199,6 +210,23 @@ class FramesTransport(FrameProtocol):
         if exc is None and self._splitter.partial:
             exc = FrameError("the stream ended inside a frame")
         self._end(exc)
+
+    def _read_what_is_left(self) -> None:
+        # The socket is still open here (the loop closes it after
+        # connection_lost); what the worker wrote before it went is in it.
+        transport = self.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            fd = sock.fileno()
+            while fd >= 0 and not self._ended:
+                data = os.read(fd, _READ_LEFT)
+                if not data:
+                    return
+                self.data_received(data)
+        except OSError:  # nothing more (EAGAIN), reset, or closed: what came is delivered
+            return
 
     def _end(self, exc: Exception | None) -> None:
         # Once: the first end wins (an unreadable frame, not the close it causes).

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from snakepit._wire._frames import FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
-from snakepit._wire._started import StartedPage, attach_started_page
+from snakepit._wire._started import StartedPage, attach_started_page, no_page_notice
 
 if TYPE_CHECKING:
     from ._service import AdapterService, Admission
@@ -138,8 +138,10 @@ class FramesChannel:
         admitted = self._admitted
         try:
             async for frame in frames:
-                if frame.started_page:
-                    self._attach(frame.started_page)
+                if frame.started_page and self._page is None:  # one per connection
+                    self._page = attach_started_page(frame.started_page)
+                    if self._page is None:  # the host must know, before any call starts
+                        await self._write(no_page_notice())
                 for request in frame.execute:
                     if admit is not None and (admission := admit(request)) is not free:
                         admitted[request.request_id] = admission
@@ -158,10 +160,6 @@ class FramesChannel:
         finally:
             self._reading = False
             self._ready.set()  # the writer checks whether it is all over
-
-    def _attach(self, path: str) -> None:
-        if self._page is None:  # one per connection: the first
-            self._page = attach_started_page(path)
 
     # -- running calls ------------------------------------------------------------------
 

@@ -43,10 +43,10 @@ from typing import Any
 from snakepit._wire._auth import FRAMES_ACCEPTED
 from snakepit._wire._frames import FrameError, FrameSplitter, pack
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
-from snakepit._wire._started import StartedPage, attach_started_page
+from snakepit._wire._started import StartedPage, attach_started_page, no_page_notice
 
 from ._context import Context
-from ._service import AdapterService, cancelled_info
+from ._service import AdapterService, cancelled_info, not_started_info, start_margin
 from ._slots import ThreadCall
 
 __all__ = ()  # internal to the worker
@@ -71,7 +71,17 @@ def lane_enabled() -> bool:
 class _Call:
     """A unary call of the lane, from its request until its reply (or abandonment)."""
 
-    __slots__ = ("cancelled", "ctx", "expired", "gone", "job", "name", "request")
+    __slots__ = (
+        "cancelled",
+        "ctx",
+        "expired",
+        "give_up",
+        "gone",
+        "job",
+        "name",
+        "request",
+        "withdrawn",
+    )
 
     def __init__(self, request: worker_pb2.ExecuteRequest, name: str, ctx: Context) -> None:
         self.request = request
@@ -80,7 +90,20 @@ class _Call:
         self.cancelled = False  # the client cancelled it
         self.expired = False  # its timeout passed
         self.gone = False  # nobody to answer
+        self.withdrawn = False  # its timeout passed before it started: it never ran
         self.job: ThreadCall | None = None
+        # When it gives up if it has not started (its deadline less the start
+        # margin); None: no deadline, or it started (its deadline applies).
+        deadline = ctx.deadline
+        self.give_up = (
+            None if deadline is None else deadline - start_margin(deadline - time.monotonic())
+        )
+
+    def due(self) -> float | None:
+        """When the reader must look at it next (None: never)."""
+        if self.expired or self.withdrawn:
+            return None
+        return self.give_up if self.give_up is not None else self.ctx.deadline
 
 
 class Lane:
@@ -311,6 +334,8 @@ class Lane:
     def _attach(self, path: str) -> None:
         if self._page is None:  # one per connection: the first
             self._page = attach_started_page(path)
+            if self._page is None:  # the host must know, before any call starts
+                self._send(pack(no_page_notice()))
 
     def _cancel(self, rid: int) -> bool:
         with self._lock:
@@ -329,30 +354,32 @@ class Lane:
             self._finish(call, False, None)
 
     def _time_left(self) -> float | None:
-        # Seconds until the earliest deadline of a call not expired yet; None: no deadline.
+        # Seconds until a call must be looked at (one still waiting may give
+        # up, one running may time out); None: no deadline.
         if not self._calls:
             return None
         with self._lock:
-            deadlines = [
-                c.ctx.deadline
-                for c in self._calls.values()
-                if c.ctx.deadline is not None and not c.expired
-            ]
-        if not deadlines:
+            times = [t for c in self._calls.values() if (t := c.due()) is not None]
+        if not times:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, min(times) - time.monotonic())
 
     def _expire(self) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [
-                c
-                for c in self._calls.values()
-                if c.ctx.deadline is not None and not c.expired and c.ctx.deadline <= now
-            ]
-            for call in due:
-                call.expired = True
+            due = [c for c in self._calls.values() if (t := c.due()) is not None and t <= now]
         for call in due:
+            assert call.job is not None
+            if call.give_up is not None:
+                # It has not started by its deadline less the margin: withdrawn
+                # (NOT_STARTED); else it runs, and its own deadline applies.
+                call.give_up = None
+                if self._slots.withdraw(call.job):
+                    call.withdrawn = True
+                    call.ctx.cancel_event.set()
+                    self._finish(call, False, None)
+                continue
+            call.expired = True
             self._stop(call)
 
     def _gone(self) -> None:
@@ -404,6 +431,8 @@ class Lane:
         response = frame.responses.add(request_id=rid)
         if call.cancelled:
             response.error.CopyFrom(cancelled_info())
+        elif call.withdrawn:
+            response.error.CopyFrom(not_started_info(call.name))
         elif call.expired:
             response.error.CopyFrom(service.lane_error(request, TimeoutError(), deadline=True))
         elif ok:

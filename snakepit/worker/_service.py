@@ -118,6 +118,25 @@ def cancelled_info() -> worker_pb2.ErrorInfo:
     return worker_pb2.ErrorInfo(kind=Kind.CANCELLED, type="", message="cancelled by the caller")
 
 
+def start_margin(remaining: float) -> float:
+    """How long before its deadline a call still waiting to start gives up (NOT_STARTED).
+
+    :data:`START_MARGIN`, at most a quarter of what is left (``remaining``
+    seconds): its reply reaches the host before the host's own timer fires,
+    so that the host knows the call did not run (and its worker is not at fault).
+    """
+    return min(START_MARGIN, remaining / 4)
+
+
+def not_started_info(tool: str) -> worker_pb2.ErrorInfo:
+    """The reply of a call whose timeout passed while it waited in the worker for a slot."""
+    return _refusal(
+        Kind.NOT_STARTED,
+        f"{tool}: the call's timeout passed while it waited in the worker for a free slot"
+        " (it was sent ahead: PoolConfig.prefetch); the tool did not run",
+    )
+
+
 def _cancelling() -> bool:
     # A CancelledError is a cancellation of this task only if one was requested;
     # otherwise a tool raised it on its own, and it is that tool's error.
@@ -475,7 +494,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
         # Wait until the session's end the call was admitted behind has run.
         remaining = ctx.time_remaining()
         if remaining is not None:
-            remaining -= min(START_MARGIN, remaining / 4)
+            remaining -= start_margin(remaining)
         try:
             async with asyncio.timeout(remaining):
                 await waiter
@@ -680,8 +699,13 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 if info.kind != "async":
                     # The slot is taken and given back on the tool thread.
                     job = slots.call(functools.partial(func, **kwargs), ctx.cancel_event, started)
+                    if job.queued and ctx.deadline is not None:
+                        await self._start_in_time(job, ctx, info.name)
                     return await job.future
-                await slots.acquire()
+                if not slots.free and ctx.deadline is not None:
+                    await self._acquire_in_time(ctx, info.name)
+                else:
+                    await slots.acquire()
                 try:
                     if started is not None:
                         started()
@@ -820,6 +844,30 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             finally:
                 if left is not None and last is not None and not last.returned:
                     left.append(last)  # not waited for: nobody is left to answer
+
+    async def _start_in_time(self, job: Job, ctx: Context, tool: str) -> None:
+        # A sync call waiting for a slot (sent ahead): if it has not started
+        # by its deadline less the start margin, it is withdrawn, NOT_STARTED.
+        remaining = ctx.time_remaining() or 0.0
+        try:
+            await asyncio.wait_for(asyncio.shield(job.future), remaining - start_margin(remaining))
+        except TimeoutError:
+            if self._slots.withdraw(job):
+                raise _Refused(Kind.NOT_STARTED, not_started_info(tool).message) from None
+        except asyncio.CancelledError:
+            job.future.cancel()  # as when awaited directly: a job still queued is withdrawn
+            raise
+        except Exception:
+            pass
+
+    async def _acquire_in_time(self, ctx: Context, tool: str) -> None:
+        # An async call waiting for a slot: as _start_in_time.
+        remaining = ctx.time_remaining() or 0.0
+        try:
+            async with asyncio.timeout(remaining - start_margin(remaining)):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise _Refused(Kind.NOT_STARTED, not_started_info(tool).message) from None
 
     async def _until_ended(self, job: Job) -> None:
         # Wait for a tool thread's end, while somebody waits for the answer.

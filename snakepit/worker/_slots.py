@@ -46,7 +46,7 @@ class ToolRaised(Exception):
 class Job:
     """One call for a tool thread: ``future`` gets its outcome (unless cancelled first)."""
 
-    __slots__ = ("cancel", "ended", "fn", "future", "returned", "slotted", "started")
+    __slots__ = ("cancel", "ended", "fn", "future", "queued", "returned", "slotted", "started")
 
     def __init__(
         self,
@@ -62,6 +62,8 @@ class Job:
         self.slotted = slotted
         #: Called on the tool thread just before ``fn`` (never for a job that does not run).
         self.started = started
+        #: True once it had to wait for a slot (it may be withdrawn until a thread takes it).
+        self.queued = False
         #: True once its outcome reached the loop (its thread is done with it).
         self.returned = False
         #: Made by Slots.finished or Slots.when_ended: set when its thread returned.
@@ -80,7 +82,7 @@ class ThreadCall:
     the tool thread just before ``fn`` (never for a call that does not run).
     """
 
-    __slots__ = ("cancel", "deliver", "fn", "started")
+    __slots__ = ("cancel", "deliver", "fn", "queued", "started")
 
     def __init__(
         self,
@@ -93,6 +95,8 @@ class ThreadCall:
         self.cancel = cancel
         self.deliver = deliver
         self.started = started
+        #: True once it had to wait for a slot (it may be withdrawn until a thread takes it).
+        self.queued = False
 
 
 class Slots:
@@ -178,17 +182,27 @@ class Slots:
                 self._free -= 1
                 self._jobs.put(job)
             else:
+                job.queued = True
                 self._waiting.append(job)
                 self._waited += 1
 
-    def withdraw(self, call: ThreadCall) -> bool:
-        """Take ``call`` out of the queue for a slot; False if a thread has it (or had it)."""
+    def withdraw(self, call: ThreadCall | Job) -> bool:
+        """Take ``call`` out of the queue for a slot; False if a thread has it (or had it).
+
+        A :class:`Job` withdrawn (from the loop's thread) never runs: it counts
+        as returned, its future is cancelled, and who waits for its end is told.
+        """
         with self._lock:
             try:
                 self._waiting.remove(call)
             except ValueError:
                 return False
-            return True
+        if isinstance(call, Job):
+            call.returned = True
+            call.future.cancel()
+            if call.ended is not None and not call.ended.done():
+                call.ended.set_result(None)
+        return True
 
     def run(self, fn: Callable[[], Any]) -> Job:
         """Run ``fn`` on a tool thread for a caller that already holds a slot."""

@@ -26,6 +26,7 @@ from snakepit.errors import ExecutionTimeout
 from snakepit.pool import InProcessLauncher, Pool
 from tests._budget import THOROUGH
 from tests._procs import descendant_pids
+from tests._slots import all_checked_in
 from tests.unit.grpc._adapters import drop_gate, gate
 
 from ._support import ROOT, live_workers
@@ -93,10 +94,13 @@ class TestCancelledSyncTool:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(call)
                     await anyio.wait_all_tasks_blocked()
-                    assert pool.stats().queued == 1  # it waits: not sent to the busy worker
+                    # It waits: in the host, or sent ahead (prefetch) to wait
+                    # unstarted in the worker, behind the cancelled tool.
+                    assert pool.stats().queued == (0 if pool.config.prefetch else 1)
                     assert results == []
                     gate(key).release.set()  # the tool returns; the worker says so
             assert results == [7]
+            await all_checked_in(pool)
             stats = pool.stats()
             assert (stats.idle, stats.queued, stats.crashes, stats.timeouts) == (1, 0, 0, 0)
 
@@ -113,6 +117,7 @@ class TestCancelledSyncTool:
             gate(key).release.set()
             with anyio.fail_after(10):
                 assert await pool.execute("echo", {"value": 1}) == 1
+                await all_checked_in(pool)
             assert pool.stats().idle == 1
 
     async def test_a_cancelled_tool_that_never_ends_gets_its_worker_replaced(
@@ -278,16 +283,28 @@ async def run_call(
         outcomes["cancelled"] += 1
 
 
-@pytest.mark.parametrize("max_concurrency", [1, 4])
+@pytest.mark.parametrize(("max_concurrency", "prefetch"), [(1, 4), (4, 0)])
 async def test_cancellations_at_random_points_leave_every_slot_free(
-    max_concurrency: int, chaos_rng: random.Random
+    max_concurrency: int, prefetch: int, chaos_rng: random.Random
 ) -> None:
-    """64 callers, 2,000 calls cancelled at random points: then every slot is free, and usable."""
+    """64 callers, 2,000 calls cancelled at random points: then every slot is free, and usable.
+
+    With ``prefetch``, calls are sent ahead to busy workers (they wait there
+    to start: at most ``prefetch`` at a time); without, none ever waits in a
+    worker (the host never sends one to a worker still busy with a cancelled call).
+    """
     plan = plan_calls(chaos_rng)
     before = descendant_pids()
     outcomes: Counter[str] = Counter()
     seen: list[dict[str, int]] = []  # what the probes saw
-    pool = Pool(HOSTILE, cwd=ROOT, size=SIZE, max_concurrency=max_concurrency, health_interval=None)
+    pool = Pool(
+        HOSTILE,
+        cwd=ROOT,
+        size=SIZE,
+        max_concurrency=max_concurrency,
+        prefetch=prefetch,
+        health_interval=None,
+    )
     async with pool:
         todo = iter(plan)
 
@@ -301,7 +318,10 @@ async def test_cancellations_at_random_points_leave_every_slot_free(
                     tg.start_soon(caller)
         assert outcomes["cancelled"] > CALLS // 3, outcomes
         assert len(seen) > CALLS // 100, outcomes  # some probes ran (about 1 call in 40)
-        assert [s for s in seen if s["waited"] or s["waiting"] or s["free"] < 0] == []
+        if prefetch:  # the probe may wait behind calls sent ahead too
+            assert [s for s in seen if s["waiting"] > prefetch or s["free"] < 0] == []
+        else:
+            assert [s for s in seen if s["waited"] or s["waiting"] or s["free"] < 0] == []
         workers = live_workers(pool)
         with anyio.fail_after(10):  # every cancelled call's end reported by its worker
             for worker in workers:
@@ -319,13 +339,15 @@ async def test_cancellations_at_random_points_leave_every_slot_free(
             assert worker.mux is not None
             with anyio.fail_after(10):
                 state = await worker.mux.execute("slot_state")  # this call holds one slot
-            # No call ever waited for a slot in the worker: the host never sent
-            # one to a worker still busy with a cancelled call.
+            # Without prefetch no call ever waited for a slot in the worker: the
+            # host never sent one to a worker still busy with a cancelled call.
+            if prefetch:
+                state.pop("waited")
             assert state == {
                 "size": max_concurrency,
                 "free": max_concurrency - 1,
                 "waiting": 0,
-                "waited": 0,
+                **({} if prefetch else {"waited": 0}),
                 "in_flight": 1,
             }, (worker.worker_id, state)
 

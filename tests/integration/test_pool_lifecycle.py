@@ -21,6 +21,7 @@ from snakepit.errors import (
 )
 from snakepit.pool import InProcessLauncher, Pool, PoolConfig
 from tests._procs import descendant_pids
+from tests._slots import all_checked_in
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -184,6 +185,7 @@ class TestFailures:
                 await p.execute("hang")
             with anyio.fail_after(10):
                 assert await p.execute("ping") == {"status": "pong"}
+            await all_checked_in(p)  # sent ahead, the ping may end before the check-in
             assert p.stats().idle == 1
 
 
@@ -201,7 +203,10 @@ class TestQueue:
             tg.cancel_scope.cancel()
 
     async def test_queue_full(self) -> None:
-        async with pool(in_process=True, size=1, max_queue=1) as p, anyio.create_task_group() as tg:
+        async with (
+            pool(in_process=True, size=1, max_queue=1, prefetch=0) as p,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(p.execute, "hang")  # holds the only slot
             await anyio.wait_all_tasks_blocked()
             tg.start_soon(p.execute, "ping")  # waits in the queue

@@ -40,6 +40,7 @@ BOUND = 20.0
 def make_pool(*, process: bool = False, **options: Any) -> Pool:
     """A pool of Gated workers: processes, or served in-process (the queue is the host's)."""
     options.setdefault("size", SIZE)
+    options.setdefault("prefetch", 0)  # the queue under test is the host's
     if not process:
         options.setdefault("launcher", InProcessLauncher())
     return Pool(ADAPTER, cwd=ROOT, **options)

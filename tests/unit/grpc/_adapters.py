@@ -45,6 +45,21 @@ from snakepit.testing.adapters import Crash, Gated, Hang  # noqa: E402
 class All(Hang, Crash, Gated):
     """Every test tool in one adapter."""
 
+    @tool
+    def record(self, path: str, call_id: int) -> int:
+        """Append ``call_id`` to the file ``path`` (one O_APPEND line) first; return it.
+
+        The file says which calls started, and how often (pipelining's chaos test).
+        """
+        import os
+
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b"%d\n" % call_id)
+        finally:
+            os.close(fd)
+        return call_id
+
 
 class FailsWhenFlagged(All):
     """Starts normally until the file named by SNAKEPIT_TEST_FAIL_FLAG exists."""

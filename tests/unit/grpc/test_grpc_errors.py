@@ -63,13 +63,19 @@ class TestMapper:
 
     def test_a_call_that_never_started_in_its_worker_is_a_queue_timeout(self) -> None:
         # Not an ExecutionTimeout: that one gets the worker replaced.
-        info = worker_pb2.ErrorInfo(kind=worker_pb2.ErrorInfo.Kind.NOT_STARTED, message="m")
+        # The worker's message says why (its session's end, a free slot).
+        said = "tool: it waited for on_session_end; the tool did not run"
+        info = worker_pb2.ErrorInfo(kind=worker_pb2.ErrorInfo.Kind.NOT_STARTED, message=said)
         error = error_from_info(info, "tool")
         assert type(error) is QueueTimeout
         assert not isinstance(error, ExecutionTimeout)
-        assert str(error).startswith("tool: ")
-        assert "on_session_end" in str(error)
-        assert "the tool did not run" in str(error)
+        assert str(error) == said
+        silent = error_from_info(
+            worker_pb2.ErrorInfo(kind=worker_pb2.ErrorInfo.Kind.NOT_STARTED), "tool"
+        )
+        assert type(silent) is QueueTimeout
+        assert str(silent).startswith("tool: ")
+        assert "the tool did not run" in str(silent)
 
     def test_other_errors_pass_through(self) -> None:
         with pytest.raises(KeyError), grpc_errors("tool"):

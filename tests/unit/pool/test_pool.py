@@ -104,7 +104,8 @@ class TestCalls:
                     assert event.outcome == "ok"
                     running[event.worker_id] -= 1
             assert set(peak) == {"w0", "w1"}
-            assert max(peak.values()) <= max_concurrency
+            # Sent: at most max_concurrency running, and prefetch more waiting there.
+            assert max(peak.values()) <= max_concurrency + pool.config.prefetch
             assert set(running.values()) == {0}
 
     async def test_remote_errors_are_typed_and_the_worker_stays(self, make_pool: MakePool) -> None:
@@ -151,7 +152,7 @@ class TestStats:
     async def test_counters_follow_the_calls(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        pool = make_pool(size=2)
+        pool = make_pool(size=2, prefetch=0)
         events = subscribe(pool)
         async with pool:
             assert pool.stats() == PoolStats(
@@ -201,7 +202,7 @@ class TestQueue:
     async def test_queue_full_beyond_max_queue(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        async with make_pool(size=1, max_queue=2) as pool:
+        async with make_pool(size=1, max_queue=2, prefetch=0) as pool:
             events = subscribe(pool)
             results: list[Any] = []
             async with anyio.create_task_group() as tg:
@@ -219,7 +220,7 @@ class TestQueue:
     async def test_queue_timeout(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        async with make_pool(size=1, queue_timeout=0.02) as pool:
+        async with make_pool(size=1, queue_timeout=0.02, prefetch=0) as pool:
             events = subscribe(pool)
             async with anyio.create_task_group() as tg:
                 holder, started = await hold_a_slot(tg, pool, events, control)
@@ -239,7 +240,7 @@ class TestQueue:
     async def test_queued_calls_get_slots_in_fifo_order(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        async with make_pool(size=1) as pool:
+        async with make_pool(size=1, prefetch=0) as pool:
             events = subscribe(pool)
             results: list[Any] = []
             async with anyio.create_task_group() as tg:
@@ -258,7 +259,7 @@ class TestQueue:
     async def test_a_cancelled_queued_call_leaves_the_queue(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        async with make_pool(size=1) as pool:
+        async with make_pool(size=1, prefetch=0) as pool:
             events = subscribe(pool)
             results: list[Any] = []
             async with anyio.create_task_group() as tg:
@@ -568,7 +569,7 @@ class TestClosed:
     ) -> None:
         # The pool's exit waits shutdown_timeout for the call in flight, then
         # stops its worker; the call queued behind it gets PoolClosed.
-        pool = make_pool(size=1, shutdown_timeout=0.01)
+        pool = make_pool(size=1, shutdown_timeout=0.01, prefetch=0)
         events = subscribe(pool)
         results: list[Any] = []
         errors: list[BaseException] = []
@@ -674,7 +675,7 @@ class TestCallDeadline:
         from snakepit.pool import _calls
 
         monkeypatch.setattr(_calls, "MIN_RUN_TIME", 60.0)
-        async with make_pool(size=1) as pool:
+        async with make_pool(size=1, prefetch=0) as pool:
             events = subscribe(pool)
             (before,) = pool.workers()
             async with anyio.create_task_group() as tg:
@@ -699,7 +700,7 @@ class TestCallDeadline:
     async def test_a_call_queued_past_its_timeout_raises_queue_timeout_unrun(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control, api: str
     ) -> None:
-        async with make_pool(size=1) as pool:
+        async with make_pool(size=1, prefetch=0) as pool:
 
             async def call() -> None:
                 if api == "execute":

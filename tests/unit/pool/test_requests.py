@@ -73,6 +73,6 @@ class TestACallThatNeverStartedInItsWorker:
             await pool.execute("release_hooks")
             assert await pool.execute("held") == {}
             stats = pool.stats()
-            assert (stats.timeouts, stats.errors) == (0, 1)
+            assert (stats.timeouts, stats.errors) == (0, 0)  # not run: not the tool's error
             assert [w.worker_id for w in pool.workers()] == [before.worker_id]
             assert pool.workers()[0].pid == before.pid

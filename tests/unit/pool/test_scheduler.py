@@ -483,3 +483,88 @@ class TestPinned:
         assert [type(e) for e in errors] == [PoolClosed]
         with pytest.raises(PoolClosed):
             sched.try_take(a)
+
+
+class TestAhead:
+    """Slots ahead (``prefetch``): calls sent to busy workers once no slot is free."""
+
+    @staticmethod
+    def ahead(prefetch: int = 2, **kwargs: Any) -> Scheduler[Fake]:
+        return Scheduler(max_queue=10, queue_timeout=None, prefetch=prefetch, **kwargs)
+
+    async def test_free_slots_go_first_then_the_ahead_ones_then_calls_wait(self) -> None:
+        sched = self.ahead(prefetch=2)
+        a, b = Fake("a"), Fake("b")
+        sched.add(a, 1)
+        sched.add(b, 1)
+        assert sched.idle == 2
+        # one call on each worker before any is sent ahead
+        assert {(await sched.checkout()).name for _ in range(2)} == {"a", "b"}
+        assert sched.idle == 0
+        taken = [(await sched.checkout()).name for _ in range(4)]
+        assert sorted(taken) == ["a", "a", "b", "b"]  # prefetch 2 each
+        assert sched.busy == {a: 3, b: 3}
+        waiters = Waiters(sched)
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "w")
+            assert sched.queued == 1
+            sched.checkin(a)  # a call of a ended: its slot goes to the waiting call
+        assert waiters.got == [("w", a)]
+        assert sched.busy == {a: 3, b: 3}
+
+    async def test_a_slot_given_back_is_free_once_the_worker_is_under_its_slots(self) -> None:
+        sched = self.ahead(prefetch=1)
+        a = Fake("a")
+        sched.add(a, 2)
+        for _ in range(3):
+            assert await sched.checkout() is a
+        assert (sched.idle, sched.busy[a]) == (0, 3)
+        sched.checkin(a)  # 2 in flight: as many as its slots, the freed one is ahead
+        assert (sched.idle, sched.busy[a]) == (0, 2)
+        sched.checkin(a)  # 1 in flight: a free slot
+        assert (sched.idle, sched.busy[a]) == (1, 1)
+        sched.checkin(a)
+        assert (sched.idle, sched.busy[a]) == (2, 0)
+        for _ in range(3):  # and round again: two free, one ahead
+            assert await sched.checkout() is a
+        assert sched.busy[a] == 3
+
+    async def test_a_call_that_must_not_go_ahead_waits(self) -> None:
+        sched = self.ahead(prefetch=1)
+        a = Fake("a")
+        sched.add(a, 1)
+        assert await sched.checkout() is a
+        waiters = Waiters(sched)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: waiters.wait("session", ahead=False))
+            await anyio.wait_all_tasks_blocked()
+            assert sched.queued == 1  # it waits, though a slot ahead is there
+            assert await sched.checkout() is a  # that one is taken by an unpinned call
+            sched.checkin(a)
+        assert waiters.got == [("session", a)]
+
+    async def test_pinned_calls_take_free_slots_only(self) -> None:
+        sched = self.ahead(prefetch=3)
+        a = Fake("a")
+        sched.add(a, 1)
+        assert sched.try_take(a)
+        assert not sched.try_take(a)  # busy: a pinned call never goes ahead
+
+    async def test_a_worker_that_left_service_takes_nothing_ahead(self) -> None:
+        sched = self.ahead(prefetch=2)
+        a, b = Fake("a"), Fake("b")
+        sched.add(a, 1)
+        sched.add(b, 1)
+        assert {(await sched.checkout()).name for _ in range(2)} == {"a", "b"}
+        a.usable = False
+        sched.lost(a, "gone")
+        assert [(await sched.checkout()).name for _ in range(2)] == ["b", "b"]
+        assert sched.busy == {b: 3}
+
+    async def test_without_prefetch_nothing_goes_ahead(self) -> None:
+        sched = self.ahead(prefetch=0)
+        a = Fake("a")
+        sched.add(a, 1)
+        assert await sched.checkout() is a
+        with pytest.raises(QueueTimeout):
+            await sched.checkout(deadline=0.0)

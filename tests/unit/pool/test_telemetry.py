@@ -211,7 +211,7 @@ class TestRequestEvents:
     async def test_calls_queue_with_their_depth(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        async with make_pool(size=1) as pool:
+        async with make_pool(size=1, prefetch=0) as pool:
             events = subscribe(pool)
             results: list[Any] = []
             async with anyio.create_task_group() as tg:
@@ -231,7 +231,7 @@ class TestRequestEvents:
     async def test_a_call_refused_by_a_full_queue_is_not_queued(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        async with make_pool(size=1, max_queue=1) as pool:
+        async with make_pool(size=1, max_queue=1, prefetch=0) as pool:
             events = subscribe(pool)
             results: list[Any] = []
             async with anyio.create_task_group() as tg:

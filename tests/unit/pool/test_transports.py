@@ -44,6 +44,9 @@ class FakeSocket:
     def close(self) -> None:
         self.closed = True
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
 
 def reply(rid: int, value: Any) -> worker_pb2.ServerFrame:
     frame = worker_pb2.ServerFrame()
@@ -194,3 +197,40 @@ class TestMultiplexerOnFrames:
                         await call
         finally:
             await mux.aclose()
+
+
+class TestAWriteThatMeetsADeadWorker:
+    """Found with pipelining: a reply the worker wrote before it died was lost.
+
+    The host's write to the dead worker failed (a broken pipe) before the loop
+    read the reply already in the socket: the call that had ended was
+    reported as crashed with the rest.
+    """
+
+    async def test_the_replies_left_in_the_socket_are_delivered_before_the_end(self) -> None:
+        import socket
+
+        host, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        loop = asyncio.get_running_loop()
+        frames = FramesTransport(LIMIT)
+        transport, _ = await loop.create_unix_connection(lambda: frames, sock=host)
+        sink = Sink()
+        try:
+            worker.sendall(b"+")
+            await frames.accepted
+            frames.attach(sink.deliver, sink.lost)
+            # It replies and dies; before the loop reads the replies (no await
+            # from here), a write meets the closed socket: a broken pipe.
+            worker.sendall(pack(reply(1, "done")) + pack(reply(2, "done too")))
+            worker.close()
+            frames.send(worker_pb2.ClientFrame(cancel=[3]))
+            assert sink.frames == []
+            with anyio.fail_after(5):
+                while not sink.ends:  # connection_lost comes in a later loop pass
+                    await anyio.lowlevel.checkpoint()
+            rids = [r.request_id for f in sink.frames for r in f.responses]
+            assert rids == [1, 2]
+            assert len(sink.ends) == 1
+        finally:
+            transport.close()
+            worker.close()

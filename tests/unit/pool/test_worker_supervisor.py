@@ -197,7 +197,8 @@ class TestRestartIntensity:
     async def test_calls_waiting_when_the_pool_gives_up_get_pool_degraded(
         self, make_pool: MakePool, subscribe: Subscribe, control: Control
     ) -> None:
-        async with make_pool(size=1, max_restarts=1, max_seconds=600) as pool:
+        # prefetch=0: the second call waits in the host (not sent ahead to the busy worker).
+        async with make_pool(size=1, max_restarts=1, max_seconds=600, prefetch=0) as pool:
             events = subscribe(pool)
             errors: list[BaseException] = []
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from snakepit._wire._started import SIZE, SLOTS, StartedPage, attach_started_page
+from snakepit._wire._started import (
+    NO_PAGE_ID,
+    SIZE,
+    SLOTS,
+    StartedPage,
+    attach_started_page,
+    no_page_notice,
+)
 
 
 @pytest.fixture
@@ -16,10 +23,22 @@ def page(tmp_path: Path) -> StartedPage:
 
 
 class TestThePage:
-    def test_an_unsigned_page_cannot_say(self, page: StartedPage) -> None:
-        # The worker never mapped it: its calls count as started.
+    def test_an_unsigned_page_says_nothing_started(self, page: StartedPage) -> None:
+        # The worker had not read the connection's first frame: nor any call after it.
+        assert page.started(1) is False
+        page.seal()
+        assert page.started(1) is False
+
+    def test_a_refused_page_cannot_say(self, page: StartedPage) -> None:
+        # The worker said it could not map it: every call counts as started.
+        page.refuse()
         assert page.started(1) is None
-        page.close()
+        page.seal()
+        assert page.started(1) is None
+
+    def test_the_notice_of_a_worker_without_a_page_is_a_reply_to_no_call(self) -> None:
+        (response,) = no_page_notice().responses
+        assert response.request_id == NO_PAGE_ID == 0
 
     def test_a_marked_call_started_and_the_others_did_not(self, page: StartedPage) -> None:
         worker = StartedPage.attach(page.path)

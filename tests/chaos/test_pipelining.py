@@ -1,0 +1,288 @@
+"""Pipelining (``PoolConfig.prefetch``): calls sent ahead to busy workers, exactly once.
+
+A call sent ahead waits in its worker until the call before it ends there.
+The rules (issue 15): a worker killed with calls in flight fails those that
+started (``WorkerCrashed``) and sends the others to another worker (they never
+ran there: the started page says so), and no call runs twice; a call whose
+timeout passes before it started is a ``QueueTimeout`` and its worker stays;
+a cancelled one is withdrawn, and its slot comes back.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from snakepit.errors import QueueTimeout, WorkerCrashed
+from snakepit.pool import Pool
+from snakepit.worker._lane import LANE_ENV
+from tests._fifo import open_gate
+
+from ._support import ROOT, kill_and_wait_replaced, live_workers, make_pool, pid_of
+
+pytestmark = pytest.mark.anyio
+anyio_backends = ("asyncio",)
+
+DEADLINE = 20.0
+
+#: Both ways a worker runs a sync call: its fast lane, and its event loop.
+lanes = pytest.mark.parametrize("lane", ["1", "0"], ids=["fast-lane", "loop"])
+
+
+def never_opened(fifo: Path) -> bool:
+    """True when no tool has the FIFO open for reading (its tool never ran, or ended)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return exc.errno == errno.ENXIO
+    os.close(fd)
+    return False
+
+
+async def hold_the_worker(pool: Pool, gate: Path, outcome: list[Any]) -> Any:
+    """Start a call that runs until ``gate`` is closed; return its writer once it runs."""
+
+    async def held() -> None:
+        try:
+            outcome.append(await pool.execute("wait_gate", {"path": str(gate)}))
+        except Exception as exc:
+            outcome.append(exc)
+
+    return held
+
+
+@lanes
+async def test_a_call_sent_ahead_runs_elsewhere_when_its_worker_is_killed(
+    tmp_path: Path, lane: str
+) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    held: list[Any] = []
+    ahead: list[Any] = []
+    async with make_pool(size=1, prefetch=1, env={LANE_ENV: lane}) as pool:
+        (worker,) = live_workers(pool)
+        pid = pid_of(worker)
+
+        async def send_ahead() -> None:
+            ahead.append(await pool.execute("echo", {"value": "ahead"}))
+
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(await hold_the_worker(pool, gate, held))
+                writer = await open_gate(gate, DEADLINE)  # it runs
+                try:
+                    tg.start_soon(send_ahead)
+                    await anyio.wait_all_tasks_blocked()
+                    assert worker.in_flight == 2  # sent to the busy worker
+                    assert pool.stats().queued == 0
+                    await kill_and_wait_replaced(pool, [worker])
+                finally:
+                    writer.close()
+        (crash,) = held
+        assert isinstance(crash, WorkerCrashed)  # it had started
+        assert crash.pid == pid
+        assert ahead == ["ahead"]  # it had not: it ran on the replacement
+        stats = pool.stats()
+        assert (stats.crashes, stats.resent, stats.idle) == (1, 1, 1)
+
+
+@lanes
+async def test_a_call_whose_timeout_passes_before_it_started_is_a_queue_timeout(
+    tmp_path: Path, lane: str
+) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    held: list[Any] = []
+    async with make_pool(size=1, prefetch=1, env={LANE_ENV: lane}) as pool:
+        (worker,) = live_workers(pool)
+        pid = pid_of(worker)
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(await hold_the_worker(pool, gate, held))
+                writer = await open_gate(gate, DEADLINE)
+                try:
+                    with pytest.raises(QueueTimeout, match="the tool did not run"):
+                        await pool.execute("echo", {"value": 1}, timeout=0.3)
+                    assert pool.stats().timeouts == 0
+                    assert pid_of(worker) == pid  # not at fault: not replaced
+                finally:
+                    writer.close()
+        assert held == ["opened"]
+        assert await pool.execute("echo", {"value": 2}) == 2
+        stats = pool.stats()
+        assert (stats.timeouts, stats.restarts, stats.errors, stats.idle) == (0, 0, 0, 1)
+        assert pid_of(live_workers(pool)[0]) == pid
+
+
+@lanes
+async def test_a_cancelled_call_sent_ahead_is_withdrawn_and_its_slot_comes_back(
+    tmp_path: Path, lane: str
+) -> None:
+    gate, never = tmp_path / "gate", tmp_path / "never"
+    os.mkfifo(gate)
+    os.mkfifo(never)
+    held: list[Any] = []
+    async with make_pool(size=1, prefetch=1, env={LANE_ENV: lane}) as pool:
+        (worker,) = live_workers(pool)
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(await hold_the_worker(pool, gate, held))
+                writer = await open_gate(gate, DEADLINE)
+                try:
+                    scope = anyio.CancelScope()
+
+                    async def send_ahead() -> None:
+                        with scope:
+                            await pool.execute("wait_gate", {"path": str(never)})
+
+                    tg.start_soon(send_ahead)
+                    await anyio.wait_all_tasks_blocked()
+                    assert worker.in_flight == 2  # sent to the busy worker
+                    scope.cancel()
+                    await anyio.wait_all_tasks_blocked()
+                    assert scope.cancelled_caught
+                    assert worker.mux is not None
+                    for rid in worker.mux.left_running:  # withdrawn: the worker says so
+                        assert await worker.mux.settled(rid)
+                    await anyio.wait_all_tasks_blocked()
+                    assert pool.stats().idle == 0  # the held call still runs
+                finally:
+                    writer.close()
+        assert held == ["opened"]
+        assert never_opened(never)  # the cancelled call never ran
+        assert await pool.execute("echo", {"value": 1}) == 1
+        assert pool.stats().idle == 1
+        assert (pool.stats().crashes, pool.stats().restarts) == (0, 0)
+
+
+async def test_kill_storm_under_pipelined_load_runs_each_call_once(
+    tmp_path: Path, chaos_rng: random.Random
+) -> None:
+    """64 callers on 2 workers (prefetch 4); busy workers killed -9 again and again.
+
+    Each call's tool appends its id to a file first: none is there twice,
+    and every call that returned is there. A worker runs one call at a time
+    (max_concurrency 1): of the calls in flight on a killed worker, one at
+    most had started, so there are no more crashes than kills (every call
+    sent ahead and not started ran elsewhere). A crashed call is in the file,
+    unless the kill came between its start and its tool's first line.
+    """
+    rng = chaos_rng
+    ran = tmp_path / "ran"
+    calls, kills_wanted = 1500, 12
+    outcomes: dict[int, str] = {}
+    kills = 0
+    settled = anyio.Event()
+    async with make_pool(size=2, prefetch=4, max_restarts=10_000) as pool:
+        ids = iter(range(calls))
+
+        async def caller() -> None:
+            nonlocal settled
+            for call_id in ids:
+                try:
+                    await pool.execute("record", {"path": str(ran), "call_id": call_id})
+                    outcomes[call_id] = "returned"
+                except WorkerCrashed:
+                    outcomes[call_id] = "crashed"
+                settled.set()
+
+        async def killer() -> None:
+            nonlocal kills, settled
+            every = calls // (kills_wanted + 1)
+            next_kill = every
+            while kills < kills_wanted and len(outcomes) < calls:
+                await settled.wait()
+                settled = anyio.Event()
+                if len(outcomes) < next_kill:
+                    continue
+                next_kill += every
+                busy = [w for w in live_workers(pool) if w.in_flight]
+                if busy:
+                    os.kill(pid_of(rng.choice(busy)), signal.SIGKILL)
+                    kills += 1
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(killer)
+                async with anyio.create_task_group() as callers:
+                    for _ in range(64):
+                        callers.start_soon(caller)
+                tg.cancel_scope.cancel()
+        stats = pool.stats()
+    runs = collections.Counter(int(line) for line in ran.read_text().split())
+    assert len(outcomes) == calls
+    assert kills >= kills_wanted // 2, kills
+    twice = [i for i, n in runs.items() if n > 1]
+    assert twice == [], f"ran twice: {twice}"
+    crashed = [i for i, o in outcomes.items() if o == "crashed"]
+    assert len(crashed) <= kills, f"{len(crashed)} crashes for {kills} kills: {crashed}"
+    assert [i for i, o in outcomes.items() if o == "returned" and not runs[i]] == []
+    assert stats.crashes == len(crashed)
+    assert stats.requests == calls + stats.resent
+
+
+async def test_a_session_call_is_never_sent_ahead(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    async with (
+        Pool("snakepit.testing.adapters:Gated", size=1, prefetch=4, cwd=ROOT) as pool,
+        pool.session() as session,
+    ):
+        (worker,) = live_workers(pool)
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(session.execute, "wait_gate", {"path": str(gate)})
+                writer = await open_gate(gate, DEADLINE)
+                try:
+                    tg.start_soon(session.execute, "echo", {"value": 1})
+                    await anyio.wait_all_tasks_blocked()
+                    assert worker.in_flight == 1  # it waits in the host
+                    assert pool.stats().queued == 1
+                finally:
+                    writer.close()
+
+
+@lanes
+async def test_when_the_hosts_timer_fires_first_an_unstarted_call_is_a_queue_timeout_too(
+    tmp_path: Path, lane: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker gives up on a call still waiting a little before its
+    # deadline, so that its word comes first; where it comes late (here: the
+    # margin made negative, in an in-process worker), the host's own timer
+    # fires, the started page says the call had not started, the call is
+    # withdrawn, and the worker stays.
+    from snakepit.pool import InProcessLauncher
+    from snakepit.worker import _service
+
+    monkeypatch.setattr(_service, "START_MARGIN", -5.0)
+    monkeypatch.setenv(LANE_ENV, lane)
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    held: list[Any] = []
+    async with Pool(
+        "snakepit.testing.adapters:Gated", size=1, prefetch=1, launcher=InProcessLauncher()
+    ) as pool:
+        (worker,) = live_workers(pool)
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(await hold_the_worker(pool, gate, held))
+                writer = await open_gate(gate, DEADLINE)
+                try:
+                    with pytest.raises(QueueTimeout, match="the tool did not run") as info:
+                        await pool.execute("echo", {"value": 1}, timeout=0.2)
+                    assert "no reply within" in str(info.value.__cause__)  # the host's timer
+                    stats = pool.stats()
+                    assert (stats.timeouts, stats.restarts) == (0, 0)
+                    assert worker.usable
+                finally:
+                    writer.close()
+        assert held == ["opened"]
+        assert await pool.execute("echo", {"value": 2}) == 2
