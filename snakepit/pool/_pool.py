@@ -529,6 +529,13 @@ class Pool:
         return supervisor
 
     def _running(self) -> Scheduler[WorkerServer]:
+        # Read on every call: the usual case (running, on the pool's loop) first.
+        if self._state == "running" and self._loop is not None:
+            try:
+                if asyncio.get_running_loop() is self._loop:
+                    return self._scheduler
+            except RuntimeError:
+                pass  # not asyncio: _check_loop says so
         self._check_loop()
         if self._state == "degraded":
             assert self._degraded is not None
