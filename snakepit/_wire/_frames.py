@@ -274,6 +274,14 @@ class FrameSplitter(Generic[M]):
             view: bytes | bytearray = buffer
         else:
             view = data
+            # The usual read: one whole frame, nothing kept from before.
+            if len(data) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(data)
+                if size + _HEADER.size == len(data) and size <= self._limit + SLACK:
+                    try:
+                        return [self._parser.FromString(data[_HEADER.size :])]
+                    except DecodeError as exc:
+                        raise FrameError(f"a frame that does not parse: {exc}") from None
         messages: list[M] = []
         start, end = 0, len(view)
         while end - start >= _HEADER.size:
@@ -343,7 +351,8 @@ class FrameProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return True
-        transport.write(pack(message))
+        data = message.SerializeToString()  # (pack(), inline: once per frame sent)
+        transport.write(_HEADER.pack(len(data)) + data)
         return not self._paused
 
     async def drain(self) -> None:
