@@ -17,6 +17,7 @@ from snakepit.errors import (
 )
 from snakepit.otp import monitor
 from snakepit.pool import Pool
+from tests._fifo import open_gate
 
 pytestmark = pytest.mark.anyio
 anyio_backends = ("asyncio",)  # grpc.aio
@@ -97,22 +98,27 @@ async def test_bad_retries() -> None:
 
 
 async def test_a_worker_killed_under_a_call_is_logged_with_its_signal(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     # The connection broke first (the pool retires the worker without a
     # reason of its own): the log line names the signal, not "retired: None".
-    async with Pool("snakepit.testing.adapters:Hang", size=1) as pool:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    async with Pool("snakepit.testing.adapters:Gated", size=1) as pool:
         async with anyio.create_task_group() as tg:
 
             async def call() -> None:
                 with pytest.raises(WorkerCrashed):
-                    await pool.execute("hang")
+                    await pool.execute("wait_gate", {"path": str(gate)})
 
             tg.start_soon(call)
-            with anyio.fail_after(10):
-                while pool.stats().idle:  # the call is out of the scheduler
-                    await anyio.wait_all_tasks_blocked()
-            os.kill(the_pid(pool), signal.SIGKILL)
+            # Killed once the tool runs: a call its worker had not started yet
+            # would be sent to the replacement instead (no WorkerCrashed).
+            writer = await open_gate(gate, 10)
+            try:
+                os.kill(the_pid(pool), signal.SIGKILL)
+            finally:
+                writer.close()
         with anyio.fail_after(10):
             await pool.wait_ready()
     lines = [r.getMessage() for r in caplog.records if r.name == "snakepit.pool"]
