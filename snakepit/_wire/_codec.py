@@ -598,6 +598,17 @@ def encode(
     return payload
 
 
+def loads_json(data: bytes) -> Any:
+    """The value of JSON ``data`` that holds no markers (``Payload.has_markers`` False).
+
+    What :func:`decode` does for such a JSON payload, without the payload:
+    for a reader that checked ``codec`` and ``has_markers`` itself.
+
+    :raises CodecError: malformed data.
+    """
+    return _loads(data)
+
+
 def _loads(data: bytes) -> Any:
     orjson = _orjson
     if orjson is not None:

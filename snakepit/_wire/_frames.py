@@ -262,8 +262,11 @@ class FrameSplitter(Generic[M]):
         """True while part of a frame is kept (a stream that ends now ends inside one)."""
         return bool(self._buffer)
 
-    def feed(self, data: bytes) -> list[M]:
+    def feed(self, data: bytes | memoryview) -> list[M]:
         """The messages ``data`` completes (maybe none), in order.
+
+        ``data`` may be a view of a buffer reused once this returns: what is
+        kept of it is copied, and the messages are parsed into their own memory.
 
         :raises FrameError: a frame is larger than the limit (plus the
             envelope's slack), or is not a message of the parser's type.
@@ -271,9 +274,18 @@ class FrameSplitter(Generic[M]):
         buffer = self._buffer
         if buffer:
             buffer += data
-            view: bytes | bytearray = buffer
+            view: bytes | bytearray | memoryview = buffer
         else:
             view = data
+            # The usual read: one whole frame, nothing kept from before.
+            if len(data) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(data)
+                if size + _HEADER.size == len(data) and size <= self._limit + SLACK:
+                    try:
+                        # (protobuf parses any buffer, into memory of its own)
+                        return [self._parser.FromString(cast(bytes, data[_HEADER.size :]))]
+                    except DecodeError as exc:
+                        raise FrameError(f"a frame that does not parse: {exc}") from None
         messages: list[M] = []
         start, end = 0, len(view)
         while end - start >= _HEADER.size:
@@ -343,7 +355,8 @@ class FrameProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return True
-        transport.write(pack(message))
+        data = message.SerializeToString()  # (pack(), inline: once per frame sent)
+        transport.write(_HEADER.pack(len(data)) + data)
         return not self._paused
 
     async def drain(self) -> None:

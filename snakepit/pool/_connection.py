@@ -29,6 +29,7 @@ from ._transports import FramesTransport, GrpcTransport, Transport, open_frames_
 __all__ = ("Multiplexer",)
 
 _TIMED_OUT: Final = object()
+_ClientFrame: Final = worker_pb2.ClientFrame
 
 
 class ChannelBroke(WorkerUnavailable):
@@ -127,8 +128,11 @@ class Multiplexer:
             wake=self._wake.set,
             flush=self._flush,
         )
-        self._kick = self._batch.kick
-        self._direct = isinstance(self._call, FramesTransport)
+        # A transport that writes without waiting: a call alone on the channel
+        # is written at once with it (see execute).
+        self._direct_send = (
+            self._call.write_nowait if isinstance(self._call, FramesTransport) else None
+        )
         # The sessions ended in the frame being filled (its number, in
         # ``_batch.opened``): a call of one of them goes in the next frame,
         # since the worker reads a frame's calls before its ends.
@@ -250,24 +254,40 @@ class Multiplexer:
             (:func:`snakepit._wire._session.encode_metadata`; b"" for none),
             what the tool reads as ``ctx.session.metadata``.
         """
-        self._check()
-        batch = self._batch
+        if self._broken is not None or self._closed:
+            self._check()
+        pending = self._pending
         # Alone on the channel (nothing in flight, nothing queued: a caller at
-        # a time per worker): written now, not at the end of the loop pass
-        # (a pass saved per call). Calls in flight together still share frames.
-        alone = self._direct and not self._pending and not batch.pending
-        if alone:
-            batch.kick = _nothing
+        # a time per worker): its own frame, written now rather than at the end
+        # of the loop pass (a pass saved per call), and built outside the batch
+        # (nothing to share it with). Calls in flight together share frames.
+        direct = self._direct_send
+        if direct is not None and not pending and not self._batch.pending:
+            rid = next(self._ids)
+            frame = _ClientFrame()
+            fill_request(
+                frame.execute.add(),
+                rid,
+                tool,
+                args,
+                timeout,
+                session_id,
+                session_metadata,
+                self._limit,
+                self._codec,
+            )
+            future: asyncio.Future[Any] = self._loop.create_future()
+            pending[rid] = future
             try:
-                rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
-            finally:
-                batch.kick = self._kick
+                if not direct(frame):
+                    self._drain = True  # over the high-water mark: the writer task waits
+                    self._wake.set()
+            except Exception as exc:  # the socket broke under us: fails the future
+                self._fail(_broke(exc))
         else:
             rid = self._queue("execute", tool, args, timeout, session_id, session_metadata)
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[rid] = future
-        if alone:
-            self._flush()  # a socket that broke fails the future
+            future = self._loop.create_future()
+            pending[rid] = future
         timer = self._loop.call_later(timeout, _expire, future) if timeout is not None else None
         try:
             response = await future
@@ -574,10 +594,6 @@ def _broke(exc: Exception) -> WorkerError:
         error = WorkerUnavailable(f"the channel broke: {exc}")
         error.__cause__ = exc
     return error
-
-
-def _nothing() -> None:
-    pass
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

@@ -112,6 +112,11 @@ def _check_call(tool: object, args: object, timeout: object, session_id: object)
         raise ArgumentTypeError("session_id", f"must be a str, got {session_id!r}")
 
 
+def _str_keys(args: dict[Any, Any]) -> bool:
+    """True when every key of ``args`` is a str."""
+    return all(type(key) is str for key in args)
+
+
 def _check_resumed(record: SessionRecord, ttl: object, affinity: object, metadata: object) -> None:
     """What ``pool.session()`` asks of a session that exists must be what it has.
 
@@ -526,6 +531,13 @@ class Pool:
         return supervisor
 
     def _running(self) -> Scheduler[WorkerServer]:
+        # Read on every call: the usual case (running, on the pool's loop) first.
+        if self._state == "running" and self._loop is not None:
+            try:
+                if asyncio.get_running_loop() is self._loop:
+                    return self._scheduler
+            except RuntimeError:
+                pass  # not asyncio: _check_loop says so
         self._check_loop()
         if self._state == "degraded":
             assert self._degraded is not None
@@ -593,8 +605,19 @@ class Pool:
             ``timeout`` not None or a finite number > 0, ``session_id`` not a
             str, ``retries`` not an int >= 0).
         """
-        _check_call(tool, args, timeout, session_id)
-        check_int("retries", retries, 0)
+        # The usual call (a str tool, no args or a dict of str keys, no timeout,
+        # no session, no retries) is checked inline; anything else in full.
+        if (
+            type(tool) is not str
+            or not tool
+            or timeout is not None
+            or session_id != ""
+            or retries != 0
+            or type(retries) is not int
+            or (args is not None and (type(args) is not dict or not _str_keys(args)))
+        ):
+            _check_call(tool, args, timeout, session_id)
+            check_int("retries", retries, 0)
         deadline = None if timeout is None else self._now() + timeout
         attempt = resends = 0
         while True:

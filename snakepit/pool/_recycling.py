@@ -75,6 +75,9 @@ class Recycler:
 
     def check(self, worker: WorkerServer, *, memory: bool = False) -> None:
         """Start recycling ``worker`` in the background if it is due (and only ``ready``)."""
+        config = self._config
+        if not memory and config.max_requests_per_worker is None and config.worker_ttl is None:
+            return  # no limit to check on a call's way out (the usual pool)
         background = self._host.background
         if worker.state != "ready" or background is None:  # not recycling already, nor out
             return

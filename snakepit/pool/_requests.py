@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from snakepit._wire._codec import PICKLE, CodecError, decode, encode_into
+from snakepit._wire._codec import JSON, PICKLE, CodecError, decode, encode_into, loads_json
 from snakepit._wire._frames import ENVELOPE
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import ConfigError, PayloadError, PayloadTooLarge
@@ -23,8 +23,11 @@ END: Final = object()
 def result_of(response: worker_pb2.ExecuteResponse, tool: str, codec: str) -> Any:
     if response.WhichOneof("outcome") == "error":
         raise error_from_info(response.error, tool)
+    result = response.result
     try:
-        return decode(response.result, allow_pickle=codec == PICKLE)
+        if not result.has_markers and result.codec == JSON:  # the usual reply
+            return loads_json(result.data)
+        return decode(result, allow_pickle=codec == PICKLE)
     except CodecError as exc:
         raise PayloadError(f"{tool}: cannot decode the result: {exc}") from exc
 
@@ -65,18 +68,28 @@ def fill_request(
     """
     if timeout is not None and not timeout > 0:
         raise ConfigError("timeout", f"must be None or > 0, got {timeout!r}")
+    # A fresh request: fields left at their defaults ("", 0) are not set.
     request.request_id = rid
     request.tool = tool
-    request.session_id = session_id
+    if session_id:
+        request.session_id = session_id
     if session_metadata:
         request.session_metadata = session_metadata
-    request.timeout = timeout or 0.0
-    try:
-        encode_into(request.args, {} if args is None else args, codec=codec, root="args")
-    except CodecError as exc:
-        raise PayloadError(
-            f"{tool}: cannot encode the arguments: {exc}", path=exc.path, type_name=exc.type_name
-        ) from exc
+    if timeout:
+        request.timeout = timeout
+    if not args and codec == JSON:  # no arguments: what encode_into writes for {}
+        payload = request.args
+        payload.codec = JSON
+        payload.data = b"{}"
+    else:
+        try:
+            encode_into(request.args, {} if args is None else args, codec=codec, root="args")
+        except CodecError as exc:
+            raise PayloadError(
+                f"{tool}: cannot encode the arguments: {exc}",
+                path=exc.path,
+                type_name=exc.type_name,
+            ) from exc
     size = request.ByteSize()
     if size > limit - ENVELOPE:
         raise PayloadTooLarge(

@@ -87,11 +87,18 @@ class GrpcTransport:
         self._call.cancel()
 
 
-class FramesTransport(FrameProtocol):
+#: Bytes a frames connection reads at most at once, into a buffer of its own.
+READ_BUFFER = 256 * 1024
+
+
+class FramesTransport(FrameProtocol, asyncio.BufferedProtocol):
     """Length-prefixed frames on a worker's frames socket (see ``snakepit._wire._frames``).
 
-    A push transport: the loop hands it the bytes that came in
-    (:meth:`data_received`); it cuts them into frames and gives each to the
+    A push transport: the loop reads into its buffer (:meth:`get_buffer`,
+    :meth:`buffer_updated`: no bytes object allocated per read, which for the
+    loop's 256 KiB reads was an mmap, an mremap and a munmap), or hands it
+    the bytes that came in (:meth:`data_received`); it cuts them into frames
+    and gives each to the
     owner's ``deliver`` in that same callback (no reader task, no task
     wake-up per frame). The connection's end (the worker closed it, it
     broke, a frame over the limit or one that does not parse) goes to the
@@ -116,6 +123,7 @@ class FramesTransport(FrameProtocol):
         self._ended = False
         self._end_error: Exception | None = None  # the end, until an owner attaches
         self._early: list[worker_pb2.ServerFrame] = []  # frames before attach()
+        self._read_view = memoryview(bytearray(READ_BUFFER))
 
     # -- the owner's side --------------------------------------------------------------
 
@@ -164,7 +172,18 @@ class FramesTransport(FrameProtocol):
 
     # -- the loop's side ---------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the loop reads what comes in (the same buffer each time)."""
+        return self._read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """The loop read ``nbytes`` into the buffer: cut them into frames, as :meth:`data_received`.
+
+        What is kept of a partial frame is copied out first (the buffer is reused).
+        """
+        self.data_received(self._read_view[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         """Cut ``data`` into frames and deliver those it completes."""
         if self._ended:
             return

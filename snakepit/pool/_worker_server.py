@@ -211,7 +211,7 @@ class WorkerServer(GenServer[Any, Any, None]):
     @property
     def usable(self) -> bool:
         """True while it takes calls: ``ready`` or ``recycling``."""
-        return self.state in ("ready", "recycling")
+        return self._state in _USABLE  # (not through .state: read for every slot handed out)
 
     async def wait_booted(self) -> None:
         """Return once its boot is over: ready, failed, or cut short by a stop."""
@@ -587,6 +587,7 @@ _LEFT_BECAUSE: Final[Mapping[WorkerState, str]] = {
 }
 
 #: States in which drain() and retire() do nothing: it takes no calls already.
+_USABLE: Final[frozenset[WorkerState]] = frozenset({"ready", "recycling"})
 _OUT_OF_SERVICE: Final[frozenset[WorkerState]] = frozenset(
     {"draining", "retired", "stopping", "killed"}
 )

@@ -21,7 +21,14 @@ import pytest
 from snakepit._wire._address import frames_path
 from snakepit._wire._auth import new_secret
 from snakepit._wire._bridge import to_wire, worker_token
-from snakepit._wire._frames import HIGH_WATER, FrameError, FrameSplitter, pack, read_frame
+from snakepit._wire._frames import (
+    HIGH_WATER,
+    SLACK,
+    FrameError,
+    FrameSplitter,
+    pack,
+    read_frame,
+)
 from snakepit._wire._proto.snakepit.v1 import bridge_pb2
 from snakepit.errors import BridgeUnavailable, HostToolFailed, HostToolNotFound
 from snakepit.pool._bridge import BridgeArgs, BridgeServer, HostTools
@@ -480,3 +487,16 @@ class TestFrameSplitter:
             FrameSplitter(Request, 10).feed((HIGH_WATER).to_bytes(4, "little"))
         with pytest.raises(FrameError, match="does not parse"):
             FrameSplitter(Request, 10).feed(b"\x02\x00\x00\x00\xff\xff")
+        # One whole frame in one read (the fast path) is held to the limit too.
+        whole = pack(Request(id=1, hello=bridge_pb2.BridgeHello(worker_id="w" * (SLACK + 100))))
+        with pytest.raises(FrameError, match="over the limit"):
+            FrameSplitter(Request, 10).feed(whole)
+
+    def test_one_whole_frame_in_a_read_then_a_partial_one(self) -> None:
+        first, second = (Request(id=i) for i in (1, 2))
+        splitter = FrameSplitter(Request, 1 << 20)
+        assert splitter.feed(pack(first)) == [first]
+        assert not splitter.partial
+        tail = pack(second)
+        assert splitter.feed(tail[:5]) == []
+        assert splitter.feed(tail[5:]) == [second]

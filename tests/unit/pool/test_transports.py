@@ -7,6 +7,7 @@ pieces a test chooses (a socket would coalesce them as it likes).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import anyio
@@ -98,6 +99,24 @@ class TestFramesTransport:
         assert len(sink.frames) == 49
         frames.data_received(data[-3:])
         assert [f.responses[0].request_id for f in sink.frames] == list(range(1, 51))
+
+    async def test_reads_into_its_reused_buffer_keep_what_a_partial_frame_needs(self) -> None:
+        # The loop reads into get_buffer()'s view (recv_into) and says how much
+        # came (buffer_updated); the next read overwrites that buffer.
+        frames, _, sink = opened()
+        assert isinstance(frames, asyncio.BufferedProtocol)
+        data = pack(reply(1, "a" * 300)) + pack(reply(2, "b" * 300))
+        cuts = [0, 5, 310, len(data) - 1, len(data)]  # inside a header, inside each frame
+        for start, stop in itertools.pairwise(cuts):
+            buffer = frames.get_buffer(-1)
+            buffer[: stop - start] = data[start:stop]
+            frames.buffer_updated(stop - start)
+            buffer[: stop - start] = b"\xee" * (stop - start)  # reused: its old bytes are gone
+        assert [(f.responses[0].request_id, f.responses[0].result.data) for f in sink.frames] == [
+            (1, b'"' + b"a" * 300 + b'"'),
+            (2, b'"' + b"b" * 300 + b'"'),
+        ]
+        assert sink.ends == []
 
     async def test_the_acceptance_and_frames_in_one_read(self) -> None:
         frames = FramesTransport(LIMIT)
