@@ -624,13 +624,9 @@ class Pool:
             try:
                 if session_id:
                     return await self._execute_in_session(tool, args, deadline, session_id)
-                # A call without a session, in this frame (no coroutine of its own).
-                async with self._calls.on_a_worker(tool, deadline) as mux:
-                    # What is left of the call's timeout after the wait (checkout
-                    # raises QueueTimeout at the deadline).
-                    return await mux.execute(
-                        tool, args, timeout=None if deadline is None else time_left(deadline)
-                    )
+                # A call without a session, in this frame (no coroutine of its own);
+                # one sent again (its worker died before it started) is not sent ahead.
+                return await self._calls.execute(tool, args, deadline, ahead=not resends)
             except WorkerStopping:
                 continue  # refused unrun by a stopping worker (now drained): go elsewhere
             except NotStarted as lost:
@@ -767,7 +763,7 @@ class Pool:
                 yielded = False
                 try:
                     async with (
-                        self._calls.on_a_worker(tool, deadline, session) as mux,
+                        self._calls.on_a_worker(tool, deadline, session, ahead=not resends) as mux,
                         contextlib.aclosing(
                             mux.stream(
                                 tool,

@@ -99,7 +99,8 @@ class Scheduler(Generic[W]):
     @property
     def queued(self) -> int:
         """Calls waiting for a slot now."""
-        return len(self._waiters) + sum(len(q) for q in self._pinned.values())
+        pinned = self._pinned
+        return len(self._waiters) + (sum(len(q) for q in pinned.values()) if pinned else 0)
 
     @property
     def has_idle(self) -> bool:
