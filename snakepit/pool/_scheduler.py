@@ -35,6 +35,17 @@ class Schedulable(Protocol):
 W = TypeVar("W", bound=Schedulable)
 
 
+def _pop(queue: deque[W], entries: dict[W, int]) -> W:
+    # The first worker of a deque of slot entries, its count of entries there taken down.
+    worker = queue.popleft()
+    left = entries[worker] - 1
+    if left:
+        entries[worker] = left
+    else:
+        del entries[worker]
+    return worker
+
+
 class PinnedWorkerGone(PoolError):
     """The worker :meth:`Scheduler.checkout_pinned` was asked for left service (or had left).
 
@@ -143,12 +154,7 @@ class Scheduler(Generic[W]):
         free = self._free
         entries = self._entries
         while idle:
-            worker = idle.popleft()
-            left = entries[worker] - 1
-            if left:
-                entries[worker] = left
-            else:
-                del entries[worker]
+            worker = _pop(idle, entries)
             slots = free.get(worker, 0)
             if not slots:
                 continue  # a slot a pinned checkout took
@@ -175,12 +181,7 @@ class Scheduler(Generic[W]):
         busy = self._busy
         limit = self._prefetch
         while ahead:
-            worker = ahead.popleft()
-            left = entries[worker] - 1
-            if left:
-                entries[worker] = left
-            else:
-                del entries[worker]
+            worker = _pop(ahead, entries)
             n = busy.get(worker)
             if n is None or not worker.usable:
                 continue  # it left service

@@ -130,6 +130,7 @@ class Lane:
         self._pending = 0  # queued, not written yet
         self._writer: threading.Thread | None = None
         self._calls: dict[int, _Call] = {}  # by request id
+        self._timed = 0  # of them, those with a deadline
         # The host's started page: each call's id goes in on its tool thread,
         # just before its tool runs (snakepit/_wire/_started.py).
         self._page: StartedPage | None = None
@@ -329,6 +330,8 @@ class Lane:
         with self._lock:
             self._calls[request.request_id] = call
             self._inflight += 1
+            if ctx.deadline is not None:
+                self._timed += 1
         self._slots.submit(job)
 
     def _attach(self, path: str) -> None:
@@ -355,8 +358,9 @@ class Lane:
 
     def _time_left(self) -> float | None:
         # Seconds until a call must be looked at (one still waiting may give
-        # up, one running may time out); None: no deadline.
-        if not self._calls:
+        # up, one running may time out); None: no deadline. (Read without the
+        # lock: only this thread adds a call with a deadline.)
+        if not self._timed:
             return None
         with self._lock:
             times = [t for c in self._calls.values() if (t := c.due()) is not None]
@@ -388,7 +392,7 @@ class Lane:
         with self._lock:
             calls = list(self._calls.values())
             self._calls.clear()
-            self._inflight = 0
+            self._inflight = self._timed = 0
             for call in calls:
                 call.gone = True
             waiters, self._idle = self._idle, []
@@ -421,6 +425,8 @@ class Lane:
                 return  # nobody to answer
             del self._calls[rid]
             self._inflight -= 1
+            if call.ctx.deadline is not None:
+                self._timed -= 1
             waiters = None
             if not self._inflight and self._idle:
                 waiters, self._idle = self._idle, []
