@@ -42,8 +42,13 @@ class TextTools(Adapter):
         yield from text.split()
 
     @tool
-    async def wait_forever(self) -> None:
-        """Wait on an event that is never set (a call to kill the worker under)."""
+    async def wait_forever(self, ctx: Context) -> None:
+        """Tell the host it runs (its ``running`` function), then wait on an event never set.
+
+        A call to kill the worker under: killed before it started, a call
+        would run on another worker instead (it never ran here).
+        """
+        await ctx.call_host("running")
         await asyncio.Event().wait()
 
     @tool

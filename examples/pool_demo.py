@@ -139,8 +139,10 @@ async def main() -> None:
         print()
 
         print("\n4. kill -9 a worker while a call runs on it:")
+        running = asyncio.Event()
+        pool.register_host_tool(running.set, name="running")  # the tool says it runs
         call = asyncio.ensure_future(pool.execute("wait_forever"))
-        await asyncio.sleep(0)  # one step: the call takes a free worker at once
+        await running.wait()
         busy = next(w for w in pool.workers() if w.in_flight)
         print(f"   killing {busy.worker_id} (pid {busy.pid})")
         os.kill(busy.pid or 0, signal.SIGKILL)
