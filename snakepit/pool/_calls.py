@@ -288,6 +288,10 @@ class Calls:
                 return not_started
             call.outcome = "crashed"
             self.crashes += 1
+            if type(error) is ChannelBroke:  # the process did not exit in time: no crash report
+                unavailable = WorkerUnavailable(str(error))  # the public type, not ours
+                unavailable.__cause__ = error.__cause__
+                return unavailable
             return error
         if isinstance(exc, CallTimedOut) and exc.mux.call_started(exc.request_id) is False:
             # Sent ahead, it still waits in its worker (whose own NOT_STARTED
@@ -296,10 +300,14 @@ class Calls:
             if queued is not None:
                 return queued
         if isinstance(exc, ExecutionTimeout):
-            exc.worker_id = worker.worker_id
             call.outcome = "timeout"
             self.timeouts += 1
             worker.retire(f"a call to {call.tool!r} timed out", failed=False)  # the pool's decision
+            if type(exc) is CallTimedOut:  # the public type, not ours
+                return ExecutionTimeout(
+                    str(exc), tool=exc.tool, timeout=exc.timeout, worker_id=worker.worker_id
+                )
+            exc.worker_id = worker.worker_id
             return exc
         if isinstance(exc, QueueTimeout):  # the worker says the tool did not run
             call.outcome = "rejected"

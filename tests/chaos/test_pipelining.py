@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
-from snakepit.errors import QueueTimeout, WorkerCrashed
+from snakepit.errors import ExecutionTimeout, QueueTimeout, WorkerCrashed
 from snakepit.pool import Pool
 from snakepit.worker._lane import LANE_ENV
 from tests._fifo import open_gate
@@ -286,3 +286,12 @@ async def test_when_the_hosts_timer_fires_first_an_unstarted_call_is_a_queue_tim
                     writer.close()
         assert held == ["opened"]
         assert await pool.execute("echo", {"value": 2}) == 2
+
+
+async def test_the_errors_a_caller_gets_are_the_public_types() -> None:
+    # The pool's own subclasses (the request id a judgement needs) stay inside.
+    async with make_pool(size=1, prefetch=1) as pool:
+        with pytest.raises(ExecutionTimeout) as info:
+            await pool.execute("hang", timeout=0.2)
+        assert type(info.value) is ExecutionTimeout
+        assert info.value.worker_id == "w0"
