@@ -11,12 +11,14 @@ The host makes a small file per frames connection (owner-only, beside the
 worker's socket) and names it in the connection's first frame
 (``ClientFrame.started_page``). The worker maps it, writes :data:`SIGNATURE`
 at its head, and, as each call starts and before its tool runs, writes the
-call's request id into slot ``id % SLOTS``. The mapping is shared, so what
-the worker wrote is in the file even after a ``kill -9``; the host reads it
-only once the worker's process has exited. A call is known not to have
-started when its slot holds another id: a slot holds the id of the last call
-that started with that remainder, and a worker never has anywhere near
-:data:`SLOTS` calls in flight.
+call's request id into slot ``id % SLOTS``, unless the slot holds a larger
+id already. The mapping is shared, so what the worker wrote is in the file
+even after a ``kill -9``; the host reads it only once the worker's process
+has exited. A slot holds the largest id that started with its remainder
+(request ids only grow on a connection): the call started if that is its
+own id, and did not if it is a smaller one. A larger one (a call that ran
+long while :data:`SLOTS` later ones were sent) leaves it unknown: the call
+counts as started.
 
 A page still unsigned says that the worker had not read the connection's
 first frame, so none of the calls after it: none started. A worker that
@@ -121,8 +123,11 @@ class StartedPage:
 
         A no-op once the page is closed (a tool thread racing the connection's end).
         """
-        try:  # noqa: SIM105 - per call: no context manager
-            self._slots[request_id & _MASK] = request_id  # type: ignore[index]
+        slots = self._slots
+        try:
+            i = request_id & _MASK
+            if slots[i] < request_id:  # type: ignore[index]
+                slots[i] = request_id  # type: ignore[index]
         except (TypeError, ValueError):  # closed: None, or released under us
             pass
 
@@ -130,10 +135,11 @@ class StartedPage:
         """Whether the call ``request_id`` started; None when the page cannot say.
 
         It cannot once the worker said it could not map it (:meth:`refuse`),
-        or once it was closed (:meth:`close`). Unsigned, it says False: the
-        worker had not read the connection's first frame. Meaningful once the
-        worker can start no more calls (its process exited), or for a call
-        the worker has answered.
+        once it was closed (:meth:`close`), or when a later call with the
+        same remainder started. Unsigned, it says False: the worker had not
+        read the connection's first frame. Meaningful once the worker can
+        start no more calls (its process exited), or for a call the worker
+        has answered.
         """
         if self._refused:
             return None
@@ -142,7 +148,10 @@ class StartedPage:
             return None
         if self._snapshot is None and not self._signed():
             return False
-        return bool(slots[request_id & _MASK] == request_id)
+        marked = slots[request_id & _MASK]
+        if marked > request_id:
+            return None  # overwritten by a later call: it may have started
+        return bool(marked == request_id)
 
     def refuse(self) -> None:
         """The worker said it could not map the page: it says nothing from now on."""

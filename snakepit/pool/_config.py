@@ -108,8 +108,8 @@ class PoolConfig:
     #: call ends there, with no round trip to the host in between. Exactly once
     #: still: a call sent ahead whose worker dies before it started runs on another
     #: worker; one whose timeout passes before it started is a ``QueueTimeout`` (its
-    #: worker is not at fault); cancelling one withdraws it. Calls of a session are
-    #: never sent ahead, nor any call of a pool with a ``queue_timeout`` (a wait it
+    #: worker is not at fault); cancelling one withdraws it. Streams and calls of a
+    #: session are never sent ahead, nor any call of a pool with a ``queue_timeout`` (a wait it
     #: bounds in the host); ``max_queue`` counts the calls waiting in the host only.
     #: The cost: under full load a call may wait behind a slow one while another
     #: worker comes free. 0: none (for long calls of very uneven length).

@@ -763,7 +763,9 @@ class Pool:
                 yielded = False
                 try:
                     async with (
-                        self._calls.on_a_worker(tool, deadline, session, ahead=not resends) as mux,
+                        # Never sent ahead: a stream's timeout is per item, and a
+                        # worker cannot tell the wait for its first from a wait to start.
+                        self._calls.on_a_worker(tool, deadline, session, ahead=False) as mux,
                         contextlib.aclosing(
                             mux.stream(
                                 tool,

@@ -98,6 +98,8 @@ class Scheduler(Generic[W]):
         #: their entries there.
         self._ahead: deque[W] = deque()
         self._ahead_entries: dict[W, int] = {}
+        #: The waiting calls (in _waiters) that take a free slot only.
+        self._free_only: set[asyncio.Future[W]] = set()
         self._idle: deque[W] = deque()
         #: Free slots per worker (a worker with none has no key), and its entries in _idle.
         self._free: dict[W, int] = {}
@@ -171,7 +173,7 @@ class Scheduler(Generic[W]):
             busy = self._take_ahead()
             if busy is not None:
                 return busy
-        return await self._wait(self._waiters, on_wait, deadline)
+        return await self._wait(self._waiters, on_wait, deadline, ahead)
 
     def _take_ahead(self) -> W | None:
         # A busy worker with room for a call sent ahead (its entry's room is
@@ -239,13 +241,18 @@ class Scheduler(Generic[W]):
         queue: deque[asyncio.Future[W]],
         on_wait: Callable[[int], object] | None,
         deadline: float | None,
+        ahead: bool = False,
     ) -> W:
+        # ``ahead``: the call may be handed a slot ahead (a busy worker's).
         if self.queued >= self._max_queue:
             self._forget(queue)
             raise QueueFull(self._max_queue)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[W] = loop.create_future()
         queue.append(waiter)
+        if not ahead and queue is self._waiters:
+            self._free_only.add(waiter)
+            waiter.add_done_callback(self._free_only.discard)
         if on_wait is not None:
             on_wait(self.queued)
         if deadline is None and self._queue_timeout is None:
@@ -298,11 +305,21 @@ class Scheduler(Generic[W]):
     # -- giving it back -----------------------------------------------------------------
 
     def checkin(self, worker: W) -> None:
-        """Return a slot: to the oldest call waiting for ``worker``, else for any, else free."""
+        """Return a slot: to the oldest call waiting for ``worker``, else for any, else free.
+
+        A slot ahead (the worker is still as busy as its slots) goes only to
+        a call that may be sent ahead: not to a pinned one, nor to one that
+        waits for a free slot (:meth:`checkout` with ``ahead=False``).
+        """
         if not worker.usable:
             return
+        busy = self._busy.get(worker)
+        if busy is None:  # a worker not added (or lost): one slot more, as add() offers
+            self._slots[worker] = self._slots.get(worker, 0) + 1
+            busy = 1
+        free = busy - 1 < self._slots[worker]
         pinned = self._pinned.get(worker)
-        if pinned is not None:
+        if pinned is not None and free:
             while pinned:
                 waiter = pinned.popleft()
                 if not waiter.done():
@@ -312,15 +329,18 @@ class Scheduler(Generic[W]):
                     return
             del self._pinned[worker]
         waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(worker)
-                return
-        busy = self._busy.get(worker)
-        if busy is None:  # a worker not added (or lost): one slot more, as add() offers
-            self._slots[worker] = self._slots.get(worker, 0) + 1
-            busy = 1
+        if free or not self._free_only:
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(worker)
+                    return
+        else:  # the oldest waiting call that may go ahead, if any
+            for waiter in waiters:
+                if not waiter.done() and waiter not in self._free_only:
+                    waiters.remove(waiter)
+                    waiter.set_result(worker)
+                    return
         busy -= 1
         self._busy[worker] = busy
         if busy >= self._slots[worker]:  # still as busy as its slots: an ahead slot is free

@@ -125,7 +125,7 @@ def start_margin(remaining: float) -> float:
     seconds): its reply reaches the host before the host's own timer fires,
     so that the host knows the call did not run (and its worker is not at fault).
     """
-    return min(START_MARGIN, remaining / 4)
+    return min(START_MARGIN, max(remaining, 0.0) / 4)  # never past the deadline
 
 
 def not_started_info(tool: str) -> worker_pb2.ErrorInfo:

@@ -540,7 +540,10 @@ class TestAhead:
             await anyio.wait_all_tasks_blocked()
             assert sched.queued == 1  # it waits, though a slot ahead is there
             assert await sched.checkout() is a  # that one is taken by an unpinned call
-            sched.checkin(a)
+            sched.checkin(a)  # the first ends; the one ahead runs: still busy
+            await anyio.wait_all_tasks_blocked()
+            assert waiters.got == []
+            sched.checkin(a)  # a free slot
         assert waiters.got == [("session", a)]
 
     async def test_pinned_calls_take_free_slots_only(self) -> None:
@@ -568,3 +571,41 @@ class TestAhead:
         assert await sched.checkout() is a
         with pytest.raises(QueueTimeout):
             await sched.checkout(deadline=0.0)
+
+    async def test_a_slot_ahead_goes_only_to_a_call_that_may_go_ahead(self) -> None:
+        # Found by a review: a slot given back while its worker was still busy
+        # went to the oldest waiting call, one that waits for a free slot
+        # (sent again after a crash, a session's) or a pinned one: it was
+        # sent ahead all the same.
+        sched = self.ahead(prefetch=1)
+        a = Fake("a")
+        sched.add(a, 1)
+        assert await sched.checkout() is a
+        assert await sched.checkout() is a  # ahead: busy 2
+        waiters = Waiters(sched)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: waiters.wait("free-only", ahead=False))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(lambda: waiters.wait("any"))
+            await anyio.wait_all_tasks_blocked()
+            pinned: list[Fake] = []
+
+            async def pin() -> None:
+                pinned.append(await sched.checkout_pinned(a))
+
+            tg.start_soon(pin)
+            await anyio.wait_all_tasks_blocked()
+            sched.checkin(a)  # the running call ended; the one ahead runs: busy stays 2
+            await anyio.wait_all_tasks_blocked()
+            assert waiters.got == [("any", a)]  # not the older free-only one
+            assert (pinned, sched.busy) == ([], {a: 2})
+            sched.checkin(a)  # still busy (1 = its slots): a slot ahead, nobody takes it
+            await anyio.wait_all_tasks_blocked()
+            assert (waiters.got, pinned, sched.busy) == ([("any", a)], [], {a: 1})
+            sched.checkin(a)  # a free slot: the pinned call first
+            await anyio.wait_all_tasks_blocked()
+            assert (waiters.got, pinned, sched.busy) == ([("any", a)], [a], {a: 1})
+            sched.checkin(a)  # and the next free one: the call that waits for one
+            await anyio.wait_all_tasks_blocked()
+            assert waiters.got == [("any", a), ("free-only", a)]
+            assert sched.busy == {a: 1}
