@@ -295,3 +295,30 @@ async def test_the_errors_a_caller_gets_are_the_public_types() -> None:
             await pool.execute("hang", timeout=0.2)
         assert type(info.value) is ExecutionTimeout
         assert info.value.worker_id == "w0"
+
+
+async def test_a_stream_is_never_sent_ahead(tmp_path: Path) -> None:
+    # Found by a review: a stream sent ahead to a busy worker timed out
+    # waiting to start (its timeout is per item), which read as the worker's
+    # fault: the worker was killed, and the call running there with it.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    held: list[Any] = []
+    async with make_pool(size=1, prefetch=4) as pool:
+        (worker,) = live_workers(pool)
+        pid = pid_of(worker)
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(await hold_the_worker(pool, gate, held))
+                writer = await open_gate(gate, DEADLINE)
+                try:
+                    with pytest.raises(QueueTimeout):
+                        async for _ in pool.stream("count", {"n": 3}, timeout=0.2):
+                            pass
+                    assert worker.in_flight == 1  # it waited in the host
+                finally:
+                    writer.close()
+        assert held == ["opened"]
+        stats = pool.stats()
+        assert (stats.timeouts, stats.crashes, stats.restarts) == (0, 0, 0)
+        assert pid_of(live_workers(pool)[0]) == pid
