@@ -15,6 +15,8 @@ import errno
 import os
 import random
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,25 +49,39 @@ def never_opened(fifo: Path) -> bool:
     return False
 
 
-async def hold_the_worker(pool: Pool, gate: Path, outcome: list[Any]) -> Any:
-    """Start a call that runs until ``gate`` is closed; return its writer once it runs."""
+@asynccontextmanager
+async def held_call(
+    pool: Pool, tmp_path: Path
+) -> AsyncIterator[tuple[list[Any], anyio.abc.TaskGroup]]:
+    """A call held running on the pool's worker (a FIFO gate) for the block.
 
-    async def held() -> None:
+    Yields the list that gets the call's outcome once the block has ended
+    (the gate closes then), and the task group it runs in.
+    """
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    outcome: list[Any] = []
+
+    async def hold() -> None:
         try:
             outcome.append(await pool.execute("wait_gate", {"path": str(gate)}))
         except Exception as exc:
             outcome.append(exc)
 
-    return held
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold)
+            writer = await open_gate(gate, DEADLINE)  # returns once the tool runs
+            try:
+                yield outcome, tg
+            finally:
+                writer.close()
 
 
 @lanes
 async def test_a_call_sent_ahead_runs_elsewhere_when_its_worker_is_killed(
     tmp_path: Path, lane: str
 ) -> None:
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    held: list[Any] = []
     ahead: list[Any] = []
     async with make_pool(size=1, prefetch=1, env={LANE_ENV: lane}) as pool:
         (worker,) = live_workers(pool)
@@ -74,18 +90,12 @@ async def test_a_call_sent_ahead_runs_elsewhere_when_its_worker_is_killed(
         async def send_ahead() -> None:
             ahead.append(await pool.execute("echo", {"value": "ahead"}))
 
-        with anyio.fail_after(DEADLINE):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(await hold_the_worker(pool, gate, held))
-                writer = await open_gate(gate, DEADLINE)  # it runs
-                try:
-                    tg.start_soon(send_ahead)
-                    await anyio.wait_all_tasks_blocked()
-                    assert worker.in_flight == 2  # sent to the busy worker
-                    assert pool.stats().queued == 0
-                    await kill_and_wait_replaced(pool, [worker])
-                finally:
-                    writer.close()
+        async with held_call(pool, tmp_path) as (held, tg):
+            tg.start_soon(send_ahead)
+            await anyio.wait_all_tasks_blocked()
+            assert worker.in_flight == 2  # sent to the busy worker
+            assert pool.stats().queued == 0
+            await kill_and_wait_replaced(pool, [worker])
         (crash,) = held
         assert isinstance(crash, WorkerCrashed)  # it had started
         assert crash.pid == pid
@@ -98,23 +108,14 @@ async def test_a_call_sent_ahead_runs_elsewhere_when_its_worker_is_killed(
 async def test_a_call_whose_timeout_passes_before_it_started_is_a_queue_timeout(
     tmp_path: Path, lane: str
 ) -> None:
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    held: list[Any] = []
     async with make_pool(size=1, prefetch=1, env={LANE_ENV: lane}) as pool:
         (worker,) = live_workers(pool)
         pid = pid_of(worker)
-        with anyio.fail_after(DEADLINE):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(await hold_the_worker(pool, gate, held))
-                writer = await open_gate(gate, DEADLINE)
-                try:
-                    with pytest.raises(QueueTimeout, match="the tool did not run"):
-                        await pool.execute("echo", {"value": 1}, timeout=0.3)
-                    assert pool.stats().timeouts == 0
-                    assert pid_of(worker) == pid  # not at fault: not replaced
-                finally:
-                    writer.close()
+        async with held_call(pool, tmp_path) as (held, _tg):
+            with pytest.raises(QueueTimeout, match="the tool did not run"):
+                await pool.execute("echo", {"value": 1}, timeout=0.3)
+            assert pool.stats().timeouts == 0
+            assert pid_of(worker) == pid  # not at fault: not replaced
         assert held == ["opened"]
         assert await pool.execute("echo", {"value": 2}) == 2
         stats = pool.stats()
@@ -126,36 +127,28 @@ async def test_a_call_whose_timeout_passes_before_it_started_is_a_queue_timeout(
 async def test_a_cancelled_call_sent_ahead_is_withdrawn_and_its_slot_comes_back(
     tmp_path: Path, lane: str
 ) -> None:
-    gate, never = tmp_path / "gate", tmp_path / "never"
-    os.mkfifo(gate)
+    never = tmp_path / "never"
     os.mkfifo(never)
-    held: list[Any] = []
     async with make_pool(size=1, prefetch=1, env={LANE_ENV: lane}) as pool:
         (worker,) = live_workers(pool)
-        with anyio.fail_after(DEADLINE):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(await hold_the_worker(pool, gate, held))
-                writer = await open_gate(gate, DEADLINE)
-                try:
-                    scope = anyio.CancelScope()
+        async with held_call(pool, tmp_path) as (held, tg):
+            scope = anyio.CancelScope()
 
-                    async def send_ahead() -> None:
-                        with scope:
-                            await pool.execute("wait_gate", {"path": str(never)})
+            async def send_ahead() -> None:
+                with scope:
+                    await pool.execute("wait_gate", {"path": str(never)})
 
-                    tg.start_soon(send_ahead)
-                    await anyio.wait_all_tasks_blocked()
-                    assert worker.in_flight == 2  # sent to the busy worker
-                    scope.cancel()
-                    await anyio.wait_all_tasks_blocked()
-                    assert scope.cancelled_caught
-                    assert worker.mux is not None
-                    for rid in worker.mux.left_running:  # withdrawn: the worker says so
-                        assert await worker.mux.settled(rid)
-                    await anyio.wait_all_tasks_blocked()
-                    assert pool.stats().idle == 0  # the held call still runs
-                finally:
-                    writer.close()
+            tg.start_soon(send_ahead)
+            await anyio.wait_all_tasks_blocked()
+            assert worker.in_flight == 2  # sent to the busy worker
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert scope.cancelled_caught
+            assert worker.mux is not None
+            for rid in worker.mux.left_running:  # withdrawn: the worker says so
+                assert await worker.mux.settled(rid)
+            await anyio.wait_all_tasks_blocked()
+            assert pool.stats().idle == 0  # the held call still runs
         assert held == ["opened"]
         assert never_opened(never)  # the cancelled call never ran
         assert await pool.execute("echo", {"value": 1}) == 1
@@ -264,26 +257,17 @@ async def test_when_the_hosts_timer_fires_first_an_unstarted_call_is_a_queue_tim
 
     monkeypatch.setattr(_service, "START_MARGIN", -5.0)
     monkeypatch.setenv(LANE_ENV, lane)
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    held: list[Any] = []
     async with Pool(
         "snakepit.testing.adapters:Gated", size=1, prefetch=1, launcher=InProcessLauncher()
     ) as pool:
         (worker,) = live_workers(pool)
-        with anyio.fail_after(DEADLINE):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(await hold_the_worker(pool, gate, held))
-                writer = await open_gate(gate, DEADLINE)
-                try:
-                    with pytest.raises(QueueTimeout, match="the tool did not run") as info:
-                        await pool.execute("echo", {"value": 1}, timeout=0.2)
-                    assert "no reply within" in str(info.value.__cause__)  # the host's timer
-                    stats = pool.stats()
-                    assert (stats.timeouts, stats.restarts) == (0, 0)
-                    assert worker.usable
-                finally:
-                    writer.close()
+        async with held_call(pool, tmp_path) as (held, _tg):
+            with pytest.raises(QueueTimeout, match="the tool did not run") as info:
+                await pool.execute("echo", {"value": 1}, timeout=0.2)
+            assert "no reply within" in str(info.value.__cause__)  # the host's timer
+            stats = pool.stats()
+            assert (stats.timeouts, stats.restarts) == (0, 0)
+            assert worker.usable
         assert held == ["opened"]
         assert await pool.execute("echo", {"value": 2}) == 2
 
@@ -301,23 +285,14 @@ async def test_a_stream_is_never_sent_ahead(tmp_path: Path) -> None:
     # Found by a review: a stream sent ahead to a busy worker timed out
     # waiting to start (its timeout is per item), which read as the worker's
     # fault: the worker was killed, and the call running there with it.
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    held: list[Any] = []
     async with make_pool(size=1, prefetch=4) as pool:
         (worker,) = live_workers(pool)
         pid = pid_of(worker)
-        with anyio.fail_after(DEADLINE):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(await hold_the_worker(pool, gate, held))
-                writer = await open_gate(gate, DEADLINE)
-                try:
-                    with pytest.raises(QueueTimeout):
-                        async for _ in pool.stream("count", {"n": 3}, timeout=0.2):
-                            pass
-                    assert worker.in_flight == 1  # it waited in the host
-                finally:
-                    writer.close()
+        async with held_call(pool, tmp_path) as (held, _tg):
+            with pytest.raises(QueueTimeout):
+                async for _ in pool.stream("count", {"n": 3}, timeout=0.2):
+                    pass
+            assert worker.in_flight == 1  # it waited in the host
         assert held == ["opened"]
         stats = pool.stats()
         assert (stats.timeouts, stats.crashes, stats.restarts) == (0, 0, 0)
