@@ -11,6 +11,7 @@ import ctypes
 import os
 import random
 import signal
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -102,12 +103,13 @@ class Echo(Adapter):
 
     @tool
     def info(self, ctx: Context) -> dict[str, Any]:
-        """Return the call's context and the worker's pid."""
+        """Return the call's context, the worker's pid and the thread the tool runs on."""
         return {
             "request_id": ctx.request_id,
             "session_id": ctx.session_id,
             "has_deadline": ctx.deadline is not None,
             "pid": os.getpid(),
+            "thread": threading.current_thread().name,
         }
 
 

@@ -62,6 +62,15 @@ _POLL_MAX = 3600.0
 #: Bytes asked of each ``recv`` (below malloc's mmap threshold).
 _RECV = 64 * 1024
 
+#: Seconds a call may run on the tool thread, which reads the socket when it
+#: has nothing to run, before the lane's own thread takes the socket over (to
+#: read cancels, and the next calls); it keeps deadlines exactly.
+_RELIEF_AFTER = 0.005
+
+
+class _Ended(Exception):
+    """The connection's stream ended."""
+
 
 def lane_enabled() -> bool:
     """Whether the environment leaves the fast lane on (it is, unless :data:`LANE_ENV` says not)."""
@@ -137,7 +146,24 @@ class Lane:
         self._inflight = 0
         self._idle: list[asyncio.Future[None]] = []
         self._frames: asyncio.Queue[worker_pb2.ClientFrame | None] = asyncio.Queue()
-        self._thread = threading.Thread(target=self._read, name="snakepit-frames-lane", daemon=True)
+        self._splitter = FrameSplitter(worker_pb2.ClientFrame, service.max_message_bytes)
+        # Who reads the socket: the tool thread (it was lent; _tool_reads) when
+        # it has nothing to run, else this lane's own thread (see _run).
+        self._relief = threading.Condition(self._lock)
+        self._tool_reads = True
+        self._tool_reading = False  # the tool thread waits in the socket now
+        self._tool_left = 0.0  # when it last stopped reading (to run a call)
+        self._episodes = 0  # times it stopped reading
+        self._parked = False  # the lane's thread waits without a timeout
+        self._over = False  # the connection is over (_gone ran)
+        self._closing = False
+        self._poller = select.poll()
+        self._poller.register(sock.fileno(), select.POLLIN)
+        self._tool_poller = select.poll()
+        self._tool_poller.register(sock.fileno(), select.POLLIN)
+        if self._slots.wake_fd >= 0:  # (one tool thread: the socket may be lent to it)
+            self._tool_poller.register(self._slots.wake_fd, select.POLLIN)
+        self._thread = threading.Thread(target=self._run, name="snakepit-frames-lane", daemon=True)
 
     # -- the loop's side ----------------------------------------------------------------
 
@@ -222,6 +248,9 @@ class Lane:
             if not self._closed:
                 with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:  # the lane's thread reads the end, if the tool thread is busy
+            self._closing = True
+            self._relief.notify()
         self._queued.put(None)
         if not self._thread.is_alive() and not self._thread.ident:
             self._close_socket()  # never started
@@ -251,35 +280,133 @@ class Lane:
 
     # -- the reader thread --------------------------------------------------------------
 
-    def _read(self) -> None:
-        sock = self._sock
-        splitter = FrameSplitter(worker_pb2.ClientFrame, self._service.max_message_bytes)
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
+    def _run(self) -> None:
+        # The lane's own thread: it answers the preface, lends the socket to
+        # the tool thread, and reads it only while that thread runs a call
+        # longer than _RELIEF_AFTER (or a deadline is due); without a loan
+        # (another connection has it) it reads all along.
         try:
             self._send(FRAMES_ACCEPTED)
             if self._leftover:
-                self._serve(splitter.feed(self._leftover))
+                self._serve(self._splitter.feed(self._leftover))
                 self._leftover = b""
+            with self._lock:
+                self._tool_left = time.monotonic()
+            lent = self._slots.lend(self, self._read_on_tool_thread)
             while True:
-                left = self._time_left()
-                if left is not None and not poller.poll(math.ceil(min(left, _POLL_MAX) * 1000)):
-                    self._expire()
-                    continue
-                data = sock.recv(_RECV)
-                if not data:
-                    if splitter.partial:
-                        raise FrameError("the stream ended inside a frame")
+                if lent and not self._stand_by():
                     return
-                self._serve(splitter.feed(data))
-        except (FrameError, ConnectionError) as exc:
-            logger.warning("frames connection closed: %s", exc)
-        except OSError:
-            pass  # closed under us (the worker stops)
-        except BaseException:
-            logger.exception("the frames lane failed")
+                while True:
+                    self._step(self._poller, -1)
+                    if lent:
+                        self._hand_back()
+                        break
+        except _Ended:
+            pass
+        except BaseException as exc:
+            self._failed(exc)
         finally:
             self._gone()
+
+    def _read_on_tool_thread(self) -> bool:
+        # The tool thread's reader (Slots.lend): one step, or False when the
+        # socket is not the tool thread's now.
+        with self._lock:
+            if self._over or not self._tool_reads:
+                return False
+            self._tool_reading = True
+        try:
+            self._step(self._tool_poller, self._slots.wake_fd)
+            return True
+        except _Ended:
+            self._gone()
+            return False
+        except BaseException as exc:
+            self._failed(exc)
+            self._gone()
+            return False
+        finally:
+            with self._lock:
+                self._tool_reading = False
+                self._tool_left = time.monotonic()
+                self._episodes += 1
+                if self._parked:
+                    self._relief.notify()
+
+    def _step(self, poller: select.poll, wake_fd: int) -> None:
+        # One read by the thread that holds the socket: frames served, due
+        # deadlines kept. Raises _Ended at the end of the stream.
+        left = self._time_left()
+        if left is not None or wake_fd >= 0:
+            timeout = -1 if left is None else math.ceil(min(left, _POLL_MAX) * 1000)
+            events = poller.poll(timeout)
+            if not events:
+                self._expire()
+                return
+            if wake_fd >= 0:
+                readable = False
+                for fd, _ in events:
+                    if fd == wake_fd:
+                        self._slots.drain_wake()
+                    else:
+                        readable = True
+                if not readable:
+                    return  # a job for the tool thread: it runs it, then reads
+        data = self._sock.recv(_RECV)
+        if not data:
+            if self._splitter.partial:
+                raise FrameError("the stream ended inside a frame")
+            raise _Ended
+        self._serve(self._splitter.feed(data))
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, (FrameError, ConnectionError)):
+            logger.warning("frames connection closed: %s", exc)
+        elif not isinstance(exc, OSError):  # an OSError: closed under us (the worker stops)
+            logger.error("the frames lane failed", exc_info=exc)
+
+    def _stand_by(self) -> bool:
+        # The lane's thread while the socket is the tool thread's: it takes
+        # the socket (True) once the tool thread has been away from it, running
+        # a call, for _RELIEF_AFTER (that call's cancel must be read, and the
+        # next calls), when a deadline is due meanwhile, or when the lane
+        # closes; False once the connection ended. While the tool thread
+        # reads, it keeps the deadlines itself: this thread looks again after
+        # _RELIEF_AFTER, and parks when nothing happened since its last look.
+        with self._lock:
+            seen = -1
+            while not self._over:
+                if self._tool_reading:
+                    if self._episodes == seen:
+                        self._parked = True
+                        self._relief.notify_all()  # (for a test that waits for it)
+                        self._relief.wait()
+                        self._parked = False
+                    else:
+                        seen = self._episodes
+                        self._relief.wait(_RELIEF_AFTER)
+                    continue
+                if self._closing:
+                    break
+                now = time.monotonic()
+                due = self._due_locked()
+                wait = _RELIEF_AFTER - (now - self._tool_left)
+                if due is not None:
+                    wait = min(wait, due - now)
+                if wait <= 0:
+                    break
+                self._relief.wait(wait)
+            else:
+                return False
+            self._tool_reads = False
+            return True
+
+    def _hand_back(self) -> None:
+        # Back to the tool thread, which reads once it has no job (or at once).
+        with self._lock:
+            self._tool_reads = True
+            self._tool_left = time.monotonic()  # (its time away counts from now)
+        self._slots.nudge()
 
     def _serve(self, frames: list[worker_pb2.ClientFrame]) -> None:
         service = self._service
@@ -332,6 +459,7 @@ class Lane:
             self._inflight += 1
             if ctx.deadline is not None:
                 self._timed += 1
+                self._relief.notify()  # the lane's thread keeps its deadline
         self._slots.submit(job)
 
     def _attach(self, path: str) -> None:
@@ -359,14 +487,18 @@ class Lane:
     def _time_left(self) -> float | None:
         # Seconds until a call must be looked at (one still waiting may give
         # up, one running may time out); None: no deadline. (Read without the
-        # lock: only this thread adds a call with a deadline.)
+        # lock first: only the socket's reader adds a call with a deadline.)
         if not self._timed:
             return None
         with self._lock:
-            times = [t for c in self._calls.values() if (t := c.due()) is not None]
-        if not times:
+            due = self._due_locked()
+        return None if due is None else max(0.0, due - time.monotonic())
+
+    def _due_locked(self) -> float | None:
+        # When the first call must be looked at (monotonic), or None.
+        if not self._timed:
             return None
-        return max(0.0, min(times) - time.monotonic())
+        return min((t for c in self._calls.values() if (t := c.due()) is not None), default=None)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -388,8 +520,14 @@ class Lane:
 
     def _gone(self) -> None:
         # The client is gone (or the worker stops): the calls are abandoned,
-        # the loop's channel ends, the socket closes.
+        # the loop's channel ends, the socket closes. Once, from the thread
+        # that read the end (the lane's own thread, after the tool thread).
+        self._slots.take_back(self)
         with self._lock:
+            if self._over:
+                return
+            self._over = True
+            self._relief.notify_all()
             calls = list(self._calls.values())
             self._calls.clear()
             self._inflight = self._timed = 0

@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 __all__ = ()  # internal to the worker
 
@@ -99,10 +100,20 @@ class ThreadCall:
         self.queued = False
 
 
+class _Nudge:
+    """What :meth:`Slots.nudge` queues: the tool thread looks at its reader again."""
+
+
+_NUDGE: Final = _Nudge()
+
+
 class Slots:
     """``size`` concurrency slots and ``size`` tool threads for one worker.
 
-    The threads are named ``{name}-{i}``.
+    The threads are named ``{name}-{i}``. With one thread, a frames
+    connection may lend it its socket (:meth:`lend`): the thread reads it
+    whenever it has nothing to run, so a call read there runs on the same
+    thread, without a hand-over from a reader thread (see :mod:`._lane`).
     """
 
     def __init__(
@@ -113,16 +124,25 @@ class Slots:
         self._free = size
         # Waiting for a slot, in order: a loop future (async tool) or a job (sync tool).
         self._waiting: deque[asyncio.Future[None] | Job | ThreadCall] = deque()
-        self._jobs: queue.SimpleQueue[Job | ThreadCall | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | ThreadCall | _Nudge | None] = queue.SimpleQueue()
         self._done: list[tuple[Job, bool, Any]] = []
         self._posted = False
         self._waited = 0
+        # A lent socket's reader (see lend); the tool thread waits in it while
+        # ``_polling``, and a job queued meanwhile from another thread wakes it
+        # through the pipe.
+        self._reader: Callable[[], bool] | None = None
+        self._reader_owner: object = None
+        self._polling = False
+        self._ended = False  # the (only) tool thread ended
+        self._wake_r = self._wake_w = -1  # made by the first look at wake_fd
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(size)
         ]
         for thread in self._threads:
             thread.start()
+        self._tool_ident = self._threads[0].ident if size == 1 else None
 
     # -- the loop's side ----------------------------------------------------------------
 
@@ -178,13 +198,15 @@ class Slots:
     def _enqueue(self, job: Job | ThreadCall) -> None:
         # To a tool thread if a slot is free, else in order behind the waiters.
         with self._lock:
-            if self._free:
-                self._free -= 1
-                self._jobs.put(job)
-            else:
+            if not self._free:
                 job.queued = True
                 self._waiting.append(job)
                 self._waited += 1
+                return
+            self._free -= 1
+            self._jobs.put(job)
+            if self._polling:
+                self._wake_reader()
 
     def withdraw(self, call: ThreadCall | Job) -> bool:
         """Take ``call`` out of the queue for a slot; False if a thread has it (or had it).
@@ -207,7 +229,7 @@ class Slots:
     def run(self, fn: Callable[[], Any]) -> Job:
         """Run ``fn`` on a tool thread for a caller that already holds a slot."""
         job = Job(fn, self._loop.create_future(), None, slotted=False)
-        self._jobs.put(job)
+        self._put(job)
         return job
 
     async def finished(self, job: Job) -> None:
@@ -276,7 +298,7 @@ class Slots:
                 return
             waiter = self._waiting.popleft()
         if isinstance(waiter, (Job, ThreadCall)):
-            self._jobs.put(waiter)
+            self._put(waiter)
         else:
             with contextlib.suppress(RuntimeError):  # a closed loop: the worker is exiting
                 self._loop.call_soon_threadsafe(self._wake, waiter)
@@ -290,12 +312,115 @@ class Slots:
     def close(self) -> None:
         """Let the tool threads end once their current call returns (they are daemons)."""
         for _ in self._threads:
-            self._jobs.put(None)
+            self._put(None)
+
+    # -- a lent socket --------------------------------------------------------------------
+
+    def lend(self, owner: object, reader: Callable[[], bool]) -> bool:
+        """Let the (only) tool thread call ``reader`` whenever it has no job to run.
+
+        ``reader`` runs on the tool thread: it waits for its socket or for
+        :attr:`wake_fd` (a job was queued meanwhile; it need not read it,
+        only return), reads and serves what came, and returns True; False
+        when it does not read now (the socket is another thread's for the
+        moment, or gone): the thread then waits for a job, or a
+        :meth:`nudge`. False (nothing lent) with more than one tool thread,
+        or while another owner's reader is lent.
+        """
+        with self._lock:
+            if self._tool_ident is None or self._reader is not None or self._ended:
+                return False
+            self._reader, self._reader_owner = reader, owner
+        self.nudge()
+        return True
+
+    def take_back(self, owner: object) -> None:
+        """End :meth:`lend` for ``owner`` (its reader must return False from now on)."""
+        with self._lock:
+            if self._reader_owner is owner:
+                self._reader = self._reader_owner = None
+
+    def nudge(self) -> None:
+        """Make the tool thread look at its reader again once it has no job (from any thread)."""
+        self._put(_NUDGE)
+
+    @property
+    def wake_fd(self) -> int:
+        """What a lent reader waits on besides its socket: readable once a job is queued.
+
+        -1 with more than one tool thread (nothing can be lent), or once the thread ended.
+        """
+        with self._lock:
+            if self._wake_r < 0 and self._tool_ident is not None and not self._ended:
+                self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            return self._wake_r
+
+    def drain_wake(self) -> None:
+        """Empty :attr:`wake_fd` (the reader saw it readable)."""
+        with contextlib.suppress(OSError):
+            while os.read(self._wake_r, 512):
+                pass
+
+    def _put(self, job: Job | ThreadCall | _Nudge | None) -> None:
+        with self._lock:
+            self._jobs.put(job)
+            if self._polling:
+                self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        # (Under the lock.) The tool thread waits in its reader: a byte in the
+        # pipe brings it out (not from the tool thread itself: it is in its
+        # reader, serving).
+        if threading.get_ident() != self._tool_ident:
+            with contextlib.suppress(OSError):  # full: it is awake already
+                os.write(self._wake_w, b"\0")
+
+    def _close_wake(self) -> None:
+        # The (only) tool thread ends: nobody waits on the pipe any more.
+        with self._lock:
+            self._ended = True
+            self._reader = self._reader_owner = None
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+    def _next(self) -> Job | ThreadCall | None:
+        jobs = self._jobs
+        while True:
+            reader = self._reader
+            if reader is None:
+                job = jobs.get()
+            else:
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    with self._lock:
+                        if not jobs.empty():
+                            continue
+                        self._polling = True
+                    try:
+                        reading = reader()
+                    finally:
+                        with self._lock:
+                            self._polling = False
+                    if reading:
+                        continue
+                    job = jobs.get()  # the socket is not ours now: a job, or a nudge
+            if not isinstance(job, _Nudge):
+                return job
 
     # -- the threads' side --------------------------------------------------------------
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        try:
+            self._serve_jobs()
+        finally:
+            if self._tool_ident is not None:
+                self._close_wake()
+
+    def _serve_jobs(self) -> None:
+        while (job := self._next()) is not None:
             if isinstance(job, ThreadCall):
                 self._call(job)
                 continue

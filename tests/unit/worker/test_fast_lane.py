@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -14,6 +16,7 @@ from snakepit._wire._codec import JSON, decode, encode_into
 from snakepit._wire._frames import pack, read_frame
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.testing.adapters import Hang
+from snakepit.worker import Context, tool
 from snakepit.worker._adapter_server import AdapterServer
 from snakepit.worker._lane import LANE_ENV, lane_enabled
 
@@ -26,6 +29,27 @@ def anyio_backend() -> str:
 
 
 Kind = worker_pb2.ErrorInfo.Kind
+
+
+class _Tools(Hang):
+    """Hang, plus a sync tool that says when it runs (a FIFO gate), then waits for its cancel."""
+
+    @tool
+    def signal_then_hang(self, ctx: Context, path: str) -> str:
+        # The test's open(path, "wb") returns once this runs; then it waits.
+        with open(path, "rb"):
+            pass
+        ctx.cancel_event.wait()
+        return "cancelled"
+
+    @tool
+    def gate(self, path: str) -> str:
+        # Runs until the test closes its end of the FIFO at ``path``.
+        with open(path, "rb") as fifo:
+            fifo.read()
+        return "opened"
+
+
 LIMIT = 64 * 1024 * 1024
 
 
@@ -78,7 +102,7 @@ async def served(
     sock_dir = tmp_path / "s"
     sock_dir.mkdir(mode=0o700)
     server = await AdapterServer.start(
-        Hang(),
+        _Tools(),
         listen=f"unix:{sock_dir}/w.sock",
         adapter_path="snakepit.testing.adapters:Hang",
         worker_id="lane",
@@ -179,3 +203,86 @@ def test_the_environment_turns_the_lane_off(monkeypatch: pytest.MonkeyPatch) -> 
         assert not lane_enabled()
     monkeypatch.setenv(LANE_ENV, "1")
     assert lane_enabled()
+
+
+# -- the tool thread reads the socket (snakepit.worker._lane: Slots.lend) ---------------
+
+
+def _lane_of(server: AdapterServer) -> Any:
+    (lane,) = server._service._lanes
+    return lane
+
+
+def _parked(lane: Any) -> bool:
+    # (On a thread.) Whether the lane's own thread parks within 10 s.
+    with lane._lock:
+        return bool(lane._relief.wait_for(lambda: lane._parked, timeout=10))
+
+
+def _fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "running"
+    os.mkfifo(path)
+    return path
+
+
+async def _running(path: Path) -> Any:
+    # The FIFO's writing end, opened once the tool at its other end runs.
+    with anyio.fail_after(20):
+        return await anyio.to_thread.run_sync(open, path, "wb", abandon_on_cancel=True)
+
+
+async def test_sync_tools_run_on_the_tool_thread_whoever_reads_the_socket(
+    served: tuple[AdapterServer, _Client], tmp_path: Path
+) -> None:
+    # The tool thread reads when idle; while it runs a long call the lane's
+    # own thread reads (the cancel of that call); every call still runs on
+    # the one tool thread.
+    _, client = served
+    client.send(worker_pb2.ClientFrame(execute=[request(1, "info")]))
+    first = value((await client.replies(1))[1])
+    fifo = _fifo(tmp_path)
+    client.send(worker_pb2.ClientFrame(execute=[request(2, "signal_then_hang", path=str(fifo))]))
+    (await _running(fifo)).close()
+    client.send(worker_pb2.ClientFrame(execute=[request(3, "info")]))  # queued behind it
+    client.send(worker_pb2.ClientFrame(cancel=[2]))  # read while it runs
+    replies = await client.replies(2)
+    assert replies[2].error.kind == Kind.CANCELLED  # type: ignore[union-attr]
+    client.send(worker_pb2.ClientFrame(execute=[request(4, "info")]))
+    last = value((await client.replies(1))[4])
+    threads = {info["thread"] for info in (first, value(replies[3]), last)}  # type: ignore[index]
+    assert threads == {"snakepit-tool-0"}
+
+
+async def test_a_call_queued_behind_a_running_one_gives_up_at_its_deadline(
+    served: tuple[AdapterServer, _Client], tmp_path: Path
+) -> None:
+    # While the tool thread runs the gate, only the lane's own thread can
+    # read the next call and see its timeout pass: it is answered
+    # NOT_STARTED while the gate still holds the tool thread.
+    server, client = served
+    fifo = _fifo(tmp_path)
+    client.send(worker_pb2.ClientFrame(execute=[request(1, "gate", path=str(fifo))]))
+    writer = await _running(fifo)
+    try:
+        client.send(worker_pb2.ClientFrame(execute=[request(2, "echo", timeout=0.3, value=2)]))
+        reply = (await client.replies(1))[2]
+        assert isinstance(reply, worker_pb2.ExecuteResponse)
+        assert reply.error.kind == Kind.NOT_STARTED
+    finally:
+        writer.close()
+    assert value((await client.replies(1))[1]) == "opened"
+    assert server._service.in_flight == 0
+
+
+async def test_an_idle_lane_parks_its_relief_thread(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    # Idle, the lane's own thread waits without a timeout (no wake-ups for
+    # nothing); the next call wakes it (it must watch that call's length).
+    server, client = served
+    for rid in (1, 2):
+        client.send(worker_pb2.ClientFrame(execute=[request(rid, "echo", value=rid)]))
+        assert value((await client.replies(1))[rid]) == rid
+        if not server._service._lanes:
+            return  # the loop's path: no lane
+        assert await anyio.to_thread.run_sync(_parked, _lane_of(server))
