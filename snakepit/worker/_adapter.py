@@ -65,11 +65,14 @@ class ToolInfo:
         """
         if not isinstance(args, dict):
             raise ArgumentError(f"{self.name}: arguments must be an object, got {_type(args)}")
-        known = {p.name: p for p in self.params}
+        params = self.params
+        if not args and not params:
+            return args  # the usual call of a tool without parameters
+        known = {p.name: p for p in params}
         unknown = sorted(set(args) - known.keys())
         if unknown:
             raise ArgumentError(f"{self.name}: unexpected argument(s) {', '.join(unknown)}")
-        missing = [p.name for p in self.params if p.required and p.name not in args]
+        missing = [p.name for p in params if p.required and p.name not in args]
         if missing:
             raise ArgumentError(f"{self.name}: missing required argument(s) {', '.join(missing)}")
         for name, value in args.items():

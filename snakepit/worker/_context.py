@@ -87,6 +87,40 @@ class Session:
         return f"Session({self._session_id!r})"
 
 
+class _CallEvent(threading.Event):
+    """A ``threading.Event`` whose condition is made on first use, not per call.
+
+    A call's :attr:`Context.cancel_event` is made for every call and set or
+    waited on by few: the lock and condition an Event makes at once are most
+    of the cost of starting a call.
+    """
+
+    _make_lock = threading.Lock()
+
+    def __init__(self) -> None:  # (not Event's: no condition yet)
+        self._flag = False
+        self._made: threading.Condition | None = None
+
+    @property  # type: ignore[override]
+    def _cond(self) -> threading.Condition:
+        made = self._made
+        if made is None:
+            with _CallEvent._make_lock:
+                made = self._made
+                if made is None:
+                    made = self._made = threading.Condition(threading.Lock())
+        return made
+
+    def _at_fork_reinit(self) -> None:
+        if self._made is not None:
+            self._made._at_fork_reinit()  # type: ignore[attr-defined]
+
+
+def cancel_event() -> threading.Event:
+    """A new, clear ``threading.Event`` for :attr:`Context.cancel_event` (cheap to make)."""
+    return _CallEvent()
+
+
 @dataclass(slots=True)
 class Context:
     """The call a tool is serving; a tool receives it through a ``ctx`` parameter.

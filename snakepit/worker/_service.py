@@ -23,7 +23,7 @@ from snakepit._wire._session import MetadataError
 
 from ._adapter import Adapter, ArgumentError, ToolInfo
 from ._channel import FramesChannel
-from ._context import Context, Session
+from ._context import Context, Session, cancel_event
 from ._slots import Job, Slots, ToolRaised
 
 if TYPE_CHECKING:
@@ -564,6 +564,7 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             session_id=session_id,
             deadline=time.monotonic() + timeout if timeout > 0 else None,
             logger=info.logger,
+            cancel_event=cancel_event(),
             _service=self,
             _session=Session(session_id, request.session_metadata) if session_id else None,
             _bridge=self.bridge,
