@@ -101,7 +101,7 @@ class _CallEvent(threading.Event):
         self._flag = False
         self._made: threading.Condition | None = None
 
-    @property  # type: ignore[override]
+    @property
     def _cond(self) -> threading.Condition:
         made = self._made
         if made is None:
