@@ -286,3 +286,20 @@ async def test_an_idle_lane_parks_its_relief_thread(
         if not server._service._lanes:
             return  # the loop's path: no lane
         assert await anyio.to_thread.run_sync(_parked, _lane_of(server))
+
+
+async def test_a_job_from_the_loop_wakes_the_tool_thread_waiting_in_the_socket(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    # A sync streaming tool runs on the tool thread, queued by the loop: with
+    # the tool thread waiting in the lent socket (the relief parked: nothing
+    # happens), the job must wake it.
+    server, client = served
+    client.send(worker_pb2.ClientFrame(execute=[request(1, "echo", value=1)]))
+    assert value((await client.replies(1))[1]) == 1
+    if server._service._lanes:
+        assert await anyio.to_thread.run_sync(_parked, _lane_of(server))
+    client.send(worker_pb2.ClientFrame(stream=[request(2, "count", n=3)]))
+    chunks = (await client.replies(1))[2]
+    assert isinstance(chunks, list)
+    assert [decode(c.chunk) for c in chunks[:-1]] == [0, 1, 2]
