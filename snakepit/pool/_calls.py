@@ -19,7 +19,7 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 from snakepit.otp import Broadcast
-from snakepit.pool._connection import CallTimedOut, ChannelBroke, Multiplexer
+from snakepit.pool._connection import CallTimedOut, ChannelBroke, Multiplexer, Withdrawn
 from snakepit.session import SessionRecord
 
 from ._config import PoolConfig
@@ -262,6 +262,10 @@ class Calls:
     async def _failed(self, call: _Call, exc: Exception) -> BaseException:
         """Judge a failed call (its outcome, counters, its worker's fate); return what to raise."""
         worker = call.worker
+        if isinstance(exc, Withdrawn):  # its worker is recycled or stopped: it goes elsewhere
+            call.outcome = "refused"
+            self.resent += 1
+            return exc
         if isinstance(exc, WorkerStopping):
             call.outcome = "refused"
             worker.drain("it is stopping on its own (a SIGTERM from outside?)")  # no new calls

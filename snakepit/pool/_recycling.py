@@ -21,9 +21,16 @@ class Recycler:
     """Replaces workers past ``max_requests_per_worker``, ``worker_ttl``, ``max_worker_memory_mb``.
 
     A worker due is replaced in the pool's background: the replacement is
-    ready before the old one stops (and its calls in flight finish), so the
-    capacity never drops. The request count is checked on each call's way
-    out (:meth:`check`); the age and the memory by :meth:`housekeeping`.
+    ready before the old one stops (and its calls in flight finish). The
+    request count is checked on each call's way out (:meth:`check`); the age
+    and the memory by :meth:`housekeeping`.
+
+    The request limit is exact: a worker sent its ``max_requests_per_worker``-th
+    call (those sent ahead count) takes no more (:attr:`WorkerServer.full`),
+    so the pool serves with one worker less until its replacement is ready.
+    One recycled for its age or memory serves on its free slots until then.
+    Either way, its calls sent ahead that have not started are withdrawn as
+    its recycling starts, and run on another worker.
     """
 
     def __init__(

@@ -98,6 +98,8 @@ class Scheduler(Generic[W]):
         #: their entries there.
         self._ahead: deque[W] = deque()
         self._ahead_entries: dict[W, int] = {}
+        #: Workers sent no call ahead any more (recycled: see stop_ahead).
+        self._no_ahead: set[W] = set()
         #: The waiting calls (in _waiters) that take a free slot only.
         self._free_only: set[asyncio.Future[W]] = set()
         self._idle: deque[W] = deque()
@@ -185,8 +187,8 @@ class Scheduler(Generic[W]):
         while ahead:
             worker = _pop(ahead, entries)
             n = busy.get(worker)
-            if n is None or not worker.usable:
-                continue  # it left service
+            if n is None or not worker.usable or worker in self._no_ahead:
+                continue  # it left service, or takes calls on free slots only
             if n < self._slots[worker] + limit:
                 busy[worker] = n + 1
                 return worker
@@ -318,6 +320,9 @@ class Scheduler(Generic[W]):
             self._slots[worker] = self._slots.get(worker, 0) + 1
             busy = 1
         free = busy - 1 < self._slots[worker]
+        if not free and self._no_ahead and worker in self._no_ahead:
+            self._busy[worker] = busy - 1  # an ahead slot of a worker sent no call ahead
+            return
         pinned = self._pinned.get(worker)
         if pinned is not None and free:
             while pinned:
@@ -363,6 +368,16 @@ class Scheduler(Generic[W]):
         for _ in range(slots + self._prefetch):
             self.checkin(worker)
 
+    def stop_ahead(self, worker: W) -> None:
+        """Send no call ahead to ``worker`` from now on; its free slots still serve.
+
+        For a worker being recycled: its calls sent ahead are withdrawn (they
+        go elsewhere) and none follows them. Its ahead slots are dropped as
+        they come back.
+        """
+        if worker in self._busy:  # (not one that left service)
+            self._no_ahead.add(worker)
+
     def lost(self, worker: W, reason: str) -> None:
         """``worker`` left service: the calls waiting for its slots raise :class:`PinnedWorkerGone`.
 
@@ -371,6 +386,7 @@ class Scheduler(Generic[W]):
         self._free.pop(worker, None)
         self._slots.pop(worker, None)
         self._busy.pop(worker, None)
+        self._no_ahead.discard(worker)
         pinned = self._pinned.pop(worker, None)
         while pinned:
             waiter = pinned.popleft()
@@ -398,3 +414,4 @@ class Scheduler(Generic[W]):
         self._ahead_entries.clear()
         self._slots.clear()
         self._busy.clear()
+        self._no_ahead.clear()

@@ -268,6 +268,7 @@ class WorkerTree:
             None
             if bridge is None
             else WorkerBridge(f"unix:{bridge.path}", worker_token(bridge.secret, worker_id)),
+            on_recycling=self._scheduler.stop_ahead,
         )
         assert self._workers_sup is not None
         ref = await self._workers_sup.start_child(
