@@ -87,8 +87,19 @@ class Scheduler(Generic[W]):
     ones. Pinned calls (a session's) take free slots only.
     """
 
-    def __init__(self, *, max_queue: int, queue_timeout: float | None, prefetch: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        max_queue: int,
+        queue_timeout: float | None,
+        prefetch: int = 0,
+        on_exhausted: Callable[[W], object] | None = None,
+    ) -> None:
         self._max_queue = max_queue
+        #: Called with a worker handed its last call (see :meth:`add`'s ``budget``).
+        self._on_exhausted = on_exhausted
+        #: Calls each worker with a budget may still be handed (no key: no budget).
+        self._budget: dict[W, int] = {}
         self._queue_timeout = queue_timeout
         self._prefetch = prefetch
         #: Slots per worker (as added), and its calls in flight (slots taken, of either kind).
@@ -170,6 +181,8 @@ class Scheduler(Generic[W]):
             else:
                 free[worker] = slots - 1
             self._busy[worker] += 1
+            if self._budget:
+                self._spend(worker)
             return worker
         if ahead and self._ahead:
             busy = self._take_ahead()
@@ -191,8 +204,23 @@ class Scheduler(Generic[W]):
                 continue  # it left service, or takes calls on free slots only
             if n < self._slots[worker] + limit:
                 busy[worker] = n + 1
+                if self._budget:
+                    self._spend(worker)
                 return worker
         return None
+
+    def _spend(self, worker: W) -> None:
+        # A call handed to ``worker``: one less of its budget, if it has one.
+        # The last one: it is told (it takes no more calls: no longer usable).
+        left = self._budget.get(worker)
+        if left is None:
+            return
+        if left > 1:
+            self._budget[worker] = left - 1
+            return
+        del self._budget[worker]
+        if self._on_exhausted is not None:
+            self._on_exhausted(worker)
 
     @property
     def busy(self) -> dict[W, int]:
@@ -211,6 +239,8 @@ class Scheduler(Generic[W]):
         else:
             self._free[worker] = slots - 1
         self._busy[worker] += 1
+        if self._budget:
+            self._spend(worker)
         return True
 
     async def checkout_pinned(
@@ -331,6 +361,8 @@ class Scheduler(Generic[W]):
                     if not pinned:
                         del self._pinned[worker]
                     waiter.set_result(worker)
+                    if self._budget:
+                        self._spend(worker)
                     return
             del self._pinned[worker]
         waiters = self._waiters
@@ -339,12 +371,16 @@ class Scheduler(Generic[W]):
                 waiter = waiters.popleft()
                 if not waiter.done():
                     waiter.set_result(worker)
+                    if self._budget:
+                        self._spend(worker)
                     return
         else:  # the oldest waiting call that may go ahead, if any
             for waiter in waiters:
                 if not waiter.done() and waiter not in self._free_only:
                     waiters.remove(waiter)
                     waiter.set_result(worker)
+                    if self._budget:
+                        self._spend(worker)
                     return
         busy -= 1
         self._busy[worker] = busy
@@ -361,8 +397,17 @@ class Scheduler(Generic[W]):
             self._idle.append(worker)
             self._entries[worker] = entries + 1
 
-    def add(self, worker: W, slots: int) -> None:
-        """Offer ``slots`` slots of a worker that became ready (and its ``prefetch`` ahead)."""
+    def add(self, worker: W, slots: int, budget: int | None = None) -> None:
+        """Offer ``slots`` slots of a worker that became ready (and its ``prefetch`` ahead).
+
+        ``budget``: how many calls it may be handed in all (a pool's
+        ``max_requests_per_worker``; None: no limit). As the last one is
+        handed out (a slot free or ahead, or to a waiting call), the
+        scheduler's ``on_exhausted`` is called with it, which must make it
+        unusable: it is handed no more calls.
+        """
+        if budget is not None:
+            self._budget[worker] = budget
         self._slots[worker] = slots
         self._busy[worker] = slots + self._prefetch  # each checkin below gives one back
         for _ in range(slots + self._prefetch):
@@ -387,6 +432,7 @@ class Scheduler(Generic[W]):
         self._slots.pop(worker, None)
         self._busy.pop(worker, None)
         self._no_ahead.discard(worker)
+        self._budget.pop(worker, None)
         pinned = self._pinned.pop(worker, None)
         while pinned:
             waiter = pinned.popleft()
@@ -415,3 +461,4 @@ class Scheduler(Generic[W]):
         self._slots.clear()
         self._busy.clear()
         self._no_ahead.clear()
+        self._budget.clear()

@@ -338,7 +338,9 @@ class WorkerTree:
         if worker.ref.generation > 0:
             self.restarts += 1
         self._router.worker_ready(worker)
-        self._scheduler.add(worker, self._config.max_concurrency)
+        self._scheduler.add(
+            worker, self._config.max_concurrency, self._config.max_requests_per_worker
+        )
         if self._startup is not None:
             self._startup.ready()
 

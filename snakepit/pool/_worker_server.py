@@ -182,9 +182,8 @@ class WorkerServer(GenServer[Any, Any, None]):
         #: Calls running on it now, and calls it ran (kept by the pool).
         self.in_flight = 0
         self.requests = 0
-        #: It was sent its ``max_requests_per_worker`` calls: it takes no more (see :attr:`full`).
+        #: It was handed its ``max_requests_per_worker`` calls: it takes no more (see :attr:`full`).
         self._full = False
-        self._max_requests: int | None = None  # set by init()
         #: ``anyio.current_time()`` when it became ready.
         self.ready_at: float | None = None
         self._booted = anyio.Event()  # set once the boot is over (ready, failed, or stopped)
@@ -221,11 +220,11 @@ class WorkerServer(GenServer[Any, Any, None]):
 
     @property
     def full(self) -> bool:
-        """True once it was sent ``max_requests_per_worker`` calls: it takes no more.
+        """True once it was handed ``max_requests_per_worker`` calls: it takes no more.
 
-        The calls it was sent run there (those sent ahead included), so it
+        The calls it was handed run there (those sent ahead included), so it
         never runs more than that many; its recycling starts as the first
-        of them ends.
+        of them ends. (The pool's scheduler counts them: :meth:`exhaust`.)
         """
         return self._full
 
@@ -290,7 +289,6 @@ class WorkerServer(GenServer[Any, Any, None]):
     async def init(self, arg: Any) -> None:
         """Remember the args and start booting the process in the background."""
         self.args = arg
-        self._max_requests = arg.config.max_requests_per_worker
         assert self._tg is not None
         self._tg.start_soon(self._boot)
 
@@ -495,12 +493,15 @@ class WorkerServer(GenServer[Any, Any, None]):
 
         On free slots only: the calls it was sent ahead that have not
         started are withdrawn (they run elsewhere), and none is sent ahead
-        to it from now on.
+        to it from now on. (A :attr:`full` one takes no call at all and
+        keeps those it was handed, its last: what has not started when it
+        stops is withdrawn then.)
         """
         self._enter("recycling")
         if self.args.on_recycling is not None:
             self.args.on_recycling(self)
-        self._withdraw_unstarted()
+        if not self._full:
+            self._withdraw_unstarted()
 
     def _withdraw_unstarted(self) -> None:
         # Its calls still waiting to start in the process (sent ahead) come
@@ -510,14 +511,24 @@ class WorkerServer(GenServer[Any, Any, None]):
             self.mux.withdraw_unstarted()
 
     def call_started(self) -> None:
-        """The pool sent it a call (the ``max_requests_per_worker``-th makes it :attr:`full`)."""
+        """The pool sent it a call."""
         self.in_flight += 1
-        self.requests = requests = self.requests + 1
-        if requests == self._max_requests:
-            self._full = True
-            self.left_because = f"it was sent its max_requests_per_worker={requests} calls"
+        self.requests += 1
+
+    def exhaust(self) -> None:
+        """It was handed its ``max_requests_per_worker``-th call: it takes no more (:attr:`full`).
+
+        Its other slots are dropped and strict sessions pinned to it lose it
+        (as when it leaves service); the calls it was handed run there.
+        """
+        if self._full:
+            return
+        self._full = True
+        if self._state in _USABLE:
+            limit = self.args.config.max_requests_per_worker
+            self.left_because = f"it was handed its max_requests_per_worker={limit} calls"
             if self.args.on_leaving is not None:
-                self.args.on_leaving(self)  # its slots are dropped; strict sessions lose it
+                self.args.on_leaving(self)
 
     def call_ended(self) -> None:
         """A call it ran ended (with any outcome)."""
