@@ -134,7 +134,7 @@ async def test_a_withdraw_racing_the_start_never_loses_nor_doubles_a_call(
     """
     rng = chaos_rng
     ran = tmp_path / "ran"
-    rounds, per_round = 60, 6
+    rounds, per_round = 100, 6
     outcomes: dict[int, str] = {}
     async with make_pool(size=1, prefetch=4, env={LANE_ENV: lane}) as pool:
         (worker,) = live_workers(pool)
