@@ -235,3 +235,51 @@ async def test_a_pool_stopping_fails_its_calls_ahead_at_once_and_lets_the_runnin
     assert held == ["opened"]  # within the shutdown's grace
     assert all(isinstance(o, PoolClosed) for o in outcomes.values()), outcomes
     assert runs_of(ran) == []  # none of them ran
+
+
+async def test_scaling_down_moves_the_stopped_workers_calls_ahead_to_the_other(
+    tmp_path: Path,
+) -> None:
+    ran = tmp_path / "ran"
+    gates = [tmp_path / "gate-a", tmp_path / "gate-b"]
+    for gate in gates:
+        os.mkfifo(gate)
+    ahead = Outcomes()
+    held: list[Any] = []
+    async with make_pool(size=2, prefetch=4) as pool:
+        a, b = live_workers(pool)
+
+        async def hold(gate: Path) -> None:
+            held.append(await pool.execute("wait_gate", {"path": str(gate)}))
+
+        async def send_ahead(call_id: int) -> None:
+            ahead[call_id] = await pool.execute(
+                "record_pid", {"path": str(ran), "call_id": call_id}
+            )
+
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                writers = []
+                for gate in gates:  # a call held running on each worker
+                    tg.start_soon(hold, gate)
+                    writers.append(await open_gate(gate, DEADLINE))
+                try:
+                    for call_id in range(8):
+                        tg.start_soon(send_ahead, call_id)
+                    await anyio.wait_all_tasks_blocked()
+                    assert (a.in_flight, b.in_flight) == (5, 5)  # prefetch 4 each
+                    victim, survivor = a, b  # of two as busy, scale() stops the first
+                    moved = 4
+                    tg.start_soon(pool.scale, 1)
+                    await anyio.wait_all_tasks_blocked()
+                    # The victim's calls ahead came back: they wait in the host now.
+                    assert (victim.in_flight, pool.stats().queued) == (1, moved)
+                finally:
+                    for writer in writers:
+                        writer.close()
+        assert held == ["opened", "opened"]
+        assert pool.stats().size == 1
+    runs = runs_of(ran)
+    assert sorted(call_id for call_id, _ in runs) == list(range(8))  # each once
+    assert {pid for _, pid in runs} == {pid_of(survivor)}
+    assert pool.stats().resent == moved
