@@ -117,7 +117,8 @@ class Calls:
         self._request_ids = itertools.count(1)
         #: Calls started, and how many ended in an error, a timeout or a crash.
         self.requests = self.errors = self.timeouts = self.crashes = 0
-        #: Calls whose worker died before they started there (sent again).
+        #: Calls whose worker died before they started there, or handed them
+        #: back unstarted (recycled, drained, stopped): sent again.
         self.resent = 0
 
     @asynccontextmanager
