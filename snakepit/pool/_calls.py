@@ -19,7 +19,7 @@ from snakepit.errors import (
     WorkerUnavailable,
 )
 from snakepit.otp import Broadcast
-from snakepit.pool._connection import CallTimedOut, ChannelBroke, Multiplexer
+from snakepit.pool._connection import CallTimedOut, ChannelBroke, Multiplexer, Withdrawn
 from snakepit.session import SessionRecord
 
 from ._config import PoolConfig
@@ -117,7 +117,8 @@ class Calls:
         self._request_ids = itertools.count(1)
         #: Calls started, and how many ended in an error, a timeout or a crash.
         self.requests = self.errors = self.timeouts = self.crashes = 0
-        #: Calls whose worker died before they started there (sent again).
+        #: Calls whose worker died before they started there, or handed them
+        #: back unstarted (recycled, drained, stopped): sent again.
         self.resent = 0
 
     @asynccontextmanager
@@ -262,6 +263,10 @@ class Calls:
     async def _failed(self, call: _Call, exc: Exception) -> BaseException:
         """Judge a failed call (its outcome, counters, its worker's fate); return what to raise."""
         worker = call.worker
+        if isinstance(exc, Withdrawn):  # its worker is recycled or stopped: it goes elsewhere
+            call.outcome = "refused"
+            self.resent += 1
+            return exc
         if isinstance(exc, WorkerStopping):
             call.outcome = "refused"
             worker.drain("it is stopping on its own (a SIGTERM from outside?)")  # no new calls

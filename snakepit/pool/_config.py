@@ -108,9 +108,11 @@ class PoolConfig:
     #: call ends there, with no round trip to the host in between. Exactly once
     #: still: a call sent ahead whose worker dies before it started runs on another
     #: worker; one whose timeout passes before it started is a ``QueueTimeout`` (its
-    #: worker is not at fault); cancelling one withdraws it. Streams and calls of a
-    #: session are never sent ahead, nor any call of a pool with a ``queue_timeout`` (a wait it
-    #: bounds in the host); ``max_queue`` counts the calls waiting in the host only.
+    #: worker is not at fault); cancelling one withdraws it, and so does the pool as
+    #: it recycles, drains or stops its worker (it runs elsewhere, or raises
+    #: ``PoolClosed`` as the pool stops). Streams and calls of a session are never
+    #: sent ahead, nor any call of a pool with a ``queue_timeout`` (a wait it bounds
+    #: in the host); ``max_queue`` counts the calls waiting in the host only.
     #: The cost: under full load a call may wait behind a slow one while another
     #: worker comes free. 0: none (for long calls of very uneven length).
     prefetch: int = DEFAULT_PREFETCH
@@ -154,7 +156,9 @@ class PoolConfig:
     cancel_grace: float = 5.0
     #: Missed health checks in a row that get a worker killed and replaced.
     max_missed_pings: int = 3
-    #: Recycle a worker after this many calls (None: never).
+    #: Recycle a worker after this many calls (None: never). Exact, calls sent
+    #: ahead included: the worker handed its last call takes no more, and its
+    #: replacement starts at once (the pool has one worker less until it is ready).
     max_requests_per_worker: int | None = None
     #: Recycle a worker once it has run this many seconds (None: never).
     worker_ttl: float | None = None

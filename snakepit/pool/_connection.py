@@ -19,7 +19,7 @@ from snakepit._wire._codec import JSON
 from snakepit._wire._frames import ITEM_OVERHEAD, FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit._wire._started import NO_PAGE_ID, StartedPage
-from snakepit.errors import ExecutionTimeout, WorkerError, WorkerUnavailable
+from snakepit.errors import ExecutionTimeout, WorkerError, WorkerStopping, WorkerUnavailable
 
 from ._config import Codec
 from ._grpc_errors import ended_under_a_write, error_from_grpc
@@ -30,6 +30,7 @@ __all__ = ("Multiplexer",)
 
 _TIMED_OUT: Final = object()
 _ClientFrame: Final = worker_pb2.ClientFrame
+_NOT_STARTED: Final = worker_pb2.ErrorInfo.Kind.NOT_STARTED
 
 
 class ChannelBroke(WorkerUnavailable):
@@ -51,6 +52,15 @@ class ChannelBroke(WorkerUnavailable):
         if self.request_id is None:
             return True
         return self.mux.call_started(self.request_id) is False
+
+
+class Withdrawn(WorkerStopping):
+    """The call was withdrawn from its worker before it started there (it did not run).
+
+    :meth:`Multiplexer.withdraw_unstarted` asked for it (its worker is being
+    recycled or stopped): a pool sends the call to another worker, as any
+    call a stopping worker refused.
+    """
 
 
 class CallTimedOut(ExecutionTimeout):
@@ -117,6 +127,8 @@ class Multiplexer:
         self._unsettled: dict[int, asyncio.Future[bool]] = {}
         # Final replies that came for a cancelled call before its caller resumed.
         self._early: set[int] = set()
+        # Calls asked back (withdraw_unstarted) whose reply has not come yet.
+        self._withdrawn: set[int] = set()
         self._wake = asyncio.Event()
         # A transport that writes without waiting (the frames socket) is written
         # from a callback at the end of the loop pass that queued the requests:
@@ -310,7 +322,31 @@ class Multiplexer:
             raise CallTimedOut(
                 f"{tool}: no reply within {timeout:g}s", self, rid, tool=tool, timeout=timeout
             )
+        if self._withdrawn and rid in self._withdrawn:
+            self._withdrawn.discard(rid)
+            if response.WhichOneof("outcome") == "error" and response.error.kind == _NOT_STARTED:
+                raise Withdrawn(f"{tool}: withdrawn from its worker before it started")
         return result_of(response, tool, self._codec)
+
+    def withdraw_unstarted(self) -> int:
+        """Ask the worker to give back the unary calls in flight that have not started.
+
+        For a worker the pool stops sending calls to (recycled, drained):
+        each call it still holds waiting to start (sent ahead) ends in
+        :class:`Withdrawn` (it did not run; the pool sends it elsewhere);
+        one that started runs on and ends as usual. Never blocks; returns
+        how many calls were asked back (0 on a closed or broken channel).
+        """
+        if self._broken is not None or self._closed:
+            return 0
+        withdrawn = self._withdrawn
+        asked = 0
+        for rid, future in self._pending.items():
+            if not future.done() and rid not in withdrawn:
+                withdrawn.add(rid)
+                self._batch.append("withdraw", rid)  # takes room in a frame like any item
+                asked += 1
+        return asked
 
     async def stream(
         self,
@@ -362,6 +398,8 @@ class Multiplexer:
         # remember it until the worker says it has ended.
         if self._broken is not None or self._closed:
             return  # the connection is gone: nothing to wait for
+        if self._withdrawn:
+            self._withdrawn.discard(rid)  # whatever its reply, nobody reads it
         if rid in self._early:
             self._early.discard(rid)  # its final reply is in: it ended
             return
@@ -532,6 +570,7 @@ class Multiplexer:
             if not settled.done():
                 settled.set_result(False)
         self._early.clear()
+        self._withdrawn.clear()
 
     async def aclose(self) -> None:
         """Close the stream (its pending calls fail with WorkerUnavailable) and end its tasks."""

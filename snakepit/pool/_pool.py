@@ -188,6 +188,7 @@ class Pool:
             queue_timeout=self.config.queue_timeout,
             # queue_timeout bounds a call's wait for a free worker: it waits in the host.
             prefetch=self.config.prefetch if self.config.queue_timeout is None else 0,
+            on_exhausted=self._exhausted,  # max_requests_per_worker: exact
         )
         self._degraded: PoolDegraded | None = None
         self._teardown_done: anyio.Event | None = None
@@ -529,6 +530,12 @@ class Pool:
         if supervisor is None or self._state not in ("running", "degraded"):
             raise PoolClosed(f"{self!r} is not running")
         return supervisor
+
+    def _exhausted(self, worker: WorkerServer) -> None:
+        # Handed its max_requests_per_worker-th call: it takes no more, and its
+        # replacement starts now (its calls run there meanwhile).
+        worker.exhaust()
+        self._recycler.check(worker)
 
     def _running(self) -> Scheduler[WorkerServer]:
         # Read on every call: the usual case (running, on the pool's loop) first.

@@ -21,9 +21,18 @@ class Recycler:
     """Replaces workers past ``max_requests_per_worker``, ``worker_ttl``, ``max_worker_memory_mb``.
 
     A worker due is replaced in the pool's background: the replacement is
-    ready before the old one stops (and its calls in flight finish), so the
-    capacity never drops. The request count is checked on each call's way
-    out (:meth:`check`); the age and the memory by :meth:`housekeeping`.
+    ready before the old one stops (and its calls in flight finish). The
+    request count is checked on each call's way out (:meth:`check`); the age
+    and the memory by :meth:`housekeeping`.
+
+    The request limit is exact: a worker handed its ``max_requests_per_worker``-th
+    call (those sent ahead count) takes no more (:attr:`WorkerServer.full`)
+    and its replacement starts at once; until it is ready, the calls the
+    worker was handed run there (what has not started when it stops is
+    withdrawn and runs elsewhere), and the pool has one worker less to hand
+    new calls to. One recycled for its age or memory serves on its free slots
+    until then: its calls sent ahead that have not started are withdrawn as
+    its recycling starts (they run on another worker), and none follows them.
     """
 
     def __init__(
@@ -59,8 +68,8 @@ class Recycler:
         """
         config = self._config
         limit = config.max_requests_per_worker
-        if limit is not None and worker.requests >= limit:
-            return f"it ran {worker.requests} calls (max_requests_per_worker={limit})"
+        if limit is not None and (worker.full or worker.requests >= limit):
+            return f"it was sent {limit} calls (max_requests_per_worker={limit})"
         ttl = config.worker_ttl
         if ttl is not None and worker.ready_at is not None:
             age = anyio.current_time() - worker.ready_at

@@ -87,8 +87,19 @@ class Scheduler(Generic[W]):
     ones. Pinned calls (a session's) take free slots only.
     """
 
-    def __init__(self, *, max_queue: int, queue_timeout: float | None, prefetch: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        max_queue: int,
+        queue_timeout: float | None,
+        prefetch: int = 0,
+        on_exhausted: Callable[[W], object] | None = None,
+    ) -> None:
         self._max_queue = max_queue
+        #: Called with a worker handed its last call (see :meth:`add`'s ``budget``).
+        self._on_exhausted = on_exhausted
+        #: Calls each worker with a budget may still be handed (no key: no budget).
+        self._budget: dict[W, int] = {}
         self._queue_timeout = queue_timeout
         self._prefetch = prefetch
         #: Slots per worker (as added), and its calls in flight (slots taken, of either kind).
@@ -98,6 +109,8 @@ class Scheduler(Generic[W]):
         #: their entries there.
         self._ahead: deque[W] = deque()
         self._ahead_entries: dict[W, int] = {}
+        #: Workers sent no call ahead any more (recycled: see stop_ahead).
+        self._no_ahead: set[W] = set()
         #: The waiting calls (in _waiters) that take a free slot only.
         self._free_only: set[asyncio.Future[W]] = set()
         self._idle: deque[W] = deque()
@@ -168,6 +181,8 @@ class Scheduler(Generic[W]):
             else:
                 free[worker] = slots - 1
             self._busy[worker] += 1
+            if self._budget:
+                self._spend(worker)
             return worker
         if ahead and self._ahead:
             busy = self._take_ahead()
@@ -185,12 +200,27 @@ class Scheduler(Generic[W]):
         while ahead:
             worker = _pop(ahead, entries)
             n = busy.get(worker)
-            if n is None or not worker.usable:
-                continue  # it left service
+            if n is None or not worker.usable or worker in self._no_ahead:
+                continue  # it left service, or takes calls on free slots only
             if n < self._slots[worker] + limit:
                 busy[worker] = n + 1
+                if self._budget:
+                    self._spend(worker)
                 return worker
         return None
+
+    def _spend(self, worker: W) -> None:
+        # A call handed to ``worker``: one less of its budget, if it has one.
+        # The last one: it is told (it takes no more calls: no longer usable).
+        left = self._budget.get(worker)
+        if left is None:
+            return
+        if left > 1:
+            self._budget[worker] = left - 1
+            return
+        del self._budget[worker]
+        if self._on_exhausted is not None:
+            self._on_exhausted(worker)
 
     @property
     def busy(self) -> dict[W, int]:
@@ -209,6 +239,8 @@ class Scheduler(Generic[W]):
         else:
             self._free[worker] = slots - 1
         self._busy[worker] += 1
+        if self._budget:
+            self._spend(worker)
         return True
 
     async def checkout_pinned(
@@ -318,6 +350,9 @@ class Scheduler(Generic[W]):
             self._slots[worker] = self._slots.get(worker, 0) + 1
             busy = 1
         free = busy - 1 < self._slots[worker]
+        if not free and self._no_ahead and worker in self._no_ahead:
+            self._busy[worker] = busy - 1  # an ahead slot of a worker sent no call ahead
+            return
         pinned = self._pinned.get(worker)
         if pinned is not None and free:
             while pinned:
@@ -326,6 +361,8 @@ class Scheduler(Generic[W]):
                     if not pinned:
                         del self._pinned[worker]
                     waiter.set_result(worker)
+                    if self._budget:
+                        self._spend(worker)
                     return
             del self._pinned[worker]
         waiters = self._waiters
@@ -334,12 +371,16 @@ class Scheduler(Generic[W]):
                 waiter = waiters.popleft()
                 if not waiter.done():
                     waiter.set_result(worker)
+                    if self._budget:
+                        self._spend(worker)
                     return
         else:  # the oldest waiting call that may go ahead, if any
             for waiter in waiters:
                 if not waiter.done() and waiter not in self._free_only:
                     waiters.remove(waiter)
                     waiter.set_result(worker)
+                    if self._budget:
+                        self._spend(worker)
                     return
         busy -= 1
         self._busy[worker] = busy
@@ -356,12 +397,31 @@ class Scheduler(Generic[W]):
             self._idle.append(worker)
             self._entries[worker] = entries + 1
 
-    def add(self, worker: W, slots: int) -> None:
-        """Offer ``slots`` slots of a worker that became ready (and its ``prefetch`` ahead)."""
+    def add(self, worker: W, slots: int, budget: int | None = None) -> None:
+        """Offer ``slots`` slots of a worker that became ready (and its ``prefetch`` ahead).
+
+        ``budget``: how many calls it may be handed in all (a pool's
+        ``max_requests_per_worker``; None: no limit). As the last one is
+        handed out (a slot free or ahead, or to a waiting call), the
+        scheduler's ``on_exhausted`` is called with it, which must make it
+        unusable: it is handed no more calls.
+        """
+        if budget is not None:
+            self._budget[worker] = budget
         self._slots[worker] = slots
         self._busy[worker] = slots + self._prefetch  # each checkin below gives one back
         for _ in range(slots + self._prefetch):
             self.checkin(worker)
+
+    def stop_ahead(self, worker: W) -> None:
+        """Send no call ahead to ``worker`` from now on; its free slots still serve.
+
+        For a worker being recycled: its calls sent ahead are withdrawn (they
+        go elsewhere) and none follows them. Its ahead slots are dropped as
+        they come back.
+        """
+        if worker in self._busy:  # (not one that left service)
+            self._no_ahead.add(worker)
 
     def lost(self, worker: W, reason: str) -> None:
         """``worker`` left service: the calls waiting for its slots raise :class:`PinnedWorkerGone`.
@@ -371,6 +431,8 @@ class Scheduler(Generic[W]):
         self._free.pop(worker, None)
         self._slots.pop(worker, None)
         self._busy.pop(worker, None)
+        self._no_ahead.discard(worker)
+        self._budget.pop(worker, None)
         pinned = self._pinned.pop(worker, None)
         while pinned:
             waiter = pinned.popleft()
@@ -398,3 +460,5 @@ class Scheduler(Generic[W]):
         self._ahead_entries.clear()
         self._slots.clear()
         self._busy.clear()
+        self._no_ahead.clear()
+        self._budget.clear()

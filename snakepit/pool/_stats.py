@@ -36,7 +36,8 @@ class PoolStats:
     #: backend (exact for the memory backend; see ``SessionStoreRef.known_count``).
     sessions: int = 0
     #: Calls sent again because the worker they were sent to died before it
-    #: started them (they had not run there: see :meth:`Pool.execute`); each
+    #: started them (they had not run there: see :meth:`Pool.execute`), or
+    #: handed them back unstarted as it was recycled, drained or stopped; each
     #: sending also counts in ``requests``.
     resent: int = 0
 

@@ -268,6 +268,7 @@ class WorkerTree:
             None
             if bridge is None
             else WorkerBridge(f"unix:{bridge.path}", worker_token(bridge.secret, worker_id)),
+            on_recycling=self._scheduler.stop_ahead,
         )
         assert self._workers_sup is not None
         ref = await self._workers_sup.start_child(
@@ -337,7 +338,9 @@ class WorkerTree:
         if worker.ref.generation > 0:
             self.restarts += 1
         self._router.worker_ready(worker)
-        self._scheduler.add(worker, self._config.max_concurrency)
+        self._scheduler.add(
+            worker, self._config.max_concurrency, self._config.max_requests_per_worker
+        )
         if self._startup is not None:
             self._startup.ready()
 

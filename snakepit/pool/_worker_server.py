@@ -71,6 +71,8 @@ class WorkerArgs:
     on_leaving: Callable[[WorkerServer], None] | None = None
     #: The pool's bridge, as this worker reaches it (None: no bridge).
     bridge: WorkerBridge | None = None
+    #: Called with the worker when its recycling starts (it is sent no call ahead from then on).
+    on_recycling: Callable[[WorkerServer], None] | None = None
 
 
 def _takes_bridge(launcher: Launcher) -> bool:
@@ -180,6 +182,8 @@ class WorkerServer(GenServer[Any, Any, None]):
         #: Calls running on it now, and calls it ran (kept by the pool).
         self.in_flight = 0
         self.requests = 0
+        #: It was handed its ``max_requests_per_worker`` calls: it takes no more (see :attr:`full`).
+        self._full = False
         #: ``anyio.current_time()`` when it became ready.
         self.ready_at: float | None = None
         self._booted = anyio.Event()  # set once the boot is over (ready, failed, or stopped)
@@ -210,8 +214,19 @@ class WorkerServer(GenServer[Any, Any, None]):
 
     @property
     def usable(self) -> bool:
-        """True while it takes calls: ``ready`` or ``recycling``."""
-        return self._state in _USABLE  # (not through .state: read for every slot handed out)
+        """True while it takes calls: ``ready`` or ``recycling``, and not :attr:`full`."""
+        # (not through .state: read for every slot handed out)
+        return self._state in _USABLE and not self._full
+
+    @property
+    def full(self) -> bool:
+        """True once it was handed ``max_requests_per_worker`` calls: it takes no more.
+
+        The calls it was handed run there (those sent ahead included), so it
+        never runs more than that many; its recycling starts as the first
+        of them ends. (The pool's scheduler counts them: :meth:`exhaust`.)
+        """
+        return self._full
 
     async def wait_booted(self) -> None:
         """Return once its boot is over: ready, failed, or cut short by a stop."""
@@ -385,7 +400,7 @@ class WorkerServer(GenServer[Any, Any, None]):
         config = self.args.config
         assert config.health_interval is not None
         missed = 0
-        while self.usable and self.client is not None:
+        while self._state in _USABLE and self.client is not None:  # a full one too
             await anyio.sleep(config.health_interval)
             if not self._socket_exists():
                 # Connections made already still work, but no new one can be
@@ -448,6 +463,7 @@ class WorkerServer(GenServer[Any, Any, None]):
         """
         if self.state != "retired" or self.retired_reason is None:
             self._enter("stopping")
+        self._withdraw_unstarted()  # they go elsewhere (or fail with PoolClosed): not wait here
         grace = self.args.config.shutdown_timeout
         with anyio.move_on_after(grace):
             while self.in_flight:
@@ -470,15 +486,49 @@ class WorkerServer(GenServer[Any, Any, None]):
         """
         if self.state not in _OUT_OF_SERVICE:
             self._enter("draining", why)
+            self._withdraw_unstarted()
 
     def start_recycling(self) -> None:
-        """``ready`` -> ``recycling``: the pool starts its replacement; it serves until then."""
+        """``ready`` -> ``recycling``: the pool starts its replacement; it serves until then.
+
+        On free slots only: the calls it was sent ahead that have not
+        started are withdrawn (they run elsewhere), and none is sent ahead
+        to it from now on. (A :attr:`full` one takes no call at all and
+        keeps those it was handed, its last: what has not started when it
+        stops is withdrawn then.)
+        """
         self._enter("recycling")
+        if self.args.on_recycling is not None:
+            self.args.on_recycling(self)
+        if not self._full:
+            self._withdraw_unstarted()
+
+    def _withdraw_unstarted(self) -> None:
+        # Its calls still waiting to start in the process (sent ahead) come
+        # back (Withdrawn) and go to another worker: none waits behind a
+        # running call of a worker that is going away.
+        if self.mux is not None:
+            self.mux.withdraw_unstarted()
 
     def call_started(self) -> None:
         """The pool sent it a call."""
         self.in_flight += 1
         self.requests += 1
+
+    def exhaust(self) -> None:
+        """It was handed its ``max_requests_per_worker``-th call: it takes no more (:attr:`full`).
+
+        Its other slots are dropped and strict sessions pinned to it lose it
+        (as when it leaves service); the calls it was handed run there.
+        """
+        if self._full:
+            return
+        self._full = True
+        if self._state in _USABLE:
+            limit = self.args.config.max_requests_per_worker
+            self.left_because = f"it was handed its max_requests_per_worker={limit} calls"
+            if self.args.on_leaving is not None:
+                self.args.on_leaving(self)
 
     def call_ended(self) -> None:
         """A call it ran ended (with any outcome)."""

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from snakepit._wire._frames import FrameBatcher
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
@@ -34,6 +34,10 @@ _Call = Callable[
 ]
 
 logger = logging.getLogger("snakepit.worker")
+
+#: A call's claim (FramesChannel._claims): it started; the host withdrew it first.
+_BEGUN: Final = object()
+_WITHDRAWN: Final = object()
 
 
 class FramesChannel:
@@ -86,6 +90,11 @@ class FramesChannel:
         # goes in as the call starts, so that the host knows after a crash
         # which calls never ran (snakepit/_wire/_started.py).
         self._page: StartedPage | None = None
+        # Each call's claim, by request id, until its task is done: _BEGUN once
+        # it starts (on a tool thread for a sync tool), _WITHDRAWN once the
+        # host took it back first. dict.setdefault decides which came first
+        # (atomic: no lock on the call's path).
+        self._claims: dict[int, object] = {}
 
     async def run(
         self, frames: AsyncIterator[worker_pb2.ClientFrame], *, eof_is_gone: bool = False
@@ -155,6 +164,8 @@ class FramesChannel:
                     task = self._tasks.get(rid)
                     if task is not None:
                         task.cancel()
+                for rid in frame.withdraw:
+                    self._withdraw(rid)
                 if frame.end_sessions:  # the adapter's hook runs in the service's task
                     self._service.end_sessions(frame.end_sessions)
         finally:
@@ -180,10 +191,33 @@ class FramesChannel:
         self._running[task] = rid
         task.add_done_callback(self._task_done)
 
+    def _withdraw(self, rid: int) -> None:
+        # The host takes the call back if it has not started (its worker is
+        # recycled or stopped): its task is cancelled and it is answered
+        # NOT_STARTED; it can start no more (its claim says so). One that
+        # started runs on. A stream is never withdrawn (never sent ahead).
+        task = self._tasks.get(rid)
+        if task is None or rid in self._stream_ids:
+            return
+        if self._claims.setdefault(rid, _WITHDRAWN) is _WITHDRAWN:
+            task.cancel()
+
+    def _claim(self, rid: int) -> bool:
+        # As the call starts (its slot taken, before anything of its tool
+        # runs; on the tool's thread for a sync tool): False if it was
+        # withdrawn first (it must not run), else its start is marked.
+        if self._claims.setdefault(rid, _BEGUN) is not _BEGUN:
+            return False
+        page = self._page
+        if page is not None:
+            page.mark(rid)
+        return True
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         rid = self._running.pop(task)
         if self._tasks.get(rid) is task:
             del self._tasks[rid]
+        withdrawn = self._claims.pop(rid, None) is _WITHDRAWN
         if self._admitted:  # a session call's task cancelled before its first step
             admission = self._admitted.pop(rid, None)
             if admission is not None:
@@ -192,15 +226,15 @@ class FramesChannel:
         # was cancelled, maybe before its first step, or it failed) is
         # answered here: every request gets its final reply.
         if task.cancelled() or task.exception() is not None:
-            self._answer_unfinished(rid, task)
+            self._answer_unfinished(rid, task, withdrawn)
         if not self._reading:
             self._ready.set()  # the last call may have ended
 
-    def _answer_unfinished(self, rid: int, task: asyncio.Task[None]) -> None:
-        from ._service import cancelled_info, error_info
+    def _answer_unfinished(self, rid: int, task: asyncio.Task[None], withdrawn: bool) -> None:
+        from ._service import cancelled_info, error_info, withdrawn_info
 
         if task.cancelled():
-            info = cancelled_info()
+            info = withdrawn_info() if withdrawn else cancelled_info()
         else:
             exc = task.exception()
             assert exc is not None
@@ -223,10 +257,9 @@ class FramesChannel:
         # The call takes its admission at its first step (and gives it back).
         admitted = self._admitted
         admission = admitted.pop(request.request_id, self._free) if admitted else self._free
-        page = self._page
-        # Marked as it starts (its slot taken, before anything of its tool runs).
-        started = None if page is None else functools.partial(page.mark, request.request_id)
-        result = await call(request, admission, started)
+        # Claimed (and marked in the page) as it starts: its slot taken,
+        # before anything of its tool runs.
+        result = await call(request, admission, functools.partial(self._claim, request.request_id))
         if on_done is not None:
             on_done(result)
 

@@ -16,7 +16,10 @@ as the cancel is read, and it is answered CANCELLED once its tool has really
 returned (the slot is free by then); a call's timeout sets it at the deadline
 (the reader's ``poll`` waits no longer than the earliest deadline) and the
 call is answered DEADLINE_EXCEEDED once the tool returned; a call waiting for
-the slot (an async call holds it) is withdrawn at once. When the client is
+the slot (an async call holds it) is withdrawn at once. A call the host
+withdraws (``ClientFrame.withdraw``: its worker is being recycled or stopped)
+is dropped and answered NOT_STARTED if it still waits for the slot; one a
+tool thread took runs on. When the client is
 gone (end of the stream, or the worker aborting), the lane's calls are
 abandoned as the loop's are: cancelled, not answered, no longer in flight.
 
@@ -99,7 +102,7 @@ class _Call:
         self.cancelled = False  # the client cancelled it
         self.expired = False  # its timeout passed
         self.gone = False  # nobody to answer
-        self.withdrawn = False  # its timeout passed before it started: it never ran
+        self.withdrawn = False  # withdrawn before it started (its timeout, the host): never ran
         self.job: ThreadCall | None = None
         # When it gives up if it has not started (its deadline less the start
         # margin); None: no deadline, or it started (its deadline applies).
@@ -426,6 +429,11 @@ class Lane:
                     if rest is None:
                         rest = worker_pb2.ClientFrame()
                     rest.cancel.append(rid)
+            for rid in frame.withdraw:
+                if not self._withdraw(rid):  # not the lane's (or answered already)
+                    if rest is None:
+                        rest = worker_pb2.ClientFrame()
+                    rest.withdraw.append(rid)
             if frame.stream or frame.end_sessions or frame.started_page:
                 if rest is None:
                     rest = worker_pb2.ClientFrame()
@@ -475,6 +483,21 @@ class Lane:
                 return False
             call.cancelled = True
         self._stop(call)
+        return True
+
+    def _withdraw(self, rid: int) -> bool:
+        # The host takes the call back if it has not started: one still
+        # waiting for the slot never runs (NOT_STARTED); one a tool thread
+        # took runs on, answered as usual. False: not one of the lane's.
+        with self._lock:
+            call = self._calls.get(rid)
+            if call is None:
+                return False
+        assert call.job is not None
+        if self._slots.withdraw(call.job):
+            call.withdrawn = True
+            call.ctx.cancel_event.set()
+            self._finish(call, False, None)
         return True
 
     def _stop(self, call: _Call) -> None:

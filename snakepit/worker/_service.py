@@ -137,6 +137,11 @@ def not_started_info(tool: str) -> worker_pb2.ErrorInfo:
     )
 
 
+def withdrawn_info() -> worker_pb2.ErrorInfo:
+    """The reply of a call the host withdrew before it started (``ClientFrame.withdraw``)."""
+    return _refusal(Kind.NOT_STARTED, "withdrawn by the host before it started; it did not run")
+
+
 def _cancelling() -> bool:
     # A CancelledError is a cancellation of this task only if one was requested;
     # otherwise a tool raised it on its own, and it is that tool's error.
@@ -600,7 +605,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
             read, released here); None: admitted now.
         :param started: called once the call has its slot, just before its
             tool runs (on the tool's thread for a sync tool): the frames
-            channel marks its started page there.
+            channel marks its started page there. If it returns False (the
+            host withdrew the call first), the tool does not run.
         """
         if admission is None:
             admission = self.admit(request)
@@ -708,8 +714,8 @@ class AdapterService(worker_pb2_grpc.WorkerServiceServicer):
                 else:
                     await slots.acquire()
                 try:
-                    if started is not None:
-                        started()
+                    if started is not None and started() is False:  # withdrawn meanwhile
+                        raise _Refused(Kind.NOT_STARTED, withdrawn_info().message)
                     return await func(**kwargs)
                 finally:
                     slots.release()

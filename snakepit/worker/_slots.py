@@ -61,7 +61,8 @@ class Job:
         self.future = future
         self.cancel = cancel
         self.slotted = slotted
-        #: Called on the tool thread just before ``fn`` (never for a job that does not run).
+        #: Called on the tool thread just before ``fn`` (never for a job that does not run);
+        #: if it returns False, ``fn`` does not run (the call was withdrawn).
         self.started = started
         #: True once it had to wait for a slot (it may be withdrawn until a thread takes it).
         self.queued = False
@@ -182,7 +183,8 @@ class Slots:
 
         Await ``job.future`` for the outcome. Cancelling that future does not
         stop the thread (nothing can): await :meth:`finished` for its end.
-        ``started`` is called on the thread just before ``fn`` runs.
+        ``started`` is called on the thread just before ``fn`` runs; if it
+        returns False, ``fn`` does not run (as for a job cancelled first).
         """
         job = Job(fn, self._loop.create_future(), cancel, slotted=True, started=started)
         self._enqueue(job)
@@ -426,12 +428,13 @@ class Slots:
                 continue
             ok: bool
             value: Any
-            if job.cancel is not None and job.cancel.is_set():
-                # Cancelled before it started (its future is cancelled: the value is not seen).
+            if (job.cancel is not None and job.cancel.is_set()) or (
+                job.started is not None and job.started() is False
+            ):
+                # Cancelled (or withdrawn: its start refused) before it started
+                # (its future is cancelled: the value is not seen).
                 ok, value = False, ToolRaised(asyncio.CancelledError())
             else:
-                if job.started is not None:
-                    job.started()
                 try:
                     ok, value = True, job.fn()
                 except Exception as exc:

@@ -60,6 +60,30 @@ class All(Hang, Crash, Gated):
             os.close(fd)
         return call_id
 
+    @tool
+    def record_pid(self, path: str, call_id: int) -> int:
+        """Append ``call_id pid`` to the file ``path`` (one O_APPEND line) first; return the pid.
+
+        The file says which calls ran on which worker, and how often (recycling's tests).
+        """
+        return _record_pid(path, call_id)
+
+    @tool
+    async def arecord_pid(self, path: str, call_id: int) -> int:
+        """``record_pid`` as an async tool (it runs on the worker's event loop)."""
+        return _record_pid(path, call_id)
+
+
+def _record_pid(path: str, call_id: int) -> int:
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"%d %d\n" % (call_id, os.getpid()))
+    finally:
+        os.close(fd)
+    return os.getpid()
+
 
 class FailsWhenFlagged(All):
     """Starts normally until the file named by SNAKEPIT_TEST_FAIL_FLAG exists."""

@@ -481,7 +481,9 @@ class TestRecycling:
                             exits += 1
                         if lowest is not None:
                             lowest = min(lowest, len(ready))
-                            assert pool.stats().ready >= 2
+                            # A worker sent its last call takes no more (the limit is
+                            # exact) until its replacement is ready; the other serves.
+                            assert pool.stats().ready >= 1
                         if done(event):
                             return
 

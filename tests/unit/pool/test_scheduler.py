@@ -609,3 +609,61 @@ class TestAhead:
             await anyio.wait_all_tasks_blocked()
             assert waiters.got == [("any", a), ("free-only", a)]
             assert sched.busy == {a: 1}
+
+    async def test_a_worker_sent_no_call_ahead_serves_its_free_slots_only(self) -> None:
+        # A worker being recycled (for its age or memory): its calls ahead are
+        # withdrawn, and none follows them; its ahead slots are dropped as
+        # they come back, its free ones still serve.
+        sched = self.ahead(prefetch=2)
+        a = Fake("a")
+        sched.add(a, 1)
+        assert [await sched.checkout() for _ in range(3)] == [a, a, a]  # 1 free, 2 ahead
+        sched.stop_ahead(a)
+        sched.checkin(a)  # an ahead slot back: dropped, nobody waits
+        waiters = Waiters(sched)
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "w")
+            assert sched.queued == 1  # not sent ahead to it
+            sched.checkin(a)  # another ahead slot back: still not for the waiting call
+            await anyio.wait_all_tasks_blocked()
+            assert (waiters.got, sched.busy) == ([], {a: 1})
+            sched.checkin(a)  # its free slot: the waiting call takes it
+        assert waiters.got == [("w", a)]
+        assert sched.busy == {a: 1}
+        with pytest.raises(QueueTimeout):
+            await sched.checkout(deadline=0.0)  # nothing ahead, ever
+
+
+class TestBudget:
+    """A worker's budget of calls (``max_requests_per_worker``): exact, prefetch included."""
+
+    async def test_a_worker_is_handed_no_more_calls_than_its_budget(self) -> None:
+        exhausted: list[Fake] = []
+
+        def exhaust(worker: Fake) -> None:
+            exhausted.append(worker)
+            worker.usable = False  # as WorkerServer.exhaust makes it
+
+        sched = Scheduler(max_queue=10, queue_timeout=None, prefetch=4, on_exhausted=exhaust)
+        a, b = Fake("a"), Fake("b")
+        sched.add(a, 1, budget=3)
+        sched.add(b, 1)
+        taken = [await sched.checkout() for _ in range(8)]
+        assert taken.count(a) == 3  # its free slot, then two ahead: its budget
+        assert taken.count(b) == 5  # its free slot and 4 ahead
+        assert exhausted == [a]
+        with pytest.raises(QueueTimeout):
+            await sched.checkout(deadline=0.0)  # a has room ahead, but no budget
+
+    async def test_a_slot_handed_to_a_waiting_call_counts(self) -> None:
+        exhausted: list[Fake] = []
+        sched = Scheduler(max_queue=10, queue_timeout=None, on_exhausted=exhausted.append)
+        a = Fake("a")
+        sched.add(a, 1, budget=2)
+        assert await sched.checkout() is a
+        waiters = Waiters(sched)
+        async with anyio.create_task_group() as tg:
+            await waiters.start(tg, "w")
+            sched.checkin(a)  # to the waiting call: its second, the last
+            assert exhausted == [a]
+        assert waiters.got == [("w", a)]

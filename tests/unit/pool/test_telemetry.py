@@ -124,7 +124,7 @@ class TestWorkerEvents:
         (exited,) = of(WorkerExited, log)
         assert (ready.worker_id, recycled.worker_id, exited.worker_id) == ("w1", "w0", "w0")
         assert log.index(ready) < log.index(recycled) < log.index(exited)
-        assert recycled.reason == "it ran 2 calls (max_requests_per_worker=2)"
+        assert recycled.reason == "it was sent 2 calls (max_requests_per_worker=2)"
         assert (exited.crashed, exited.reason) == (False, "stopped by the pool")
 
     async def test_a_failed_start_is_reported_and_the_stream_ends(

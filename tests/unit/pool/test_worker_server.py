@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 import re
@@ -270,3 +271,20 @@ async def test_a_boot_that_ends_late_leaves_the_state_of_a_stop(state: WorkerSta
     booting = server_in("booting")
     booting._became_ready()
     assert booting.state == "ready"
+
+
+@pytest.mark.parametrize("state", ["ready", "recycling"])
+async def test_a_worker_handed_its_last_call_is_full_and_takes_no_more(state: WorkerState) -> None:
+    left: list[WorkerServer] = []
+    server = server_in(state)
+    server.args = dataclasses.replace(
+        server.args,
+        config=dataclasses.replace(server.args.config, max_requests_per_worker=7),
+        on_leaving=left.append,
+    )
+    server.exhaust()
+    assert (server.full, server.usable, server.state) == (True, False, state)
+    assert server.left_because == "it was handed its max_requests_per_worker=7 calls"
+    assert left == [server]  # its slots are dropped, strict sessions lose it
+    server.exhaust()
+    assert left == [server]  # once

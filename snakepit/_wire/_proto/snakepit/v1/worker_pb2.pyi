@@ -137,18 +137,20 @@ class DescribeResponse(_message.Message):
     def __init__(self, adapter: _Optional[str] = ..., protocol_version: _Optional[int] = ..., worker_id: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[ToolSpec, _Mapping]]] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
-    __slots__ = ("execute", "stream", "cancel", "end_sessions", "started_page")
+    __slots__ = ("execute", "stream", "cancel", "end_sessions", "started_page", "withdraw")
     EXECUTE_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     END_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     STARTED_PAGE_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAW_FIELD_NUMBER: _ClassVar[int]
     execute: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
     stream: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
     cancel: _containers.RepeatedScalarFieldContainer[int]
     end_sessions: _containers.RepeatedScalarFieldContainer[str]
     started_page: str
-    def __init__(self, execute: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., stream: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ..., end_sessions: _Optional[_Iterable[str]] = ..., started_page: _Optional[str] = ...) -> None: ...
+    withdraw: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, execute: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., stream: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ..., end_sessions: _Optional[_Iterable[str]] = ..., started_page: _Optional[str] = ..., withdraw: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
     __slots__ = ("responses", "chunks")
