@@ -9,6 +9,8 @@ stream message's cost; gRPC keeps the unary calls, health and describe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
 from collections.abc import Callable
 from typing import Final, Generic, Protocol, TypeVar, cast
@@ -25,6 +27,7 @@ __all__ = (
     "FrameSplitter",
     "pack",
     "read_frame",
+    "size_buffers",
     "write_nowait",
 )
 
@@ -39,6 +42,24 @@ SLACK: Final = 64 * 1024
 ENVELOPE: Final = 1024
 #: What an item adds to a frame besides its own bytes (its tag and length), at most.
 ITEM_OVERHEAD: Final = 8
+
+
+#: The socket buffers asked for on a frames connection (the kernel caps them at
+#: ``net.core.wmem_max`` / ``rmem_max``): with the default ~200 KiB a 1 MiB
+#: frame crossed a unix socket in ~20 KiB pieces, a wake-up and a read each.
+SOCKET_BUFFER: Final = 4 * 1024 * 1024
+
+
+def size_buffers(sock: socket.socket | None) -> None:
+    """Ask for :data:`SOCKET_BUFFER`-byte send and receive buffers on a frames socket.
+
+    Best effort: a socket that refuses (or none, as some transports report) is left as it is.
+    """
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
 
 
 class _Message(Protocol):
@@ -242,25 +263,94 @@ async def read_frame(reader: asyncio.StreamReader, parser: _Parser[M], limit: in
     return parser.FromString(data)
 
 
+#: A frame at least this big (its body) is read straight into a buffer of its size.
+DIRECT: Final = 64 * 1024
+#: Bytes a splitter's reused read buffer holds (what :meth:`FrameSplitter.get_buffer` gives
+#: between big frames).
+READ_CHUNK: Final = 256 * 1024
+#: A big frame's buffer up to this size is kept for the next big frame (not freed).
+KEEP: Final = 8 * 1024 * 1024
+
+
 class FrameSplitter(Generic[M]):
     """Cuts frames out of a byte stream as it arrives (an ``asyncio.Protocol``'s data).
 
     What :func:`read_frame` does for a stream reader, without a task waiting
     on it: :meth:`feed` takes what came in and returns the messages it
     completed, keeping the rest for the next.
+
+    A reader that can receive into a buffer (``recv_into``, an
+    ``asyncio.BufferedProtocol``) asks :meth:`get_buffer` where to put the
+    next bytes and tells :meth:`filled` how many came: small frames are read
+    many at a time into one reused buffer; once a frame's header says it is
+    big (:data:`DIRECT` bytes or more), the rest of it is received straight
+    into a buffer of its size (kept for the next one up to :data:`KEEP`
+    bytes): no reassembly, no copy but the kernel's and the parser's.
     """
 
-    __slots__ = ("_buffer", "_limit", "_parser")
+    __slots__ = ("_body", "_buffer", "_chunk", "_filled", "_limit", "_parser", "_spare")
 
     def __init__(self, parser: _Parser[M], limit: int) -> None:
         self._parser = parser
         self._limit = limit
         self._buffer = bytearray()
+        self._chunk: memoryview | None = None  # the reused read buffer, made on first use
+        self._body: memoryview | None = None  # the big frame being received, exactly its size
+        self._filled = 0  # of it, the bytes received
+        self._spare: bytearray | None = None  # a big frame's buffer, kept for the next
 
     @property
     def partial(self) -> bool:
         """True while part of a frame is kept (a stream that ends now ends inside one)."""
-        return bool(self._buffer)
+        return bool(self._buffer) or self._body is not None
+
+    def get_buffer(self) -> memoryview:
+        """Where the next bytes go (receive into it, then call :meth:`filled`).
+
+        The rest of the big frame being received, or the reused read buffer.
+        """
+        body = self._body
+        if body is not None:
+            return body[self._filled :]
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._chunk = memoryview(bytearray(READ_CHUNK))
+        return chunk
+
+    def filled(self, nbytes: int) -> list[M]:
+        """The messages completed by the ``nbytes`` received into :meth:`get_buffer`'s view.
+
+        :raises FrameError: as :meth:`feed`.
+        """
+        body = self._body
+        if body is None:
+            assert self._chunk is not None
+            return self.feed(self._chunk[:nbytes])
+        self._filled += nbytes
+        if self._filled < len(body):
+            return []
+        self._body = None
+        return [self._parse(body)]
+
+    def _parse(self, data: bytes | bytearray | memoryview) -> M:
+        try:
+            # (protobuf parses any buffer, into memory of its own)
+            return self._parser.FromString(cast(bytes, data))
+        except DecodeError as exc:
+            raise FrameError(f"a frame that does not parse: {exc}") from None
+
+    def _receive_body(self, size: int, start: bytes | bytearray | memoryview) -> None:
+        # A big frame: its body is received straight into a buffer of its size.
+        spare = self._spare
+        if spare is not None and len(spare) >= size:
+            self._spare = None if size > KEEP else spare
+        else:
+            spare = bytearray(size)
+            self._spare = spare if size <= KEEP else None
+        body = memoryview(spare)[:size]
+        body[: len(start)] = start
+        self._body = body
+        self._filled = len(start)
 
     def feed(self, data: bytes | memoryview) -> list[M]:
         """The messages ``data`` completes (maybe none), in order.
@@ -271,6 +361,15 @@ class FrameSplitter(Generic[M]):
         :raises FrameError: a frame is larger than the limit (plus the
             envelope's slack), or is not a message of the parser's type.
         """
+        if self._body is not None:  # the rest of a big frame first
+            messages: list[M] = []
+            while data and self._body is not None:
+                target = self.get_buffer()
+                count = min(len(target), len(data))
+                target[:count] = data[:count]
+                data = data[count:]
+                messages += self.filled(count)
+            return messages + self.feed(data) if data else messages
         buffer = self._buffer
         if buffer:
             buffer += data
@@ -281,12 +380,8 @@ class FrameSplitter(Generic[M]):
             if len(data) >= _HEADER.size:
                 (size,) = _HEADER.unpack_from(data)
                 if size + _HEADER.size == len(data) and size <= self._limit + SLACK:
-                    try:
-                        # (protobuf parses any buffer, into memory of its own)
-                        return [self._parser.FromString(cast(bytes, data[_HEADER.size :]))]
-                    except DecodeError as exc:
-                        raise FrameError(f"a frame that does not parse: {exc}") from None
-        messages: list[M] = []
+                    return [self._parse(data[_HEADER.size :])]
+        messages = []
         start, end = 0, len(view)
         while end - start >= _HEADER.size:
             (size,) = _HEADER.unpack_from(view, start)
@@ -294,14 +389,12 @@ class FrameSplitter(Generic[M]):
                 raise FrameError(f"a frame of {size} bytes is over the limit of {self._limit}")
             stop = start + _HEADER.size + size
             if stop > end:
+                if size >= DIRECT:  # the rest of it goes straight into its own buffer
+                    self._receive_body(size, view[start + _HEADER.size : end])
+                    start = end
                 break
-            try:
-                chunk = view[start + _HEADER.size : stop]
-                messages.append(
-                    self._parser.FromString(chunk if isinstance(chunk, bytes) else bytes(chunk))
-                )
-            except DecodeError as exc:
-                raise FrameError(f"a frame that does not parse: {exc}") from None
+            chunk = view[start + _HEADER.size : stop]
+            messages.append(self._parse(chunk if isinstance(chunk, bytes) else bytes(chunk)))
             start = stop
         if view is buffer:
             del buffer[:start]

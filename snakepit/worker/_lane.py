@@ -59,9 +59,6 @@ LANE_ENV = "SNAKEPIT_WORKER_FAST_LANE"
 #: The longest ``poll`` (seconds; it takes milliseconds in a C int): then it polls again.
 _POLL_MAX = 3600.0
 
-#: Bytes asked of each ``recv`` (below malloc's mmap threshold).
-_RECV = 64 * 1024
-
 
 def lane_enabled() -> bool:
     """Whether the environment leaves the fast lane on (it is, unless :data:`LANE_ENV` says not)."""
@@ -266,12 +263,14 @@ class Lane:
                 if left is not None and not poller.poll(math.ceil(min(left, _POLL_MAX) * 1000)):
                     self._expire()
                     continue
-                data = sock.recv(_RECV)
-                if not data:
+                # Small frames many at a time into the splitter's reused buffer; a
+                # big frame's rest straight into a buffer of its size.
+                count = sock.recv_into(splitter.get_buffer())
+                if not count:
                     if splitter.partial:
                         raise FrameError("the stream ended inside a frame")
                     return
-                self._serve(splitter.feed(data))
+                self._serve(splitter.filled(count))
         except (FrameError, ConnectionError) as exc:
             logger.warning("frames connection closed: %s", exc)
         except OSError:
