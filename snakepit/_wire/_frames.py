@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Generic, Protocol, TypeVar, cast
 
 from google.protobuf.message import DecodeError
@@ -26,7 +26,10 @@ __all__ = (
     "FrameProtocol",
     "FrameSplitter",
     "pack",
+    "pack_parts",
     "read_frame",
+    "rest_of",
+    "send_parts",
     "size_buffers",
     "write_nowait",
 )
@@ -42,6 +45,16 @@ SLACK: Final = 64 * 1024
 ENVELOPE: Final = 1024
 #: What an item adds to a frame besides its own bytes (its tag and length), at most.
 ITEM_OVERHEAD: Final = 8
+
+
+#: A frame at least this big (its body) is read straight into a buffer of its size, and
+#: written without joining it to its header.
+DIRECT: Final = 64 * 1024
+#: Bytes a splitter's reused read buffer holds (what :meth:`FrameSplitter.get_buffer` gives
+#: between big frames).
+READ_CHUNK: Final = 256 * 1024
+#: A big frame's buffer up to this size is kept for the next big frame (not freed).
+KEEP: Final = 8 * 1024 * 1024
 
 
 #: The socket buffers asked for on a frames connection (the kernel caps them at
@@ -88,9 +101,45 @@ def pack(message: _Message) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
+def pack_parts(message: _Message) -> list[bytes]:
+    """One frame as the pieces to write in order: itself, or its header and its message.
+
+    A frame of :data:`DIRECT` bytes or more is not joined to its header (a
+    copy of all of it): the pieces go out with one ``sendmsg``, or two writes.
+    """
+    data = message.SerializeToString()
+    header = _HEADER.pack(len(data))
+    if len(data) < DIRECT:
+        return [header + data]
+    return [header, data]
+
+
+def send_parts(sock: socket.socket, parts: Sequence[bytes | memoryview]) -> None:
+    """Send ``parts`` whole on a blocking socket, in order (``sendall`` of their join, unjoined)."""
+    if len(parts) == 1:
+        sock.sendall(parts[0])
+        return
+    pending: list[bytes | memoryview] = list(parts)
+    while pending:
+        pending = rest_of(pending, sock.sendmsg(pending))
+
+
+def rest_of(parts: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of ``parts`` once their first ``sent`` bytes went out (no copy)."""
+    for index, part in enumerate(parts):
+        if sent < len(part):
+            rest = parts[index:]
+            if sent:
+                rest[0] = memoryview(part)[sent:]
+            return rest
+        sent -= len(part)
+    return []
+
+
 def write_nowait(writer: asyncio.StreamWriter, message: _Message) -> bool:
     """Buffer one frame on ``writer``; False once its buffer is over :data:`HIGH_WATER`."""
-    writer.write(pack(message))
+    for part in pack_parts(message):
+        writer.write(part)
     return writer.transport.get_write_buffer_size() < HIGH_WATER
 
 
@@ -261,15 +310,6 @@ async def read_frame(reader: asyncio.StreamReader, parser: _Parser[M], limit: in
     except asyncio.IncompleteReadError:
         raise FrameError("the stream ended inside a frame") from None
     return parser.FromString(data)
-
-
-#: A frame at least this big (its body) is read straight into a buffer of its size.
-DIRECT: Final = 64 * 1024
-#: Bytes a splitter's reused read buffer holds (what :meth:`FrameSplitter.get_buffer` gives
-#: between big frames).
-READ_CHUNK: Final = 256 * 1024
-#: A big frame's buffer up to this size is kept for the next big frame (not freed).
-KEEP: Final = 8 * 1024 * 1024
 
 
 class FrameSplitter(Generic[M]):
@@ -448,8 +488,12 @@ class FrameProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return True
-        data = message.SerializeToString()  # (pack(), inline: once per frame sent)
-        transport.write(_HEADER.pack(len(data)) + data)
+        data = message.SerializeToString()  # (pack_parts(), inline: once per frame sent)
+        if len(data) < DIRECT:
+            transport.write(_HEADER.pack(len(data)) + data)
+        else:  # not joined (a copy of all of it): two writes (writelines joins, before 3.12)
+            transport.write(_HEADER.pack(len(data)))
+            transport.write(data)
         return not self._paused
 
     async def drain(self) -> None:

@@ -37,11 +37,11 @@ import select
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from snakepit._wire._auth import FRAMES_ACCEPTED
-from snakepit._wire._frames import FrameError, FrameSplitter, pack
+from snakepit._wire._frames import FrameError, FrameSplitter, pack_parts, rest_of, send_parts
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit._wire._started import StartedPage, attach_started_page, no_page_notice
 
@@ -122,7 +122,9 @@ class Lane:
         self._state_lock = threading.Lock()  # shutdown and close (not held while writing)
         self._closed = False  # the socket is closed (under both locks)
         # The loop's frames that could not be written at once, for the writer thread.
-        self._queued: queue.SimpleQueue[tuple[bytes, bool] | None] = queue.SimpleQueue()
+        self._queued: queue.SimpleQueue[tuple[list[bytes | memoryview], bool] | None] = (
+            queue.SimpleQueue()
+        )
         self._pending_lock = threading.Lock()
         self._pending = 0  # queued, not written yet
         self._writer: threading.Thread | None = None
@@ -169,7 +171,7 @@ class Lane:
         that cannot go out at once, whole, goes to a writer thread (the loop's
         frames keep their order).
         """
-        data = pack(frame)
+        parts: list[bytes | memoryview] = list(pack_parts(frame))
         if self._write_lock.acquire(blocking=False):
             with self._pending_lock:
                 direct = not self._pending
@@ -180,23 +182,24 @@ class Lane:
                     self._write_lock.release()
                     return True
                 try:
-                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                    sent = self._sock.sendmsg(parts, (), socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     sent = 0
                 except OSError:  # the connection broke: the reader sees its end
                     self._write_lock.release()
                     return True
-                if sent == len(data):
+                parts = rest_of(parts, sent)
+                if not parts:
                     self._write_lock.release()
                     return True
                 # The rest goes next, before any other frame: the writer
                 # thread takes the lock as it is (held) and releases it.
-                self._queue(data[sent:], held=True)
+                self._queue(parts, held=True)
                 return True
-        self._queue(data, held=False)
+        self._queue(parts, held=False)
         return True
 
-    def _queue(self, data: bytes, *, held: bool) -> None:
+    def _queue(self, data: list[bytes | memoryview], *, held: bool) -> None:
         with self._pending_lock:
             self._pending += 1
         if self._writer is None:
@@ -231,7 +234,7 @@ class Lane:
             try:
                 if not self._closed:
                     with contextlib.suppress(OSError):
-                        self._sock.sendall(data)
+                        send_parts(self._sock, data)
             finally:
                 with self._pending_lock:
                     self._pending -= 1
@@ -254,7 +257,7 @@ class Lane:
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
         try:
-            self._send(FRAMES_ACCEPTED)
+            self._send([FRAMES_ACCEPTED])
             if self._leftover:
                 self._serve(splitter.feed(self._leftover))
                 self._leftover = b""
@@ -316,7 +319,7 @@ class Lane:
             frame.responses.add(
                 request_id=request.request_id, error=service.lane_error(request, exc)
             )
-            self._send(pack(frame))
+            self._send(pack_parts(frame))
             return
         call = _Call(request, name, ctx)
         page = self._page
@@ -337,7 +340,7 @@ class Lane:
         if self._page is None:  # one per connection: the first
             self._page = attach_started_page(path)
             if self._page is None:  # the host must know, before any call starts
-                self._send(pack(no_page_notice()))
+                self._send(pack_parts(no_page_notice()))
 
     def _cancel(self, rid: int) -> bool:
         with self._lock:
@@ -444,13 +447,13 @@ class Lane:
             service.lane_result(response, request, call.name, value)
         else:
             response.error.CopyFrom(service.lane_error(request, value))
-        self._send(pack(frame))
+        self._send(pack_parts(frame))
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, parts: Sequence[bytes | memoryview]) -> None:
         with self._write_lock:
             if self._closed:
                 return
             try:  # noqa: SIM105 - per call: no context manager
-                self._sock.sendall(data)
+                send_parts(self._sock, parts)
             except OSError:
                 pass  # the connection broke: the reader sees its end
