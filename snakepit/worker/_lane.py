@@ -65,6 +65,10 @@ def lane_enabled() -> bool:
     return os.environ.get(LANE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+#: What a call's request is once its reply is made (its memory let go).
+_ANSWERED = worker_pb2.ExecuteRequest()
+
+
 class _Call:
     """A unary call of the lane, from its request until its reply (or abandonment)."""
 
@@ -447,7 +451,13 @@ class Lane:
             service.lane_result(response, request, call.name, value)
         else:
             response.error.CopyFrom(service.lane_error(request, value))
-        self._send(pack_parts(frame))
+        parts = pack_parts(frame)
+        # The request and the reply's message are let go before the reply is
+        # sent: the next request, read as soon as the host has this reply,
+        # then reuses their memory (a big payload's buffers) instead of more.
+        call.request = _ANSWERED
+        del frame, response, request
+        self._send(parts)
 
     def _send(self, parts: Sequence[bytes | memoryview]) -> None:
         with self._write_lock:
