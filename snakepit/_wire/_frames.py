@@ -364,8 +364,13 @@ class FrameSplitter(Generic[M]):
         """
         body = self._body
         if body is None:
-            assert self._chunk is not None
-            return self.feed(self._chunk[:nbytes])
+            chunk = self._chunk
+            assert chunk is not None
+            if nbytes >= _HEADER.size and not self._buffer:  # the usual read: one whole frame
+                (size,) = _HEADER.unpack_from(chunk)
+                if size + _HEADER.size == nbytes and size <= self._limit + SLACK:
+                    return [self._parse(chunk[_HEADER.size : nbytes])]
+            return self.feed(chunk[:nbytes])
         self._filled += nbytes
         if self._filled < len(body):
             return []

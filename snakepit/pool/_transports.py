@@ -125,7 +125,7 @@ class FramesTransport(FrameProtocol, asyncio.BufferedProtocol):
         self._end_error: Exception | None = None  # the end, until an owner attaches
         self._early: list[worker_pb2.ServerFrame] = []  # frames before attach()
         self._read_view = memoryview(bytearray(_PREFACE_READ))  # until the worker accepted
-        self._into_splitter = False  # get_buffer() gave the splitter's buffer
+        self._into_splitter = False  # get_buffer() gives the splitter's buffer (once accepted)
 
     # -- the owner's side --------------------------------------------------------------
 
@@ -180,10 +180,9 @@ class FramesTransport(FrameProtocol, asyncio.BufferedProtocol):
         Small frames go many at a time into one reused buffer; a big frame's
         rest straight into a buffer of its size.
         """
-        if self.accepted.done():
-            self._into_splitter = True
+        if self._into_splitter or self.accepted.done():
+            self._into_splitter = True  # from now on (the preface was answered)
             return self._splitter.get_buffer()
-        self._into_splitter = False
         return self._read_view
 
     def buffer_updated(self, nbytes: int) -> None:
