@@ -9,8 +9,10 @@ stream message's cost; gRPC keeps the unary calls, health and describe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Generic, Protocol, TypeVar, cast
 
 from google.protobuf.message import DecodeError
@@ -24,7 +26,11 @@ __all__ = (
     "FrameProtocol",
     "FrameSplitter",
     "pack",
+    "pack_parts",
     "read_frame",
+    "rest_of",
+    "send_parts",
+    "size_buffers",
     "write_nowait",
 )
 
@@ -39,6 +45,34 @@ SLACK: Final = 64 * 1024
 ENVELOPE: Final = 1024
 #: What an item adds to a frame besides its own bytes (its tag and length), at most.
 ITEM_OVERHEAD: Final = 8
+
+
+#: A frame at least this big (its body) is read straight into a buffer of its size, and
+#: written without joining it to its header.
+DIRECT: Final = 64 * 1024
+#: Bytes a splitter's reused read buffer holds (what :meth:`FrameSplitter.get_buffer` gives
+#: between big frames).
+READ_CHUNK: Final = 256 * 1024
+#: A big frame's buffer up to this size is kept for the next big frame (not freed).
+KEEP: Final = 8 * 1024 * 1024
+
+
+#: The socket buffers asked for on a frames connection (the kernel caps them at
+#: ``net.core.wmem_max`` / ``rmem_max``): with the default ~200 KiB a 1 MiB
+#: frame crossed a unix socket in ~20 KiB pieces, a wake-up and a read each.
+SOCKET_BUFFER: Final = 4 * 1024 * 1024
+
+
+def size_buffers(sock: socket.socket | None) -> None:
+    """Ask for :data:`SOCKET_BUFFER`-byte send and receive buffers on a frames socket.
+
+    Best effort: a socket that refuses (or none, as some transports report) is left as it is.
+    """
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
 
 
 class _Message(Protocol):
@@ -67,9 +101,45 @@ def pack(message: _Message) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
+def pack_parts(message: _Message) -> list[bytes]:
+    """One frame as the pieces to write in order: itself, or its header and its message.
+
+    A frame of :data:`DIRECT` bytes or more is not joined to its header (a
+    copy of all of it): the pieces go out with one ``sendmsg``, or two writes.
+    """
+    data = message.SerializeToString()
+    header = _HEADER.pack(len(data))
+    if len(data) < DIRECT:
+        return [header + data]
+    return [header, data]
+
+
+def send_parts(sock: socket.socket, parts: Sequence[bytes | memoryview]) -> None:
+    """Send ``parts`` whole on a blocking socket, in order (``sendall`` of their join, unjoined)."""
+    if len(parts) == 1:
+        sock.sendall(parts[0])
+        return
+    pending: list[bytes | memoryview] = list(parts)
+    while pending:
+        pending = rest_of(pending, sock.sendmsg(pending))
+
+
+def rest_of(parts: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of ``parts`` once their first ``sent`` bytes went out (no copy)."""
+    for index, part in enumerate(parts):
+        if sent < len(part):
+            rest = parts[index:]
+            if sent:
+                rest[0] = memoryview(part)[sent:]
+            return rest
+        sent -= len(part)
+    return []
+
+
 def write_nowait(writer: asyncio.StreamWriter, message: _Message) -> bool:
     """Buffer one frame on ``writer``; False once its buffer is over :data:`HIGH_WATER`."""
-    writer.write(pack(message))
+    for part in pack_parts(message):
+        writer.write(part)
     return writer.transport.get_write_buffer_size() < HIGH_WATER
 
 
@@ -248,19 +318,84 @@ class FrameSplitter(Generic[M]):
     What :func:`read_frame` does for a stream reader, without a task waiting
     on it: :meth:`feed` takes what came in and returns the messages it
     completed, keeping the rest for the next.
+
+    A reader that can receive into a buffer (``recv_into``, an
+    ``asyncio.BufferedProtocol``) asks :meth:`get_buffer` where to put the
+    next bytes and tells :meth:`filled` how many came: small frames are read
+    many at a time into one reused buffer; once a frame's header says it is
+    big (:data:`DIRECT` bytes or more), the rest of it is received straight
+    into a buffer of its size (kept for the next one up to :data:`KEEP`
+    bytes): no reassembly, no copy but the kernel's and the parser's.
     """
 
-    __slots__ = ("_buffer", "_limit", "_parser")
+    __slots__ = ("_body", "_buffer", "_chunk", "_filled", "_limit", "_parser", "_spare")
 
     def __init__(self, parser: _Parser[M], limit: int) -> None:
         self._parser = parser
         self._limit = limit
         self._buffer = bytearray()
+        self._chunk: memoryview | None = None  # the reused read buffer, made on first use
+        self._body: memoryview | None = None  # the big frame being received, exactly its size
+        self._filled = 0  # of it, the bytes received
+        self._spare: bytearray | None = None  # a big frame's buffer, kept for the next
 
     @property
     def partial(self) -> bool:
         """True while part of a frame is kept (a stream that ends now ends inside one)."""
-        return bool(self._buffer)
+        return bool(self._buffer) or self._body is not None
+
+    def get_buffer(self) -> memoryview:
+        """Where the next bytes go (receive into it, then call :meth:`filled`).
+
+        The rest of the big frame being received, or the reused read buffer.
+        """
+        body = self._body
+        if body is not None:
+            return body[self._filled :]
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._chunk = memoryview(bytearray(READ_CHUNK))
+        return chunk
+
+    def filled(self, nbytes: int) -> list[M]:
+        """The messages completed by the ``nbytes`` received into :meth:`get_buffer`'s view.
+
+        :raises FrameError: as :meth:`feed`.
+        """
+        body = self._body
+        if body is None:
+            chunk = self._chunk
+            assert chunk is not None
+            if nbytes >= _HEADER.size and not self._buffer:  # the usual read: one whole frame
+                (size,) = _HEADER.unpack_from(chunk)
+                if size + _HEADER.size == nbytes and size <= self._limit + SLACK:
+                    return [self._parse(chunk[_HEADER.size : nbytes])]
+            return self.feed(chunk[:nbytes])
+        self._filled += nbytes
+        if self._filled < len(body):
+            return []
+        self._body = None
+        return [self._parse(body)]
+
+    def _parse(self, data: bytes | bytearray | memoryview) -> M:
+        try:
+            # (protobuf parses any buffer, into memory of its own)
+            return self._parser.FromString(cast(bytes, data))
+        except DecodeError as exc:
+            raise FrameError(f"a frame that does not parse: {exc}") from None
+
+    def _receive_body(self, size: int, start: bytes | bytearray | memoryview) -> None:
+        # A big frame: its body is received straight into a buffer of its size.
+        spare = self._spare
+        if spare is not None and len(spare) >= size:
+            self._spare = None if size > KEEP else spare
+        else:
+            spare = bytearray(size)
+            self._spare = spare if size <= KEEP else None
+        body = memoryview(spare)[:size]
+        body[: len(start)] = start
+        self._body = body
+        self._filled = len(start)
 
     def feed(self, data: bytes | memoryview) -> list[M]:
         """The messages ``data`` completes (maybe none), in order.
@@ -271,6 +406,15 @@ class FrameSplitter(Generic[M]):
         :raises FrameError: a frame is larger than the limit (plus the
             envelope's slack), or is not a message of the parser's type.
         """
+        if self._body is not None:  # the rest of a big frame first
+            messages: list[M] = []
+            while data and self._body is not None:
+                target = self.get_buffer()
+                count = min(len(target), len(data))
+                target[:count] = data[:count]
+                data = data[count:]
+                messages += self.filled(count)
+            return messages + self.feed(data) if data else messages
         buffer = self._buffer
         if buffer:
             buffer += data
@@ -281,12 +425,8 @@ class FrameSplitter(Generic[M]):
             if len(data) >= _HEADER.size:
                 (size,) = _HEADER.unpack_from(data)
                 if size + _HEADER.size == len(data) and size <= self._limit + SLACK:
-                    try:
-                        # (protobuf parses any buffer, into memory of its own)
-                        return [self._parser.FromString(cast(bytes, data[_HEADER.size :]))]
-                    except DecodeError as exc:
-                        raise FrameError(f"a frame that does not parse: {exc}") from None
-        messages: list[M] = []
+                    return [self._parse(data[_HEADER.size :])]
+        messages = []
         start, end = 0, len(view)
         while end - start >= _HEADER.size:
             (size,) = _HEADER.unpack_from(view, start)
@@ -294,14 +434,12 @@ class FrameSplitter(Generic[M]):
                 raise FrameError(f"a frame of {size} bytes is over the limit of {self._limit}")
             stop = start + _HEADER.size + size
             if stop > end:
+                if size >= DIRECT:  # the rest of it goes straight into its own buffer
+                    self._receive_body(size, view[start + _HEADER.size : end])
+                    start = end
                 break
-            try:
-                chunk = view[start + _HEADER.size : stop]
-                messages.append(
-                    self._parser.FromString(chunk if isinstance(chunk, bytes) else bytes(chunk))
-                )
-            except DecodeError as exc:
-                raise FrameError(f"a frame that does not parse: {exc}") from None
+            chunk = view[start + _HEADER.size : stop]
+            messages.append(self._parse(chunk if isinstance(chunk, bytes) else bytes(chunk)))
             start = stop
         if view is buffer:
             del buffer[:start]
@@ -355,8 +493,12 @@ class FrameProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return True
-        data = message.SerializeToString()  # (pack(), inline: once per frame sent)
-        transport.write(_HEADER.pack(len(data)) + data)
+        data = message.SerializeToString()  # (pack_parts(), inline: once per frame sent)
+        if len(data) < DIRECT:
+            transport.write(_HEADER.pack(len(data)) + data)
+        else:  # not joined (a copy of all of it): two writes (writelines joins, before 3.12)
+            transport.write(_HEADER.pack(len(data)))
+            transport.write(data)
         return not self._paused
 
     async def drain(self) -> None:

@@ -21,7 +21,7 @@ import grpc
 
 from snakepit._wire._address import unix_path
 from snakepit._wire._auth import FRAMES_ACCEPTED, frames_preface
-from snakepit._wire._frames import FrameError, FrameProtocol, FrameSplitter
+from snakepit._wire._frames import FrameError, FrameProtocol, FrameSplitter, size_buffers
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit._wire._started import StartedPage
 from snakepit.errors import ConfigError, WorkerUnavailable
@@ -87,8 +87,9 @@ class GrpcTransport:
         self._call.cancel()
 
 
-#: Bytes a frames connection reads at most at once, into a buffer of its own.
-READ_BUFFER = 256 * 1024
+#: Bytes read at most at once before the worker accepted the connection (then the
+#: splitter's buffers take what comes: ``snakepit._wire._frames.READ_CHUNK``).
+_PREFACE_READ = 4096
 
 
 class FramesTransport(FrameProtocol, asyncio.BufferedProtocol):
@@ -123,7 +124,8 @@ class FramesTransport(FrameProtocol, asyncio.BufferedProtocol):
         self._ended = False
         self._end_error: Exception | None = None  # the end, until an owner attaches
         self._early: list[worker_pb2.ServerFrame] = []  # frames before attach()
-        self._read_view = memoryview(bytearray(READ_BUFFER))
+        self._read_view = memoryview(bytearray(_PREFACE_READ))  # until the worker accepted
+        self._into_splitter = False  # get_buffer() gives the splitter's buffer (once accepted)
 
     # -- the owner's side --------------------------------------------------------------
 
@@ -173,15 +175,29 @@ class FramesTransport(FrameProtocol, asyncio.BufferedProtocol):
     # -- the loop's side ---------------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """Where the loop reads what comes in (the same buffer each time)."""
+        """Where the loop reads what comes in: the splitter's buffer (see ``FrameSplitter``).
+
+        Small frames go many at a time into one reused buffer; a big frame's
+        rest straight into a buffer of its size.
+        """
+        if self._into_splitter or self.accepted.done():
+            self._into_splitter = True  # from now on (the preface was answered)
+            return self._splitter.get_buffer()
         return self._read_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        """The loop read ``nbytes`` into the buffer: cut them into frames, as :meth:`data_received`.
-
-        What is kept of a partial frame is copied out first (the buffer is reused).
-        """
-        self.data_received(self._read_view[:nbytes])
+        """The loop read ``nbytes`` into the buffer: deliver the frames they complete."""
+        if not self._into_splitter:  # the worker's answer to the preface, maybe frames
+            self.data_received(self._read_view[:nbytes])
+            return
+        if self._ended:
+            return
+        try:
+            frames = self._splitter.filled(nbytes)
+        except FrameError as exc:
+            self._end(exc)
+            return
+        self._hand_over(frames)
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Cut ``data`` into frames and deliver those it completes."""
@@ -200,6 +216,9 @@ class FramesTransport(FrameProtocol, asyncio.BufferedProtocol):
         except FrameError as exc:
             self._end(exc)
             return
+        self._hand_over(frames)
+
+    def _hand_over(self, frames: list[worker_pb2.ServerFrame]) -> None:
         deliver = self._deliver
         if deliver is None:
             self._early.extend(frames)
@@ -280,6 +299,7 @@ async def open_frames_transport(
     try:
         async with asyncio.timeout(timeout):
             transport, _ = await loop.create_unix_connection(lambda: frames, path)
+            size_buffers(transport.get_extra_info("socket"))
             try:
                 transport.write(frames_preface(secret))
                 accepted = await frames.accepted

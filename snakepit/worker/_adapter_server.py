@@ -27,7 +27,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from snakepit._wire._address import Address, AddressError, frames_path
 from snakepit._wire._auth import SECRET_BYTES
-from snakepit._wire._frames import FrameError, pack, read_frame, write_nowait
+from snakepit._wire._frames import FrameError, pack_parts, read_frame, size_buffers, write_nowait
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 from ._adapter import Adapter
@@ -219,9 +219,11 @@ class AdapterServer:
         assert task is not None
         self._frame_tasks.add(task)
         limit = self._service.max_message_bytes
+        size_buffers(writer.get_extra_info("socket"))
 
         async def write(frame: worker_pb2.ServerFrame) -> None:
-            writer.write(pack(frame))
+            for part in pack_parts(frame):
+                writer.write(part)
             await writer.drain()
 
         async def frames() -> AsyncIterator[worker_pb2.ClientFrame]:

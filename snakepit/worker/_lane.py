@@ -40,11 +40,11 @@ import select
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from snakepit._wire._auth import FRAMES_ACCEPTED
-from snakepit._wire._frames import FrameError, FrameSplitter, pack
+from snakepit._wire._frames import FrameError, FrameSplitter, pack_parts, rest_of, send_parts
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit._wire._started import StartedPage, attach_started_page, no_page_notice
 
@@ -62,9 +62,6 @@ LANE_ENV = "SNAKEPIT_WORKER_FAST_LANE"
 #: The longest ``poll`` (seconds; it takes milliseconds in a C int): then it polls again.
 _POLL_MAX = 3600.0
 
-#: Bytes asked of each ``recv`` (below malloc's mmap threshold).
-_RECV = 64 * 1024
-
 #: Seconds a call may run on the tool thread, which reads the socket when it
 #: has nothing to run, before the lane's own thread takes the socket over (to
 #: read cancels, and the next calls); it keeps deadlines exactly.
@@ -78,6 +75,10 @@ class _Ended(Exception):
 def lane_enabled() -> bool:
     """Whether the environment leaves the fast lane on (it is, unless :data:`LANE_ENV` says not)."""
     return os.environ.get(LANE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+#: What a call's request is once its reply is made (its memory let go).
+_ANSWERED = worker_pb2.ExecuteRequest()
 
 
 class _Call:
@@ -137,7 +138,9 @@ class Lane:
         self._state_lock = threading.Lock()  # shutdown and close (not held while writing)
         self._closed = False  # the socket is closed (under both locks)
         # The loop's frames that could not be written at once, for the writer thread.
-        self._queued: queue.SimpleQueue[tuple[bytes, bool] | None] = queue.SimpleQueue()
+        self._queued: queue.SimpleQueue[tuple[list[bytes | memoryview], bool] | None] = (
+            queue.SimpleQueue()
+        )
         self._pending_lock = threading.Lock()
         self._pending = 0  # queued, not written yet
         self._writer: threading.Thread | None = None
@@ -201,7 +204,7 @@ class Lane:
         that cannot go out at once, whole, goes to a writer thread (the loop's
         frames keep their order).
         """
-        data = pack(frame)
+        parts: list[bytes | memoryview] = list(pack_parts(frame))
         if self._write_lock.acquire(blocking=False):
             with self._pending_lock:
                 direct = not self._pending
@@ -212,23 +215,24 @@ class Lane:
                     self._write_lock.release()
                     return True
                 try:
-                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                    sent = self._sock.sendmsg(parts, (), socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     sent = 0
                 except OSError:  # the connection broke: the reader sees its end
                     self._write_lock.release()
                     return True
-                if sent == len(data):
+                parts = rest_of(parts, sent)
+                if not parts:
                     self._write_lock.release()
                     return True
                 # The rest goes next, before any other frame: the writer
                 # thread takes the lock as it is (held) and releases it.
-                self._queue(data[sent:], held=True)
+                self._queue(parts, held=True)
                 return True
-        self._queue(data, held=False)
+        self._queue(parts, held=False)
         return True
 
-    def _queue(self, data: bytes, *, held: bool) -> None:
+    def _queue(self, data: list[bytes | memoryview], *, held: bool) -> None:
         with self._pending_lock:
             self._pending += 1
         if self._writer is None:
@@ -266,7 +270,7 @@ class Lane:
             try:
                 if not self._closed:
                     with contextlib.suppress(OSError):
-                        self._sock.sendall(data)
+                        send_parts(self._sock, data)
             finally:
                 with self._pending_lock:
                     self._pending -= 1
@@ -289,7 +293,7 @@ class Lane:
         # longer than _RELIEF_AFTER (or a deadline is due); without a loan
         # (another connection has it) it reads all along.
         try:
-            self._send(FRAMES_ACCEPTED)
+            self._send([FRAMES_ACCEPTED])
             if self._leftover:
                 self._serve(self._splitter.feed(self._leftover))
                 self._leftover = b""
@@ -355,12 +359,14 @@ class Lane:
                         readable = True
                 if not readable:
                     return  # a job for the tool thread: it runs it, then reads
-        data = self._sock.recv(_RECV)
-        if not data:
+        # Small frames many at a time into the splitter's reused buffer; a big
+        # frame's rest straight into a buffer of its size.
+        count = self._sock.recv_into(self._splitter.get_buffer())
+        if not count:
             if self._splitter.partial:
                 raise FrameError("the stream ended inside a frame")
             raise _Ended
-        self._serve(self._splitter.feed(data))
+        self._serve(self._splitter.filled(count))
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, (FrameError, ConnectionError)):
@@ -452,7 +458,7 @@ class Lane:
             frame.responses.add(
                 request_id=request.request_id, error=service.lane_error(request, exc)
             )
-            self._send(pack(frame))
+            self._send(pack_parts(frame))
             return
         call = _Call(request, name, ctx)
         page = self._page
@@ -474,7 +480,7 @@ class Lane:
         if self._page is None:  # one per connection: the first
             self._page = attach_started_page(path)
             if self._page is None:  # the host must know, before any call starts
-                self._send(pack(no_page_notice()))
+                self._send(pack_parts(no_page_notice()))
 
     def _cancel(self, rid: int) -> bool:
         with self._lock:
@@ -606,13 +612,19 @@ class Lane:
             service.lane_result(response, request, call.name, value)
         else:
             response.error.CopyFrom(service.lane_error(request, value))
-        self._send(pack(frame))
+        parts = pack_parts(frame)
+        # The request and the reply's message are let go before the reply is
+        # sent: the next request, read as soon as the host has this reply,
+        # then reuses their memory (a big payload's buffers) instead of more.
+        call.request = _ANSWERED
+        del frame, response, request
+        self._send(parts)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, parts: Sequence[bytes | memoryview]) -> None:
         with self._write_lock:
             if self._closed:
                 return
             try:  # noqa: SIM105 - per call: no context manager
-                self._sock.sendall(data)
+                send_parts(self._sock, parts)
             except OSError:
                 pass  # the connection broke: the reader sees its end

@@ -33,6 +33,7 @@ from ._adapter_server import (
 )
 from ._bridge_client import HostBridge
 from ._descendants import become_subreaper, kill_descendants
+from ._malloc import tune_malloc
 from ._service import PROTOCOL_VERSION
 
 __all__ = ("main", "run")
@@ -428,6 +429,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until it stops; return its exit code (see :func:`run`)."""
     args = _parser().parse_args(argv)
+    tune_malloc()  # before the payloads' buffers come and go
     try:
         secret = read_secret() if args.auth_stdin else None
         # The bridge's token follows the secret on stdin, as raw bytes.

@@ -7,14 +7,15 @@ pieces a test chooses (a socket would coalesce them as it likes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
 import anyio
 import pytest
 
-from snakepit._wire._codec import encode_into
-from snakepit._wire._frames import SLACK, FrameError, pack
+from snakepit._wire._codec import decode, encode_into
+from snakepit._wire._frames import SLACK, FrameError, pack, size_buffers
 from snakepit._wire._proto.snakepit.v1 import worker_pb2
 from snakepit.errors import WorkerUnavailable
 from snakepit.pool._connection import Multiplexer
@@ -251,5 +252,72 @@ class TestAWriteThatMeetsADeadWorker:
             assert rids == [1, 2]
             assert len(sink.ends) == 1
         finally:
+            transport.close()
+            worker.close()
+
+
+class TestBigFrames:
+    """A big frame is read straight into a buffer of its size (``FrameSplitter.get_buffer``)."""
+
+    async def test_big_replies_over_a_socket_arrive_whole(self) -> None:
+        import socket
+
+        host, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        loop = asyncio.get_running_loop()
+        frames = FramesTransport(8 * 1024 * 1024)
+        transport, _ = await loop.create_unix_connection(lambda: frames, sock=host)
+        sink = Sink()
+        try:
+            worker.sendall(b"+")
+            await frames.accepted
+            frames.attach(sink.deliver, sink.lost)
+            values = [b"a" * (3 * 1024 * 1024), "small", b"b" * (64 * 1024), b"c" * 1_000_001]
+            data = b"".join(pack(reply(rid, v)) for rid, v in enumerate(values, 1))
+            worker.setblocking(False)
+            with anyio.fail_after(10):
+                sent = 0
+                while len(sink.frames) < len(values):
+                    if sent < len(data):
+                        with contextlib.suppress(BlockingIOError):
+                            sent += worker.send(data[sent : sent + 300_000])
+                    await anyio.lowlevel.checkpoint()
+            got = [(f.responses[0].request_id, f.responses[0].result) for f in sink.frames]
+            assert [rid for rid, _ in got] == [1, 2, 3, 4]
+            assert [decode(result) for _, result in got] == values
+            assert sink.ends == []
+        finally:
+            transport.close()
+            worker.close()
+
+    async def test_a_worker_killed_mid_big_frame_fails_the_calls_with_a_typed_error(
+        self,
+    ) -> None:
+        import socket
+
+        host, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        loop = asyncio.get_running_loop()
+        frames = FramesTransport(8 * 1024 * 1024)
+        transport, _ = await loop.create_unix_connection(lambda: frames, sock=host)
+        mux = None
+        try:
+            worker.sendall(b"+")
+            await frames.accepted
+            mux = Multiplexer(frames, 8 * 1024 * 1024)
+            with anyio.fail_after(10):
+                call = asyncio.ensure_future(mux.execute("echo", {"value": 1}))
+                await anyio.wait_all_tasks_blocked()
+                data = pack(reply(1, b"z" * (2 * 1024 * 1024)))
+                size_buffers(worker)  # (no reader until this test awaits: the half fits)
+                worker.sendall(data[: 1024 * 1024])  # half of its reply, then it dies
+                worker.close()
+                with pytest.raises(WorkerUnavailable) as caught:
+                    await call
+                # The stream ended inside a frame, or (the host's request unread) was reset.
+                assert isinstance(caught.value.__cause__, WorkerUnavailable)
+                cause = caught.value.__cause__.__cause__
+                assert isinstance(cause, FrameError | ConnectionError)
+        finally:
+            if mux is not None:
+                await mux.aclose()
             transport.close()
             worker.close()

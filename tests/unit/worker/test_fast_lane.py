@@ -303,3 +303,68 @@ async def test_a_job_from_the_loop_wakes_the_tool_thread_waiting_in_the_socket(
     chunks = (await client.replies(1))[2]
     assert isinstance(chunks, list)
     assert [decode(c.chunk) for c in chunks[:-1]] == [0, 1, 2]
+
+
+MIB = 1024 * 1024
+
+
+async def test_big_values_echo_whole_on_both_paths(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    # A big frame is received straight into a buffer of its size and written
+    # unjoined to its header: on the lane's thread (sync echo) and the loop's
+    # (async aecho; all of it with the lane off).
+    np = pytest.importorskip("numpy")
+    _, client = served
+    data = bytes(range(256)) * (3 * MIB // 256) + b"tail"
+    array = np.arange(MIB // 8, dtype=np.float64).reshape(128, -1)
+    values: list[object] = [data, bytearray(data[:MIB]), memoryview(data)[7 : 2 * MIB], array]
+    sent = []
+    rid = 0
+    for name in ("echo", "aecho"):
+        for item in values:
+            rid += 1
+            sent.append((rid, item))
+            client.send(worker_pb2.ClientFrame(execute=[request(rid, name, value=item)]))
+    # And several big ones in one frame, mixed with small ones.
+    many = [request(rid + n, "echo", value=bytes([n]) * (MIB + n)) for n in range(1, 4)]
+    many.append(request(rid + 4, "echo", value="small"))
+    client.send(worker_pb2.ClientFrame(execute=many))
+    replies = await client.replies(len(sent) + len(many))
+    for rid, item in sent:
+        got = value(replies[rid])
+        if isinstance(item, np.ndarray):
+            assert isinstance(got, np.ndarray)
+            assert got.flags.writeable
+            assert got.flags.c_contiguous
+            assert np.array_equal(got, item)
+        else:
+            assert type(got) is bytes
+            assert got == bytes(item)  # type: ignore[call-overload]
+    for n in range(1, 4):
+        assert value(replies[rid + n]) == bytes([n]) * (MIB + n)
+    assert value(replies[rid + 4]) == "small"
+
+
+async def test_a_client_gone_mid_big_frame_ends_only_its_connection(
+    served: tuple[AdapterServer, _Client],
+) -> None:
+    server, client = served
+    data = pack(worker_pb2.ClientFrame(execute=[request(1, "echo", value=b"x" * 2 * MIB)]))
+    client.writer.write(data[: MIB + 10])  # its header and half of it, then gone
+    await client.writer.drain()
+    client.writer.close()
+    with anyio.fail_after(10):
+        await server._service.wait_idle()
+    assert server._service.in_flight == 0
+    # The worker serves a new connection (the big frame whole this time).
+    assert server.frames_address is not None
+    reader, writer = await asyncio.open_unix_connection(server.frames_address[len("unix:") :])
+    try:
+        writer.write(frames_preface(None))
+        assert await reader.readexactly(len(FRAMES_ACCEPTED)) == FRAMES_ACCEPTED
+        again = _Client(reader, writer)
+        again.send(worker_pb2.ClientFrame(execute=[request(2, "echo", value=b"y" * 2 * MIB)]))
+        assert value((await again.replies(1))[2]) == b"y" * 2 * MIB
+    finally:
+        writer.close()
