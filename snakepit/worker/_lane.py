@@ -408,6 +408,7 @@ class Lane:
             else:
                 return False
             self._tool_reads = False
+            self._relief.notify_all()  # (for a test that waits for it)
             return True
 
     def _hand_back(self) -> None:
