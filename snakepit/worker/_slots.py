@@ -425,6 +425,9 @@ class Slots:
         while (job := self._next()) is not None:
             if isinstance(job, ThreadCall):
                 self._call(job)
+                # Let it go before the next read (in _next, maybe a long wait):
+                # its arguments and its call's state, a big payload's too.
+                del job
                 continue
             ok: bool
             value: Any
@@ -447,6 +450,7 @@ class Slots:
                 self._done.append((job, ok, value))
                 post = not self._posted
                 self._posted = True
+            del job, value  # (the loop holds them now)
             if post:
                 try:
                     self._loop.call_soon_threadsafe(self._deliver)
