@@ -167,8 +167,9 @@ class Lane:
         self._poller.register(sock.fileno(), select.POLLIN)
         self._tool_poller = select.poll()
         self._tool_poller.register(sock.fileno(), select.POLLIN)
-        if self._slots.wake_fd >= 0:  # (one tool thread: the socket may be lent to it)
-            self._tool_poller.register(self._slots.wake_fd, select.POLLIN)
+        self._wake_fd = self._slots.wake_fd  # (-1: more than one tool thread, never lent)
+        if self._wake_fd >= 0:
+            self._tool_poller.register(self._wake_fd, select.POLLIN)
         self._thread = threading.Thread(target=self._run, name="snakepit-frames-lane", daemon=True)
 
     # -- the loop's side ----------------------------------------------------------------
@@ -323,7 +324,7 @@ class Lane:
                 return False
             self._tool_reading = True
         try:
-            self._step(self._tool_poller, self._slots.wake_fd)
+            self._step(self._tool_poller, self._wake_fd)
             return True
         except _Ended:
             self._gone()
@@ -343,7 +344,7 @@ class Lane:
     def _step(self, poller: select.poll, wake_fd: int) -> None:
         # One read by the thread that holds the socket: frames served, due
         # deadlines kept. Raises _Ended at the end of the stream.
-        left = self._time_left()
+        left = self._time_left() if self._timed else None
         if left is not None or wake_fd >= 0:
             timeout = -1 if left is None else math.ceil(min(left, _POLL_MAX) * 1000)
             events = poller.poll(timeout)
