@@ -388,27 +388,29 @@ class Slots:
                 os.close(fd)
 
     def _next(self) -> Job | ThreadCall | None:
+        # The next job; with a reader lent, the thread reads while it has none.
+        # (With a reader, this thread is the queue's only consumer: a queue
+        # seen not empty has a job for it.)
         jobs = self._jobs
         while True:
             reader = self._reader
             if reader is None:
                 job = jobs.get()
+            elif not jobs.empty():
+                job = jobs.get_nowait()
             else:
-                try:
-                    job = jobs.get_nowait()
-                except queue.Empty:
-                    with self._lock:
-                        if not jobs.empty():
-                            continue
-                        self._polling = True
-                    try:
-                        reading = reader()
-                    finally:
-                        with self._lock:
-                            self._polling = False
-                    if reading:
+                with self._lock:
+                    if not jobs.empty():
                         continue
-                    job = jobs.get()  # the socket is not ours now: a job, or a nudge
+                    self._polling = True
+                try:
+                    reading = reader()
+                finally:
+                    with self._lock:
+                        self._polling = False
+                if reading:
+                    continue
+                job = jobs.get()  # the socket is not ours now: a job, or a nudge
             if not isinstance(job, _Nudge):
                 return job
 
