@@ -402,7 +402,7 @@ class ExecutionTimeout(WorkerError, TimeoutError):
         self.tool = tool
         #: The call's timeout, in seconds.
         self.timeout = timeout
-        #: The worker it ran on (killed and replaced by a pool).
+        #: The worker it ran on (replaced by a pool if its tool did not end).
         self.worker_id = worker_id
 
 

@@ -20,6 +20,7 @@ from snakepit.errors import (
 )
 from snakepit.otp import Broadcast
 from snakepit.pool._connection import CallTimedOut, ChannelBroke, Multiplexer, Withdrawn
+from snakepit.pool._grpc_errors import TOOL_ENDED
 from snakepit.session import SessionRecord
 
 from ._config import PoolConfig
@@ -55,6 +56,13 @@ class NotStarted(WorkerUnavailable):
 #: the call is an ExecutionTimeout that gets it replaced.
 UNSTARTED_GRACE = 0.25
 
+#: Seconds a worker has, after a call's timeout passed in the host, to report
+#: that the call's tool ended (it saw ``ctx.cancelled`` at its own deadline,
+#: the same instant): then it is not stuck and stays; else it is replaced. The
+#: caller does not wait for this (its ExecutionTimeout is raised at once); the
+#: slot stays taken meanwhile, so nothing else lands on the worker.
+TIMEOUT_GRACE = 0.25
+
 #: Times a call whose worker died before it started is sent again; one more
 #: such loss raises the crash (``WorkerCrashed``) rather than looping. A bound
 #: for a call that kills every worker it reaches before it starts (its request
@@ -76,6 +84,9 @@ class _Call:
     queued_at: float = 0.0
     started: float = 0.0
     outcome: RequestOutcome = "cancelled"
+    #: Its timeout passed in the host while its tool ran: its worker is judged
+    #: at check-in (replaced unless the tool ends within TIMEOUT_GRACE).
+    timed_out: bool = False
 
 
 class Calls:
@@ -307,7 +318,15 @@ class Calls:
         if isinstance(exc, ExecutionTimeout):
             call.outcome = "timeout"
             self.timeouts += 1
-            worker.retire(f"a call to {call.tool!r} timed out", failed=False)  # the pool's decision
+            if not exc.__dict__.get(TOOL_ENDED):
+                # The host's timer (a call's, a stream's item's): the tool runs
+                # on, stuck or about to see ctx.cancelled. _check_in replaces
+                # the worker unless it reports the tool's end within
+                # TIMEOUT_GRACE (and kills nothing that started after it: the
+                # slot stays taken meanwhile).
+                call.timed_out = True
+            # (Else the worker answered DEADLINE_EXCEEDED: its tool has ended,
+            # it saw ctx.cancelled; the worker is not stuck, it stays.)
             if type(exc) is CallTimedOut:  # the public type, not ours
                 return ExecutionTimeout(
                     str(exc), tool=exc.tool, timeout=exc.timeout, worker_id=worker.worker_id
@@ -355,12 +374,15 @@ class Calls:
             and self._state() in ("running", "degraded")  # not while the pool closes
             and worker.usable
         ):
-            # Cancelled before its reply: the tool may still run in the
-            # worker. The slot stays taken until the worker says it ended
-            # (the caller does not wait for that); see PoolConfig.cancel_grace.
-            # Its RequestStopped is published then, when the call is over.
+            # Cancelled (or timed out) before its reply: the tool may still run
+            # in the worker. The slot stays taken until the worker says it
+            # ended (the caller does not wait for that); see
+            # PoolConfig.cancel_grace, TIMEOUT_GRACE. Its RequestStopped is
+            # published then, when the call is over.
             background.start_soon(self._check_in_when_ended, call, mux, left)
             return
+        if call.timed_out:  # nothing to wait for (the connection is gone): out
+            worker.retire(f"a call to {call.tool!r} timed out", failed=False)
         self._release(call)
 
     async def _check_in_when_ended(self, call: _Call, mux: Multiplexer, rid: int) -> None:
@@ -370,14 +392,19 @@ class Calls:
         worker = call.worker
         try:
             grace = self._config.cancel_grace
+            if call.timed_out:
+                grace = min(grace, TIMEOUT_GRACE)
             settled = False
             with anyio.move_on_after(grace) as scope:
                 settled = await mux.settled(rid)
             if scope.cancelled_caught:
-                worker.retire(
-                    f"a cancelled call to {call.tool!r} did not end within cancel_grace={grace:g}s",
-                    failed=False,
+                why = (
+                    f"a call to {call.tool!r} timed out and did not end within {grace:g}s"
+                    if call.timed_out
+                    else f"a cancelled call to {call.tool!r} did not end within "
+                    f"cancel_grace={grace:g}s"
                 )
+                worker.retire(why, failed=False)
             elif not settled:  # its connection broke: as for a call in flight, out of rotation
                 worker.retire("its connection broke", report=False)
         finally:

@@ -581,9 +581,11 @@ class Pool:
             free worker, then running (and any ``retries``). If it passes
             while the call waits, :class:`~snakepit.errors.QueueTimeout` (the
             tool did not run); while the tool runs,
-            :class:`~snakepit.errors.ExecutionTimeout`, and the worker is
-            killed and replaced (it may be stuck in a sync tool; this
-            replacement does not count towards ``max_restarts``). Both are
+            :class:`~snakepit.errors.ExecutionTimeout` at once; the tool sees
+            ``ctx.cancelled`` (an async one is cancelled), and a worker whose
+            tool has not ended 0.25 s later is killed and replaced (it may be
+            stuck in C code; this replacement does not count towards
+            ``max_restarts``); one whose tool ended stays. Both are
             ``TimeoutError``. ``queue_timeout`` bounds the wait alone.
         :param session_id: the id of a session of this pool's store
             (:meth:`session`, :attr:`sessions`): the call is a use of it (its
@@ -747,8 +749,9 @@ class Pool:
             (:class:`~snakepit.errors.QueueTimeout` after it: the tool did not
             run), then for each item (the first, and each next one): a stream
             that keeps yielding never times out; one that stalls longer raises
-            :class:`~snakepit.errors.ExecutionTimeout` and its worker is
-            killed and replaced (not counted towards ``max_restarts``).
+            :class:`~snakepit.errors.ExecutionTimeout`, and its worker is
+            killed and replaced unless the generator ends within 0.25 s
+            (not counted towards ``max_restarts``).
         :param session_id: a session's id, as for :meth:`execute`.
         :raises RemoteError, WorkerCrashed: as :meth:`execute`.
         :raises SessionNotFound, SessionWorkerLost, WorkerBusy: as :meth:`execute`.

@@ -248,6 +248,15 @@ class Hang(Echo):
         return "cancelled"
 
     @tool
+    def stuck_sync(self) -> None:
+        """Block a worker thread for good, deaf to cancellation and timeouts.
+
+        What a tool stuck in C code is to its worker: only killing the
+        worker ends it (its pool does, after a timeout or a cancel).
+        """
+        threading.Event().wait()
+
+    @tool
     async def hang_stream(self) -> AsyncIterator[int]:
         """Yield one item, then wait forever."""
         yield 0

@@ -297,3 +297,36 @@ async def test_a_stream_is_never_sent_ahead(tmp_path: Path) -> None:
         stats = pool.stats()
         assert (stats.timeouts, stats.crashes, stats.restarts) == (0, 0, 0)
         assert pid_of(live_workers(pool)[0]) == pid
+
+
+@lanes
+async def test_a_timed_out_call_whose_tool_ends_costs_no_call_sent_ahead_and_no_worker(
+    lane: str,
+) -> None:
+    # hang_sync returns once it sees ctx.cancelled, at its deadline: its worker
+    # is not stuck. The calls sent ahead behind it start there right after:
+    # none may be killed by the timeout (they were, as WorkerCrashed, when every
+    # timeout replaced its worker), and the worker stays.
+    async with make_pool(size=1, env={LANE_ENV: lane}) as pool:
+        (before,) = pool.workers()
+        for _ in range(5):
+            results: dict[int, Any] = {}
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_times_out, pool)
+                await anyio.wait_all_tasks_blocked()  # sent: the next are sent ahead of it
+                for i in range(4):
+                    tg.start_soon(_echo_into, pool, i, results)
+            assert results == {i: i for i in range(4)}
+        (after,) = pool.workers()
+        assert (after.generation, after.pid) == (0, before.pid)
+        stats = pool.stats()
+        assert (stats.timeouts, stats.crashes, stats.restarts) == (5, 0, 0)
+
+
+async def _times_out(pool: Pool) -> None:
+    with pytest.raises(ExecutionTimeout):
+        await pool.execute("hang_sync", timeout=0.05)
+
+
+async def _echo_into(pool: Pool, i: int, results: dict[int, Any]) -> None:
+    results[i] = await pool.execute("echo", {"value": i})

@@ -67,6 +67,12 @@ class Streams(Hang, Crash):
             self.closed_event(key).set()
 
     @tool
+    def stuck_stream(self) -> Iterator[int]:
+        """Yield 0, then block a tool thread for good, deaf to cancellation (stuck in C)."""
+        yield 0
+        threading.Event().wait()
+
+    @tool
     async def awatched(self, key: str) -> AsyncIterator[int]:
         """Yield 0, wait on an event never set; record under ``key`` that it closed."""
         try:

@@ -16,7 +16,7 @@ from snakepit.errors import (
     WorkerCrashed,
 )
 from snakepit.otp import monitor
-from snakepit.pool import Pool
+from snakepit.pool import Pool, WorkerReady
 from tests._fifo import open_gate
 
 pytestmark = pytest.mark.anyio
@@ -66,13 +66,17 @@ async def test_timeouts_kill_real_workers_without_spending_the_restart_budget() 
     # max_restarts=0: one crash would degrade the pool; a timeout is the pool's decision.
     async with Pool(FLAGGED, size=1, cwd=ROOT, max_restarts=0, max_seconds=600) as pool:
         pids = {the_pid(pool)}
+        events = pool.subscribe()
         for n in (1, 2):
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("hang_sync", timeout=0.1)  # a sync tool: it must be killed
+                await pool.execute("stuck_sync", timeout=0.1)  # deaf to ctx: it must be killed
             with anyio.fail_after(30):
-                await pool.wait_ready()
+                async for event in events:  # its replacement
+                    if isinstance(event, WorkerReady) and event.generation == n:
+                        break
             pids.add(the_pid(pool))
             assert len(pids) == n + 1  # a new process each time
+        events.close()
         assert await pool.execute("ping") == {"status": "pong"}
         stats = pool.stats()
         assert (stats.degraded, stats.timeouts, stats.restarts) == (None, 2, 2)

@@ -19,7 +19,7 @@ from snakepit.errors import (
     RemoteError,
     WorkerCrashed,
 )
-from snakepit.pool import InProcessLauncher, Pool, PoolConfig
+from snakepit.pool import InProcessLauncher, Pool, PoolConfig, WorkerReady
 from tests._procs import descendant_pids
 from tests._slots import all_checked_in
 
@@ -160,13 +160,31 @@ class TestFailures:
             assert await p.execute("ping") == {"status": "pong"}
             assert p.stats().errors == 1
 
-    async def test_timeout_kills_and_replaces_the_worker(self) -> None:
+    async def test_timeout_kills_and_replaces_a_stuck_worker(self) -> None:
         async with pool(size=1) as p:
+            (before,) = p.workers()
+            events = p.subscribe()
             with pytest.raises(ExecutionTimeout):
-                await p.execute("hang_sync", timeout=0.1)
-            await p.wait_ready()
+                await p.execute("stuck_sync", timeout=0.1)  # deaf to ctx.cancelled
+            with anyio.fail_after(30):
+                async for event in events:
+                    if isinstance(event, WorkerReady):
+                        break
+            events.close()
+            (after,) = p.workers()
+            assert (after.generation, after.pid != before.pid) == (1, True)
             assert await p.execute("ping") == {"status": "pong"}
             assert p.stats().timeouts == 1
+
+    async def test_timeout_of_a_tool_that_sees_it_keeps_the_worker(self) -> None:
+        async with pool(size=1) as p:
+            (before,) = p.workers()
+            with pytest.raises(ExecutionTimeout):
+                await p.execute("hang_sync", timeout=0.1)  # returns once cancelled
+            assert await p.execute("ping") == {"status": "pong"}
+            (after,) = p.workers()
+            assert (after.generation, after.pid) == (0, before.pid)
+            assert (p.stats().timeouts, p.stats().restarts) == (1, 0)
 
     async def test_aclose_from_another_task_stops_real_workers(self) -> None:
         before = descendant_pids()

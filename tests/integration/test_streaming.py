@@ -42,7 +42,7 @@ from snakepit.errors import (
     WorkerCrashed,
     WorkerUnavailable,
 )
-from snakepit.pool import InProcessLauncher, Pool
+from snakepit.pool import InProcessLauncher, Pool, RequestStopped, WorkerReady
 from snakepit.testing import assert_streaming_response
 
 pytestmark = pytest.mark.anyio
@@ -438,23 +438,46 @@ class TestCrash:
 
 
 class TestTimeout:
-    async def test_timeout_is_execution_timeout_and_replaces_the_worker(self) -> None:
+    async def test_a_timeout_is_execution_timeout_and_only_a_stuck_tool_costs_its_worker(
+        self,
+    ) -> None:
         async with make_pool(process=True) as pool:
             with anyio.fail_after(DEADLINE):
-                # an async tool waiting on an event, and a sync one blocking its thread
+                # an async tool waiting on an event, and a sync one blocking its
+                # thread until cancelled: both end when cancelled, the worker stays
                 for n, (tool, args) in enumerate(
                     [("hang_stream", None), ("watched", watch("watched"))], 1
                 ):
                     pid = only_pid(pool)
                     received: list[Any] = []
+                    events = pool.subscribe()
                     with pytest.raises(ExecutionTimeout):
                         await collect(pool, tool, args, into=received, timeout=0.25)
                     assert received in ([], [0]), tool  # item 0 comes at once, unless loaded
-                    await pool.wait_ready()
-                    assert only_pid(pool) != pid, tool  # killed: a sync tool may be stuck
+                    async for event in events:  # over once the worker says it ended
+                        if isinstance(event, RequestStopped):
+                            assert event.outcome == "timeout"
+                            break
+                    events.close()
                     await assert_serves(pool)
+                    assert only_pid(pool) == pid, tool
                     stats = pool.stats()
-                    assert (stats.timeouts, stats.restarts, stats.errors) == (n, n, 0), stats
+                    assert (stats.timeouts, stats.restarts, stats.errors) == (n, 0, 0), stats
+                # a sync one deaf to its cancellation (stuck in C code): replaced
+                pid = only_pid(pool)
+                events = pool.subscribe()
+                try:
+                    with pytest.raises(ExecutionTimeout):
+                        await collect(pool, "stuck_stream", None, into=[], timeout=0.25)
+                    async for event in events:
+                        if isinstance(event, WorkerReady):
+                            break
+                finally:
+                    events.close()
+                assert only_pid(pool) != pid
+                await assert_serves(pool)
+                stats = pool.stats()
+                assert (stats.timeouts, stats.restarts, stats.errors) == (3, 1, 0), stats
 
 
 class TestConcurrency:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,8 @@ class Control:
     blocked: int = 0
     #: ``(worker, session_id)`` for each ``on_session_end`` call, in order.
     ended: list[tuple[str, str]] = field(default_factory=list)
+    #: What ends the ``stuck`` calls (set at the test's end): nothing else does.
+    unstuck: threading.Event = field(default_factory=threading.Event, repr=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def fail_from_now_on(self) -> None:
@@ -116,6 +119,15 @@ class Controlled(Hang):
     def teardown(self) -> None:
         """Count the teardown."""
         type(self).control.teardowns += 1
+
+    @tool
+    def stuck(self) -> None:
+        """Block a tool thread, deaf to cancellation and timeouts, until the test's end.
+
+        What a tool stuck in C code is to its worker: only replacing the
+        worker frees its slot.
+        """
+        type(self).control.unstuck.wait()
 
     @tool
     async def block(self) -> None:

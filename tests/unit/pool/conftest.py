@@ -25,6 +25,7 @@ def controlled() -> Iterator[tuple[str, Control]]:
     control = Control()
     path, cls = fresh_controlled(control)
     yield path, control
+    control.unstuck.set()
     forget(cls)
 
 

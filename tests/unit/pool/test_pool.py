@@ -172,7 +172,8 @@ class TestStats:
             with pytest.raises(RemoteError):
                 await pool.execute("fail")
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("hang", timeout=0.01)
+                await pool.execute("stuck", timeout=0.01)
+            await next_event(events, WorkerExited)  # its tool did not end: replaced
             await pool.wait_ready(timeout=WAIT)
             stats = pool.stats()
             assert (stats.requests, stats.errors, stats.timeouts) == (3, 1, 1)
@@ -314,14 +315,37 @@ class TestQueue:
 
 
 class TestTimeoutsAndCrashes:
-    async def test_a_timeout_replaces_the_worker(self, make_pool: MakePool) -> None:
+    async def test_a_timed_out_tool_that_ends_keeps_its_worker(
+        self, make_pool: MakePool, subscribe: Subscribe
+    ) -> None:
+        # hang is cancelled at the worker's deadline and ends: the worker is
+        # not stuck; it stays, and what follows runs there.
         async with make_pool(size=1) as pool:
-            with pytest.raises(ExecutionTimeout) as info:
+            events = subscribe(pool)
+            with pytest.raises(ExecutionTimeout):
                 await pool.execute("hang", timeout=0.01)
+            stopped = await next_event(events, RequestStopped)
+            assert stopped.outcome == "timeout"
+            (worker,) = pool.workers()
+            assert (worker.generation, worker.ready) == (0, True)
+            assert await pool.execute("ping") == {"status": "pong"}
+            stats = pool.stats()
+            assert (stats.timeouts, stats.restarts) == (1, 0)
+
+    async def test_a_timeout_replaces_the_worker(
+        self, make_pool: MakePool, subscribe: Subscribe
+    ) -> None:
+        # Its tool does not end (deaf to ctx.cancelled): the worker is stuck.
+        async with make_pool(size=1) as pool:
+            events = subscribe(pool)
+            with pytest.raises(ExecutionTimeout) as info:
+                await pool.execute("stuck", timeout=0.01)
             assert isinstance(info.value, TimeoutError)
-            assert (info.value.tool, info.value.worker_id) == ("hang", "w0")
+            assert (info.value.tool, info.value.worker_id) == ("stuck", "w0")
             assert info.value.timeout is not None
             assert 0 < info.value.timeout <= 0.01  # what was left of it after the checkout
+            exited = await next_event(events, WorkerExited)
+            assert exited.cause == "timeout"
             await pool.wait_ready(timeout=WAIT)
             (worker,) = pool.workers()
             assert (worker.worker_id, worker.generation, worker.ready) == ("w0", 1, True)
@@ -336,7 +360,7 @@ class TestTimeoutsAndCrashes:
             events = subscribe(pool)
             gate = control.hold_from_now_on()  # the replacement's setup() waits
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("hang", timeout=0.01)
+                await pool.execute("stuck", timeout=0.01)
             await next_event(events, WorkerExited)
             with anyio.fail_after(WAIT), pytest.raises(WaitTimeout) as info:
                 await pool.wait_ready(timeout=0.02)
@@ -353,7 +377,7 @@ class TestTimeoutsAndCrashes:
         async with make_pool(size=2) as pool:
             events = subscribe(pool)
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("hang", timeout=0.01)
+                await pool.execute("stuck", timeout=0.01)
             timed_out = await next_event(events, RequestStopped)
             assert timed_out.outcome == "timeout"
             await pool.wait_ready(timeout=WAIT)

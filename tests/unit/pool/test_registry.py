@@ -53,12 +53,13 @@ async def test_in_flight_counts_the_calls_running_on_a_worker(
 
 
 async def test_a_timed_out_worker_is_replaced_by_the_next_generation(
-    make_pool: MakePool,
+    make_pool: MakePool, subscribe: Subscribe
 ) -> None:
     async with make_pool(size=2) as pool:
+        events = subscribe(pool)
         with pytest.raises(ExecutionTimeout):
-            await pool.execute("hang", timeout=0.01)
-        await pool.wait_ready(timeout=WAIT)
+            await pool.execute("stuck", timeout=0.01)
+        await next_event(events, WorkerReady, lambda e: e.generation == 1)
         workers = pool.workers()
         assert [w.worker_id for w in workers] == ["w0", "w1"]  # the slot keeps its id
         assert sorted(w.generation for w in workers) == [0, 1]

@@ -105,12 +105,12 @@ class TestTree:
         async with make_pool(size=1) as pool:
             with workers_supervisor(pool).subscribe() as tree:
                 with pytest.raises(ExecutionTimeout):
-                    await pool.execute("hang", timeout=0.01)
+                    await pool.execute("stuck", timeout=0.01)
                 exited = await next_event(tree, ChildExited)
                 assert exited.child_id == "w0"
                 assert exited.restarting
                 assert isinstance(exited.reason, Exception)
-                assert "replaced: a call to 'hang' timed out" in str(exited.reason)
+                assert "replaced: a call to 'stuck' timed out" in str(exited.reason)
                 started = await next_event(tree, ChildStarted)
                 assert started.generation == 1
             await pool.wait_ready(timeout=WAIT)
@@ -337,7 +337,7 @@ class TestRestartBudget:
             events = subscribe(pool)
             for n in range(1, 7):
                 with pytest.raises(ExecutionTimeout):
-                    await pool.execute("hang", timeout=0.01)
+                    await pool.execute("stuck", timeout=0.01)
                 log = await events_until(events, WorkerReady)  # its replacement is ready
                 (exited,) = [e for e in log if isinstance(e, WorkerExited)]
                 assert (exited.cause, exited.crashed) == ("timeout", False)
@@ -352,7 +352,7 @@ class TestRestartBudget:
         async with make_pool(size=1, max_restarts=0, max_seconds=600) as pool:
             events = subscribe(pool)
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("hang", timeout=0.01)
+                await pool.execute("stuck", timeout=0.01)
             exited = await next_event(events, WorkerExited)
             assert (exited.cause, exited.crashed) == ("timeout", False)
             await pool.wait_ready(timeout=WAIT)
