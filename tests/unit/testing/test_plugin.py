@@ -379,3 +379,21 @@ def test_fork_server_ignore_env_ini_option(pytester: pytest.Pytester, ignored: b
     pytester.makepyfile(test_ignored=IGNORED_ENV + f"\nIGNORED = {ignored}\n")
     result = pytester.runpytest("-p", "no:randomly", "--strict-markers", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_fork_server_preload_ini_option(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nsnakepit_share_fork_servers = true\n"
+        "snakepit_fork_server_preload =\n    json\n    snakepit.testing.adapters\n"
+    )
+    pytester.makepyfile(
+        test_preload="""
+from snakepit.pool import default_fork_servers
+
+
+def test_preload():
+    assert default_fork_servers().preload == ("json", "snakepit.testing.adapters")
+"""
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
