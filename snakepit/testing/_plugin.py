@@ -66,12 +66,16 @@ _OTP_OPTIONS: dict[str, Callable[[object], str | None]] = {
 SHARE_FORK_SERVERS = "snakepit_share_fork_servers"
 #: The marker of a test whose pools start fork servers of their own even then.
 OWN_FORK_SERVER = "snakepit_own_fork_server"
+#: The ini option naming the variables that do not count in a shared server's key.
+FORK_SERVER_IGNORE_ENV = "snakepit_fork_server_ignore_env"
+#: The ini option naming the modules each shared server imports at its start.
+FORK_SERVER_PRELOAD = "snakepit_fork_server_preload"
 #: The run's shared fork servers, and the default they replaced.
 _shared_key: pytest.StashKey[tuple[SharedForkServers, SharedForkServers | None]] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The ``snakepit_share_fork_servers`` ini option."""
+    """The ``snakepit_share_fork_servers`` ini option, and those of the shared servers."""
     parser.addini(
         SHARE_FORK_SERVERS,
         type="bool",
@@ -79,6 +83,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="pools fork their workers from fork servers shared by the whole run "
         "(snakepit.pool.SharedForkServers) instead of starting one each (~0.1 s of CPU "
         f"per pool); a test marked {OWN_FORK_SERVER} gets its own",
+    )
+    parser.addini(
+        FORK_SERVER_IGNORE_ENV,
+        type="linelist",
+        default=[],
+        help=f"with {SHARE_FORK_SERVERS}: environment variables that do not count in a "
+        "shared server's key (besides PYTEST_CURRENT_TEST), for variables the workers "
+        "read only after the fork (in their adapter's import, setup() or tools): pools "
+        "that differ in them fork from one server, each worker with its pool's values",
+    )
+    parser.addini(
+        FORK_SERVER_PRELOAD,
+        type="linelist",
+        default=[],
+        help=f"with {SHARE_FORK_SERVERS}: modules each shared server imports at its start "
+        "(adapters' modules whose import starts no thread, loop or process): their "
+        "workers do not import them again",
     )
 
 
@@ -98,7 +119,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getini(SHARE_FORK_SERVERS) and not _is_xdist_controller(config):
         from snakepit.pool import SharedForkServers, set_default_fork_servers
 
-        shared = SharedForkServers()
+        ignore = ("PYTEST_CURRENT_TEST", *config.getini(FORK_SERVER_IGNORE_ENV))
+        shared = SharedForkServers(ignore_env=ignore, preload=config.getini(FORK_SERVER_PRELOAD))
         config.stash[_shared_key] = (shared, set_default_fork_servers(shared))
 
 

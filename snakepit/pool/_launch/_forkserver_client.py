@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,12 +216,19 @@ class ForkServerClient:
         run_id: str = "",
         ready_timeout: float = 30.0,
         on_spawn: Callable[[int], object] | None = None,
+        preload: Sequence[str] = (),
     ) -> ForkServerClient:
         """Start ``python -m snakepit.worker._forkserver`` and wait for its ready message.
 
         :param env: its environment, and its workers' (default: the host's),
             with ``GRPC_VERBOSITY=ERROR`` added unless it sets it.
         :param on_spawn: called with its pid as soon as the process exists.
+        :param preload: modules the server imports before it reports ready, so
+            that its workers find them imported (an adapter's module: its
+            import, in each worker, is then done once). Only modules whose
+            import starts nothing (no thread, no event loop, no process): a
+            fork of a process with threads can hang. One that cannot be
+            imported fails the start.
         :raises ForkServerError: it could not be started, exited, or did not
             report ready in time (the message has its exit code and stderr
             tail); nothing is left running.
@@ -239,6 +246,8 @@ class ForkServerClient:
             "--parent-pid",
             str(os.getpid()),
         ]
+        for module in preload:
+            argv += ["--preload", module]
         try:
             with anyio.CancelScope(shield=True):  # as spawn_worker: never left unreaped
                 proc = await asyncio.create_subprocess_exec(

@@ -87,10 +87,16 @@ class SharedForkServers:
     fixed when it started (hash seed, rlimits, umask) holds for every pool
     it forks for.
 
+    Each server imports the modules in ``preload`` before it forks its first
+    worker (see :meth:`ForkServerClient.start`): a worker whose adapter's
+    module is one of them does not import it again.
+
     :param max_servers: how many servers it keeps (>= 1).
     :param ignore_env: environment variables that do not count in the key.
+    :param preload: modules every server imports at its start; only modules
+        whose import starts no thread, event loop or process.
     :raises ConfigError: ``max_servers`` is not a positive int, or
-        ``ignore_env`` is not a collection of names.
+        ``ignore_env`` or ``preload`` is not a collection of names.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class SharedForkServers:
         *,
         max_servers: int = 4,
         ignore_env: Collection[str] = ("PYTEST_CURRENT_TEST",),
+        preload: Collection[str] = (),
     ) -> None:
         if isinstance(max_servers, bool) or not isinstance(max_servers, int) or max_servers < 1:
             raise ConfigError("max_servers", f"must be an int >= 1, got {max_servers!r}")
@@ -105,8 +112,11 @@ class SharedForkServers:
             raise ConfigError(
                 "ignore_env", f"must be a collection of variable names, got {ignore_env!r}"
             )
+        if isinstance(preload, str) or not all(isinstance(m, str) and m for m in preload):
+            raise ConfigError("preload", f"must be a collection of module names, got {preload!r}")
         self._max = max_servers
         self._ignore_env = frozenset(ignore_env)
+        self._preload = tuple(preload)
         self._owner = os.getpid()
         self._loop = asyncio.new_event_loop()
         # Touched in the servers' thread only.
@@ -130,6 +140,11 @@ class SharedForkServers:
         """The pids of the servers running now (not their workers)."""
         with self._lock:
             return frozenset(self._pids)
+
+    @property
+    def preload(self) -> tuple[str, ...]:
+        """The modules each server imports at its start."""
+        return self._preload
 
     @property
     def closed(self) -> bool:
@@ -386,6 +401,7 @@ class SharedForkServers:
                 run_id=run_id,
                 ready_timeout=ready_timeout,
                 on_spawn=lambda pid: self._started(pid, started),
+                preload=self._preload,
             )
         except BaseException:
             with self._lock:  # reaped by start

@@ -326,3 +326,74 @@ def test_share_fork_servers_ini_option(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:randomly", "--strict-markers", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
     assert default_fork_servers() is outer  # the inner run's are closed, the default put back
+
+
+IGNORED_ENV = """
+import pytest
+
+from snakepit import Pool
+from snakepit.errors import RemoteError
+from snakepit.pool import default_fork_servers
+
+PARENTS = {}
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("rate", ["0", "1"])
+async def test_pool(rate):
+    env = {"SNAKEPIT_FAULT_RATE": rate}
+    async with Pool("snakepit.testing.adapters:FaultInjecting", size=1, env=env) as pool:
+        (worker,) = pool.workers()
+        PARENTS[rate] = parent_of(worker.pid)
+        assert PARENTS[rate] in default_fork_servers().pids
+        if rate == "0":  # each worker has its pool's value, whatever its server started with
+            assert await pool.execute("maybe_fail", {"value": 1}) == 1
+        else:
+            with pytest.raises(RemoteError, match="injected fault"):
+                await pool.execute("maybe_fail", {"value": 1})
+
+
+def test_servers():
+    assert len(PARENTS) == 2
+    assert (PARENTS["0"] == PARENTS["1"]) == IGNORED
+"""
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+def test_fork_server_ignore_env_ini_option(pytester: pytest.Pytester, ignored: bool) -> None:
+    ini = "[pytest]\nsnakepit_share_fork_servers = true\n"
+    if ignored:
+        ini += "snakepit_fork_server_ignore_env =\n"
+        ini += "    SNAKEPIT_FAULT_SEED\n    SNAKEPIT_FAULT_RATE\n"
+    pytester.makeini(ini)
+    pytester.makepyfile(test_ignored=IGNORED_ENV + f"\nIGNORED = {ignored}\n")
+    result = pytester.runpytest("-p", "no:randomly", "--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_fork_server_preload_ini_option(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nsnakepit_share_fork_servers = true\n"
+        "snakepit_fork_server_preload =\n    json\n    snakepit.testing.adapters\n"
+    )
+    pytester.makepyfile(
+        test_preload="""
+from snakepit.pool import default_fork_servers
+
+
+def test_preload():
+    assert default_fork_servers().preload == ("json", "snakepit.testing.adapters")
+"""
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

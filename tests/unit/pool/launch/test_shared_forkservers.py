@@ -190,6 +190,58 @@ class TestBadArguments:
         with pytest.raises(ConfigError, match="ignore_env"):
             SharedForkServers(ignore_env=value)  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("value", ["json", [1], [""]])
+    def test_preload(self, value: object) -> None:
+        with pytest.raises(ConfigError, match="preload"):
+            SharedForkServers(preload=value)  # type: ignore[arg-type]
+
+
+PRELOADED = """
+import os
+
+from snakepit.testing.adapters import Echo
+from snakepit.worker import tool
+
+IMPORTED_IN = os.getpid()
+
+
+class Mine(Echo):
+    @tool
+    def where(self) -> dict[str, int]:
+        return {"imported_in": IMPORTED_IN, "pid": os.getpid(), "ppid": os.getppid()}
+"""
+
+
+class TestPreload:
+    @pytest.mark.parametrize("preload", [True, False])
+    async def test_a_preloaded_module_is_imported_by_the_server_before_it_forks(
+        self, preload: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "preloaded_adapter.py").write_text(PRELOADED)
+        monkeypatch.chdir(tmp_path)  # the server's sys.path[0]
+        servers = SharedForkServers(preload=("preloaded_adapter",) if preload else ())
+        assert servers.preload == (("preloaded_adapter",) if preload else ())
+        try:
+            launcher = LocalLauncher(forkservers=servers)
+            async with Pool("preloaded_adapter:Mine", size=1, launcher=launcher) as pool:
+                seen = await pool.execute("where")
+            assert seen["ppid"] in servers.pids
+            # Preloaded: imported once, by the server; else by the worker.
+            assert seen["imported_in"] == (seen["ppid"] if preload else seen["pid"])
+        finally:
+            servers.close()
+
+    async def test_a_module_that_cannot_be_preloaded_fails_the_start(self) -> None:
+        servers = SharedForkServers(preload=("no_such_module_for_snakepit",))
+        try:
+            launcher = LocalLauncher(forkservers=servers)
+            with pytest.raises(PoolStartError, match="no_such_module_for_snakepit"):
+                async with Pool(ADAPTER, size=1, launcher=launcher, max_restarts=0):
+                    pass  # pragma: no cover - it does not start
+            assert servers.pids == frozenset()
+        finally:
+            servers.close()
+
 
 class TestLeakChecks:
     async def test_a_shared_server_started_in_a_checked_block_is_no_leak(
