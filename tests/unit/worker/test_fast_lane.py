@@ -372,3 +372,36 @@ async def test_a_client_gone_mid_big_frame_ends_only_its_connection(
         assert value((await again.replies(1))[2]) == b"y" * 2 * MIB
     finally:
         writer.close()
+
+
+async def test_a_second_connection_is_served_by_its_own_reader(
+    served: tuple[AdapterServer, _Client], tmp_path: Path
+) -> None:
+    # The tool thread reads one connection's socket (the first's); a second
+    # frames connection to the same worker keeps a reader thread of its own,
+    # and both are served, a long call on one not holding up the other's reads.
+    server, first = served
+    assert server.frames_address is not None
+    reader, writer = await asyncio.open_unix_connection(server.frames_address[len("unix:") :])
+    writer.write(frames_preface(None))
+    assert await reader.readexactly(len(FRAMES_ACCEPTED)) == FRAMES_ACCEPTED
+    second = _Client(reader, writer)
+    try:
+        fifo = _fifo(tmp_path)
+        first.send(worker_pb2.ClientFrame(execute=[request(1, "gate", path=str(fifo))]))
+        gate = await _running(fifo)
+        try:
+            second.send(worker_pb2.ClientFrame(execute=[request(2, "echo", value=2)]))
+            second.send(worker_pb2.ClientFrame(cancel=[2]))  # waits for the slot: withdrawn
+            reply = (await second.replies(1))[2]
+            assert isinstance(reply, worker_pb2.ExecuteResponse)
+            assert reply.error.kind == Kind.CANCELLED
+        finally:
+            gate.close()
+        assert value((await first.replies(1))[1]) == "opened"
+        second.send(worker_pb2.ClientFrame(execute=[request(3, "echo", value=3)]))
+        assert value((await second.replies(1))[3]) == 3
+        first.send(worker_pb2.ClientFrame(execute=[request(4, "echo", value=4)]))
+        assert value((await first.replies(1))[4]) == 4
+    finally:
+        writer.close()
