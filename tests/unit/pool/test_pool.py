@@ -172,7 +172,7 @@ class TestStats:
             with pytest.raises(RemoteError):
                 await pool.execute("fail")
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("stuck", timeout=0.01)
+                await pool.execute("stuck", timeout=0.05)
             await next_event(events, WorkerExited)  # its tool did not end: replaced
             await pool.wait_ready(timeout=WAIT)
             stats = pool.stats()
@@ -339,11 +339,11 @@ class TestTimeoutsAndCrashes:
         async with make_pool(size=1) as pool:
             events = subscribe(pool)
             with pytest.raises(ExecutionTimeout) as info:
-                await pool.execute("stuck", timeout=0.01)
+                await pool.execute("stuck", timeout=0.05)
             assert isinstance(info.value, TimeoutError)
             assert (info.value.tool, info.value.worker_id) == ("stuck", "w0")
             assert info.value.timeout is not None
-            assert 0 < info.value.timeout <= 0.01  # what was left of it after the checkout
+            assert 0 < info.value.timeout <= 0.05  # what was left of it after the checkout
             exited = await next_event(events, WorkerExited)
             assert exited.cause == "timeout"
             await pool.wait_ready(timeout=WAIT)
@@ -360,7 +360,7 @@ class TestTimeoutsAndCrashes:
             events = subscribe(pool)
             gate = control.hold_from_now_on()  # the replacement's setup() waits
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("stuck", timeout=0.01)
+                await pool.execute("stuck", timeout=0.05)
             await next_event(events, WorkerExited)
             with anyio.fail_after(WAIT), pytest.raises(WaitTimeout) as info:
                 await pool.wait_ready(timeout=0.02)
@@ -377,7 +377,7 @@ class TestTimeoutsAndCrashes:
         async with make_pool(size=2) as pool:
             events = subscribe(pool)
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("stuck", timeout=0.01)
+                await pool.execute("stuck", timeout=0.05)
             timed_out = await next_event(events, RequestStopped)
             assert timed_out.outcome == "timeout"
             await pool.wait_ready(timeout=WAIT)

@@ -58,7 +58,7 @@ async def test_a_timed_out_worker_is_replaced_by_the_next_generation(
     async with make_pool(size=2) as pool:
         events = subscribe(pool)
         with pytest.raises(ExecutionTimeout):
-            await pool.execute("stuck", timeout=0.01)
+            await pool.execute("stuck", timeout=0.05)
         await next_event(events, WorkerReady, lambda e: e.generation == 1)
         workers = pool.workers()
         assert [w.worker_id for w in workers] == ["w0", "w1"]  # the slot keeps its id

@@ -82,7 +82,7 @@ class TestWorkerEvents:
         async with make_pool(size=1) as pool:
             events = subscribe(pool)
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("stuck", timeout=0.01)
+                await pool.execute("stuck", timeout=0.05)
             exited = await next_event(events, WorkerExited)
             assert (exited.worker_id, exited.generation, exited.pid) == ("w0", 0, None)
             assert (exited.crashed, exited.cause) == (False, "timeout")  # the pool's decision
@@ -172,7 +172,7 @@ class TestRequestEvents:
             with pytest.raises(RemoteError):
                 await pool.execute("fail")
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("stuck", timeout=0.01)
+                await pool.execute("stuck", timeout=0.05)
             await next_event(events, WorkerReady, lambda e: e.generation == 1)  # its replacement
             async with anyio.create_task_group() as tg:
                 holder, _ = await hold_a_slot(tg, pool, events, control)
@@ -288,7 +288,7 @@ class TestStreams:
             late.close()  # while the pool runs
             replaced = subscribe(pool)
             with pytest.raises(ExecutionTimeout):
-                await pool.execute("stuck", timeout=0.01)
+                await pool.execute("stuck", timeout=0.05)
             await next_event(replaced, WorkerReady, lambda e: e.generation == 1)
             assert await pool.execute("ping") == {"status": "pong"}
         gc.collect()  # the dropped streams go here, under this test's filter
