@@ -158,7 +158,8 @@ class PoolConfig:
     max_missed_pings: int = 3
     #: Recycle a worker after this many calls (None: never). Exact, calls sent
     #: ahead included: the worker handed its last call takes no more, and its
-    #: replacement starts at once (the pool has one worker less until it is ready).
+    #: replacement starts at once (the pool has one worker less until it is ready);
+    #: from 20 on, its replacement starts at nine tenths of them (it serves on meanwhile).
     max_requests_per_worker: int | None = None
     #: Recycle a worker once it has run this many seconds (None: never).
     worker_ttl: float | None = None

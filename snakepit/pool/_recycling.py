@@ -16,6 +16,11 @@ from ._worker_server import WorkerServer
 
 logger = logging.getLogger("snakepit.pool")
 
+#: From this ``max_requests_per_worker`` on, a worker's replacement starts when
+#: it was sent nine tenths of its calls, not its last (which may come before
+#: the replacement is ready: the pool would be a worker short meanwhile).
+EARLY_FROM = 20
+
 
 class Recycler:
     """Replaces workers past ``max_requests_per_worker``, ``worker_ttl``, ``max_worker_memory_mb``.
@@ -30,7 +35,11 @@ class Recycler:
     and its replacement starts at once; until it is ready, the calls the
     worker was handed run there (what has not started when it stops is
     withdrawn and runs elsewhere), and the pool has one worker less to hand
-    new calls to. One recycled for its age or memory serves on its free slots
+    new calls to. With a limit of :data:`EARLY_FROM` or more, the replacement
+    starts earlier, when the worker was sent nine tenths of its calls: it
+    serves on its free slots meanwhile (as one recycled for its age), so the
+    pool keeps its capacity unless that last tenth goes faster than a worker
+    starts. One recycled for its age or memory serves on its free slots
     until then: its calls sent ahead that have not started are withdrawn as
     its recycling starts (they run on another worker), and none follows them.
     """
@@ -68,8 +77,16 @@ class Recycler:
         """
         config = self._config
         limit = config.max_requests_per_worker
-        if limit is not None and (worker.full or worker.requests >= limit):
-            return f"it was sent {limit} calls (max_requests_per_worker={limit})"
+        if limit is not None:
+            if worker.full or worker.requests >= limit:
+                return f"it was sent {limit} calls (max_requests_per_worker={limit})"
+            if limit >= EARLY_FROM and worker.requests >= limit - limit // 10:
+                # Its replacement starts now, while it serves its last tenth: the
+                # pool keeps its capacity (a full worker takes no call).
+                return (
+                    f"it was sent {worker.requests} of its max_requests_per_worker={limit} "
+                    "calls (its replacement starts before the last)"
+                )
         ttl = config.worker_ttl
         if ttl is not None and worker.ready_at is not None:
             age = anyio.current_time() - worker.ready_at

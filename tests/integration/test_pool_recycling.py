@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import anyio
 import pytest
 
 from snakepit.errors import ConfigError
-from snakepit.pool import Pool
+from snakepit.pool import Pool, WorkerRecycled
 from tests._procs import wait_exit
 
 pytestmark = pytest.mark.anyio
@@ -89,3 +91,25 @@ async def test_shrinking_lets_calls_in_flight_finish(tmp_path: Path) -> None:
         assert results == ["opened"]
         assert pool.stats().size == 1
         assert busy.pid is not None
+
+
+async def test_a_large_request_limit_starts_the_replacement_before_the_last_call() -> None:
+    # max_requests_per_worker >= EARLY_FROM: the replacement starts at nine
+    # tenths of the calls and the worker serves on meanwhile, so a pool of
+    # one never waits for a worker; none runs more than its limit.
+    limit = 40
+    async with Pool(ADAPTER, size=1, cwd=ROOT, max_requests_per_worker=limit) as pool:
+        events = pool.subscribe()
+        pids = [await pid_of_call(pool) for _ in range(2 * limit)]
+        recycled = []
+        with contextlib.suppress(anyio.WouldBlock):
+            while True:  # what was published meanwhile
+                event = events.receive_nowait()
+                if isinstance(event, WorkerRecycled):
+                    recycled.append(event)
+        events.close()
+    runs = [len(list(group)) for _, group in itertools.groupby(pids)]
+    assert len(runs) >= 2
+    assert all(n <= limit for n in runs)
+    assert runs[0] >= limit - limit // 10  # it served until its replacement was ready
+    assert "its replacement starts before the last" in recycled[0].reason
