@@ -372,7 +372,7 @@ class Calls:
             and mux is not None
             and background is not None
             and self._state() in ("running", "degraded")  # not while the pool closes
-            and worker.usable
+            and (worker.usable or call.timed_out)  # (a timed-out call's worker is judged too)
         ):
             # Cancelled (or timed out) before its reply: the tool may still run
             # in the worker. The slot stays taken until the worker says it
@@ -381,7 +381,10 @@ class Calls:
             # published then, when the call is over.
             background.start_soon(self._check_in_when_ended, call, mux, left)
             return
-        if call.timed_out:  # nothing to wait for (the connection is gone): out
+        if call.timed_out and (left is not None or mux is None or not mux.open):
+            # Not judged (the pool closes), or its connection is gone: out. (Nothing
+            # left running on an open channel: the worker reported the call's end
+            # already, its reply racing the timeout; it is not stuck.)
             worker.retire(f"a call to {call.tool!r} timed out", failed=False)
         self._release(call)
 

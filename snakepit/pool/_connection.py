@@ -444,6 +444,11 @@ class Multiplexer:
         return rid if channel is self and rid in self._unsettled else None
 
     @property
+    def open(self) -> bool:
+        """True until the channel broke or was closed."""
+        return self._broken is None and not self._closed
+
+    @property
     def left_running(self) -> frozenset[int]:
         """Requests left running in the worker now, whose end has not been reported."""
         return frozenset(self._unsettled)
