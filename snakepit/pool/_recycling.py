@@ -130,6 +130,10 @@ class Recycler:
             await self._stop_worker(old, f"it was recycled ({reason})")
         except Exception:
             logger.exception("recycling worker %r failed", old.worker_id)
+            if old.full and self._in_service(old):
+                # It takes no call and nothing replaces it: its supervisor
+                # restarts it in place (the pool's decision, not counted).
+                old.retire("its replacement failed to start", failed=False)
 
     async def housekeeping(self, workers: Callable[[], Iterable[WorkerServer]]) -> None:
         """Check ``workers()`` for age and memory now and then, until cancelled."""
