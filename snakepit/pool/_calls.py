@@ -20,7 +20,6 @@ from snakepit.errors import (
 )
 from snakepit.otp import Broadcast
 from snakepit.pool._connection import CallTimedOut, ChannelBroke, Multiplexer, Withdrawn
-from snakepit.pool._grpc_errors import TOOL_ENDED
 from snakepit.session import SessionRecord
 
 from ._config import PoolConfig
@@ -318,15 +317,12 @@ class Calls:
         if isinstance(exc, ExecutionTimeout):
             call.outcome = "timeout"
             self.timeouts += 1
-            if not exc.__dict__.get(TOOL_ENDED):
-                # The host's timer (a call's, a stream's item's): the tool runs
-                # on, stuck or about to see ctx.cancelled. _check_in replaces
-                # the worker unless it reports the tool's end within
-                # TIMEOUT_GRACE (and kills nothing that started after it: the
-                # slot stays taken meanwhile).
-                call.timed_out = True
-            # (Else the worker answered DEADLINE_EXCEEDED: its tool has ended,
-            # it saw ctx.cancelled; the worker is not stuck, it stays.)
+            # Its worker is judged at check-in: the host's timer left the call
+            # running (a call's, a stream item's): replaced unless the worker
+            # reports the tool's end within TIMEOUT_GRACE, the slot taken
+            # meanwhile; the worker answered DEADLINE_EXCEEDED itself (its tool
+            # ended, it saw ctx.cancelled): nothing left running, it stays.
+            call.timed_out = True
             if type(exc) is CallTimedOut:  # the public type, not ours
                 return ExecutionTimeout(
                     str(exc), tool=exc.tool, timeout=exc.timeout, worker_id=worker.worker_id

@@ -57,9 +57,7 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError | Queu
     if kind == Kind.PAYLOAD_TOO_LARGE:
         return PayloadTooLarge(info.message)
     if kind == Kind.DEADLINE_EXCEEDED:
-        timed_out = ExecutionTimeout(f"{tool}: the worker's deadline passed", tool=tool)
-        timed_out.__dict__[TOOL_ENDED] = True  # (the worker answers once its tool ended)
-        return timed_out
+        return ExecutionTimeout(f"{tool}: the worker's deadline passed", tool=tool)
     if kind == Kind.NOT_STARTED:  # the worker says why (a slot, a session's end)
         return QueueTimeout(
             info.message
@@ -74,11 +72,6 @@ def error_from_info(info: worker_pb2.ErrorInfo, tool: str) -> WorkerError | Queu
     if kind == Kind.CANCELLED:
         return WorkerError(f"{tool}: the call was cancelled in the worker")
     return WorkerError(f"{tool}: {info.type or 'error'}: {info.message}")
-
-
-#: Set (in its ``__dict__``) on the ExecutionTimeout of a worker's own
-#: DEADLINE_EXCEEDED reply: the tool has ended, the worker is not stuck.
-TOOL_ENDED = "_snakepit_tool_ended"
 
 
 def error_from_rpc(exc: grpc.RpcError, tool: str) -> WorkerError:
