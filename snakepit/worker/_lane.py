@@ -304,11 +304,9 @@ class Lane:
             while True:
                 if lent and not self._stand_by():
                     return
-                while True:
-                    self._step(self._poller, -1)
-                    if lent:
-                        self._hand_back()
-                        break
+                self._step(self._poller, -1)
+                if lent:
+                    self._hand_back()
         except _Ended:
             pass
         except BaseException as exc:

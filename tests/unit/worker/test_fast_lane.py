@@ -95,6 +95,15 @@ def value(response: worker_pb2.ExecuteResponse | list[worker_pb2.StreamChunk]) -
     return decode(response.result)
 
 
+async def _connect(server: AdapterServer) -> _Client:
+    # A frames connection to ``server``, its preface answered.
+    assert server.frames_address is not None
+    reader, writer = await asyncio.open_unix_connection(server.frames_address[len("unix:") :])
+    writer.write(frames_preface(None))
+    assert await reader.readexactly(len(FRAMES_ACCEPTED)) == FRAMES_ACCEPTED
+    return _Client(reader, writer)
+
+
 @pytest.fixture(params=[True, False], ids=["lane", "loop"])
 async def served(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -108,14 +117,11 @@ async def served(
         worker_id="lane",
         fast_lane=request.param,
     )
-    assert server.frames_address is not None
-    reader, writer = await asyncio.open_unix_connection(server.frames_address[len("unix:") :])
-    writer.write(frames_preface(None))
-    assert await reader.readexactly(len(FRAMES_ACCEPTED)) == FRAMES_ACCEPTED
+    client = await _connect(server)
     try:
-        yield server, _Client(reader, writer)
+        yield server, client
     finally:
-        writer.close()
+        client.writer.close()
         with anyio.fail_after(10):
             await server.abort()
 
@@ -381,11 +387,7 @@ async def test_a_second_connection_is_served_by_its_own_reader(
     # frames connection to the same worker keeps a reader thread of its own,
     # and both are served, a long call on one not holding up the other's reads.
     server, first = served
-    assert server.frames_address is not None
-    reader, writer = await asyncio.open_unix_connection(server.frames_address[len("unix:") :])
-    writer.write(frames_preface(None))
-    assert await reader.readexactly(len(FRAMES_ACCEPTED)) == FRAMES_ACCEPTED
-    second = _Client(reader, writer)
+    second = await _connect(server)
     try:
         fifo = _fifo(tmp_path)
         first.send(worker_pb2.ClientFrame(execute=[request(1, "gate", path=str(fifo))]))
@@ -404,4 +406,4 @@ async def test_a_second_connection_is_served_by_its_own_reader(
         first.send(worker_pb2.ClientFrame(execute=[request(4, "echo", value=4)]))
         assert value((await first.replies(1))[4]) == 4
     finally:
-        writer.close()
+        second.writer.close()
