@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -186,8 +187,10 @@ class _AsyncioParker:
 class _AsyncioBackend:
     name = "asyncio"
 
-    # Nothing here may hold the loop: the backends are cached per loop in a
-    # WeakKeyDictionary, whose values must not keep their keys alive.
+    # Cached per loop in a WeakKeyDictionary. What it holds may reach its
+    # loop (a slot's future, the armed timer handle): a value that holds its
+    # key keeps both alive, so the entries of closed loops are dropped when
+    # the next loop's backend is made (see current_backend).
     def __init__(self) -> None:
         handle: asyncio.TimerHandle | None = None
         running_loop = asyncio.get_running_loop
@@ -207,6 +210,21 @@ class _AsyncioBackend:
 _asyncio_backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncioBackend] = (
     weakref.WeakKeyDictionary()
 )
+#: Held to add a loop's backend (loops of several threads) and drop closed ones.
+_asyncio_backends_lock = threading.Lock()
+
+
+def _asyncio_backend_of(loop: asyncio.AbstractEventLoop) -> _AsyncioBackend:
+    # The first use in this loop. The backends of closed loops go: each may
+    # hold its loop, which would keep the loop and all it reaches (the tasks
+    # of a test, a closed pool) alive for as long as the process runs.
+    with _asyncio_backends_lock:
+        backend = _asyncio_backends.get(loop)
+        if backend is None:
+            for closed in [other for other in _asyncio_backends if other.is_closed()]:
+                del _asyncio_backends[closed]
+            backend = _asyncio_backends[loop] = _AsyncioBackend()
+        return backend
 
 
 # --- trio ------------------------------------------------------------------
@@ -333,7 +351,7 @@ def current_backend() -> Backend:
     loop = asyncio.get_running_loop()
     backend = _asyncio_backends.get(loop)
     if backend is None:
-        backend = _asyncio_backends[loop] = _AsyncioBackend()
+        backend = _asyncio_backend_of(loop)
     return backend
 
 

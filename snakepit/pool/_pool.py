@@ -18,6 +18,7 @@ import sniffio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from snakepit._wire._auth import new_secret
+from snakepit._wire._grpc_loops import forget_closed_loops
 from snakepit.errors import (
     ArgumentTypeError,
     CallTimeout,
@@ -260,6 +261,8 @@ class Pool:
                 f" {library}: run it with anyio.run(..., backend='asyncio') or asyncio.run()",
             )
         self._enter("starting")
+        # What grpc.aio keeps of the loops that pools ran on before (see the module).
+        forget_closed_loops()
         config = self.config
         run_id = uuid.uuid4().hex[:12]
         if self._launcher is None:

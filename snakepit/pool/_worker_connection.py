@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from snakepit._wire._address import grpc_target
 from snakepit._wire._auth import METADATA_KEY
 from snakepit._wire._codec import JSON, PICKLE
+from snakepit._wire._grpc_loops import forget_closed_loops
 from snakepit._wire._proto.snakepit.v1 import worker_pb2, worker_pb2_grpc
 from snakepit.errors import ConfigError, WorkerUnavailable
 
@@ -82,6 +83,7 @@ class WorkerConnection:
             None if secret is None else ((METADATA_KEY, secret.hex()),)
         )
         self._limit = max_message_bytes
+        forget_closed_loops()  # grpc.aio binds this loop now: let go of the closed ones
         self._channel = grpc.aio.insecure_channel(
             grpc_target(address),
             options=[

@@ -69,3 +69,34 @@ def test_a_slow_call_does_not_pin_answered_ones_behind_it() -> None:
     group = deadlines._groups[5.0]
     assert len(group.entries) <= 2 * 1024
     assert group.entries[0][1] is slow
+
+
+def test_a_closed_loop_is_not_kept_alive_by_its_deadlines() -> None:
+    # The backend cached per loop holds an armed timer and the slots of the
+    # calls that waited with a timeout: both reach the loop. Once the loop
+    # is closed, making the next loop's backend lets it go (it used to stay
+    # for the life of the process, with every task and pool it reached).
+    import asyncio
+    import gc
+    import weakref
+
+    from snakepit.otp import GenServer
+
+    class Echo(GenServer[str, str, None]):
+        async def init(self, arg: None) -> None:
+            return None
+
+        async def handle_call(self, request: str, state: None) -> tuple[str, None]:
+            return request, state
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def run() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with Echo.running(None) as ref:
+            assert await ref.call("x", timeout=60) == "x"  # a deadline, armed for later
+
+    for _ in range(3):
+        asyncio.run(run())
+    gc.collect()
+    assert [loop() is None for loop in loops] == [True, True, False]  # the last: not yet

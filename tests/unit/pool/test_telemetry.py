@@ -321,7 +321,9 @@ class TestStreams:
             for i in range(10):  # recycling on the way
                 assert await pool.execute("echo", {"value": i}) == i
             stats = pool.stats()
-            assert (stats.requests, stats.errors, stats.timeouts) == (13, 1, 1)
+            # A call sent ahead to a worker being recycled is handed back
+            # unstarted and sent again: each sending counts in requests.
+            assert (stats.requests - stats.resent, stats.errors, stats.timeouts) == (13, 1, 1)
             assert stats.recycled >= 1
             # A late subscriber sees what happens from then on, nothing before.
             since = anyio.current_time()
