@@ -61,14 +61,15 @@ redis-server: $(STAMP)
 	}
 
 # Random order (pytest-randomly) and in parallel (xdist, one process more than
-# CPUs: many tests wait on worker processes, which need a CPU of their own);
-# prints the suite's wall time. The suite passes with any -n, -n auto included.
+# CPUs: many tests wait on worker processes, which need a CPU of their own;
+# worksteal: an idle xdist process takes tests queued on a busy one, so the run
+# does not end on one process's queue); prints the suite's wall time. The suite passes with any -n, -n auto included.
 # Bytecode caching stays on even where PYTHONDONTWRITEBYTECODE is set: without
 # it every worker process the suite starts (~140) compiles snakepit from source
 # and pytest rewrites every test module again in each xdist process.
 pytest: $(STAMP) redis-server
 	@start=$$(date +%s%N); \
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -p randomly -n $$(($$(nproc) + 1)) -q tests; rc=$$?; \
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -p randomly -n $$(($$(nproc) + 1)) --dist worksteal -q tests; rc=$$?; \
 	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
 	echo "suite wall time: $$((ms / 1000)).$$((ms % 1000 / 100)) s"; exit $$rc
 

@@ -15,7 +15,7 @@ for i in $(seq 1 "$runs"); do
     seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
     start=$(date +%s%N)
     if env -u PYTHONDONTWRITEBYTECODE "$python" -m pytest -q -p randomly --randomly-seed="$seed" \
-        -n $(($(nproc) + 1)) tests >"$logs/run$i.log" 2>&1; then
+        -n $(($(nproc) + 1)) --dist worksteal tests >"$logs/run$i.log" 2>&1; then
         outcome=ok
     else
         outcome=FAILED

@@ -108,8 +108,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Unfreeze the heap (see :func:`pytest_collection_finish`) for pytest's collection at exit."""
-    gc.unfreeze()
+    """Unfreeze the heap (see :func:`pytest_collection_finish`) for pytest's collection at exit.
+
+    Not in an xdist worker: what that collection would report comes after the
+    worker sent its results, and xdist drops it (see :func:`pytest_unconfigure`);
+    it would only walk the whole heap again, at the very end of the run.
+    """
+    if not hasattr(session.config, "workerinput"):
+        gc.unfreeze()
 
 
 @pytest.hookimpl(trylast=True)
