@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -77,8 +78,20 @@ class WorkerArgs:
 
 def _takes_bridge(launcher: Launcher) -> bool:
     """Whether ``launcher.start`` takes ``bridge=`` (or any keyword)."""
+    if "start" in getattr(launcher, "__dict__", ()):  # set on the instance: its own
+        return _signature_takes_bridge(launcher.start)
+    return _class_takes_bridge(type(launcher))
+
+
+@functools.lru_cache(maxsize=64)
+def _class_takes_bridge(cls: type) -> bool:
+    # Asked at every worker start: inspect.signature costs ~1 ms.
+    return _signature_takes_bridge(getattr(cls, "start", None))
+
+
+def _signature_takes_bridge(start: object) -> bool:
     try:
-        parameters = inspect.signature(launcher.start).parameters.values()
+        parameters = inspect.signature(start).parameters.values()  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
     return any(p.name == "bridge" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
