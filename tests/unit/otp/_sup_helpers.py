@@ -182,9 +182,13 @@ def task_count() -> int:
     return len(asyncio.all_tasks())
 
 
-def thread_count() -> int:
-    """Threads alive, minus trio's idle thread-cache workers (guest-mode I/O waits)."""
-    return sum(1 for t in threading.enumerate() if not t.name.startswith("Trio thread"))
+def live_threads() -> set[threading.Thread]:
+    """Threads alive, minus trio's idle thread-cache workers (guest-mode I/O waits).
+
+    Compare sets, not counts: a thread an earlier test left to end on its own
+    may end meanwhile (the count drops with nothing leaked).
+    """
+    return {t for t in threading.enumerate() if not t.name.startswith("Trio thread")}
 
 
 def single_leaf(exc: BaseException) -> BaseException:

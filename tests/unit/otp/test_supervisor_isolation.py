@@ -31,8 +31,8 @@ from ._sup_helpers import (
     drain,
     gave_up,
     kill_and_wait,
+    live_threads,
     task_count,
-    thread_count,
     workers,
 )
 
@@ -108,8 +108,8 @@ class TestNoLeaks:
         with anyio.fail_after(5):
             async with Supervisor.running(SupervisorSpec(workers("warm-up"))):
                 pass  # the backend's one-off helpers (trio's timer task) exist from here
-            tasks, threads = task_count(), thread_count()
-            all_threads = threading.active_count()
+            tasks, threads = task_count(), live_threads()
+            all_threads = set(threading.enumerate())
             every: list[ServerRef[Any, Any]] = []
             async with Supervisor.running(spec) as sup:
                 events = subscribe(sup)
@@ -132,8 +132,8 @@ class TestNoLeaks:
                     ref.send("noise")  # messages left queued must not survive either
             assert len(every) == 9
             assert task_count() == tasks
-            assert thread_count() == threads
-            assert threading.active_count() == all_threads
+            assert live_threads() - threads == set()
+            assert set(threading.enumerate()) - all_threads == set()
             for ref in every:
                 assert not ref.alive
                 assert ref.mailbox_stats().queued == 0
